@@ -1,0 +1,70 @@
+"""The few error types users see.
+
+The library only raises; the CLI edge (``envrepro.cli``) turns each type into one line and the
+exit code named here. Exceptions hold data and build their message in ``__str__``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+# Documented exit codes (README "Exit codes").
+EXIT_OK = 0
+EXIT_RISKY = 1          # doctor: loads but risky
+EXIT_BAD_INPUT = 2      # bad model path, bad/unknown/incomplete capture, tampered snapshot
+EXIT_NO_ENGINE = 3      # no Docker engine reachable
+EXIT_BUILD_FAILED = 4   # image build failed
+EXIT_LOAD_FAILED = 5    # load_model raised inside the container
+EXIT_MISMATCH = 6       # loaded, but the reference prediction or optimizer state differs
+EXIT_INTERNAL = 70      # a bug in envrepro (traceback with --debug)
+
+
+class EnvreproError(Exception):
+    """Base class: a user-facing error with a path, a reason and a fix."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, what: str, path: Optional[str] = None, fix: Optional[str] = None):
+        super().__init__(what)
+        self.what = what
+        self.path = path
+        self.fix = fix
+
+    def __str__(self) -> str:
+        msg = self.what
+        if self.path:
+            msg = f"{self.path}: {msg}"
+        if self.fix:
+            msg = f"{msg} ({self.fix})"
+        return msg
+
+
+class ModelNotFound(EnvreproError):
+    """No model (SavedModel dir, .h5 or .keras file) at the path given."""
+
+
+class CaptureError(EnvreproError):
+    """A capture could not be written (probe failed, lock failed, unsafe snapshot...)."""
+
+
+class InvalidCapture(EnvreproError):
+    """A capture exists but can't be trusted: unreadable, unknown schema, incomplete, tampered."""
+
+
+class ProbeError(CaptureError):
+    """The probe failed inside the training interpreter."""
+
+
+class NoEngine(EnvreproError):
+    exit_code = EXIT_NO_ENGINE
+
+
+class BuildFailed(EnvreproError):
+    exit_code = EXIT_BUILD_FAILED
+
+
+class LoadFailed(EnvreproError):
+    exit_code = EXIT_LOAD_FAILED
+
+
+class VerificationMismatch(EnvreproError):
+    exit_code = EXIT_MISMATCH
