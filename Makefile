@@ -1,0 +1,31 @@
+# envrepro developer entry points. `make demo` runs the main job end to end; `make test` the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+
+.PHONY: venv test unit integration e2e demo bench standins clean
+
+venv:
+	@bash scripts/dev-venv.sh
+
+# Unit tests (no Docker, no TensorFlow), integration (real TensorFlow on the host and in a
+# Python 3.8 + TF 2.4.1 env), end-to-end (real Docker engine). CI=true makes missing pieces fail.
+test:
+	@set -e; v=$$(PYTHON=$(PYTHON) bash scripts/dev-venv.sh); \
+	if docker info >/dev/null 2>&1 || [ "$$CI" = "true" ]; then bash scripts/ensure-docker.sh; \
+	  $$v/bin/python tests/e2e/standins.py 3.8 3.11; fi; \
+	$$v/bin/python -m pytest -ra $(PYTEST_ARGS)
+
+unit:
+	@v=$$(bash scripts/dev-venv.sh); $$v/bin/python -m pytest -q tests/unit
+
+demo:
+	@bash scripts/demo.sh
+
+bench:
+	@v=$$(bash scripts/dev-venv.sh); $$v/bin/python benchmarks/run.py
+
+standins:
+	@v=$$(bash scripts/dev-venv.sh); bash scripts/ensure-docker.sh; $$v/bin/python tests/e2e/standins.py 3.8 3.11
+
+clean:
+	rm -rf demo-out build *.egg-info .pytest_cache

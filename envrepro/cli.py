@@ -1,0 +1,197 @@
+"""The ``envrepro`` command: wires typer options to library calls, and nothing more.
+
+Errors become one line and a documented exit code here, at the edge (tracebacks only with
+--debug). Heavy modules (Docker SDK, pip-tools, TensorFlow) are imported inside commands so
+``envrepro --help`` stays fast.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import List, Optional
+
+import typer
+
+from . import __version__
+from . import errors
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Capture a Keras model's environment at save time; reproduce it in Docker to load it anywhere.")
+images_app = typer.Typer(add_completion=False, help="List or prune envrepro's environment images.",
+                         invoke_without_command=True)
+app.add_typer(images_app, name="images")
+
+_DEBUG = {"on": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"envrepro {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+) -> None:
+    _DEBUG["on"] = debug or os.environ.get("ENVREPRO_DEBUG") == "1"
+
+
+def _echo_warnings(warnings: List[str]) -> None:
+    for w in warnings:
+        typer.echo(f"warning: {w}", err=True)
+
+
+@app.command()
+def capture(
+    model: str = typer.Argument(..., help="The saved model: SavedModel folder, .h5 or .keras file."),
+    python: Optional[str] = typer.Option(None, "--python", help="The training environment's interpreter (default: this one)."),
+    module: List[str] = typer.Option([], "--module", help="Module defining custom objects, imported before loading (repeatable)."),
+    code_path: List[str] = typer.Option([], "--code-path", help="Folder added to the probe's import path (repeatable)."),
+    sample: Optional[str] = typer.Option(None, "--sample", help="Input for the reference prediction (.npy, or .npz for several inputs)."),
+    no_hashes: bool = typer.Option(False, "--no-hashes", help="Don't ask the index for hashes (offline capture)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Capture the environment of a saved model into MODEL.envrepro/ (probe, lock, snapshot, reference)."""
+    from .capture import capture as do_capture
+
+    result = do_capture(model, python=python or sys.executable, modules=module, code_paths=code_path,
+                        hashes=False if no_hashes else None, sample_file=sample)
+    if as_json:
+        typer.echo(json.dumps(result.manifest, indent=2, default=str))
+        return
+    _echo_warnings(result.warnings)
+    m = result.manifest
+    lock = m.get("lock") or {}
+    typer.echo(f"captured {m['model']['name']} -> {result.sidecar}")
+    typer.echo(f"  python {m['python'].get('version')}, tensorflow {m['frameworks'].get('tensorflow')}, "
+               f"keras {m['frameworks'].get('keras')}; {lock.get('distributions')} pins"
+               f" ({'hashed' if lock.get('hashes') else 'no hashes'}); "
+               f"{len((m.get('snapshot') or {}).get('files') or [])} snapshot files; "
+               f"{len((m.get('load') or {}).get('custom_objects') or {})} custom objects; "
+               f"{result.seconds.get('total', 0):.2f} s")
+
+
+@app.command()
+def inspect(
+    model: str = typer.Argument(..., help="The model (or its .envrepro folder)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show a capture as a readable summary (or JSON)."""
+    from . import manifest, summary
+
+    cap = manifest.read(manifest.sidecar_for(manifest.resolve_model(model)))
+    if as_json:
+        typer.echo(json.dumps(summary.summarize(cap), indent=2, default=str))
+    else:
+        typer.echo(summary.render(cap))
+
+
+def _engine():
+    from .engine import Engine
+
+    eng = Engine()
+    eng.connect()
+    return eng
+
+
+@app.command()
+def load(
+    model: str = typer.Argument(..., help="The captured model."),
+    base_image: Optional[str] = typer.Option(None, "--base-image", help="Base image (default python:X.Y-slim; env ENVREPRO_BASE_IMAGE)."),
+    registry: Optional[str] = typer.Option(None, "--registry", help="Registry to pull prebuilt environments from (env ENVREPRO_REGISTRY)."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="'all' passes GPUs and picks a CUDA/cuDNN base."),
+    unsafe: bool = typer.Option(False, "--unsafe", help="Keras 3 safe_mode off (Lambda layers). Only for trusted models."),
+    memory: str = typer.Option("4g", "--memory", help="Memory limit of the container."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Build or find the captured environment's image, load the model inside it and verify it."""
+    from .loading import load_model_cmd
+
+    code = load_model_cmd(model, base_image=base_image, registry=registry, gpus=gpus, unsafe=unsafe,
+                          memory=memory, as_json=as_json, engine_factory=_engine)
+    raise typer.Exit(code)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="The captured model."),
+    base_image: Optional[str] = typer.Option(None, "--base-image"),
+    unsafe: bool = typer.Option(False, "--unsafe"),
+) -> None:
+    """Run a command in the reproduced environment: envrepro run MODEL -- python predict.py"""
+    from .loading import run_cmd
+
+    raise typer.Exit(run_cmd(model, list(ctx.args), base_image=base_image, engine_factory=_engine))
+
+
+@app.command()
+def shell(
+    model: str = typer.Argument(..., help="The captured model."),
+    base_image: Optional[str] = typer.Option(None, "--base-image"),
+) -> None:
+    """Open a shell in the reproduced environment (model at /envrepro/model/NAME)."""
+    from .loading import shell_cmd
+
+    raise typer.Exit(shell_cmd(model, base_image=base_image, engine_factory=_engine))
+
+
+@images_app.callback()
+def images_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """List envrepro's environment images with their size and the captures they serve."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .loading import images_list_cmd
+
+    raise typer.Exit(images_list_cmd(_engine(), as_json=as_json))
+
+
+@images_app.command("prune")
+def images_prune(dry_run: bool = typer.Option(False, "--dry-run")) -> None:
+    """Remove envrepro images that no known capture uses any more."""
+    from .loading import images_prune_cmd
+
+    raise typer.Exit(images_prune_cmd(_engine(), dry_run=dry_run))
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Entry point: run typer without its exception handling, and handle errors ourselves."""
+    import click
+
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("ENVREPRO_DEBUG") == "1"
+    try:
+        rv = app(args=argv, standalone_mode=False, prog_name="envrepro")
+        code = rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.exceptions.Abort:
+        typer.echo("envrepro: aborted", err=True)
+        code = 130
+    except click.ClickException as e:
+        e.show()
+        code = errors.EXIT_BAD_INPUT
+    except errors.EnvreproError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        typer.echo(f"envrepro: error: {e}", err=True)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        typer.echo("envrepro: interrupted", err=True)
+        code = 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        typer.echo(f"envrepro: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", err=True)
+        code = errors.EXIT_INTERNAL
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Shared fixtures: the Python 3.8 + TF 2.4.1 training environment, and CI's rules.
+
+With CI=true nothing that needs a real component may skip: a missing Python 3.8, TensorFlow or
+Docker engine fails the run, and a run in which no end-to-end test passed fails too.
+"""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CI = os.environ.get("CI", "").lower() == "true"
+DEV_CACHE = Path(os.environ.get("ENVREPRO_DEV_CACHE", Path.home() / ".cache" / "envrepro-dev"))
+
+
+def need(condition, reason):
+    """Skip locally, fail under CI."""
+    if condition:
+        return
+    if CI:
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def pyenv_python(minor):
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip() or root
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    versions = sorted(Path(root, "versions").glob(f"{minor}.*"),
+                      key=lambda p: [int(x) for x in p.name.split(".") if x.isdigit()])
+    for v in reversed(versions):
+        exe = v / "bin" / "python"
+        if exe.exists():
+            return str(exe)
+    return shutil.which(f"python{minor}")
+
+
+def _venv_key(*parts):
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(str(p).encode())
+    return h.hexdigest()[:12]
+
+
+@pytest.fixture(scope="session")
+def py38_tf24():
+    """A Python 3.8 virtualenv with tensorflow-cpu==2.4.1 and envrepro installed (cached by key)."""
+    base = pyenv_python("3.8")
+    need(base, "no Python 3.8 interpreter (pyenv's 3.8 build) found")
+    pyproject = (REPO / "pyproject.toml").read_bytes()
+    venv = DEV_CACHE / f"venv38-tf241-{_venv_key(base, 'tensorflow-cpu==2.4.1', pyproject)}"
+    py = venv / "bin" / "python"
+    ok = py.exists() and subprocess.run([str(py), "-c", "import tensorflow, yaml"], capture_output=True).returncode == 0
+    if not ok:
+        shutil.rmtree(venv, ignore_errors=True)
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([base, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "tensorflow-cpu==2.4.1"], check=True)
+    # envrepro from this checkout, with its dependencies resolved for Python 3.8
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "-e", str(REPO)], check=True)
+    return str(py)
+
+
+@pytest.fixture(scope="session")
+def tf():
+    try:
+        import tensorflow as tf_mod  # noqa: F401
+    except ImportError:
+        need(False, "TensorFlow is not installed on the host (make venv installs tensorflow-cpu)")
+    return tf_mod
+
+
+_E2E = {"passed": 0, "collected": 0}
+
+
+def pytest_collection_modifyitems(config, items):
+    _E2E["collected"] = sum(1 for i in items if i.get_closest_marker("e2e"))
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.passed and "e2e" in report.keywords:
+        _E2E["passed"] += 1
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if CI and _E2E["collected"] and _E2E["passed"] == 0 and exitstatus == 0:
+        session.exitstatus = 1
+        print("\nCI=true but no end-to-end test passed", file=sys.stderr)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _E2E["collected"]:
+        terminalreporter.write_line(f"end-to-end tests passed: {_E2E['passed']} of {_E2E['collected']} collected")
