@@ -219,7 +219,7 @@ def capture(model_path: "os.PathLike[str] | str", *, model: Any = None, sample_i
                                              tmp, hashes=hashes,
                                              training_python=python or sys.executable)
             seconds["lock"] = time.perf_counter() - t
-            if not lock_result.hashes:
+            if hashes and not lock_result.hashes:
                 warnings.append(f"lock has exact pins but no hashes ({lock_result.hashes_reason})")
 
             t = time.perf_counter()

@@ -48,6 +48,12 @@ def _venv_key(*parts):
     return h.hexdigest()[:12]
 
 
+def _pip(py, *args):
+    proc = subprocess.run([str(py), "-m", "pip", "-q", *args], capture_output=True, text=True)
+    if proc.returncode:
+        pytest.fail(f"pip {' '.join(args)} failed under {py}:\n{proc.stderr[-3000:]}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def py38_tf24():
     """A Python 3.8 virtualenv with tensorflow-cpu==2.4.1 and envrepro installed (cached by key)."""
@@ -61,9 +67,9 @@ def py38_tf24():
         shutil.rmtree(venv, ignore_errors=True)
         venv.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([base, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "tensorflow-cpu==2.4.1"], check=True)
+        _pip(py, "install", "tensorflow-cpu==2.4.1")
     # envrepro from this checkout, with its dependencies resolved for Python 3.8
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "-e", str(REPO)], check=True)
+    _pip(py, "install", "-e", str(REPO))
     return str(py)
 
 

@@ -21,6 +21,7 @@ The output (``facts.json``) is the contract consumed by envrepro's capture code;
 """
 from __future__ import absolute_import, division, print_function
 
+import importlib
 import json
 import os
 import platform
@@ -1184,6 +1185,24 @@ def _system_dirs():
     return dirs
 
 
+def _imported_tops(path):
+    """Top-level module names a source file imports (absolute imports only)."""
+    import ast
+
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), filename=path)
+    except Exception:
+        return []
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.append(node.module.split(".")[0])
+    return names
+
+
 def _sibling_modules(modules, dists):
     """User modules imported from the same source folders as the custom modules.
 
@@ -1205,22 +1224,33 @@ def _sibling_modules(modules, dists):
         return []
     tops = set(e["top"] for e in modules)
     tops.update(("__main__", "envrepro"))
+    # Follow the import statements of the custom modules (transitively), not everything the
+    # training script happened to import from the same folder.
+    pending = [e.get("file") for e in modules
+               if not e["distribution"] and e.get("file") and e["top"] != "__main__"]
+    seen_files = set()
     out = []
-    for name, mod in list(sys.modules.items()):
-        if mod is None or "." in name or name in tops:
+    while pending:
+        path = pending.pop()
+        if not path or path in seen_files or not path.endswith(".py"):
             continue
-        path = getattr(mod, "__file__", None)
-        if not path or not isinstance(path, str):
-            continue
-        full = _norm(path) if not os.path.isabs(path) else os.path.normcase(path)
-        for root in roots:
-            if full.startswith(root + os.sep):
-                entry = _module_entry(name, dists, "sibling")
-                if entry["distribution"] is None and entry["source_root"] and \
-                        _norm(entry["source_root"]) == root:
-                    out.append(entry)
-                    tops.add(name)
-                break
+        seen_files.add(path)
+        for name in _imported_tops(path):
+            if name in tops:
+                continue
+            mod = sys.modules.get(name)
+            mpath = getattr(mod, "__file__", None) if mod is not None else None
+            if not mpath or not isinstance(mpath, str):
+                continue
+            full = _norm(mpath)
+            if not any(full.startswith(root + os.sep) for root in roots):
+                continue
+            entry = _module_entry(name, dists, "sibling")
+            if entry["distribution"] is None and entry["source_root"] and \
+                    _norm(entry["source_root"]) in roots:
+                out.append(entry)
+                tops.add(name)
+                pending.append(entry.get("file"))
     out.sort(key=lambda e: e["module"])
     return out
 
@@ -1622,6 +1652,55 @@ def _module_custom_objects(modnames):
     return objs
 
 
+def _config_modules(model_path, fmt):
+    """User modules a Keras 3 ``.keras`` config names for its custom objects.
+
+    Keras 3 records ``"module": "custom_layers"`` beside each custom class but does not import
+    it; importing it here (the code paths are on sys.path) finds unregistered classes too, so
+    ``envrepro capture --code-path DIR`` needs no ``--module`` for them.
+    """
+    if fmt != "keras":
+        return []
+    found = []
+    try:
+        import zipfile
+
+        with zipfile.ZipFile(model_path) as zf:
+            cfg = json.loads(zf.read("config.json").decode("utf-8"))
+    except Exception:
+        return found
+
+    def walk(node):
+        if isinstance(node, dict):
+            mod = node.get("module")
+            if isinstance(mod, str) and "class_name" in node and not _is_framework_module(mod) \
+                    and mod not in found and mod != "builtins":
+                found.append(mod)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(cfg)
+    return found
+
+
+def _import_config_modules(names, warnings):
+    imported = []
+    for name in names:
+        if name in sys.modules:
+            imported.append(name)
+            continue
+        try:
+            importlib.import_module(name)
+            imported.append(name)
+        except Exception as exc:
+            warnings.append("the model names module %r for a custom object, but it can't be imported "
+                            "here (%s); pass --code-path for its folder" % (name, _short_error(exc)))
+    return imported
+
+
 def load_model(model_path, modules=(), warnings=None, dists=None):
     """Load the model the way a user would, in this interpreter: ``tf.keras.models.load_model``
     with compile=True, falling back to compile=False (Keras-2 training configs often don't
@@ -1652,7 +1731,8 @@ def load_model(model_path, modules=(), warnings=None, dists=None):
             raise ProbeFailure("neither tensorflow nor keras can be imported here",
                                "run the probe with the training interpreter")
         loader = keras.models.load_model
-    custom = _module_custom_objects(modules)
+    config_mods = _import_config_modules(_config_modules(model_path, fmt), warnings)
+    custom = _module_custom_objects(list(modules) + [m for m in config_mods if m not in modules])
     kwargs = {"custom_objects": custom or None}
 
     def attempt(compile_flag, extra):

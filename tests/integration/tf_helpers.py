@@ -1,0 +1,57 @@
+"""Helpers for tests that run real TensorFlow: model sources written as files, CLI runs."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+
+CUSTOM_LAYERS = (EXAMPLES / "custom_layers.py").read_text()
+
+LOSSES_KERAS3 = textwrap.dedent('''
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="team")
+    class Huberish(keras.losses.Loss):
+        def __init__(self, delta=1.0, **kwargs):
+            super().__init__(**kwargs)
+            self.delta = delta
+
+        def call(self, y_true, y_pred):
+            err = ops.abs(y_true - y_pred)
+            return ops.mean(ops.where(err < self.delta, 0.5 * err * err, self.delta * (err - 0.5 * self.delta)), axis=-1)
+
+        def get_config(self):
+            return {**super().get_config(), "delta": self.delta}
+''')
+
+
+def write_module(folder, name, source):
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.py").write_text(source)
+    return folder / f"{name}.py"
+
+
+def envrepro_cli(*args, python=None, env=None, cwd=None, timeout=900):
+    """Run the envrepro CLI as a user would (a separate process), return CompletedProcess."""
+    exe = python or sys.executable
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    full_env.pop("ENVREPRO_DEBUG", None)
+    if env:
+        full_env.update(env)
+    return subprocess.run([exe, "-m", "envrepro", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=timeout)
+
+
+def run_py(python, code, cwd=None, env=None, timeout=900):
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(EXAMPLES))
+    if env:
+        full_env.update(env)
+    proc = subprocess.run([python, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=timeout)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+    return proc
