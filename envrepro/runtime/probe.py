@@ -550,6 +550,31 @@ class Distributions(object):
         return out
 
 
+_DIST_CACHE = {}
+
+
+def cached_distributions():
+    """``Distributions()`` for sys.path, reused while no path entry changed.
+
+    The save hook captures on every checkpoint of a training run; the installed environment
+    doesn't change between them, and an install or removal touches the site folder's mtime.
+    """
+    key = []
+    for entry in sys.path:
+        try:
+            key.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except (OSError, AttributeError):
+            key.append((entry, None))
+    key = tuple(key)
+    hit = _DIST_CACHE.get("key") == key and _DIST_CACHE.get("value")
+    if hit:
+        return hit
+    value = Distributions()
+    _DIST_CACHE.clear()
+    _DIST_CACHE.update(key=key, value=value)
+    return value
+
+
 def scan_distributions(path_list=None):
     """Public entry point: a ``Distributions`` over ``path_list`` (default ``sys.path``)."""
     return Distributions(path_list)
@@ -1834,7 +1859,7 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
 
     if dists is None:
         try:
-            dists = Distributions()
+            dists = cached_distributions()
         except Exception as exc:  # should not happen: every read is guarded
             warnings.append("distribution scan failed: %s" % _short_error(exc))
             dists = Distributions([])

@@ -229,15 +229,14 @@ def capture(model_path: "os.PathLike[str] | str", *, model: Any = None, sample_i
 
             data = build_manifest(model_path, fmt, facts, lock_result, snap, reference, warnings)
             t = time.perf_counter()
-            manifest.write_manifest(tmp, data)
+            data = manifest.write_manifest(tmp, data)
             replace_dir(tmp, sidecar)
             seconds["write"] = time.perf_counter() - t
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     seconds["total"] = time.perf_counter() - t0
-    return CaptureResult(sidecar=sidecar, manifest=manifest.read(sidecar, verify=False).data,
-                         warnings=warnings, seconds=seconds)
+    return CaptureResult(sidecar=sidecar, manifest=data, warnings=warnings, seconds=seconds)
 
 
 def _load_sample(path: str) -> Any:
