@@ -1,0 +1,178 @@
+"""Environment images built by a real Docker engine (RELIABILITY.md "Locks", "Builds and runs").
+
+Small locks on the local ``python:3.8-slim`` stand-in (tests/e2e/standins.py): a wheel (six) and
+an sdist-only pin (termcolor 1.1.0, as in TensorFlow 2.4.1's lock), with hashes. PyPI is reached
+from the builder stage through the host's pip settings and CA bundle. The heavy TensorFlow build
+is exercised by the flagship test elsewhere.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from envrepro import build
+from envrepro import dockerfile as df
+from envrepro.errors import BuildFailed
+from envrepro.manifest import Capture
+
+pytestmark = pytest.mark.e2e
+
+SIX = ("six==1.16.0 \\\n"
+       "    --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254\n"
+       "    # via -r requirements.in\n")
+TERMCOLOR = ("termcolor==1.1.0 \\\n"
+             "    --hash=sha256:1d6d69ce66211143803fbc56652b41d73b4a400a2891d7bf7a1cdf4c02de613b\n"
+             "    # via -r requirements.in\n")
+LOCK = SIX + TERMCOLOR
+INSIDE = """
+import json, os, sys
+from importlib import metadata
+print(json.dumps({"uid": os.getuid(), "prefix": sys.prefix, "version": sys.version.split()[0],
+                  "dists": sorted(d.metadata["Name"].lower() + "==" + d.version for d in metadata.distributions()),
+                  "termcolor": __import__("termcolor").colored("x", "red")}))
+"""
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    for var in ("ENVREPRO_BASE_IMAGE", "ENVREPRO_REGISTRY"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def make_capture(tmp_path: Path, lock: str, name: str = "m") -> Capture:
+    root = tmp_path / f"{name}.envrepro"
+    root.mkdir()
+    (root / "requirements.lock").write_text(lock)
+    return Capture(root=root, data={"python": {"version": "3.8.18"}, "frameworks": {"tensorflow": "2.4.1"}})
+
+
+def fresh(engine, capture: Capture, base: str) -> str:
+    """Remove the environment's tag if an earlier run left it, so this run really builds."""
+    tag = build.image_tag(build.image_key(base, "3.8.18", capture.lock_path.read_text()))
+    engine.remove_image(tag, force=True)
+    return tag
+
+
+def test_small_env_is_built_labelled_and_runs_as_non_root(engine, standin_38, tmp_path):
+    capture = make_capture(tmp_path, LOCK)
+    tag = fresh(engine, capture, standin_38)
+    lines = []
+    info = build.ensure_image(capture, engine, on_progress=lines.append)
+    assert info.source == "built" and info.tag == tag and engine.image_exists(tag)
+    assert any(line.startswith("Step ") for line in lines)
+
+    labels = engine.inspect_image(tag)["Config"]["Labels"]
+    base = engine.inspect_image(standin_38)
+    assert labels["org.envrepro.key"] == info.key
+    assert labels["org.envrepro.python"] == "3.8.18"
+    assert labels["org.envrepro.tensorflow"] == "2.4.1"
+    assert labels["org.envrepro.base"] == "python:3.8-slim"
+    assert labels["org.envrepro.base-digest"] == (base.get("RepoDigests") or [base["Id"]])[0]
+    assert labels["org.envrepro.runtime-version"] == build.RUNTIME_VERSION
+    assert labels["org.envrepro.lock-sha256"] == __import__("hashlib").sha256(LOCK.encode()).hexdigest()
+    log = info.log_path.read_text()
+    assert "termcolor" in info.built_from_source or "Using cache" in log
+
+    code, out, err = engine.run(tag, ["python", "-c", INSIDE], network_disabled=True, read_only=True,
+                                tmpfs={"/tmp": "rw,size=64m"}, mem_limit="512m", pids_limit=128,
+                                stream=False)
+    assert code == 0, err
+    facts = json.loads(out.strip().splitlines()[-1])
+    assert facts["uid"] == 10001
+    assert facts["prefix"] == "/opt/envrepro/venv" and facts["version"] == "3.8.18"
+    assert {"six==1.16.0", "termcolor==1.1.0"} <= set(facts["dists"])
+    assert not [d for d in facts["dists"] if d.split("==")[0] not in ("six", "termcolor", "pip", "setuptools")]
+
+    again = build.ensure_image(capture, engine, on_progress=lambda line: None)
+    assert again.source == "local" and again.image_id == info.image_id
+
+
+def test_altered_hash_fails_with_pips_hash_error_and_tags_nothing(engine, standin_38, tmp_path):
+    bad = LOCK.replace("1d6d69ce66211143803fbc56652b41d73b4a400a2891d7bf7a1cdf4c02de613b",
+                       "1d6d69ce66211143803fbc56652b41d73b4a400a2891d7bf7a1cdf4c02de6130")
+    capture = make_capture(tmp_path, bad)
+    tag = fresh(engine, capture, standin_38)
+    with pytest.raises(BuildFailed) as e:
+        build.ensure_image(capture, engine, on_progress=lambda line: None)
+    msg = str(e.value)
+    assert "THESE PACKAGES DO NOT MATCH THE HASHES" in msg
+    assert "full build log: " in msg and "hash check failed" in msg
+    log = Path(msg.split("full build log: ")[1].split()[0])
+    assert log.is_file() and "Expected sha256 1d6d69ce66211143803fbc56652b41d73b4a400a2891d7bf7a1cdf4c02de6130" in log.read_text()
+    assert not engine.image_exists(tag)
+
+
+def _hits(data: bytes, needles) -> list:
+    return [n for n in needles if n.encode() in data]
+
+
+def test_index_credentials_and_ca_never_reach_the_final_image(engine, standin_38, tmp_path):
+    token = f"envrepro-sentinel-token-{uuid.uuid4().hex}"
+    ca_mark = f"envrepro-sentinel-ca-{uuid.uuid4().hex}"
+    ca = tmp_path / "sentinel-ca.pem"
+    # The real host bundle (the build must still reach PyPI through the proxy) plus a marker line.
+    ca.write_bytes(Path("/etc/ssl/certs/ca-certificates.crt").read_bytes() + f"\n# {ca_mark}\n".encode())
+    pip = df.PipSettings(extra_index_urls=(f"https://envrepro:{token}@127.0.0.1:9/simple",),
+                         trusted_hosts=("127.0.0.1",), cert=str(ca), timeout=5, retries=0)
+    capture = make_capture(tmp_path, SIX, "sentinel")
+    tag = fresh(engine, capture, standin_38)
+    info = build.ensure_image(capture, engine, pip=pip, on_progress=lambda line: None)
+    assert info.source == "built"
+    assert "127.0.0.1:9" in info.log_path.read_text(), "the builder must have used the sentinel index"
+    needles = (token, ca_mark)
+
+    history = subprocess.run(["docker", "history", "--no-trunc", tag], capture_output=True, check=True).stdout
+    assert _hits(history, needles) == []
+    inspect = subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=True).stdout
+    assert _hits(inspect, needles) == []
+
+    saved = tmp_path / "image.tar"
+    with open(saved, "wb") as f:
+        subprocess.run(["docker", "save", tag], stdout=f, check=True)
+    found, scanned = [], 0
+    with tarfile.open(saved) as outer:
+        for member in outer.getmembers():
+            if not member.isfile():
+                continue
+            blob = outer.extractfile(member).read()
+            found += [(member.name, n) for n in _hits(blob, needles)]
+            if member.name.endswith("layer.tar") or blob[257:262] == b"ustar":
+                with tarfile.open(fileobj=__import__("io").BytesIO(blob)) as layer:
+                    for inner in layer.getmembers():
+                        if inner.isfile():
+                            data = layer.extractfile(inner).read()
+                            scanned += 1
+                            found += [(f"{member.name}:{inner.name}", n) for n in _hits(data, needles)]
+    assert scanned > 100, "the layers were not unpacked"
+    assert found == []
+    assert not any("envrepro-build" in line for line in history.decode().splitlines())
+
+
+def test_heavy_layer_is_reused_when_only_the_rest_differs(engine, standin_38, tmp_path):
+    """Two environments sharing the TensorFlow closure (here: keras, a heavy root, and six it
+    needs) but not the rest: the second build takes the heavy install step from the cache."""
+    heavy = ("keras==2.4.3 \\\n"
+             "    --hash=sha256:05e2faf6885f7899482a7d18fc00ba9655fe2c9296a35ad96949a07a9c27d1bb\n"
+             "    # via -r requirements.in\n"
+             "six==1.16.0 \\\n"
+             "    --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254\n"
+             "    # via keras\n")
+    first = make_capture(tmp_path, heavy + TERMCOLOR, "first")
+    second = make_capture(tmp_path, heavy, "second")
+    for cap in (first, second):
+        fresh(engine, cap, standin_38)
+    build.ensure_image(first, engine, on_progress=lambda line: None)
+    lines = []
+    info = build.ensure_image(second, engine, on_progress=lines.append)
+    assert info.source == "built"
+    heavy_step = next(i for i, line in enumerate(lines) if line.startswith("Step ") and "heavy.lock" in line
+                      and " RUN " in line)
+    after = [line for line in lines[heavy_step + 1:] if line.strip()]
+    assert after[0].strip() == "---> Using cache", after[:3]

@@ -1,0 +1,77 @@
+# envrepro environment image, rendered from envrepro's images/env.Dockerfile.
+# Python 3.8.18 + the exact lock of the captured environment, nothing else: the model,
+# its snapshot and envrepro's runtime scripts are mounted read-only at run time, never baked in.
+#
+# Stage "builder" gets the host's pip configuration (index URLs, possibly with credentials) and CA
+# bundle. The final stage copies only the virtual environment out of it, so neither reaches the
+# final image, its history or its layers (classic builder: no BuildKit secrets needed).
+# Source-only pins (sdists) are built in pip's isolated build environment (PIP_USE_PEP517), which
+# brings setuptools and wheel without adding them to the environment itself.
+# Python 3.8.18 for a base image that has none (the CUDA/cuDNN bases for --gpus), built
+# from the python.org source of the exact captured version. Only /usr/local leaves this stage.
+FROM nvidia/cuda:11.0.3-cudnn8-runtime-ubuntu20.04 AS envrepro-python-build
+ENV DEBIAN_FRONTEND=noninteractive
+COPY build/ca.crt /etc/envrepro-build/ca.crt
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl build-essential \
+      libssl-dev zlib1g-dev libbz2-dev libreadline-dev libsqlite3-dev libffi-dev liblzma-dev \
+      libncursesw5-dev uuid-dev libgdbm-dev \
+ && rm -rf /var/lib/apt/lists/*
+RUN set -e; \
+    cacert=""; if [ -s /etc/envrepro-build/ca.crt ]; then cacert="--cacert /etc/envrepro-build/ca.crt"; fi; \
+    curl -fsSL $cacert -o /tmp/python.tgz https://www.python.org/ftp/python/3.8.18/Python-3.8.18.tgz; \
+    mkdir /tmp/python; tar -xzf /tmp/python.tgz -C /tmp/python --strip-components=1; cd /tmp/python; \
+    ./configure --prefix=/usr/local --enable-shared --with-ensurepip=install LDFLAGS=-Wl,-rpath,/usr/local/lib; \
+    make -j"$(nproc)"; make install; \
+    cd /usr/local/bin; ln -sf python3.8 python3; ln -sf python3 python; ln -sf pip3 pip; \
+    find /usr/local -depth -type d -name test -path '*/python3.8/test' -exec rm -rf {} +; \
+    rm -rf /tmp/python /tmp/python.tgz
+
+FROM nvidia/cuda:11.0.3-cudnn8-runtime-ubuntu20.04 AS envrepro-python
+ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 PATH=/usr/local/bin:$PATH
+# The -dev packages pull in the matching runtime libraries whatever the Ubuntu release is called.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+      libssl-dev zlib1g-dev libbz2-dev libreadline-dev libsqlite3-dev libffi-dev liblzma-dev \
+      libncursesw5-dev uuid-dev libgdbm-dev \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=envrepro-python-build /usr/local /usr/local
+RUN ldconfig && python3 --version
+
+FROM envrepro-python AS builder
+ENV PIP_CONFIG_FILE=/etc/envrepro-build/pip.conf \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_NO_INPUT=1 \
+    PIP_PROGRESS_BAR=off \
+    PIP_ROOT_USER_ACTION=ignore \
+    PIP_USE_PEP517=1
+COPY build/ /etc/envrepro-build/
+RUN python3 -m venv /opt/envrepro/venv
+# TensorFlow and its dependency closure first: this layer is shared by every
+# environment whose lock differs only outside it.
+COPY heavy.lock /etc/envrepro-build/heavy.lock
+RUN /opt/envrepro/venv/bin/python -m pip install --no-deps --no-cache-dir --require-hashes -r /etc/envrepro-build/heavy.lock
+COPY rest.lock /etc/envrepro-build/rest.lock
+RUN /opt/envrepro/venv/bin/python -m pip install --no-deps --no-cache-dir --require-hashes -r /etc/envrepro-build/rest.lock
+
+FROM envrepro-python
+ENV VIRTUAL_ENV=/opt/envrepro/venv \
+    PATH=/opt/envrepro/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/home/envrepro
+RUN set -e; \
+    if command -v useradd >/dev/null 2>&1; then \
+      groupadd --gid 10001 envrepro; \
+      useradd --uid 10001 --gid 10001 --home-dir /home/envrepro --create-home --shell /bin/sh envrepro; \
+    else \
+      echo 'envrepro:x:10001:10001:envrepro:/home/envrepro:/bin/sh' >> /etc/passwd; \
+      echo 'envrepro:x:10001:' >> /etc/group; \
+      mkdir -p /home/envrepro; chown 10001:10001 /home/envrepro; \
+    fi
+COPY --from=builder /opt/envrepro/venv /opt/envrepro/venv
+USER 10001:10001
+WORKDIR /home/envrepro
+LABEL org.envrepro.key="kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk" \
+      org.envrepro.python="3.8.18"
