@@ -5,7 +5,7 @@ import os
 import warnings
 from typing import Any, Iterable, Optional
 
-from .capture import CaptureResult, capture as _capture
+from .capturing import CaptureResult, capture as _capture
 
 
 def capture(path: "os.PathLike[str] | str", model: Any = None, sample_input: Any = None,

@@ -55,7 +55,7 @@ def capture(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Capture the environment of a saved model into MODEL.envrepro/ (probe, lock, snapshot, reference)."""
-    from .capture import capture as do_capture
+    from .capturing import capture as do_capture
 
     result = do_capture(model, python=python or sys.executable, modules=module, code_paths=code_path,
                         hashes=False if no_hashes else None, sample_file=sample)

@@ -110,7 +110,7 @@ def test_hook_captures_model_save_and_checkpoints(tmp_path, proj, tf):
 
 
 def test_capture_failure_never_fails_the_save(tmp_path, proj, tf, monkeypatch):
-    import envrepro.capture as capmod
+    import envrepro.capturing as capmod
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
@@ -177,7 +177,7 @@ KILLER = r'''
 import sys, os, time
 os.environ["ENVREPRO_OFFLINE"] = "1"
 sys.path.insert(0, sys.argv[2])
-import envrepro.capture as c
+import envrepro.capturing as c
 facts_tag = sys.argv[3]
 real = c.run_probe_inprocess
 def slow_probe(*a, **k):
