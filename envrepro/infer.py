@@ -1,0 +1,372 @@
+"""``envrepro capture --infer``: a best-effort capture for a model saved without envrepro.
+
+Nothing of the training environment is left, so everything is inferred, and the manifest says so
+(``inferred: true``):
+
+* TensorFlow: the SavedModel's ``tensorflow_version``; for H5/.keras (which store none) the TF
+  minor whose Keras wrote the file's ``keras_version`` (compat.yaml), at its last patch release.
+* Python: the one most users of that TF had (compat.yaml ``python_likely``: TF 2.4 -> 3.8); no
+  model format records it.
+* The lock: ``tensorflow-cpu==X.Y.Z`` (plus the Keras / tf-keras / Addons the file needs) resolved
+  with compat.yaml's known-good pins as constraints, so numpy 2 or protobuf 4 never sneak in.
+  Resolution must evaluate environment markers for the *target* Python, which pip-compile can't
+  do for another interpreter. So pip's resolver (the one pip-tools drives) runs under a pyenv
+  interpreter of that version (``pip install --dry-run --ignore-installed --report``: nothing is
+  installed); its own pip when it has ``--report`` (pip >= 22.2), else this pip through
+  ``pip --python``. Without such an interpreter, this pip resolves with ``--python-version
+  --platform --only-binary=:all:`` (markers then see this Python: a warning says so). The result
+  is written by envrepro.lock.write_lock, the writer real captures use (pip-tools' format,
+  ``# via`` lines evaluated for the target, hashes from the index through pip-tools).
+* Custom classes: ``class Name(`` definitions found under the ``--code-path`` folders, snapshotted
+  like a real capture's modules and mapped ``Name: module:Name``.
+* No reference prediction: nothing trustworthy could compute one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from . import compat, manifest
+from .capturing import CaptureResult, _hashes_default, build_manifest
+from .errors import CaptureError
+from .fsutil import cleanup_stale, file_lock, replace_dir
+from .modelfiles import BUILTIN_NAMES, ModelFileInfo, read_model_file
+
+RESOLVE_TIMEOUT = float(os.environ.get("ENVREPRO_RESOLVE_TIMEOUT", "900"))
+SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".venv", "venv", "node_modules", "site-packages"}
+LINUX_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
+                   "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64")
+MAX_SOURCE_BYTES = 2 * 1024 * 1024
+
+
+@dataclass
+class InferencePlan:
+    """What --infer decided before touching the network."""
+
+    tensorflow: str
+    python: str                     # X.Y
+    keras_flavor: str
+    requirements: List[str]
+    constraints: List[str]
+    env: Dict[str, str] = field(default_factory=dict)
+    reasons: List[str] = field(default_factory=list)   # how each version was inferred
+
+
+def plan(info: ModelFileInfo, tensorflow: Optional[str] = None,
+         python: Optional[str] = None) -> InferencePlan:
+    """Decide TF, Python, requirements and constraints from the file (overridable)."""
+    reasons: List[str] = []
+    tf = tensorflow or info.tensorflow_version
+    if tf:
+        reasons.append(f"TensorFlow {tf}: " + ("given" if tensorflow else "saved_model.pb tensorflow_version"))
+    else:
+        minor = compat.tf_for_keras(info.keras_version)
+        if not minor:
+            raise CaptureError("can't tell which TensorFlow saved this model (no TF or Keras version in "
+                               "the file)", info.path, "pass the TensorFlow version explicitly")
+        tf = compat.for_tf(minor)["latest"]
+        reasons.append(f"TensorFlow {tf}: the last {minor}.x, whose Keras writes keras_version "
+                       f"{info.keras_version}")
+    row = compat.for_tf(tf)
+    if not row:
+        raise CaptureError(f"TensorFlow {tf} is not in envrepro's compatibility table", info.path,
+                           "upgrade envrepro")
+    py = compat.minor_of(python) if python else row["python_likely"]
+    reasons.append(f"Python {py}: " + ("given" if python else
+                                       f"the likeliest for TF {row['minor']} (supports {', '.join(row['python'])})"))
+    reqs = [f"{row['cpu_distribution']}=={tf}"]
+    flavor = str(row["keras_flavor"])
+    env: Dict[str, str] = {}
+    kv = compat.vtuple(info.keras_version)
+    if kv and kv[0] >= 3:
+        reqs.append(f"keras=={info.keras_version}")
+        flavor = "keras3"
+    elif kv[:2] >= (2, 16):
+        reqs.append(f"tf-keras=={info.keras_version}")
+        flavor, env = "tf_keras", {"TF_USE_LEGACY_KERAS": "1"}
+    if any(n.startswith("Addons>") for n in info.custom_ops + info.custom_classes + info.registered_names):
+        if row.get("tensorflow_addons"):
+            reqs.append(f"tensorflow-addons=={row['tensorflow_addons']}")
+        else:
+            reasons.append(f"the model uses TensorFlow Addons, which has no release for TF {row['minor']}")
+    pins = compat.pins(tf)
+    named = {compat.canonical(re.split(r"[=<>~!]", r, 1)[0]) for r in reqs}
+    constraints = [f"{n}=={v}" for n, v in sorted(pins.items()) if n not in named]
+    return InferencePlan(tensorflow=tf, python=py, keras_flavor=flavor, requirements=reqs,
+                         constraints=constraints, env=env, reasons=reasons)
+
+
+# --------------------------------------------------------------------------------------------
+# Interpreters and resolution
+# --------------------------------------------------------------------------------------------
+
+def find_python(xy: str) -> Optional[Tuple[str, str]]:
+    """(executable, full version) of a CPython X.Y: pyenv's newest X.Y.*, else ``pythonX.Y``."""
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    try:
+        out = subprocess.run(["pyenv", "root"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             timeout=10, check=True).stdout.decode().strip()
+        root = out or root
+    except (OSError, subprocess.SubprocessError):
+        pass
+    found = sorted(Path(root, "versions").glob(f"{xy}.*"), key=lambda p: compat.vtuple(p.name))
+    for d in reversed(found):
+        exe = d / "bin" / "python"
+        if exe.is_file() and re.fullmatch(r"\d+\.\d+\.\d+", d.name):
+            return str(exe), d.name
+    exe = shutil.which(f"python{xy}")
+    if exe:
+        try:
+            ver = subprocess.run([exe, "-c", "import platform; print(platform.python_version())"],
+                                 stdout=subprocess.PIPE, timeout=30, check=True).stdout.decode().strip()
+            return exe, ver
+        except (OSError, subprocess.SubprocessError):
+            return None
+    return None
+
+
+def _pip_version(python: str) -> Tuple[int, ...]:
+    try:
+        out = subprocess.run([python, "-m", "pip", "--version"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, timeout=60, check=False).stdout.decode()
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    m = re.match(r"pip (\S+)", out)
+    return compat.vtuple(m.group(1)) if m else ()
+
+
+def resolve_commands(p: InferencePlan, req_file: str, cons_file: str, report: str,
+                     target: Optional[str], work: str) -> List[Tuple[str, List[str]]]:
+    """The resolution attempts, best first, each (how, argv)."""
+    common = ["install", "--dry-run", "--ignore-installed", "--report", report, "--disable-pip-version-check",
+              "--no-input", "--prefer-binary", "-r", req_file, "-c", cons_file]
+    cmds: List[Tuple[str, List[str]]] = []
+    if target:
+        if _pip_version(target) >= (22, 2):
+            cmds.append((f"pip of {target} (Python {p.python}, --dry-run --report)",
+                         [target, "-m", "pip"] + common))
+        if _pip_version(sys.executable) >= (22, 3):
+            cmds.append((f"this pip with --python {target}",
+                         [sys.executable, "-m", "pip", "--python", target] + common))
+    platforms = [a for plat in LINUX_PLATFORMS for a in ("--platform", plat)]
+    cmds.append((f"this pip for Python {p.python} with --python-version/--platform (no Python {p.python} "
+                 "interpreter found: environment markers were evaluated for this Python)",
+                 [sys.executable, "-m", "pip"] + common + ["--target", os.path.join(work, "target"),
+                                                           "--python-version", p.python, "--implementation",
+                                                           "cp", "--only-binary=:all:"] + platforms))
+    return cmds
+
+
+def resolve(p: InferencePlan, target: Optional[str], warnings: List[str]) -> Tuple[List[Dict[str, Any]], str]:
+    """Distributions (probe format: name, version, requires) of the resolved environment."""
+    with tempfile.TemporaryDirectory(prefix="envrepro-infer-") as work:
+        req_file, cons_file, report = (os.path.join(work, n) for n in ("requirements.in", "constraints.txt",
+                                                                       "report.json"))
+        Path(req_file).write_text("\n".join(p.requirements) + "\n", encoding="utf-8")
+        Path(cons_file).write_text("\n".join(p.constraints) + "\n", encoding="utf-8")
+        env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", PYTHONNOUSERSITE="1")
+        env.pop("PYTHONPATH", None)
+        failures = []
+        for how, cmd in resolve_commands(p, req_file, cons_file, report, target, work):
+            try:
+                proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                      timeout=RESOLVE_TIMEOUT, cwd=work, check=False)
+                out, ok = proc.stdout.decode("utf-8", "replace"), proc.returncode == 0
+            except (OSError, subprocess.TimeoutExpired) as e:
+                out, ok = f"{type(e).__name__}: {e}", False
+            if ok and os.path.isfile(report):
+                data = json.loads(Path(report).read_text(encoding="utf-8"))
+                if "--python-version" in cmd:
+                    warnings.append(f"lock resolved by {how}")
+                return [{"name": it["metadata"]["name"], "version": it["metadata"]["version"],
+                         "requires": list(it["metadata"].get("requires_dist") or []),
+                         "direct_url": None, "requested": bool(it.get("requested"))}
+                        for it in data.get("install") or []], how
+            tail = "\n".join(l for l in out.strip().splitlines()[-6:])
+            failures.append(f"[{how}]\n{tail}")
+    raise CaptureError("could not resolve an environment for " + " ".join(p.requirements) + " with "
+                       + ", ".join(p.constraints) + ":\n" + "\n".join(failures), None,
+                       f"install Python {p.python} with pyenv (`pyenv install {p.python}`), check the network "
+                       "or the index configuration")
+
+
+# --------------------------------------------------------------------------------------------
+# Custom classes under --code-path
+# --------------------------------------------------------------------------------------------
+
+def wanted_names(info: ModelFileInfo) -> List[str]:
+    """Custom class/function names to look for ('pkg>Name' -> 'Name'; Addons and Keras' own
+    registered names like 'Custom>Adam' are not code to find)."""
+    out = set()
+    for n in info.custom_classes + info.registered_names:
+        if n.startswith("Addons>"):
+            continue
+        short = n.split(">", 1)[-1]
+        if short and short not in BUILTIN_NAMES and short.isidentifier():
+            out.add(short)
+    return sorted(out)
+
+
+def _module_name(root: Path, file: Path) -> str:
+    rel = file.relative_to(root).with_suffix("")
+    parts = list(rel.parts)
+    if parts and parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def find_definitions(names: Iterable[str], code_paths: Sequence[str]) -> Dict[str, Dict[str, str]]:
+    """Name -> {module, file, root}: the first ``class Name(`` (or ``def Name(``) under the
+    folders. ``root`` is what to snapshot: the top-level package folder, or the file itself."""
+    names = set(names)
+    found: Dict[str, Dict[str, str]] = {}
+    if not names:
+        return found
+    pattern = re.compile(r"^[ \t]*(?:class|def)[ \t]+(" + "|".join(map(re.escape, sorted(names)))
+                         + r")[ \t]*[(:]", re.M)
+    for cp in code_paths:
+        root = Path(os.path.abspath(cp))
+        for cur, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.endswith((".egg-info", ".envrepro")))
+            for fname in sorted(files):
+                if not fname.endswith(".py"):
+                    continue
+                path = Path(cur, fname)
+                try:
+                    if path.stat().st_size > MAX_SOURCE_BYTES:
+                        continue
+                    text = path.read_text(encoding="utf-8", errors="replace")
+                except OSError:
+                    continue
+                for m in pattern.finditer(text):
+                    name = m.group(1)
+                    if name in found:
+                        continue
+                    module = _module_name(root, path)
+                    rel = path.relative_to(root)
+                    snap_root = root / rel.parts[0] if len(rel.parts) > 1 else path
+                    found[name] = {"module": module, "file": str(path), "root": str(snap_root)}
+    return found
+
+
+def _python_for_lambdas(info: ModelFileInfo, p: InferencePlan,
+                        tensorflow: Optional[str]) -> Tuple[InferencePlan, str]:
+    """Lambda layers carry marshalled bytecode of the saving Python (FAILURES.md class 5): try
+    the TF's Pythons, likeliest first, and keep the first under which all of it unmarshals.
+    Adjacent minors can share a marshal format, so this narrows the guess; it is no proof."""
+    from .doctor import check_lambdas
+
+    row = compat.for_tf(p.tensorflow)
+    order = [p.python] + [v for v in reversed(row.get("python") or []) if v != p.python]
+    for xy in order:
+        found = find_python(xy)
+        results = check_lambdas(info, found[0]) if found else []
+        if results and all(r == "ok" for r in results):
+            if xy == p.python:
+                return p, f"Lambda bytecode unmarshals under Python {xy}, the inferred Python"
+            q = plan(info, tensorflow, xy)
+            q.reasons[-1] = f"Python {xy}: the Lambda layers' bytecode unmarshals under it (not under {p.python})"
+            return q, f"Python {xy} chosen because the Lambda bytecode unmarshals under it"
+    return p, (f"Lambda layers hold bytecode of an unknown Python: none of {', '.join(order)} found here "
+               f"could unmarshal it; kept Python {p.python}")
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+def infer_capture(model_path: "os.PathLike[str] | str", code_paths: Iterable[str] = (),
+                  hashes: Optional[bool] = None, tensorflow: Optional[str] = None,
+                  python: Optional[str] = None) -> CaptureResult:
+    """Write ``<model>.envrepro/`` for a model saved without envrepro (``inferred: true``)."""
+    from . import lock as lockmod
+    from .snapshot import copy_modules
+
+    model = manifest.resolve_model(model_path)
+    fmt = manifest.detect_format(model)
+    info = read_model_file(model)
+    if info.problems:
+        raise CaptureError("not a loadable model: " + "; ".join(info.problems), str(model))
+    sidecar = manifest.sidecar_for(model)
+    code_paths = [os.path.abspath(c) for c in code_paths]
+    for c in code_paths:
+        if not os.path.isdir(c):
+            raise CaptureError("code path is not a folder", c, "pass the folder that holds your modules")
+    hashes = _hashes_default() if hashes is None else hashes
+    p = plan(info, tensorflow, python)
+    lambda_note = None
+    if python is None and any(l.code for l in info.lambdas):
+        p, lambda_note = _python_for_lambdas(info, p, tensorflow)
+    warnings = [f"inferred capture: {r}" for r in p.reasons] + [f"model file: {n}" for n in info.notes]
+    if lambda_note:
+        warnings.append(lambda_note)
+    interp = find_python(p.python)
+    if interp is None:
+        warnings.append(f"no Python {p.python} interpreter here (pyenv): resolved for it from this Python")
+    full_version = interp[1] if interp else p.python
+    defs = find_definitions(wanted_names(info), code_paths)
+    missing = [n for n in wanted_names(info) if n not in defs]
+    if missing:
+        warnings.append("custom classes not found under --code-path (load_model will fail with "
+                        "'Unknown layer'): " + ", ".join(missing))
+    dists, how = resolve(p, interp[0] if interp else None, warnings)
+
+    python_facts = {"version": full_version, "implementation": "CPython", "sys_platform": "linux",
+                    "machine": "x86_64", "platform": None, "libc": None, "executable": None}
+    modules = []
+    for name, d in sorted(defs.items()):
+        modules.append({"module": d["module"], "file": d["file"], "root": d["root"], "distribution": None})
+    custom_objects = []
+    for n in sorted(set(info.custom_classes + info.registered_names)):
+        short = n.split(">", 1)[-1]
+        if short in defs:
+            custom_objects.append({"name": n, "module": defs[short]["module"], "attr": short})
+    if any(r.startswith("tensorflow-addons") for r in p.requirements):
+        modules.append({"module": "tensorflow_addons", "distribution": "tensorflow-addons"})
+    row = compat.for_tf(p.tensorflow)
+    keras_version = info.keras_version or row.get("keras")
+    facts = {
+        "python": python_facts,
+        "frameworks": {"tensorflow": p.tensorflow, "tensorflow_distribution": row.get("cpu_distribution"),
+                       "keras": keras_version, "keras_flavor": p.keras_flavor,
+                       "tf_keras": info.keras_version if p.keras_flavor == "tf_keras" else None,
+                       "git_version": info.tensorflow_git_version, "build": {}},
+        "env": dict(p.env),
+        "model": {"class_name": info.model_class, "compile": info.training_config is not None},
+        "custom_objects": custom_objects,
+        "modules": modules,
+        "reference_skipped": "inferred capture: no reference",
+        "optimizer": None,
+    }
+    parent = sidecar.parent
+    if not os.access(parent, os.W_OK):
+        raise CaptureError("folder is not writable, the capture can't be written beside the model",
+                           str(parent), "copy the model somewhere writable")
+    with file_lock(parent / f".{sidecar.name}.lock"):
+        cleanup_stale(parent, sidecar.name)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{sidecar.name}.tmp-", dir=str(parent)))
+        try:
+            lock_result = lockmod.write_lock(dists, python_facts, tmp, hashes=hashes)
+            warnings.extend(lock_result.warnings)
+            snap = copy_modules([m for m in modules if not m.get("distribution")],
+                                tmp / manifest.SNAPSHOT_DIR, tmp)
+            warnings.extend(snap.warnings)
+            data = build_manifest(model, fmt, facts, lock_result, snap, None, warnings, inferred=True)
+            data["inference"] = {"resolved_by": how, "reasons": p.reasons, "requirements": p.requirements,
+                                 "constraints": p.constraints, "custom_classes_missing": missing,
+                                 "interpreter": interp[0] if interp else None}
+            manifest.write_manifest(tmp, data)
+            replace_dir(tmp, sidecar)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return CaptureResult(sidecar=sidecar, manifest=manifest.read(sidecar, verify=False).data,
+                         warnings=warnings)
