@@ -19,7 +19,7 @@ from envrepro.catalogue import ERROR, INFO
 
 pytestmark = [pytest.mark.tf]
 
-VENV38 = Path(os.environ.get("ENVREPRO_TEST_PY38", "/work/.cache/venv38/bin/python"))
+VENV38 = Path(os.environ.get("ENVREPRO_TEST_PY38", ""))
 
 LAYERS = textwrap.dedent('''
     """Custom layers of the doctor tests."""

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.tf
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = REPO / "envrepro" / "runtime" / "probe.py"
-PY38 = os.environ.get("ENVREPRO_TEST_PY38", "/work/.cache/venv38/bin/python")
+PY38 = os.environ.get("ENVREPRO_TEST_PY38", "")
 CI = os.environ.get("CI", "").lower() == "true"
 
 keras = pytest.importorskip("keras") if not CI else __import__("keras")

@@ -1,0 +1,209 @@
+"""The in-container loader run as a plain subprocess on the host, under real interpreters:
+Python 3.11 + TF 2.21 (Keras 3) on a .keras model with a custom layer, and Python 3.8 + TF 2.4.1
+on an H5 model whose Adam state must come back. The plan is made by the host code (make_plan)
+with host paths in place of the container ones."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from envrepro import load, manifest
+from envrepro.runtime import loader as rt
+
+try:  # tests/ as packages, or as folders pytest puts on sys.path
+    from .helpers import CUSTOM_LAYERS, write_module
+except ImportError:
+    from helpers import CUSTOM_LAYERS, write_module
+
+pytestmark = pytest.mark.tf
+
+LOADER = Path(rt.__file__).resolve()
+VENV311 = Path("/work/.cache/venv311/bin/python")
+VENV38 = Path("/work/.cache/venv38/bin/python")
+CI = os.environ.get("CI", "").lower() == "true"
+
+DRIFTED = CUSTOM_LAYERS.replace("return tf.matmul(inputs, self.w) + self.b",
+                                "return tf.nn.relu(tf.matmul(inputs, self.w) + self.b) + 1.0")
+
+# Trains and saves a model with MyCustomLayer, writes the reference, prints the optimizer facts.
+TRAIN = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    sys.path.insert(0, sys.argv[1])
+    from custom_layers import MyCustomLayer
+    model_path, ref_dir = sys.argv[2], sys.argv[3]
+    tf.random.set_seed(0)
+    model = tf.keras.Sequential([tf.keras.Input(shape=(16,)), tf.keras.layers.Dense(8, activation="relu"),
+                                 MyCustomLayer(units=4, name="mine"), tf.keras.layers.Dense(1)])
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.001), loss="mse")
+    rng = np.random.RandomState(0)
+    model.fit(rng.rand(64, 16).astype("float32"), rng.rand(64, 1).astype("float32"),
+              epochs=1, batch_size=8, verbose=0)
+    model.save(model_path)
+    x = rng.rand(3, 16).astype("float32")
+    np.save(ref_dir + "/input_0.npy", x)
+    np.save(ref_dir + "/output_0.npy", model.predict(x))
+    opt = model.optimizer
+    variables = opt.variables() if callable(opt.variables) else opt.variables
+    print(json.dumps({"iterations": int(opt.iterations.numpy()), "num_weights": len(variables),
+                      "class": type(opt).__name__}))
+''')
+
+
+def _has_tf(python):
+    return subprocess.run([str(python), "-c", "import tensorflow"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def py311():
+    if importlib.util.find_spec("tensorflow") is not None and sys.version_info[:2] >= (3, 9):
+        return sys.executable
+    if not (VENV311.exists() and _has_tf(VENV311)):
+        reason = f"no TensorFlow 2.16+ interpreter ({VENV311})"
+        pytest.fail(f"CI=true and {reason}", pytrace=False) if CI else pytest.skip(reason)
+    return str(VENV311)
+
+
+@pytest.fixture(scope="module")
+def py38(request):
+    if VENV38.exists() and _has_tf(VENV38):
+        return str(VENV38)
+    return request.getfixturevalue("py38_tf24")
+
+
+def train(python, folder, model_name, keras_flavor, tf_version):
+    """A model + a capture-shaped sidecar (snapshot/, reference/) and the Capture describing it."""
+    model = folder / model_name
+    root = manifest.sidecar_for(model)
+    snap, ref = root / "snapshot", root / "reference"
+    write_module(snap, "custom_layers", CUSTOM_LAYERS)
+    ref.mkdir(parents=True)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([python, "-c", TRAIN, str(snap), str(model), str(ref)], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    opt = json.loads(proc.stdout.strip().splitlines()[-1])
+    data = {
+        "schema": manifest.SCHEMA,
+        "model": {"name": model_name, "format": model_name.rsplit(".", 1)[-1]},
+        "frameworks": {"tensorflow": tf_version, "keras_flavor": keras_flavor},
+        "env": {"TF_USE_LEGACY_KERAS": None, "KERAS_BACKEND": None},
+        "load": {"compile": True, "custom_objects": {"MyCustomLayer": "custom_layers:MyCustomLayer"},
+                 "modules": ["custom_layers"]},
+        "reference": {"inputs": ["reference/input_0.npy"], "outputs": ["reference/output_0.npy"],
+                      "input_structure": "single", "output_structure": "single",
+                      "tolerance": {"atol": 1e-05, "rtol": 1e-04}},
+        "optimizer": {"class": opt["class"], "iterations": opt["iterations"], "state_saved": True,
+                      "num_weights": opt["num_weights"]},
+    }
+    return manifest.Capture(root=root, data=data)
+
+
+def run_loader(python, capture, tmp_path, unsafe=False):
+    """make_plan with host paths, then the loader exactly as the container runs it."""
+    paths = load.ContainerPaths(model=str(capture.model_path), capture=str(capture.root),
+                                runtime=str(LOADER.parent))
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(load.make_plan(capture, paths, unsafe=unsafe)))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ENVREPRO_PLAN", "ENVREPRO_DEBUG")}
+    proc = subprocess.run([python, str(LOADER), "--plan", str(plan_file)], capture_output=True, text=True,
+                          env=dict(env, HOME=str(tmp_path)), timeout=600, cwd=str(tmp_path))
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, f"stdout must hold only the report:\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    report = load.parse_report(proc.stdout)
+    assert report is not None
+    assert report["exit_code"] == proc.returncode
+    return proc.returncode, report
+
+
+@pytest.fixture(scope="module")
+def keras3_capture(py311, tmp_path_factory):
+    return train(py311, tmp_path_factory.mktemp("k3"), "custom.keras", "keras3", "2.21.0")
+
+
+def test_keras3_ok(py311, keras3_capture, tmp_path):
+    code, rep = run_loader(py311, keras3_capture, tmp_path)
+    assert code == 0, rep["error"]
+    assert rep["ok"] and rep["stage"] == "verify" and rep["load"]["ok"]
+    assert rep["versions"]["tensorflow"].startswith("2.") and rep["versions"]["keras"].startswith("3.")
+    assert rep["versions"]["python"] == ".".join(map(str, sys.version_info[:3])) or rep["versions"]["python"].startswith("3.")
+    assert rep["reference"]["allclose"] and rep["reference"]["max_abs_diff"] <= 1e-5
+    assert rep["reference"]["shapes"] == {"expected": [[3, 1]], "got": [[3, 1]]}
+    assert rep["optimizer"]["ok"] and rep["optimizer"]["iterations"] == 8
+    for step in ("import_tf", "import_modules", "load", "predict", "total"):
+        assert rep["timings"][step] >= 0
+    assert rep["network"]["interfaces"]  # informative only on the host
+
+
+def test_keras3_drifted_custom_layer_is_exit_6(py311, keras3_capture, tmp_path):
+    src = keras3_capture.root / "snapshot" / "custom_layers.py"
+    original = src.read_text()
+    try:
+        src.write_text(DRIFTED)
+        code, rep = run_loader(py311, keras3_capture, tmp_path)
+    finally:
+        src.write_text(original)
+    assert code == rt.EXIT_MISMATCH == 6
+    assert rep["load"]["ok"] and rep["error"] is None
+    assert rep["reference"]["allclose"] is False and rep["reference"]["max_abs_diff"] > 1e-2
+    assert "reference prediction differs" in rep["mismatches"][0]
+
+
+def test_keras3_missing_module_is_exit_5(py311, keras3_capture, tmp_path):
+    src = keras3_capture.root / "snapshot" / "custom_layers.py"
+    hidden = src.with_name("hidden.txt")
+    src.rename(hidden)
+    try:
+        code, rep = run_loader(py311, keras3_capture, tmp_path)
+    finally:
+        hidden.rename(src)
+    assert code == rt.EXIT_LOAD_FAILED == 5
+    err = rep["error"]
+    assert err["type"] == "ModuleNotFoundError" and err["stage"] == "import" and rep["stage"] == "import"
+    assert "custom_layers" in err["first_line"]
+    assert err["failure_class"]["id"] == "import"
+    assert rep["load"]["ok"] is False and rep["versions"]["tensorflow"]
+
+
+@pytest.mark.py38
+def test_tf24_h5_adam_state_restored(py38, tmp_path):
+    cap = train(py38, tmp_path / "m", "adam_model.h5", "tf.keras", "2.4.1")
+    assert cap.data["optimizer"]["iterations"] == 8 and cap.data["optimizer"]["num_weights"] > 1
+    code, rep = run_loader(py38, cap, tmp_path)
+    assert code == 0, rep["error"]
+    assert rep["versions"]["python"].startswith("3.8.") and rep["versions"]["tensorflow"] == "2.4.1"
+    assert rep["versions"]["keras_module"] == "tf.keras"
+    opt = rep["optimizer"]
+    assert opt["ok"] and opt["restored"] == "Adam" and opt["iterations"] == 8
+    assert opt["weights_restored"] == cap.data["optimizer"]["num_weights"]
+    assert rep["reference"]["allclose"]
+    assert rep["load"]["safe_mode"] is True  # carried; TF 2.4's load_model has no safe_mode to pass
+
+
+@pytest.mark.py38
+def test_tf24_optimizer_mismatch_is_exit_6(py38, tmp_path):
+    cap = train(py38, tmp_path / "m", "adam_model.h5", "tf.keras", "2.4.1")
+    cap.data["optimizer"]["iterations"] = 99
+    code, rep = run_loader(py38, cap, tmp_path)
+    assert code == 6 and rep["optimizer"]["ok"] is False
+    assert "iterations 8, expected 99" in rep["mismatches"]
+
+
+@pytest.mark.py38
+def test_tf24_savedmodel_optimizer_state_comes_back(py38, tmp_path):
+    """Keras 2 leaves a SavedModel's optimizer state behind in load_model; the loader restores it
+    from the SavedModel's checkpoint and says so."""
+    cap = train(py38, tmp_path / "m", "custom_model", "tf.keras", "2.4.1")
+    cap.data["model"]["format"] = "savedmodel"
+    code, rep = run_loader(py38, cap, tmp_path)
+    assert code == 0, (rep["error"], rep["mismatches"])
+    opt = rep["optimizer"]
+    assert opt["ok"] and opt["iterations"] == 8 and opt["restored_via"] == "load_weights"
+    assert "load_model left the optimizer state behind (iterations 0" in opt["note"]
+    assert rep["reference"]["allclose"]
