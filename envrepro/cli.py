@@ -52,13 +52,19 @@ def capture(
     code_path: List[str] = typer.Option([], "--code-path", help="Folder added to the probe's import path (repeatable)."),
     sample: Optional[str] = typer.Option(None, "--sample", help="Input for the reference prediction (.npy, or .npz for several inputs)."),
     no_hashes: bool = typer.Option(False, "--no-hashes", help="Don't ask the index for hashes (offline capture)."),
+    infer: bool = typer.Option(False, "--infer", help="Model saved without envrepro: infer the environment from its files."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Capture the environment of a saved model into MODEL.envrepro/ (probe, lock, snapshot, reference)."""
-    from .capturing import capture as do_capture
+    if infer:
+        from .infer import infer_capture
 
-    result = do_capture(model, python=python or sys.executable, modules=module, code_paths=code_path,
-                        hashes=False if no_hashes else None, sample_file=sample)
+        result = infer_capture(model, code_paths=code_path, hashes=False if no_hashes else None)
+    else:
+        from .capturing import capture as do_capture
+
+        result = do_capture(model, python=python or sys.executable, modules=module, code_paths=code_path,
+                            hashes=False if no_hashes else None, sample_file=sample)
     if as_json:
         typer.echo(json.dumps(result.manifest, indent=2, default=str))
         return
@@ -79,14 +85,41 @@ def inspect(
     model: str = typer.Argument(..., help="The model (or its .envrepro folder)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show a capture as a readable summary (or JSON)."""
+    """Show a capture as a readable summary (or JSON); without a capture, what the files say."""
     from . import manifest, summary
 
-    cap = manifest.read(manifest.sidecar_for(manifest.resolve_model(model)))
+    model_path = manifest.resolve_model(model)
+    sidecar = manifest.sidecar_for(model_path)
+    if not sidecar.exists():
+        from .modelfiles import describe, read_model_file
+
+        info = read_model_file(model_path)
+        typer.echo(json.dumps(info.to_dict(), indent=2, default=str) if as_json else describe(info))
+        return
+    cap = manifest.read(sidecar)
     if as_json:
         typer.echo(json.dumps(summary.summarize(cap), indent=2, default=str))
     else:
         typer.echo(summary.render(cap))
+
+
+@app.command()
+def doctor(
+    model: str = typer.Argument(..., help="The model (captured or not)."),
+    python: Optional[str] = typer.Option(None, "--python", help="Check this interpreter's environment instead of this one."),
+    try_load: bool = typer.Option(False, "--try", help="Really call load_model there (in a subprocess) and classify the failure."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every package difference and full diffs."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Explain why load_model fails (or would silently differ) here. Exit 0 compatible, 1 risky, 2 will fail."""
+    from .doctor import diagnose, render
+
+    report = diagnose(model, python=python, try_load=try_load)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        typer.echo(render(report, verbose=verbose))
+    raise typer.Exit(report.exit_code)
 
 
 def _engine():

@@ -59,8 +59,7 @@ def py38_tf24():
     """A Python 3.8 virtualenv with tensorflow-cpu==2.4.1 and envrepro installed (cached by key)."""
     base = pyenv_python("3.8")
     need(base, "no Python 3.8 interpreter (pyenv's 3.8 build) found")
-    pyproject = (REPO / "pyproject.toml").read_bytes()
-    venv = DEV_CACHE / f"venv38-tf241-{_venv_key(base, 'tensorflow-cpu==2.4.1', pyproject)}"
+    venv = DEV_CACHE / f"venv38-tf241-{_venv_key(base, 'tensorflow-cpu==2.4.1')}"
     py = venv / "bin" / "python"
     ok = py.exists() and subprocess.run([str(py), "-c", "import tensorflow, yaml"], capture_output=True).returncode == 0
     if not ok:
