@@ -314,9 +314,13 @@ class Engine:
         err: List[str] = []
         try:
             try:
+                # Attach before starting: attaching to a running container can miss a short
+                # run's output, or wait forever for a container that already exited.
+                frames = container.attach(stdout=True, stderr=True, stream=True, logs=True,
+                                          demux=True) if stream else None
                 container.start()
                 if stream:
-                    for o, e in container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True):
+                    for o, e in frames:
                         for name, chunk, sink in (("stdout", o, out), ("stderr", e, err)):
                             if chunk:
                                 text = chunk.decode("utf-8", "replace")

@@ -2,7 +2,6 @@
 Python 3.11 + TF 2.21 (Keras 3) on a .keras model with a custom layer, and Python 3.8 + TF 2.4.1
 on an H5 model whose Adam state must come back. The plan is made by the host code (make_plan)
 with host paths in place of the container ones."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,17 +14,11 @@ import pytest
 from envrepro import load, manifest
 from envrepro.runtime import loader as rt
 
-try:  # tests/ as packages, or as folders pytest puts on sys.path
-    from .helpers import CUSTOM_LAYERS, write_module
-except ImportError:
-    from helpers import CUSTOM_LAYERS, write_module
+from tf_helpers import CUSTOM_LAYERS, write_module
 
 pytestmark = pytest.mark.tf
 
 LOADER = Path(rt.__file__).resolve()
-VENV311 = Path("/work/.cache/venv311/bin/python")
-VENV38 = Path("/work/.cache/venv38/bin/python")
-CI = os.environ.get("CI", "").lower() == "true"
 
 DRIFTED = CUSTOM_LAYERS.replace("return tf.matmul(inputs, self.w) + self.b",
                                 "return tf.nn.relu(tf.matmul(inputs, self.w) + self.b) + 1.0")
@@ -56,25 +49,16 @@ TRAIN = textwrap.dedent('''
 ''')
 
 
-def _has_tf(python):
-    return subprocess.run([str(python), "-c", "import tensorflow"], capture_output=True).returncode == 0
+@pytest.fixture(scope="module")
+def py311(tf):
+    """This interpreter (the suite's venv: TF >= 2.16, Keras 3), run as a separate process."""
+    return sys.executable
 
 
 @pytest.fixture(scope="module")
-def py311():
-    if importlib.util.find_spec("tensorflow") is not None and sys.version_info[:2] >= (3, 9):
-        return sys.executable
-    if not (VENV311.exists() and _has_tf(VENV311)):
-        reason = f"no TensorFlow 2.16+ interpreter ({VENV311})"
-        pytest.fail(f"CI=true and {reason}", pytrace=False) if CI else pytest.skip(reason)
-    return str(VENV311)
-
-
-@pytest.fixture(scope="module")
-def py38(request):
-    if VENV38.exists() and _has_tf(VENV38):
-        return str(VENV38)
-    return request.getfixturevalue("py38_tf24")
+def py38(py38_tf24):
+    """The suite's cached Python 3.8 + tensorflow-cpu 2.4.1 environment (tests/conftest.py)."""
+    return py38_tf24
 
 
 def train(python, folder, model_name, keras_flavor, tf_version):

@@ -1,0 +1,264 @@
+"""``envrepro images`` and ``envrepro images prune``: which environment images serve which captures.
+
+Images are per environment, not per model, and Docker can't tell which captures still need one.
+So every load records ``image key -> capture`` in a small index
+(``$XDG_CACHE_HOME/envrepro/index.json``, default ``~/.cache/envrepro/index.json``), written
+atomically under a file lock since several loads may run at once. ``prune`` removes the envrepro
+images (label ``org.envrepro.key``) that no capture in the index still uses: the capture's folder
+is gone, its manifest unreadable, or it was captured again into a different environment.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+from . import manifest
+from .errors import EnvreproError
+from .fsutil import atomic_write_text, file_lock
+
+LABEL_KEY = "org.envrepro.key"
+INDEX_VERSION = 1
+KeyFor = Callable[[manifest.Capture], Optional[str]]
+
+
+def index_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "envrepro" / "index.json"
+
+
+def _empty() -> Dict[str, Any]:
+    return {"version": INDEX_VERSION, "images": {}}
+
+
+def read_index(path: Optional[Path] = None) -> Dict[str, Any]:
+    """The index, or an empty one when missing or unreadable (it is a cache, never a blocker)."""
+    path = path or index_path()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return _empty()
+    if not isinstance(data, dict) or not isinstance(data.get("images"), dict):
+        return _empty()
+    return data
+
+
+def _write_index(path: Path, data: Dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return file_lock(path.with_name(path.name + ".lock"))
+
+
+def fingerprint(capture: manifest.Capture) -> str:
+    """What, on the capture's side, decides its environment image: the lock, local wheels and the
+    Python version. A capture taken again into another environment changes it."""
+    files = capture.get("files") or {}
+    parts = sorted((rel, h) for rel, h in files.items()
+                   if rel == manifest.LOCK_FILE or rel.startswith(manifest.WHEELS_DIR + "/"))
+    payload = json.dumps({"files": parts, "python": capture.get("python.version")}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def record_use(image_info: Any, capture: manifest.Capture, path: Optional[Path] = None) -> None:
+    """Remember that ``capture`` was loaded with the image ``image_info`` (tag, key)."""
+    key = getattr(image_info, "key", None)
+    if not key:
+        return
+    path = path or index_path()
+    with _locked(path):
+        data = read_index(path)
+        entry = data["images"].setdefault(key, {"tag": None, "captures": {}})
+        entry["tag"] = getattr(image_info, "tag", None) or entry.get("tag")
+        entry.setdefault("captures", {})[str(capture.root)] = {
+            "model": str(capture.model_path),
+            "base_image": getattr(image_info, "base_image", None),
+            "fingerprint": fingerprint(capture),
+            "last_used": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        }
+        _write_index(path, data)
+
+
+def stale_reason(capture_root: str, entry: Dict[str, Any], key: str,
+                 key_for: Optional[KeyFor] = None) -> Optional[str]:
+    """Why this capture no longer uses the image ``key`` (None: it still does)."""
+    root = Path(capture_root)
+    if not (root / manifest.MANIFEST).is_file():
+        return "capture folder is gone"
+    try:
+        cap = manifest.read(root, verify=False)
+    except EnvreproError:
+        return "capture is unreadable"
+    now = key_for(cap) if key_for is not None else key_with_recorded_base(cap, entry)
+    if now is not None:
+        return None if now == key else f"capture now uses image key {now}"
+    if entry.get("fingerprint") != fingerprint(cap):
+        return "capture was taken again into another environment"
+    return None
+
+
+def key_with_recorded_base(capture: manifest.Capture, entry: Dict[str, Any]) -> Optional[str]:
+    """The image key this capture would get now, with the base image it was loaded with (a
+    ``--base-image`` or GPU base stays what the user chose). None when it can't be computed."""
+    base = entry.get("base_image")
+    if not base:
+        return None
+    try:
+        from .build import image_key
+
+        lock_text = capture.lock_path.read_text(encoding="utf-8")
+        return image_key(base, str(capture.get("python.version")), lock_text)
+    except (ImportError, OSError, ValueError):
+        return None
+
+
+@dataclass
+class ImageRow:
+    tag: str
+    id: str
+    key: str
+    size: int
+    created: str
+    captures: List[str] = field(default_factory=list)
+    stale: Dict[str, str] = field(default_factory=dict)
+    tags: List[str] = field(default_factory=list)
+
+    @property
+    def in_use(self) -> bool:
+        return bool(self.captures)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["in_use"] = self.in_use
+        return d
+
+
+def _row(img: Any) -> ImageRow:
+    """A Docker images entry (dict from the low-level API, or an SDK Image) -> ImageRow."""
+    if not isinstance(img, dict):
+        attrs = dict(getattr(img, "attrs", {}) or {})
+        img = {"Id": getattr(img, "id", attrs.get("Id")), "RepoTags": getattr(img, "tags", None),
+               "Labels": getattr(img, "labels", None), "Size": attrs.get("Size"),
+               "Created": attrs.get("Created")}
+    tags = [t for t in (img.get("RepoTags") or []) if t and t != "<none>:<none>"]
+    labels = img.get("Labels") or (img.get("Config") or {}).get("Labels") or {}  # list or inspect
+    created = img.get("Created")
+    if isinstance(created, (int, float)):
+        created = _dt.datetime.fromtimestamp(created, _dt.timezone.utc).replace(microsecond=0).isoformat()
+    image_id = str(img.get("Id") or "")
+    return ImageRow(tag=tags[0] if tags else "<none>", id=image_id.split(":")[-1][:12],
+                    key=str(labels.get(LABEL_KEY, "")), size=int(img.get("Size") or 0),
+                    created=str(created or ""), tags=tags)
+
+
+def list_images(engine: Any, key_for: Optional[KeyFor] = None,
+                path: Optional[Path] = None) -> List[ImageRow]:
+    """envrepro's images (by label) with the captures in the index each one still serves."""
+    index = read_index(path)["images"]
+    rows = []
+    for img in engine.images(LABEL_KEY):
+        row = _row(img)
+        for root, entry in sorted(((index.get(row.key) or {}).get("captures") or {}).items()):
+            why = stale_reason(root, entry, row.key, key_for)
+            if why is None:
+                row.captures.append(root)
+            else:
+                row.stale[root] = why
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class PruneResult:
+    removed: List[ImageRow] = field(default_factory=list)
+    kept: List[ImageRow] = field(default_factory=list)
+    failed: Dict[str, str] = field(default_factory=dict)
+    dry_run: bool = False
+
+    @property
+    def freed(self) -> int:
+        return sum(r.size for r in self.removed)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"removed": [r.to_dict() for r in self.removed], "kept": [r.to_dict() for r in self.kept],
+                "failed": dict(self.failed), "dry_run": self.dry_run, "freed_bytes": self.freed}
+
+
+def prune(engine: Any, dry_run: bool = False, key_for: Optional[KeyFor] = None,
+          path: Optional[Path] = None) -> PruneResult:
+    """Remove the envrepro images no capture in the index still uses, and forget stale entries.
+
+    "Still uses" means the capture's folder is there and its image key, recomputed with the base
+    image recorded at load time (or by ``key_for(capture)``), is the image's key; for index
+    entries without a base image, an unchanged lock and Python version.
+    """
+    path = path or index_path()
+    result = PruneResult(dry_run=dry_run)
+    for row in list_images(engine, key_for, path):
+        if row.in_use:
+            result.kept.append(row)
+            continue
+        if dry_run:
+            result.removed.append(row)
+            continue
+        try:
+            for ref in row.tags or [row.id]:
+                engine.remove_image(ref)
+            result.removed.append(row)
+        except EnvreproError as e:
+            result.failed[row.tag if row.tags else row.id] = str(e)
+    if not dry_run:
+        _forget(path, result.removed, result.kept + result.removed)
+    return result
+
+
+def _forget(path: Path, removed: Iterable[ImageRow], seen: Iterable[ImageRow]) -> None:
+    """Drop index entries of removed images and the stale captures of every image looked at."""
+    if not path.exists():
+        return
+    removed_keys = {r.key for r in removed}
+    with _locked(path):
+        data = read_index(path)
+        images = data["images"]
+        for key in removed_keys:
+            images.pop(key, None)
+        for row in seen:
+            caps = (images.get(row.key) or {}).get("captures") or {}
+            for root in row.stale:
+                caps.pop(root, None)
+        _write_index(path, data)
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def render_images(rows: List[ImageRow]) -> str:
+    if not rows:
+        return "no envrepro images\n"
+    out = []
+    for r in rows:
+        state = f"{len(r.captures)} capture(s)" if r.in_use else "unused (envrepro images prune removes it)"
+        out.append(f"{r.tag}  {r.id}  {human_size(r.size)}  created {r.created}  {state}")
+        out.extend(f"    {c}" for c in r.captures)
+    return "\n".join(out) + "\n"
+
+
+def render_prune(result: PruneResult) -> str:
+    verb = "would remove" if result.dry_run else "removed"
+    lines = [f"{verb} {r.tag} ({human_size(r.size)})" for r in result.removed]
+    lines += [f"could not remove {tag}: {why}" for tag, why in sorted(result.failed.items())]
+    lines.append(f"{verb} {len(result.removed)} image(s), {human_size(result.freed)}; "
+                 f"kept {len(result.kept)} in use")
+    return "\n".join(lines) + "\n"
