@@ -125,9 +125,7 @@ def doctor(
 def _engine():
     from .engine import Engine
 
-    eng = Engine()
-    eng.connect()
-    return eng
+    return Engine().connect()
 
 
 @app.command()
@@ -144,7 +142,7 @@ def load(
     from .loading import load_model_cmd
 
     code = load_model_cmd(model, base_image=base_image, registry=registry, gpus=gpus, unsafe=unsafe,
-                          memory=memory, as_json=as_json, engine_factory=_engine)
+                          memory=memory, as_json=as_json, engine_factory=_engine, debug=_DEBUG["on"])
     raise typer.Exit(code)
 
 
@@ -154,22 +152,39 @@ def run(
     model: str = typer.Argument(..., help="The captured model."),
     base_image: Optional[str] = typer.Option(None, "--base-image"),
     unsafe: bool = typer.Option(False, "--unsafe"),
+    memory: str = typer.Option("4g", "--memory"),
 ) -> None:
     """Run a command in the reproduced environment: envrepro run MODEL -- python predict.py"""
     from .loading import run_cmd
 
-    raise typer.Exit(run_cmd(model, list(ctx.args), base_image=base_image, engine_factory=_engine))
+    raise typer.Exit(run_cmd(model, list(ctx.args), base_image=base_image, memory=memory, unsafe=unsafe,
+                             engine_factory=_engine))
 
 
 @app.command()
 def shell(
     model: str = typer.Argument(..., help="The captured model."),
     base_image: Optional[str] = typer.Option(None, "--base-image"),
+    unsafe: bool = typer.Option(False, "--unsafe"),
+    memory: str = typer.Option("4g", "--memory"),
 ) -> None:
     """Open a shell in the reproduced environment (model at /envrepro/model/NAME)."""
     from .loading import shell_cmd
 
-    raise typer.Exit(shell_cmd(model, base_image=base_image, engine_factory=_engine))
+    raise typer.Exit(shell_cmd(model, base_image=base_image, memory=memory, unsafe=unsafe,
+                               engine_factory=_engine))
+
+
+@app.command()
+def dockerfile(
+    model: str = typer.Argument(..., help="The captured model."),
+    base_image: Optional[str] = typer.Option(None, "--base-image"),
+    gpus: bool = typer.Option(False, "--gpus", help="Use a CUDA/cuDNN base matching the captured TensorFlow."),
+) -> None:
+    """Print the Dockerfile of the captured environment (no engine needed)."""
+    from .loading import dockerfile_cmd
+
+    typer.echo(dockerfile_cmd(model, base_image=base_image, gpus=gpus))
 
 
 @images_app.callback()

@@ -61,6 +61,19 @@ def _first_line(e: BaseException) -> str:
     return str(text).strip().splitlines()[0] if str(text).strip() else type(e).__name__
 
 
+def _why_unreachable(e: BaseException) -> str:
+    """The short reason (connection refused, no such socket, permission denied), not the
+    requests/urllib3 chain around it."""
+    text = str(e)
+    for needle, short in (("Connection refused", "connection refused"),
+                          ("No such file or directory", "no such socket"),
+                          ("Permission denied", "permission denied: add yourself to the docker group"),
+                          ("timed out", "timed out"), ("Name or service not known", "unknown host")):
+        if needle in text:
+            return short
+    return _first_line(e)[:160]
+
+
 def _docker_host() -> str:
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
@@ -116,7 +129,7 @@ class Engine:
             client = docker.from_env(timeout=self._timeout)
             client.ping()
         except Exception as e:  # DockerException, requests ConnectionError, ...
-            raise NoEngine(f"no Docker engine answers at {_docker_host()} ({_first_line(e)})",
+            raise NoEngine(f"no Docker engine answers at {_docker_host()} ({_why_unreachable(e)})",
                            None, START_HINT) from None
         self._client = client
         return self

@@ -1,0 +1,88 @@
+"""What the load/run/shell/images commands do, end to end: read the capture, reach the engine,
+get the environment image, run in the sandbox, print. ``cli.py`` only wires options to these.
+
+Order matters for the user's errors: the capture is checked first (bad input, exit 2) and the
+engine second (exit 3), so a broken capture is reported even on a machine without Docker.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable, List, Optional
+
+from . import build, images_cmd, load as loadmod, manifest
+
+EngineFactory = Callable[[], Any]
+
+
+def read_capture(model: str) -> manifest.Capture:
+    return manifest.read(manifest.sidecar_for(manifest.resolve_model(model)))
+
+
+def _image(cap: manifest.Capture, engine: Any, base_image: Optional[str], registry: Optional[str] = None,
+           gpus: bool = False, quiet: bool = False) -> build.ImageInfo:
+    progress = (lambda line: None) if quiet else None   # None: build.ConsoleProgress on stderr
+    return build.ensure_image(cap, engine, base_image=base_image, registry=registry, gpus=gpus,
+                              on_progress=progress)
+
+
+def load_model_cmd(model: str, base_image: Optional[str] = None, registry: Optional[str] = None,
+                   gpus: Optional[str] = None, unsafe: bool = False, memory: str = "4g",
+                   as_json: bool = False, engine_factory: Optional[EngineFactory] = None,
+                   debug: bool = False) -> int:
+    cap = read_capture(model)
+    engine = engine_factory() if engine_factory else _default_engine()
+    info = _image(cap, engine, base_image, registry, gpus=(gpus or "").lower() in ("all", "gpu", "1"),
+                  quiet=as_json)
+    report = loadmod.load(cap.model_path, engine, info, unsafe=unsafe, json=as_json, memory=memory,
+                          debug=debug, image_seconds=info.seconds)
+    if as_json:
+        sys.stdout.write(report.to_json() + "\n")
+    else:
+        sys.stdout.write(loadmod.render_report(report).rstrip("\n") + "\n")
+    return loadmod.exit_code(report)
+
+
+def run_cmd(model: str, command: List[str], base_image: Optional[str] = None, memory: str = "4g",
+            unsafe: bool = False, engine_factory: Optional[EngineFactory] = None) -> int:
+    if command and command[0] == "--":
+        command = command[1:]
+    cap = read_capture(model)
+    engine = engine_factory() if engine_factory else _default_engine()
+    info = _image(cap, engine, base_image)
+    images_cmd.record_use(info, cap)
+    return loadmod.run_command(cap.model_path, engine, info, command, memory=memory, unsafe=unsafe)
+
+
+def shell_cmd(model: str, base_image: Optional[str] = None, memory: str = "4g", unsafe: bool = False,
+              engine_factory: Optional[EngineFactory] = None) -> int:
+    cap = read_capture(model)
+    engine = engine_factory() if engine_factory else _default_engine()
+    info = _image(cap, engine, base_image)
+    images_cmd.record_use(info, cap)
+    return loadmod.shell(cap.model_path, info, memory=memory, unsafe=unsafe)
+
+
+def images_list_cmd(engine: Any, as_json: bool = False) -> int:
+    rows = images_cmd.list_images(engine)
+    if as_json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
+    else:
+        sys.stdout.write(images_cmd.render_images(rows))
+    return 0
+
+
+def images_prune_cmd(engine: Any, dry_run: bool = False) -> int:
+    result = images_cmd.prune(engine, dry_run=dry_run)
+    sys.stdout.write(images_cmd.render_prune(result))
+    return 1 if result.failed else 0
+
+
+def dockerfile_cmd(model: str, base_image: Optional[str] = None, gpus: bool = False) -> str:
+    return build.dockerfile_for(read_capture(model), base_image=base_image, gpus=gpus)
+
+
+def _default_engine() -> Any:
+    from .engine import Engine
+
+    return Engine().connect()
