@@ -1,0 +1,193 @@
+"""The story this project starts from, end to end, with a real Docker engine.
+
+In a Python 3.8 + tensorflow-cpu==2.4.1 environment the seed article's custom-layer model (a
+SavedModel folder) and Adam model (H5) are trained and saved with the envrepro hook. On the host
+(Python 3.11, TensorFlow 2.21, Keras 3) plain ``load_model`` fails on both; ``envrepro load``
+loads both in a reproduced environment, with the reference matched, the optimizer restored and
+no network in the container.
+"""
+from __future__ import annotations
+
+import json
+import os
+import runpy  # noqa: F401 - used in the child scripts below
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from envrepro import manifest
+from envrepro.fsutil import sha256_tree
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+
+
+def cli(*args, env=None, timeout=1800):
+    full = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    full.pop("ENVREPRO_DEBUG", None)
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "envrepro", *map(str, args)], capture_output=True,
+                          text=True, env=full, timeout=timeout)
+
+
+def run_example(python, script, out):
+    proc = subprocess.run([python, str(EXAMPLES / script), str(out)], cwd=str(EXAMPLES), capture_output=True,
+                          text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def seed_models(py38_tf24, standin_38, tmp_path_factory):
+    """Trained and saved under TF 2.4.1 / Python 3.8 with the hook (hashes when PyPI answers)."""
+    out = tmp_path_factory.mktemp("seed")
+    run_example(py38_tf24, "custom_layer_model.py", out)
+    run_example(py38_tf24, "adam_model.py", out)
+    return {"custom": out / "custom_model", "adam": out / "adam_model.h5"}
+
+
+def host_load(path):
+    code = f"import tensorflow as tf; tf.keras.models.load_model({str(path)!r})"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=600)
+
+
+def test_plain_load_model_fails_on_the_host(seed_models, tf):
+    assert int(tf.keras.__version__.split(".")[0]) >= 3, "the host must run Keras 3 for this story"
+    sm = host_load(seed_models["custom"])
+    assert sm.returncode != 0 and "File format not supported" in sm.stderr
+    h5 = host_load(seed_models["adam"])
+    assert h5.returncode != 0, "TF 2.4 H5 with a Keras-2 compile config should not load under Keras 3"
+
+
+@pytest.mark.parametrize("which", ["custom", "adam"])
+def test_envrepro_load_reproduces(seed_models, which):
+    before = sha256_tree(seed_models[which])
+    out = cli("load", seed_models[which], "--json")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    loader = report["loader"]
+    assert loader["ok"] and loader["load"]["ok"]
+    assert loader["versions"]["tensorflow"] == "2.4.1" and loader["versions"]["python"].startswith("3.8.")
+    assert loader["reference"]["allclose"] and loader["reference"]["max_abs_diff"] <= 1e-5
+    assert loader["network"]["isolated"] and loader["network"]["non_loopback"] == []
+    assert report["image"]["tag"].startswith("envrepro-env:")
+    assert report["image"]["base_digest"]
+    if which == "adam":
+        opt = loader["optimizer"]
+        assert opt["ok"] and opt["restored"] == "Adam" and opt["iterations"] == 8
+    else:
+        assert "MyCustomLayer" in loader["load"]["custom_objects"]
+    assert sha256_tree(seed_models[which]) == before, "the model must be left untouched"
+
+
+def test_models_with_one_lock_share_one_image(seed_models):
+    tags = {json.loads(cli("load", seed_models[w], "--json").stdout)["image"]["tag"] for w in ("custom", "adam")}
+    assert len(tags) == 1
+
+
+def test_human_report(seed_models):
+    out = cli("load", seed_models["adam"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    for needle in ("TensorFlow 2.4.1", "Adam restored", "iterations 8", "max |diff|", "isolated", "result: OK"):
+        assert needle in out.stdout, needle
+
+
+def test_edited_custom_layer_source_does_not_change_the_load(seed_models, tmp_path):
+    """The snapshot is what loads: editing the origin after the save changes nothing."""
+    cap = manifest.read(manifest.sidecar_for(seed_models["custom"]))
+    origin = Path(cap.data["snapshot"]["files"][0]["origin"])
+    copy = tmp_path / "orig.py"
+    shutil.copy(origin, copy)
+    try:
+        origin.write_text(origin.read_text().replace("return tf.matmul(inputs, self.w) + self.b",
+                                                     "return tf.nn.relu(tf.matmul(inputs, self.w) + self.b)"))
+        out = cli("load", seed_models["custom"], "--json")
+        assert out.returncode == 0, out.stdout[-2000:]
+    finally:
+        shutil.copy(copy, origin)
+
+
+def test_tampered_snapshot_and_mismatch(seed_models, tmp_path):
+    # a copy of the model and its capture, so the shared fixtures stay intact
+    model = tmp_path / "custom_model"
+    shutil.copytree(seed_models["custom"], model)
+    shutil.copytree(manifest.sidecar_for(seed_models["custom"]), manifest.sidecar_for(model))
+    side = manifest.sidecar_for(model)
+    # 1. a reference that no longer matches: exit 6 (manifest re-written so only the data differs)
+    data = manifest.read(side).data
+    ref_out = side / data["reference"]["outputs"][0]
+    np.save(ref_out, np.load(ref_out) + 1.0)
+    manifest.write_manifest(side, {k: v for k, v in data.items() if k != "files"})
+    out = cli("load", model, "--json")
+    assert out.returncode == 6, out.stdout[-2000:] + out.stderr[-2000:]
+    assert json.loads(out.stdout)["loader"]["reference"]["allclose"] is False
+    # 2. an edited snapshot file: refused before anything runs, named, exit 2
+    snap = side / "snapshot" / "custom_layers.py"
+    snap.write_text(snap.read_text() + "\n# edited\n")
+    out = cli("load", model)
+    assert out.returncode == 2 and "snapshot/custom_layers.py" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_no_engine_exit_3_nothing_written(seed_models):
+    model = seed_models["adam"]
+    side = manifest.sidecar_for(model)
+    before = (sha256_tree(model), sha256_tree(side))
+    out = cli("load", model, env={"DOCKER_HOST": "tcp://127.0.0.1:1"})
+    assert out.returncode == 3
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert "envrepro doctor" in out.stderr
+    assert (sha256_tree(model), sha256_tree(side)) == before
+
+
+def test_run_and_images(seed_models):
+    code = ("import os, tensorflow as tf, custom_layers; "
+            "print('TF', tf.__version__, os.environ['ENVREPRO_MODEL'], os.path.isdir(os.environ['ENVREPRO_MODEL']))")
+    out = cli("run", seed_models["custom"], "--", "python", "-c", code)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "TF 2.4.1 /envrepro/model/custom_model True" in out.stdout
+    out = cli("run", seed_models["custom"], "--", "python", "-c", "import sys; sys.exit(7)")
+    assert out.returncode == 7
+    out = cli("images", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    served = {c for r in rows for c in r["captures"]}
+    assert str(manifest.sidecar_for(seed_models["custom"])) in served
+
+
+KERAS3_SAVE = textwrap.dedent('''
+    import sys, numpy as np, keras
+    sys.path.insert(0, sys.argv[2])
+    import envrepro
+    from custom_layers import MyCustomLayer
+    out = sys.argv[1]
+    envrepro.install_hook()
+    m = keras.Sequential([keras.Input(shape=(16,)), keras.layers.Dense(8), MyCustomLayer(units=64)])
+    m.save(out + "/k3.keras")
+    lam = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Lambda(lambda x: x * 2.0 + 1.0, output_shape=(4,))])
+    lam.save(out + "/lambda.keras")
+''')
+
+
+def test_keras3_model_and_lambda_safe_mode(standin_311, tmp_path, tf):
+    """The host's own TF 2.21 / Keras 3 environment reproduced (the `make demo` path), and
+    Keras 3's safe_mode kept on unless --unsafe."""
+    proc = subprocess.run([sys.executable, "-c", KERAS3_SAVE, str(tmp_path), str(EXAMPLES)], capture_output=True,
+                          text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = cli("load", tmp_path / "k3.keras", "--json")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rep = json.loads(out.stdout)["loader"]
+    assert rep["versions"]["tensorflow"] == tf.__version__ and rep["reference"]["allclose"]
+    out = cli("load", tmp_path / "lambda.keras", "--json")
+    assert out.returncode == 5, out.stdout[-2000:]
+    assert "safe_mode" in json.loads(out.stdout)["loader"]["error"]["message"]
+    out = cli("load", tmp_path / "lambda.keras", "--unsafe", "--json")
+    assert out.returncode == 0, out.stdout[-2000:]
