@@ -5,7 +5,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 py="${PYTHON:-python3}"
 cache="${ENVREPRO_DEV_CACHE:-$HOME/.cache/envrepro-dev}"
-key="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-$(sha256sum "$here/pyproject.toml" "$here/scripts/dev-venv.sh" | sha256sum | cut -c1-12)"
+key="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-$(sha256sum "$here/scripts/dev-venv.sh" | cut -c1-12)"
 venv="$cache/venv-$key"
 if [ ! -x "$venv/bin/envrepro" ] || ! "$venv/bin/python" -c 'import tensorflow, envrepro' >/dev/null 2>&1; then
   echo "dev-venv: creating $venv (tensorflow-cpu, envrepro and test tools) ..." >&2
