@@ -1057,7 +1057,7 @@ def write_lock(distributions: Iterable[Mapping[str, Any]], python_facts: Mapping
                    and not (d.kind == "local" and d.source and os.path.isdir(d.source)))
     infos: Optional[Dict[str, _IndexInfo]] = None
     if not hashes:
-        reason = "disabled (hashes=False)"
+        reason = "offline capture: hashing turned off"
     elif not query:
         infos, reason = {}, "nothing to look up on an index"
     else:

@@ -116,7 +116,7 @@ def test_format_sorted_pins_via_and_unsafe_section(tmp_path):
     assert res.top_level == ["pytest", "pyyaml", "tensorflow-cpu", "wrapt"]
     assert req_in.splitlines()[1:] == ["pytest==8.0.0", "pyyaml==6.0.1",
                                        "tensorflow-cpu==2.4.1", "wrapt==1.12.1"]
-    assert res.hashes is False and res.hashes_reason == "disabled (hashes=False)"
+    assert res.hashes is False and res.hashes_reason == "offline capture: hashing turned off"
     assert res.sdist_only is None and res.missing_hashes == []
     assert res.lock_sha256 == L.hashlib.sha256(text.encode()).hexdigest()
 
