@@ -13,7 +13,8 @@ path = out_path("demo-out", "adam_model.h5", "adam_model.h5")
 rng = np.random.RandomState(42)
 x, y = rng.rand(256, 8).astype("float32"), rng.rand(256, 1).astype("float32")
 model = tf.keras.Sequential([
-    tf.keras.layers.Dense(16, activation="relu", input_shape=(8,)),
+    tf.keras.Input(shape=(8,)),
+    tf.keras.layers.Dense(16, activation="relu"),
     tf.keras.layers.Dense(1),
 ])
 model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.001), loss="mse")

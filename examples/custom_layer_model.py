@@ -11,7 +11,8 @@ from custom_layers import MyCustomLayer
 hook()
 path = out_path("demo-out", "custom_model", "custom_model.keras")
 model = tf.keras.Sequential([
-    tf.keras.layers.Dense(32, activation="relu", input_shape=(16,)),
+    tf.keras.Input(shape=(16,)),
+    tf.keras.layers.Dense(32, activation="relu"),
     MyCustomLayer(units=64),
     tf.keras.layers.Dense(1),
 ])

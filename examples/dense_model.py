@@ -10,7 +10,8 @@ from _common import hook, out_path
 hook()
 path = out_path("demo-out", "dense_model", "dense_model.keras")
 model = tf.keras.Sequential([
-    tf.keras.layers.Dense(32, activation="relu", input_shape=(10,)),
+    tf.keras.Input(shape=(10,)),
+    tf.keras.layers.Dense(32, activation="relu"),
     tf.keras.layers.Dense(1),
 ])
 model.save(path)

@@ -922,6 +922,9 @@ class _Walker(object):
             if not _is_framework_module(getattr(value, "__module__", None)):
                 if value.__name__ == "<lambda>":
                     return  # serialized as bytecode, not by name
+                qual = getattr(value, "__qualname__", "") or ""
+                if "." in qual and "<locals>" not in qual:
+                    return  # a method (Keras 3 wraps ``build`` per instance): not a custom object
                 self.record(value, kind or "function")
             return
         if isinstance(value, types.MethodType):

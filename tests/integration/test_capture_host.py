@@ -68,6 +68,7 @@ def test_save_captures_everything(tmp_path, proj, tf):
     co = d["load"]["custom_objects"]
     assert co["MyCustomLayer"] == "custom_layers:MyCustomLayer"
     assert co["team>Huberish"] == "losses:Huberish"
+    assert set(co) <= {"MyCustomLayer", "team>Huberish", "Huberish"}, co  # no methods (Keras 3 wraps build)
     snap = {f["path"] for f in d["snapshot"]["files"]}
     assert {"snapshot/custom_layers.py", "snapshot/losses.py"} <= snap
     lock = cap.lock_path.read_text()
