@@ -1,0 +1,42 @@
+"""envrepro installs on Python 3.8 through 3.13, gives a working `envrepro` command, and the
+hook path imports neither the Docker SDK, typer nor pip-tools."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import CI, pyenv_python  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+HOOK_CHECK = r"""
+import sys
+import envrepro
+from envrepro import hook, capturing, manifest, lock, snapshot
+from envrepro.runtime import probe
+heavy = [m for m in ("docker", "typer", "piptools", "rich", "tensorflow") if m in sys.modules]
+assert not heavy, heavy
+print("hook path clean on", sys.version.split()[0])
+"""
+
+
+@pytest.mark.parametrize("minor", ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13"])
+def test_installs_and_hook_path_is_light(minor, tmp_path):
+    base = pyenv_python(minor)
+    if not base:
+        if CI:
+            pytest.fail(f"CI=true and no Python {minor} interpreter", pytrace=False)
+        pytest.skip(f"no Python {minor}")
+    venv = tmp_path / "venv"
+    subprocess.run([base, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    proc = subprocess.run([str(py), "-m", "pip", "install", "-q", str(REPO)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = subprocess.run([str(venv / "bin" / "envrepro"), "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "envrepro 0.1.0", out.stderr
+    out = subprocess.run([str(py), "-c", HOOK_CHECK], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=""))
+    assert out.returncode == 0, out.stderr[-2000:]
