@@ -4,6 +4,9 @@ Images are per environment, not per model: the tag carries a key hashed over (ba
 version, canonical lock, runtime version), so "is it built?" is one inspect call and models that
 share a lock share an image. Order: local tag -> ``<registry>/envrepro-env:<key>`` when a registry
 is configured -> build. The host's pip settings and CA bundle go into the builder stage only.
+
+A capture made on macOS or Windows is built from its lock translated for Linux
+(``envrepro.platforms``, cached on the host); the key is computed over that translated lock.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import dockerfile as df
+from . import lock as lockmod
+from . import platforms
 from .errors import BuildFailed, EnvreproError
 from .manifest import Capture
 
@@ -85,7 +90,7 @@ def image_key(base_image: str, python_version: str, lock_text: str,
               runtime_version: str = RUNTIME_VERSION) -> str:
     """32 hex chars of sha256 over what defines the environment (comments in the lock don't)."""
     payload = json.dumps({"base": base_image, "python": python_version,
-                          "lock": df.canonical_lock(lock_text), "runtime": runtime_version},
+                          "lock": lockmod.canonical_lock(lock_text), "runtime": runtime_version},
                          sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
@@ -269,6 +274,8 @@ class ImageInfo:
     built_from_source: List[str] = field(default_factory=list)   # sdists pip built (when built)
     seconds: float = 0.0             # time spent finding, pulling or building it
     python: str = df.VENV + "/bin/python"    # the environment's interpreter inside the image
+    unverified: List[str] = field(default_factory=list)  # installed without a hash check
+    translation: Optional[Dict[str, Any]] = None  # macOS/Windows lock translated for Linux
 
     @property
     def built(self) -> bool:
@@ -319,10 +326,24 @@ def _wheels(capture: Capture) -> Dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.whl"))} if folder.is_dir() else {}
 
 
+def lock_for(capture: Capture, gpus: bool = False, pip: Optional[df.PipSettings] = None,
+             say: Optional[Progress] = None) -> Tuple[str, Optional[platforms.Translation]]:
+    """The lock the image is built from: the capture's own, or for a capture made on macOS or
+    Windows its translation for Linux (made once, then read from the cache)."""
+    if not platforms.is_foreign(capture):
+        return capture.lock_path.read_text(encoding="utf-8"), None
+    t = platforms.translate(capture, cache_dir(), prefer_cpu=not gpus,
+                            pip=pip if pip is not None else host_pip_settings(), say=say)
+    return t.lock_text, t
+
+
 def build_spec(capture: Capture, base_image: str, base_digest: str, key: str, gpus: bool = False,
-               pip: Optional[df.PipSettings] = None, runtime_version: str = RUNTIME_VERSION) -> df.BuildSpec:
-    """Everything the Dockerfile and the context are rendered from, for one capture."""
-    lock_text = capture.lock_path.read_text(encoding="utf-8")
+               pip: Optional[df.PipSettings] = None, runtime_version: str = RUNTIME_VERSION,
+               lock_text: Optional[str] = None, translated_from: str = "") -> df.BuildSpec:
+    """Everything the Dockerfile and the context are rendered from, for one capture
+    (``lock_text``: a translated lock instead of the capture's)."""
+    if lock_text is None:
+        lock_text = capture.lock_path.read_text(encoding="utf-8")
     python_version = str(capture.get("python.version"))
     pip = pip if pip is not None else host_pip_settings()
     ca = b""
@@ -334,6 +355,8 @@ def build_spec(capture: Capture, base_image: str, base_digest: str, key: str, gp
               LABEL + "lock-sha256": hashlib.sha256(lock_text.encode()).hexdigest()}
     if base_digest:
         labels[LABEL + "base-digest"] = base_digest
+    if translated_from:
+        labels[LABEL + "translated-from"] = translated_from
     return df.BuildSpec(base_image=base_image, python_version=python_version, lock_text=lock_text,
                         labels=labels, pip=pip, ca_bundle=ca, wheels=_wheels(capture),
                         python_from_source=gpus)
@@ -349,10 +372,11 @@ def dockerfile_for(capture: Capture, base_image: Optional[str] = None, gpus: boo
                    runtime_version: str = RUNTIME_VERSION) -> str:
     """The Dockerfile ``ensure_image`` would build (``envrepro dockerfile``); no engine needed."""
     base = resolve_base(capture, base_image, gpus)
-    key = image_key(base, str(capture.get("python.version")),
-                    capture.lock_path.read_text(encoding="utf-8"), runtime_version)
+    lock_text, t = lock_for(capture, gpus)
+    key = image_key(base, str(capture.get("python.version")), lock_text, runtime_version)
     # pip settings only reach build/pip.conf in the context, never the Dockerfile text.
-    return df.render(build_spec(capture, base, "", key, gpus, df.PipSettings(), runtime_version))
+    return df.render(build_spec(capture, base, "", key, gpus, df.PipSettings(), runtime_version,
+                                lock_text, t.platform if t else ""))
 
 
 def _ensure_base(engine: Any, base: str, say: Progress) -> Dict[str, Any]:
@@ -395,15 +419,20 @@ def _ensure(capture: Capture, engine: Any, base_image: Optional[str], registry: 
             gpus: bool, say: Progress, pip: Optional[df.PipSettings], runtime_version: str,
             nocache: bool) -> ImageInfo:
     python_version = str(capture.get("python.version"))
-    lock_text = capture.lock_path.read_text(encoding="utf-8")
     base = resolve_base(capture, base_image, gpus)
+    lock_text, translation = lock_for(capture, gpus, pip, say)
+    if translation is not None:
+        say(translation.summary())
+    unverified = df.unverified_names(lock_text)
     key = image_key(base, python_version, lock_text, runtime_version)
     tag = image_tag(key)
+    extras: Dict[str, Any] = {"unverified": unverified,
+                              "translation": translation.to_dict() if translation else None}
 
     def found(info: Dict[str, Any], source: str) -> ImageInfo:
         labels = _labels_of(info)
         return ImageInfo(tag, key, str(info.get("Id", "")), source, base,
-                         labels.get(LABEL + "base-digest", ""), labels)
+                         labels.get(LABEL + "base-digest", ""), labels, **extras)
 
     info = engine.inspect_image(tag)
     if info and _labels_of(info).get(LABEL + "key") == key:
@@ -425,7 +454,8 @@ def _ensure(capture: Capture, engine: Any, base_image: Optional[str], registry: 
         except BuildFailed as e:
             say(f"Could not pull {ref} ({e}); building instead")
     base_info = _ensure_base(engine, base, say)
-    spec = build_spec(capture, base, _base_digest(base_info), key, gpus, pip, runtime_version)
+    spec = build_spec(capture, base, _base_digest(base_info), key, gpus, pip, runtime_version,
+                      lock_text, translation.platform if translation else "")
     dockerfile = df.render(spec)
     context = df.build_context(spec, dockerfile)
     logs = cache_dir() / "logs"
@@ -433,6 +463,8 @@ def _ensure(capture: Capture, engine: Any, base_image: Optional[str], registry: 
     log_path = logs / f"build-{key[:16]}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     lines: List[str] = []
     say(f"Building {tag} (base {base}, Python {python_version}); log: {log_path}")
+    if unverified:
+        say("Installing without hash verification (no hash in the lock): " + ", ".join(unverified))
     with open(log_path, "w", encoding="utf-8") as log:
         log.write(dockerfile + "\n# ---- build output ----\n")
 
@@ -451,7 +483,7 @@ def _ensure(capture: Capture, engine: Any, base_image: Optional[str], registry: 
     final = engine.inspect_image(tag) or {"Id": image_id}
     return ImageInfo(tag, key, str(final.get("Id", image_id)), "built", base,
                      spec.labels.get(LABEL + "base-digest", ""), _labels_of(final) or dict(spec.labels),
-                     log_path, sdists)
+                     log_path, sdists, **extras)
 
 
 def env_images(engine: Any) -> List[Dict[str, Any]]:
@@ -463,7 +495,8 @@ def summarize(info: ImageInfo) -> Dict[str, Any]:
     return {"tag": info.tag, "key": info.key, "id": info.image_id, "source": info.source,
             "base": info.base_image, "base_digest": info.base_digest,
             "log": str(info.log_path) if info.log_path else None,
-            "built_from_source": info.built_from_source, "seconds": info.seconds}
+            "built_from_source": info.built_from_source, "seconds": info.seconds,
+            "unverified": info.unverified, "translation": info.translation}
 
 
 __all__ = [

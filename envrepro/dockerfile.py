@@ -2,10 +2,19 @@
 
 The Dockerfile comes from the template ``images/env.Dockerfile`` (package ``envrepro.images``),
 filled with ``string.Template`` (``${NAME}`` is ours, ``$$NAME`` is Docker's own variable).
-The lock is split in two files, TensorFlow's dependency closure (``heavy.lock``) installed first
-and everything else (``rest.lock``) after, so environments that differ only outside that closure
-share the expensive cached layer. The context is an in-memory tar whose owners, modes and times
-are normalised, so identical inputs give identical bytes and the engine's cache hits.
+The lock is read by ``envrepro.lock`` (one parser for the whole tool) and installed in up to
+three steps (:func:`install_plan`):
+
+- ``heavy.lock``: TensorFlow's dependency closure, first, so environments that differ only
+  outside it share the expensive cached layer;
+- ``rest.lock``: everything else;
+- ``unverified.lock``: only when the lock mixes hashed and hashless entries (VCS checkouts, local
+  wheels locked offline, pins the index had no file for). pip's hash checking is all-or-nothing,
+  so the hashed entries keep ``--require-hashes`` and the hashless ones are installed after them
+  without it, and named in the build output and the load report.
+
+The context is an in-memory tar whose owners, modes and times are normalised, so identical inputs
+give identical bytes and the engine's cache hits.
 """
 from __future__ import annotations
 
@@ -16,7 +25,9 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from . import lock as lockmod
 
 VENV = "/opt/envrepro/venv"
 BUILD_DIR = "/etc/envrepro-build"
@@ -24,27 +35,6 @@ BUILD_DIR = "/etc/envrepro-build"
 # mount point at run time); the builder stage puts them at the same path.
 WHEELS_DIR = "/envrepro/capture/wheels"
 USER_UID = 10001
-# Distributions whose closure is the heavy layer (PEP 503-normalised names).
-TF_ROOTS = frozenset({
-    "tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel", "tensorflow-macos",
-    "tensorflow-aarch64", "tensorflow-cpu-aws", "intel-tensorflow", "tf-nightly", "tf-nightly-cpu",
-    "tf-nightly-gpu", "tf-keras", "keras",
-})
-# Used only when the lock has no ``# via`` lines to follow (e.g. a pip-freeze style lock).
-TF_KNOWN_DEPS = frozenset({
-    "absl-py", "astunparse", "flatbuffers", "gast", "google-pasta", "grpcio", "h5py", "keras",
-    "keras-preprocessing", "libclang", "ml-dtypes", "numpy", "opt-einsum", "packaging", "protobuf",
-    "six", "tensorboard", "tensorboard-data-server", "tensorboard-plugin-wit", "tensorflow-estimator",
-    "tensorflow-io-gcs-filesystem", "termcolor", "typing-extensions", "wrapt", "optree", "rich",
-    "namex",
-})
-_INDEX_OPTS = ("--index-url", "-i", "--extra-index-url", "--find-links", "-f", "--trusted-host")
-_LONG = {"-i": "--index-url", "-f": "--find-links"}
-_REQ = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(===|==|@)\s*([^\s;\\]+)")
-
-
-def normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def is_http_url(url: str) -> bool:
@@ -52,138 +42,43 @@ def is_http_url(url: str) -> bool:
 
 
 # -- the lock ----------------------------------------------------------------------------------
-@dataclass
-class LockEntry:
-    """One pinned distribution: its requirement line, hashes and who needs it (``# via``)."""
+@dataclass(frozen=True)
+class InstallPlan:
+    """The lock as the files the builder stage installs, each a canonical text ("" when empty)."""
 
-    name: str
-    spec: str                   # e.g. "termcolor==1.1.0" or "pkg @ file:///x.whl" (marker kept)
-    hashes: List[str] = field(default_factory=list)
-    via: List[str] = field(default_factory=list)
+    heavy: str                  # TensorFlow's closure (hashed entries only when the lock mixes)
+    rest: str                   # the others (idem)
+    unverified: str             # hashless entries of a mixed lock, installed without hash check
+    require_hashes: bool        # heavy and rest are installed with --require-hashes
+    unverified_names: Tuple[str, ...] = ()
 
-    def render(self) -> str:
-        if not self.hashes:
-            return self.spec + "\n"
-        lines = [self.spec] + [f"    --hash={h}" for h in sorted(set(self.hashes))]
-        return " \\\n".join(lines) + "\n"
-
-
-@dataclass
-class Lock:
-    entries: List[LockEntry]
-    options: List[str]          # option lines kept for pip (http(s) indexes, --only-binary, ...)
-
-    @property
-    def has_hashes(self) -> bool:
-        return any(e.hashes for e in self.entries)
-
-    def render(self, names: Optional[Set[str]] = None) -> str:
-        """Canonical text: options, then entries sorted by name, no comments."""
-        chosen = [e for e in self.entries if names is None or e.name in names]
-        if not chosen:
-            return ""
-        return "".join(o + "\n" for o in self.options) + "".join(
-            e.render() for e in sorted(chosen, key=lambda e: e.name))
+    def files(self) -> Dict[str, str]:
+        """Non-empty files, by context name."""
+        return {name: text for name, text in (("heavy.lock", self.heavy), ("rest.lock", self.rest),
+                                              ("unverified.lock", self.unverified)) if text}
 
 
-def _logical_lines(text: str) -> List[str]:
-    out: List[str] = []
-    buf = ""
-    for raw in text.splitlines():
-        line = raw.rstrip()
-        if line.lstrip().startswith("#"):
-            if buf:
-                out.append(buf)
-                buf = ""
-            out.append(line)
-            continue
-        if line.endswith("\\"):
-            buf += line[:-1] + " "
-            continue
-        out.append(buf + line)
-        buf = ""
-    if buf:
-        out.append(buf)
-    return out
+def install_plan(lock_text: str) -> InstallPlan:
+    """Split a lock for the build: all hashed -> ``--require-hashes`` throughout; none hashed ->
+    neither; mixed -> hashed heavy/rest with ``--require-hashes``, then the hashless ones."""
+    entries = lockmod.parse_lock(lock_text)
+    options = lockmod.lock_options(lock_text)
+    hashed = [e for e in entries if e.hashes]
+    mixed = bool(hashed) and len(hashed) < len(entries)
+    heavy, rest = lockmod.split_closure(entries)   # the closure over all entries, then filtered
+    hashless = [e for e in entries if not e.hashes] if mixed else []
+    if mixed:
+        heavy, rest = [e for e in heavy if e.hashes], [e for e in rest if e.hashes]
+    return InstallPlan(heavy=lockmod.render_entries(heavy, options),
+                       rest=lockmod.render_entries(rest, options),
+                       unverified=lockmod.render_entries(hashless, options),
+                       require_hashes=bool(hashed),
+                       unverified_names=tuple(sorted(e.name for e in hashless)))
 
 
-def parse_lock(text: str) -> Lock:
-    """Read a pip-tools lock: pins, their ``--hash`` lines and the ``# via`` graph."""
-    entries: List[LockEntry] = []
-    options: List[str] = []
-    current: Optional[LockEntry] = None
-    in_via = False
-    for line in _logical_lines(text):
-        s = line.strip()
-        if not s:
-            in_via = False
-            continue
-        if s.startswith("#"):
-            body = s[1:].strip()
-            if current is not None and body.startswith("via"):
-                rest = body[3:].strip()
-                current.via += [normalize(v.strip()) for v in rest.split(",") if v.strip() and not v.strip().startswith("-")]
-                in_via = not rest
-            elif current is not None and in_via and line.startswith(("    #", "\t#")) and body:
-                if not body.startswith("-"):
-                    current.via.append(normalize(body.split()[0]))
-            else:
-                in_via = False
-            continue
-        in_via = False
-        if s.startswith("-"):
-            opt = s.split()[0].split("=")[0]
-            if opt in _INDEX_OPTS:
-                value = s[len(opt):].strip(" =")
-                if opt == "--trusted-host" or is_http_url(value):
-                    options.append(f"{_LONG.get(opt, opt)} {value}")
-            elif not opt.startswith(("-e", "--editable", "-r", "-c", "--requirement", "--constraint")):
-                options.append(s)
-            current = None
-            continue
-        parts = s.split(" --hash")
-        head = parts[0].strip()
-        hashes = [p.strip().lstrip("=").strip() for p in parts[1:]]
-        m = _REQ.match(head)
-        name = normalize(m.group(1)) if m else normalize(re.split(r"[\s=<>!~;@\[]", head, 1)[0])
-        current = LockEntry(name=name, spec=head, hashes=hashes)
-        entries.append(current)
-    return Lock(entries=entries, options=options)
-
-
-def tf_closure(lock: Lock, roots: Iterable[str] = TF_ROOTS) -> Set[str]:
-    """Names of TensorFlow (any flavour in ``roots``) and everything it needs, per ``# via``."""
-    present = {e.name for e in lock.entries}
-    seeds = {normalize(r) for r in roots} & present
-    if not seeds:
-        return set()
-    if not any(e.via for e in lock.entries):
-        return seeds | (set(TF_KNOWN_DEPS) & present)
-    children: Dict[str, Set[str]] = {}
-    for e in lock.entries:
-        for parent in e.via:
-            children.setdefault(parent, set()).add(e.name)
-    seen = set(seeds)
-    todo = list(seeds)
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            if child not in seen:
-                seen.add(child)
-                todo.append(child)
-    return seen & present
-
-
-def split_lock(text: str, roots: Iterable[str] = TF_ROOTS) -> Tuple[str, str]:
-    """(heavy.lock, rest.lock) as canonical texts; heavy is "" when the lock has no TensorFlow."""
-    lock = parse_lock(text)
-    heavy = tf_closure(lock, roots)
-    rest = {e.name for e in lock.entries} - heavy
-    return lock.render(heavy), lock.render(rest)
-
-
-def canonical_lock(text: str) -> str:
-    """The lock without comments or ordering noise: what the image key hashes."""
-    return parse_lock(text).render()
+def unverified_names(lock_text: str) -> List[str]:
+    """Entries the build installs without a hash check (empty unless the lock mixes)."""
+    return list(install_plan(lock_text).unverified_names)
 
 
 # -- pip configuration for the builder stage ---------------------------------------------------
@@ -272,19 +167,30 @@ def _install_step(fname: str, require_hashes: bool, find_links: bool) -> str:
             f"RUN {VENV}/bin/python -m pip install {flags} -r {BUILD_DIR}/{fname}")
 
 
-def render(spec: BuildSpec) -> str:
-    """The Dockerfile text for ``spec`` (what ``envrepro dockerfile`` prints)."""
-    lock = parse_lock(spec.lock_text)
-    heavy, rest = split_lock(spec.lock_text)
+def install_steps(plan: InstallPlan, wheels: bool) -> List[str]:
+    """The builder stage's install instructions for ``plan`` (``wheels``: the capture has local
+    wheels, copied where the lock's ``file://`` URLs point)."""
     steps: List[str] = []
-    if heavy:
+    if plan.heavy:
         steps.append("# TensorFlow and its dependency closure first: this layer is shared by every\n"
                      "# environment whose lock differs only outside it.\n"
-                     + _install_step("heavy.lock", lock.has_hashes, False))
-    if spec.wheels:
+                     + _install_step("heavy.lock", plan.require_hashes, False))
+    if wheels:
         steps.append(f"COPY wheels/ {WHEELS_DIR}/")
-    if rest:
-        steps.append(_install_step("rest.lock", lock.has_hashes, bool(spec.wheels)))
+    if plan.rest:
+        steps.append(_install_step("rest.lock", plan.require_hashes, wheels))
+    if plan.unverified:
+        names = ", ".join(plan.unverified_names)
+        steps.append("# pip checks hashes all-or-nothing: these lock entries have none, so they are\n"
+                     "# installed after the verified ones, without --require-hashes.\n"
+                     + _install_step("unverified.lock", False, wheels) + "\n"
+                     + f"RUN echo 'envrepro: installed without hash verification: {names}'")
+    return steps
+
+
+def render(spec: BuildSpec) -> str:
+    """The Dockerfile text for ``spec`` (what ``envrepro dockerfile`` prints)."""
+    steps = install_steps(install_plan(spec.lock_text), bool(spec.wheels))
     xy = ".".join(spec.python_version.split(".")[:2])
     python_stage, python_base = "", spec.base_image
     if spec.python_from_source:
@@ -313,17 +219,14 @@ def _add(tar: tarfile.TarFile, name: str, data: Optional[bytes], mode: int = 0o6
 
 def build_context(spec: BuildSpec, dockerfile: Optional[str] = None) -> bytes:
     """The build context as tar bytes: same spec, same bytes (so the layer cache hits)."""
-    heavy, rest = split_lock(spec.lock_text)
     files: Dict[str, Optional[bytes]] = {
         "Dockerfile": (dockerfile if dockerfile is not None else render(spec)).encode(),
         "build": None,
         "build/pip.conf": render_pip_conf(spec.pip, bool(spec.ca_bundle)).encode(),
         "build/ca.crt": spec.ca_bundle,
     }
-    if heavy:
-        files["heavy.lock"] = heavy.encode()
-    if rest:
-        files["rest.lock"] = rest.encode()
+    for fname, text in install_plan(spec.lock_text).files().items():
+        files[fname] = text.encode()
     if spec.wheels:
         files["wheels"] = None
         for fname, data in spec.wheels.items():

@@ -68,3 +68,12 @@ class LoadFailed(EnvreproError):
 
 class VerificationMismatch(EnvreproError):
     exit_code = EXIT_MISMATCH
+
+
+class PlatformError(BuildFailed):
+    """A capture made on macOS or Windows can't be turned into a Linux environment: packages with
+    no Linux build, or the re-resolution for Linux failed (or can't run on this host).
+
+    Raised before anything is built. Exit code 4, as a failed build: the capture itself is valid
+    (not bad input), but its environment can't be built here; the message names the packages.
+    """

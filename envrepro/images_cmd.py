@@ -109,6 +109,10 @@ def key_with_recorded_base(capture: manifest.Capture, entry: Dict[str, Any]) -> 
     base = entry.get("base_image")
     if not base:
         return None
+    from .platforms import is_foreign
+
+    if is_foreign(capture):
+        return None  # built from a lock translated for Linux: the fingerprint decides
     try:
         from .build import image_key
 

@@ -8,6 +8,8 @@ bytecode, SavedModels are programs). It writes a plan, starts the in-container l
 Every container envrepro starts for a model (load, ``run``, ``shell``) gets the same sandbox,
 built in one place (:func:`run_args`): no network, a non-root user, read-only mounts and root
 filesystem, a tmpfs ``/tmp``, no capabilities, no privilege escalation, memory and pids limits.
+``gpus=True`` (``--gpus all``) adds the host's GPUs to that container, and only that: the image
+was built on a CUDA base for it (``build.ensure_image(gpus=True)``), the sandbox stays the same.
 """
 from __future__ import annotations
 
@@ -161,15 +163,19 @@ def sandbox_env(paths: ContainerPaths, plan: Dict[str, Any],
 
 def run_args(capture: manifest.Capture, paths: Optional[ContainerPaths] = None,
              plan: Optional[Dict[str, Any]] = None, memory: str = DEFAULT_MEMORY,
-             unsafe: bool = False, extra_env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+             unsafe: bool = False, extra_env: Optional[Dict[str, str]] = None,
+             gpus: bool = False) -> Dict[str, Any]:
     """The sandbox of every model container, as keyword arguments of ``Engine.run``.
 
     No writable host mount at all: the loader reports on stdout, the plan travels in
-    ``ENVREPRO_PLAN``, and scratch space is the tmpfs ``/tmp``.
+    ``ENVREPRO_PLAN``, and scratch space is the tmpfs ``/tmp``. ``gpus``: every host GPU is
+    passed in (``Engine.run(gpus=True)``, ``docker run --gpus all``); the key is absent
+    otherwise.
     """
     paths = paths or container_paths(capture)
     plan = plan if plan is not None else make_plan(capture, paths, unsafe=unsafe)
-    return {
+    gpu: Dict[str, Any] = {"gpus": True} if gpus else {}
+    return {**gpu, 
         "mounts": sandbox_mounts(capture, paths),
         "environment": sandbox_env(paths, plan, extra_env),
         "user": SANDBOX_USER,
@@ -195,6 +201,8 @@ def docker_run_argv(image: str, command: Sequence[str], args: Dict[str, Any],
             argv.append("-t")
     if args.get("network_disabled"):
         argv += ["--network", "none"]
+    if args.get("gpus"):
+        argv += ["--gpus", "all"]
     argv += ["--user", args["user"]]
     if args.get("read_only"):
         argv.append("--read-only")
@@ -337,6 +345,9 @@ def image_dict(image_info: Any) -> Dict[str, Any]:
         "base_image": getattr(image_info, "base_image", None),
         "base_digest": getattr(image_info, "base_digest", None) or None,
         "seconds": getattr(image_info, "seconds", None), "log": str(log) if log else None,
+        "built_from_source": list(getattr(image_info, "built_from_source", None) or []),
+        "unverified": list(getattr(image_info, "unverified", None) or []),
+        "translation": getattr(image_info, "translation", None),
     }
 
 
@@ -370,6 +381,7 @@ def render_report(report: LoadReport) -> str:
     row("image", f"{img.get('tag') or '?'} ({how}" + (f", {_secs(secs)})" if secs is not None else ")"))
     base = img.get("base_image") or "?"
     row("base image", f"{base}@{img['base_digest']}" if img.get("base_digest") else base)
+    lines.extend(_lock_lines(img))
 
     err = d.get("error")
     load = d.get("load") or {}
@@ -404,6 +416,26 @@ def render_report(report: LoadReport) -> str:
         row("warning", w)
     lines.append(_verdict(report))
     return "\n".join(lines) + "\n"
+
+
+def _lock_lines(img: Dict[str, Any]) -> List[str]:
+    """How the image's lock differs from a plain install of the captured one: translated for
+    Linux (every package whose pin differs), entries without hash check, sdists built."""
+    lines: List[str] = []
+    t = img.get("translation") or {}
+    if t:
+        changes = list(t.get("changes") or [])
+        lines.append(f"  {'translated':<13}for Linux from a {t.get('from')} capture: "
+                     f"{len(changes)} package(s) differ from the capture")
+        lines.extend(f"  {'':<13}  {c}" for c in changes)
+        lines.extend(f"  {'':<13}  note: {n}" for n in t.get("notes") or [])
+    if img.get("unverified"):
+        lines.append(f"  {'unverified':<13}installed without hash check (no hash in the lock): "
+                     + ", ".join(img["unverified"]))
+    if img.get("built_from_source"):
+        lines.append(f"  {'from source':<13}built from sdists at image build time: "
+                     + ", ".join(img["built_from_source"]))
+    return lines
 
 
 def _optimizer_lines(opt: Optional[Dict[str, Any]]) -> List[str]:
@@ -478,19 +510,21 @@ def python_in(image_info: Any) -> str:
 def load(model_path: "os.PathLike[str] | str", engine: Any, image_info: Any, unsafe: bool = False,
          json: bool = False, memory: str = DEFAULT_MEMORY, debug: bool = False,
          image_seconds: Optional[float] = None,
-         record: Optional[Callable[[Any, manifest.Capture], None]] = None) -> LoadReport:
+         record: Optional[Callable[[Any, manifest.Capture], None]] = None,
+         gpus: bool = False) -> LoadReport:
     """Run the loader in the environment image and return its report (does not raise on a
     failed load: the report carries it, ``exit_code(report)`` maps it).
 
     ``json``: the caller prints the report as JSON, so nothing may be streamed to the terminal.
     ``record``: called with (image_info, capture) after the run; defaults to updating the images
     index (``envrepro images``), which never fails the load.
+    ``gpus``: pass the host's GPUs into the container (the image should be a GPU one).
     """
     capture = _prepare(model_path)
     paths = container_paths(capture)
     plan = make_plan(capture, paths, unsafe=unsafe)
     args = run_args(capture, paths, plan, memory=memory,
-                    extra_env={"ENVREPRO_DEBUG": "1"} if debug else None)
+                    extra_env={"ENVREPRO_DEBUG": "1"} if debug else None, gpus=gpus)
     t0 = time.perf_counter()
     # --debug streams the container's output live, to stderr: stdout stays for the report.
     stream = bool(debug and not json)
@@ -524,7 +558,8 @@ def _record_default(image_info: Any, capture: manifest.Capture) -> None:
 
 
 def run_command(model_path: "os.PathLike[str] | str", engine: Any, image_info: Any,
-                command: Sequence[str], memory: str = DEFAULT_MEMORY, unsafe: bool = False) -> int:
+                command: Sequence[str], memory: str = DEFAULT_MEMORY, unsafe: bool = False,
+                gpus: bool = False) -> int:
     """``envrepro run MODEL -- CMD...``: the user's command in the same sandbox, output streamed.
 
     The model is at ``$ENVREPRO_MODEL`` (``/envrepro/model/<name>``), the snapshot on PYTHONPATH,
@@ -533,7 +568,7 @@ def run_command(model_path: "os.PathLike[str] | str", engine: Any, image_info: A
     if not command:
         raise errors.EnvreproError("no command to run", None, "envrepro run MODEL -- python predict.py")
     capture = _prepare(model_path)
-    args = run_args(capture, memory=memory, unsafe=unsafe)
+    args = run_args(capture, memory=memory, unsafe=unsafe, gpus=gpus)
     code, _out, _err = engine.run(image_info.tag, list(command), **args, stream=True)
     return int(code)
 
@@ -543,21 +578,22 @@ DEFAULT_SHELL = ["/bin/sh", "-c", "command -v bash >/dev/null 2>&1 && exec bash 
 
 def shell_argv(model_path: "os.PathLike[str] | str", image_info: Any,
                command: Optional[Sequence[str]] = None, memory: str = DEFAULT_MEMORY,
-               unsafe: bool = False, tty: Optional[bool] = None) -> List[str]:
+               unsafe: bool = False, tty: Optional[bool] = None, gpus: bool = False) -> List[str]:
     """``docker run -it`` with the sandbox of ``run_args`` (the SDK can't attach a TTY)."""
     capture = _prepare(model_path)
-    args = run_args(capture, memory=memory, unsafe=unsafe)
+    args = run_args(capture, memory=memory, unsafe=unsafe, gpus=gpus)
     return docker_run_argv(image_info.tag, list(command or DEFAULT_SHELL), args, interactive=True, tty=tty)
 
 
 def shell(model_path: "os.PathLike[str] | str", image_info: Any,
           command: Optional[Sequence[str]] = None, memory: str = DEFAULT_MEMORY,
-          unsafe: bool = False, runner: Callable[[List[str]], int] = subprocess.call) -> int:
+          unsafe: bool = False, runner: Callable[[List[str]], int] = subprocess.call,
+          gpus: bool = False) -> int:
     """``envrepro shell MODEL``: an interactive shell in the reproduced environment."""
     docker = shutil.which("docker")
     if docker is None:
         raise errors.NoEngine("the docker command line is not installed (needed for a TTY shell)",
                               None, "install the Docker CLI, or use `envrepro run MODEL -- CMD`")
-    argv = shell_argv(model_path, image_info, command, memory=memory, unsafe=unsafe)
+    argv = shell_argv(model_path, image_info, command, memory=memory, unsafe=unsafe, gpus=gpus)
     argv[0] = docker
     return int(runner(argv))

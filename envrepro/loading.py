@@ -19,6 +19,14 @@ def read_capture(model: str) -> manifest.Capture:
     return manifest.read(manifest.sidecar_for(manifest.resolve_model(model)))
 
 
+def wants_gpus(gpus: "Optional[str] | bool") -> bool:
+    """``--gpus all`` (also gpu/1/true, or a bool from the library) asks for every host GPU:
+    a CUDA base for the image, and the GPUs passed into the container."""
+    if isinstance(gpus, bool):
+        return gpus
+    return (gpus or "").strip().lower() in ("all", "gpu", "1", "true")
+
+
 def _image(cap: manifest.Capture, engine: Any, base_image: Optional[str], registry: Optional[str] = None,
            gpus: bool = False, quiet: bool = False) -> build.ImageInfo:
     progress = (lambda line: None) if quiet else None   # None: build.ConsoleProgress on stderr
@@ -32,10 +40,10 @@ def load_model_cmd(model: str, base_image: Optional[str] = None, registry: Optio
                    debug: bool = False) -> int:
     cap = read_capture(model)
     engine = engine_factory() if engine_factory else _default_engine()
-    info = _image(cap, engine, base_image, registry, gpus=(gpus or "").lower() in ("all", "gpu", "1"),
-                  quiet=as_json)
+    use_gpus = wants_gpus(gpus)
+    info = _image(cap, engine, base_image, registry, gpus=use_gpus, quiet=as_json)
     report = loadmod.load(cap.model_path, engine, info, unsafe=unsafe, json=as_json, memory=memory,
-                          debug=debug, image_seconds=info.seconds)
+                          debug=debug, image_seconds=info.seconds, gpus=use_gpus)
     if as_json:
         sys.stdout.write(report.to_json() + "\n")
     else:
@@ -44,23 +52,29 @@ def load_model_cmd(model: str, base_image: Optional[str] = None, registry: Optio
 
 
 def run_cmd(model: str, command: List[str], base_image: Optional[str] = None, memory: str = "4g",
-            unsafe: bool = False, engine_factory: Optional[EngineFactory] = None) -> int:
+            unsafe: bool = False, engine_factory: Optional[EngineFactory] = None,
+            gpus: Optional[str] = None, registry: Optional[str] = None) -> int:
     if command and command[0] == "--":
         command = command[1:]
     cap = read_capture(model)
     engine = engine_factory() if engine_factory else _default_engine()
-    info = _image(cap, engine, base_image)
+    use_gpus = wants_gpus(gpus)
+    info = _image(cap, engine, base_image, registry, gpus=use_gpus)
     images_cmd.record_use(info, cap)
-    return loadmod.run_command(cap.model_path, engine, info, command, memory=memory, unsafe=unsafe)
+    return loadmod.run_command(cap.model_path, engine, info, command, memory=memory, unsafe=unsafe,
+                               gpus=use_gpus)
 
 
 def shell_cmd(model: str, base_image: Optional[str] = None, memory: str = "4g", unsafe: bool = False,
-              engine_factory: Optional[EngineFactory] = None) -> int:
+              engine_factory: Optional[EngineFactory] = None, gpus: Optional[str] = None,
+              registry: Optional[str] = None, runner: Optional[Callable[[List[str]], int]] = None) -> int:
     cap = read_capture(model)
     engine = engine_factory() if engine_factory else _default_engine()
-    info = _image(cap, engine, base_image)
+    use_gpus = wants_gpus(gpus)
+    info = _image(cap, engine, base_image, registry, gpus=use_gpus)
     images_cmd.record_use(info, cap)
-    return loadmod.shell(cap.model_path, info, memory=memory, unsafe=unsafe)
+    extra = {"runner": runner} if runner is not None else {}
+    return loadmod.shell(cap.model_path, info, memory=memory, unsafe=unsafe, gpus=use_gpus, **extra)
 
 
 def images_list_cmd(engine: Any, as_json: bool = False) -> int:
@@ -78,8 +92,8 @@ def images_prune_cmd(engine: Any, dry_run: bool = False) -> int:
     return 1 if result.failed else 0
 
 
-def dockerfile_cmd(model: str, base_image: Optional[str] = None, gpus: bool = False) -> str:
-    return build.dockerfile_for(read_capture(model), base_image=base_image, gpus=gpus)
+def dockerfile_cmd(model: str, base_image: Optional[str] = None, gpus: "Optional[str] | bool" = False) -> str:
+    return build.dockerfile_for(read_capture(model), base_image=base_image, gpus=wants_gpus(gpus))
 
 
 def _default_engine() -> Any:

@@ -44,6 +44,8 @@ from .fsutil import atomic_write_text, sha256_file
 
 __all__ = [
     "LockResult", "LockEntry", "write_lock", "parse_lock", "split_closure", "has_hashes",
+    "lock_options", "render_entries", "canonical_lock", "render_lock_text", "lookup_index",
+    "IndexInfo", "canonical_name",
     "build_local_wheels", "marker_environment", "HEAVY_ROOTS",
 ]
 
@@ -52,8 +54,20 @@ REQUIREMENTS_IN = "requirements.in"
 WHEELS_DIR = "wheels"
 CAPTURE_MOUNT = "/envrepro/capture"      # where the build mounts the capture folder
 
+# Distributions whose closure is the heavy (first, shared) layer of an environment image: every
+# TensorFlow flavour, and Keras.
 HEAVY_ROOTS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel",
-               "tf-keras", "keras")
+               "tensorflow-macos", "tensorflow-aarch64", "tensorflow-cpu-aws", "intel-tensorflow",
+               "tf-nightly", "tf-nightly-cpu", "tf-nightly-gpu", "tf-keras", "keras")
+# TensorFlow's usual dependencies: the heavy closure of a lock that has no "# via" lines to follow
+# (a pip-freeze style lock).
+HEAVY_KNOWN_DEPS = frozenset({
+    "absl-py", "astunparse", "flatbuffers", "gast", "google-pasta", "grpcio", "h5py", "keras",
+    "keras-preprocessing", "libclang", "ml-dtypes", "numpy", "opt-einsum", "packaging", "protobuf",
+    "six", "tensorboard", "tensorboard-data-server", "tensorboard-plugin-wit",
+    "tensorflow-estimator", "tensorflow-io-gcs-filesystem", "termcolor", "typing-extensions",
+    "wrapt", "optree", "rich", "namex",
+})
 # Pinned in a trailing, commented section, as pip-compile does for "unsafe" packages.
 UNSAFE = frozenset({"setuptools", "wheel", "distribute"})
 # Never pinned: pip comes with the image; envrepro itself is recorded in the manifest.
@@ -117,6 +131,22 @@ class LockEntry:
     url: Optional[str]              # direct reference (``name @ url``), else None
     via: Tuple[str, ...] = ()       # parents from the "# via" annotation ("-r requirements.in" too)
     unsafe: bool = False            # from the commented "unsafe" section
+    spec: str = ""                  # the requirement as written (extras, marker), no hash/comment
+
+    @property
+    def requirement(self) -> str:
+        """What pip is given: the line as written, else rebuilt from the fields."""
+        if self.spec:
+            return self.spec
+        if self.url:
+            return f"{self.name} @ {self.url}"
+        return f"{self.name}=={self.version}" if self.version else self.name
+
+    @property
+    def parents(self) -> List[str]:
+        """Canonical names of the distributions that need this one (``-r``/``-c`` dropped)."""
+        return [canonical_name(v.split()[0]) for v in self.via
+                if v.strip() and not v.strip().startswith("-")]
 
     def _tuple(self) -> Tuple[str, Optional[str], Tuple[str, ...], Optional[str]]:
         return (self.name, self.version, self.hashes, self.url)
@@ -441,7 +471,8 @@ def _format_entry(spec: str, hashes: Iterable[str], via: Iterable[str]) -> str:
     return line
 
 
-def _header(python_facts: Mapping[str, Any], with_hashes: bool, has_local: bool) -> List[str]:
+def _header(python_facts: Mapping[str, Any], with_hashes: bool, has_local: bool,
+            hashless: Sequence[str] = ()) -> List[str]:
     impl = python_facts.get("implementation") or "CPython"
     where = " ".join(str(x) for x in (python_facts.get("sys_platform"),
                                       python_facts.get("machine")) if x)
@@ -459,15 +490,21 @@ def _header(python_facts: Mapping[str, Any], with_hashes: bool, has_local: bool)
     ]
     if has_local:
         lines[-1:-1] = [f"# (with this capture folder mounted at {CAPTURE_MOUNT} for the wheels)"]
+    if with_hashes and hashless:
+        # pip's hash checking is all-or-nothing: the hashless lines need their own install.
+        lines[-1:-1] = ["# except the entries without a hash, installed after the others by a",
+                        "# separate `pip install --no-deps` (no hash to check): "
+                        + ", ".join(hashless)]
     return lines
 
 
 def _render_lock(dists: Mapping[str, _Dist], specs: Mapping[str, str],
                  hashes: Mapping[str, Iterable[str]], via: Mapping[str, List[str]],
-                 python_facts: Mapping[str, Any], with_hashes: bool) -> str:
+                 python_facts: Mapping[str, Any], with_hashes: bool,
+                 hashless: Sequence[str] = ()) -> str:
     has_local = any(spec.startswith(f"{name} @ file://{CAPTURE_MOUNT}")
                     for name, spec in specs.items())
-    lines = _header(python_facts, with_hashes, has_local)
+    lines = _header(python_facts, with_hashes, has_local, hashless)
     for name in sorted(dists):
         if name in UNSAFE:
             continue
@@ -478,6 +515,16 @@ def _render_lock(dists: Mapping[str, _Dist], specs: Mapping[str, str],
         lines.append("")
         lines.append(MESSAGE_UNSAFE)
         lines.extend(f"# {n}=={dists[n].version}" for n in unsafe)
+    return "\n".join(lines) + "\n"
+
+
+def render_lock_text(entries: Iterable[LockEntry], header: Sequence[str] = ()) -> str:
+    """A lock file in pip-compile's layout (sorted, ``--hash`` lines, ``# via`` annotations) from
+    parsed entries, e.g. a lock translated for Linux; ``header``: comment lines, ``#`` added."""
+    lines = [("# " + h).rstrip() for h in header]
+    for e in sorted(entries, key=lambda e: e.name):
+        if not e.unsafe:
+            lines.append(_format_entry(e.requirement, e.hashes, e.via))
     return "\n".join(lines) + "\n"
 
 
@@ -495,41 +542,92 @@ def _version_from_url(url: str) -> Optional[str]:
     return None
 
 
+def _logical_lines(text: str) -> Iterator[Tuple[str, str]]:
+    """(kind, line): "req" for a requirement or option line with its ``\\`` continuations
+    joined, "comment" for a comment line (kept as written, indentation included)."""
+    logical = ""
+    for physical in text.splitlines():
+        stripped = physical.strip()
+        if logical:                       # continuation of a requirement line
+            logical += " " + stripped
+        elif not stripped:
+            yield "blank", ""
+            continue
+        elif stripped.startswith("#"):
+            yield "comment", physical.rstrip()
+            continue
+        else:
+            logical = stripped
+        if logical.endswith("\\"):
+            logical = logical[:-1].rstrip()
+            continue
+        yield "req", logical
+        logical = ""
+    if logical:
+        yield "req", logical
+
+
+def _split_requirement_line(line: str) -> Tuple[str, List[str], str]:
+    """(spec, hashes, inline comment) of one logical requirement line.
+
+    ``--hash=x`` and ``--hash x`` both count; a ``#`` starting a token ends the requirement
+    (pip's own comment rule: URL fragments like ``#egg=`` are inside a token).
+    """
+    tokens = line.split()
+    spec: List[str] = []
+    hashes: List[str] = []
+    comment = ""
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.startswith("#"):
+            comment = " ".join(tokens[i:])
+            break
+        if tok == "--hash" and i + 1 < len(tokens):
+            hashes.append(tokens[i + 1])
+            i += 2
+            continue
+        if tok.startswith("--hash="):
+            hashes.append(tok.split("=", 1)[1])
+        else:
+            spec.append(tok)
+        i += 1
+    return " ".join(spec), hashes, comment
+
+
 def parse_lock(text: str, include_unsafe: bool = False) -> List[LockEntry]:
     """Entries of a lock (ours, or any pip-compile output): name, version, hashes, url, via.
 
     ``include_unsafe`` also returns the commented pins of the trailing "unsafe" section
-    (``# setuptools==x``) with ``unsafe=True``.
+    (``# setuptools==x``) with ``unsafe=True``. Option lines (``--index-url``...) are not
+    entries (see :func:`lock_options`); ``-e URL#egg=name`` is read as ``name @ URL``.
     """
     entries: List[LockEntry] = []
     pending: Optional[Dict[str, Any]] = None
     via_open = False        # after a bare "# via", "#   x" lines add parents
     in_unsafe = False
-    logical = ""
 
     def flush() -> None:
         nonlocal pending
         if pending is not None:
             entries.append(LockEntry(pending["name"], pending["version"],
                                      tuple(pending["hashes"]), pending["url"],
-                                     tuple(pending["via"]), pending["unsafe"]))
+                                     tuple(pending["via"]), pending["unsafe"], pending["spec"]))
             pending = None
 
-    for physical in text.splitlines():
-        stripped = physical.strip()
-        if logical:                       # continuation of a requirement line
-            logical += " " + stripped
-        elif not stripped:
+    for kind, physical in _logical_lines(text):
+        if kind == "blank":
             via_open = False
             continue
-        elif stripped.startswith("#"):
+        if kind == "comment":
+            stripped = physical.strip()
             body = stripped[1:].strip()
             if pending is not None and physical[:1].isspace():
                 if body == "via":
                     via_open = True
                     continue
                 if body.startswith("via "):
-                    pending["via"].extend(s.strip() for s in body[4:].split(","))
+                    pending["via"].extend(s.strip() for s in body[4:].split(",") if s.strip())
                     via_open = False
                     continue
                 if via_open and stripped.startswith("#   "):
@@ -545,67 +643,116 @@ def parse_lock(text: str, include_unsafe: bool = False) -> List[LockEntry]:
             if in_unsafe and m and include_unsafe:
                 flush()
                 pending = {"name": canonical_name(m.group(1)), "version": m.group(2),
-                           "hashes": [], "url": None, "via": [], "unsafe": True}
+                           "hashes": [], "url": None, "via": [], "unsafe": True,
+                           "spec": f"{m.group(1)}=={m.group(2)}"}
             continue
-        else:
-            logical = stripped
-        if logical.endswith("\\"):
-            logical = logical[:-1].rstrip()
-            continue
-        line, logical = logical, ""
+        line = physical
         via_open = False
-        editable_url: Optional[str] = None
         if line.startswith(("-e ", "--editable ", "--editable=")):
             editable_url = re.split(r"[ =]", line, 1)[1].strip().split()[0]
             egg = re.search(r"[#&]egg=([^&]+)", editable_url)
             line = f"{egg.group(1) if egg else editable_url} @ {editable_url}"
         elif line.startswith("-"):        # options (--index-url ...): not requirements
+            flush()
             continue
         flush()
-        parts = line.split()
-        hashes = [p.split("=", 1)[1] for p in parts if p.startswith("--hash=")]
-        spec = " ".join(p for p in parts if not p.startswith("--hash="))
-        spec = spec.split(" ;", 1)[0].split(";", 1)[0].strip()
+        spec, hashes, comment = _split_requirement_line(line)
+        req = spec.split(" ;", 1)[0].split(";", 1)[0].strip()
         url: Optional[str] = None
         version: Optional[str] = None
-        if " @ " in spec:
-            name, url = (s.strip() for s in spec.split(" @ ", 1))
+        if " @ " in req:
+            name, url = (s.strip() for s in req.split(" @ ", 1))
             version = _version_from_url(url)
-        elif "==" in spec:
-            name, version = (s.strip() for s in spec.split("==", 1))
-            version = version.lstrip("=")
+        elif "==" in req:
+            name, version = (s.strip() for s in req.split("==", 1))
+            version = version.lstrip("=").strip()
         else:
-            name = spec
+            name = req
         name = name.split("[", 1)[0].strip()
+        via = [v.strip() for v in comment.lstrip("#").strip()[4:].split(",") if v.strip()] \
+            if re.match(r"^#\s*via\s", comment) else []
         pending = {"name": canonical_name(name), "version": version, "hashes": hashes,
-                   "url": url, "via": [], "unsafe": in_unsafe}
+                   "url": url, "via": via, "unsafe": False, "spec": spec}
     flush()
     return entries
 
 
-def has_hashes(text: str) -> bool:
+_INDEX_OPTS = ("--index-url", "-i", "--extra-index-url", "--find-links", "-f", "--trusted-host")
+_LONG_OPTS = {"-i": "--index-url", "-f": "--find-links"}
+
+
+def lock_options(text: str) -> List[str]:
+    """The pip options a lock carries that still make sense inside an image build, in order:
+    http(s) index and find-links URLs, trusted hosts and the others (``--only-binary``...);
+    local paths, ``-r``/``-c`` and editables are dropped."""
+    options: List[str] = []
+    for kind, line in _logical_lines(text):
+        if kind != "req" or not line.startswith("-"):
+            continue
+        opt = line.split()[0].split("=")[0]
+        if opt in _INDEX_OPTS:
+            value = line[len(opt):].strip(" =")
+            if opt == "--trusted-host" or _http_url(value):
+                options.append(f"{_LONG_OPTS.get(opt, opt)} {value}")
+        elif not opt.startswith(("-e", "--editable", "-r", "-c", "--requirement",
+                                 "--constraint", "--hash")):
+            options.append(line)
+    return options
+
+
+def render_entries(entries: Iterable[LockEntry], options: Sequence[str] = ()) -> str:
+    """Canonical text of some entries: the options, then one requirement per entry sorted by
+    name with its sorted hashes, no comments ("" for no entries).
+
+    Byte-stable on purpose: the image key hashes it, and the heavy/rest files of a build
+    context are rendered by it, so an unchanged TensorFlow closure keeps its cached layer.
+    """
+    chosen = sorted(entries, key=lambda e: e.name)
+    if not chosen:
+        return ""
+    out = [o + "\n" for o in options]
+    for e in chosen:
+        out.append(" \\\n".join([e.requirement] + [f"    --hash={h}"
+                                                     for h in sorted(set(e.hashes))]) + "\n")
+    return "".join(out)
+
+
+def canonical_lock(text: str) -> str:
+    """The lock without comments or ordering noise: what the image key hashes."""
+    return render_entries(parse_lock(text), lock_options(text))
+
+
+def has_hashes(lock_entries: Union[str, Sequence[LockEntry]]) -> bool:
     """True when every requirement of the lock carries a hash (so ``--require-hashes`` works).
 
     pip's hash checking is all-or-nothing: a lock where only some lines have hashes can't be
-    installed in one ``pip install`` call (see ``LockResult.missing_hashes``).
+    installed in one ``pip install`` call (see ``LockResult.missing_hashes``; the image build
+    installs the hashless ones in a separate, unverified step).
     """
-    entries = [e for e in parse_lock(text) if not e.unsafe]
+    entries = parse_lock(lock_entries) if isinstance(lock_entries, str) else list(lock_entries)
+    entries = [e for e in entries if not e.unsafe]
     return bool(entries) and all(e.hashes for e in entries)
 
 
 def split_closure(lock_entries: Union[str, Sequence[LockEntry]],
                   roots: Sequence[str] = HEAVY_ROOTS) -> Tuple[List[LockEntry], List[LockEntry]]:
     """(heavy, rest): the roots present in the lock and everything they pull in (from the
-    ``# via`` graph), then the others, each in lock order. For a two-layer image build."""
+    ``# via`` graph), then the others, each in lock order. For a two-layer image build.
+
+    A lock without any ``# via`` parent (pip-freeze style) puts the roots and TensorFlow's
+    usual dependencies (``HEAVY_KNOWN_DEPS``) in the heavy part.
+    """
     entries = parse_lock(lock_entries) if isinstance(lock_entries, str) else list(lock_entries)
     children: Dict[str, Set[str]] = {}
     for e in entries:
-        for parent in e.via:
-            if not parent.startswith("-"):
-                children.setdefault(canonical_name(parent), set()).add(e.name)
+        for parent in e.parents:
+            children.setdefault(parent, set()).add(e.name)
     present = {e.name for e in entries}
     heavy: Set[str] = set()
     stack = [canonical_name(r) for r in roots if canonical_name(r) in present]
+    if stack and not children:
+        heavy = set(stack) | (set(HEAVY_KNOWN_DEPS) & present)
+        stack = []
     while stack:
         name = stack.pop()
         if name in heavy:
@@ -620,12 +767,17 @@ def split_closure(lock_entries: Union[str, Sequence[LockEntry]],
 # ---------------------------------------------------------------------------------------------
 
 @dataclass
-class _IndexInfo:
+class IndexInfo:
+    """What the index has for one ``name==version``, judged for a Linux target."""
+
     hashes: Set[str]
     wheel_ok: bool = False       # a wheel compatible with the Linux target exists
     sdist: bool = False
     found: bool = False          # the index has files for name==version
     error: Optional[str] = None
+
+
+_IndexInfo = IndexInfo
 
 
 def _split_urls(value: Any) -> List[str]:
@@ -897,10 +1049,25 @@ def _redact(text: str) -> str:
 
 def _hash_from_index(dists: Mapping[str, _Dist], names: Sequence[str],
                      python_facts: Mapping[str, Any], pip_settings: Optional[Mapping[str, Any]],
-                     warnings: List[str]) -> Tuple[Optional[Dict[str, _IndexInfo]], str]:
+                     warnings: List[str]) -> Tuple[Optional[Dict[str, IndexInfo]], str]:
     """({name: info}, reason) or (None, reason) when the index can't be reached."""
+    return lookup_index({n: dists[n].version for n in names}, python_facts, pip_settings,
+                        warnings)
+
+
+def lookup_index(pins: Mapping[str, str], python_facts: Mapping[str, Any],
+                 pip_settings: Optional[Mapping[str, Any]] = None,
+                 warnings: Optional[List[str]] = None
+                 ) -> Tuple[Optional[Dict[str, IndexInfo]], str]:
+    """Ask the host's http(s) indexes about each ``name==version`` of ``pins``: its sha256
+    hashes, and whether a wheel for a Linux container of ``python_facts`` (version, machine,
+    implementation) or an sdist exists. ``({name: info}, reason)``, or ``(None, reason)``
+    when no index answers (~3 s). Used for the capture's hashes and for translating a macOS
+    or Windows lock for Linux (``envrepro.platforms``).
+    """
     import concurrent.futures
 
+    warnings = warnings if warnings is not None else []
     try:
         repo, http_urls, conn = _make_repository(pip_settings, warnings)
     except Exception as exc:
@@ -921,11 +1088,11 @@ def _hash_from_index(dists: Mapping[str, _Dist], names: Sequence[str],
     _use_only(repo, reachable, warnings)
     target_tags = _linux_target_tags(python_facts)
     target_version = str(python_facts.get("version") or "")
-    infos: Dict[str, _IndexInfo] = {}
+    infos: Dict[str, IndexInfo] = {}
     with _pip_logging_contained(), repo.allow_all_wheels():
         with concurrent.futures.ThreadPoolExecutor(max_workers=HASH_WORKERS) as pool:
-            futures = {pool.submit(_index_info, repo, n, dists[n].version, target_tags,
-                                   target_version): n for n in names}
+            futures = {pool.submit(_index_info, repo, n, v, target_tags, target_version): n
+                       for n, v in pins.items()}
             for future in concurrent.futures.as_completed(futures):
                 infos[futures[future]] = future.result()
     where = ", ".join(_strip_userinfo(u) for u in reachable)
@@ -1125,7 +1292,7 @@ def write_lock(distributions: Iterable[Mapping[str, Any]], python_facts: Mapping
             "vcs": "VCS checkout: no file to hash"}.get(dists[n].kind or "", "no hash")
         warnings.append(f"{n}: no hash ({why})")
 
-    lock_text = _render_lock(dists, specs, entry_hashes, via, python_facts, with_hashes)
+    lock_text = _render_lock(dists, specs, entry_hashes, via, python_facts, with_hashes, missing)
     top_level = sorted(n for n in roots if n not in UNSAFE)
     in_text = ("# Top-level distributions of the captured environment (envrepro).\n"
                + "".join(specs[n] + "\n" for n in top_level))

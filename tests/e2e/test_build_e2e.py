@@ -176,3 +176,45 @@ def test_heavy_layer_is_reused_when_only_the_rest_differs(engine, standin_38, tm
                       and " RUN " in line)
     after = [line for line in lines[heavy_step + 1:] if line.strip()]
     assert after[0].strip() == "---> Using cache", after[:3]
+
+
+def _local_wheel(tmp_path: Path, wheels: Path) -> str:
+    """A pure-Python wheel built the way a capture builds local installs (no hash asked of any
+    index: the lock line carries none, as a capture written offline would)."""
+    from envrepro import lock as L
+
+    proj = tmp_path / "mypkg-src"
+    (proj / "mypkg").mkdir(parents=True)
+    (proj / "mypkg" / "__init__.py").write_text("ANSWER = 42\n")
+    (proj / "setup.py").write_text("from setuptools import setup\n"
+                                   "setup(name='mypkg', version='0.1', packages=['mypkg'])\n")
+    [item] = L.build_local_wheels([{"name": "mypkg", "version": "0.1",
+                                    "direct_url": {"url": proj.as_uri(), "dir_info": {}}}], wheels)
+    return item["wheel"].split("/", 1)[1]
+
+
+def test_mixed_lock_installs_hashless_entries_unverified(engine, standin_38, tmp_path):
+    """Hashed six with --require-hashes, then a local wheel without hash in its own step."""
+    built = tmp_path / "built"
+    wheel = _local_wheel(tmp_path, built)
+    lock = (f"mypkg @ file:///envrepro/capture/wheels/{wheel}\n    # via -r requirements.in\n" + SIX)
+    capture = make_capture(tmp_path, lock, "mixed")
+    built.rename(capture.root / "wheels")
+    tag = fresh(engine, capture, standin_38)
+    lines = []
+    info = build.ensure_image(capture, engine, on_progress=lines.append)
+    assert info.source == "built" and info.unverified == ["mypkg"]
+    assert any("without hash verification" in line and "mypkg" in line for line in lines)
+    log = info.log_path.read_text()
+    runs = [line for line in log.splitlines() if line.startswith("RUN ") and "pip install" in line]
+    assert [("--require-hashes" in r, r.split(" -r ")[-1]) for r in runs] == [
+        (True, "/etc/envrepro-build/rest.lock"), (False, "/etc/envrepro-build/unverified.lock")]
+    assert "installed without hash verification: mypkg" in log
+    code, out, err = engine.run(tag, ["python", "-c", INSIDE.replace('"termcolor": __import__("termcolor")'
+                                                                      '.colored("x", "red")',
+                                                                      '"answer": __import__("mypkg").ANSWER')],
+                                network_disabled=True, read_only=True, tmpfs={"/tmp": "rw,size=64m"},
+                                stream=False)
+    assert code == 0, err
+    facts = json.loads(out.strip().splitlines()[-1])
+    assert facts["answer"] == 42 and {"six==1.16.0", "mypkg==0.1"} <= set(facts["dists"])

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from envrepro import dockerfile as df
+from envrepro import lock as L
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 H = lambda c: "sha256:" + c * 64  # noqa: E731  (a fake, well-formed hash)
@@ -68,7 +69,12 @@ HEAVY = {"absl-py", "h5py", "numpy", "six", "tensorboard", "tensorflow-cpu", "te
 
 
 def names(text):
-    return {e.name for e in df.parse_lock(text).entries}
+    return {e.name for e in L.parse_lock(text)}
+
+
+def split(text):
+    plan = df.install_plan(text)
+    return plan.heavy, plan.rest
 
 
 def spec(**kw):
@@ -93,60 +99,130 @@ def check_snapshot(name, text):
         "bump envrepro.build.RUNTIME_VERSION too, so existing environment images get new keys")
 
 
-# -- the lock -----------------------------------------------------------------------------------
+# -- the lock (parsed by envrepro.lock, split and rendered for the build) -------------------------
 def test_parse_lock_reads_pins_hashes_and_both_via_styles():
-    lock = df.parse_lock(TF_LOCK + "wrapt==1.12.1  # via tensorflow-cpu\nrich==13.0.0\n    # via keras, tensorflow-cpu\n")
-    by = {e.name: e for e in lock.entries}
-    assert by["absl-py"].hashes == [H("a"), H("b")]
-    assert by["absl-py"].via == ["tensorboard", "tensorflow-cpu"]
-    assert by["numpy"].via == ["h5py", "pandas", "tensorflow-cpu"]
-    assert by["pandas"].via == []  # "-r requirements.in" is not a parent
-    assert by["rich"].via == ["keras", "tensorflow-cpu"]
+    entries = L.parse_lock(TF_LOCK + "wrapt==1.12.1  # via tensorflow-cpu\nrich==13.0.0\n    # via keras, tensorflow-cpu\n")
+    by = {e.name: e for e in entries}
+    assert by["absl-py"].hashes == (H("a"), H("b"))
+    assert by["absl-py"].parents == ["tensorboard", "tensorflow-cpu"]
+    assert by["numpy"].parents == ["h5py", "pandas", "tensorflow-cpu"]
+    assert by["pandas"].parents == []  # "-r requirements.in" is not a parent
+    assert by["rich"].parents == ["keras", "tensorflow-cpu"]
+    assert by["wrapt"].parents == ["tensorflow-cpu"] and by["wrapt"].requirement == "wrapt==1.12.1"
     assert "setuptools" not in by  # the commented "unsafe" section is not a pin
-    assert lock.has_hashes
+    assert L.has_hashes(TF_LOCK)
 
 
 def test_split_lock_puts_the_tensorflow_closure_first():
-    heavy, rest = df.split_lock(TF_LOCK)
+    heavy, rest = split(TF_LOCK)
     assert names(heavy) == HEAVY
     assert names(rest) == {"pandas", "python-dateutil", "pytz"}
     assert "# via" not in heavy + rest  # parents outside the closure must not leak into heavy.lock
     assert f"--hash={H('a')}" in heavy
+    assert df.install_plan(TF_LOCK).require_hashes and df.install_plan(TF_LOCK).unverified == ""
 
 
 def test_heavy_lock_is_identical_when_only_the_rest_changes():
     other = TF_LOCK.replace("pandas==1.1.5", "pandas==1.2.0").replace(
         "pytz==2021.1", "pytz==2022.7") + "requests==2.31.0\n    # via -r requirements.in\n"
-    assert df.split_lock(other)[0] == df.split_lock(TF_LOCK)[0]
-    assert df.split_lock(other)[1] != df.split_lock(TF_LOCK)[1]
+    assert split(other)[0] == split(TF_LOCK)[0]
+    assert split(other)[1] != split(TF_LOCK)[1]
     bumped = TF_LOCK.replace("numpy==1.19.5", "numpy==1.19.4")
-    assert df.split_lock(bumped)[0] != df.split_lock(TF_LOCK)[0]
+    assert split(bumped)[0] != split(TF_LOCK)[0]
+
+
+def test_heavy_lock_bytes_are_stable():
+    """The exact heavy.lock bytes: if they change, every cached TensorFlow layer is rebuilt."""
+    heavy = split(TF_LOCK)[0]
+    assert heavy.startswith(f"absl-py==0.15.0 \\\n    --hash={H('a')} \\\n    --hash={H('b')}\nh5py==2.10.0")
+    assert heavy.endswith(f"termcolor==1.1.0 \\\n    --hash={H('5')}\n")
+    import hashlib
+
+    assert hashlib.sha256(heavy.encode()).hexdigest()[:16] == "7c29876334925376"  # computed by the pre-refactor parser
 
 
 def test_split_without_via_lines_uses_the_known_tensorflow_dependencies():
     frozen = "numpy==1.19.5\npandas==1.1.5\ntensorflow==2.4.1\nwrapt==1.12.1\n"
-    heavy, rest = df.split_lock(frozen)
+    heavy, rest = split(frozen)
     assert names(heavy) == {"numpy", "tensorflow", "wrapt"} and names(rest) == {"pandas"}
 
 
 def test_lock_without_tensorflow_is_all_rest():
-    heavy, rest = df.split_lock("six==1.16.0\ntermcolor==1.1.0\n")
+    heavy, rest = split("six==1.16.0\ntermcolor==1.1.0\n")
     assert heavy == "" and names(rest) == {"six", "termcolor"}
 
 
 def test_canonical_lock_ignores_comments_order_and_layout():
     header_changed = TF_LOCK.replace("#    pip-compile --generate-hashes requirements.in", "# other header")
-    assert df.canonical_lock(header_changed) == df.canonical_lock(TF_LOCK)
+    assert L.canonical_lock(header_changed) == L.canonical_lock(TF_LOCK)
     a = "six==1.16.0\ntermcolor==1.1.0\n"
     b = "# hi\ntermcolor==1.1.0   \n\nsix==1.16.0\n"
-    assert df.canonical_lock(a) == df.canonical_lock(b)
-    assert df.canonical_lock(a) != df.canonical_lock("six==1.16.0\ntermcolor==1.1.1\n")
+    assert L.canonical_lock(a) == L.canonical_lock(b)
+    assert L.canonical_lock(a) != L.canonical_lock("six==1.16.0\ntermcolor==1.1.1\n")
+    assert L.canonical_lock("six==1.16.0  # via x\n") == L.canonical_lock("six==1.16.0\n")
+
+
+def test_markers_and_extras_are_kept_as_written():
+    text = 'foo[x]==1.0 ; python_version < "3.12" \\\n    --hash=sha256:aa\n    # via -r requirements.in\n'
+    [e] = L.parse_lock(text)
+    assert (e.name, e.version, e.hashes) == ("foo", "1.0", ("sha256:aa",))
+    assert L.canonical_lock(text) == 'foo[x]==1.0 ; python_version < "3.12" \\\n    --hash=sha256:aa\n'
 
 
 def test_index_options_in_a_lock_keep_http_only():
-    lock = df.parse_lock("--index-url https://pypi.example/simple\n--extra-index-url file:///opt/pypi\n"
-                         "-f /opt/wheels\n--trusted-host pypi.example\nsix==1.16.0\n")
-    assert lock.options == ["--index-url https://pypi.example/simple", "--trusted-host pypi.example"]
+    text = ("--index-url https://pypi.example/simple\n--extra-index-url file:///opt/pypi\n"
+            "-f /opt/wheels\n--trusted-host pypi.example\nsix==1.16.0\n")
+    assert L.lock_options(text) == ["--index-url https://pypi.example/simple", "--trusted-host pypi.example"]
+    assert df.install_plan(text).rest.startswith("--index-url https://pypi.example/simple\n")
+
+
+# -- hashes: all, none, or some (pip's hash checking is all-or-nothing) -------------------------
+WHEEL_URL = "file:///envrepro/capture/wheels/mypkg-0.1-py3-none-any.whl"
+MIXED_LOCK = TF_LOCK + (
+    f"mypkg @ {WHEEL_URL}\n    # via -r requirements.in\n"
+    "fromgit @ git+https://github.com/o/fromgit.git@0123abc\n    # via -r requirements.in\n"
+    "wrapt==1.12.1\n    # via tensorflow-cpu\n")
+
+
+def _run_lines(text):
+    return [line for line in text.splitlines() if line.startswith("RUN ") and "pip install" in line]
+
+
+def test_all_hashed_lock_requires_hashes_throughout():
+    runs = _run_lines(df.render(spec()))
+    assert len(runs) == 2 and all("--require-hashes" in r for r in runs)
+    assert "unverified" not in df.render(spec())
+
+
+def test_hashless_lock_uses_no_require_hashes():
+    lock = "".join(line + "\n" for line in TF_LOCK.splitlines() if "--hash" not in line).replace(" \\\n", "\n")
+    assert not any(e.hashes for e in L.parse_lock(lock))
+    text = df.render(spec(lock_text=lock))
+    runs = _run_lines(text)
+    assert len(runs) == 2 and not any("--require-hashes" in r for r in runs)
+    assert "unverified" not in text and df.install_plan(lock).unverified_names == ()
+
+
+def test_mixed_lock_installs_hashless_entries_in_a_separate_unverified_step():
+    plan = df.install_plan(MIXED_LOCK)
+    assert plan.require_hashes and plan.unverified_names == ("fromgit", "mypkg", "wrapt")
+    assert names(plan.heavy) == HEAVY and names(plan.rest) == {"pandas", "python-dateutil", "pytz"}
+    assert names(plan.unverified) == {"fromgit", "mypkg", "wrapt"}
+    assert "--hash" not in plan.unverified
+    # the verified layers are those of the fully hashed lock: the heavy layer stays cached
+    assert (plan.heavy, plan.rest) == split(TF_LOCK)
+    text = df.render(spec(lock_text=MIXED_LOCK, wheels={"mypkg-0.1-py3-none-any.whl": b"PK"}))
+    runs = _run_lines(text)
+    assert [r.split(" -r ")[-1] for r in runs] == [f"{df.BUILD_DIR}/heavy.lock", f"{df.BUILD_DIR}/rest.lock",
+                                                   f"{df.BUILD_DIR}/unverified.lock"]
+    assert "--require-hashes" in runs[0] and "--require-hashes" in runs[1]
+    assert "--require-hashes" not in runs[2] and "--no-deps" in runs[2]
+    assert f"--find-links {df.WHEELS_DIR}" in runs[2]
+    assert text.index(f"COPY wheels/ {df.WHEELS_DIR}/") < text.index("unverified.lock")
+    assert "installed without hash verification: fromgit, mypkg, wrapt" in text
+    files = members(df.build_context(spec(lock_text=MIXED_LOCK)))
+    assert files["unverified.lock"][1].decode() == plan.unverified
+    assert df.unverified_names(MIXED_LOCK) == ["fromgit", "mypkg", "wrapt"]
 
 
 # -- pip.conf -----------------------------------------------------------------------------------
@@ -222,7 +298,7 @@ def test_context_is_deterministic_and_normalised():
         assert info.mode == (0o755 if info.isdir() else 0o644)
     assert m["build/ca.crt"][1] == b"CA"
     assert b"https://a.example/simple" in m["build/pip.conf"][1]
-    assert m["heavy.lock"][1].decode() == df.split_lock(TF_LOCK)[0]
+    assert m["heavy.lock"][1].decode() == split(TF_LOCK)[0]
 
 
 def test_context_changes_with_inputs():

@@ -335,6 +335,7 @@ def test_mocked_index_reports_missing_sdist_only_unavailable(tmp_path, monkeypat
     assert [(e["name"], e["kind"]) for e in res.local] == [("fromgit", "vcs"), ("remote", "url")]
     assert res.local[0]["source"] == "git+https://github.com/o/fromgit.git@0123abc"
     assert not L.has_hashes(text)
+    assert "# separate `pip install --no-deps` (no hash to check): fromgit, private\n" in text
     assert any(w.startswith("private: no hash (not on the index)") for w in res.warnings)
 
 

@@ -1,0 +1,406 @@
+"""Captures made on macOS or Windows, translated for Linux before an image is built.
+
+A lock resolved on macOS or Windows is not a Linux lock (RELIABILITY.md "Locks"): it pins
+``tensorflow-macos`` or ``tensorflow-intel``, GPU plugins such as ``tensorflow-metal``, packages
+that only those platforms need, and misses what only Linux needs. envrepro images are Linux, so
+such a capture is built from a *translated* lock:
+
+1. the mapping table: TensorFlow's platform builds become the Linux distribution of the same
+   version (``tensorflow-cpu`` when it has a Linux wheel for the captured Python and no GPU is
+   asked for, else ``tensorflow``), or are dropped when the lock already pins that Linux
+   distribution (``tensorflow`` 2.13+ on macOS requires ``tensorflow-macos``); platform-only
+   packages (``tensorflow-metal``, ``pywin32``, ``pyobjc``...) are dropped;
+2. the rest is re-resolved for Linux with pip-tools (``envrepro.resolve``): the captured top-level
+   distributions pinned ``==``, every other captured pin a constraint, so most pins stay
+   identical; what only macOS/Windows needed (``colorama`` through ``click`` on Windows,
+   ``appnope``) falls out, what Linux needs more is added;
+3. hashes come from the index (``envrepro.lock.lookup_index``), which also checks that every
+   pin has a Linux wheel or an sdist.
+
+The capture is hash-locked and never written: the translated lock lives in envrepro's cache,
+``<cache>/translated/<sha256 of the captured lock>/<cpu|gpu>/requirements.lock``, beside
+``translation.json`` (the differences), and is reused while the captured lock is the same, so the
+image key (computed over the translated lock) is stable. Packages that can't be had for Linux stop
+the load before anything is built, all named at once (``errors.PlatformError``, exit code 4).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform as _platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+from . import lock as lockmod
+from .errors import PlatformError
+from .fsutil import atomic_write_text
+from .manifest import Capture
+from .resolve import ResolutionFailed
+
+TRANSLATION_VERSION = 1
+FOREIGN = {"darwin": "macOS", "win32": "Windows", "cygwin": "Windows"}
+# TensorFlow built for one platform, replaced by the Linux distribution of the same version.
+TF_PLATFORM_BUILDS = {"tensorflow-macos": "macOS", "tensorflow-intel": "Windows"}
+LINUX_TF = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu")
+# Dropped wherever they appear (as top-level distributions too), with the reason shown.
+DROPPED = {
+    "tensorflow-metal": "Apple GPU plugin (Metal), no Linux build",
+    "tensorflow-directml-plugin": "DirectML GPU plugin for Windows, no Linux build",
+    "jax-metal": "Apple GPU plugin (Metal), no Linux build",
+    "mlx": "Apple silicon only", "mlx-metal": "Apple silicon only",
+    "appnope": "macOS only", "pyobjc": "macOS only", "pyobjc-core": "macOS only",
+    "pywin32": "Windows only", "pywin32-ctypes": "Windows only", "pypiwin32": "Windows only",
+    "pywinpty": "Windows only", "wmi": "Windows only", "comtypes": "Windows only",
+    "windows-curses": "Windows only",
+}
+DROPPED_PREFIXES = {"pyobjc-framework-": "macOS only"}
+# Platform plugins whose captured pin may lack a Linux wheel for the captured Python: constrained
+# only when it has one, else left to the resolver (the difference is reported).
+SOFT = frozenset({"tensorflow-io-gcs-filesystem"})
+
+Say = Callable[[str], None]
+Resolver = Callable[[str, str, str], str]          # (requirements.in, constraints.txt, X.Y)
+Lookup = Callable[[Mapping[str, str], Mapping[str, Any]],
+                  Tuple[Optional[Dict[str, lockmod.IndexInfo]], str]]
+
+
+# -- detection -----------------------------------------------------------------------------------
+def capture_platform(capture: Capture) -> str:
+    """``sys.platform`` of the training interpreter (``python.sys_platform``, else the prefix of
+    ``lock.platform``); "" when the manifest doesn't say."""
+    value = capture.get("python.sys_platform") or str(capture.get("lock.platform") or "").split("_")[0]
+    return str(value or "").lower()
+
+
+def is_foreign(capture: Capture) -> bool:
+    """True for a capture made on macOS or Windows: its lock must be translated for Linux."""
+    return capture_platform(capture) in FOREIGN
+
+
+def linux_target(capture: Capture, machine: Optional[str] = None) -> Dict[str, Any]:
+    """Marker/tag facts of the image: the captured Python, Linux, this host's machine (the local
+    engine builds for it, whatever the training machine was)."""
+    return {"version": str(capture.get("python.version") or ""), "sys_platform": "linux",
+            "machine": machine or _platform.machine() or "x86_64",
+            "implementation": str(capture.get("python.implementation") or "CPython")}
+
+
+# -- what changed --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Change:
+    """One difference between the captured lock and the translated one."""
+
+    kind: str                           # mapped | dropped | changed | added
+    name: str
+    version: Optional[str] = None       # captured version (None for added)
+    new_name: Optional[str] = None
+    new_version: Optional[str] = None
+    reason: str = ""
+
+    def text(self) -> str:
+        if self.kind == "mapped":
+            s = f"{self.name} {self.version} -> {self.new_name} {self.new_version}"
+        elif self.kind == "changed":
+            s = f"{self.name} {self.version} -> {self.new_version}"
+        elif self.kind == "added":
+            s = f"{self.new_name or self.name} {self.new_version} added"
+        else:
+            s = f"{self.name} {self.version} dropped"
+        return f"{s} ({self.reason})" if self.reason else s
+
+
+@dataclass
+class Translation:
+    """A capture's lock translated for Linux (``lock_text`` is what the image is built from)."""
+
+    platform: str
+    lock_text: str
+    lock_path: Path
+    changes: List[Change]
+    python: str = ""
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        return FOREIGN.get(self.platform, self.platform)
+
+    def summary(self) -> str:
+        return "translated for Linux: " + (", ".join(c.text() for c in self.changes)
+                                           or "no package differs")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"from": self.source, "platform": self.platform, "lock": str(self.lock_path),
+                "python": self.python, "changes": [c.text() for c in self.changes],
+                "notes": list(self.notes)}
+
+
+# -- the mapping table ---------------------------------------------------------------------------
+@dataclass
+class Plan:
+    """What goes to the resolver, from the captured entries and the mapping table."""
+
+    requirements: List[str]             # top-level pins (mapped names), one a line
+    constraints: List[str]              # every other captured pin that Linux may need
+    keep: List[lockmod.LockEntry]       # direct references (local wheels, VCS, URLs), as captured
+    changes: List[Change]               # mapped and dropped by the table
+    unavailable: List[str]              # "name version: why" of what Linux can't have
+
+
+def dropped_reason(name: str) -> Optional[str]:
+    if name in DROPPED:
+        return DROPPED[name]
+    return next((why for prefix, why in DROPPED_PREFIXES.items() if name.startswith(prefix)), None)
+
+
+def tf_candidates(prefer_cpu: bool) -> Tuple[str, ...]:
+    """Linux TensorFlow distributions to try, in order (tensorflow-cpu has no release for some
+    versions; a GPU image needs the full tensorflow)."""
+    return ("tensorflow-cpu", "tensorflow") if prefer_cpu else ("tensorflow",)
+
+
+def _roots(entries: Sequence[lockmod.LockEntry]) -> Set[str]:
+    """Top-level distributions (``# via -r requirements.in``), plus what the kept direct
+    references need; every entry when the lock has no annotations at all."""
+    if not any(e.via for e in entries):
+        return {e.name for e in entries}
+    roots = {e.name for e in entries if any(v.strip().startswith("-r") for v in e.via)}
+    direct = {e.name for e in entries if e.url}
+    return roots | {e.name for e in entries if set(e.parents) & direct}
+
+
+def _wheel_ok_for_linux(url: str, target_tags: Set[Tuple[str, str, str]]) -> bool:
+    filename = url.rsplit("/", 1)[-1].split("#", 1)[0]
+    return not filename.endswith(".whl") or bool(lockmod._wheel_tags(filename) & target_tags)
+
+
+def make_plan(entries: Sequence[lockmod.LockEntry], platform: str,
+              choose_tf: Callable[[str], Optional[str]], keep_soft: Callable[[str, str], bool],
+              target_tags: Optional[Set[Tuple[str, str, str]]] = None) -> Plan:
+    """Apply the mapping table. ``choose_tf(version)``: the Linux TensorFlow distribution that
+    has that version (None: none has); ``keep_soft(name, version)``: keep a SOFT pin. The
+    commented "unsafe" pins (setuptools, wheel) are constraints only."""
+    unsafe = [e for e in entries if e.unsafe and e.version]
+    entries = [e for e in entries if not e.unsafe]
+    roots = _roots(entries)
+    linux_tf = {e.version for e in entries if e.name in LINUX_TF and e.version}
+    plan = Plan([], [], [], [], [])
+    where = FOREIGN.get(platform, platform)
+    for e in sorted(entries, key=lambda e: e.name):
+        why = dropped_reason(e.name)
+        if why:
+            plan.changes.append(Change("dropped", e.name, e.version, reason=why))
+        elif e.name in TF_PLATFORM_BUILDS:
+            if e.version in linux_tf:
+                plan.changes.append(Change("dropped", e.name, e.version, reason=(
+                    f"{TF_PLATFORM_BUILDS[e.name]} build of tensorflow {e.version}, "
+                    "which the lock pins for Linux")))
+                continue
+            new = choose_tf(e.version or "")
+            if new is None:
+                plan.unavailable.append(f"{e.name} {e.version}: no Linux build of TensorFlow "
+                                        f"{e.version} for this Python")
+                continue
+            plan.changes.append(Change("mapped", e.name, e.version, new, e.version,
+                                       f"Linux build of the {where} TensorFlow"))
+            plan.requirements.append(f"{new}=={e.version}")
+        elif e.url:
+            if target_tags is not None and not _wheel_ok_for_linux(e.url, target_tags):
+                plan.unavailable.append(f"{e.name} {e.version or ''}: the wheel in the capture "
+                                        f"({e.url.rsplit('/', 1)[-1]}) is built for {where}")
+            else:
+                plan.keep.append(e)
+        elif not e.version:
+            plan.requirements.append(e.requirement)
+        else:
+            pin = f"{e.name}=={e.version}"
+            soft_free = e.name in SOFT and not keep_soft(e.name, e.version)
+            if not soft_free:
+                plan.constraints.append(pin)
+            if e.name in roots:
+                plan.requirements.append(e.name if soft_free else pin)
+    names = {e.name for e in entries}
+    plan.constraints += [f"{e.name}=={e.version}" for e in unsafe if e.name not in names]
+    return plan
+
+
+def diff(captured: Sequence[lockmod.LockEntry], translated: Sequence[lockmod.LockEntry],
+         planned: Sequence[Change]) -> List[Change]:
+    """Every package whose pin differs: the table's changes, then what the resolution left out,
+    changed or added."""
+    covered = {c.name for c in planned} | {c.new_name for c in planned if c.new_name}
+    before = {e.name: e.version for e in captured}
+    unpinned = {e.name for e in captured if e.unsafe}    # commented in the capture's lock
+    after = {e.name: e.version for e in translated if not e.unsafe}
+    out = list(planned)
+    for name in sorted(set(before) - covered):
+        if name not in after:
+            if name in unpinned:
+                continue
+            out.append(Change("dropped", name, before[name], reason="not needed on Linux"))
+        elif after[name] != before[name]:
+            out.append(Change("changed", name, before[name], None, after[name]))
+    for name in sorted(set(after) - set(before) - covered):
+        out.append(Change("added", name, None, name, after[name], "needed on Linux"))
+    order = {"mapped": 0, "dropped": 1, "changed": 2, "added": 3}
+    return sorted(out, key=lambda c: (order.get(c.kind, 9), c.name))
+
+
+# -- the cache -----------------------------------------------------------------------------------
+def cache_folder(capture: Capture, prefer_cpu: bool, cache: Path) -> Path:
+    sha = hashlib.sha256(capture.lock_path.read_bytes()).hexdigest()
+    return cache / "translated" / sha / ("cpu" if prefer_cpu else "gpu")
+
+
+def cached(capture: Capture, prefer_cpu: bool, cache: Path) -> Optional[Translation]:
+    """The translation made earlier for this very lock, or None (missing, other version, or
+    its lock file no longer matches the recorded hash)."""
+    folder = cache_folder(capture, prefer_cpu, cache)
+    try:
+        meta = json.loads((folder / "translation.json").read_text(encoding="utf-8"))
+        text = (folder / lockmod.LOCK_FILE).read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(meta, dict) or meta.get("version") != TRANSLATION_VERSION
+            or meta.get("lock_sha256") != hashlib.sha256(text.encode()).hexdigest()):
+        return None
+    changes = [Change(**c) for c in meta.get("changes") or []]
+    return Translation(str(meta.get("platform")), text, folder / lockmod.LOCK_FILE, changes,
+                       str(meta.get("python") or ""), list(meta.get("notes") or []))
+
+
+def _store(folder: Path, t: Translation) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / lockmod.LOCK_FILE, t.lock_text)
+    meta = {"version": TRANSLATION_VERSION, "platform": t.platform, "python": t.python,
+            "lock_sha256": hashlib.sha256(t.lock_text.encode()).hexdigest(),
+            "changes": [asdict(c) for c in t.changes], "notes": t.notes}
+    atomic_write_text(folder / "translation.json", json.dumps(meta, indent=2) + "\n")
+
+
+# -- translate -----------------------------------------------------------------------------------
+def _pip_mapping(pip: Any) -> Dict[str, Any]:
+    return {"index_url": getattr(pip, "index_url", None),
+            "extra_index_urls": list(getattr(pip, "extra_index_urls", ()) or ()),
+            "trusted_hosts": list(getattr(pip, "trusted_hosts", ()) or ()),
+            "cert": getattr(pip, "cert", None)}
+
+
+def _refuse(capture: Capture, where: str, items: Sequence[str]) -> PlatformError:
+    return PlatformError(
+        f"this {where} capture can't be built for Linux; no Linux build of:\n"
+        + "\n".join(f"  - {i}" for i in items), str(capture.lock_path),
+        "install versions that exist for Linux in the training environment and capture again, "
+        "or capture on Linux")
+
+
+def translate(capture: Capture, cache: Path, prefer_cpu: bool = True, pip: Any = None,
+              say: Optional[Say] = None, resolver: Optional[Resolver] = None,
+              lookup: Optional[Lookup] = None, machine: Optional[str] = None) -> Translation:
+    """The capture's lock translated for Linux (from the cache when it was made before).
+
+    ``resolver`` and ``lookup`` default to pip-compile (``envrepro.resolve``) and the index
+    (``envrepro.lock.lookup_index``) with ``pip``'s settings; tests pass fakes.
+    """
+    say = say or (lambda line: None)
+    hit = cached(capture, prefer_cpu, cache)
+    if hit is not None:
+        return hit
+    plat = capture_platform(capture)
+    where = FOREIGN.get(plat, plat)
+    xy = ".".join(str(capture.get("python.version") or "").split(".")[:2])
+    target = linux_target(capture, machine)
+    if lookup is None:
+        def lookup(pins: Mapping[str, str], facts: Mapping[str, Any]
+                   ) -> Tuple[Optional[Dict[str, lockmod.IndexInfo]], str]:
+            return lockmod.lookup_index(pins, facts, _pip_mapping(pip))
+    if resolver is None:
+        from . import resolve
+
+        def resolver(requirements: str, constraints: str, python_xy: str) -> str:
+            return resolve.pip_compile(requirements, constraints, python_xy, pip, cache, say)
+
+    captured = lockmod.parse_lock(capture.lock_path.read_text(encoding="utf-8"), include_unsafe=True)
+    say(f"The capture was made on {where}: translating its lock for Linux")
+    # One index round trip for what the table needs to know: which Linux TensorFlow exists for
+    # each platform build's version, and whether SOFT pins have a Linux wheel.
+    ask: Dict[str, str] = {}
+    for e in captured:
+        if e.name in TF_PLATFORM_BUILDS and e.version:
+            ask.update({n: e.version for n in tf_candidates(prefer_cpu)})
+        elif e.name in SOFT and e.version:
+            ask[e.name] = e.version
+    infos = lookup(ask, target)[0] if ask else {}
+
+    def has_wheel(name: str, version: str) -> Optional[bool]:
+        info = (infos or {}).get(name)
+        if infos is None or info is None or ask.get(name) != version:
+            return None                              # unknown (offline)
+        return bool(info.wheel_ok)
+
+    def choose_tf(version: str) -> Optional[str]:
+        answers = [(n, has_wheel(n, version)) for n in tf_candidates(prefer_cpu)]
+        if all(a is None for _, a in answers):
+            return "tensorflow"                      # offline: the one that exists for all
+        return next((n for n, a in answers if a), None)
+
+    plan = make_plan(captured, plat, choose_tf, lambda n, v: has_wheel(n, v) is not False,
+                     lockmod._linux_target_tags(target))
+    if plan.unavailable:
+        raise _refuse(capture, where, plan.unavailable)
+    requirements = "-c constraints.txt\n" + "".join(r + "\n" for r in plan.requirements)
+    try:
+        resolved_text = resolver(requirements, "".join(c + "\n" for c in plan.constraints), xy)
+    except ResolutionFailed as e:
+        missing = _unavailable_pins(plan, e.missing, target, lookup)
+        if missing:
+            raise _refuse(capture, where, missing) from None
+        raise PlatformError(e.what, str(capture.lock_path), e.fix or (
+            "the captured versions don't resolve together on Linux; see the resolver output"
+        )) from None
+    resolved = [e for e in lockmod.parse_lock(resolved_text) if not e.unsafe]
+    pins = {e.name: e.version for e in resolved if e.version and not e.url}
+    infos2, reason = lookup(pins, target) if pins else ({}, "")
+    notes: List[str] = []
+    if infos2 is None:
+        notes.append(f"no hashes in the translated lock ({reason})")
+        infos2 = {}
+    bad = sorted(f"{n} {pins[n]}: neither a Linux wheel nor an sdist" for n, i in infos2.items()
+                 if i.found and not i.wheel_ok and not i.sdist)
+    if bad:
+        raise _refuse(capture, where, bad)
+    hashed = [dataclasses.replace(e, hashes=tuple(sorted(infos2[e.name].hashes)))
+              if e.name in infos2 and infos2[e.name].hashes else e for e in resolved]
+    final = hashed + [e for e in plan.keep if e.name not in pins]
+    changes = diff(captured, final, plan.changes)
+    header = [f"Translated for Linux by envrepro from a lock captured on {where} (Python {xy}):",
+              "TensorFlow's platform builds mapped, the rest re-resolved with pip-tools, the",
+              "captured versions as constraints. Differences from the capture:"] + \
+        [f"  {c.text()}" for c in changes] + [""]
+    folder = cache_folder(capture, prefer_cpu, cache)
+    t = Translation(plat, lockmod.render_lock_text(final, header), folder / lockmod.LOCK_FILE,
+                    changes, xy, notes)
+    _store(folder, t)
+    return t
+
+
+def _unavailable_pins(plan: Plan, named: Sequence[str], target: Mapping[str, Any],
+                      lookup: Lookup) -> List[str]:
+    """After a failed resolution: which of the top-level pins, and of the pins the resolver
+    named, have no Linux file (constraints Linux never needs are not to blame)."""
+    suspects = {lockmod.canonical_name(n) for n in named}
+    pins: Dict[str, str] = {}
+    for i, line in enumerate(plan.requirements + plan.constraints):
+        if "==" in line:
+            name, version = (x.strip() for x in line.split("==", 1))
+            if i < len(plan.requirements) or name in suspects:
+                pins[name] = version
+    infos, _ = lookup(pins, target) if pins else ({}, "")
+    out = []
+    for name, info in sorted((infos or {}).items()):
+        if info.found and not info.wheel_ok and not info.sdist:
+            out.append(f"{name} {pins[name]}: neither a Linux wheel nor an sdist")
+        elif not info.found and info.error == "not on the index":
+            out.append(f"{name} {pins[name]}: not on the package index")
+    return out

@@ -1,0 +1,73 @@
+"""envrepro.resolve without network: interpreter choice, the clean pip environment, index options,
+and how a failed pip-compile is reported (a stand-in interpreter prints pip's error)."""
+import os
+import stat
+import sys
+
+import pytest
+
+from envrepro import resolve
+from envrepro.dockerfile import PipSettings
+from envrepro.errors import PlatformError
+
+
+def test_pip_env_drops_the_hosts_pip_settings(monkeypatch):
+    monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels")
+    monkeypatch.setenv("PIP_CONSTRAINT", "/etc/c.txt")
+    env = resolve.pip_env()
+    assert "PIP_FIND_LINKS" not in env and "PIP_CONSTRAINT" not in env
+    assert env["PIP_CONFIG_FILE"] == os.devnull and env["PIP_NO_INPUT"] == "1"
+
+
+def test_index_args_are_the_builds_settings():
+    pip = PipSettings(index_url="https://idx.example/simple", extra_index_urls=("https://b.example/simple",),
+                      trusted_hosts=("b.example",), cert="/etc/ca.pem")
+    assert resolve.index_args(pip) == ["--index-url", "https://idx.example/simple", "--extra-index-url",
+                                       "https://b.example/simple", "--trusted-host", "b.example",
+                                       "--cert", "/etc/ca.pem"]
+    assert resolve.index_args(PipSettings()) == []
+
+
+def test_find_python(monkeypatch, tmp_path):
+    assert resolve.find_python("%d.%d" % sys.version_info[:2]) == sys.executable
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    monkeypatch.delenv("ENVREPRO_RESOLVE_PYTHON", raising=False)
+    monkeypatch.setattr(resolve.shutil, "which", lambda name: None)
+    assert resolve.find_python("2.1") is None
+    monkeypatch.setenv("ENVREPRO_RESOLVE_PYTHON", sys.executable)
+    assert resolve.find_python("%d.%d" % sys.version_info[:2]) == sys.executable
+
+
+def test_pyenv_versions_are_tried_newest_first(monkeypatch, tmp_path):
+    for v in ("3.8.9", "3.8.18", "3.8-dev", "3.80.1"):
+        (tmp_path / "versions" / v / "bin").mkdir(parents=True)
+        (tmp_path / "versions" / v / "bin" / "python").write_text("")
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path))
+    found = resolve._pyenv_pythons("3.8")
+    assert [p.split("/versions/")[1].split("/")[0] for p in found] == ["3.8.18", "3.8.9"]
+
+
+def test_needs_a_linux_host(monkeypatch, tmp_path):
+    monkeypatch.setattr(resolve.sys, "platform", "darwin")
+    with pytest.raises(PlatformError, match="needs a Linux host"):
+        resolve.piptools_python("3.11", tmp_path, PipSettings(), lambda line: None)
+
+
+def test_no_interpreter_of_that_version(monkeypatch, tmp_path):
+    monkeypatch.setattr(resolve, "find_python", lambda xy: None)
+    with pytest.raises(PlatformError) as e:
+        resolve.piptools_python("3.7", tmp_path, PipSettings(), lambda line: None)
+    assert "no Python 3.7" in str(e.value) and "pyenv install 3.7" in str(e.value)
+
+
+def test_failed_pip_compile_names_the_missing_pins(monkeypatch, tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'ERROR: Could not find a version that satisfies the requirement "
+                    "h5py==3.9.0 (from versions: 3.10.0)'\necho 'ERROR: No matching distribution found "
+                    "for h5py==3.9.0'\nexit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(resolve, "piptools_python", lambda *a: str(fake))
+    with pytest.raises(resolve.ResolutionFailed) as e:
+        resolve.pip_compile("h5py==3.9.0\n", "", "3.11", PipSettings(), tmp_path, lambda line: None)
+    assert e.value.missing == ["h5py"] and "No matching distribution" in str(e.value)
+    assert e.value.exit_code == 4
