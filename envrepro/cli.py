@@ -151,6 +151,8 @@ def run(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="The captured model."),
     base_image: Optional[str] = typer.Option(None, "--base-image"),
+    registry: Optional[str] = typer.Option(None, "--registry"),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="'all' passes GPUs and picks a CUDA/cuDNN base."),
     unsafe: bool = typer.Option(False, "--unsafe"),
     memory: str = typer.Option("4g", "--memory"),
 ) -> None:
@@ -158,13 +160,15 @@ def run(
     from .loading import run_cmd
 
     raise typer.Exit(run_cmd(model, list(ctx.args), base_image=base_image, memory=memory, unsafe=unsafe,
-                             engine_factory=_engine))
+                             engine_factory=_engine, gpus=gpus, registry=registry))
 
 
 @app.command()
 def shell(
     model: str = typer.Argument(..., help="The captured model."),
     base_image: Optional[str] = typer.Option(None, "--base-image"),
+    registry: Optional[str] = typer.Option(None, "--registry"),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="'all' passes GPUs and picks a CUDA/cuDNN base."),
     unsafe: bool = typer.Option(False, "--unsafe"),
     memory: str = typer.Option("4g", "--memory"),
 ) -> None:
@@ -172,7 +176,7 @@ def shell(
     from .loading import shell_cmd
 
     raise typer.Exit(shell_cmd(model, base_image=base_image, memory=memory, unsafe=unsafe,
-                               engine_factory=_engine))
+                               engine_factory=_engine, gpus=gpus, registry=registry))
 
 
 @app.command()
