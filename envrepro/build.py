@@ -31,7 +31,7 @@ from .manifest import Capture
 
 # Bump when the image layout the runtime scripts rely on changes (venv path, user, labels,
 # template): every environment then gets a new key and is rebuilt.
-RUNTIME_VERSION = "1"
+RUNTIME_VERSION = "2"  # bump when the image layout (images/, dockerfile.py) changes
 IMAGE_REPO = "envrepro-env"
 LABEL = "org.envrepro."
 LOG_TAIL = 30
@@ -89,9 +89,13 @@ def configured_registry(registry: Optional[str] = None) -> Optional[str]:
 def image_key(base_image: str, python_version: str, lock_text: str,
               runtime_version: str = RUNTIME_VERSION) -> str:
     """32 hex chars of sha256 over what defines the environment (comments in the lock don't)."""
-    payload = json.dumps({"base": base_image, "python": python_version,
-                          "lock": lockmod.canonical_lock(lock_text), "runtime": runtime_version},
-                         sort_keys=True)
+    fields = {"base": base_image, "python": python_version,
+              "lock": lockmod.canonical_lock(lock_text), "runtime": runtime_version}
+    tools = sorted(f"{e.name}=={e.version}" for e in lockmod.parse_lock(lock_text, include_unsafe=True)
+                   if e.unsafe)
+    if tools:  # setuptools/wheel pins (commented in the lock) are installed too
+        fields["tools"] = tools
+    payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 

@@ -51,10 +51,13 @@ class InstallPlan:
     unverified: str             # hashless entries of a mixed lock, installed without hash check
     require_hashes: bool        # heavy and rest are installed with --require-hashes
     unverified_names: Tuple[str, ...] = ()
+    tools: str = ""             # the lock's commented "unsafe" pins (setuptools, wheel): installed
+                                # first, without hashes, so the venv matches the captured one
 
     def files(self) -> Dict[str, str]:
         """Non-empty files, by context name."""
-        return {name: text for name, text in (("heavy.lock", self.heavy), ("rest.lock", self.rest),
+        return {name: text for name, text in (("tools.lock", self.tools), ("heavy.lock", self.heavy),
+                                              ("rest.lock", self.rest),
                                               ("unverified.lock", self.unverified)) if text}
 
 
@@ -69,11 +72,13 @@ def install_plan(lock_text: str) -> InstallPlan:
     hashless = [e for e in entries if not e.hashes] if mixed else []
     if mixed:
         heavy, rest = [e for e in heavy if e.hashes], [e for e in rest if e.hashes]
+    tools = [e for e in lockmod.parse_lock(lock_text, include_unsafe=True) if e.unsafe]
     return InstallPlan(heavy=lockmod.render_entries(heavy, options),
                        rest=lockmod.render_entries(rest, options),
                        unverified=lockmod.render_entries(hashless, options),
                        require_hashes=bool(hashed),
-                       unverified_names=tuple(sorted(e.name for e in hashless)))
+                       unverified_names=tuple(sorted(e.name for e in hashless)),
+                       tools="".join(f"{e.name}=={e.version}\n" for e in sorted(tools, key=lambda e: e.name)))
 
 
 def unverified_names(lock_text: str) -> List[str]:
@@ -164,42 +169,73 @@ def _install_step(fname: str, require_hashes: bool, find_links: bool) -> str:
     if find_links:
         flags += f" --find-links {WHEELS_DIR}"
     return (f"COPY {fname} {BUILD_DIR}/{fname}\n"
-            f"RUN {VENV}/bin/python -m pip install {flags} -r {BUILD_DIR}/{fname}")
+            f"RUN sh {BUILD_DIR}/pip.sh install {flags} -r {BUILD_DIR}/{fname}")
 
 
-def install_steps(plan: InstallPlan, wheels: bool) -> List[str]:
-    """The builder stage's install instructions for ``plan`` (``wheels``: the capture has local
-    wheels, copied where the lock's ``file://`` URLs point)."""
-    steps: List[str] = []
+def install_steps(plan: InstallPlan, wheels: bool) -> Tuple[List[str], List[str]]:
+    """The install instructions of the heavy builder stage and of the rest builder stage
+    (``wheels``: the capture has local wheels, copied where the lock's ``file://`` URLs point)."""
+    heavy: List[str] = []
+    rest: List[str] = []
+    if plan.tools:
+        heavy.append("# The captured setuptools/wheel (pip-compile's \"unsafe\" pins: no hashes)\n"
+                     + _install_step("tools.lock", False, False))
     if plan.heavy:
-        steps.append("# TensorFlow and its dependency closure first: this layer is shared by every\n"
-                     "# environment whose lock differs only outside it.\n"
+        heavy.append("# TensorFlow and its dependency closure: this stage, and its copy into the\n"
+                     "# final image, are shared by every environment whose lock differs only outside it.\n"
                      + _install_step("heavy.lock", plan.require_hashes, False))
     if wheels:
-        steps.append(f"COPY wheels/ {WHEELS_DIR}/")
+        rest.append(f"COPY wheels/ {WHEELS_DIR}/")
     if plan.rest:
-        steps.append(_install_step("rest.lock", plan.require_hashes, wheels))
+        rest.append(_install_step("rest.lock", plan.require_hashes, wheels))
     if plan.unverified:
         names = ", ".join(plan.unverified_names)
-        steps.append("# pip checks hashes all-or-nothing: these lock entries have none, so they are\n"
-                     "# installed after the verified ones, without --require-hashes.\n"
-                     + _install_step("unverified.lock", False, wheels) + "\n"
-                     + f"RUN echo 'envrepro: installed without hash verification: {names}'")
-    return steps
+        rest.append("# pip checks hashes all-or-nothing: these lock entries have none, so they are\n"
+                    "# installed after the verified ones, without --require-hashes.\n"
+                    + _install_step("unverified.lock", False, wheels) + "\n"
+                    + f"RUN echo 'envrepro: installed without hash verification: {names}'")
+    return heavy, rest
+
+
+_PIP_ENV = """ENV PIP_CONFIG_FILE=/etc/envrepro-build/pip.conf \\
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \\
+    PIP_NO_CACHE_DIR=1 \\
+    PIP_NO_INPUT=1 \\
+    PIP_PROGRESS_BAR=off \\
+    PIP_ROOT_USER_ACTION=ignore \\
+    PIP_USE_PEP517=1"""
+
+# The rest of the lock is installed on top of the heavy venv, then only the files that install
+# added (newer than a mark) are copied out: the final image's last layer is that small overlay.
+_REST_STAGE = """
+FROM envrepro-heavy AS rest-builder
+{env} \\
+    PYTHONDONTWRITEBYTECODE=
+COPY build/ {build}/
+RUN touch {build}/mark
+{steps}
+RUN mkdir -p /overlay && cd / && \\
+    find .{venv} \\( -type f -o -type l \\) -newer {build}/mark -print0 | xargs -0 -r cp -a --parents -t /overlay
+"""
 
 
 def render(spec: BuildSpec) -> str:
     """The Dockerfile text for ``spec`` (what ``envrepro dockerfile`` prints)."""
-    steps = install_steps(install_plan(spec.lock_text), bool(spec.wheels))
+    heavy_steps, rest_steps = install_steps(install_plan(spec.lock_text), bool(spec.wheels))
     xy = ".".join(spec.python_version.split(".")[:2])
     python_stage, python_base = "", spec.base_image
     if spec.python_from_source:
         python_stage = Template(template_text("python-from-source.Dockerfile")).substitute(
             CUDA_BASE=spec.base_image, PYTHON_VERSION=spec.python_version, PYTHON_XY=xy)
         python_base = "envrepro-python"
+    rest_stage = rest_overlay = ""
+    if rest_steps:
+        rest_stage = _REST_STAGE.format(env=_PIP_ENV, build=BUILD_DIR, venv=VENV, steps="\n".join(rest_steps))
+        rest_overlay = "COPY --from=rest-builder /overlay/ /"
     text = Template(template_text()).substitute(
         PYTHON_VERSION=spec.python_version, PYTHON_STAGE=python_stage,
-        PYTHON_BASE=python_base, INSTALL_STEPS="\n".join(steps), LABELS=_label_lines(spec.labels))
+        PYTHON_BASE=python_base, HEAVY_STEPS="\n".join(heavy_steps), REST_STAGE=rest_stage,
+        REST_OVERLAY=rest_overlay, LABELS=_label_lines(spec.labels))
     return re.sub(r"\n{3,}", "\n\n", text)
 
 
@@ -224,6 +260,7 @@ def build_context(spec: BuildSpec, dockerfile: Optional[str] = None) -> bytes:
         "build": None,
         "build/pip.conf": render_pip_conf(spec.pip, bool(spec.ca_bundle)).encode(),
         "build/ca.crt": spec.ca_bundle,
+        "build/pip.sh": template_text("pip.sh").encode(),
     }
     for fname, text in install_plan(spec.lock_text).files().items():
         files[fname] = text.encode()

@@ -206,7 +206,7 @@ def test_mixed_lock_installs_hashless_entries_unverified(engine, standin_38, tmp
     assert info.source == "built" and info.unverified == ["mypkg"]
     assert any("without hash verification" in line and "mypkg" in line for line in lines)
     log = info.log_path.read_text()
-    runs = [line for line in log.splitlines() if line.startswith("RUN ") and "pip install" in line]
+    runs = [line for line in log.splitlines() if line.startswith("RUN ") and "pip.sh install" in line]
     assert [("--require-hashes" in r, r.split(" -r ")[-1]) for r in runs] == [
         (True, "/etc/envrepro-build/rest.lock"), (False, "/etc/envrepro-build/unverified.lock")]
     assert "installed without hash verification: mypkg" in log

@@ -185,7 +185,7 @@ MIXED_LOCK = TF_LOCK + (
 
 
 def _run_lines(text):
-    return [line for line in text.splitlines() if line.startswith("RUN ") and "pip install" in line]
+    return [line for line in text.splitlines() if line.startswith("RUN ") and "pip.sh install" in line]
 
 
 def test_all_hashed_lock_requires_hashes_throughout():
@@ -239,7 +239,8 @@ def test_pip_conf_lists_urls_and_points_at_the_copied_ca():
 
 # -- the Dockerfile -----------------------------------------------------------------------------
 def test_template_is_found_through_the_package():
-    assert "FROM ${PYTHON_BASE} AS builder" in df.template_text()
+    assert "FROM ${PYTHON_BASE} AS heavy-builder" in df.template_text()
+    assert "--create" in df.template_text("pip.sh")
 
 
 def test_render_cpu_snapshot():
@@ -251,22 +252,45 @@ def test_render_gpu_snapshot():
     check_snapshot("env-gpu.Dockerfile", text)
     assert "FROM nvidia/cuda:11.0.3-cudnn8-runtime-ubuntu20.04 AS envrepro-python-build" in text
     assert "https://www.python.org/ftp/python/3.8.18/Python-3.8.18.tgz" in text
-    assert "FROM envrepro-python AS builder" in text
-    assert text.rstrip().split("\nFROM ")[-1].startswith("envrepro-python\n")
+    assert "FROM envrepro-python AS heavy-builder" in text and "FROM envrepro-python AS envrepro-base" in text
+    assert text.rstrip().split("\nFROM ")[-1].startswith("envrepro-heavy\n")
 
 
 def test_render_structure():
     text = df.render(spec())
     stages = [line for line in text.splitlines() if line.startswith("FROM ")]
-    assert stages == ["FROM python:3.8-slim AS builder", "FROM python:3.8-slim"]
-    builder, final = text.split("\nFROM python:3.8-slim\n")
-    assert builder.index("heavy.lock") < builder.index("rest.lock")
-    assert "--no-deps --no-cache-dir --require-hashes" in builder
-    assert "PIP_USE_PEP517=1" in builder  # sdists build with setuptools+wheel in isolation
-    assert "envrepro-build" not in final and "pip.conf" not in final
-    assert "COPY --from=builder /opt/envrepro/venv /opt/envrepro/venv" in final
+    assert stages == ["FROM python:3.8-slim AS envrepro-base", "FROM python:3.8-slim AS heavy-builder",
+                      "FROM envrepro-base AS envrepro-heavy", "FROM envrepro-heavy AS rest-builder",
+                      "FROM envrepro-heavy"]
+    parts = text.split("\nFROM ")
+    _header, base, heavy_builder, heavy, rest_builder, final = parts
+    assert "heavy.lock" in heavy_builder and "rest.lock" not in heavy_builder
+    assert "rest.lock" in rest_builder and "-newer" in rest_builder
+    assert "--no-deps --no-cache-dir --require-hashes" in heavy_builder
+    assert "PIP_USE_PEP517=1" in heavy_builder  # sdists build with setuptools+wheel in isolation
+    assert "pip.sh --create" in heavy_builder    # the venv is made without ensurepip
+    for shipped in (base, heavy, final):         # what the final image is made of
+        assert "envrepro-build" not in shipped and "pip.conf" not in shipped and "ca.crt" not in shipped
+    assert heavy.strip().endswith("COPY --from=heavy-builder /opt/envrepro/venv /opt/envrepro/venv")
+    assert "COPY --from=rest-builder /overlay/ /" in final
     assert "USER 10001:10001" in final
     assert "${" not in text.replace("$$", "")
+
+
+def test_setuptools_and_wheel_pins_are_installed_first():
+    lock = TF_LOCK + ("\n# The following packages are considered to be unsafe in a requirements file:\n"
+                      "# setuptools==56.0.0\n# wheel==0.45.1\n")
+    plan = df.install_plan(lock)
+    assert plan.tools == "setuptools==56.0.0\nwheel==0.45.1\n"
+    text = df.render(spec(lock_text=lock))
+    assert text.index("tools.lock") < text.index("heavy.lock")
+    assert "tools.lock" in members(df.build_context(spec(lock_text=lock)))
+
+
+def test_lock_without_rest_has_no_rest_stage():
+    heavy_only = split(TF_LOCK)[0]
+    text = df.render(spec(lock_text=heavy_only))
+    assert "rest-builder" not in text and text.rstrip().split("\nFROM ")[-1].startswith("envrepro-heavy\n")
 
 
 def test_no_hashes_no_require_hashes_and_empty_parts_are_skipped():
@@ -292,7 +316,8 @@ def test_context_is_deterministic_and_normalised():
     b = df.build_context(spec(pip=pip, ca_bundle=b"CA"))
     assert a == b
     m = members(a)
-    assert sorted(m) == ["Dockerfile", "build", "build/ca.crt", "build/pip.conf", "heavy.lock", "rest.lock"]
+    assert sorted(m) == ["Dockerfile", "build", "build/ca.crt", "build/pip.conf", "build/pip.sh", "heavy.lock",
+                         "rest.lock"]
     for info, _ in m.values():
         assert (info.uid, info.gid, info.uname, info.gname, info.mtime) == (0, 0, "", "", 0)
         assert info.mode == (0o755 if info.isdir() else 0o644)
