@@ -12,33 +12,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-CI = os.environ.get("CI", "").lower() == "true"
-DEV_CACHE = Path(os.environ.get("ENVREPRO_DEV_CACHE", Path.home() / ".cache" / "envrepro-dev"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def need(condition, reason):
-    """Skip locally, fail under CI."""
-    if condition:
-        return
-    if CI:
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def pyenv_python(minor):
-    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    try:
-        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip() or root
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    versions = sorted(Path(root, "versions").glob(f"{minor}.*"),
-                      key=lambda p: [int(x) for x in p.name.split(".") if x.isdigit()])
-    for v in reversed(versions):
-        exe = v / "bin" / "python"
-        if exe.exists():
-            return str(exe)
-    return shutil.which(f"python{minor}")
+from support import CI, DEV_CACHE, REPO, need, pyenv_python  # noqa: E402,F401
 
 
 def _venv_key(*parts):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import CI, pyenv_python  # noqa: E402
+from support import CI, pyenv_python  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 

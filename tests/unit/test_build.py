@@ -25,16 +25,6 @@ termcolor==1.1.0 \\
 NO_PIP = df.PipSettings()
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """Never read the developer's config, cache or registry settings."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    for var in ("ENVREPRO_BASE_IMAGE", "ENVREPRO_REGISTRY"):
-        monkeypatch.delenv(var, raising=False)
-
-
 @pytest.fixture
 def capture(tmp_path):
     root = tmp_path / "m.envrepro"

@@ -594,9 +594,12 @@ def test_loader_network_check_sends_nothing():
 
 
 def test_loader_is_python36_syntax():
-    py36 = Path(os.path.expanduser("~/.pyenv/versions/3.6.15/bin/python"))
-    if not py36.exists():
-        pytest.skip("no Python 3.6 (pyenv 3.6.15) on this machine")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from support import need, pyenv_python
+
+    found = pyenv_python("3.6")
+    need(found, "no Python 3.6 interpreter (pyenv's 3.6 build)")
+    py36 = Path(found)
     proc = subprocess.run([str(py36), "-c", "import ast,sys; ast.parse(open(sys.argv[1]).read())", str(LOADER)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -57,15 +57,6 @@ wrapt==1.15.0
 """
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    for var in ("ENVREPRO_BASE_IMAGE", "ENVREPRO_REGISTRY"):
-        monkeypatch.delenv(var, raising=False)
-
-
 @pytest.fixture
 def mac(tmp_path):
     """A copy of the fixture capture (the test proves the translation never writes into it)."""

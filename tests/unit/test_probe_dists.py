@@ -12,7 +12,10 @@ from envrepro.runtime import probe
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = REPO / "envrepro" / "runtime" / "probe.py"
-PY36 = "/root/.pyenv/versions/3.6.15/bin/python"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from support import pyenv_python  # noqa: E402
+
+PY36 = pyenv_python("3.6") or "/nonexistent/python3.6"
 CI = os.environ.get("CI", "").lower() == "true"
 
 

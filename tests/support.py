@@ -1,0 +1,46 @@
+"""Helpers shared by the test folders (importable as ``support``: conftest modules aren't)."""
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CI = os.environ.get("CI", "").lower() == "true"
+DEV_CACHE = Path(os.environ.get("ENVREPRO_DEV_CACHE", Path.home() / ".cache" / "envrepro-dev"))
+
+
+def need(condition, reason):
+    """Skip locally, fail under CI."""
+    if condition:
+        return
+    if CI:
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _pyenv_root():
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    try:
+        out = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip()
+        root = out or root
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return root
+
+
+# Resolved once, at import: unit tests point HOME elsewhere.
+PYENV_ROOT = _pyenv_root()
+
+
+def pyenv_python(minor):
+    versions = sorted(Path(PYENV_ROOT, "versions").glob(f"{minor}.*"),
+                      key=lambda p: [int(x) for x in p.name.split(".") if x.isdigit()])
+    for v in reversed(versions):
+        exe = v / "bin" / "python"
+        if exe.exists():
+            return str(exe)
+    return shutil.which(f"python{minor}")
+
+
