@@ -230,7 +230,6 @@ def capture(model_path: "os.PathLike[str] | str", *, model: Any = None, sample_i
             data = build_manifest(model_path, fmt, facts, lock_result, snap, reference, warnings)
             t = time.perf_counter()
             data = manifest.write_manifest(tmp, data)
-            _make_readable(tmp)
             replace_dir(tmp, sidecar)
             seconds["write"] = time.perf_counter() - t
         except BaseException:
@@ -238,17 +237,6 @@ def capture(model_path: "os.PathLike[str] | str", *, model: Any = None, sample_i
             raise
     seconds["total"] = time.perf_counter() - t0
     return CaptureResult(sidecar=sidecar, manifest=data, warnings=warnings, seconds=seconds)
-
-
-def _make_readable(root: Path) -> None:
-    """mkdtemp makes 0700 folders; the capture must be readable like the model beside it
-    (the load sandbox runs as another uid). Honour the umask, as a plain mkdir would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for cur, dirs, files in os.walk(str(root)):
-        os.chmod(cur, 0o777 & ~umask)
-        for name in files:
-            os.chmod(os.path.join(cur, name), 0o666 & ~umask)
 
 
 def _load_sample(path: str) -> Any:

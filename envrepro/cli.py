@@ -76,8 +76,9 @@ def capture(
                f"keras {m['frameworks'].get('keras')}; {lock.get('distributions')} pins"
                f" ({'hashed' if lock.get('hashes') else 'no hashes'}); "
                f"{len((m.get('snapshot') or {}).get('files') or [])} snapshot files; "
-               f"{len((m.get('load') or {}).get('custom_objects') or {})} custom objects; "
-               f"{result.seconds.get('total', 0):.2f} s")
+               f"{len((m.get('load') or {}).get('custom_objects') or {})} custom objects"
+               + (f"; {result.seconds['total']:.2f} s" if result.seconds.get("total") else "")
+               + ("; inferred from the model's files" if m.get("inferred") else ""))
 
 
 @app.command()

@@ -100,6 +100,7 @@ def replace_dir(tmp_dir: PathLike, final_dir: PathLike) -> None:
     capture under ``<name>.old-*``, which readers ignore and the next capture cleans up.
     """
     tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)
+    make_readable(tmp_dir)
     fsync_tree(tmp_dir)
     old = None
     if final_dir.exists() or final_dir.is_symlink():
@@ -109,6 +110,19 @@ def replace_dir(tmp_dir: PathLike, final_dir: PathLike) -> None:
     fsync_dir(final_dir.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def make_readable(root: PathLike) -> None:
+    """mkdtemp/mkstemp create 0700/0600 entries; a capture must be readable like the model beside
+    it (the load sandbox runs as another uid). Honour the umask, as a plain mkdir would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for cur, _dirs, files in os.walk(str(root)):
+        os.chmod(cur, 0o777 & ~umask)
+        for name in files:
+            full = os.path.join(cur, name)
+            if not os.path.islink(full):
+                os.chmod(full, 0o666 & ~umask)
 
 
 def cleanup_stale(parent: PathLike, name: str) -> None:

@@ -486,7 +486,7 @@ def _verdict(report: LoadReport) -> str:
 
 # --- running ------------------------------------------------------------------------------
 
-def _prepare(model_path: "os.PathLike[str] | str") -> manifest.Capture:
+def prepare(model_path: "os.PathLike[str] | str") -> manifest.Capture:
     """Read and hash-verify the capture (an edited snapshot file is refused, named) and check
     that the sandbox user can read what gets mounted."""
     model = manifest.resolve_model(model_path)
@@ -520,7 +520,7 @@ def load(model_path: "os.PathLike[str] | str", engine: Any, image_info: Any, uns
     index (``envrepro images``), which never fails the load.
     ``gpus``: pass the host's GPUs into the container (the image should be a GPU one).
     """
-    capture = _prepare(model_path)
+    capture = prepare(model_path)
     paths = container_paths(capture)
     plan = make_plan(capture, paths, unsafe=unsafe)
     args = run_args(capture, paths, plan, memory=memory,
@@ -567,7 +567,7 @@ def run_command(model_path: "os.PathLike[str] | str", engine: Any, image_info: A
     """
     if not command:
         raise errors.EnvreproError("no command to run", None, "envrepro run MODEL -- python predict.py")
-    capture = _prepare(model_path)
+    capture = prepare(model_path)
     args = run_args(capture, memory=memory, unsafe=unsafe, gpus=gpus)
     code, _out, _err = engine.run(image_info.tag, list(command), **args, stream=True)
     return int(code)
@@ -580,7 +580,7 @@ def shell_argv(model_path: "os.PathLike[str] | str", image_info: Any,
                command: Optional[Sequence[str]] = None, memory: str = DEFAULT_MEMORY,
                unsafe: bool = False, tty: Optional[bool] = None, gpus: bool = False) -> List[str]:
     """``docker run -it`` with the sandbox of ``run_args`` (the SDK can't attach a TTY)."""
-    capture = _prepare(model_path)
+    capture = prepare(model_path)
     args = run_args(capture, memory=memory, unsafe=unsafe, gpus=gpus)
     return docker_run_argv(image_info.tag, list(command or DEFAULT_SHELL), args, interactive=True, tty=tty)
 

@@ -19,6 +19,12 @@ def read_capture(model: str) -> manifest.Capture:
     return manifest.read(manifest.sidecar_for(manifest.resolve_model(model)))
 
 
+def checked_capture(model: str) -> manifest.Capture:
+    """The capture, hash-verified, and readable by the sandbox user: checked before any image
+    is built, so a bad capture costs nothing."""
+    return loadmod.prepare(model)
+
+
 def wants_gpus(gpus: "Optional[str] | bool") -> bool:
     """``--gpus all`` (also gpu/1/true, or a bool from the library) asks for every host GPU:
     a CUDA base for the image, and the GPUs passed into the container."""
@@ -38,7 +44,7 @@ def load_model_cmd(model: str, base_image: Optional[str] = None, registry: Optio
                    gpus: Optional[str] = None, unsafe: bool = False, memory: str = "4g",
                    as_json: bool = False, engine_factory: Optional[EngineFactory] = None,
                    debug: bool = False) -> int:
-    cap = read_capture(model)
+    cap = checked_capture(model)
     engine = engine_factory() if engine_factory else _default_engine()
     use_gpus = wants_gpus(gpus)
     info = _image(cap, engine, base_image, registry, gpus=use_gpus, quiet=as_json)
@@ -56,7 +62,7 @@ def run_cmd(model: str, command: List[str], base_image: Optional[str] = None, me
             gpus: Optional[str] = None, registry: Optional[str] = None) -> int:
     if command and command[0] == "--":
         command = command[1:]
-    cap = read_capture(model)
+    cap = checked_capture(model)
     engine = engine_factory() if engine_factory else _default_engine()
     use_gpus = wants_gpus(gpus)
     info = _image(cap, engine, base_image, registry, gpus=use_gpus)
@@ -68,7 +74,7 @@ def run_cmd(model: str, command: List[str], base_image: Optional[str] = None, me
 def shell_cmd(model: str, base_image: Optional[str] = None, memory: str = "4g", unsafe: bool = False,
               engine_factory: Optional[EngineFactory] = None, gpus: Optional[str] = None,
               registry: Optional[str] = None, runner: Optional[Callable[[List[str]], int]] = None) -> int:
-    cap = read_capture(model)
+    cap = checked_capture(model)
     engine = engine_factory() if engine_factory else _default_engine()
     use_gpus = wants_gpus(gpus)
     info = _image(cap, engine, base_image, registry, gpus=use_gpus)

@@ -191,3 +191,31 @@ def test_keras3_model_and_lambda_safe_mode(standin_311, tmp_path, tf):
     assert "safe_mode" in json.loads(out.stdout)["loader"]["error"]["message"]
     out = cli("load", tmp_path / "lambda.keras", "--unsafe", "--json")
     assert out.returncode == 0, out.stdout[-2000:]
+
+
+LEGACY_SAVE = textwrap.dedent('''
+    import sys
+    import tensorflow as tf
+    from custom_layers import MyCustomLayer
+    m = tf.keras.Sequential([tf.keras.Input(shape=(16,)), tf.keras.layers.Dense(8), MyCustomLayer(units=64)])
+    m.compile(optimizer="adam", loss="mse")
+    m.save(sys.argv[1])   # no envrepro hook: a model saved long before envrepro
+''')
+
+
+def test_infer_then_load_a_model_saved_without_envrepro(py38_tf24, standin_38, tmp_path):
+    model = tmp_path / "legacy_model"
+    proc = subprocess.run([py38_tf24, "-c", LEGACY_SAVE, str(model)], cwd=str(EXAMPLES), capture_output=True,
+                          text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(EXAMPLES)),
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not manifest.sidecar_for(model).exists()
+    out = cli("capture", "--infer", model, "--code-path", EXAMPLES)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cap = manifest.read(manifest.sidecar_for(model))
+    assert cap.data["inferred"] is True and cap.data["frameworks"]["tensorflow"] == "2.4.1"
+    assert cap.data["load"]["custom_objects"]["MyCustomLayer"] == "custom_layers:MyCustomLayer"
+    out = cli("load", model, "--json")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rep = json.loads(out.stdout)["loader"]
+    assert rep["ok"] and rep["versions"]["tensorflow"] == "2.4.1" and rep["load"]["ok"]
