@@ -72,13 +72,24 @@ def newest_patch(minor: str) -> str:
     return max(found, key=lambda v: tuple(int(x) for x in v.split(".")))
 
 
+def _install_debootstrap() -> None:
+    """A fresh CI machine has no debootstrap: install Debian's package when we can (root + apt)."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise SystemExit("debootstrap is not installed (apt-get install debootstrap)")
+    log("installing Debian's debootstrap (once)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "debootstrap"]):
+        if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed: install debootstrap by hand")
+
+
 def ensure_minbase(tag: str = MINBASE_TAG) -> str:
     """debootstrap a bookworm minbase root and ``docker import`` it (about a minute, once)."""
     with _locked(tag):
         if image_present(tag):
             return tag
         if shutil.which("debootstrap") is None:
-            raise SystemExit("debootstrap is not installed (apt-get install debootstrap)")
+            _install_debootstrap()
         t0 = time.time()
         with tempfile.TemporaryDirectory(prefix="envrepro-minbase-") as tmp:
             root = Path(tmp) / "root"
