@@ -95,7 +95,12 @@ def inspect(
         from .modelfiles import describe, read_model_file
 
         info = read_model_file(model_path)
-        typer.echo(json.dumps(info.to_dict(), indent=2, default=str) if as_json else describe(info))
+        if as_json:
+            typer.echo(json.dumps(info.to_dict(), indent=2, default=str))
+        else:
+            typer.echo(describe(info).rstrip("\n"))
+            typer.echo(f"\nnot captured: `envrepro capture --infer {model}` writes a best-effort capture "
+                       "from these files, then `envrepro load` reproduces it")
         return
     cap = manifest.read(sidecar)
     if as_json:
