@@ -215,22 +215,42 @@ def images_prune(dry_run: bool = typer.Option(False, "--dry-run")) -> None:
     raise typer.Exit(images_prune_cmd(_engine(), dry_run=dry_run))
 
 
+def _click_exception_types():
+    """typer >= 0.2x vendors click (``typer._click``); older releases raise click's own classes.
+    Catch both, so usage errors are one message and an exit code, never a traceback."""
+    exits, aborts, usage = [typer.Exit], [typer.Abort], []
+    try:
+        from typer._click import exceptions as vendored  # type: ignore[attr-defined]
+
+        usage.append(vendored.ClickException)
+    except ImportError:
+        pass
+    try:
+        import click
+
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+        usage.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(exits), tuple(aborts), tuple(usage)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point: run typer without its exception handling, and handle errors ourselves."""
-    import click
-
+    exit_types, abort_types, usage_types = _click_exception_types()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("ENVREPRO_DEBUG") == "1"
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="envrepro")
         code = rv if isinstance(rv, int) else 0
-    except click.exceptions.Exit as e:
-        code = e.exit_code
-    except click.exceptions.Abort:
+    except exit_types as e:
+        code = getattr(e, "exit_code", 0)
+    except abort_types:
         typer.echo("envrepro: aborted", err=True)
         code = 130
-    except click.ClickException as e:
+    except usage_types as e:
         e.show()
-        code = errors.EXIT_BAD_INPUT
+        code = getattr(e, "exit_code", errors.EXIT_BAD_INPUT) or errors.EXIT_BAD_INPUT
     except errors.EnvreproError as e:
         if debug:
             import traceback
