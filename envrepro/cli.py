@@ -208,11 +208,14 @@ def images_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
 
 
 @images_app.command("prune")
-def images_prune(dry_run: bool = typer.Option(False, "--dry-run")) -> None:
+def images_prune(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be removed."),
+    cache: bool = typer.Option(False, "--cache", help="Also remove the builder stages kept as build cache."),
+) -> None:
     """Remove envrepro images that no known capture uses any more."""
     from .loading import images_prune_cmd
 
-    raise typer.Exit(images_prune_cmd(_engine(), dry_run=dry_run))
+    raise typer.Exit(images_prune_cmd(_engine(), dry_run=dry_run, cache=cache))
 
 
 def _click_exception_types():

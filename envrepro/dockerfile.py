@@ -209,6 +209,7 @@ _PIP_ENV = """ENV PIP_CONFIG_FILE=/etc/envrepro-build/pip.conf \\
 # added (newer than a mark) are copied out: the final image's last layer is that small overlay.
 _REST_STAGE = """
 FROM envrepro-heavy AS rest-builder
+LABEL org.envrepro.stage="builder"
 {env} \\
     PYTHONDONTWRITEBYTECODE=
 COPY build/ {build}/

@@ -184,18 +184,33 @@ class PruneResult:
     kept: List[ImageRow] = field(default_factory=list)
     failed: Dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
+    cache: List[Dict[str, Any]] = field(default_factory=list)   # builder stages removed (--cache)
 
     @property
     def freed(self) -> int:
-        return sum(r.size for r in self.removed)
+        return sum(r.size for r in self.removed) + sum(int(c.get("size") or 0) for c in self.cache)
 
     def to_dict(self) -> Dict[str, Any]:
         return {"removed": [r.to_dict() for r in self.removed], "kept": [r.to_dict() for r in self.kept],
                 "failed": dict(self.failed), "dry_run": self.dry_run, "freed_bytes": self.freed}
 
 
+BUILDER_LABEL = "org.envrepro.stage=builder"
+
+
+def builder_cache(engine: Any) -> List[Dict[str, Any]]:
+    """Untagged builder-stage images (labelled by the Dockerfile) the classic builder keeps as
+    cache: several hundred MB each; removing them only makes the next build of a new lock slower."""
+    out = []
+    for img in engine.images(BUILDER_LABEL):
+        tags = [t for t in (img.get("RepoTags") or []) if t and t != "<none>:<none>"]
+        if not tags:
+            out.append({"id": str(img.get("Id", "")), "size": int(img.get("Size") or 0)})
+    return out
+
+
 def prune(engine: Any, dry_run: bool = False, key_for: Optional[KeyFor] = None,
-          path: Optional[Path] = None) -> PruneResult:
+          path: Optional[Path] = None, cache: bool = False) -> PruneResult:
     """Remove the envrepro images no capture in the index still uses, and forget stale entries.
 
     "Still uses" means the capture's folder is there and its image key, recomputed with the base
@@ -219,6 +234,15 @@ def prune(engine: Any, dry_run: bool = False, key_for: Optional[KeyFor] = None,
             result.failed[row.tag if row.tags else row.id] = str(e)
     if not dry_run:
         _forget(path, result.removed, result.kept + result.removed)
+    if cache:
+        for entry in builder_cache(engine):
+            if not dry_run:
+                try:
+                    engine.remove_image(entry["id"])
+                except EnvreproError as e:
+                    result.failed[entry["id"][:19]] = str(e)
+                    continue
+            result.cache.append(entry)
     return result
 
 
@@ -262,7 +286,9 @@ def render_images(rows: List[ImageRow]) -> str:
 def render_prune(result: PruneResult) -> str:
     verb = "would remove" if result.dry_run else "removed"
     lines = [f"{verb} {r.tag} ({human_size(r.size)})" for r in result.removed]
+    lines += [f"{verb} builder cache {c['id'][7:19] or c['id'][:12]} ({human_size(c['size'])})" for c in result.cache]
     lines += [f"could not remove {tag}: {why}" for tag, why in sorted(result.failed.items())]
-    lines.append(f"{verb} {len(result.removed)} image(s), {human_size(result.freed)}; "
+    cache = f" and {len(result.cache)} builder stage(s)" if result.cache else ""
+    lines.append(f"{verb} {len(result.removed)} image(s){cache}, {human_size(result.freed)}; "
                  f"kept {len(result.kept)} in use")
     return "\n".join(lines) + "\n"

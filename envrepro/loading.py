@@ -92,8 +92,8 @@ def images_list_cmd(engine: Any, as_json: bool = False) -> int:
     return 0
 
 
-def images_prune_cmd(engine: Any, dry_run: bool = False) -> int:
-    result = images_cmd.prune(engine, dry_run=dry_run)
+def images_prune_cmd(engine: Any, dry_run: bool = False, cache: bool = False) -> int:
+    result = images_cmd.prune(engine, dry_run=dry_run, cache=cache)
     sys.stdout.write(images_cmd.render_prune(result))
     return 1 if result.failed else 0
 

@@ -28,6 +28,7 @@ RUN set -e; \
     fi
 
 FROM ${PYTHON_BASE} AS heavy-builder
+LABEL org.envrepro.stage="builder"
 ENV PIP_CONFIG_FILE=/etc/envrepro-build/pip.conf \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \

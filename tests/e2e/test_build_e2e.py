@@ -93,6 +93,13 @@ def test_small_env_is_built_labelled_and_runs_as_non_root(engine, standin_38, tm
     again = build.ensure_image(capture, engine, on_progress=lambda line: None)
     assert again.source == "local" and again.image_id == info.image_id
 
+    # the builder stages are labelled, so `envrepro images prune --cache` can find them
+    from envrepro import images_cmd
+
+    cache = images_cmd.builder_cache(engine)
+    assert cache and all(c["size"] > 0 for c in cache)
+    assert {c["id"] for c in images_cmd.prune(engine, dry_run=True, cache=True).cache} >= {c["id"] for c in cache}
+
 
 def test_altered_hash_fails_with_pips_hash_error_and_tags_nothing(engine, standin_38, tmp_path):
     bad = LOCK.replace("1d6d69ce66211143803fbc56652b41d73b4a400a2891d7bf7a1cdf4c02de613b",

@@ -89,8 +89,10 @@ class FakeEngine:
         return self.result
 
     def images(self, label_filter=None):
-        assert label_filter == images_cmd.LABEL_KEY
-        return [dict(i) for i in self._images if i["Id"] not in self.removed]
+        assert label_filter in (images_cmd.LABEL_KEY, images_cmd.BUILDER_LABEL)
+        key, _, value = label_filter.partition("=")
+        return [dict(i) for i in self._images if i["Id"] not in self.removed
+                and key in (i.get("Labels") or {}) and (not value or i["Labels"][key] == value)]
 
     def remove_image(self, tag, force=False):
         if tag in self.fail_remove:
@@ -615,3 +617,17 @@ def test_build_image_info_is_understood(cap):
     text = load.render_report(report)
     assert "envrepro-env:abc (pulled" in text, text
     assert load.python_in(info) == info.python  # the environment's interpreter, not the base one
+
+
+def test_prune_cache_removes_untagged_builder_stages_only():
+    builder = {"Id": "sha256:" + "b" * 64, "RepoTags": None, "Size": 740_000_000, "Created": 1,
+               "Labels": {"org.envrepro.stage": "builder"}}
+    tagged_builder = {"Id": "sha256:" + "d" * 64, "RepoTags": ["keep:me"], "Size": 1, "Created": 1,
+                      "Labels": {"org.envrepro.stage": "builder"}}
+    eng = FakeEngine(images=[builder, tagged_builder])
+    dry = images_cmd.prune(eng, dry_run=True, cache=True)
+    assert [c["id"] for c in dry.cache] == [builder["Id"]] and eng.removed == []
+    assert "would remove builder cache bbbbbbbbbbbb (740.0 MB)" in images_cmd.render_prune(dry)
+    res = images_cmd.prune(eng, cache=True)
+    assert eng.removed == [builder["Id"]] and res.freed == 740_000_000
+    assert images_cmd.prune(FakeEngine(images=[builder])).cache == []   # only with cache=True

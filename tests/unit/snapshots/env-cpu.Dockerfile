@@ -28,6 +28,7 @@ RUN set -e; \
     fi
 
 FROM python:3.8-slim AS heavy-builder
+LABEL org.envrepro.stage="builder"
 ENV PIP_CONFIG_FILE=/etc/envrepro-build/pip.conf \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -47,6 +48,7 @@ FROM envrepro-base AS envrepro-heavy
 COPY --from=heavy-builder /opt/envrepro/venv /opt/envrepro/venv
 
 FROM envrepro-heavy AS rest-builder
+LABEL org.envrepro.stage="builder"
 ENV PIP_CONFIG_FILE=/etc/envrepro-build/pip.conf \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
