@@ -31,6 +31,12 @@ WHEELS_DIR = "wheels"
 REFERENCE_DIR = "reference"
 SIDECAR_SUFFIX = ".envrepro"
 
+# File magic of the model formats (also read by ``modelfiles``; the probe keeps its own copy,
+# being standard-library-only and runnable on its own).
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGIC = b"PK\x03\x04"
+LFS_MAGIC = b"version https://git-lfs"
+
 # Schema upgrades: each function takes a manifest of schema N and returns schema N+1.
 # ``envrepro/v0`` never shipped; the table exists so old captures keep loading when v2 comes.
 UPGRADES: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {}
@@ -63,11 +69,11 @@ def detect_format(model_path: Path) -> str:
                             "check the path, or save the model first")
     with open(model_path, "rb") as f:
         head = f.read(64)
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+    if head.startswith(HDF5_MAGIC):
         return "h5"
-    if head.startswith(b"PK\x03\x04"):
+    if head.startswith(ZIP_MAGIC):
         return "keras"
-    if head.startswith(b"version https://git-lfs"):
+    if head.startswith(LFS_MAGIC):
         raise ModelNotFound("file is a Git LFS pointer, not the model", str(model_path),
                             "run `git lfs pull`")
     raise ModelNotFound("not a Keras model file (neither HDF5 nor .keras zip)", str(model_path),

@@ -23,9 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-ZIP_MAGIC = b"PK\x03\x04"
-LFS_MAGIC = b"version https://git-lfs"
+from .manifest import HDF5_MAGIC, LFS_MAGIC, ZIP_MAGIC  # the capture format owns the magic
+
 MAX_JSON_BYTES = 64 * 1024 * 1024      # config.json / metadata.json / keras_metadata.pb
 MAX_ZIP_ENTRIES = 100_000
 MAX_PB_BYTES = 2 * 1024 * 1024 * 1024  # saved_model.pb is read whole; larger is not a model we handle
