@@ -486,9 +486,14 @@ def _verdict(report: LoadReport) -> str:
 
 # --- running ------------------------------------------------------------------------------
 
-def prepare(model_path: "os.PathLike[str] | str") -> manifest.Capture:
+def prepare(model_path: "os.PathLike[str] | str | manifest.Capture") -> manifest.Capture:
     """Read and hash-verify the capture (an edited snapshot file is refused, named) and check
-    that the sandbox user can read what gets mounted."""
+    that the sandbox user can read what gets mounted.
+
+    A Capture that ``prepare`` already returned is passed through: the CLI checks the capture
+    before building an image and hands it on, so the files are not hashed twice per load."""
+    if isinstance(model_path, manifest.Capture):
+        return model_path
     model = manifest.resolve_model(model_path)
     capture = manifest.read(manifest.sidecar_for(model))
     trees = [capture.model_path, RUNTIME_HOST] + [

@@ -48,7 +48,7 @@ def load_model_cmd(model: str, base_image: Optional[str] = None, registry: Optio
     engine = engine_factory() if engine_factory else _default_engine()
     use_gpus = wants_gpus(gpus)
     info = _image(cap, engine, base_image, registry, gpus=use_gpus, quiet=as_json)
-    report = loadmod.load(cap.model_path, engine, info, unsafe=unsafe, json=as_json, memory=memory,
+    report = loadmod.load(cap, engine, info, unsafe=unsafe, json=as_json, memory=memory,
                           debug=debug, image_seconds=info.seconds, gpus=use_gpus)
     if as_json:
         sys.stdout.write(report.to_json() + "\n")
@@ -67,7 +67,7 @@ def run_cmd(model: str, command: List[str], base_image: Optional[str] = None, me
     use_gpus = wants_gpus(gpus)
     info = _image(cap, engine, base_image, registry, gpus=use_gpus)
     images_cmd.record_use(info, cap)
-    return loadmod.run_command(cap.model_path, engine, info, command, memory=memory, unsafe=unsafe,
+    return loadmod.run_command(cap, engine, info, command, memory=memory, unsafe=unsafe,
                                gpus=use_gpus)
 
 
@@ -80,7 +80,7 @@ def shell_cmd(model: str, base_image: Optional[str] = None, memory: str = "4g", 
     info = _image(cap, engine, base_image, registry, gpus=use_gpus)
     images_cmd.record_use(info, cap)
     extra = {"runner": runner} if runner is not None else {}
-    return loadmod.shell(cap.model_path, info, memory=memory, unsafe=unsafe, gpus=use_gpus, **extra)
+    return loadmod.shell(cap, info, memory=memory, unsafe=unsafe, gpus=use_gpus, **extra)
 
 
 def images_list_cmd(engine: Any, as_json: bool = False) -> int:
