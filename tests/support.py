@@ -44,3 +44,22 @@ def pyenv_python(minor):
     return shutil.which(f"python{minor}")
 
 
+
+
+def probe_environment(python, workdir):
+    """The distributions and Python facts of ``python``'s environment, collected by the real
+    probe (``--no-load``: no TensorFlow import), exactly as a capture gets them."""
+    import json
+    import sys
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    dummy = workdir / "none.h5"
+    dummy.write_bytes(b"")
+    out = workdir / "probe-out"
+    script = REPO / "envrepro" / "runtime" / "probe.py"
+    proc = subprocess.run([str(python or sys.executable), str(script), "--model", str(dummy), "--out", str(out),
+                           "--no-load"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    facts = json.loads((out / "facts.json").read_text())
+    return {"distributions": facts["distributions"], "python": facts["python"]}

@@ -14,37 +14,17 @@ import pytest
 
 from envrepro import lock as L
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support import probe_environment  # noqa: E402
+
 pytestmark = pytest.mark.network
-
-
-PROBE = r"""
-import json, sys, platform
-try:
-    import importlib.metadata as md
-except ImportError:
-    import importlib_metadata as md
-out = []
-for d in md.distributions():
-    du = d.read_text("direct_url.json")
-    du = json.loads(du) if du else None
-    path = getattr(d, "_path", None)
-    out.append({"name": d.metadata["Name"], "version": d.version, "requires": d.requires or [],
-                "location": str(path.parent) if path else None,
-                "installer": (d.read_text("INSTALLER") or "").strip() or None,
-                "direct_url": du,
-                "editable": bool(du and (du.get("dir_info") or {}).get("editable")),
-                "top_level": (d.read_text("top_level.txt") or "").split(),
-                "metadata_dir": str(path) if path else None})
-facts = {"version": platform.python_version(), "sys_platform": sys.platform,
-         "machine": platform.machine(), "implementation": platform.python_implementation()}
-json.dump({"distributions": out, "python": facts}, sys.stdout)
-"""
 
 
 def probe(python) -> dict:
     """What the probe collects in the training interpreter: its installed distributions."""
-    out = subprocess.run([str(python), "-c", PROBE], check=True, stdout=subprocess.PIPE)
-    return json.loads(out.stdout)
+    import tempfile
+
+    return probe_environment(python, tempfile.mkdtemp(prefix="envrepro-probe-"))
 
 
 def index_reachable() -> bool:

@@ -14,6 +14,9 @@ import pytest
 from envrepro import lock as L
 from envrepro.errors import CaptureError
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support import probe_environment  # noqa: E402
+
 PY38 = {"version": "3.8.18", "sys_platform": "linux", "machine": "x86_64",
         "implementation": "CPython"}
 PY311 = dict(PY38, version="3.11.7")
@@ -414,29 +417,9 @@ def test_offline_lock_is_fast_for_a_large_environment(tmp_path):
     assert elapsed < 0.5, elapsed
 
 
-VENV311 = Path("/work/.cache/venv311/bin/python")
-PROBE = r"""
-import json, sys, platform
-import importlib.metadata as md
-out = []
-for d in md.distributions():
-    du = d.read_text("direct_url.json")
-    du = json.loads(du) if du else None
-    path = getattr(d, "_path", None)
-    out.append({"name": d.metadata["Name"], "version": d.version, "requires": d.requires or [],
-                "location": str(path.parent) if path else None, "direct_url": du,
-                "editable": bool(du and (du.get("dir_info") or {}).get("editable")),
-                "metadata_dir": str(path) if path else None})
-facts = {"version": platform.python_version(), "sys_platform": sys.platform,
-         "machine": platform.machine(), "implementation": platform.python_implementation()}
-json.dump({"distributions": out, "python": facts}, sys.stdout)
-"""
-
-
-@pytest.mark.skipif(not VENV311.exists(), reason="no venv311")
 def test_real_environment_offline_lock(tmp_path):
-    probe = json.loads(subprocess.run([str(VENV311), "-c", PROBE], check=True,
-                                      stdout=subprocess.PIPE).stdout)
+    """This test runner's own environment (TensorFlow in the dev venv), as the probe sees it."""
+    probe = probe_environment(sys.executable, tmp_path / "probe")
     L._parse_requirement.cache_clear()
     t = time.perf_counter()
     res = L.write_lock(probe["distributions"], probe["python"], tmp_path, hashes=False)
