@@ -57,9 +57,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from envrepro import build, manifest  # noqa: E402
-from envrepro import load as loadmod  # noqa: E402
-from envrepro.engine import Engine, Mount  # noqa: E402
+from envrepro.build import images as build  # noqa: E402
+from envrepro.sidecar import manifest
+from envrepro.sandbox import run as loadmod  # noqa: E402
+from envrepro.engine.docker import Engine, Mount  # noqa: E402
 from envrepro.errors import EnvreproError  # noqa: E402
 
 CACHE = os.environ.get("ENVREPRO_DEV_CACHE", os.path.expanduser("~/.cache/envrepro-dev"))

@@ -10,14 +10,14 @@ __all__ = ["__version__", "save", "capture", "install_hook", "uninstall_hook"]
 
 def save(model, path, sample_input=None, **save_kwargs):
     """``model.save(path, **save_kwargs)``, then capture its environment beside it."""
-    from .api import save as _save
+    from envrepro.capturing.api import save as _save
 
     return _save(model, path, sample_input=sample_input, **save_kwargs)
 
 
 def capture(path, model=None, sample_input=None, modules=(), code_paths=()):
     """Capture the environment of the model saved at ``path`` (sidecar ``<path>.envrepro/``)."""
-    from .api import capture as _capture
+    from envrepro.capturing.api import capture as _capture
 
     return _capture(path, model=model, sample_input=sample_input, modules=modules,
                     code_paths=code_paths)
@@ -25,12 +25,12 @@ def capture(path, model=None, sample_input=None, modules=(), code_paths=()):
 
 def install_hook():
     """Make every ``Model.save`` (tf.keras, Keras 3, tf_keras, ModelCheckpoint) capture too."""
-    from .hook import install_hook as _install
+    from envrepro.capturing.hook import install_hook as _install
 
     return _install()
 
 
 def uninstall_hook():
-    from .hook import uninstall_hook as _uninstall
+    from envrepro.capturing.hook import uninstall_hook as _uninstall
 
     return _uninstall()

@@ -1,3 +1,3 @@
-from .cli import main
+from envrepro.cli import main
 
 main()

@@ -13,8 +13,8 @@ from typing import List, Optional
 
 import typer
 
-from . import __version__
-from . import errors
+from envrepro import __version__
+from envrepro import errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Capture a Keras model's environment at save time; reproduce it in Docker to load it anywhere.")
@@ -57,11 +57,11 @@ def capture(
 ) -> None:
     """Capture the environment of a saved model into MODEL.envrepro/ (probe, lock, snapshot, reference)."""
     if infer:
-        from .infer import infer_capture
+        from envrepro.capturing.infer import infer_capture
 
         result = infer_capture(model, code_paths=code_path, hashes=False if no_hashes else None)
     else:
-        from .capturing import capture as do_capture
+        from envrepro.capturing.capture import capture as do_capture
 
         result = do_capture(model, python=python or sys.executable, modules=module, code_paths=code_path,
                             hashes=False if no_hashes else None, sample_file=sample)
@@ -87,12 +87,13 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show a capture as a readable summary (or JSON); without a capture, what the files say."""
-    from . import manifest, summary
+    from envrepro.sidecar import manifest
+    from envrepro import render as summary
 
     model_path = manifest.resolve_model(model)
     sidecar = manifest.sidecar_for(model_path)
     if not sidecar.exists():
-        from .modelfiles import describe, read_model_file
+        from envrepro.diagnose.modelfiles import describe, read_model_file
 
         info = read_model_file(model_path)
         if as_json:
@@ -118,7 +119,7 @@ def doctor(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Explain why load_model fails (or would silently differ) here. Exit 0 compatible, 1 risky, 2 will fail."""
-    from .doctor import diagnose, render
+    from envrepro.diagnose.doctor import diagnose, render
 
     report = diagnose(model, python=python, try_load=try_load)
     if as_json:
@@ -129,7 +130,7 @@ def doctor(
 
 
 def _engine():
-    from .engine import Engine
+    from envrepro.engine.docker import Engine
 
     return Engine().connect()
 
@@ -145,7 +146,7 @@ def load(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Build or find the captured environment's image, load the model inside it and verify it."""
-    from .loading import load_model_cmd
+    from envrepro.commands import load_model_cmd
 
     code = load_model_cmd(model, base_image=base_image, registry=registry, gpus=gpus, unsafe=unsafe,
                           memory=memory, as_json=as_json, engine_factory=_engine, debug=_DEBUG["on"])
@@ -163,7 +164,7 @@ def run(
     memory: str = typer.Option("4g", "--memory"),
 ) -> None:
     """Run a command in the reproduced environment: envrepro run MODEL -- python predict.py"""
-    from .loading import run_cmd
+    from envrepro.commands import run_cmd
 
     raise typer.Exit(run_cmd(model, list(ctx.args), base_image=base_image, memory=memory, unsafe=unsafe,
                              engine_factory=_engine, gpus=gpus, registry=registry))
@@ -179,7 +180,7 @@ def shell(
     memory: str = typer.Option("4g", "--memory"),
 ) -> None:
     """Open a shell in the reproduced environment (model at /envrepro/model/NAME)."""
-    from .loading import shell_cmd
+    from envrepro.commands import shell_cmd
 
     raise typer.Exit(shell_cmd(model, base_image=base_image, memory=memory, unsafe=unsafe,
                                engine_factory=_engine, gpus=gpus, registry=registry))
@@ -192,7 +193,7 @@ def dockerfile(
     gpus: bool = typer.Option(False, "--gpus", help="Use a CUDA/cuDNN base matching the captured TensorFlow."),
 ) -> None:
     """Print the Dockerfile of the captured environment (no engine needed)."""
-    from .loading import dockerfile_cmd
+    from envrepro.commands import dockerfile_cmd
 
     typer.echo(dockerfile_cmd(model, base_image=base_image, gpus=gpus))
 
@@ -202,7 +203,7 @@ def images_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
     """List envrepro's environment images with their size and the captures they serve."""
     if ctx.invoked_subcommand is not None:
         return
-    from .loading import images_list_cmd
+    from envrepro.commands import images_list_cmd
 
     raise typer.Exit(images_list_cmd(_engine(), as_json=as_json))
 
@@ -213,7 +214,7 @@ def images_prune(
     cache: bool = typer.Option(False, "--cache", help="Also remove the builder stages kept as build cache."),
 ) -> None:
     """Remove envrepro images that no known capture uses any more."""
-    from .loading import images_prune_cmd
+    from envrepro.commands import images_prune_cmd
 
     raise typer.Exit(images_prune_cmd(_engine(), dry_run=dry_run, cache=cache))
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from envrepro import build
-from envrepro import dockerfile as df
+from envrepro.build import images as build
+from envrepro.build import dockerfile as df
 from envrepro.errors import BuildFailed
-from envrepro.manifest import Capture
+from envrepro.sidecar.manifest import Capture
 
 pytestmark = pytest.mark.e2e
 
@@ -94,8 +94,7 @@ def test_small_env_is_built_labelled_and_runs_as_non_root(engine, standin_38, tm
     assert again.source == "local" and again.image_id == info.image_id
 
     # the builder stages are labelled, so `envrepro images prune --cache` can find them
-    from envrepro import images_cmd
-
+    from envrepro.build import imageindex as images_cmd
     cache = images_cmd.builder_cache(engine)
     assert cache and all(c["size"] > 0 for c in cache)
     assert {c["id"] for c in images_cmd.prune(engine, dry_run=True, cache=True).cache} >= {c["id"] for c in cache}
@@ -188,8 +187,7 @@ def test_heavy_layer_is_reused_when_only_the_rest_differs(engine, standin_38, tm
 def _local_wheel(tmp_path: Path, wheels: Path) -> str:
     """A pure-Python wheel built the way a capture builds local installs (no hash asked of any
     index: the lock line carries none, as a capture written offline would)."""
-    from envrepro import lock as L
-
+    from envrepro.capturing import lock as L
     proj = tmp_path / "mypkg-src"
     (proj / "mypkg").mkdir(parents=True)
     (proj / "mypkg" / "__init__.py").write_text("ANSWER = 42\n")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envrepro import manifest
+from envrepro.sidecar import manifest
 from envrepro.fsutil import sha256_tree
 
 pytestmark = pytest.mark.e2e

@@ -15,8 +15,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from envrepro import errors, load, manifest
-
+from envrepro import errors
+from envrepro.sandbox import run as load
+from envrepro.sidecar import manifest
 pytestmark = pytest.mark.e2e
 
 # Runs inside the sandbox; prints one JSON line of facts. A TCP connect is tried only when the

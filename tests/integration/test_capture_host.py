@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import envrepro
-from envrepro import manifest
+from envrepro.sidecar import manifest
 from envrepro.errors import InvalidCapture
 
 from tf_helpers import CUSTOM_LAYERS, LOSSES_KERAS3, envrepro_cli, write_module
@@ -111,7 +111,7 @@ def test_hook_captures_model_save_and_checkpoints(tmp_path, proj, tf):
 
 
 def test_capture_failure_never_fails_the_save(tmp_path, proj, tf, monkeypatch):
-    import envrepro.capturing as capmod
+    import envrepro.capturing.capture as capmod
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
@@ -178,7 +178,7 @@ KILLER = r'''
 import sys, os, time
 os.environ["ENVREPRO_OFFLINE"] = "1"
 sys.path.insert(0, sys.argv[2])
-import envrepro.capturing as c
+import envrepro.capturing.capture as c
 facts_tag = sys.argv[3]
 real = c.run_probe_inprocess
 def slow_probe(*a, **k):

@@ -5,8 +5,7 @@ import sys
 import pytest
 import yaml
 
-from envrepro import manifest
-
+from envrepro.sidecar import manifest
 from tf_helpers import EXAMPLES, envrepro_cli, run_py
 
 pytestmark = [pytest.mark.py38, pytest.mark.tf]

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from envrepro import doctor, manifest
-from envrepro.catalogue import ERROR, INFO
+from envrepro.diagnose import doctor
+from envrepro.sidecar import manifest
+from envrepro.diagnose.catalogue import ERROR, INFO
 
 pytestmark = [pytest.mark.tf]
 
@@ -78,7 +79,7 @@ def host_tf():
 
 
 def capture(model, python, modules=(), code_paths=()):
-    from envrepro.capturing import capture as do_capture
+    from envrepro.capturing.capture import capture as do_capture
 
     return do_capture(model, python=python, modules=list(modules), code_paths=[str(c) for c in code_paths],
                       hashes=False)
@@ -207,7 +208,7 @@ def test_tf221_model_in_its_own_environment_is_compatible(host_tf, tmp_path):
 
 @pytest.mark.skipif(os.environ.get("ENVREPRO_OFFLINE") not in (None, "", "0"), reason="needs the package index")
 def test_infer_capture_of_an_uncaptured_tf24_model(py38, tmp_path):
-    from envrepro.infer import infer_capture
+    from envrepro.capturing.infer import infer_capture
 
     code = tmp_path / "code"
     code.mkdir()

@@ -15,7 +15,11 @@ REPO = Path(__file__).resolve().parents[2]
 HOOK_CHECK = r"""
 import sys
 import envrepro
-from envrepro import hook, capturing, manifest, lock, snapshot
+from envrepro.capturing import hook
+from envrepro.capturing import capture as capturing
+from envrepro.sidecar import manifest
+from envrepro.capturing import lock
+from envrepro.capturing import snapshot
 from envrepro.runtime import probe
 heavy = [m for m in ("docker", "typer", "piptools", "rich", "tensorflow") if m in sys.modules]
 assert not heavy, heavy

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from envrepro import load, manifest
+from envrepro.sandbox import run as load
+from envrepro.sidecar import manifest
 from envrepro.runtime import loader as rt
 
 from tf_helpers import CUSTOM_LAYERS, write_module

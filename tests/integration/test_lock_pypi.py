@@ -1,4 +1,4 @@
-"""envrepro.lock against the real index (PyPI): hashes for a Python 3.8 / TF 2.4.1 venv, pip's
+"""envrepro.capturing.lock against the real index (PyPI): hashes for a Python 3.8 / TF 2.4.1 venv, pip's
 hash checking on them, and an editable install turned into a wheel."""
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from envrepro import lock as L
-
+from envrepro.capturing import lock as L
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support import probe_environment  # noqa: E402
 

@@ -12,8 +12,10 @@ import time
 
 import pytest
 
-from envrepro import build, lock as L, manifest, platforms
-
+from envrepro.build import images as build
+from envrepro.capturing import lock as L
+from envrepro.sidecar import manifest
+from envrepro.build import platforms
 pytestmark = pytest.mark.network
 
 MAC_LOCK = """#

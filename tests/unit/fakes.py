@@ -1,4 +1,4 @@
-"""A fake container engine for unit tests: the ``envrepro.engine.Engine`` interface, in memory.
+"""A fake container engine for unit tests: the ``envrepro.engine.docker.Engine`` interface, in memory.
 
 Images are dicts shaped like ``docker image inspect`` output (``Id``, ``RepoTags``,
 ``RepoDigests``, ``Config.Labels``). Builds read the labels from the Dockerfile's LABEL lines, so
@@ -12,7 +12,7 @@ import re
 import tarfile
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from envrepro.engine import PullFailed
+from envrepro.engine.docker import PullFailed
 from envrepro.errors import BuildFailed
 
 

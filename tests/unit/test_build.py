@@ -1,14 +1,14 @@
-"""envrepro.build with a FakeEngine: keys, base choice, pip settings, GPU bases, and the
+"""envrepro.build.images with a FakeEngine: keys, base choice, pip settings, GPU bases, and the
 local -> registry -> build order. No Docker, no network."""
 import io
 
 import pytest
 
-from envrepro import build
-from envrepro import dockerfile as df
-from envrepro.engine import Engine, PullFailed
+from envrepro.build import images as build
+from envrepro.build import dockerfile as df
+from envrepro.engine.docker import Engine, PullFailed
 from envrepro.errors import EXIT_BUILD_FAILED, EXIT_NO_ENGINE, BuildFailed, EnvreproError, NoEngine
-from envrepro.manifest import Capture
+from envrepro.sidecar.manifest import Capture
 
 try:
     from .fakes import FakeEngine, context_files, dockerfile_of, image
@@ -300,7 +300,7 @@ def test_import_engine_does_not_import_docker():
     import subprocess
     import sys
 
-    code = "import sys, envrepro.engine, envrepro.build, envrepro.dockerfile; print('docker' in sys.modules)"
+    code = "import sys, envrepro.engine.docker, envrepro.build.images, envrepro.build.dockerfile; print('docker' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

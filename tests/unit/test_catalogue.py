@@ -1,9 +1,10 @@
 """FAILURES.md as data: classification of real error texts, static detectors, compat table."""
 import pytest
 
-from envrepro import catalogue, compat
-from envrepro.catalogue import ERROR, WARNING, Context, Env, classify_exception
-from envrepro.modelfiles import LambdaInfo, ModelFileInfo, TrainingConfigSummary
+from envrepro.diagnose import catalogue
+from envrepro.diagnose import tfversions as compat
+from envrepro.diagnose.catalogue import ERROR, WARNING, Context, Env, classify_exception
+from envrepro.diagnose.modelfiles import LambdaInfo, ModelFileInfo, TrainingConfigSummary
 
 # Error texts as users report them (FAILURES.md, Keras sources), one or more per class.
 REAL_ERRORS = [

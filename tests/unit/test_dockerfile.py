@@ -1,4 +1,4 @@
-"""Dockerfile rendering and build contexts (envrepro.dockerfile): pure functions, no Docker.
+"""Dockerfile rendering and build contexts (envrepro.build.dockerfile): pure functions, no Docker.
 
 Snapshots live in tests/unit/snapshots/; after an intended template change, refresh them with
 ``ENVREPRO_UPDATE_SNAPSHOTS=1 pytest tests/unit/test_dockerfile.py`` and review the diff.
@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from envrepro import dockerfile as df
-from envrepro import lock as L
-
+from envrepro.build import dockerfile as df
+from envrepro.capturing import lock as L
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 H = lambda c: "sha256:" + c * 64  # noqa: E731  (a fake, well-formed hash)
 
@@ -96,10 +95,10 @@ def check_snapshot(name, text):
         path.write_text(text)
     assert text == path.read_text(), (
         f"{name} changed; see the module docstring to refresh it. If the image it builds changes, "
-        "bump envrepro.build.RUNTIME_VERSION too, so existing environment images get new keys")
+        "bump envrepro.build.images.RUNTIME_VERSION too, so existing environment images get new keys")
 
 
-# -- the lock (parsed by envrepro.lock, split and rendered for the build) -------------------------
+# -- the lock (parsed by envrepro.capturing.lock, split and rendered for the build) -------------------------
 def test_parse_lock_reads_pins_hashes_and_both_via_styles():
     entries = L.parse_lock(TF_LOCK + "wrapt==1.12.1  # via tensorflow-cpu\nrich==13.0.0\n    # via keras, tensorflow-cpu\n")
     by = {e.name: e for e in entries}

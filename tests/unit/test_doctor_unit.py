@@ -11,9 +11,11 @@ import sys
 
 import pytest
 
-from envrepro import doctor, infer, manifest
-from envrepro.catalogue import ERROR, INFO, WARNING
-from envrepro.modelfiles import LambdaInfo, ModelFileInfo
+from envrepro.diagnose import doctor
+from envrepro.capturing import infer
+from envrepro.sidecar import manifest
+from envrepro.diagnose.catalogue import ERROR, INFO, WARNING
+from envrepro.diagnose.modelfiles import LambdaInfo, ModelFileInfo
 
 from test_modelfiles import KERAS2_ROOT, saved_model_pb
 
@@ -318,7 +320,7 @@ def test_infer_picks_the_python_whose_marshal_format_fits(monkeypatch):
     info = ModelFileInfo(path="/m.h5", format="h5", keras_version="2.4.0", lambdas=[LambdaInfo("l", "lambda", "AAAA")])
     p = infer.plan(info)
     monkeypatch.setattr(infer, "find_python", lambda xy: (f"/py{xy}", xy + ".0"))
-    import envrepro.doctor as d
+    import envrepro.diagnose.doctor as d
 
     monkeypatch.setattr(d, "check_lambdas", lambda i, exe: ["ok"] if exe == "/py3.7" else ["ValueError: bad marshal data"])
     q, note = infer._python_for_lambdas(info, p, None)

@@ -11,11 +11,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from envrepro import errors, images_cmd, load, manifest
-from envrepro.engine import Mount
+from envrepro import errors
+from envrepro.build import imageindex as images_cmd
+from envrepro.sandbox import run as load
+from envrepro.sidecar import manifest
+from envrepro.engine.docker import Mount
 from envrepro.runtime import loader as rt
 
-LOADER = Path(load.__file__).resolve().parent / "runtime" / "loader.py"
+LOADER = Path(rt.__file__).resolve()
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -199,7 +202,7 @@ def test_run_args_are_the_sandbox(cap):
 def test_run_args_match_engine_run_signature(cap):
     import inspect
 
-    from envrepro.engine import Engine
+    from envrepro.engine.docker import Engine
 
     params = inspect.signature(Engine.run).parameters
     assert set(load.run_args(cap)) <= set(params)
@@ -387,7 +390,7 @@ def docker_image(key, tag, size=100_000_000):
 
 def env_key(cap, base="python:3.8-slim"):
     """The key build.py gives this capture's environment on ``base``."""
-    from envrepro.build import image_key
+    from envrepro.build.images import image_key
 
     return image_key(base, str(cap.get("python.version")), cap.lock_path.read_text())
 
@@ -608,7 +611,7 @@ def test_loader_is_python36_syntax():
 
 
 def test_build_image_info_is_understood(cap):
-    from envrepro.build import ImageInfo
+    from envrepro.build.images import ImageInfo
 
     info = ImageInfo("envrepro-env:abc", "abc" * 10, "sha256:1", "pulled", "python:3.8-slim", "sha256:d")
     d = load.image_dict(info)

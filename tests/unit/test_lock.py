@@ -1,4 +1,4 @@
-"""envrepro.lock without network and without TensorFlow: fake distribution lists."""
+"""envrepro.capturing.lock without network and without TensorFlow: fake distribution lists."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from envrepro import lock as L
+from envrepro.capturing import lock as L
 from envrepro.errors import CaptureError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -291,7 +291,7 @@ def test_only_http_indexes_are_used(tmp_path):
 
 
 def test_import_does_not_pull_pip_or_piptools():
-    code = ("import sys, envrepro.lock; "
+    code = ("import sys, envrepro.capturing.lock; "
             "bad = [m for m in ('pip', 'piptools', 'packaging') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(L.__file__).parents[1]))

@@ -4,7 +4,7 @@ import os
 import pytest
 import yaml
 
-from envrepro import manifest
+from envrepro.sidecar import manifest
 from envrepro.errors import InvalidCapture, ModelNotFound
 
 

@@ -9,8 +9,8 @@ import zipfile
 
 import pytest
 
-from envrepro import modelfiles
-from envrepro.modelfiles import fields, iter_fields, read_model_file, summarize_training_config
+from envrepro.diagnose import modelfiles
+from envrepro.diagnose.modelfiles import fields, iter_fields, read_model_file, summarize_training_config
 
 
 # -- a minimal protobuf writer -------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Captures made on macOS or Windows, translated for Linux (envrepro.platforms), without network:
+"""Captures made on macOS or Windows, translated for Linux (envrepro.build.platforms), without network:
 the fixture capture tests/fixtures/macos-capture/, the mapping table, a fake resolver and a fake
 index. The real re-resolution is tests/integration/test_platforms_pypi.py (marked network)."""
 import hashlib
@@ -7,10 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from envrepro import build, lock as L, load, manifest, platforms
-from envrepro import dockerfile as df
+from envrepro.build import images as build
+from envrepro.capturing import lock as L
+from envrepro.sandbox import run as load
+from envrepro.sidecar import manifest
+from envrepro.build import platforms
+from envrepro.build import dockerfile as df
 from envrepro.errors import EXIT_BUILD_FAILED, PlatformError
-from envrepro.resolve import ResolutionFailed
+from envrepro.build.resolve import ResolutionFailed
 
 try:
     from .fakes import FakeEngine, context_files, image

@@ -1,4 +1,4 @@
-"""envrepro.resolve without network: interpreter choice, the clean pip environment, index options,
+"""envrepro.build.resolve without network: interpreter choice, the clean pip environment, index options,
 and how a failed pip-compile is reported (a stand-in interpreter prints pip's error)."""
 import os
 import stat
@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from envrepro import resolve
-from envrepro.dockerfile import PipSettings
+from envrepro.build import resolve
+from envrepro.build.dockerfile import PipSettings
 from envrepro.errors import PlatformError
 
 

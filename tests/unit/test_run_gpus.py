@@ -1,10 +1,11 @@
 """``--gpus all`` reaches the container, not only the image: run arguments, docker argv, and the
-load/run/shell glue (envrepro.loading) with fake engines. No GPU needed: what is checked is what
+load/run/shell glue (envrepro.commands) with fake engines. No GPU needed: what is checked is what
 envrepro asks the engine for (the CUDA base Dockerfile has its snapshot in test_dockerfile.py)."""
 import pytest
 
-from envrepro import build, load, loading
-
+from envrepro.build import images as build
+from envrepro.sandbox import run as load
+from envrepro import commands as loading
 try:
     from .fakes import FakeEngine, image
     from .test_loader_plan import image_info, make_capture

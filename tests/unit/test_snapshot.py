@@ -4,9 +4,7 @@ import os
 import pytest
 
 from envrepro.errors import CaptureError
-from envrepro import snapshot
-
-
+from envrepro.capturing import snapshot
 def test_package_copied_whole_and_hashed(tmp_path):
     src = tmp_path / "src"
     pkg = src / "mypkg"

@@ -2,7 +2,7 @@
 
 Everything else talks to the small ``Engine`` interface (repo2docker-style), so the engine can be
 faked in unit tests (``tests/unit/fakes.py``) and swapped later. The SDK is imported lazily:
-``import envrepro.engine`` stays cheap for commands that never need Docker (``envrepro doctor``).
+``import envrepro.engine.docker`` stays cheap for commands that never need Docker (``envrepro doctor``).
 
 Every failure leaves this module as an envrepro error with a readable paragraph: no engine
 (``NoEngine``), a build that failed or whose daemon died (``BuildFailed``), a pull that was denied
@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .errors import BuildFailed, EnvreproError, LoadFailed, NoEngine
+from envrepro.errors import BuildFailed, EnvreproError, LoadFailed, NoEngine
 
 LineCallback = Callable[[str], None]
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

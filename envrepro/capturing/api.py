@@ -5,7 +5,7 @@ import os
 import warnings
 from typing import Any, Iterable, Optional
 
-from .capturing import CaptureResult, capture as _capture
+from envrepro.capturing.capture import CaptureResult, capture as _capture
 
 
 def capture(path: "os.PathLike[str] | str", model: Any = None, sample_input: Any = None,
@@ -20,7 +20,7 @@ def save(model: Any, path: "os.PathLike[str] | str", sample_input: Any = None,
 
     The model save is the user's data: it must succeed even when the capture can't.
     """
-    from .hook import capture_guard, original_save
+    from envrepro.capturing.hook import capture_guard, original_save
 
     orig = original_save(model)
     if orig is not None:

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from . import __version__, manifest
-from .errors import CaptureError, ProbeError
-from .fsutil import cleanup_stale, file_lock, replace_dir, sha256_file, sha256_tree
+from envrepro import __version__
+from envrepro.sidecar import manifest
+from envrepro.errors import CaptureError, ProbeError
+from envrepro.fsutil import cleanup_stale, file_lock, replace_dir, sha256_file, sha256_tree
 
-PROBE_SCRIPT = Path(__file__).resolve().parent / "runtime" / "probe.py"
+PROBE_SCRIPT = Path(__file__).resolve().parent.parent / "runtime" / "probe.py"
 PROBE_TIMEOUT = float(os.environ.get("ENVREPRO_PROBE_TIMEOUT", "900"))
 
 
@@ -72,7 +73,7 @@ def run_probe_subprocess(python: str, model_path: Path, out_dir: Path, modules: 
 
 def run_probe_inprocess(model_path: Path, out_dir: Path, model: Any, sample_input: Any,
                         modules: Sequence[str], code_paths: Sequence[str]) -> Dict[str, Any]:
-    from .runtime import probe
+    from envrepro.runtime import probe
 
     try:
         return probe.collect(str(model_path), str(out_dir), model=model, sample_input=sample_input,
@@ -183,8 +184,8 @@ def capture(model_path: "os.PathLike[str] | str", *, model: Any = None, sample_i
             modules: Iterable[str] = (), code_paths: Iterable[str] = (), python: Optional[str] = None,
             hashes: Optional[bool] = None, sample_file: Optional[str] = None) -> CaptureResult:
     """Capture the environment of the model saved at ``model_path`` into ``<model>.envrepro/``."""
-    from . import lock as lockmod
-    from .snapshot import copy_modules
+    from envrepro.capturing import lock as lockmod
+    from envrepro.capturing.snapshot import copy_modules
 
     t0 = time.perf_counter()
     model_path = manifest.resolve_model(model_path)

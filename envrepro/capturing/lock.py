@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set,
                     Tuple, Union)
 
-from .errors import CaptureError
-from .fsutil import atomic_write_text, sha256_file
+from envrepro.errors import CaptureError
+from envrepro.fsutil import atomic_write_text, sha256_file
 
 __all__ = [
     "LockResult", "LockEntry", "write_lock", "parse_lock", "split_closure", "has_hashes",
@@ -49,7 +49,7 @@ __all__ = [
     "build_local_wheels", "marker_environment", "HEAVY_ROOTS",
 ]
 
-LOCK_FILE = "requirements.lock"          # same names as envrepro.manifest (not imported: yaml)
+LOCK_FILE = "requirements.lock"          # same names as envrepro.sidecar.manifest (not imported: yaml)
 REQUIREMENTS_IN = "requirements.in"
 WHEELS_DIR = "wheels"
 CAPTURE_MOUNT = "/envrepro/capture"      # where the build mounts the capture folder
@@ -1063,7 +1063,7 @@ def lookup_index(pins: Mapping[str, str], python_facts: Mapping[str, Any],
     hashes, and whether a wheel for a Linux container of ``python_facts`` (version, machine,
     implementation) or an sdist exists. ``({name: info}, reason)``, or ``(None, reason)``
     when no index answers (~3 s). Used for the capture's hashes and for translating a macOS
-    or Windows lock for Linux (``envrepro.platforms``).
+    or Windows lock for Linux (``envrepro.build.platforms``).
     """
     import concurrent.futures
 

@@ -11,7 +11,7 @@ The host's pip configuration is reduced to what the image build uses (http(s) in
 hosts, CA bundle: ``build.host_pip_settings``): local ``file://`` indexes and ``--find-links``
 folders are left out, so the resolution sees what the build will see. No hashes are asked of
 pip-compile (it downloads every file of a release to hash it when the index has no JSON API):
-``envrepro.lock.lookup_index`` adds them from the index's own file links.
+``envrepro.capturing.lock.lookup_index`` adds them from the index's own file links.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .errors import PlatformError
+from envrepro.errors import PlatformError
 
 COMPILE_TIMEOUT = 1800
 BOOTSTRAP_TIMEOUT = 600

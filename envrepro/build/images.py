@@ -6,7 +6,7 @@ share a lock share an image. Order: local tag -> ``<registry>/envrepro-env:<key>
 is configured -> build. The host's pip settings and CA bundle go into the builder stage only.
 
 A capture made on macOS or Windows is built from its lock translated for Linux
-(``envrepro.platforms``, cached on the host); the key is computed over that translated lock.
+(``envrepro.build.platforms``, cached on the host); the key is computed over that translated lock.
 """
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import dockerfile as df
-from . import lock as lockmod
-from . import platforms
-from .errors import BuildFailed, EnvreproError
-from .manifest import Capture
+from envrepro.build import dockerfile as df
+from envrepro.capturing import lock as lockmod
+from envrepro.build import platforms
+from envrepro.errors import BuildFailed, EnvreproError
+from envrepro.sidecar.manifest import Capture
 
 # Bump when the image layout the runtime scripts rely on changes (venv path, user, labels,
 # template): every environment then gets a new key and is rebuilt.

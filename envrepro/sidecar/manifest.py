@@ -18,9 +18,9 @@ import yaml
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
-from . import __version__
-from .errors import InvalidCapture, ModelNotFound
-from .fsutil import atomic_write_text, sha256_file
+from envrepro import __version__
+from envrepro.errors import InvalidCapture, ModelNotFound
+from envrepro.fsutil import atomic_write_text, sha256_file
 
 SCHEMA = "envrepro/v1"
 MANIFEST = "envrepro.yaml"

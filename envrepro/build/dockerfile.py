@@ -2,7 +2,7 @@
 
 The Dockerfile comes from the template ``images/env.Dockerfile`` (package ``envrepro.images``),
 filled with ``string.Template`` (``${NAME}`` is ours, ``$$NAME`` is Docker's own variable).
-The lock is read by ``envrepro.lock`` (one parser for the whole tool) and installed in up to
+The lock is read by ``envrepro.capturing.lock`` (one parser for the whole tool) and installed in up to
 three steps (:func:`install_plan`):
 
 - ``heavy.lock``: TensorFlow's dependency closure, first, so environments that differ only
@@ -27,7 +27,7 @@ from pathlib import Path
 from string import Template
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import lock as lockmod
+from envrepro.capturing import lock as lockmod
 
 VENV = "/opt/envrepro/venv"
 BUILD_DIR = "/etc/envrepro-build"
@@ -149,7 +149,7 @@ def package_text(package: str, name: str) -> str:
         return (Path(mod.__file__).parent / name).read_text(encoding="utf-8")  # type: ignore[arg-type]
     except (ImportError, OSError, TypeError):
         folder = "images" if package == "envrepro.images" else package.replace(".", "/")
-        return (Path(__file__).resolve().parent.parent / folder / name).read_text(encoding="utf-8")
+        return (Path(__file__).resolve().parent.parent.parent / folder / name).read_text(encoding="utf-8")
 
 
 def template_text(name: str = "env.Dockerfile") -> str:

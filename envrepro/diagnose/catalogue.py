@@ -3,7 +3,7 @@
 Each :class:`FailureClass` carries the exact message users see (so a user who searches their
 error finds the class), the versions involved, a static detector and the fix. Detectors look only
 at facts gathered without importing TensorFlow: what the model file says
-(:class:`~envrepro.modelfiles.ModelFileInfo`), the saving environment (capture, or inferred) and
+(:class:`~envrepro.diagnose.modelfiles.ModelFileInfo`), the saving environment (capture, or inferred) and
 the target environment (probe facts). ``classify_exception`` maps a real error from ``--try``
 back to a class.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .compat import for_tf, minor_of, vtuple
-from .modelfiles import ModelFileInfo
+from envrepro.diagnose.tfversions import for_tf, minor_of, vtuple
+from envrepro.diagnose.modelfiles import ModelFileInfo
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 SEVERITY_ORDER = {ERROR: 0, WARNING: 1, INFO: 2}

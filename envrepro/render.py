@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from .manifest import Capture
+from envrepro.sidecar.manifest import Capture
 
 
 def _kv(rows: List[List[str]]) -> str:

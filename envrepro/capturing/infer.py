@@ -15,7 +15,7 @@ Nothing of the training environment is left, so everything is inferred, and the 
   installed); its own pip when it has ``--report`` (pip >= 22.2), else this pip through
   ``pip --python``. Without such an interpreter, this pip resolves with ``--python-version
   --platform --only-binary=:all:`` (markers then see this Python: a warning says so). The result
-  is written by envrepro.lock.write_lock, the writer real captures use (pip-tools' format,
+  is written by envrepro.capturing.lock.write_lock, the writer real captures use (pip-tools' format,
   ``# via`` lines evaluated for the target, hashes from the index through pip-tools).
 * Custom classes: ``class Name(`` definitions found under the ``--code-path`` folders, snapshotted
   like a real capture's modules and mapped ``Name: module:Name``.
@@ -34,11 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from . import compat, manifest
-from .capturing import CaptureResult, _hashes_default, build_manifest
-from .errors import CaptureError
-from .fsutil import cleanup_stale, file_lock, replace_dir
-from .modelfiles import BUILTIN_NAMES, ModelFileInfo, read_model_file
+from envrepro.diagnose import tfversions as compat
+from envrepro.sidecar import manifest
+from envrepro.capturing.capture import CaptureResult, _hashes_default, build_manifest
+from envrepro.errors import CaptureError
+from envrepro.fsutil import cleanup_stale, file_lock, replace_dir
+from envrepro.diagnose.modelfiles import BUILTIN_NAMES, ModelFileInfo, read_model_file
 
 RESOLVE_TIMEOUT = float(os.environ.get("ENVREPRO_RESOLVE_TIMEOUT", "900"))
 SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".venv", "venv", "node_modules", "site-packages"}
@@ -262,7 +263,7 @@ def _python_for_lambdas(info: ModelFileInfo, p: InferencePlan,
     """Lambda layers carry marshalled bytecode of the saving Python (FAILURES.md class 5): try
     the TF's Pythons, likeliest first, and keep the first under which all of it unmarshals.
     Adjacent minors can share a marshal format, so this narrows the guess; it is no proof."""
-    from .doctor import check_lambdas
+    from envrepro.diagnose.doctor import check_lambdas
 
     row = compat.for_tf(p.tensorflow)
     order = [p.python] + [v for v in reversed(row.get("python") or []) if v != p.python]
@@ -287,8 +288,8 @@ def infer_capture(model_path: "os.PathLike[str] | str", code_paths: Iterable[str
                   hashes: Optional[bool] = None, tensorflow: Optional[str] = None,
                   python: Optional[str] = None) -> CaptureResult:
     """Write ``<model>.envrepro/`` for a model saved without envrepro (``inferred: true``)."""
-    from . import lock as lockmod
-    from .snapshot import copy_modules
+    from envrepro.capturing import lock as lockmod
+    from envrepro.capturing.snapshot import copy_modules
 
     model = manifest.resolve_model(model_path)
     fmt = manifest.detect_format(model)

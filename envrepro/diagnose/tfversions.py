@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-DATA = Path(__file__).resolve().parent / "data" / "compat.yaml"
+DATA = Path(__file__).resolve().parent.parent / "data" / "compat.yaml"
 
 
 def vtuple(version: Optional[str]) -> Tuple[int, ...]:

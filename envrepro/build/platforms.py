@@ -10,11 +10,11 @@ such a capture is built from a *translated* lock:
    asked for, else ``tensorflow``), or are dropped when the lock already pins that Linux
    distribution (``tensorflow`` 2.13+ on macOS requires ``tensorflow-macos``); platform-only
    packages (``tensorflow-metal``, ``pywin32``, ``pyobjc``...) are dropped;
-2. the rest is re-resolved for Linux with pip-tools (``envrepro.resolve``): the captured top-level
+2. the rest is re-resolved for Linux with pip-tools (``envrepro.build.resolve``): the captured top-level
    distributions pinned ``==``, every other captured pin a constraint, so most pins stay
    identical; what only macOS/Windows needed (``colorama`` through ``click`` on Windows,
    ``appnope``) falls out, what Linux needs more is added;
-3. hashes come from the index (``envrepro.lock.lookup_index``), which also checks that every
+3. hashes come from the index (``envrepro.capturing.lock.lookup_index``), which also checks that every
    pin has a Linux wheel or an sdist.
 
 The capture is hash-locked and never written: the translated lock lives in envrepro's cache,
@@ -33,11 +33,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from . import lock as lockmod
-from .errors import PlatformError
-from .fsutil import atomic_write_text
-from .manifest import Capture
-from .resolve import ResolutionFailed
+from envrepro.capturing import lock as lockmod
+from envrepro.errors import PlatformError
+from envrepro.fsutil import atomic_write_text
+from envrepro.sidecar.manifest import Capture
+from envrepro.build.resolve import ResolutionFailed
 
 TRANSLATION_VERSION = 1
 FOREIGN = {"darwin": "macOS", "win32": "Windows", "cygwin": "Windows"}
@@ -300,8 +300,8 @@ def translate(capture: Capture, cache: Path, prefer_cpu: bool = True, pip: Any =
               lookup: Optional[Lookup] = None, machine: Optional[str] = None) -> Translation:
     """The capture's lock translated for Linux (from the cache when it was made before).
 
-    ``resolver`` and ``lookup`` default to pip-compile (``envrepro.resolve``) and the index
-    (``envrepro.lock.lookup_index``) with ``pip``'s settings; tests pass fakes.
+    ``resolver`` and ``lookup`` default to pip-compile (``envrepro.build.resolve``) and the index
+    (``envrepro.capturing.lock.lookup_index``) with ``pip``'s settings; tests pass fakes.
     """
     say = say or (lambda line: None)
     hit = cached(capture, prefer_cpu, cache)
@@ -316,7 +316,7 @@ def translate(capture: Capture, cache: Path, prefer_cpu: bool = True, pip: Any =
                    ) -> Tuple[Optional[Dict[str, lockmod.IndexInfo]], str]:
             return lockmod.lookup_index(pins, facts, _pip_mapping(pip))
     if resolver is None:
-        from . import resolve
+        from envrepro.build import resolve
 
         def resolver(requirements: str, constraints: str, python_xy: str) -> str:
             return resolve.pip_compile(requirements, constraints, python_xy, pip, cache, say)

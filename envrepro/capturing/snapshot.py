@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
-from .errors import CaptureError
-from .fsutil import is_within, sha256_file
+from envrepro.errors import CaptureError
+from envrepro.fsutil import is_within, sha256_file
 
 SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache", ".ipynb_checkpoints",
              "node_modules", ".tox", ".venv", "venv"}

@@ -24,14 +24,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from . import errors, manifest
-from .engine import Mount
-from .runtime import loader as runtime_loader
+from envrepro import errors
+from envrepro.sidecar import manifest
+from envrepro.engine.docker import Mount
+from envrepro.runtime import loader as runtime_loader
 
 CAPTURE_DIR = "/envrepro/capture"
 MODEL_DIR = "/envrepro/model"
 RUNTIME_DIR = "/envrepro/runtime"
-RUNTIME_HOST = Path(__file__).resolve().parent / "runtime"
+RUNTIME_HOST = Path(__file__).resolve().parent.parent / "runtime"
 SANDBOX_USER = "10001:10001"
 DEFAULT_MEMORY = "4g"
 PIDS_LIMIT = 512
@@ -557,7 +558,7 @@ def _to_stderr(_name: str, text: str) -> None:
 
 
 def _record_default(image_info: Any, capture: manifest.Capture) -> None:
-    from . import images_cmd
+    from envrepro.build import imageindex as images_cmd
 
     images_cmd.record_use(image_info, capture)
 

@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from . import manifest
-from .errors import EnvreproError
-from .fsutil import atomic_write_text, file_lock
+from envrepro.sidecar import manifest
+from envrepro.errors import EnvreproError
+from envrepro.fsutil import atomic_write_text, file_lock
 
 LABEL_KEY = "org.envrepro.key"
 INDEX_VERSION = 1
@@ -109,12 +109,12 @@ def key_with_recorded_base(capture: manifest.Capture, entry: Dict[str, Any]) -> 
     base = entry.get("base_image")
     if not base:
         return None
-    from .platforms import is_foreign
+    from envrepro.build.platforms import is_foreign
 
     if is_foreign(capture):
         return None  # built from a lock translated for Linux: the fingerprint decides
     try:
-        from .build import image_key
+        from envrepro.build.images import image_key
 
         lock_text = capture.lock_path.read_text(encoding="utf-8")
         return image_key(base, str(capture.get("python.version")), lock_text)

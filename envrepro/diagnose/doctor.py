@@ -23,11 +23,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import catalogue, compat, errors, manifest
-from .catalogue import ERROR, INFO, WARNING, Env
-from .modelfiles import ModelFileInfo, read_model_file
+from envrepro.diagnose import catalogue
+from envrepro.diagnose import tfversions as compat
+from envrepro import errors
+from envrepro.sidecar import manifest
+from envrepro.diagnose.catalogue import ERROR, INFO, WARNING, Env
+from envrepro.diagnose.modelfiles import ModelFileInfo, read_model_file
 
-RUNTIME = Path(__file__).resolve().parent / "runtime"
+RUNTIME = Path(__file__).resolve().parent.parent / "runtime"
 PROBE_TIMEOUT = float(os.environ.get("ENVREPRO_PROBE_TIMEOUT", "300"))
 TRY_TIMEOUT = float(os.environ.get("ENVREPRO_TRY_TIMEOUT", "900"))
 TF_DISTS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel", "tensorflow-macos")
@@ -123,7 +126,7 @@ def target_env(facts: Dict[str, Any]) -> Env:
 def saved_env(cap: Optional[manifest.Capture], info: ModelFileInfo) -> Tuple[Env, bool]:
     """The saving environment: the capture's, else what the file says (second value: inferred)."""
     if cap is not None:
-        from .lock import parse_lock
+        from envrepro.capturing.lock import parse_lock
 
         pkgs: Dict[str, str] = {}
         if cap.lock_path.is_file():
@@ -202,7 +205,7 @@ def compare_frameworks(saved: Env, target: Env, inferred: bool) -> List[Finding]
 def _importance(cap: manifest.Capture, saved: Env) -> Dict[str, Tuple[int, str]]:
     """canonical name -> (rank, why): 0 frameworks, 1 custom-object providers, 2 the TF
     dependencies FAILURES.md names, 3 the rest of TF's closure, 4 everything else."""
-    from .lock import split_closure, parse_lock
+    from envrepro.capturing.lock import split_closure, parse_lock
 
     ranks: Dict[str, Tuple[int, str]] = {}
     if cap.lock_path.is_file():
@@ -334,7 +337,7 @@ def _origin_root(entry: Dict[str, Any]) -> Optional[str]:
 def snapshot_drift(cap: manifest.Capture) -> Tuple[List[Dict[str, Any]], List[Finding]]:
     """Each snapshot file against its origin's current source: a diff, and LOUD when code that
     runs changed (the model then loads without error and predicts differently)."""
-    from .snapshot import diff_snapshot
+    from envrepro.capturing.snapshot import diff_snapshot
 
     entries = manifest.snapshot_entries(cap)
     by_path = {e.get("path"): e for e in entries}
@@ -408,7 +411,7 @@ def check_lambdas(info: ModelFileInfo, python: Optional[str]) -> List[str]:
 
 def _plan(model_path: Path, cap: Optional[manifest.Capture], info: ModelFileInfo) -> Dict[str, Any]:
     if cap is not None:
-        from .load import ContainerPaths, make_plan
+        from envrepro.sandbox.run import ContainerPaths, make_plan
 
         plan = make_plan(cap, ContainerPaths(model=str(model_path), capture=str(cap.root), runtime=str(RUNTIME)))
     else:
@@ -426,7 +429,7 @@ def _plan(model_path: Path, cap: Optional[manifest.Capture], info: ModelFileInfo
 def run_try(model_path: Path, cap: Optional[manifest.Capture], info: ModelFileInfo,
             python: Optional[str] = None) -> Dict[str, Any]:
     """Run runtime/loader.py under the target interpreter; return its report (plus ``class_id``)."""
-    from .runtime.loader import REPORT_PREFIX
+    from envrepro.runtime.loader import REPORT_PREFIX
 
     plan = _plan(model_path, cap, info)
     roots = [r for r in (_origin_root(e) for e in (manifest.snapshot_entries(cap) if cap else []))

@@ -10,7 +10,10 @@ import json
 import sys
 from typing import Any, Callable, List, Optional
 
-from . import build, images_cmd, load as loadmod, manifest
+from envrepro.build import images as build
+from envrepro.build import imageindex as images_cmd
+from envrepro.sandbox import run as loadmod
+from envrepro.sidecar import manifest
 
 EngineFactory = Callable[[], Any]
 
@@ -103,6 +106,6 @@ def dockerfile_cmd(model: str, base_image: Optional[str] = None, gpus: "Optional
 
 
 def _default_engine() -> Any:
-    from .engine import Engine
+    from envrepro.engine.docker import Engine
 
     return Engine().connect()
