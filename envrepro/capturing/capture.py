@@ -19,10 +19,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from envrepro import __version__
 from envrepro.sidecar import manifest
+from envrepro.runtime import launch
 from envrepro.errors import CaptureError, ProbeError
 from envrepro.fsutil import cleanup_stale, file_lock, replace_dir, sha256_file, sha256_tree
 
-PROBE_SCRIPT = Path(__file__).resolve().parent.parent / "runtime" / "probe.py"
 PROBE_TIMEOUT = float(os.environ.get("ENVREPRO_PROBE_TIMEOUT", "900"))
 
 
@@ -44,7 +44,7 @@ def run_probe_subprocess(python: str, model_path: Path, out_dir: Path, modules: 
     if not (os.path.isfile(python) and os.access(python, os.X_OK)) and not shutil.which(python):
         raise CaptureError("interpreter not found or not executable", python,
                            "pass the training environment's python, e.g. /path/to/venv/bin/python")
-    cmd = [python, str(PROBE_SCRIPT), "--model", str(model_path), "--out", str(out_dir)]
+    cmd = launch.host_argv(python, "probe", ["--model", model_path, "--out", out_dir])
     for m in modules:
         cmd += ["--module", m]
     for c in code_paths:

@@ -28,9 +28,9 @@ from envrepro.diagnose import tfversions as compat
 from envrepro import errors
 from envrepro.sidecar import manifest
 from envrepro.diagnose.catalogue import ERROR, INFO, WARNING, Env
+from envrepro.runtime import launch
 from envrepro.diagnose.modelfiles import ModelFileInfo, read_model_file
 
-RUNTIME = Path(__file__).resolve().parent.parent / "runtime"
 PROBE_TIMEOUT = float(os.environ.get("ENVREPRO_PROBE_TIMEOUT", "300"))
 TRY_TIMEOUT = float(os.environ.get("ENVREPRO_TRY_TIMEOUT", "900"))
 TF_DISTS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel", "tensorflow-macos")
@@ -96,7 +96,7 @@ def environment_facts(model_path: Path, python: Optional[str] = None) -> Dict[st
         raise errors.EnvreproError("interpreter not found or not executable", exe,
                                    "pass the environment's python, e.g. /path/to/venv/bin/python")
     with tempfile.TemporaryDirectory(prefix="envrepro-doctor-") as out:
-        cmd = [exe, str(RUNTIME / "probe.py"), "--model", str(model_path), "--out", out, "--no-load"]
+        cmd = launch.host_argv(exe, "probe", ["--model", model_path, "--out", out, "--no-load"])
         env = dict(os.environ, PYTHONNOUSERSITE="1")
         try:
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
@@ -413,7 +413,7 @@ def _plan(model_path: Path, cap: Optional[manifest.Capture], info: ModelFileInfo
     if cap is not None:
         from envrepro.sandbox.run import ContainerPaths, make_plan
 
-        plan = make_plan(cap, ContainerPaths(model=str(model_path), capture=str(cap.root), runtime=str(RUNTIME)))
+        plan = make_plan(cap, ContainerPaths(model=str(model_path), capture=str(cap.root), runtime=launch.HOST_DIR))
     else:
         flavor = "keras3" if (info.keras_major or 0) >= 3 else None
         plan = {"plan_version": 1, "model_path": str(model_path), "model_name": model_path.name,
@@ -440,7 +440,7 @@ def run_try(model_path: Path, cap: Optional[manifest.Capture], info: ModelFileIn
         plan_file = Path(tmp) / "plan.json"
         plan_file.write_text(json.dumps(plan), encoding="utf-8")
         try:
-            proc = subprocess.run([python or sys.executable, str(RUNTIME / "loader.py"), "--plan", str(plan_file)],
+            proc = subprocess.run(launch.host_argv(python or sys.executable, "loader", ["--plan", plan_file]),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp,
                                   timeout=TRY_TIMEOUT, check=False)
             out, err, code = proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"), proc.returncode

@@ -27,12 +27,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from envrepro import errors
 from envrepro.sidecar import manifest
 from envrepro.engine.docker import Mount
-from envrepro.runtime import loader as runtime_loader
+from envrepro.runtime import launch, loader as runtime_loader
 
 CAPTURE_DIR = "/envrepro/capture"
 MODEL_DIR = "/envrepro/model"
-RUNTIME_DIR = "/envrepro/runtime"
-RUNTIME_HOST = Path(__file__).resolve().parent.parent / "runtime"
 SANDBOX_USER = "10001:10001"
 DEFAULT_MEMORY = "4g"
 PIDS_LIMIT = 512
@@ -56,15 +54,11 @@ class ContainerPaths:
 
     model: str
     capture: str = CAPTURE_DIR
-    runtime: str = RUNTIME_DIR
+    runtime: str = launch.CONTAINER_DIR
 
     @property
     def snapshot(self) -> str:
         return f"{self.capture}/{manifest.SNAPSHOT_DIR}"
-
-    @property
-    def loader(self) -> str:
-        return f"{self.runtime}/loader.py"
 
     def in_capture(self, rel: str) -> str:
         return f"{self.capture}/{rel.lstrip('/')}"
@@ -91,7 +85,7 @@ def sandbox_mounts(capture: manifest.Capture, paths: ContainerPaths) -> List[Mou
     return [
         Mount(str(capture.model_path), paths.model),
         Mount(str(capture.root), paths.capture),
-        Mount(str(RUNTIME_HOST), paths.runtime),
+        Mount(launch.HOST_DIR, paths.runtime),
     ]
 
 
@@ -497,7 +491,7 @@ def prepare(model_path: "os.PathLike[str] | str | manifest.Capture") -> manifest
         return model_path
     model = manifest.resolve_model(model_path)
     capture = manifest.read(manifest.sidecar_for(model))
-    trees = [capture.model_path, RUNTIME_HOST] + [
+    trees = [capture.model_path, Path(launch.HOST_DIR)] + [
         capture.root / d for d in (manifest.SNAPSHOT_DIR, manifest.REFERENCE_DIR) if (capture.root / d).is_dir()]
     check_readable(trees, folders=[capture.root])
     return capture
@@ -534,7 +528,7 @@ def load(model_path: "os.PathLike[str] | str", engine: Any, image_info: Any, uns
     t0 = time.perf_counter()
     # --debug streams the container's output live, to stderr: stdout stays for the report.
     stream = bool(debug and not json)
-    code, out, err = engine.run(image_info.tag, [python_in(image_info), paths.loader], **args,
+    code, out, err = engine.run(image_info.tag, launch.container_argv(python_in(image_info), "loader"), **args,
                                 stream=stream, on_output=_to_stderr if stream else None)
     run_seconds = time.perf_counter() - t0
     out, err = _text(out), _text(err)
