@@ -1,4 +1,4 @@
-"""The ``envrepro`` command: wires typer options to library calls, and nothing more.
+"""The ``envrepro`` command: typer options wired to ``commands``, results printed by ``render``.
 
 Errors become one line and a documented exit code here, at the edge (tracebacks only with
 --debug). Heavy modules (Docker SDK, pip-tools, TensorFlow) are imported inside commands so
@@ -6,7 +6,6 @@ Errors become one line and a documented exit code here, at the edge (tracebacks 
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import List, Optional
@@ -39,9 +38,10 @@ def _main(
     _DEBUG["on"] = debug or os.environ.get("ENVREPRO_DEBUG") == "1"
 
 
-def _echo_warnings(warnings: List[str]) -> None:
-    for w in warnings:
-        typer.echo(f"warning: {w}", err=True)
+def _emit(result, as_json: bool = False, verbose: bool = False) -> None:
+    from envrepro import render
+
+    raise typer.Exit(render.emit(result, as_json=as_json, verbose=verbose))
 
 
 @app.command()
@@ -56,29 +56,14 @@ def capture(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Capture the environment of a saved model into MODEL.envrepro/ (probe, lock, snapshot, reference)."""
-    if infer:
-        from envrepro.capturing.infer import infer_capture
+    from envrepro import commands
 
-        result = infer_capture(model, code_paths=code_path, hashes=False if no_hashes else None)
-    else:
-        from envrepro.capturing.capture import capture as do_capture
-
-        result = do_capture(model, python=python or sys.executable, modules=module, code_paths=code_path,
-                            hashes=False if no_hashes else None, sample_file=sample)
-    if as_json:
-        typer.echo(json.dumps(result.manifest, indent=2, default=str))
-        return
-    _echo_warnings(result.warnings)
-    m = result.manifest
-    lock = m.get("lock") or {}
-    typer.echo(f"captured {m['model']['name']} -> {result.sidecar}")
-    typer.echo(f"  python {m['python'].get('version')}, tensorflow {m['frameworks'].get('tensorflow')}, "
-               f"keras {m['frameworks'].get('keras')}; {lock.get('distributions')} pins"
-               f" ({'hashed' if lock.get('hashes') else 'no hashes'}); "
-               f"{len((m.get('snapshot') or {}).get('files') or [])} snapshot files; "
-               f"{len((m.get('load') or {}).get('custom_objects') or {})} custom objects"
-               + (f"; {result.seconds['total']:.2f} s" if result.seconds.get("total") else "")
-               + ("; inferred from the model's files" if m.get("inferred") else ""))
+    result = commands.capture(model, python=python or sys.executable, modules=module, code_paths=code_path,
+                              sample=sample, no_hashes=no_hashes, infer=infer)
+    if not as_json:
+        for w in result.warnings:
+            typer.echo(f"warning: {w}", err=True)
+    _emit(result, as_json)
 
 
 @app.command()
@@ -87,27 +72,9 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show a capture as a readable summary (or JSON); without a capture, what the files say."""
-    from envrepro.sidecar import manifest
-    from envrepro import render as summary
+    from envrepro import commands
 
-    model_path = manifest.resolve_model(model)
-    sidecar = manifest.sidecar_for(model_path)
-    if not sidecar.exists():
-        from envrepro.diagnose.modelfiles import describe, read_model_file
-
-        info = read_model_file(model_path)
-        if as_json:
-            typer.echo(json.dumps(info.to_dict(), indent=2, default=str))
-        else:
-            typer.echo(describe(info).rstrip("\n"))
-            typer.echo(f"\nnot captured: `envrepro capture --infer {model}` writes a best-effort capture "
-                       "from these files, then `envrepro load` reproduces it")
-        return
-    cap = manifest.read(sidecar)
-    if as_json:
-        typer.echo(json.dumps(summary.summarize(cap), indent=2, default=str))
-    else:
-        typer.echo(summary.render(cap))
+    _emit(commands.inspect(model), as_json)
 
 
 @app.command()
@@ -119,20 +86,9 @@ def doctor(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Explain why load_model fails (or would silently differ) here. Exit 0 compatible, 1 risky, 2 will fail."""
-    from envrepro.diagnose.doctor import diagnose, render
+    from envrepro import commands
 
-    report = diagnose(model, python=python, try_load=try_load)
-    if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
-    else:
-        typer.echo(render(report, verbose=verbose))
-    raise typer.Exit(report.exit_code)
-
-
-def _engine():
-    from envrepro.engine.docker import Engine
-
-    return Engine().connect()
+    _emit(commands.doctor(model, python=python, try_load=try_load), as_json, verbose=verbose)
 
 
 @app.command()
@@ -146,11 +102,10 @@ def load(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Build or find the captured environment's image, load the model inside it and verify it."""
-    from envrepro.commands import load_model_cmd
+    from envrepro import commands
 
-    code = load_model_cmd(model, base_image=base_image, registry=registry, gpus=gpus, unsafe=unsafe,
-                          memory=memory, as_json=as_json, engine_factory=_engine, debug=_DEBUG["on"])
-    raise typer.Exit(code)
+    _emit(commands.load(model, base_image=base_image, registry=registry, gpus=gpus, unsafe=unsafe,
+                        memory=memory, quiet=as_json, debug=_DEBUG["on"]), as_json)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -164,10 +119,10 @@ def run(
     memory: str = typer.Option("4g", "--memory"),
 ) -> None:
     """Run a command in the reproduced environment: envrepro run MODEL -- python predict.py"""
-    from envrepro.commands import run_cmd
+    from envrepro import commands
 
-    raise typer.Exit(run_cmd(model, list(ctx.args), base_image=base_image, memory=memory, unsafe=unsafe,
-                             engine_factory=_engine, gpus=gpus, registry=registry))
+    _emit(commands.run(model, list(ctx.args), base_image=base_image, memory=memory, unsafe=unsafe,
+                       gpus=gpus, registry=registry))
 
 
 @app.command()
@@ -180,10 +135,10 @@ def shell(
     memory: str = typer.Option("4g", "--memory"),
 ) -> None:
     """Open a shell in the reproduced environment (model at /envrepro/model/NAME)."""
-    from envrepro.commands import shell_cmd
+    from envrepro import commands
 
-    raise typer.Exit(shell_cmd(model, base_image=base_image, memory=memory, unsafe=unsafe,
-                               engine_factory=_engine, gpus=gpus, registry=registry))
+    _emit(commands.shell(model, base_image=base_image, memory=memory, unsafe=unsafe, gpus=gpus,
+                         registry=registry))
 
 
 @app.command()
@@ -193,9 +148,9 @@ def dockerfile(
     gpus: bool = typer.Option(False, "--gpus", help="Use a CUDA/cuDNN base matching the captured TensorFlow."),
 ) -> None:
     """Print the Dockerfile of the captured environment (no engine needed)."""
-    from envrepro.commands import dockerfile_cmd
+    from envrepro import commands
 
-    typer.echo(dockerfile_cmd(model, base_image=base_image, gpus=gpus))
+    _emit(commands.dockerfile(model, base_image=base_image, gpus=gpus))
 
 
 @images_app.callback()
@@ -203,9 +158,9 @@ def images_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
     """List envrepro's environment images with their size and the captures they serve."""
     if ctx.invoked_subcommand is not None:
         return
-    from envrepro.commands import images_list_cmd
+    from envrepro import commands
 
-    raise typer.Exit(images_list_cmd(_engine(), as_json=as_json))
+    _emit(commands.images_list(), as_json)
 
 
 @images_app.command("prune")
@@ -214,9 +169,9 @@ def images_prune(
     cache: bool = typer.Option(False, "--cache", help="Also remove the builder stages kept as build cache."),
 ) -> None:
     """Remove envrepro images that no known capture uses any more."""
-    from envrepro.commands import images_prune_cmd
+    from envrepro import commands
 
-    raise typer.Exit(images_prune_cmd(_engine(), dry_run=dry_run, cache=cache))
+    _emit(commands.images_prune(dry_run=dry_run, cache=cache))
 
 
 def _click_exception_types():

@@ -1,31 +1,46 @@
-"""What the load/run/shell/images commands do, end to end: read the capture, reach the engine,
-get the environment image, run in the sandbox, print. ``cli.py`` only wires options to these.
+"""One function per ``envrepro`` command; each returns a result object and prints nothing.
+
+``cli.py`` wires typer options to these and hands the result to ``render.emit``, which prints it
+as text or JSON and gives the exit code. Interactive commands (``run``, ``shell``) stream the
+container's own output to the terminal and return only its exit code.
 
 Order matters for the user's errors: the capture is checked first (bad input, exit 2) and the
 engine second (exit 3), so a broken capture is reported even on a machine without Docker.
 """
 from __future__ import annotations
 
-import json
-import sys
-from typing import Any, Callable, List, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from envrepro.build import images as build
-from envrepro.build import imageindex as images_cmd
-from envrepro.sandbox import run as loadmod
 from envrepro.sidecar import manifest
 
 EngineFactory = Callable[[], Any]
 
 
-def read_capture(model: str) -> manifest.Capture:
-    return manifest.read(manifest.sidecar_for(manifest.resolve_model(model)))
+@dataclass
+class Exited:
+    """``run``/``shell``: the output already went to the terminal; only the exit code remains."""
+
+    exit_code: int
 
 
-def checked_capture(model: str) -> manifest.Capture:
-    """The capture, hash-verified, and readable by the sandbox user: checked before any image
-    is built, so a bad capture costs nothing."""
-    return loadmod.prepare(model)
+@dataclass
+class DockerfileText:
+    text: str
+
+
+@dataclass
+class Inspection:
+    """``inspect``: a capture, or for a model saved without envrepro what its files say."""
+
+    model: str
+    capture: Optional[manifest.Capture] = None
+    file_info: Any = None     # diagnose.modelfiles.ModelFileInfo when there is no capture
+
+
+@dataclass
+class ImageList:
+    rows: List[Any]
 
 
 def wants_gpus(gpus: "Optional[str] | bool") -> bool:
@@ -36,76 +51,131 @@ def wants_gpus(gpus: "Optional[str] | bool") -> bool:
     return (gpus or "").strip().lower() in ("all", "gpu", "1", "true")
 
 
-def _image(cap: manifest.Capture, engine: Any, base_image: Optional[str], registry: Optional[str] = None,
-           gpus: bool = False, quiet: bool = False) -> build.ImageInfo:
-    progress = (lambda line: None) if quiet else None   # None: build.ConsoleProgress on stderr
-    return build.ensure_image(cap, engine, base_image=base_image, registry=registry, gpus=gpus,
-                              on_progress=progress)
-
-
-def load_model_cmd(model: str, base_image: Optional[str] = None, registry: Optional[str] = None,
-                   gpus: Optional[str] = None, unsafe: bool = False, memory: str = "4g",
-                   as_json: bool = False, engine_factory: Optional[EngineFactory] = None,
-                   debug: bool = False) -> int:
-    cap = checked_capture(model)
-    engine = engine_factory() if engine_factory else _default_engine()
-    use_gpus = wants_gpus(gpus)
-    info = _image(cap, engine, base_image, registry, gpus=use_gpus, quiet=as_json)
-    report = loadmod.load(cap, engine, info, unsafe=unsafe, json=as_json, memory=memory,
-                          debug=debug, image_seconds=info.seconds, gpus=use_gpus)
-    if as_json:
-        sys.stdout.write(report.to_json() + "\n")
-    else:
-        sys.stdout.write(loadmod.render_report(report).rstrip("\n") + "\n")
-    return loadmod.exit_code(report)
-
-
-def run_cmd(model: str, command: List[str], base_image: Optional[str] = None, memory: str = "4g",
-            unsafe: bool = False, engine_factory: Optional[EngineFactory] = None,
-            gpus: Optional[str] = None, registry: Optional[str] = None) -> int:
-    if command and command[0] == "--":
-        command = command[1:]
-    cap = checked_capture(model)
-    engine = engine_factory() if engine_factory else _default_engine()
-    use_gpus = wants_gpus(gpus)
-    info = _image(cap, engine, base_image, registry, gpus=use_gpus)
-    images_cmd.record_use(info, cap)
-    return loadmod.run_command(cap, engine, info, command, memory=memory, unsafe=unsafe,
-                               gpus=use_gpus)
-
-
-def shell_cmd(model: str, base_image: Optional[str] = None, memory: str = "4g", unsafe: bool = False,
-              engine_factory: Optional[EngineFactory] = None, gpus: Optional[str] = None,
-              registry: Optional[str] = None, runner: Optional[Callable[[List[str]], int]] = None) -> int:
-    cap = checked_capture(model)
-    engine = engine_factory() if engine_factory else _default_engine()
-    use_gpus = wants_gpus(gpus)
-    info = _image(cap, engine, base_image, registry, gpus=use_gpus)
-    images_cmd.record_use(info, cap)
-    extra = {"runner": runner} if runner is not None else {}
-    return loadmod.shell(cap, info, memory=memory, unsafe=unsafe, gpus=use_gpus, **extra)
-
-
-def images_list_cmd(engine: Any, as_json: bool = False) -> int:
-    rows = images_cmd.list_images(engine)
-    if as_json:
-        sys.stdout.write(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
-    else:
-        sys.stdout.write(images_cmd.render_images(rows))
-    return 0
-
-
-def images_prune_cmd(engine: Any, dry_run: bool = False, cache: bool = False) -> int:
-    result = images_cmd.prune(engine, dry_run=dry_run, cache=cache)
-    sys.stdout.write(images_cmd.render_prune(result))
-    return 1 if result.failed else 0
-
-
-def dockerfile_cmd(model: str, base_image: Optional[str] = None, gpus: "Optional[str] | bool" = False) -> str:
-    return build.dockerfile_for(read_capture(model), base_image=base_image, gpus=wants_gpus(gpus))
-
-
-def _default_engine() -> Any:
+def default_engine() -> Any:
     from envrepro.engine.docker import Engine
 
     return Engine().connect()
+
+
+# --------------------------------------------------------------------------------------------
+# capture side: no Docker
+# --------------------------------------------------------------------------------------------
+
+def capture(model: str, python: str, modules: Sequence[str] = (), code_paths: Sequence[str] = (),
+            sample: Optional[str] = None, no_hashes: bool = False, infer: bool = False) -> Any:
+    """``envrepro capture``: probe the training interpreter (or, with ``infer``, read the model's
+    files) and write ``MODEL.envrepro/``. Returns the CaptureResult."""
+    hashes = False if no_hashes else None
+    if infer:
+        from envrepro.capturing.infer import infer_capture
+
+        return infer_capture(model, code_paths=code_paths, hashes=hashes)
+    from envrepro.capturing.capture import capture as do_capture
+
+    return do_capture(model, python=python, modules=modules, code_paths=code_paths, hashes=hashes,
+                      sample_file=sample)
+
+
+def inspect(model: str) -> Inspection:
+    model_path = manifest.resolve_model(model)
+    sidecar = manifest.sidecar_for(model_path)
+    if sidecar.exists():
+        return Inspection(model, capture=manifest.read(sidecar))
+    from envrepro.diagnose.modelfiles import read_model_file
+
+    return Inspection(model, file_info=read_model_file(model_path))
+
+
+def doctor(model: str, python: Optional[str] = None, try_load: bool = False) -> Any:
+    from envrepro.diagnose.doctor import diagnose
+
+    return diagnose(model, python=python, try_load=try_load)
+
+
+# --------------------------------------------------------------------------------------------
+# load side: capture -> image -> sandbox
+# --------------------------------------------------------------------------------------------
+
+def _checked_capture(model: str) -> manifest.Capture:
+    """The capture, hash-verified, and readable by the sandbox user: checked before any image
+    is built, so a bad capture costs nothing."""
+    from envrepro.sandbox import run as sandbox
+
+    return sandbox.prepare(model)
+
+
+def _image(cap: manifest.Capture, engine: Any, base_image: Optional[str], registry: Optional[str],
+           gpus: bool, quiet: bool = False) -> Any:
+    from envrepro.build import images
+
+    progress = (lambda line: None) if quiet else None   # None: images.ConsoleProgress on stderr
+    return images.ensure_image(cap, engine, base_image=base_image, registry=registry, gpus=gpus,
+                               on_progress=progress)
+
+
+def load(model: str, base_image: Optional[str] = None, registry: Optional[str] = None,
+         gpus: Optional[str] = None, unsafe: bool = False, memory: str = "4g", quiet: bool = False,
+         engine_factory: Optional[EngineFactory] = None, debug: bool = False) -> Any:
+    """``envrepro load``: the environment image (found, pulled or built), the model loaded in the
+    sandbox and verified. Returns the LoadReport."""
+    from envrepro.sandbox import run as sandbox
+
+    cap = _checked_capture(model)
+    engine = (engine_factory or default_engine)()
+    use_gpus = wants_gpus(gpus)
+    info = _image(cap, engine, base_image, registry, use_gpus, quiet=quiet)
+    return sandbox.load(cap, engine, info, unsafe=unsafe, json=quiet, memory=memory, debug=debug,
+                        image_seconds=info.seconds, gpus=use_gpus)
+
+
+def run(model: str, command: List[str], base_image: Optional[str] = None, memory: str = "4g",
+        unsafe: bool = False, engine_factory: Optional[EngineFactory] = None,
+        gpus: Optional[str] = None, registry: Optional[str] = None) -> Exited:
+    from envrepro.build import imageindex
+    from envrepro.sandbox import run as sandbox
+
+    if command and command[0] == "--":
+        command = command[1:]
+    cap = _checked_capture(model)
+    engine = (engine_factory or default_engine)()
+    use_gpus = wants_gpus(gpus)
+    info = _image(cap, engine, base_image, registry, use_gpus)
+    imageindex.record_use(info, cap)
+    return Exited(sandbox.run_command(cap, engine, info, command, memory=memory, unsafe=unsafe,
+                                      gpus=use_gpus))
+
+
+def shell(model: str, base_image: Optional[str] = None, memory: str = "4g", unsafe: bool = False,
+          engine_factory: Optional[EngineFactory] = None, gpus: Optional[str] = None,
+          registry: Optional[str] = None, runner: Optional[Callable[[List[str]], int]] = None) -> Exited:
+    from envrepro.build import imageindex
+    from envrepro.sandbox import run as sandbox
+
+    cap = _checked_capture(model)
+    engine = (engine_factory or default_engine)()
+    use_gpus = wants_gpus(gpus)
+    info = _image(cap, engine, base_image, registry, use_gpus)
+    imageindex.record_use(info, cap)
+    extra: Dict[str, Any] = {"runner": runner} if runner is not None else {}
+    return Exited(sandbox.shell(cap, info, memory=memory, unsafe=unsafe, gpus=use_gpus, **extra))
+
+
+def dockerfile(model: str, base_image: Optional[str] = None, gpus: "Optional[str] | bool" = False) -> DockerfileText:
+    """``envrepro dockerfile``: no engine needed, the capture is read (and verified) only."""
+    from envrepro.build import images
+
+    cap = manifest.read(manifest.sidecar_for(manifest.resolve_model(model)))
+    return DockerfileText(images.dockerfile_for(cap, base_image=base_image, gpus=wants_gpus(gpus)))
+
+
+def images_list(engine_factory: Optional[EngineFactory] = None) -> ImageList:
+    from envrepro.build import imageindex
+
+    return ImageList(imageindex.list_images((engine_factory or default_engine)()))
+
+
+def images_prune(dry_run: bool = False, cache: bool = False,
+                 engine_factory: Optional[EngineFactory] = None) -> Any:
+    from envrepro.build import imageindex
+
+    return imageindex.prune((engine_factory or default_engine)(), dry_run=dry_run, cache=cache)

@@ -1,25 +1,156 @@
-"""Render a capture as a readable summary (``envrepro inspect``). Returns strings only."""
+"""Every command's result, printed as text or as JSON, in one place.
+
+Commands (``envrepro.commands``) return result objects and print nothing; ``emit`` writes the
+result to stdout as text (or ``--json``) and returns the command's exit code. The long text forms
+of the doctor and load reports live beside their data (``diagnose/doctor.py``,
+``sandbox/report.py``); this module chooses between them.
+"""
 from __future__ import annotations
 
-from typing import Any, Dict, List
+import functools
+import json
+import sys
+from typing import Any, Dict, List, Optional, TextIO
 
+from envrepro import commands
+from envrepro.build import imageindex
+from envrepro.capturing.capture import CaptureResult
+from envrepro.diagnose import doctor
+from envrepro.sandbox import run as sandbox
 from envrepro.sidecar.manifest import Capture
 
 
+def emit(result: Any, as_json: bool = False, verbose: bool = False, out: Optional[TextIO] = None) -> int:
+    """Print ``result`` (text, or JSON with ``as_json``) and return the command's exit code."""
+    out = out or sys.stdout
+    text = to_json(result) if as_json else to_text(result, verbose=verbose)
+    if text:
+        out.write(text.rstrip("\n") + "\n")
+    return exit_code(result)
+
+
+def exit_code(result: Any) -> int:
+    if isinstance(result, sandbox.LoadReport):
+        return sandbox.exit_code(result)
+    if isinstance(result, imageindex.PruneResult):
+        return 1 if result.failed else 0
+    return int(getattr(result, "exit_code", 0))
+
+
+def to_json(result: Any) -> str:
+    if isinstance(result, sandbox.LoadReport):
+        return result.to_json()
+    return json.dumps(_jsonable(result), indent=2, default=str)
+
+
+@functools.singledispatch
+def _jsonable(result: Any) -> Any:
+    return result.to_dict()
+
+
+@_jsonable.register
+def _(result: CaptureResult) -> Any:
+    return result.manifest
+
+
+@_jsonable.register
+def _(result: commands.Inspection) -> Any:
+    return summarize(result.capture) if result.capture is not None else result.file_info.to_dict()
+
+
+@_jsonable.register
+def _(result: commands.ImageList) -> Any:
+    return [r.to_dict() for r in result.rows]
+
+
+@_jsonable.register
+def _(result: commands.DockerfileText) -> Any:
+    return {"dockerfile": result.text}
+
+
+@_jsonable.register
+def _(result: commands.Exited) -> Any:
+    return {"exit_code": result.exit_code}
+
+
+@functools.singledispatch
+def to_text(result: Any, verbose: bool = False) -> str:
+    raise TypeError(f"no text form for {type(result).__name__}")
+
+
+@to_text.register
+def _(result: CaptureResult, verbose: bool = False) -> str:
+    m = result.manifest
+    lock = m.get("lock") or {}
+    lines = [f"captured {m['model']['name']} -> {result.sidecar}",
+             f"  python {m['python'].get('version')}, tensorflow {m['frameworks'].get('tensorflow')}, "
+             f"keras {m['frameworks'].get('keras')}; {lock.get('distributions')} pins"
+             f" ({'hashed' if lock.get('hashes') else 'no hashes'}); "
+             f"{len((m.get('snapshot') or {}).get('files') or [])} snapshot files; "
+             f"{len((m.get('load') or {}).get('custom_objects') or {})} custom objects"
+             + (f"; {result.seconds['total']:.2f} s" if result.seconds.get("total") else "")
+             + ("; inferred from the model's files" if m.get("inferred") else "")]
+    return "\n".join(lines)
+
+
+@to_text.register
+def _(result: commands.Inspection, verbose: bool = False) -> str:
+    if result.capture is not None:
+        return capture_summary(result.capture)
+    from envrepro.diagnose.modelfiles import describe
+
+    return (describe(result.file_info).rstrip("\n")
+            + f"\n\nnot captured: `envrepro capture --infer {result.model}` writes a best-effort capture "
+            "from these files, then `envrepro load` reproduces it")
+
+
+@to_text.register
+def _(result: doctor.DoctorReport, verbose: bool = False) -> str:
+    return doctor.render(result, verbose=verbose)
+
+
+@to_text.register
+def _(result: sandbox.LoadReport, verbose: bool = False) -> str:
+    return sandbox.render_report(result)
+
+
+@to_text.register
+def _(result: commands.ImageList, verbose: bool = False) -> str:
+    return imageindex.render_images(result.rows)
+
+
+@to_text.register
+def _(result: imageindex.PruneResult, verbose: bool = False) -> str:
+    return imageindex.render_prune(result)
+
+
+@to_text.register
+def _(result: commands.DockerfileText, verbose: bool = False) -> str:
+    return result.text
+
+
+@to_text.register
+def _(result: commands.Exited, verbose: bool = False) -> str:
+    return ""
+
+
+# --------------------------------------------------------------------------------------------
+# envrepro inspect of a capture
+# --------------------------------------------------------------------------------------------
 def _kv(rows: List[List[str]]) -> str:
     width = max((len(k) for k, _ in rows), default=0)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 
 
 def summarize(cap: Capture) -> Dict[str, Any]:
-    """The JSON form: the manifest plus where the capture lives."""
+    """The JSON form of ``inspect``: the manifest plus where the capture lives."""
     out = dict(cap.data)
     out["capture_path"] = str(cap.root)
     out["model_path"] = str(cap.model_path)
     return out
 
 
-def render(cap: Capture) -> str:
+def capture_summary(cap: Capture) -> str:
     d = cap.data
     model = d.get("model") or {}
     py = d.get("python") or {}

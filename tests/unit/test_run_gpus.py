@@ -5,7 +5,7 @@ import pytest
 
 from envrepro.build import images as build
 from envrepro.sandbox import run as load
-from envrepro import commands as loading
+from envrepro import commands
 try:
     from .fakes import FakeEngine, image
     from .test_loader_plan import image_info, make_capture
@@ -76,7 +76,7 @@ def test_shell_passes_gpus(cap, monkeypatch):
                                           (None, False), ("", False), ("none", False), (True, True),
                                           (False, False)])
 def test_wants_gpus(value, wanted):
-    assert loading.wants_gpus(value) is wanted
+    assert commands.wants_gpus(value) is wanted
 
 
 def _engine_with_cuda_base():
@@ -87,21 +87,21 @@ def _engine_with_cuda_base():
 
 def test_load_model_cmd_gpus_all_builds_on_cuda_and_runs_with_gpus(cap, capsys):
     engine, cuda = _engine_with_cuda_base()
-    loading.load_model_cmd(str(cap.model_path), gpus="all", engine_factory=lambda: engine)
+    commands.load(str(cap.model_path), gpus="all", engine_factory=lambda: engine)
     assert engine.runs[-1]["gpus"] is True
     built_tag = engine.builds[-1][1]
     assert engine.inspect_image(built_tag)["Config"]["Labels"]["org.envrepro.base"] == cuda
-    loading.load_model_cmd(str(cap.model_path), engine_factory=lambda: engine)
+    commands.load(str(cap.model_path), engine_factory=lambda: engine)
     assert "gpus" not in engine.runs[-1]
 
 
 def test_run_and_shell_cmd_take_gpus(cap, monkeypatch):
     engine, cuda = _engine_with_cuda_base()
-    loading.run_cmd(str(cap.model_path), ["--", "nvidia-smi"], gpus="all", engine_factory=lambda: engine)
+    commands.run(str(cap.model_path), ["--", "nvidia-smi"], gpus="all", engine_factory=lambda: engine)
     assert engine.runs[-1]["gpus"] is True and engine.runs[-1]["command"] == ["nvidia-smi"]
     monkeypatch.setattr(load.shutil, "which", lambda name: "/usr/bin/docker")
     seen = []
-    loading.shell_cmd(str(cap.model_path), gpus="all", engine_factory=lambda: engine,
+    commands.shell(str(cap.model_path), gpus="all", engine_factory=lambda: engine,
                       runner=lambda argv: seen.append(argv) or 0)
     assert seen[0][seen[0].index("--gpus") + 1] == "all"
     assert engine.inspect_image(engine.builds[-1][1])["Config"]["Labels"]["org.envrepro.base"] == cuda
