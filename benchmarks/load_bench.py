@@ -59,8 +59,10 @@ sys.path.insert(0, str(ROOT))
 
 from envrepro.build import images as build  # noqa: E402
 from envrepro.sidecar import manifest
-from envrepro.sandbox import run as loadmod  # noqa: E402
-from envrepro.engine.docker import Engine, Mount  # noqa: E402
+from envrepro.engine.base import Mount  # noqa: E402
+from envrepro.engine.docker import DockerEngine  # noqa: E402
+from envrepro.sandbox import plan as plans  # noqa: E402
+from envrepro.sandbox import policy  # noqa: E402
 from envrepro.errors import EnvreproError  # noqa: E402
 
 CACHE = os.environ.get("ENVREPRO_DEV_CACHE", os.path.expanduser("~/.cache/envrepro-dev"))
@@ -236,7 +238,7 @@ def envrepro_cmd():
 
 
 def bare_argv(cap, tag, python):
-    paths = loadmod.container_paths(cap)
+    paths = plans.container_paths(cap)
     ref = cap.get("reference") or {}
     tol = ref.get("tolerance") or {}
     script = BARE_SCRIPT % {
@@ -247,7 +249,7 @@ def bare_argv(cap, tag, python):
         "atol": float(tol.get("atol", 1e-5)), "rtol": float(tol.get("rtol", 1e-4))}
     argv = ["docker", "run", "--rm", "--network", "none"]
     for m in (Mount(str(cap.model_path), paths.model), Mount(str(cap.root), paths.capture)):
-        argv += ["--mount", loadmod.mount_cli(m)]
+        argv += ["--mount", policy.mount_cli(m)]
     argv += ["-e", "TF_CPP_MIN_LOG_LEVEL=2", "-e", f"PYTHONPATH={paths.snapshot}", "-e", "HOME=/tmp"]
     return argv + [tag, python, "-c", script]
 
@@ -301,7 +303,7 @@ def main(argv=None):
               f"{CACHE} (`make test` builds it)")
         return 0
     try:
-        engine = Engine().connect()
+        engine = DockerEngine().connect()
     except EnvreproError as e:
         print(f"\nLoad benchmark skipped: {e.what}")
         return 0

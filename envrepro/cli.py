@@ -130,9 +130,9 @@ def doctor(
 
 
 def _engine():
-    from envrepro.engine.docker import Engine
+    from envrepro.engine.docker import DockerEngine
 
-    return Engine().connect()
+    return DockerEngine().connect()
 
 
 @app.command()

@@ -12,6 +12,7 @@ from typing import Any, Callable, List, Optional
 
 from envrepro.build import images as build
 from envrepro.build import imageindex as images_cmd
+from envrepro.sandbox import report as reportmod
 from envrepro.sandbox import run as loadmod
 from envrepro.sidecar import manifest
 
@@ -56,8 +57,8 @@ def load_model_cmd(model: str, base_image: Optional[str] = None, registry: Optio
     if as_json:
         sys.stdout.write(report.to_json() + "\n")
     else:
-        sys.stdout.write(loadmod.render_report(report).rstrip("\n") + "\n")
-    return loadmod.exit_code(report)
+        sys.stdout.write(reportmod.render_report(report).rstrip("\n") + "\n")
+    return reportmod.exit_code(report)
 
 
 def run_cmd(model: str, command: List[str], base_image: Optional[str] = None, memory: str = "4g",
@@ -106,6 +107,6 @@ def dockerfile_cmd(model: str, base_image: Optional[str] = None, gpus: "Optional
 
 
 def _default_engine() -> Any:
-    from envrepro.engine.docker import Engine
+    from envrepro.engine.docker import DockerEngine
 
-    return Engine().connect()
+    return DockerEngine().connect()

@@ -6,7 +6,8 @@ import pytest
 
 from envrepro.build import images as build
 from envrepro.build import dockerfile as df
-from envrepro.engine.docker import Engine, PullFailed
+from envrepro.engine.base import PullFailed
+from envrepro.engine.docker import DockerEngine
 from envrepro.errors import EXIT_BUILD_FAILED, EXIT_NO_ENGINE, BuildFailed, EnvreproError, NoEngine
 from envrepro.sidecar.manifest import Capture
 
@@ -289,7 +290,7 @@ def test_no_engine_is_one_line_with_the_fix(monkeypatch):
     pytest.importorskip("docker")
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")
     with pytest.raises(NoEngine) as e:
-        Engine(timeout=5).connect()
+        DockerEngine(timeout=5).connect()
     msg = str(e.value)
     assert "\n" not in msg and "tcp://127.0.0.1:1" in msg
     assert "sudo dockerd &" in msg and "Docker Desktop" in msg and "envrepro doctor" in msg
@@ -334,7 +335,7 @@ def test_engine_build_tags_only_after_success():
     api = _StubAPI([{"stream": "Step 1/1 : FROM x\n"}, {"aux": {"ID": "sha256:abc"}},
                     {"stream": "Successfully built abc\n"}])
     lines = []
-    assert Engine(client=_StubClient(api)).build(b"", "envrepro-env:k", on_line=lines.append) == "sha256:abc"
+    assert DockerEngine(client=_StubClient(api)).build(b"", "envrepro-env:k", on_line=lines.append) == "sha256:abc"
     assert api.tagged == [("sha256:abc", "envrepro-env:k")] and lines[0] == "Step 1/1 : FROM x"
 
 
@@ -343,7 +344,7 @@ def test_engine_build_error_is_build_failed_and_untagged():
                     {"error": "write /var/lib/docker/tmp/x: no space left on device",
                      "errorDetail": {"message": "no space left on device"}}])
     with pytest.raises(BuildFailed) as e:
-        Engine(client=_StubClient(api)).build(b"", "envrepro-env:k")
+        DockerEngine(client=_StubClient(api)).build(b"", "envrepro-env:k")
     assert "no space left on device" in str(e.value) and "docker system prune" in str(e.value)
     assert api.tagged == []
 
@@ -354,7 +355,7 @@ def test_engine_daemon_dying_mid_build_is_explained():
     api = _StubAPI([{"stream": "Step 1/3 : FROM x\n"}],
                    build_exc=requests.exceptions.ConnectionError("Connection aborted."))
     with pytest.raises(BuildFailed) as e:
-        Engine(client=_StubClient(api)).build(b"", "envrepro-env:k")
+        DockerEngine(client=_StubClient(api)).build(b"", "envrepro-env:k")
     assert "stopped answering in the middle of the build" in str(e.value) and api.tagged == []
 
 
@@ -363,7 +364,7 @@ def test_engine_pull_denied_and_not_found():
     resp = type("R", (), {"status_code": 401, "reason": "Unauthorized", "url": "x"})()
     denied = docker_errors.NotFound("401", response=resp, explanation="unauthorized: authentication required")
     with pytest.raises(PullFailed) as e:
-        Engine(client=_StubClient(_StubAPI(pull_exc=denied))).pull("reg.example/a:b")
+        DockerEngine(client=_StubClient(_StubAPI(pull_exc=denied))).pull("reg.example/a:b")
     assert "docker login" in str(e.value)
     missing = docker_errors.NotFound("404", explanation="manifest for reg.example/a:b not found: manifest unknown")
-    assert Engine(client=_StubClient(_StubAPI(pull_exc=missing))).pull("reg.example/a:b") is False
+    assert DockerEngine(client=_StubClient(_StubAPI(pull_exc=missing))).pull("reg.example/a:b") is False

@@ -9,7 +9,7 @@ import pytest
 
 from envrepro.build import images as build
 from envrepro.capturing import lock as L
-from envrepro.sandbox import run as load
+from envrepro.sandbox import report as reports
 from envrepro.sidecar import manifest
 from envrepro.build import platforms
 from envrepro.build import dockerfile as df
@@ -317,8 +317,8 @@ def test_load_report_lists_the_translation_and_unverified_entries(mac, tmp_path)
     t = translate(mac, tmp_path)
     img = {"tag": "envrepro-env:abc", "source": "built", "base_image": "python:3.11-slim",
            "translation": t.to_dict(), "unverified": ["fromgit"], "built_from_source": ["termcolor"]}
-    report = load.LoadReport(model="m", capture="c", image=img, loader={"ok": True, "load": {"ok": True}})
-    text = load.render_report(report)
+    report = reports.LoadReport(model="m", capture="c", image=img, loader={"ok": True, "load": {"ok": True}})
+    text = reports.render_report(report)
     assert "translated   for Linux from a macOS capture: 4 package(s) differ from the capture" in text
     for change in ("tensorflow-macos 2.13.0 -> tensorflow-cpu 2.13.0", "tensorflow-metal 1.0.1 dropped",
                    "appnope 0.1.3 dropped", "tensorflow-io-gcs-filesystem 0.34.0 added"):
