@@ -28,6 +28,16 @@ from envrepro.runtime import loader as rt
 from envrepro.sidecar import manifest
 
 
+# A small hashed lock, as pip-compile writes it.
+LOCK = """six==1.16.0 \\
+    --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254
+    # via -r requirements.in
+termcolor==1.1.0 \\
+    --hash=sha256:1d6d69ce66211143803fbc56652b41d73b4a400a2891d7bf7a1cdf4c02de613b
+    # via -r requirements.in
+"""
+
+
 def image(tag: Optional[str], labels: Optional[Dict[str, str]] = None, digest: Optional[str] = None,
           size: int = 0, created: int = 0, image_id: Optional[str] = None) -> Dict[str, Any]:
     """An inspect-shaped image record (``tag`` None: untagged, like a builder stage)."""

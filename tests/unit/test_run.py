@@ -26,7 +26,7 @@ def test_run_command_streams_in_the_sandbox(cap):
     eng = FakeEngine(run_result=(4, "", ""))
     assert load.run_command(cap.model_path, eng, image_info(), ["python", "predict.py"]) == 4
     kw = eng.runs[0]
-    image, command = kw["image"], kw["command"]
+    command = kw["command"]
     assert command == ["python", "predict.py"] and kw["stream"] is True
     assert kw["network_disabled"] and kw["user"] == "10001:10001" and kw["workdir"] == "/tmp"
     assert kw["environment"]["ENVREPRO_MODEL"] == "/envrepro/model/my_model"

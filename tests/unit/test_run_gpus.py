@@ -3,7 +3,7 @@ load/run/shell glue (envrepro.commands) with fake engines. No GPU needed: what i
 envrepro asks the engine for (the CUDA base Dockerfile has its snapshot in test_dockerfile.py)."""
 import pytest
 
-from envrepro.build import images as build
+from envrepro.build import bases, pipconfig
 from envrepro.sandbox import policy
 from envrepro.sandbox import run as load
 from envrepro import commands as loading
@@ -20,7 +20,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     for var in ("ENVREPRO_BASE_IMAGE", "ENVREPRO_REGISTRY", "ENVREPRO_DEBUG"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(build, "host_pip_settings", lambda runner=None: build.df.PipSettings())
+    monkeypatch.setattr(pipconfig, "host_pip_settings", lambda runner=None: pipconfig.PipSettings())
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_wants_gpus(value, wanted):
 
 
 def _engine_with_cuda_base():
-    cuda = build.gpu_base("2.4.1").image
+    cuda = bases.gpu_base("2.4.1").image
     return FakeEngine([image(cuda, digest="nvidia/cuda@sha256:" + "1" * 64),
                        image("python:3.8-slim", digest="python@sha256:" + "0" * 64)]), cuda
 
