@@ -17,7 +17,8 @@ from typing import Callable, Dict, Optional, Tuple
 from envrepro import config
 from envrepro.build import dockerfile as df
 from envrepro.build import platforms
-from envrepro.build.pipconfig import PipSettings, host_pip_settings
+from envrepro.build import pipconfig
+from envrepro.build.pipconfig import PipSettings
 from envrepro.capturing import lock as lockmod
 from envrepro.sidecar.manifest import Capture
 
@@ -59,7 +60,7 @@ def lock_for(capture: Capture, gpus: bool = False, pip: Optional[PipSettings] = 
     if not platforms.is_foreign(capture):
         return capture.lock_path.read_text(encoding="utf-8"), None
     t = platforms.translate(capture, config.cache_dir(), prefer_cpu=not gpus,
-                            pip=pip if pip is not None else host_pip_settings(), say=say)
+                            pip=pip if pip is not None else pipconfig.host_pip_settings(), say=say)
     return t.lock_text, t
 
 
@@ -71,7 +72,7 @@ def build_spec(capture: Capture, base_image: str, base_digest: str, key: str, gp
     if lock_text is None:
         lock_text = capture.lock_path.read_text(encoding="utf-8")
     python_version = str(capture.get("python.version"))
-    pip = pip if pip is not None else host_pip_settings()
+    pip = pip if pip is not None else pipconfig.host_pip_settings()
     ca = b""
     if pip.cert and os.path.isfile(pip.cert):
         ca = Path(pip.cert).read_bytes()

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from envrepro import errors
+from envrepro.build.templates import USER_UID
 from envrepro.engine.base import Mount
 from envrepro.runtime import launch
 from envrepro.sandbox.plan import ContainerPaths, container_paths, make_plan
 from envrepro.sidecar import manifest
 
-SANDBOX_USER = "10001:10001"
+SANDBOX_USER = f"{USER_UID}:{USER_UID}"   # the image's envrepro user, never root
 DEFAULT_MEMORY = "4g"
 PIDS_LIMIT = 512
 WORKDIR = "/tmp"
@@ -148,7 +149,7 @@ def check_readable(trees: Sequence[Path], folders: Sequence[Path] = ()) -> None:
             if stat.S_ISLNK(st.st_mode) or st.st_mode & need == need:
                 continue
             raise errors.EnvreproError(
-                "not readable by the sandbox user (uid 10001) inside the container", str(p),
+                f"not readable by the sandbox user (uid {USER_UID}) inside the container", str(p),
                 f"chmod a+rX {p}" if not recursive else f"chmod -R a+rX {top}")
 
 

@@ -1,4 +1,4 @@
-"""Environment images built by a real Docker engine (RELIABILITY.md "Locks", "Builds and runs").
+"""Environment images built by a real Docker engine (docs/architecture.md).
 
 Small locks on the local ``python:3.8-slim`` stand-in (tests/e2e/standins.py): a wheel (six) and
 an sdist-only pin (termcolor 1.1.0, as in TensorFlow 2.4.1's lock), with hashes. PyPI is reached

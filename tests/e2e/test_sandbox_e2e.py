@@ -1,4 +1,4 @@
-"""The load-time sandbox against a real Docker engine (RELIABILITY.md "Builds and runs"): from
+"""The load-time sandbox against a real Docker engine (docs/threat-model.md): from
 inside, only ``lo`` exists, a socket can't connect, the model mount and ``/`` are read-only,
 ``/tmp`` is writable, the user is not root. Then the whole ``load()`` path through the real
 engine: plan in the environment, report line parsed, index updated.

@@ -14,12 +14,9 @@ except ImportError:
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    for var in ("ENVREPRO_BASE_IMAGE", "ENVREPRO_REGISTRY", "ENVREPRO_DEBUG"):
-        monkeypatch.delenv(var, raising=False)
+def no_host_pip_or_debug(monkeypatch):
+    """conftest.py already isolates home, config and cache; the host's pip settings stay out too."""
+    monkeypatch.delenv("ENVREPRO_DEBUG", raising=False)
     monkeypatch.setattr(pipconfig, "host_pip_settings", lambda runner=None: pipconfig.PipSettings())
 
 
