@@ -72,11 +72,11 @@ def run_args(capture: manifest.Capture, paths: Optional[ContainerPaths] = None,
              plan: Optional[Dict[str, Any]] = None, memory: str = DEFAULT_MEMORY,
              unsafe: bool = False, extra_env: Optional[Dict[str, str]] = None,
              gpus: bool = False) -> Dict[str, Any]:
-    """The sandbox of every model container, as keyword arguments of ``Engine.run``.
+    """The sandbox of every model container, as keyword arguments of ``ContainerEngine.run``.
 
     No writable host mount at all: the loader reports on stdout, the plan travels in
     ``ENVREPRO_PLAN``, and scratch space is the tmpfs ``/tmp``. ``gpus``: every host GPU is
-    passed in (``Engine.run(gpus=True)``, ``docker run --gpus all``); the key is absent
+    passed in (``ContainerEngine.run(gpus=True)``, ``docker run --gpus all``); the key is absent
     otherwise.
     """
     paths = paths or container_paths(capture)

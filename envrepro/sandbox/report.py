@@ -98,7 +98,7 @@ def exit_code(report: LoadReport) -> int:
 
 
 def image_dict(image_info: Any) -> Dict[str, Any]:
-    """Duck-typed ImageInfo -> dict. build.ImageInfo says ``source`` (local|pulled|built);
+    """Duck-typed ImageInfo -> dict. build.images.ImageInfo says ``source`` (local|pulled|built);
     ``built``/``seconds`` are accepted too."""
     source = getattr(image_info, "source", None)
     built = getattr(image_info, "built", None)

@@ -14,8 +14,8 @@ def docker_image(key, tag, size=100_000_000):
 
 
 def env_key(cap, base="python:3.8-slim"):
-    """The key build.py gives this capture's environment on ``base``."""
-    from envrepro.build.images import image_key
+    """The key build.spec gives this capture's environment on ``base``."""
+    from envrepro.build.spec import image_key
 
     return image_key(base, str(cap.get("python.version")), cap.lock_path.read_text())
 
