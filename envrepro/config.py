@@ -16,6 +16,7 @@ from envrepro.errors import EnvreproError
 
 
 def config_path() -> Path:
+    """``$XDG_CONFIG_HOME/envrepro/config.yaml`` (default ``~/.config/envrepro/config.yaml``)."""
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return Path(base) / "envrepro" / "config.yaml"
 
@@ -36,6 +37,8 @@ def load_config() -> Dict[str, Any]:
 
 
 def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/envrepro`` (default ``~/.cache/envrepro``): translated locks, build logs,
+    the images index. Everything in it can be deleted."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "envrepro"
 

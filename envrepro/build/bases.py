@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from envrepro import config
 from envrepro.build.templates import package_text
-from envrepro.engine.base import ContainerEngine
+from envrepro.engine.base import ContainerEngine, LineCallback
 from envrepro.errors import BuildFailed, EnvreproError
 from envrepro.sidecar.manifest import Capture
 
-Progress = Callable[[str], None]
-
-
 def python_xy(version: str) -> str:
+    """"3.8.18" -> "3.8": the part of the captured version a base image tag names."""
     parts = str(version).split(".")
     if len(parts) < 2 or not all(p.isdigit() for p in parts[:2]):
         raise EnvreproError(f"not a Python version: {version!r}", None, "check python.version in the manifest")
@@ -36,6 +34,8 @@ def default_base(python_version: str, base_image: Optional[str] = None) -> str:
 
 @dataclass(frozen=True)
 class GpuBase:
+    """A CUDA/cuDNN runtime image (without Python: the build compiles the captured one on it)."""
+
     image: str
     cuda: str
     cudnn: str
@@ -66,6 +66,7 @@ def gpu_base(tf_version: str) -> GpuBase:
 
 
 def resolve_base(capture: Capture, base_image: Optional[str] = None, gpus: bool = False) -> str:
+    """The base for this capture: the user's choice always wins, else GPU or default CPU base."""
     if gpus and not base_image:
         return gpu_base(str(capture.get("frameworks.tensorflow") or "")).image
     return default_base(str(capture.get("python.version")), base_image)
@@ -77,7 +78,7 @@ def base_digest(info: Dict[str, Any]) -> str:
     return str(digests[0]) if digests else str(info.get("Id", ""))
 
 
-def ensure_base(engine: ContainerEngine, base: str, say: Progress) -> Dict[str, Any]:
+def ensure_base(engine: ContainerEngine, base: str, say: LineCallback) -> Dict[str, Any]:
     """A base present locally is used as it is (never pulled); a missing one is pulled."""
     info = engine.inspect_image(base)
     if info:
