@@ -20,7 +20,7 @@ Fairness:
 - Both builds go through the same engine call (Docker SDK, classic builder, ``nocache=True``)
   from the same base; pip never uses its own cache (envrepro: ``--no-cache-dir``; naive:
   ``PIP_NO_CACHE_DIR=1``). The cold builds alternate which side goes first.
-- envrepro's side is timed around ``build.ensure_image`` (pip settings, context, build), under a
+- envrepro's side is timed around ``images.ensure_image`` (pip settings, context, build), under a
   bench-only runtime version so its tag is fresh and can be removed afterwards.
 - The naive Dockerfile gets the CA bundle envrepro's builder stage gets (the host's pip ``cert``,
   else /etc/ssl/certs/ca-certificates.crt) via ``COPY ca.crt`` + ``PIP_CERT``, and installs the
@@ -57,10 +57,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from envrepro.build import images as build  # noqa: E402
+from envrepro.build import bases, images, spec  # noqa: E402
+from envrepro.build.pipconfig import host_pip_settings  # noqa: E402
+from envrepro.build.templates import VENV  # noqa: E402
 from envrepro.sidecar import manifest
-from envrepro.sandbox import run as loadmod  # noqa: E402
-from envrepro.engine.docker import Engine, Mount  # noqa: E402
+from envrepro.engine.base import Mount  # noqa: E402
+from envrepro.engine.docker import DockerEngine  # noqa: E402
+from envrepro.sandbox import plan as plans  # noqa: E402
+from envrepro.sandbox import policy  # noqa: E402
 from envrepro.errors import EnvreproError  # noqa: E402
 
 CACHE = os.environ.get("ENVREPRO_DEV_CACHE", os.path.expanduser("~/.cache/envrepro-dev"))
@@ -159,7 +163,7 @@ def naive_context(lock_text, base, ca_bytes):
 
 def build_naive(engine, cap, tag, ca_bytes):
     rec = Recorder()
-    ctx = naive_context(cap.lock_path.read_text(encoding="utf-8"), build.resolve_base(cap), ca_bytes)
+    ctx = naive_context(cap.lock_path.read_text(encoding="utf-8"), bases.resolve_base(cap), ca_bytes)
     t0 = time.perf_counter()
     engine.build(ctx, tag, on_line=rec, nocache=True)
     end = time.perf_counter()
@@ -169,7 +173,7 @@ def build_naive(engine, cap, tag, ca_bytes):
 def build_envrepro(engine, cap, variant, nocache):
     rec = Recorder()
     t0 = time.perf_counter()
-    info = build.ensure_image(cap, engine, nocache=nocache, runtime_version=variant, on_progress=rec)
+    info = images.ensure_image(cap, engine, nocache=nocache, runtime_version=variant, on_progress=rec)
     end = time.perf_counter()
     if info.source != "built":
         raise RuntimeError(f"{info.tag} was not built (source {info.source}): pick another variant")
@@ -236,7 +240,7 @@ def envrepro_cmd():
 
 
 def bare_argv(cap, tag, python):
-    paths = loadmod.container_paths(cap)
+    paths = plans.container_paths(cap)
     ref = cap.get("reference") or {}
     tol = ref.get("tolerance") or {}
     script = BARE_SCRIPT % {
@@ -247,7 +251,7 @@ def bare_argv(cap, tag, python):
         "atol": float(tol.get("atol", 1e-5)), "rtol": float(tol.get("rtol", 1e-4))}
     argv = ["docker", "run", "--rm", "--network", "none"]
     for m in (Mount(str(cap.model_path), paths.model), Mount(str(cap.root), paths.capture)):
-        argv += ["--mount", loadmod.mount_cli(m)]
+        argv += ["--mount", policy.mount_cli(m)]
     argv += ["-e", "TF_CPP_MIN_LOG_LEVEL=2", "-e", f"PYTHONPATH={paths.snapshot}", "-e", "HOME=/tmp"]
     return argv + [tag, python, "-c", script]
 
@@ -301,7 +305,7 @@ def main(argv=None):
               f"{CACHE} (`make test` builds it)")
         return 0
     try:
-        engine = Engine().connect()
+        engine = DockerEngine().connect()
     except EnvreproError as e:
         print(f"\nLoad benchmark skipped: {e.what}")
         return 0
@@ -320,15 +324,15 @@ def main(argv=None):
         # Build logs and the images index of the loads below go to the work folder, not the
         # user's ~/.cache/envrepro (the temporary captures would linger in `envrepro images`).
         os.environ["XDG_CACHE_HOME"] = str(work / "xdg-cache")
-        base = build.resolve_base(cap)
+        base = bases.resolve_base(cap)
         if not engine.inspect_image(base):
             print(f"\nLoad benchmark skipped: base image {base} not present "
                   "(`make standins` builds a local stand-in)")
             return 0
-        key = build.image_key(base, str(cap.get("python.version")), cap.lock_path.read_text(encoding="utf-8"))
-        real_tag = build.image_tag(key)
+        key = spec.image_key(base, str(cap.get("python.version")), cap.lock_path.read_text(encoding="utf-8"))
+        real_tag = spec.image_tag(key)
         real_existed = engine.inspect_image(real_tag) is not None
-        cert = build.host_pip_settings().cert or (DEFAULT_CA if os.path.isfile(DEFAULT_CA) else None)
+        cert = host_pip_settings().cert or (DEFAULT_CA if os.path.isfile(DEFAULT_CA) else None)
         ca_bytes = Path(cert).read_bytes() if cert else b""
 
         # -- 2. cold builds, alternating which side goes first -------------------------------
@@ -382,7 +386,7 @@ def main(argv=None):
         report = json.loads(out.stdout)
         if report["image"]["tag"] != real_tag:   # the key is computed differently now: keep it
             real_tag, real_existed = report["image"]["tag"], True
-        bare = bare_argv(cap, real_tag, build.df.VENV + "/bin/python")
+        bare = bare_argv(cap, real_tag, VENV + "/bin/python")
         timed(bare, "BARE-OK")  # warms the page cache for the bare side too
         t_env, t_bare = [], []
         for i in range(reps):

@@ -10,11 +10,20 @@ engine second (exit 3), so a broken capture is reported even on a machine withou
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
+from envrepro.engine.base import ContainerEngine
 from envrepro.sidecar import manifest
 
-EngineFactory = Callable[[], Any]
+if TYPE_CHECKING:
+    from envrepro.build.imageindex import ImageRow, PruneResult
+    from envrepro.build.images import ImageInfo
+    from envrepro.capturing.capture import CaptureResult
+    from envrepro.diagnose.doctor import DoctorReport
+    from envrepro.diagnose.modelfiles import ModelFileInfo
+    from envrepro.sandbox.report import LoadReport
+
+EngineFactory = Callable[[], ContainerEngine]
 
 
 @dataclass
@@ -35,12 +44,12 @@ class Inspection:
 
     model: str
     capture: Optional[manifest.Capture] = None
-    file_info: Any = None     # diagnose.modelfiles.ModelFileInfo when there is no capture
+    file_info: Optional[ModelFileInfo] = None   # when there is no capture
 
 
 @dataclass
 class ImageList:
-    rows: List[Any]
+    rows: List[ImageRow]
 
 
 def wants_gpus(gpus: "Optional[str] | bool") -> bool:
@@ -51,10 +60,10 @@ def wants_gpus(gpus: "Optional[str] | bool") -> bool:
     return (gpus or "").strip().lower() in ("all", "gpu", "1", "true")
 
 
-def default_engine() -> Any:
-    from envrepro.engine.docker import Engine
+def default_engine() -> ContainerEngine:
+    from envrepro.engine.docker import DockerEngine
 
-    return Engine().connect()
+    return DockerEngine().connect()
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,7 +71,7 @@ def default_engine() -> Any:
 # --------------------------------------------------------------------------------------------
 
 def capture(model: str, python: str, modules: Sequence[str] = (), code_paths: Sequence[str] = (),
-            sample: Optional[str] = None, no_hashes: bool = False, infer: bool = False) -> Any:
+            sample: Optional[str] = None, no_hashes: bool = False, infer: bool = False) -> CaptureResult:
     """``envrepro capture``: probe the training interpreter (or, with ``infer``, read the model's
     files) and write ``MODEL.envrepro/``. Returns the CaptureResult."""
     hashes = False if no_hashes else None
@@ -86,7 +95,7 @@ def inspect(model: str) -> Inspection:
     return Inspection(model, file_info=read_model_file(model_path))
 
 
-def doctor(model: str, python: Optional[str] = None, try_load: bool = False) -> Any:
+def doctor(model: str, python: Optional[str] = None, try_load: bool = False) -> DoctorReport:
     from envrepro.diagnose.doctor import diagnose
 
     return diagnose(model, python=python, try_load=try_load)
@@ -104,8 +113,8 @@ def _checked_capture(model: str) -> manifest.Capture:
     return sandbox.prepare(model)
 
 
-def _image(cap: manifest.Capture, engine: Any, base_image: Optional[str], registry: Optional[str],
-           gpus: bool, quiet: bool = False) -> Any:
+def _image(cap: manifest.Capture, engine: ContainerEngine, base_image: Optional[str], registry: Optional[str],
+           gpus: bool, quiet: bool = False) -> ImageInfo:
     from envrepro.build import images
 
     progress = (lambda line: None) if quiet else None   # None: images.ConsoleProgress on stderr
@@ -115,7 +124,7 @@ def _image(cap: manifest.Capture, engine: Any, base_image: Optional[str], regist
 
 def load(model: str, base_image: Optional[str] = None, registry: Optional[str] = None,
          gpus: Optional[str] = None, unsafe: bool = False, memory: str = "4g", quiet: bool = False,
-         engine_factory: Optional[EngineFactory] = None, debug: bool = False) -> Any:
+         engine_factory: Optional[EngineFactory] = None, debug: bool = False) -> LoadReport:
     """``envrepro load``: the environment image (found, pulled or built), the model loaded in the
     sandbox and verified. Returns the LoadReport."""
     from envrepro.sandbox import run as sandbox
@@ -175,7 +184,7 @@ def images_list(engine_factory: Optional[EngineFactory] = None) -> ImageList:
 
 
 def images_prune(dry_run: bool = False, cache: bool = False,
-                 engine_factory: Optional[EngineFactory] = None) -> Any:
+                 engine_factory: Optional[EngineFactory] = None) -> PruneResult:
     from envrepro.build import imageindex
 
     return imageindex.prune((engine_factory or default_engine)(), dry_run=dry_run, cache=cache)

@@ -16,7 +16,7 @@ from envrepro import commands
 from envrepro.build import imageindex
 from envrepro.capturing.capture import CaptureResult
 from envrepro.diagnose import doctor
-from envrepro.sandbox import run as sandbox
+from envrepro.sandbox import report as sandbox
 from envrepro.sidecar.manifest import Capture
 
 

@@ -12,40 +12,34 @@
 # Source-only pins (sdists) are built in pip's isolated build environment (PIP_USE_PEP517).
 ${PYTHON_STAGE}
 FROM ${PYTHON_BASE} AS envrepro-base
-ENV VIRTUAL_ENV=/opt/envrepro/venv \
-    PATH=/opt/envrepro/venv/bin:$$PATH \
+ENV VIRTUAL_ENV=${VENV} \
+    PATH=${VENV}/bin:$$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/home/envrepro
 RUN set -e; \
     if command -v useradd >/dev/null 2>&1; then \
-      groupadd --gid 10001 envrepro; \
-      useradd --uid 10001 --gid 10001 --home-dir /home/envrepro --create-home --shell /bin/sh envrepro; \
+      groupadd --gid ${USER_UID} envrepro; \
+      useradd --uid ${USER_UID} --gid ${USER_UID} --home-dir /home/envrepro --create-home --shell /bin/sh envrepro; \
     else \
-      echo 'envrepro:x:10001:10001:envrepro:/home/envrepro:/bin/sh' >> /etc/passwd; \
-      echo 'envrepro:x:10001:' >> /etc/group; \
-      mkdir -p /home/envrepro; chown 10001:10001 /home/envrepro; \
+      echo 'envrepro:x:${USER_UID}:${USER_UID}:envrepro:/home/envrepro:/bin/sh' >> /etc/passwd; \
+      echo 'envrepro:x:${USER_UID}:' >> /etc/group; \
+      mkdir -p /home/envrepro; chown ${USER_UID}:${USER_UID} /home/envrepro; \
     fi
 
 FROM ${PYTHON_BASE} AS heavy-builder
 LABEL org.envrepro.stage="builder"
-ENV PIP_CONFIG_FILE=/etc/envrepro-build/pip.conf \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_NO_INPUT=1 \
-    PIP_PROGRESS_BAR=off \
-    PIP_ROOT_USER_ACTION=ignore \
-    PIP_USE_PEP517=1
-COPY build/ /etc/envrepro-build/
+${PIP_ENV}
+COPY build/ ${BUILD_DIR}/
 # No ensurepip: the base's pip installs into the venv (pip.sh), so the venv holds the lock only.
-RUN sh /etc/envrepro-build/pip.sh --create
+RUN sh ${BUILD_DIR}/pip.sh --create
 ${HEAVY_STEPS}
 
 FROM envrepro-base AS envrepro-heavy
-COPY --from=heavy-builder /opt/envrepro/venv /opt/envrepro/venv
+COPY --from=heavy-builder ${VENV} ${VENV}
 ${REST_STAGE}
 FROM envrepro-heavy
 ${REST_OVERLAY}
-USER 10001:10001
+USER ${USER_UID}:${USER_UID}
 WORKDIR /home/envrepro
 ${LABELS}

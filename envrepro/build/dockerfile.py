@@ -1,7 +1,8 @@
 """Render environment Dockerfiles and their build contexts. Pure: strings and bytes, no Docker.
 
-The Dockerfile comes from the template ``images/env.Dockerfile`` (package ``envrepro.images``),
-filled with ``string.Template`` (``${NAME}`` is ours, ``$$NAME`` is Docker's own variable).
+The Dockerfile text is in ``images/`` (``env.Dockerfile`` and the fragments in
+``images/fragments/``); this module decides which fragments go in and fills in their values
+(``envrepro.build.templates``).
 The lock is read by ``envrepro.capturing.lock`` (one parser for the whole tool) and installed in up to
 three steps (:func:`install_plan`):
 
@@ -24,21 +25,11 @@ import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from string import Template
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
+from envrepro.build.pipconfig import PipSettings, render_pip_conf
+from envrepro.build.templates import WHEELS_DIR, fill, template_text
 from envrepro.capturing import lock as lockmod
-
-VENV = "/opt/envrepro/venv"
-BUILD_DIR = "/etc/envrepro-build"
-# Local wheels are locked as ``name @ file:///envrepro/capture/wheels/<file>`` (the capture's
-# mount point at run time); the builder stage puts them at the same path.
-WHEELS_DIR = "/envrepro/capture/wheels"
-USER_UID = 10001
-
-
-def is_http_url(url: str) -> bool:
-    return url.lower().startswith(("http://", "https://"))
 
 
 # -- the lock ----------------------------------------------------------------------------------
@@ -86,39 +77,6 @@ def unverified_names(lock_text: str) -> List[str]:
     return list(install_plan(lock_text).unverified_names)
 
 
-# -- pip configuration for the builder stage ---------------------------------------------------
-@dataclass(frozen=True)
-class PipSettings:
-    """The host's pip settings that make sense inside a build: http(s) URLs only."""
-
-    index_url: Optional[str] = None
-    extra_index_urls: Tuple[str, ...] = ()
-    trusted_hosts: Tuple[str, ...] = ()
-    find_links: Tuple[str, ...] = ()
-    cert: Optional[str] = None      # path on the host; its bytes go into the builder stage only
-    timeout: int = 60
-    retries: int = 5
-
-
-def render_pip_conf(pip: PipSettings, has_cert: bool) -> str:
-    lines = ["[global]"]
-
-    def many(key: str, values: Sequence[str]) -> None:
-        if values:
-            lines.append(f"{key} =")
-            lines.extend(f"    {v}" for v in values)
-
-    if pip.index_url:
-        lines.append(f"index-url = {pip.index_url}")
-    many("extra-index-url", pip.extra_index_urls)
-    many("trusted-host", pip.trusted_hosts)
-    many("find-links", pip.find_links)
-    if has_cert:
-        lines.append(f"cert = {BUILD_DIR}/ca.crt")
-    lines += [f"timeout = {pip.timeout}", f"retries = {pip.retries}"]
-    return "\n".join(lines) + "\n"
-
-
 # -- the Dockerfile ----------------------------------------------------------------------------
 @dataclass
 class BuildSpec:
@@ -134,29 +92,6 @@ class BuildSpec:
     python_from_source: bool = False    # base has no Python (CUDA bases): build it in a stage
 
 
-def package_text(package: str, name: str) -> str:
-    """A data file shipped in ``package`` (importlib.resources; Python 3.8 has no ``files``)."""
-    import importlib
-
-    try:
-        from importlib import resources
-
-        return (resources.files(package) / name).read_text(encoding="utf-8")
-    except (ImportError, AttributeError, FileNotFoundError, TypeError, NotADirectoryError):
-        pass
-    try:
-        mod = importlib.import_module(package)
-        return (Path(mod.__file__).parent / name).read_text(encoding="utf-8")  # type: ignore[arg-type]
-    except (ImportError, OSError, TypeError):
-        folder = "images" if package == "envrepro.images" else package.replace(".", "/")
-        return (Path(__file__).resolve().parent.parent.parent / folder / name).read_text(encoding="utf-8")
-
-
-def template_text(name: str = "env.Dockerfile") -> str:
-    """A template from package ``envrepro.images`` (pyproject maps it to the ``images/`` folder)."""
-    return package_text("envrepro.images", name)
-
-
 def _label_lines(labels: Dict[str, str]) -> str:
     if not labels:
         return ""
@@ -168,8 +103,7 @@ def _install_step(fname: str, require_hashes: bool, find_links: bool) -> str:
     flags = "--no-deps --no-cache-dir" + (" --require-hashes" if require_hashes else "")
     if find_links:
         flags += f" --find-links {WHEELS_DIR}"
-    return (f"COPY {fname} {BUILD_DIR}/{fname}\n"
-            f"RUN sh {BUILD_DIR}/pip.sh install {flags} -r {BUILD_DIR}/{fname}")
+    return fill("fragments/install.Dockerfile", FILE=fname, FLAGS=flags)
 
 
 def install_steps(plan: InstallPlan, wheels: bool) -> Tuple[List[str], List[str]]:
@@ -178,65 +112,39 @@ def install_steps(plan: InstallPlan, wheels: bool) -> Tuple[List[str], List[str]
     heavy: List[str] = []
     rest: List[str] = []
     if plan.tools:
-        heavy.append("# The captured setuptools/wheel (pip-compile's \"unsafe\" pins: no hashes)\n"
-                     + _install_step("tools.lock", False, False))
+        heavy.append(fill("fragments/install-tools.Dockerfile",
+                          INSTALL=_install_step("tools.lock", False, False)))
     if plan.heavy:
-        heavy.append("# TensorFlow and its dependency closure: this stage, and its copy into the\n"
-                     "# final image, are shared by every environment whose lock differs only outside it.\n"
-                     + _install_step("heavy.lock", plan.require_hashes, False))
+        heavy.append(fill("fragments/install-heavy.Dockerfile",
+                          INSTALL=_install_step("heavy.lock", plan.require_hashes, False)))
     if wheels:
-        rest.append(f"COPY wheels/ {WHEELS_DIR}/")
+        rest.append(fill("fragments/copy-wheels.Dockerfile"))
     if plan.rest:
         rest.append(_install_step("rest.lock", plan.require_hashes, wheels))
     if plan.unverified:
-        names = ", ".join(plan.unverified_names)
-        rest.append("# pip checks hashes all-or-nothing: these lock entries have none, so they are\n"
-                    "# installed after the verified ones, without --require-hashes.\n"
-                    + _install_step("unverified.lock", False, wheels) + "\n"
-                    + f"RUN echo 'envrepro: installed without hash verification: {names}'")
+        rest.append(fill("fragments/install-unverified.Dockerfile",
+                         INSTALL=_install_step("unverified.lock", False, wheels),
+                         NAMES=", ".join(plan.unverified_names)))
     return heavy, rest
-
-
-_PIP_ENV = """ENV PIP_CONFIG_FILE=/etc/envrepro-build/pip.conf \\
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \\
-    PIP_NO_CACHE_DIR=1 \\
-    PIP_NO_INPUT=1 \\
-    PIP_PROGRESS_BAR=off \\
-    PIP_ROOT_USER_ACTION=ignore \\
-    PIP_USE_PEP517=1"""
-
-# The rest of the lock is installed on top of the heavy venv, then only the files that install
-# added (newer than a mark) are copied out: the final image's last layer is that small overlay.
-_REST_STAGE = """
-FROM envrepro-heavy AS rest-builder
-LABEL org.envrepro.stage="builder"
-{env} \\
-    PYTHONDONTWRITEBYTECODE=
-COPY build/ {build}/
-RUN touch {build}/mark
-{steps}
-RUN mkdir -p /overlay && cd / && \\
-    find .{venv} \\( -type f -o -type l \\) -newer {build}/mark -print0 | xargs -0 -r cp -a --parents -t /overlay
-"""
 
 
 def render(spec: BuildSpec) -> str:
     """The Dockerfile text for ``spec`` (what ``envrepro dockerfile`` prints)."""
     heavy_steps, rest_steps = install_steps(install_plan(spec.lock_text), bool(spec.wheels))
     xy = ".".join(spec.python_version.split(".")[:2])
+    pip_env = fill("fragments/pip-env.Dockerfile")
     python_stage, python_base = "", spec.base_image
     if spec.python_from_source:
-        python_stage = Template(template_text("python-from-source.Dockerfile")).substitute(
-            CUDA_BASE=spec.base_image, PYTHON_VERSION=spec.python_version, PYTHON_XY=xy)
+        python_stage = fill("python-from-source.Dockerfile", CUDA_BASE=spec.base_image,
+                            PYTHON_VERSION=spec.python_version, PYTHON_XY=xy)
         python_base = "envrepro-python"
     rest_stage = rest_overlay = ""
     if rest_steps:
-        rest_stage = _REST_STAGE.format(env=_PIP_ENV, build=BUILD_DIR, venv=VENV, steps="\n".join(rest_steps))
-        rest_overlay = "COPY --from=rest-builder /overlay/ /"
-    text = Template(template_text()).substitute(
-        PYTHON_VERSION=spec.python_version, PYTHON_STAGE=python_stage,
-        PYTHON_BASE=python_base, HEAVY_STEPS="\n".join(heavy_steps), REST_STAGE=rest_stage,
-        REST_OVERLAY=rest_overlay, LABELS=_label_lines(spec.labels))
+        rest_stage = fill("fragments/rest-stage.Dockerfile", PIP_ENV=pip_env, STEPS="\n".join(rest_steps))
+        rest_overlay = fill("fragments/rest-overlay.Dockerfile")
+    text = fill("env.Dockerfile", PYTHON_VERSION=spec.python_version, PYTHON_STAGE=python_stage,
+                PYTHON_BASE=python_base, PIP_ENV=pip_env, HEAVY_STEPS="\n".join(heavy_steps),
+                REST_STAGE=rest_stage, REST_OVERLAY=rest_overlay, LABELS=_label_lines(spec.labels))
     return re.sub(r"\n{3,}", "\n\n", text)
 
 

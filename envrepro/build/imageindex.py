@@ -12,23 +12,23 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from envrepro.sidecar import manifest
+from envrepro.build.spec import LABEL_KEY
+from envrepro.config import cache_dir
+from envrepro.engine.base import ContainerEngine
 from envrepro.errors import EnvreproError
+from envrepro.sidecar import manifest
 from envrepro.fsutil import atomic_write_text, file_lock
 
-LABEL_KEY = "org.envrepro.key"
 INDEX_VERSION = 1
 KeyFor = Callable[[manifest.Capture], Optional[str]]
 
 
 def index_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "envrepro" / "index.json"
+    return cache_dir() / "index.json"
 
 
 def _empty() -> Dict[str, Any]:
@@ -114,7 +114,7 @@ def key_with_recorded_base(capture: manifest.Capture, entry: Dict[str, Any]) -> 
     if is_foreign(capture):
         return None  # built from a lock translated for Linux: the fingerprint decides
     try:
-        from envrepro.build.images import image_key
+        from envrepro.build.spec import image_key
 
         lock_text = capture.lock_path.read_text(encoding="utf-8")
         return image_key(base, str(capture.get("python.version")), lock_text)
@@ -161,7 +161,7 @@ def _row(img: Any) -> ImageRow:
                     created=str(created or ""), tags=tags)
 
 
-def list_images(engine: Any, key_for: Optional[KeyFor] = None,
+def list_images(engine: ContainerEngine, key_for: Optional[KeyFor] = None,
                 path: Optional[Path] = None) -> List[ImageRow]:
     """envrepro's images (by label) with the captures in the index each one still serves."""
     index = read_index(path)["images"]
@@ -198,7 +198,7 @@ class PruneResult:
 BUILDER_LABEL = "org.envrepro.stage=builder"
 
 
-def builder_cache(engine: Any) -> List[Dict[str, Any]]:
+def builder_cache(engine: ContainerEngine) -> List[Dict[str, Any]]:
     """Untagged builder-stage images (labelled by the Dockerfile) the classic builder keeps as
     cache: several hundred MB each; removing them only makes the next build of a new lock slower."""
     out = []
@@ -209,7 +209,7 @@ def builder_cache(engine: Any) -> List[Dict[str, Any]]:
     return out
 
 
-def prune(engine: Any, dry_run: bool = False, key_for: Optional[KeyFor] = None,
+def prune(engine: ContainerEngine, dry_run: bool = False, key_for: Optional[KeyFor] = None,
           path: Optional[Path] = None, cache: bool = False) -> PruneResult:
     """Remove the envrepro images no capture in the index still uses, and forget stale entries.
 

@@ -1,6 +1,6 @@
 """Captures made on macOS or Windows, translated for Linux before an image is built.
 
-A lock resolved on macOS or Windows is not a Linux lock (RELIABILITY.md "Locks"): it pins
+A lock resolved on macOS or Windows is not a Linux lock (docs/architecture.md): it pins
 ``tensorflow-macos`` or ``tensorflow-intel``, GPU plugins such as ``tensorflow-metal``, packages
 that only those platforms need, and misses what only Linux needs. envrepro images are Linux, so
 such a capture is built from a *translated* lock:

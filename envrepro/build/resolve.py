@@ -8,7 +8,7 @@ pyenv's ``X.Y.*`` builds, ``pythonX.Y`` on PATH. pip-tools is installed once int
 of that interpreter in envrepro's cache when the interpreter lacks it.
 
 The host's pip configuration is reduced to what the image build uses (http(s) indexes, trusted
-hosts, CA bundle: ``build.host_pip_settings``): local ``file://`` indexes and ``--find-links``
+hosts, CA bundle: ``pipconfig.host_pip_settings``): local ``file://`` indexes and ``--find-links``
 folders are left out, so the resolution sees what the build will see. No hashes are asked of
 pip-compile (it downloads every file of a release to hash it when the index has no JSON API):
 ``envrepro.capturing.lock.lookup_index`` adds them from the index's own file links.
@@ -79,7 +79,7 @@ def pip_env() -> Dict[str, str]:
 
 
 def index_args(pip: Any) -> List[str]:
-    """pip / pip-compile options for the build's pip settings (a ``dockerfile.PipSettings``)."""
+    """pip / pip-compile options for the build's pip settings (a ``pipconfig.PipSettings``)."""
     args: List[str] = []
     if getattr(pip, "index_url", None):
         args += ["--index-url", pip.index_url]

@@ -411,7 +411,7 @@ def check_lambdas(info: ModelFileInfo, python: Optional[str]) -> List[str]:
 
 def _plan(model_path: Path, cap: Optional[manifest.Capture], info: ModelFileInfo) -> Dict[str, Any]:
     if cap is not None:
-        from envrepro.sandbox.run import ContainerPaths, make_plan
+        from envrepro.sandbox.plan import ContainerPaths, make_plan
 
         plan = make_plan(cap, ContainerPaths(model=str(model_path), capture=str(cap.root), runtime=launch.HOST_DIR))
     else:

@@ -1,8 +1,9 @@
 """The container engine: the only module that imports the Docker SDK.
 
-Everything else talks to the small ``Engine`` interface (repo2docker-style), so the engine can be
-faked in unit tests (``tests/unit/fakes.py``) and swapped later. The SDK is imported lazily:
-``import envrepro.engine.docker`` stays cheap for commands that never need Docker (``envrepro doctor``).
+``DockerEngine`` implements ``envrepro.engine.base.ContainerEngine`` (repo2docker-style), the
+interface everything else is typed against, so the engine can be faked in unit tests
+(``tests/unit/fakes.py``) and swapped later. The SDK is imported lazily: ``import
+envrepro.engine.docker`` stays cheap for commands that never need Docker (``envrepro doctor``).
 
 Every failure leaves this module as an envrepro error with a readable paragraph: no engine
 (``NoEngine``), a build that failed or whose daemon died (``BuildFailed``), a pull that was denied
@@ -11,47 +12,18 @@ or could not reach its registry (``PullFailed``), a container that could not sta
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from envrepro.errors import BuildFailed, EnvreproError, LoadFailed, NoEngine
+from envrepro.engine.base import (LineCallback, MountSpec, OutputCallback, PullFailed, RunFailed,
+                                  as_mount)
+from envrepro.errors import BuildFailed, EnvreproError, NoEngine
 
-LineCallback = Callable[[str], None]
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 START_HINT = ("start one: `sudo dockerd &` (Linux) or Docker Desktop (macOS/Windows), or point "
               "DOCKER_HOST at a running engine; `envrepro doctor` needs no engine")
-
-
-class PullFailed(BuildFailed):
-    """A registry refused a pull or could not be reached (the image can't be had)."""
-
-
-class RunFailed(LoadFailed):
-    """A container could not be created or started (not: the command inside it failed)."""
-
-
-@dataclass(frozen=True)
-class Mount:
-    """A bind mount. Runtime convention: model, snapshot and runtime scripts go in read-only."""
-
-    source: str
-    target: str
-    read_only: bool = True
-
-
-MountSpec = Union[Mount, Dict[str, Any], Tuple[str, str], Tuple[str, str, bool]]
-
-
-def _as_mount(m: MountSpec) -> Mount:
-    if isinstance(m, Mount):
-        return m
-    if isinstance(m, dict):
-        return Mount(str(m["source"]), str(m["target"]), bool(m.get("read_only", True)))
-    return Mount(str(m[0]), str(m[1]), bool(m[2]) if len(m) > 2 else True)
 
 
 def _first_line(e: BaseException) -> str:
@@ -108,7 +80,7 @@ def explain(text: str) -> Optional[str]:
     return None
 
 
-class Engine:
+class DockerEngine:
     """A Docker engine reached through the Docker SDK (``docker.from_env``)."""
 
     def __init__(self, client: Any = None, timeout: int = 600):
@@ -116,7 +88,7 @@ class Engine:
         self._timeout = timeout
 
     # -- connection -------------------------------------------------------------------------
-    def connect(self) -> "Engine":
+    def connect(self) -> "DockerEngine":
         """Reach the engine now, or raise NoEngine with one line saying how to start one."""
         if self._client is not None:
             return self
@@ -294,7 +266,7 @@ class Engine:
             tmpfs: Optional[Dict[str, str]] = None, cap_drop: Sequence[str] = ("ALL",),
             security_opt: Sequence[str] = ("no-new-privileges",), mem_limit: Optional[str] = None,
             pids_limit: Optional[int] = None, workdir: Optional[str] = None, stream: bool = True,
-            on_output: Optional[Callable[[str, str], None]] = None, gpus: bool = False,
+            on_output: Optional[OutputCallback] = None, gpus: bool = False,
             timeout: Optional[float] = None) -> Tuple[int, str, str]:
         """Run a command to completion in a fresh, sandboxed container; remove it afterwards.
 
@@ -307,7 +279,7 @@ class Engine:
 
         kwargs: Dict[str, Any] = dict(
             mounts=[DockerMount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
-                    for m in map(_as_mount, mounts)],
+                    for m in map(as_mount, mounts)],
             environment=environment or {}, read_only=read_only, tmpfs=tmpfs or None,
             cap_drop=list(cap_drop) or None, security_opt=list(security_opt) or None,
             detach=True, stdin_open=False, tty=False)
@@ -371,14 +343,3 @@ def _split_ref(ref: str) -> Tuple[str, str]:
         repo, tag = ref.rsplit(":", 1)
         return repo, tag
     return ref, "latest"
-
-
-def describe_labels(info: Optional[Dict[str, Any]]) -> Dict[str, str]:
-    """The labels of an inspected image (``Config.Labels``), never None."""
-    if not info:
-        return {}
-    return dict((info.get("Config") or {}).get("Labels") or {})
-
-
-def to_json(info: Dict[str, Any]) -> str:
-    return json.dumps(info, indent=2, sort_keys=True, default=str)

@@ -1,6 +1,6 @@
 """Fixtures for end-to-end tests against a real Docker engine.
 
-``engine``: a connected ``envrepro.engine.docker.Engine``; skips when no engine answers, fails when
+``engine``: a connected ``envrepro.engine.docker.DockerEngine``; skips when no engine answers, fails when
 CI=true (end-to-end tests never skip in CI). ``standin_38`` / ``standin_311``: local stand-ins for
 ``python:3.8-slim`` / ``python:3.11-slim`` (tests/e2e/standins.py), built once and cached by tag.
 """
@@ -26,11 +26,11 @@ def skip_or_fail(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def engine():
-    from envrepro.engine.docker import Engine
+    from envrepro.engine.docker import DockerEngine
     from envrepro.errors import NoEngine
 
     try:
-        return Engine().connect()
+        return DockerEngine().connect()
     except NoEngine as e:
         skip_or_fail(f"no Docker engine: {e}")
 

@@ -1,4 +1,4 @@
-"""Environment images built by a real Docker engine (RELIABILITY.md "Locks", "Builds and runs").
+"""Environment images built by a real Docker engine (docs/architecture.md).
 
 Small locks on the local ``python:3.8-slim`` stand-in (tests/e2e/standins.py): a wheel (six) and
 an sdist-only pin (termcolor 1.1.0, as in TensorFlow 2.4.1's lock), with hashes. PyPI is reached
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from envrepro.build import images as build
-from envrepro.build import dockerfile as df
+from envrepro.build import images, spec
+from envrepro.build.pipconfig import PipSettings
 from envrepro.errors import BuildFailed
 from envrepro.sidecar.manifest import Capture
 
@@ -55,7 +55,7 @@ def make_capture(tmp_path: Path, lock: str, name: str = "m") -> Capture:
 
 def fresh(engine, capture: Capture, base: str) -> str:
     """Remove the environment's tag if an earlier run left it, so this run really builds."""
-    tag = build.image_tag(build.image_key(base, "3.8.18", capture.lock_path.read_text()))
+    tag = spec.image_tag(spec.image_key(base, "3.8.18", capture.lock_path.read_text()))
     engine.remove_image(tag, force=True)
     return tag
 
@@ -64,7 +64,7 @@ def test_small_env_is_built_labelled_and_runs_as_non_root(engine, standin_38, tm
     capture = make_capture(tmp_path, LOCK)
     tag = fresh(engine, capture, standin_38)
     lines = []
-    info = build.ensure_image(capture, engine, on_progress=lines.append)
+    info = images.ensure_image(capture, engine, on_progress=lines.append)
     assert info.source == "built" and info.tag == tag and engine.image_exists(tag)
     assert any(line.startswith("Step ") for line in lines)
 
@@ -75,7 +75,7 @@ def test_small_env_is_built_labelled_and_runs_as_non_root(engine, standin_38, tm
     assert labels["org.envrepro.tensorflow"] == "2.4.1"
     assert labels["org.envrepro.base"] == "python:3.8-slim"
     assert labels["org.envrepro.base-digest"] == (base.get("RepoDigests") or [base["Id"]])[0]
-    assert labels["org.envrepro.runtime-version"] == build.RUNTIME_VERSION
+    assert labels["org.envrepro.runtime-version"] == spec.RUNTIME_VERSION
     assert labels["org.envrepro.lock-sha256"] == __import__("hashlib").sha256(LOCK.encode()).hexdigest()
     log = info.log_path.read_text()
     assert "termcolor" in info.built_from_source or "Using cache" in log
@@ -90,7 +90,7 @@ def test_small_env_is_built_labelled_and_runs_as_non_root(engine, standin_38, tm
     assert {"six==1.16.0", "termcolor==1.1.0"} <= set(facts["dists"])
     assert not [d for d in facts["dists"] if d.split("==")[0] not in ("six", "termcolor", "pip", "setuptools")]
 
-    again = build.ensure_image(capture, engine, on_progress=lambda line: None)
+    again = images.ensure_image(capture, engine, on_progress=lambda line: None)
     assert again.source == "local" and again.image_id == info.image_id
 
     # the builder stages are labelled, so `envrepro images prune --cache` can find them
@@ -106,7 +106,7 @@ def test_altered_hash_fails_with_pips_hash_error_and_tags_nothing(engine, standi
     capture = make_capture(tmp_path, bad)
     tag = fresh(engine, capture, standin_38)
     with pytest.raises(BuildFailed) as e:
-        build.ensure_image(capture, engine, on_progress=lambda line: None)
+        images.ensure_image(capture, engine, on_progress=lambda line: None)
     msg = str(e.value)
     assert "THESE PACKAGES DO NOT MATCH THE HASHES" in msg
     assert "full build log: " in msg and "hash check failed" in msg
@@ -125,11 +125,11 @@ def test_index_credentials_and_ca_never_reach_the_final_image(engine, standin_38
     ca = tmp_path / "sentinel-ca.pem"
     # The real host bundle (the build must still reach PyPI through the proxy) plus a marker line.
     ca.write_bytes(Path("/etc/ssl/certs/ca-certificates.crt").read_bytes() + f"\n# {ca_mark}\n".encode())
-    pip = df.PipSettings(extra_index_urls=(f"https://envrepro:{token}@127.0.0.1:9/simple",),
+    pip = PipSettings(extra_index_urls=(f"https://envrepro:{token}@127.0.0.1:9/simple",),
                          trusted_hosts=("127.0.0.1",), cert=str(ca), timeout=5, retries=0)
     capture = make_capture(tmp_path, SIX, "sentinel")
     tag = fresh(engine, capture, standin_38)
-    info = build.ensure_image(capture, engine, pip=pip, on_progress=lambda line: None)
+    info = images.ensure_image(capture, engine, pip=pip, on_progress=lambda line: None)
     assert info.source == "built"
     assert "127.0.0.1:9" in info.log_path.read_text(), "the builder must have used the sentinel index"
     needles = (token, ca_mark)
@@ -174,9 +174,9 @@ def test_heavy_layer_is_reused_when_only_the_rest_differs(engine, standin_38, tm
     second = make_capture(tmp_path, heavy, "second")
     for cap in (first, second):
         fresh(engine, cap, standin_38)
-    build.ensure_image(first, engine, on_progress=lambda line: None)
+    images.ensure_image(first, engine, on_progress=lambda line: None)
     lines = []
-    info = build.ensure_image(second, engine, on_progress=lines.append)
+    info = images.ensure_image(second, engine, on_progress=lines.append)
     assert info.source == "built"
     heavy_step = next(i for i, line in enumerate(lines) if line.startswith("Step ") and "heavy.lock" in line
                       and " RUN " in line)
@@ -207,7 +207,7 @@ def test_mixed_lock_installs_hashless_entries_unverified(engine, standin_38, tmp
     built.rename(capture.root / "wheels")
     tag = fresh(engine, capture, standin_38)
     lines = []
-    info = build.ensure_image(capture, engine, on_progress=lines.append)
+    info = images.ensure_image(capture, engine, on_progress=lines.append)
     assert info.source == "built" and info.unverified == ["mypkg"]
     assert any("without hash verification" in line and "mypkg" in line for line in lines)
     log = info.log_path.read_text()

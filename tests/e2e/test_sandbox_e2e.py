@@ -1,4 +1,4 @@
-"""The load-time sandbox against a real Docker engine (RELIABILITY.md "Builds and runs"): from
+"""The load-time sandbox against a real Docker engine (docs/threat-model.md): from
 inside, only ``lo`` exists, a socket can't connect, the model mount and ``/`` are read-only,
 ``/tmp`` is writable, the user is not root. Then the whole ``load()`` path through the real
 engine: plan in the environment, report line parsed, index updated.
@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from envrepro import errors
+from envrepro.sandbox import policy
+from envrepro.sandbox import report as reports
 from envrepro.sandbox import run as load
 from envrepro.sidecar import manifest
 pytestmark = pytest.mark.e2e
@@ -99,7 +101,7 @@ def capture(tmp_path, monkeypatch):
 
 
 def test_sandbox_from_inside(engine, image, capture):
-    args = load.run_args(capture)
+    args = policy.run_args(capture)
     code, out, err = engine.run(image.tag, ["python3", "-c", PROBE], **args, stream=False)
     assert code == 0, err
     facts = json.loads(out.strip().splitlines()[-1])
@@ -127,13 +129,13 @@ def test_load_through_the_engine_reports_the_failure(engine, image, capture, tmp
     """No TensorFlow in the bare base image: the loader must still report (exit 5, classified)."""
     report = load.load(capture.model_path, engine, image)
     assert report.container_exit == errors.EXIT_LOAD_FAILED
-    assert load.exit_code(report) == errors.EXIT_LOAD_FAILED
+    assert reports.exit_code(report) == errors.EXIT_LOAD_FAILED
     err = report.error
     assert err["type"] == "ModuleNotFoundError" and "tensorflow" in err["first_line"]
     assert err["stage"] == "import" and err["failure_class"]["id"] == "import"
     assert report.loader["network"]["isolated"] is True and report.loader["network"]["interfaces"] == ["lo"]
     assert report.loader["versions"]["python"].startswith("3.11.")
-    text = load.render_report(report)
+    text = reports.render_report(report)
     assert "FAILED at stage import" in text and "network      isolated" in text
     index = json.loads((tmp_path / "cache" / "envrepro" / "index.json").read_text())
     assert str(capture.root) in index["images"]["e2e-sandbox-test"]["captures"]
@@ -150,7 +152,7 @@ def test_run_command_exit_code_and_snapshot_on_path(engine, image, capture, capf
         code=load.run_command(capture.model_path, engine, image, command)), daemon=True)
     worker.start()
     worker.join(120)
-    assert not worker.is_alive(), "Engine.run(stream=True) never returned"
+    assert not worker.is_alive(), "DockerEngine.run(stream=True) never returned"
     assert result["code"] == 3
     assert "value 42" in capfd.readouterr().out
 

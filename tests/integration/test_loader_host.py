@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from envrepro.sandbox import run as load
+from envrepro.sandbox import plan as plans
+from envrepro.sandbox import report as reports
 from envrepro.sidecar import manifest
 from envrepro.runtime import loader as rt
 
@@ -92,16 +93,16 @@ def train(python, folder, model_name, keras_flavor, tf_version):
 
 def run_loader(python, capture, tmp_path, unsafe=False):
     """make_plan with host paths, then the loader exactly as the container runs it."""
-    paths = load.ContainerPaths(model=str(capture.model_path), capture=str(capture.root),
+    paths = plans.ContainerPaths(model=str(capture.model_path), capture=str(capture.root),
                                 runtime=str(LOADER.parent))
     plan_file = tmp_path / "plan.json"
-    plan_file.write_text(json.dumps(load.make_plan(capture, paths, unsafe=unsafe)))
+    plan_file.write_text(json.dumps(plans.make_plan(capture, paths, unsafe=unsafe)))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ENVREPRO_PLAN", "ENVREPRO_DEBUG")}
     proc = subprocess.run([python, str(LOADER), "--plan", str(plan_file)], capture_output=True, text=True,
                           env=dict(env, HOME=str(tmp_path)), timeout=600, cwd=str(tmp_path))
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, f"stdout must hold only the report:\n{proc.stdout}\n{proc.stderr[-3000:]}"
-    report = load.parse_report(proc.stdout)
+    report = reports.parse_report(proc.stdout)
     assert report is not None
     assert report["exit_code"] == proc.returncode
     return proc.returncode, report

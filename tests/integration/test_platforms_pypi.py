@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from envrepro.build import images as build
+from envrepro.build import pipconfig
 from envrepro.capturing import lock as L
 from envrepro.sidecar import manifest
 from envrepro.build import platforms
@@ -60,7 +60,7 @@ def test_macos_lock_is_re_resolved_for_linux(online, tmp_path):
     cache = tmp_path / "cache"
     lines = []
     t0 = time.perf_counter()
-    t = platforms.translate(cap, cache, pip=build.host_pip_settings(), say=lines.append)
+    t = platforms.translate(cap, cache, pip=pipconfig.host_pip_settings(), say=lines.append)
     seconds = time.perf_counter() - t0
     print(f"re-resolution for Linux: {seconds:.1f} s")
 
@@ -87,5 +87,5 @@ def test_macos_lock_is_re_resolved_for_linux(online, tmp_path):
     assert t.lock_path == cache / "translated" / sha / "cpu" / "requirements.lock"
 
     t0 = time.perf_counter()
-    again = platforms.translate(cap, cache, pip=build.host_pip_settings())
+    again = platforms.translate(cap, cache, pip=pipconfig.host_pip_settings())
     assert again.lock_text == t.lock_text and time.perf_counter() - t0 < 2

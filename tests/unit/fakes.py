@@ -1,26 +1,49 @@
-"""A fake container engine for unit tests: the ``envrepro.engine.docker.Engine`` interface, in memory.
+"""The one fake container engine for unit tests (``envrepro.engine.base.ContainerEngine``, in
+memory), and the captures, image infos and loader reports the sandbox and image tests share.
 
 Images are dicts shaped like ``docker image inspect`` output (``Id``, ``RepoTags``,
-``RepoDigests``, ``Config.Labels``). Builds read the labels from the Dockerfile's LABEL lines, so
-tests see what a real build would label. Failures are injected per call.
+``RepoDigests``, ``Config.Labels``); ``images()`` answers like ``docker images`` (top-level
+``Labels``). Builds read the labels from the Dockerfile's LABEL lines, so tests see what a real
+build would label. Runs are recorded and answered with ``run_result``. Failures are injected per
+call. tests/unit/test_engine_base.py checks this fake against the protocol, signature by signature.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import io
+import json
 import re
+import stat
 import tarfile
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from types import SimpleNamespace
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
-from envrepro.engine.docker import PullFailed
-from envrepro.errors import BuildFailed
+import pytest
+
+from envrepro.engine.base import ContainerEngine, LineCallback, PullFailed, image_labels
+from envrepro.errors import BuildFailed, EnvreproError
+from envrepro.runtime import loader as rt
+from envrepro.sidecar import manifest
 
 
-def image(tag: str, labels: Optional[Dict[str, str]] = None, digest: Optional[str] = None) -> Dict[str, Any]:
-    """An inspect-shaped image record."""
-    iid = "sha256:" + hashlib.sha256(tag.encode()).hexdigest()
-    return {"Id": iid, "RepoTags": [tag], "RepoDigests": [digest] if digest else [],
-            "Config": {"Labels": dict(labels or {})}, "Created": 0}
+# A small hashed lock, as pip-compile writes it.
+LOCK = """six==1.16.0 \\
+    --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254
+    # via -r requirements.in
+termcolor==1.1.0 \\
+    --hash=sha256:1d6d69ce66211143803fbc56652b41d73b4a400a2891d7bf7a1cdf4c02de613b
+    # via -r requirements.in
+"""
+
+
+def image(tag: Optional[str], labels: Optional[Dict[str, str]] = None, digest: Optional[str] = None,
+          size: int = 0, created: int = 0, image_id: Optional[str] = None) -> Dict[str, Any]:
+    """An inspect-shaped image record (``tag`` None: untagged, like a builder stage)."""
+    iid = image_id or "sha256:" + hashlib.sha256(str(tag).encode()).hexdigest()
+    return {"Id": iid, "RepoTags": [tag] if tag else [], "RepoDigests": [digest] if digest else [],
+            "Config": {"Labels": dict(labels or {})}, "Created": created, "Size": size}
 
 
 def dockerfile_of(context: bytes) -> str:
@@ -40,44 +63,95 @@ def context_files(context: bytes) -> Dict[str, bytes]:
     return out
 
 
+def _called_as(declared: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a recording method the declared signature: calls are bound (so checked) against it,
+    and the method receives only the arguments the caller passed (``"gpus" not in run``)."""
+    signature = inspect.signature(declared)
+
+    def decorate(record: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(declared)
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            passed = dict(signature.bind(self, *args, **kwargs).arguments)
+            del passed["self"]
+            return record(self, **passed)
+        return method
+    return decorate
+
+
 class FakeEngine:
+    """``local``: images present; ``registry``: ref -> image a pull finds; ``run_result``:
+    (exit, stdout, stderr) every run answers; ``build_error``/``pull_error``/``fail_remove``:
+    failures to inject. Records ``builds`` (context, tag), ``pulls``, ``runs`` (the keyword
+    arguments plus ``image`` and ``command``) and ``removed`` (image ids)."""
+
     def __init__(self, local: Iterable[Dict[str, Any]] = (), registry: Optional[Dict[str, Dict[str, Any]]] = None,
                  build_lines: Sequence[str] = ("Step 1/2 : FROM base", "Step 2/2 : RUN pip install"),
-                 build_error: Optional[str] = None, pull_error: Optional[Dict[str, Exception]] = None):
-        self.local: Dict[str, Dict[str, Any]] = {t: img for img in local for t in img["RepoTags"]}
+                 build_error: Optional[str] = None, pull_error: Optional[Dict[str, Exception]] = None,
+                 run_result: Tuple[int, str, str] = (0, "", "")):
+        self.store: List[Dict[str, Any]] = list(local)
         self.registry = dict(registry or {})
         self.build_lines = list(build_lines)
         self.build_error = build_error
         self.pull_error = dict(pull_error or {})
+        self.run_result = run_result
+        self.fail_remove: Set[str] = set()
         self.builds: List[Tuple[bytes, str]] = []
         self.pulls: List[str] = []
         self.runs: List[Dict[str, Any]] = []
-        self.run_result: Tuple[int, str, str] = (0, "", "")
+        self.removed: List[str] = []
+
+    @property
+    def local(self) -> Dict[str, Dict[str, Any]]:
+        """Tag -> image, for the tagged images present."""
+        return {t: img for img in self.store for t in img.get("RepoTags") or []}
+
+    def _find(self, ref: str) -> Optional[Dict[str, Any]]:
+        return next((i for i in self.store if ref in (i.get("RepoTags") or []) or ref == i["Id"]), None)
 
     def connect(self) -> "FakeEngine":
         return self
 
     def inspect_image(self, tag: str) -> Optional[Dict[str, Any]]:
-        img = self.local.get(tag)
+        img = self._find(tag)
         return dict(img) if img else None
 
     def image_exists(self, tag: str) -> bool:
-        return tag in self.local
+        return self._find(tag) is not None
 
-    def images(self, label_filter: Any = None) -> List[Dict[str, Any]]:
-        key = label_filter.split("=")[0] if isinstance(label_filter, str) else None
-        seen = {id(i): i for i in self.local.values()}
-        return [i for i in seen.values() if key is None or key in i["Config"]["Labels"]]
+    def images(self, label_filter: Union[str, Sequence[str], None] = None) -> List[Dict[str, Any]]:
+        wanted = [label_filter] if isinstance(label_filter, str) else list(label_filter or [])
 
-    def tag(self, src: str, tag: str) -> None:
-        img = self.local[src]
-        img["RepoTags"].append(tag)
-        self.local[tag] = img
+        def matches(labels: Dict[str, str]) -> bool:
+            for f in wanted:
+                key, eq, value = f.partition("=")
+                if key not in labels or (eq and labels[key] != value):
+                    return False
+            return True
+
+        listed = [{"Id": i["Id"], "RepoTags": i.get("RepoTags") or None, "Labels": image_labels(i),
+                   "Size": i.get("Size", 0), "Created": i.get("Created", 0)} for i in self.store]
+        return sorted((i for i in listed if matches(i["Labels"])), key=lambda i: i["Created"], reverse=True)
+
+    def tag(self, image: str, tag: str) -> None:
+        img = self._find(image)
+        assert img is not None, f"no image {image} to tag"
+        img["RepoTags"] = list(img.get("RepoTags") or []) + [tag]
 
     def remove_image(self, tag: str, force: bool = False) -> bool:
-        return self.local.pop(tag, None) is not None
+        if tag in self.fail_remove:
+            raise EnvreproError(f"removing image {tag} failed: conflict: image is being used")
+        img = self._find(tag)
+        if img is None:
+            return False
+        tags = [t for t in img.get("RepoTags") or [] if t != tag]
+        if tags:
+            img["RepoTags"] = tags
+        else:
+            self.store.remove(img)
+            self.removed.append(img["Id"])
+        return True
 
-    def pull(self, ref: str, on_line: Optional[Callable[[str], None]] = None) -> bool:
+    def pull(self, ref: str, on_line: Optional[LineCallback] = None) -> bool:
         self.pulls.append(ref)
         if ref in self.pull_error:
             raise self.pull_error[ref]
@@ -85,11 +159,16 @@ class FakeEngine:
             return False
         img = dict(self.registry[ref])
         img["RepoTags"] = [ref]
-        self.local[ref] = img
+        self.store.append(img)
         return True
 
+    def push(self, ref: str) -> None:
+        img = self._find(ref)
+        assert img is not None, f"no image {ref} to push"
+        self.registry[ref] = dict(img)
+
     def build(self, context_tar_bytes: bytes, tag: str, buildargs: Optional[Dict[str, str]] = None,
-              labels: Optional[Dict[str, str]] = None, on_line: Optional[Callable[[str], None]] = None,
+              labels: Optional[Dict[str, str]] = None, on_line: Optional[LineCallback] = None,
               nocache: bool = False) -> str:
         self.builds.append((context_tar_bytes, tag))
         for line in self.build_lines:
@@ -102,12 +181,101 @@ class FakeEngine:
         found = dict(re.findall(r'(org\.envrepro\.[a-z0-9-]+)="([^"]*)"', dockerfile_of(context_tar_bytes)))
         found.update(labels or {})
         img = image(tag, found)
-        self.local[tag] = img
+        self.store.append(img)
         return img["Id"]
 
+    @_called_as(ContainerEngine.run)
     def run(self, image: str, command: Any = None, **kwargs: Any) -> Tuple[int, str, str]:
         self.runs.append(dict(kwargs, image=image, command=command))
         return self.run_result
 
     def raise_pull(self, ref: str, message: str = "dial tcp: lookup registry.example: no such host") -> None:
         self.pull_error[ref] = PullFailed(f"pulling {ref} failed: {message}")
+
+
+
+# --- captures, image infos, loader reports -----------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path, monkeypatch):
+    """Never touch the real ~/.cache/envrepro/index.json (import it into a test module)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.delenv("ENVREPRO_DEBUG", raising=False)
+    return tmp_path / "xdg-cache"
+
+
+@pytest.fixture
+def cap(tmp_path):
+    """A capture of a SavedModel with a snapshot, a reference and an optimizer."""
+    return make_capture(tmp_path)
+
+
+def make_capture(tmp_path, name="my_model", fmt="savedmodel", **overrides):
+    """A real capture on disk (model folder + sidecar with a valid manifest)."""
+    import numpy as np
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    model = tmp_path / name
+    if fmt == "savedmodel":
+        model.mkdir()
+        (model / "saved_model.pb").write_bytes(b"pb")
+    else:
+        model.write_bytes(b"\x89HDF\r\n\x1a\n" if fmt == "h5" else b"PK\x03\x04")
+    root = manifest.sidecar_for(model)
+    (root / "snapshot").mkdir(parents=True)
+    (root / "snapshot" / "custom_layers.py").write_text("X = 1\n")
+    (root / "reference").mkdir()
+    np.save(root / "reference" / "input_0.npy", np.zeros((2, 3), "float32"))
+    np.save(root / "reference" / "output_0.npy", np.zeros((2, 1), "float32"))
+    (root / "requirements.lock").write_text("tensorflow-cpu==2.4.1\n")
+    data = {
+        "schema": manifest.SCHEMA,
+        "model": {"name": name, "format": fmt, "sha256": "x"},
+        "python": {"version": "3.8.18"},
+        "frameworks": {"tensorflow": "2.4.1", "keras": "2.4.0", "keras_flavor": "tf.keras", "tf_keras": None},
+        "env": {"TF_USE_LEGACY_KERAS": "1", "KERAS_BACKEND": None},
+        "load": {"compile": True,
+                 "custom_objects": {"MyCustomLayer": "custom_layers:MyCustomLayer",
+                                    "team>Huberish": "losses:Huberish"},
+                 "modules": ["custom_layers"]},
+        "snapshot": {"files": [{"path": "snapshot/custom_layers.py", "module": "custom_layers"}]},
+        "reference": {"inputs": ["reference/input_0.npy"], "outputs": ["reference/output_0.npy"],
+                      "input_structure": "single", "input_names": ["x"], "output_structure": "single",
+                      "output_names": ["y"], "tolerance": {"atol": 1e-05, "rtol": 0.0001}},
+        "optimizer": {"class": "Adam", "config": {"lr": 0.001}, "iterations": 12, "state_saved": True,
+                      "num_weights": 5},
+    }
+    data.update(overrides)
+    manifest.write_manifest(root, data)
+    # Capture writes the manifest 0600 (mkstemp); the sandbox user needs to read it.
+    for p in [root, *root.rglob("*")]:
+        p.chmod(p.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if p.is_dir() else 0))
+    return manifest.read(root)
+
+
+def image_info(key="k1", tag=None, **kw):
+    base = dict(tag=tag or f"envrepro/env:{key}", key=key, image_id="sha256:" + "c" * 64, source="built",
+                base_image="python:3.8-slim", base_digest="sha256:" + "b" * 64, log_path=None)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def loader_report(**kw):
+    rep = {
+        "report_version": 1, "ok": True, "stage": "verify", "exit_code": 0, "error": None, "mismatches": [],
+        "versions": {"python": "3.8.18", "tensorflow": "2.4.1", "keras": "2.4.0", "keras_module": "tf.keras",
+                     "numpy": "1.19.5"},
+        "timings": {"import_tf": 2.1, "import_modules": 0.01, "load": 0.8, "predict": 0.3, "total": 3.4},
+        "load": {"ok": True, "format": "h5", "compile": True, "safe_mode": True, "custom_objects": ["MyCustomLayer"]},
+        "reference": {"checked": True, "max_abs_diff": 3e-08, "allclose": True, "atol": 1e-05, "rtol": 1e-04,
+                      "shapes": {"expected": [[2, 1]], "got": [[2, 1]]}, "per_output": []},
+        "optimizer": {"expected": {"class": "Adam"}, "restored": "Adam", "iterations": 12, "weights_restored": 5,
+                      "ok": True, "problems": []},
+        "network": {"interfaces": ["lo"], "non_loopback": [], "route": False, "isolated": True},
+    }
+    rep.update(kw)
+    return rep
+
+
+def report_stdout(rep):
+    return "some noise\nWARNING tf\n" + rt.REPORT_PREFIX + json.dumps(rep) + "\n"

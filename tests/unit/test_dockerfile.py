@@ -8,9 +8,9 @@ import os
 import tarfile
 from pathlib import Path
 
-import pytest
-
 from envrepro.build import dockerfile as df
+from envrepro.build.pipconfig import PipSettings
+from envrepro.build.templates import BUILD_DIR, WHEELS_DIR, template_text
 from envrepro.capturing import lock as L
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 H = lambda c: "sha256:" + c * 64  # noqa: E731  (a fake, well-formed hash)
@@ -95,7 +95,7 @@ def check_snapshot(name, text):
         path.write_text(text)
     assert text == path.read_text(), (
         f"{name} changed; see the module docstring to refresh it. If the image it builds changes, "
-        "bump envrepro.build.images.RUNTIME_VERSION too, so existing environment images get new keys")
+        "bump envrepro.build.spec.RUNTIME_VERSION too, so existing environment images get new keys")
 
 
 # -- the lock (parsed by envrepro.capturing.lock, split and rendered for the build) -------------------------
@@ -212,12 +212,12 @@ def test_mixed_lock_installs_hashless_entries_in_a_separate_unverified_step():
     assert (plan.heavy, plan.rest) == split(TF_LOCK)
     text = df.render(spec(lock_text=MIXED_LOCK, wheels={"mypkg-0.1-py3-none-any.whl": b"PK"}))
     runs = _run_lines(text)
-    assert [r.split(" -r ")[-1] for r in runs] == [f"{df.BUILD_DIR}/heavy.lock", f"{df.BUILD_DIR}/rest.lock",
-                                                   f"{df.BUILD_DIR}/unverified.lock"]
+    assert [r.split(" -r ")[-1] for r in runs] == [f"{BUILD_DIR}/heavy.lock", f"{BUILD_DIR}/rest.lock",
+                                                   f"{BUILD_DIR}/unverified.lock"]
     assert "--require-hashes" in runs[0] and "--require-hashes" in runs[1]
     assert "--require-hashes" not in runs[2] and "--no-deps" in runs[2]
-    assert f"--find-links {df.WHEELS_DIR}" in runs[2]
-    assert text.index(f"COPY wheels/ {df.WHEELS_DIR}/") < text.index("unverified.lock")
+    assert f"--find-links {WHEELS_DIR}" in runs[2]
+    assert text.index(f"COPY wheels/ {WHEELS_DIR}/") < text.index("unverified.lock")
     assert "installed without hash verification: fromgit, mypkg, wrapt" in text
     files = members(df.build_context(spec(lock_text=MIXED_LOCK)))
     assert files["unverified.lock"][1].decode() == plan.unverified
@@ -225,21 +225,12 @@ def test_mixed_lock_installs_hashless_entries_in_a_separate_unverified_step():
 
 
 # -- pip.conf -----------------------------------------------------------------------------------
-def test_pip_conf_lists_urls_and_points_at_the_copied_ca():
-    pip = df.PipSettings(index_url="https://idx.example/simple",
-                         extra_index_urls=("https://u:tok@a.example/simple", "https://b.example/simple"),
-                         trusted_hosts=("a.example",), find_links=("https://c.example/wheels",))
-    text = df.render_pip_conf(pip, has_cert=True)
-    assert "index-url = https://idx.example/simple" in text
-    assert "extra-index-url =\n    https://u:tok@a.example/simple\n    https://b.example/simple" in text
-    assert f"cert = {df.BUILD_DIR}/ca.crt" in text
-    assert "cert" not in df.render_pip_conf(df.PipSettings(), has_cert=False)
 
 
 # -- the Dockerfile -----------------------------------------------------------------------------
 def test_template_is_found_through_the_package():
-    assert "FROM ${PYTHON_BASE} AS heavy-builder" in df.template_text()
-    assert "--create" in df.template_text("pip.sh")
+    assert "FROM ${PYTHON_BASE} AS heavy-builder" in template_text()
+    assert "--create" in template_text("pip.sh")
 
 
 def test_render_cpu_snapshot():
@@ -304,13 +295,13 @@ def test_label_values_are_quoted_and_dollar_escaped():
 
 def test_local_wheels_go_where_the_lock_points():
     text = df.render(spec(wheels={"mypkg-0.1-py3-none-any.whl": b"PK"}))
-    assert f"COPY wheels/ {df.WHEELS_DIR}/" in text and f"--find-links {df.WHEELS_DIR}" in text
-    assert df.WHEELS_DIR == "/envrepro/capture/wheels"
+    assert f"COPY wheels/ {WHEELS_DIR}/" in text and f"--find-links {WHEELS_DIR}" in text
+    assert WHEELS_DIR == "/envrepro/capture/wheels"
 
 
 # -- the build context --------------------------------------------------------------------------
 def test_context_is_deterministic_and_normalised():
-    pip = df.PipSettings(extra_index_urls=("https://a.example/simple",))
+    pip = PipSettings(extra_index_urls=("https://a.example/simple",))
     a = df.build_context(spec(pip=pip, ca_bundle=b"CA"))
     b = df.build_context(spec(pip=pip, ca_bundle=b"CA"))
     assert a == b
@@ -332,13 +323,9 @@ def test_context_changes_with_inputs():
 
 
 def test_credentials_stay_out_of_the_dockerfile():
-    pip = df.PipSettings(extra_index_urls=("https://user:SECRET-TOKEN@a.example/simple",))
+    pip = PipSettings(extra_index_urls=("https://user:SECRET-TOKEN@a.example/simple",))
     ctx = members(df.build_context(spec(pip=pip, ca_bundle=b"SENTINEL-CA")))
     assert b"SECRET-TOKEN" not in ctx["Dockerfile"][1] and b"SENTINEL-CA" not in ctx["Dockerfile"][1]
     assert b"SECRET-TOKEN" in ctx["build/pip.conf"][1]
 
 
-@pytest.mark.parametrize("url,ok", [("https://x/simple", True), ("HTTP://x", True),
-                                    ("file:///opt/pypi", False), ("/opt/wheels", False)])
-def test_is_http_url(url, ok):
-    assert df.is_http_url(url) is ok

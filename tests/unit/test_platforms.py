@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from envrepro.build import images as build
+from envrepro.build import images, spec
 from envrepro.capturing import lock as L
-from envrepro.sandbox import run as load
+from envrepro.sandbox import report as reports
 from envrepro.sidecar import manifest
 from envrepro.build import platforms
-from envrepro.build import dockerfile as df
+from envrepro.build.pipconfig import PipSettings
 from envrepro.errors import EXIT_BUILD_FAILED, PlatformError
 from envrepro.build.resolve import ResolutionFailed
 
@@ -296,9 +296,9 @@ def test_ensure_image_builds_from_the_translated_lock(mac, tmp_path):
     t = translate(mac, tmp_path)                 # made once (the real one resolves with pip-tools)
     engine = FakeEngine([image("python:3.11-slim", digest="python@sha256:" + "0" * 64)])
     lines = []
-    info = build.ensure_image(mac, engine, on_progress=lines.append, pip=df.PipSettings())
-    assert info.key == build.image_key("python:3.11-slim", "3.11.7", t.lock_text)
-    assert info.key != build.image_key("python:3.11-slim", "3.11.7", mac.lock_path.read_text())
+    info = images.ensure_image(mac, engine, on_progress=lines.append, pip=PipSettings())
+    assert info.key == spec.image_key("python:3.11-slim", "3.11.7", t.lock_text)
+    assert info.key != spec.image_key("python:3.11-slim", "3.11.7", mac.lock_path.read_text())
     files = context_files(engine.builds[0][0])
     assert b"tensorflow-cpu==2.13.0" in files["heavy.lock"] and b"tensorflow-macos" not in files["heavy.lock"]
     assert b"tensorflow-metal" not in b"".join(files.values())
@@ -307,9 +307,9 @@ def test_ensure_image_builds_from_the_translated_lock(mac, tmp_path):
     assert labels["org.envrepro.lock-sha256"] == hashlib.sha256(t.lock_text.encode()).hexdigest()
     assert any(line.startswith("translated for Linux: tensorflow-macos 2.13.0 -> tensorflow-cpu") for line in lines)
     assert info.translation["changes"][0].startswith("tensorflow-macos 2.13.0 -> tensorflow-cpu 2.13.0")
-    assert build.summarize(info)["translation"]["from"] == "macOS"
+    assert images.summarize(info)["translation"]["from"] == "macOS"
     # the same capture again: same key, the image is found locally
-    again = build.ensure_image(mac, engine, on_progress=lambda line: None, pip=df.PipSettings())
+    again = images.ensure_image(mac, engine, on_progress=lambda line: None, pip=PipSettings())
     assert again.source == "local" and again.key == info.key and again.translation == info.translation
 
 
@@ -317,8 +317,8 @@ def test_load_report_lists_the_translation_and_unverified_entries(mac, tmp_path)
     t = translate(mac, tmp_path)
     img = {"tag": "envrepro-env:abc", "source": "built", "base_image": "python:3.11-slim",
            "translation": t.to_dict(), "unverified": ["fromgit"], "built_from_source": ["termcolor"]}
-    report = load.LoadReport(model="m", capture="c", image=img, loader={"ok": True, "load": {"ok": True}})
-    text = load.render_report(report)
+    report = reports.LoadReport(model="m", capture="c", image=img, loader={"ok": True, "load": {"ok": True}})
+    text = reports.render_report(report)
     assert "translated   for Linux from a macOS capture: 4 package(s) differ from the capture" in text
     for change in ("tensorflow-macos 2.13.0 -> tensorflow-cpu 2.13.0", "tensorflow-metal 1.0.1 dropped",
                    "appnope 0.1.3 dropped", "tensorflow-io-gcs-filesystem 0.34.0 added"):
@@ -331,4 +331,4 @@ def test_load_report_lists_the_translation_and_unverified_entries(mac, tmp_path)
 def test_linux_capture_is_not_translated(tmp_path):
     cap = manifest.Capture(tmp_path, {"python": {"version": "3.8.18", "sys_platform": "linux"}})
     (tmp_path / "requirements.lock").write_text("six==1.16.0\n")
-    assert build.lock_for(cap) == ("six==1.16.0\n", None)
+    assert spec.lock_for(cap) == ("six==1.16.0\n", None)

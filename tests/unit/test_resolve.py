@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from envrepro.build import resolve
-from envrepro.build.dockerfile import PipSettings
+from envrepro.build.pipconfig import PipSettings
 from envrepro.errors import PlatformError
 
 

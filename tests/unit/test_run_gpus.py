@@ -3,25 +3,21 @@ load/run/shell glue (envrepro.commands) with fake engines. No GPU needed: what i
 envrepro asks the engine for (the CUDA base Dockerfile has its snapshot in test_dockerfile.py)."""
 import pytest
 
-from envrepro.build import images as build
+from envrepro.build import bases, pipconfig
+from envrepro.sandbox import policy
 from envrepro.sandbox import run as load
 from envrepro import commands
 try:
-    from .fakes import FakeEngine, image
-    from .test_loader_plan import image_info, make_capture
+    from .fakes import FakeEngine, image, image_info, make_capture
 except ImportError:
-    from fakes import FakeEngine, image
-    from test_loader_plan import image_info, make_capture
+    from fakes import FakeEngine, image, image_info, make_capture
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    for var in ("ENVREPRO_BASE_IMAGE", "ENVREPRO_REGISTRY", "ENVREPRO_DEBUG"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(build, "host_pip_settings", lambda runner=None: build.df.PipSettings())
+def no_host_pip_or_debug(monkeypatch):
+    """conftest.py already isolates home, config and cache; the host's pip settings stay out too."""
+    monkeypatch.delenv("ENVREPRO_DEBUG", raising=False)
+    monkeypatch.setattr(pipconfig, "host_pip_settings", lambda runner=None: pipconfig.PipSettings())
 
 
 @pytest.fixture
@@ -30,11 +26,11 @@ def cap(tmp_path):
 
 
 def test_run_args_pass_gpus_only_when_asked(cap):
-    assert "gpus" not in load.run_args(cap)
-    args = load.run_args(cap, gpus=True)
+    assert "gpus" not in policy.run_args(cap)
+    args = policy.run_args(cap, gpus=True)
     assert args["gpus"] is True
     # the sandbox is unchanged by GPUs
-    plain = load.run_args(cap)
+    plain = policy.run_args(cap)
     assert {k: v for k, v in args.items() if k not in ("gpus", "environment")} == \
         {k: v for k, v in plain.items() if k != "environment"}
 
@@ -47,22 +43,13 @@ def test_docker_argv_has_gpus_all(cap):
     assert "--network" in argv and "--cap-drop" in argv
 
 
-class RunEngine:
-    def __init__(self):
-        self.calls = []
-
-    def run(self, image, command, **kwargs):
-        self.calls.append(kwargs)
-        return 0, "", ""
-
-
 def test_load_and_run_pass_gpus_to_the_engine(cap):
-    engine = RunEngine()
+    engine = FakeEngine()
     load.load(cap.model_path, engine, image_info(), gpus=True, record=lambda *a: None)
     load.load(cap.model_path, engine, image_info(), record=lambda *a: None)
-    assert engine.calls[0]["gpus"] is True and "gpus" not in engine.calls[1]
+    assert engine.runs[0]["gpus"] is True and "gpus" not in engine.runs[1]
     load.run_command(cap.model_path, engine, image_info(), ["nvidia-smi"], gpus=True)
-    assert engine.calls[2]["gpus"] is True
+    assert engine.runs[2]["gpus"] is True
 
 
 def test_shell_passes_gpus(cap, monkeypatch):
@@ -80,7 +67,7 @@ def test_wants_gpus(value, wanted):
 
 
 def _engine_with_cuda_base():
-    cuda = build.gpu_base("2.4.1").image
+    cuda = bases.gpu_base("2.4.1").image
     return FakeEngine([image(cuda, digest="nvidia/cuda@sha256:" + "1" * 64),
                        image("python:3.8-slim", digest="python@sha256:" + "0" * 64)]), cuda
 

@@ -1,0 +1,89 @@
+"""What identifies an environment image: its key, tag and labels, and the build spec the
+Dockerfile and context are rendered from.
+
+Images are per environment, not per model: the key is hashed over (base image, Python version,
+canonical lock, runtime version), so "is it built?" is one inspect call and models that share a
+lock share an image. A capture made on macOS or Windows is built from its lock translated for
+Linux (``envrepro.build.platforms``, cached on the host); the key is computed over that lock.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple
+
+from envrepro import config
+from envrepro.build import dockerfile as df
+from envrepro.build import platforms
+from envrepro.build import pipconfig
+from envrepro.build.pipconfig import PipSettings
+from envrepro.capturing import lock as lockmod
+from envrepro.sidecar.manifest import Capture
+
+# Bump when the image layout the runtime scripts rely on changes (venv path, user, labels,
+# templates in images/, dockerfile.py): every environment then gets a new key and is rebuilt.
+RUNTIME_VERSION = "2"
+IMAGE_REPO = "envrepro-env"
+LABEL = "org.envrepro."
+LABEL_KEY = LABEL + "key"   # the label ``envrepro images`` and prune find environment images by
+Progress = Callable[[str], None]
+
+
+def image_key(base_image: str, python_version: str, lock_text: str,
+              runtime_version: str = RUNTIME_VERSION) -> str:
+    """32 hex chars of sha256 over what defines the environment (comments in the lock don't)."""
+    fields = {"base": base_image, "python": python_version,
+              "lock": lockmod.canonical_lock(lock_text), "runtime": runtime_version}
+    tools = sorted(f"{e.name}=={e.version}" for e in lockmod.parse_lock(lock_text, include_unsafe=True)
+                   if e.unsafe)
+    if tools:  # setuptools/wheel pins (commented in the lock) are installed too
+        fields["tools"] = tools
+    payload = json.dumps(fields, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def image_tag(key: str) -> str:
+    return f"{IMAGE_REPO}:{key[:16]}"
+
+
+def _wheels(capture: Capture) -> Dict[str, bytes]:
+    folder = capture.root / "wheels"
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.whl"))} if folder.is_dir() else {}
+
+
+def lock_for(capture: Capture, gpus: bool = False, pip: Optional[PipSettings] = None,
+             say: Optional[Progress] = None) -> Tuple[str, Optional[platforms.Translation]]:
+    """The lock the image is built from: the capture's own, or for a capture made on macOS or
+    Windows its translation for Linux (made once, then read from the cache)."""
+    if not platforms.is_foreign(capture):
+        return capture.lock_path.read_text(encoding="utf-8"), None
+    t = platforms.translate(capture, config.cache_dir(), prefer_cpu=not gpus,
+                            pip=pip if pip is not None else pipconfig.host_pip_settings(), say=say)
+    return t.lock_text, t
+
+
+def build_spec(capture: Capture, base_image: str, base_digest: str, key: str, gpus: bool = False,
+               pip: Optional[PipSettings] = None, runtime_version: str = RUNTIME_VERSION,
+               lock_text: Optional[str] = None, translated_from: str = "") -> df.BuildSpec:
+    """Everything the Dockerfile and the context are rendered from, for one capture
+    (``lock_text``: a translated lock instead of the capture's)."""
+    if lock_text is None:
+        lock_text = capture.lock_path.read_text(encoding="utf-8")
+    python_version = str(capture.get("python.version"))
+    pip = pip if pip is not None else pipconfig.host_pip_settings()
+    ca = b""
+    if pip.cert and os.path.isfile(pip.cert):
+        ca = Path(pip.cert).read_bytes()
+    labels = {LABEL_KEY: key, LABEL + "python": python_version,
+              LABEL + "tensorflow": str(capture.get("frameworks.tensorflow") or ""),
+              LABEL + "base": base_image, LABEL + "runtime-version": runtime_version,
+              LABEL + "lock-sha256": hashlib.sha256(lock_text.encode()).hexdigest()}
+    if base_digest:
+        labels[LABEL + "base-digest"] = base_digest
+    if translated_from:
+        labels[LABEL + "translated-from"] = translated_from
+    return df.BuildSpec(base_image=base_image, python_version=python_version, lock_text=lock_text,
+                        labels=labels, pip=pip, ca_bundle=ca, wheels=_wheels(capture),
+                        python_from_source=gpus)

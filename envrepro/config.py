@@ -1,0 +1,57 @@
+"""The user's settings, in one place: where envrepro reads its config file and keeps its cache,
+and which base image and registry to use.
+
+Precedence everywhere: the command-line flag, then the environment variable
+(``ENVREPRO_BASE_IMAGE``, ``ENVREPRO_REGISTRY``), then ``~/.config/envrepro/config.yaml``
+(``base_image:``, ``registry:``; honours XDG_CONFIG_HOME). The cache (translated locks, build logs,
+the images index) lives under ``$XDG_CACHE_HOME/envrepro``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from envrepro.errors import EnvreproError
+
+
+def config_path() -> Path:
+    """``$XDG_CONFIG_HOME/envrepro/config.yaml`` (default ``~/.config/envrepro/config.yaml``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "envrepro" / "config.yaml"
+
+
+def load_config() -> Dict[str, Any]:
+    """``~/.config/envrepro/config.yaml`` (honours XDG_CONFIG_HOME); {} when absent."""
+    p = config_path()
+    if not p.is_file():
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise EnvreproError(f"config file is unreadable ({str(e).splitlines()[0]})", str(p),
+                            "fix or remove it") from None
+    return data if isinstance(data, dict) else {}
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/envrepro`` (default ``~/.cache/envrepro``): translated locks, build logs,
+    the images index. Everything in it can be deleted."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "envrepro"
+
+
+def base_image_setting(base_image: Optional[str] = None) -> Optional[str]:
+    """The base image the user asked for: flag, else ENVREPRO_BASE_IMAGE, else config
+    ``base_image``; None means the default for the captured Python (``build.bases``)."""
+    chosen = base_image or os.environ.get("ENVREPRO_BASE_IMAGE") or load_config().get("base_image")
+    return str(chosen) if chosen else None
+
+
+def configured_registry(registry: Optional[str] = None) -> Optional[str]:
+    """The registry prebuilt environments are pulled from: flag, else ENVREPRO_REGISTRY, else
+    config ``registry``; None when there is none."""
+    value = registry or os.environ.get("ENVREPRO_REGISTRY") or load_config().get("registry")
+    return str(value).rstrip("/") if value else None

@@ -1,0 +1,89 @@
+"""The plan contract between host and loader: where things are inside the container and what
+the in-container loader (``envrepro/runtime/loader.py``) is asked to do.
+
+The plan is JSON the loader reads from ``ENVREPRO_PLAN``; ``PLAN_VERSION`` changes with its shape.
+It is built from the manifest alone (docs/format.md), with container paths, never host paths.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict
+
+from envrepro.runtime import launch
+from envrepro.sidecar import manifest
+
+CAPTURE_DIR = "/envrepro/capture"
+MODEL_DIR = "/envrepro/model"
+PLAN_VERSION = 1
+DEFAULT_ATOL = 1e-5
+DEFAULT_RTOL = 1e-4
+
+
+@dataclass(frozen=True)
+class ContainerPaths:
+    """Where the model, the capture and the runtime scripts appear inside the container."""
+
+    model: str
+    capture: str = CAPTURE_DIR
+    runtime: str = launch.CONTAINER_DIR
+
+    @property
+    def snapshot(self) -> str:
+        return f"{self.capture}/{manifest.SNAPSHOT_DIR}"
+
+    def in_capture(self, rel: str) -> str:
+        return f"{self.capture}/{rel.lstrip('/')}"
+
+
+def container_paths(capture: manifest.Capture) -> ContainerPaths:
+    """The model keeps its file name (Keras 3 dispatches on the ``.keras``/``.h5`` suffix)."""
+    return ContainerPaths(model=f"{MODEL_DIR}/{capture.model_path.name}")
+
+
+def make_plan(capture: manifest.Capture, container_paths: ContainerPaths,
+              unsafe: bool = False) -> Dict[str, Any]:
+    """The loader's instructions, from the manifest, with container paths.
+
+    Keras 3's safe_mode stays on unless the user passed ``--unsafe``: the plan always carries it
+    and the loader passes it to every ``load_model`` that accepts it.
+    """
+    paths = container_paths
+    ref = capture.get("reference")
+    plan_ref = None
+    if isinstance(ref, dict) and ref.get("inputs"):
+        tol = ref.get("tolerance") or {}
+        plan_ref = {
+            "inputs": [paths.in_capture(p) for p in ref.get("inputs") or []],
+            "outputs": [paths.in_capture(p) for p in ref.get("outputs") or []],
+            "input_structure": ref.get("input_structure") or "single",
+            "input_names": list(ref.get("input_names") or []),
+            "output_structure": ref.get("output_structure") or "single",
+            "output_names": list(ref.get("output_names") or []),
+            "atol": float(tol.get("atol", DEFAULT_ATOL)),
+            "rtol": float(tol.get("rtol", DEFAULT_RTOL)),
+        }
+    opt = capture.get("optimizer")
+    plan_opt = None
+    if isinstance(opt, dict) and opt.get("class"):
+        plan_opt = {k: opt.get(k) for k in ("class", "iterations", "state_saved", "num_weights")}
+    return {
+        "plan_version": PLAN_VERSION,
+        "model_path": paths.model,
+        "model_name": capture.model_path.name,
+        "format": capture.get("model.format"),
+        "compile": bool(capture.get("load.compile", True)),
+        "custom_objects": dict(manifest.model_custom_objects(capture)),
+        "modules": list(capture.get("load.modules") or []),
+        "snapshot_dir": paths.snapshot,
+        "keras_flavor": capture.get("frameworks.keras_flavor"),
+        "env": captured_env(capture),
+        "safe_mode": not unsafe,
+        "reference": plan_ref,
+        "optimizer": plan_opt,
+    }
+
+
+def captured_env(capture: manifest.Capture) -> Dict[str, str]:
+    """Variables that change what TF/Keras load (TF_USE_LEGACY_KERAS, KERAS_BACKEND): set ones only."""
+    env = capture.get("env") or {}
+    return {str(k): str(v) for k, v in sorted(env.items()) if v is not None and str(k).isidentifier()}

@@ -1,0 +1,250 @@
+"""The outcome of a load: the loader's ``ENVREPRO-REPORT {json}`` line parsed into a
+:class:`LoadReport`, its exit code, and the human rendering ``envrepro load`` prints.
+
+When the loader died before reporting, :func:`no_report` says what the host still knows (the
+container's exit code, stderr's last line, a known failure class: docs/failures.md).
+"""
+from __future__ import annotations
+
+import json as jsonlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+from envrepro import errors
+from envrepro.runtime import loader as runtime_loader
+
+REPORT_PREFIX = runtime_loader.REPORT_PREFIX
+# Exit codes of a container killed by a signal (128 + n) that say more than the loader could.
+SIGNAL_EXITS = {
+    132: "illegal instruction: this TensorFlow build needs CPU instructions (AVX?) this machine lacks",
+    137: "the container was killed (out of memory? raise --memory)",
+    139: "segmentation fault inside the container",
+}
+
+
+def parse_report(stdout: "str | bytes | None") -> Optional[Dict[str, Any]]:
+    """The last ``ENVREPRO-REPORT {json}`` line, or None (the loader died before printing it)."""
+    if isinstance(stdout, bytes):
+        stdout = stdout.decode("utf-8", errors="replace")
+    for line in reversed((stdout or "").splitlines()):
+        if line.startswith(REPORT_PREFIX):
+            try:
+                data = jsonlib.loads(line[len(REPORT_PREFIX):])
+            except ValueError:
+                return None
+            return data if isinstance(data, dict) else None
+    return None
+
+
+def no_report(container_exit: Optional[int], stderr: str) -> Dict[str, Any]:
+    """What we know when the loader printed nothing: the exit code and stderr's last line."""
+    lines = [ln for ln in (stderr or "").splitlines() if ln.strip()]
+    last = lines[-1].strip() if lines else ""
+    why = SIGNAL_EXITS.get(container_exit or 0, f"the loader exited {container_exit} without a report")
+    message = f"{why}: {last}" if last else why
+    return {
+        "report_version": runtime_loader.REPORT_VERSION, "ok": False, "stage": "import",
+        "exit_code": container_exit,
+        "error": {"type": "NoReport", "message": message, "first_line": message, "stage": "import",
+                  "failure_class": runtime_loader.classify(stderr or "")},
+        "mismatches": [], "versions": {}, "timings": {}, "load": {"ok": False},
+        "reference": None, "optimizer": None, "network": None,
+    }
+
+
+@dataclass
+class LoadReport:
+    """The outcome of one ``envrepro load``: the loader's report plus what the host knows."""
+
+    model: str
+    capture: str
+    image: Dict[str, Any]
+    loader: Dict[str, Any]
+    container_exit: Optional[int] = None
+    stderr_tail: str = ""
+    timings: Dict[str, Optional[float]] = field(default_factory=dict)
+    unsafe: bool = False
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.loader.get("ok"))
+
+    @property
+    def error(self) -> Optional[Dict[str, Any]]:
+        return self.loader.get("error")
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["ok"] = self.ok
+        d["exit_code"] = exit_code(self)
+        return d
+
+    def to_json(self, indent: Optional[int] = 2) -> str:
+        return jsonlib.dumps(self.to_dict(), indent=indent, sort_keys=True, default=str)
+
+
+def exit_code(report: LoadReport) -> int:
+    """0 ok, EXIT_LOAD_FAILED when the model did not load (or the loader died), EXIT_MISMATCH
+    when it loaded but the reference prediction or the optimizer state differs."""
+    if report.ok:
+        return errors.EXIT_OK
+    err = report.error
+    if err is not None:
+        return errors.EXIT_INTERNAL if err.get("type") == "PlanError" else errors.EXIT_LOAD_FAILED
+    if report.loader.get("mismatches"):
+        return errors.EXIT_MISMATCH
+    return errors.EXIT_LOAD_FAILED
+
+
+def image_dict(image_info: Any) -> Dict[str, Any]:
+    """Duck-typed ImageInfo -> dict. build.images.ImageInfo says ``source`` (local|pulled|built);
+    ``built``/``seconds`` are accepted too."""
+    source = getattr(image_info, "source", None)
+    built = getattr(image_info, "built", None)
+    if source is None:
+        source = "built" if built else ("pulled" if getattr(image_info, "pulled", False) else "local")
+    log = getattr(image_info, "log_path", None)
+    return {
+        "tag": getattr(image_info, "tag", None), "key": getattr(image_info, "key", None),
+        "id": getattr(image_info, "image_id", None), "source": source,
+        "base_image": getattr(image_info, "base_image", None),
+        "base_digest": getattr(image_info, "base_digest", None) or None,
+        "seconds": getattr(image_info, "seconds", None), "log": str(log) if log else None,
+        "built_from_source": list(getattr(image_info, "built_from_source", None) or []),
+        "unverified": list(getattr(image_info, "unverified", None) or []),
+        "translation": getattr(image_info, "translation", None),
+    }
+
+
+def _secs(x: Any) -> str:
+    return "-" if x is None else f"{float(x):.1f} s"
+
+
+def _fmt_num(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.3g}"
+    return str(x)
+
+
+def render_report(report: LoadReport) -> str:
+    """The human report: environment, image, load, optimizer, reference, timings, verdict."""
+    d, img = report.loader, report.image
+    v = d.get("versions") or {}
+    lines = [f"envrepro load {report.model}"]
+
+    def row(label: str, text: str) -> None:
+        lines.append(f"  {label:<13}{text}")
+
+    env = ", ".join(x for x in (
+        f"Python {v['python']}" if v.get("python") else "",
+        f"TensorFlow {v['tensorflow']}" if v.get("tensorflow") else "",
+        f"Keras {v['keras']} ({v.get('keras_module')})" if v.get("keras") else "",
+        f"numpy {v['numpy']}" if v.get("numpy") else "") if x)
+    row("environment", env or "unknown (the loader did not report)")
+    how = {"built": "built", "pulled": "pulled"}.get(img.get("source") or "", "found locally")
+    secs = report.timings.get("image")
+    row("image", f"{img.get('tag') or '?'} ({how}" + (f", {_secs(secs)})" if secs is not None else ")"))
+    base = img.get("base_image") or "?"
+    row("base image", f"{base}@{img['base_digest']}" if img.get("base_digest") else base)
+    lines.extend(_lock_lines(img))
+
+    err = d.get("error")
+    load = d.get("load") or {}
+    if load.get("ok"):
+        extras = [f"format {load.get('format')}", f"compile={load.get('compile')}"]
+        if load.get("custom_objects"):
+            extras.append("custom objects " + ", ".join(load["custom_objects"]))
+        if report.unsafe:
+            extras.append("safe_mode OFF (--unsafe)")
+        row("load", f"OK ({', '.join(extras)})")
+    if err:
+        stage = err.get("stage") or d.get("stage")
+        row(stage if load.get("ok") else "load",
+            f"FAILED at stage {stage}: {err.get('type')}: {err.get('first_line')}")
+        fc = err.get("failure_class")
+        if fc:
+            ident = str(fc.get("id") or "")
+            where = f" (FAILURES.md class {ident})" if ident[:1].isdigit() else ""
+            row("", f"known failure{where}: {fc.get('name')}; fix: {fc.get('fix')}")
+    lines.extend(_optimizer_lines(d.get("optimizer")))
+    lines.extend(_reference_lines(d.get("reference"), load.get("ok"), err))
+    net = d.get("network") or {}
+    if net:
+        row("network", "isolated (loopback only)" if net.get("isolated")
+            else f"NOT isolated: interfaces {', '.join(net.get('interfaces') or [])}")
+    t = {**(d.get("timings") or {}), **{k: x for k, x in report.timings.items() if x is not None}}
+    order = [("image", "image"), ("run", "container"), ("import_tf", "import TF"),
+             ("import_modules", "import modules"), ("load", "load"), ("predict", "predict"),
+             ("total", "loader total")]
+    row("timings", ", ".join(f"{label} {_secs(t[k])}" for k, label in order if k in t) or "-")
+    for w in report.warnings:
+        row("warning", w)
+    lines.append(_verdict(report))
+    return "\n".join(lines) + "\n"
+
+
+def _lock_lines(img: Dict[str, Any]) -> List[str]:
+    """How the image's lock differs from a plain install of the captured one: translated for
+    Linux (every package whose pin differs), entries without hash check, sdists built."""
+    lines: List[str] = []
+    t = img.get("translation") or {}
+    if t:
+        changes = list(t.get("changes") or [])
+        lines.append(f"  {'translated':<13}for Linux from a {t.get('from')} capture: "
+                     f"{len(changes)} package(s) differ from the capture")
+        lines.extend(f"  {'':<13}  {c}" for c in changes)
+        lines.extend(f"  {'':<13}  note: {n}" for n in t.get("notes") or [])
+    if img.get("unverified"):
+        lines.append(f"  {'unverified':<13}installed without hash check (no hash in the lock): "
+                     + ", ".join(img["unverified"]))
+    if img.get("built_from_source"):
+        lines.append(f"  {'from source':<13}built from sdists at image build time: "
+                     + ", ".join(img["built_from_source"]))
+    return lines
+
+
+def _optimizer_lines(opt: Optional[Dict[str, Any]]) -> List[str]:
+    if not opt:
+        return []
+    if opt.get("skipped"):
+        return [f"  {'optimizer':<13}not checked ({opt['skipped']})"]
+    text = (f"{opt.get('restored')} restored, iterations {opt.get('iterations')}, "
+            f"{opt.get('weights_restored')} variables")
+    if opt.get("ok"):
+        lines = [f"  {'optimizer':<13}{text}  OK"]
+    else:
+        lines = [f"  {'optimizer':<13}{text}  MISMATCH: {'; '.join(opt.get('problems') or [])}"]
+    if opt.get("note"):
+        lines.append(f"  {'':<13}{opt['note']}")
+    return lines
+
+
+def _reference_lines(ref: Optional[Dict[str, Any]], loaded: Any, err: Any) -> List[str]:
+    if ref is None:
+        if loaded and not err:
+            return [f"  {'reference':<13}none in the capture (nothing to compare)"]
+        return []
+    tol = f"atol {_fmt_num(ref.get('atol'))} + rtol {_fmt_num(ref.get('rtol'))}"
+    if ref.get("problem"):
+        shapes = ref.get("shapes") or {}
+        return [f"  {'reference':<13}MISMATCH: {ref['problem']} "
+                f"(expected {shapes.get('expected')}, got {shapes.get('got')})"]
+    diff = f"max |diff| {_fmt_num(ref.get('max_abs_diff'))}"
+    if ref.get("allclose"):
+        return [f"  {'reference':<13}{diff} within {tol}  OK"]
+    return [f"  {'reference':<13}{diff} exceeds {tol}  MISMATCH"]
+
+
+def _verdict(report: LoadReport) -> str:
+    code = exit_code(report)
+    if code == errors.EXIT_OK:
+        if report.loader.get("reference"):
+            return "result: OK - the model loads and reproduces its reference prediction"
+        return "result: OK - the model loads (no reference prediction to compare)"
+    if code == errors.EXIT_MISMATCH:
+        return ("result: MISMATCH - the model loads but does not reproduce what was captured: "
+                + "; ".join(report.loader.get("mismatches") or []))
+    if code == errors.EXIT_INTERNAL:
+        return "result: envrepro bug - the loader could not read its plan (run with --debug)"
+    return "result: FAILED - the model does not load in the reproduced environment"

@@ -1,0 +1,1 @@
+COPY wheels/ ${WHEELS_DIR}/

@@ -1,0 +1,2 @@
+# The captured setuptools/wheel (pip-compile's "unsafe" pins: no hashes)
+${INSTALL}

@@ -1,0 +1,1 @@
+COPY --from=rest-builder /overlay/ /

@@ -1,0 +1,47 @@
+"""The plan contract (envrepro.sandbox.plan): container paths and what the loader is asked to do."""
+import json
+
+from envrepro.sandbox import plan as plans
+
+try:
+    from .fakes import cap, cache_home, make_capture
+except ImportError:
+    from fakes import cap, cache_home, make_capture
+
+
+def test_plan_uses_container_paths_and_the_manifest(cap):
+    paths = plans.container_paths(cap)
+    plan = plans.make_plan(cap, paths)
+    assert plan["model_path"] == "/envrepro/model/my_model"
+    assert plan["format"] == "savedmodel" and plan["compile"] is True
+    assert plan["custom_objects"] == {"MyCustomLayer": "custom_layers:MyCustomLayer", "team>Huberish": "losses:Huberish"}
+    assert plan["modules"] == ["custom_layers"]
+    assert plan["snapshot_dir"] == "/envrepro/capture/snapshot"
+    assert plan["env"] == {"TF_USE_LEGACY_KERAS": "1"}  # null variables are not set
+    assert plan["safe_mode"] is True
+    assert plan["keras_flavor"] == "tf.keras"
+    ref = plan["reference"]
+    assert ref["inputs"] == ["/envrepro/capture/reference/input_0.npy"]
+    assert ref["outputs"] == ["/envrepro/capture/reference/output_0.npy"]
+    assert (ref["atol"], ref["rtol"]) == (1e-05, 1e-04)
+    assert ref["input_structure"] == "single" and ref["output_names"] == ["y"]
+    assert plan["optimizer"] == {"class": "Adam", "iterations": 12, "state_saved": True, "num_weights": 5}
+    json.dumps(plan)  # travels as JSON
+
+
+def test_plan_unsafe_and_missing_sections(tmp_path):
+    cap = make_capture(tmp_path, name="m.h5", fmt="h5", reference=None, optimizer=None,
+                       load={"compile": False})
+    plan = plans.make_plan(cap, plans.container_paths(cap), unsafe=True)
+    assert plan["model_path"] == "/envrepro/model/m.h5"  # Keras 3 needs the suffix
+    assert plan["safe_mode"] is False
+    assert plan["reference"] is None and plan["optimizer"] is None
+    assert plan["compile"] is False and plan["custom_objects"] == {} and plan["modules"] == []
+
+
+def test_plan_default_tolerance(tmp_path):
+    cap = make_capture(tmp_path, reference={"inputs": ["reference/input_0.npy"],
+                                            "outputs": ["reference/output_0.npy"]})
+    ref = plans.make_plan(cap, plans.container_paths(cap))["reference"]
+    assert (ref["atol"], ref["rtol"]) == (plans.DEFAULT_ATOL, plans.DEFAULT_RTOL)
+    assert ref["input_structure"] == "single"

@@ -1,0 +1,95 @@
+"""The load report (envrepro.sandbox.report): parsing the loader's line, exit codes, rendering."""
+import json
+
+from envrepro import errors
+from envrepro.runtime import loader as rt
+from envrepro.sandbox import report as reports
+from envrepro.sandbox import run as load
+
+try:
+    from .fakes import cap, FakeEngine, cache_home, image_info, loader_report, make_capture, report_stdout
+except ImportError:
+    from fakes import cap, FakeEngine, cache_home, image_info, loader_report, make_capture, report_stdout
+
+
+def test_parse_report_takes_the_last_report_line():
+    rep = loader_report()
+    assert reports.parse_report(report_stdout(rep)) == rep
+    assert reports.parse_report(report_stdout(rep).encode()) == rep
+    assert reports.parse_report("no report here\n") is None
+    assert reports.parse_report(rt.REPORT_PREFIX + "{broken\n") is None
+    assert reports.parse_report(None) is None
+
+
+def test_load_ok_report_json_and_render(cap, cache_home):
+    eng = FakeEngine(run_result=(0, report_stdout(loader_report()), "tf noise\n"))
+    report = load.load(cap.model_path, eng, image_info(), image_seconds=12.5)
+    kw = eng.runs[0]
+    image, command = kw["image"], kw["command"]
+    assert image == "envrepro/env:k1" and command == ["python", "/envrepro/runtime/loader.py"]
+    assert kw["stream"] is False and kw["network_disabled"] and kw["read_only"]
+    assert report.ok and reports.exit_code(report) == 0
+    d = json.loads(report.to_json())
+    assert d["ok"] is True and d["exit_code"] == 0
+    assert d["image"]["base_digest"].startswith("sha256:") and d["loader"]["reference"]["allclose"]
+    text = reports.render_report(report)
+    for part in ("Python 3.8.18", "TensorFlow 2.4.1", "Keras 2.4.0", "envrepro/env:k1", "built, 12.5 s",
+                 "python:3.8-slim@sha256:bbbb", "load         OK", "Adam restored, iterations 12, 5 variables  OK",
+                 "max |diff| 3e-08 within atol 1e-05 + rtol 0.0001  OK", "image 12.5 s", "import TF 2.1 s",
+                 "load 0.8 s", "predict 0.3 s", "isolated", "result: OK"):
+        assert part in text, part
+    # every load is remembered in the images index
+    idx = json.loads((cache_home / "envrepro" / "index.json").read_text())
+    assert str(cap.root) in idx["images"]["k1"]["captures"]
+
+
+def test_mismatch_report(cap):
+    rep = loader_report(ok=False, exit_code=6, mismatches=["reference prediction differs (max |diff| 0.5)"])
+    rep["reference"].update(max_abs_diff=0.5, allclose=False)
+    report = load.load(cap.model_path, FakeEngine(run_result=(6, report_stdout(rep), "")), image_info(source="local"))
+    assert reports.exit_code(report) == errors.EXIT_MISMATCH
+    text = reports.render_report(report)
+    assert "max |diff| 0.5 exceeds atol 1e-05" in text and "MISMATCH" in text and "found locally" in text
+
+
+def test_optimizer_mismatch_is_exit_6(cap):
+    rep = loader_report(ok=False, mismatches=["iterations 0, expected 12"])
+    rep["optimizer"].update(iterations=0, ok=False, problems=["iterations 0, expected 12"])
+    report = load.load(cap.model_path, FakeEngine(run_result=(6, report_stdout(rep), "")), image_info())
+    assert reports.exit_code(report) == 6
+    assert "MISMATCH: iterations 0, expected 12" in reports.render_report(report)
+
+
+def test_load_failure_report_is_exit_5_with_the_class(cap):
+    err = rt.error_info(TypeError("Could not locate class 'MyLayer'. Make sure custom classes are decorated"), "load")
+    rep = loader_report(ok=False, stage="load", error=err, reference=None, optimizer=None,
+                        load={"ok": False, "format": "keras"})
+    report = load.load(cap.model_path, FakeEngine(run_result=(5, report_stdout(rep), "")), image_info())
+    assert reports.exit_code(report) == errors.EXIT_LOAD_FAILED
+    text = reports.render_report(report)
+    assert "FAILED at stage load: TypeError: Could not locate class 'MyLayer'" in text
+    assert "known failure (FAILURES.md class 2): unregistered custom object; fix: import the module" in text
+    assert "result: FAILED" in text
+
+
+def test_failure_after_load_is_shown(cap):
+    err = rt.error_info(SystemError("unknown opcode"), "predict")
+    rep = loader_report(ok=False, stage="predict", error=err, reference=None, optimizer=None)
+    report = load.load(cap.model_path, FakeEngine(run_result=(5, report_stdout(rep), "")), image_info())
+    text = reports.render_report(report)
+    assert reports.exit_code(report) == 5
+    assert "predict      FAILED at stage predict: SystemError: unknown opcode" in text
+    assert "FAILURES.md class 5" in text
+
+
+def test_no_report_line_oom(cap):
+    report = load.load(cap.model_path, FakeEngine(run_result=(137, "", "Killed\n")), image_info())
+    assert reports.exit_code(report) == errors.EXIT_LOAD_FAILED
+    assert report.error["type"] == "NoReport" and "out of memory" in report.error["message"]
+    assert "raise --memory" in reports.render_report(report)
+
+
+def test_plan_error_is_internal():
+    report = reports.LoadReport(model="m", capture="c", image={}, loader=loader_report(
+        ok=False, error={"type": "PlanError", "message": "x", "first_line": "x", "stage": "import"}))
+    assert reports.exit_code(report) == errors.EXIT_INTERNAL
