@@ -35,7 +35,7 @@ PROBE_TIMEOUT = float(os.environ.get("ENVREPRO_PROBE_TIMEOUT", "300"))
 TRY_TIMEOUT = float(os.environ.get("ENVREPRO_TRY_TIMEOUT", "900"))
 TF_DISTS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel", "tensorflow-macos")
 FRAMEWORK_DISTS = TF_DISTS + ("keras", "tf-keras")
-# TF's dependencies that FAILURES.md names (ABI, HDF5 reading, generated protobuf code): shown first
+# TF's dependencies that docs/failures.md names (ABI, HDF5 reading, generated protobuf code): shown first
 KEY_CLOSURE = ("numpy", "h5py", "protobuf", "ml-dtypes", "typing-extensions", "keras-preprocessing",
                "tensorflow-estimator", "gast", "wrapt", "six")
 MAX_DIFF_LINES = 200
@@ -178,7 +178,7 @@ def compare_frameworks(saved: Env, target: Env, inferred: bool) -> List[Finding]
             out.append(Finding(WARNING, f"TensorFlow {target.tensorflow} here, saved with "
                                f"{saved.tensorflow}{guess}",
                                ("an older TF than the saving one: ops and config keys may be missing"
-                                if older else "loading across TF minors is not guaranteed (FAILURES.md 8d)"),
+                                if older else "loading across TF minors is not guaranteed (docs/failures.md class 8d)"),
                                f"pip install tensorflow-cpu=={pin}"
                                + (" with the capture's lock, or `envrepro load MODEL`" if not inferred else
                                   ", or `envrepro capture --infer MODEL` then `envrepro load MODEL`"),
@@ -204,7 +204,7 @@ def compare_frameworks(saved: Env, target: Env, inferred: bool) -> List[Finding]
 
 def _importance(cap: manifest.Capture, saved: Env) -> Dict[str, Tuple[int, str]]:
     """canonical name -> (rank, why): 0 frameworks, 1 custom-object providers, 2 the TF
-    dependencies FAILURES.md names, 3 the rest of TF's closure, 4 everything else."""
+    dependencies docs/failures.md names, 3 the rest of TF's closure, 4 everything else."""
     from envrepro.capturing.lock import split_closure, parse_lock
 
     ranks: Dict[str, Tuple[int, str]] = {}
@@ -538,7 +538,7 @@ def diagnose(model_path: "os.PathLike[str] | str", python: Optional[str] = None,
                             compile=info.training_config is not None, custom_objects=custom,
                             missing_modules=missing_modules)
     for cls, hit in catalogue.detect(ctx):
-        findings.append(Finding(hit.severity, f"{cls.title}: {hit.detail}", f"FAILURES.md class {cls.id} "
+        findings.append(Finding(hit.severity, f"{cls.title}: {hit.detail}", f"docs/failures.md class {cls.id} "
                                 f"({cls.versions})", hit.fix or cls.fix, kind="class", class_id=cls.id,
                                 message=hit.message or cls.message.replace("{path}", str(model))))
     results = check_lambdas(info, python) if any(f.class_id == "5" for f in findings) else []
