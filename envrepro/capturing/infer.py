@@ -263,7 +263,7 @@ def _python_for_lambdas(info: ModelFileInfo, p: InferencePlan,
     """Lambda layers carry marshalled bytecode of the saving Python (FAILURES.md class 5): try
     the TF's Pythons, likeliest first, and keep the first under which all of it unmarshals.
     Adjacent minors can share a marshal format, so this narrows the guess; it is no proof."""
-    from envrepro.diagnose.doctor import check_lambdas
+    from envrepro.diagnose.lambdas import check_lambdas
 
     row = compat.for_tf(p.tensorflow)
     order = [p.python] + [v for v in reversed(row.get("python") or []) if v != p.python]

@@ -11,15 +11,12 @@ inferred) and the target environment (probe facts). ``classify_exception`` maps 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from envrepro.diagnose.tfversions import for_tf, minor_of, vtuple
+from envrepro.diagnose.findings import ERROR, WARNING
 from envrepro.diagnose.modelfiles import ModelFileInfo
 from envrepro.runtime import failures
-
-ERROR, WARNING, INFO = "error", "warning", "info"
-SEVERITY_ORDER = {ERROR: 0, WARNING: 1, INFO: 2}
-
 
 @dataclass
 class Env:
@@ -409,7 +406,3 @@ def table_rows() -> List[Dict[str, Any]]:
     """The catalogue as plain data (for --json and docs)."""
     return [{"id": f.id, "title": f.title, "message": f.message, "versions": f.versions,
              "fix": f.fix, "sources": list(f.sources)} for f in failures.FAILURES]
-
-
-def by_severity(items: Sequence[Any], key: Callable[[Any], str]) -> List[Any]:
-    return sorted(items, key=lambda x: SEVERITY_ORDER.get(key(x), 3))

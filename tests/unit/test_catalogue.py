@@ -3,7 +3,8 @@ import pytest
 
 from envrepro.diagnose import catalogue
 from envrepro.diagnose import tfversions as compat
-from envrepro.diagnose.catalogue import ERROR, WARNING, Context, Env, classify_exception
+from envrepro.diagnose.catalogue import Context, Env, classify_exception
+from envrepro.diagnose.findings import ERROR, WARNING
 from envrepro.diagnose.modelfiles import LambdaInfo, ModelFileInfo, TrainingConfigSummary
 
 # Error texts as users report them (docs/failures.md, Keras sources), one or more per class.
