@@ -39,7 +39,8 @@ from envrepro.sidecar import manifest
 from envrepro.capturing.capture import CaptureResult, _hashes_default, build_manifest
 from envrepro.errors import CaptureError
 from envrepro.fsutil import cleanup_stale, file_lock, replace_dir
-from envrepro.diagnose.modelfiles import BUILTIN_NAMES, ModelFileInfo, read_model_file
+from envrepro.diagnose.kerasconfig import BUILTIN_NAMES
+from envrepro.diagnose.modelfiles import ModelFileInfo, read_model_file
 
 RESOLVE_TIMEOUT = float(os.environ.get("ENVREPRO_RESOLVE_TIMEOUT", "900"))
 SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".venv", "venv", "node_modules", "site-packages"}

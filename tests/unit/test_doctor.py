@@ -13,7 +13,7 @@ from envrepro.diagnose import doctor
 from envrepro.diagnose.findings import ERROR, INFO, WARNING
 from envrepro.sidecar import manifest
 
-from test_modelfiles import KERAS2_ROOT, saved_model_pb
+from modelfile_builders import KERAS2_ROOT, saved_model_pb
 
 LAYER_V1 = '''"""My layers."""
 import tensorflow as tf

@@ -2,7 +2,8 @@
 import pytest
 
 from envrepro.capturing import infer
-from envrepro.diagnose.modelfiles import LambdaInfo, ModelFileInfo
+from envrepro.diagnose.kerasconfig import LambdaInfo
+from envrepro.diagnose.modelfiles import ModelFileInfo
 
 
 def test_infer_plan_savedmodel():

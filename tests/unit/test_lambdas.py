@@ -3,7 +3,8 @@ import base64
 import marshal
 
 from envrepro.diagnose.lambdas import check_lambdas
-from envrepro.diagnose.modelfiles import LambdaInfo, ModelFileInfo
+from envrepro.diagnose.kerasconfig import LambdaInfo
+from envrepro.diagnose.modelfiles import ModelFileInfo
 
 
 def test_check_lambdas_here():
