@@ -1,4 +1,6 @@
 """runtime/failures.py: the one failure table, read by the loader (in containers) and the doctor."""
+from pathlib import Path
+
 from envrepro.diagnose import catalogue
 from envrepro.runtime import failures, loader
 
@@ -29,3 +31,10 @@ def test_every_numbered_class_has_a_detector():
     numbered = [f.id for f in failures.FAILURES if f.id not in failures.EXTRA_IDS]
     assert list(catalogue.DETECTORS) == numbered
 
+
+
+def test_docs_describe_every_class():
+    """docs/failures.md is the human side of the table: one section per class id."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "failures.md").read_text(encoding="utf-8")
+    headings = {line[3:].split(" ", 1)[0] for line in doc.splitlines() if line.startswith("## ")}
+    assert {f.id for f in failures.FAILURES} <= headings
