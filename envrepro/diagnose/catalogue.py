@@ -372,15 +372,13 @@ DETECTORS: Dict[str, Detector] = {
     "8e": _not_a_model,
 }
 
-CLASSES: Tuple[FailureClass, ...] = tuple(FailureClass(failures.BY_ID[cid], detect)
-                                          for cid, detect in DETECTORS.items())
-BY_ID: Dict[str, FailureClass] = {f.id: FailureClass(f) for f in failures.FAILURES}
-BY_ID.update({c.id: c for c in CLASSES})
+BY_ID: Dict[str, FailureClass] = {f.id: FailureClass(f, DETECTORS.get(f.id, _no_detector))
+                                  for f in failures.FAILURES}
+CLASSES: Tuple[FailureClass, ...] = tuple(BY_ID[cid] for cid in DETECTORS)   # the detected ones
 
 
 def get(class_id: str) -> FailureClass:
     return BY_ID[class_id]
-
 
 
 def detect(ctx: Context) -> List[Tuple[FailureClass, Hit]]:
