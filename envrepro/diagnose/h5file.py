@@ -17,6 +17,8 @@ if TYPE_CHECKING:   # annotations only: modelfiles imports this module
 
 
 def read_h5(path: Path, info: ModelFileInfo) -> None:
+    """Fill ``info`` from an H5 file's attributes, never its weights (only the attributes say who
+    wrote the file; reading weights would cost memory for nothing)."""
     try:
         import h5py  # noqa: F401 - optional: the host may not have it
     except ImportError:

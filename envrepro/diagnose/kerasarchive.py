@@ -43,6 +43,7 @@ def _read_member(zf: zipfile.ZipFile, name: str, info: ModelFileInfo) -> Optiona
 
 
 def read_keras_zip(path: Path, info: ModelFileInfo) -> None:
+    """Fill ``info`` from a ``.keras`` zip's two JSON members, after refusing unsafe archives."""
     try:
         zf = zipfile.ZipFile(str(path))
     except (zipfile.BadZipFile, OSError) as e:

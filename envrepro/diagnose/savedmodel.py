@@ -23,6 +23,8 @@ MAX_PB_BYTES = 2 * 1024 * 1024 * 1024  # saved_model.pb is read whole; larger is
 
 
 def read_savedmodel(folder: Path, info: ModelFileInfo) -> None:
+    """Fill ``info`` from a SavedModel folder; what can't be decoded becomes a note, not an error
+    (a half-readable model still tells the doctor its TF version)."""
     pb, pbtxt = folder / "saved_model.pb", folder / "saved_model.pbtxt"
     if not pb.is_file() and not pbtxt.is_file():
         info.problems.append("folder is not a SavedModel (no saved_model.pb or saved_model.pbtxt)")
