@@ -39,7 +39,8 @@ from envrepro.sidecar import manifest
 from envrepro.capturing.capture import CaptureResult, _hashes_default, build_manifest
 from envrepro.errors import CaptureError
 from envrepro.fsutil import cleanup_stale, file_lock, replace_dir
-from envrepro.diagnose.modelfiles import BUILTIN_NAMES, ModelFileInfo, read_model_file
+from envrepro.diagnose.kerasconfig import BUILTIN_NAMES
+from envrepro.diagnose.modelfiles import ModelFileInfo, read_model_file
 
 RESOLVE_TIMEOUT = float(os.environ.get("ENVREPRO_RESOLVE_TIMEOUT", "900"))
 SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".venv", "venv", "node_modules", "site-packages"}
@@ -263,7 +264,7 @@ def _python_for_lambdas(info: ModelFileInfo, p: InferencePlan,
     """Lambda layers carry marshalled bytecode of the saving Python (FAILURES.md class 5): try
     the TF's Pythons, likeliest first, and keep the first under which all of it unmarshals.
     Adjacent minors can share a marshal format, so this narrows the guess; it is no proof."""
-    from envrepro.diagnose.doctor import check_lambdas
+    from envrepro.diagnose.lambdas import check_lambdas
 
     row = compat.for_tf(p.tensorflow)
     order = [p.python] + [v for v in reversed(row.get("python") or []) if v != p.python]

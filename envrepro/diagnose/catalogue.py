@@ -1,23 +1,22 @@
-"""FAILURES.md as data: why ``load_model`` fails across environments, how to see it coming.
+"""The doctor's side of the failure catalogue: a static detector for each class of docs/failures.md.
 
-Each :class:`FailureClass` carries the exact message users see (so a user who searches their
-error finds the class), the versions involved, a static detector and the fix. Detectors look only
-at facts gathered without importing TensorFlow: what the model file says
-(:class:`~envrepro.diagnose.modelfiles.ModelFileInfo`), the saving environment (capture, or inferred) and
-the target environment (probe facts). ``classify_exception`` maps a real error from ``--try``
-back to a class.
+The classes themselves (ids, titles, the exact messages users see, versions, fixes, the error
+needles) are one table in envrepro/runtime/failures.py, shared with the loader that classifies
+errors inside containers. Here each class gets a detector that looks only at facts gathered
+without importing TensorFlow: what the model file says
+(:class:`~envrepro.diagnose.modelfiles.ModelFileInfo`), the saving environment (capture, or
+inferred) and the target environment (probe facts). ``classify_exception`` maps a real error from
+``--try`` back to a class through the same table.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from envrepro.diagnose.tfversions import for_tf, minor_of, vtuple
+from envrepro.diagnose.findings import ERROR, WARNING
 from envrepro.diagnose.modelfiles import ModelFileInfo
-
-ERROR, WARNING, INFO = "error", "warning", "info"
-SEVERITY_ORDER = {ERROR: 0, WARNING: 1, INFO: 2}
-
+from envrepro.runtime import failures
 
 @dataclass
 class Env:
@@ -57,16 +56,25 @@ class Hit:
     fix: str = ""               # overrides the class fix when set
 
 
+Detector = Callable[[Context], List[Hit]]
+
+
+def _no_detector(ctx: Context) -> List[Hit]:
+    return []
+
+
 @dataclass(frozen=True)
 class FailureClass:
-    id: str
-    title: str
-    message: str                # exact text, {path}/{name} filled in by detectors
-    versions: str
-    fix: str
-    sources: Tuple[str, ...]
-    needles: Tuple[str, ...]    # substrings of the exception text that identify the class
-    detect: Callable[[Context], List[Hit]] = field(compare=False, default=lambda ctx: [])
+    """A class of runtime/failures.py (its fields read through: id, title, message, versions, fix,
+    sources, needles) with the detector that sees it coming."""
+
+    failure: failures.Failure
+    detect: Detector = field(compare=False, default=_no_detector)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "failure":          # not set yet (copy/unpickle): don't recurse
+            raise AttributeError(name)
+        return getattr(self.failure, name)
 
 
 def _keras3(env: Env) -> bool:
@@ -83,7 +91,7 @@ def _tf_known(env: Env) -> bool:
 
 # -- detectors ------------------------------------------------------------------------------
 
-def _d1(ctx: Context) -> List[Hit]:
+def _keras3_refuses_legacy_savedmodel(ctx: Context) -> List[Hit]:
     if ctx.info.format != "savedmodel" or not _keras3(ctx.target):
         return []
     row = for_tf(ctx.saved.tensorflow) or for_tf(ctx.target.tensorflow)
@@ -96,7 +104,7 @@ def _d1(ctx: Context) -> List[Hit]:
                     + (f" (saved with TF {row.get('minor')})" if row else ""))]
 
 
-def _d2(ctx: Context) -> List[Hit]:
+def _custom_objects_unavailable(ctx: Context) -> List[Hit]:
     hits = []
     for module, dist in sorted(ctx.missing_modules.items()):
         names = sorted(n for n, spec in ctx.custom_objects.items() if spec.split(":", 1)[0] == module)
@@ -124,7 +132,7 @@ def _unknown_message(target: Env, name: str) -> str:
             "`keras.utils.custom_object_scope` and that this object is included in the scope.")
 
 
-def _d3(ctx: Context) -> List[Hit]:
+def _h5py3_with_old_tf(ctx: Context) -> List[Hit]:
     h5 = ctx.target.packages.get("h5py")
     if ctx.info.format == "h5" and _tf_known(ctx.target) and ctx.target.tf < (2, 5) \
             and vtuple(h5)[:1] >= (3,):
@@ -133,7 +141,7 @@ def _d3(ctx: Context) -> List[Hit]:
     return []
 
 
-def _d4a(ctx: Context) -> List[Hit]:
+def _new_optimizer_in_old_tf(ctx: Context) -> List[Hit]:
     tc = ctx.info.training_config
     if not tc or not ctx.compile or not _tf_known(ctx.target) or ctx.target.tf > (2, 10):
         return []
@@ -144,7 +152,7 @@ def _d4a(ctx: Context) -> List[Hit]:
     return []
 
 
-def _d4b(ctx: Context) -> List[Hit]:
+def _legacy_optimizer_state_in_new_tf(ctx: Context) -> List[Hit]:
     tc = ctx.info.training_config
     if not tc or not ctx.compile or not ctx.info.optimizer_weights or _keras3(ctx.target):
         return []
@@ -155,7 +163,7 @@ def _d4b(ctx: Context) -> List[Hit]:
     return []
 
 
-def _d4c(ctx: Context) -> List[Hit]:
+def _keras2_compile_config_in_keras3(ctx: Context) -> List[Hit]:
     tc = ctx.info.training_config
     if not tc or not ctx.compile or ctx.info.format != "h5" or not _keras3(ctx.target):
         return []
@@ -179,7 +187,7 @@ def _d4c(ctx: Context) -> List[Hit]:
                 fix="load_model(path, compile=False), then compile again; or `envrepro load MODEL`")]
 
 
-def _d5(ctx: Context) -> List[Hit]:
+def _lambda_bytecode_or_safe_mode(ctx: Context) -> List[Hit]:
     lambdas = ctx.info.lambdas
     if not lambdas:
         return []
@@ -207,7 +215,7 @@ def _d5(ctx: Context) -> List[Hit]:
     return hits
 
 
-def _d6a(ctx: Context) -> List[Hit]:
+def _numpy_too_new_for_tf(ctx: Context) -> List[Hit]:
     np_v, t = vtuple(ctx.target.packages.get("numpy")), ctx.target
     if not np_v or not _tf_known(t):
         return []
@@ -222,14 +230,14 @@ def _d6a(ctx: Context) -> List[Hit]:
     return []
 
 
-def _d6b(ctx: Context) -> List[Hit]:
+def _protobuf_too_new_for_tf(ctx: Context) -> List[Hit]:
     pb, t = vtuple(ctx.target.packages.get("protobuf")), ctx.target
     if pb and _tf_known(t) and t.tf <= (2, 11) and pb[:2] >= (4, 21):
         return [Hit(ERROR, f"protobuf {t.packages['protobuf']} with TensorFlow {t.tensorflow}")]
     return []
 
 
-def _d6c(ctx: Context) -> List[Hit]:
+def _tensorflow_addons_unavailable(ctx: Context) -> List[Hit]:
     uses = sorted({n for n in ctx.info.custom_ops + ctx.info.custom_classes + ctx.info.registered_names
                    if n.startswith("Addons>")})
     if not uses:
@@ -246,7 +254,7 @@ def _d6c(ctx: Context) -> List[Hit]:
     return []
 
 
-def _d7a(ctx: Context) -> List[Hit]:
+def _ops_not_registered(ctx: Context) -> List[Hit]:
     hits = []
     plugin = [o for o in ctx.info.custom_ops if not o.startswith("Addons>")]
     if plugin:
@@ -262,7 +270,7 @@ def _d7a(ctx: Context) -> List[Hit]:
     return hits
 
 
-def _d7b(ctx: Context) -> List[Hit]:
+def _gpu_ops_without_gpu(ctx: Context) -> List[Hit]:
     cudnn = [o for o in ctx.info.ops if o.startswith("Cudnn")]
     gpu_pinned = "gpu_device" in ctx.info.markers
     if not (cudnn or gpu_pinned) or ctx.target.gpu:
@@ -271,7 +279,7 @@ def _d7b(ctx: Context) -> List[Hit]:
     return [Hit(WARNING if not cudnn else ERROR, f"{what} in the graph; no GPU in this environment")]
 
 
-def _d7c(ctx: Context) -> List[Hit]:
+def _cudnn_mismatch(ctx: Context) -> List[Hit]:
     row = for_tf(ctx.target.tensorflow)
     have = next((v for k, v in ctx.target.packages.items() if k.startswith("nvidia-cudnn-cu")), None)
     if not row or not have or not row.get("cudnn"):
@@ -282,7 +290,7 @@ def _d7c(ctx: Context) -> List[Hit]:
     return []
 
 
-def _d8a(ctx: Context) -> List[Hit]:
+def _keras3_file_in_keras2(ctx: Context) -> List[Hit]:
     i, t = ctx.info, ctx.target
     k3 = (i.keras_major or 0) >= 3 or any(m.startswith("keras.src.models") for m in i.config_modules)
     if not k3 or _keras3(t) or not (t.tensorflow or t.keras):
@@ -294,7 +302,7 @@ def _d8a(ctx: Context) -> List[Hit]:
                        f"({t.keras or t.tensorflow})", message=msg)]
 
 
-def _d8b(ctx: Context) -> List[Hit]:
+def _keras2_archive_in_keras3(ctx: Context) -> List[Hit]:
     i = ctx.info
     if i.format != "keras" or not _keras3(ctx.target):
         return []
@@ -305,14 +313,14 @@ def _d8b(ctx: Context) -> List[Hit]:
     return []
 
 
-def _d8c(ctx: Context) -> List[Hit]:
+def _functional_unknown_to_old_keras(ctx: Context) -> List[Hit]:
     t = ctx.target
     if ctx.info.model_class == "Functional" and _tf_known(t) and t.tf <= (2, 2):
         return [Hit(ERROR, f"class 'Functional' (TF >= 2.3) with TensorFlow {t.tensorflow}")]
     return []
 
 
-def _d8d(ctx: Context) -> List[Hit]:
+def _ancient_config(ctx: Context) -> List[Hit]:
     i, s, t = ctx.info, ctx.saved, ctx.target
     hits = []
     if "list_config" in i.markers:
@@ -328,7 +336,7 @@ def _d8d(ctx: Context) -> List[Hit]:
     return hits
 
 
-def _d8e(ctx: Context) -> List[Hit]:
+def _not_a_model(ctx: Context) -> List[Hit]:
     i, t = ctx.info, ctx.target
     hits = [Hit(ERROR, p, message=(f"No model config found in the file at {i.path}." if i.weights_only else
                                    f"OSError: SavedModel file does not exist at: {i.path}/"
@@ -342,153 +350,31 @@ def _d8e(ctx: Context) -> List[Hit]:
     return hits
 
 
-CLASSES: Tuple[FailureClass, ...] = (
-    FailureClass("1", "SavedModel folder under Keras 3",
-                 "ValueError: File format not supported: filepath={path}. Keras 3 only supports V3 "
-                 "`.keras` files, legacy H5 format files (`.h5` extension). Note that the legacy "
-                 "SavedModel format is not supported by `load_model()` in Keras 3. In order to reload a "
-                 "TensorFlow SavedModel as an inference-only layer in Keras 3, use "
-                 "`keras.layers.TFSMLayer({path}, call_endpoint='serving_default')` (note that your "
-                 "`call_endpoint` might have a different name).",
-                 "saved TF <= 2.15; loaded TF >= 2.16 (Keras 3), or TF 2.15 with Keras 3 installed",
-                 "pip install tf-keras~=<TF minor> and TF_USE_LEGACY_KERAS=1 before importing TF; else "
-                 "keras.layers.TFSMLayer (inference only); re-save as .keras",
-                 ("k#18709", "unicode-org/lstm_word_segmentation#28", "cbrnr/sleepecg#214"),
-                 ("File format not supported", "legacy SavedModel format is not supported"), _d1),
-    FailureClass("2", "Unregistered custom object / bad get_config",
-                 "ValueError: Unknown layer: '{name}'. Please ensure you are using a "
-                 "`keras.utils.custom_object_scope` ...; Keras 3: TypeError: Could not locate class "
-                 "'{name}'. Make sure custom classes are decorated with "
-                 "`@keras.saving.register_keras_serializable()`.",
-                 "all; TF 2.13 broke some registrations",
-                 "import the module; @register_keras_serializable(package=...); custom_objects=; a "
-                 "complete get_config with **kwargs",
-                 ("tf#61085", "k#19899", "k#21046", "keras-team/keras-io#1884"),
-                 ("Could not locate class", "Unknown layer", "Unknown optimizer", "Unknown metric",
-                  "Unknown loss", "Unknown activation", "missing 1 required positional argument",
-                  "required positional arguments", "unexpected keyword argument 'trainable'"), _d2),
-    FailureClass("3", "h5py 3 with TF <= 2.4",
-                 "AttributeError: 'str' object has no attribute 'decode'",
-                 "TF <= 2.4 (and multi-backend keras <= 2.3) with h5py >= 3.0", "pip install 'h5py<3'",
-                 ("tf#44467", "ContinuumIO/anaconda-issues#12427"),
-                 ("has no attribute 'decode'",), _d3),
-    FailureClass("4a", "New optimizer loaded by old TF",
-                 "ValueError: Unknown optimizer: Custom>Adam; weight_decay is not a valid argument, "
-                 "kwargs should be empty for `optimizer_experimental.Optimizer`",
-                 "saved TF >= 2.11, loaded TF <= 2.10",
-                 "load_model(path, compile=False) and compile again; custom_objects={'Custom>Adam': Adam}",
-                 ("chaquo/chaquopy#1075", "kyleskom/NBA-Machine-Learning-Sports-Betting#108"),
-                 ("Unknown optimizer: Custom>", "weight_decay is not a valid argument"), _d4a),
-    FailureClass("4b", "Legacy optimizer checkpoint into a v2.11+ optimizer",
-                 "You are trying to restore a checkpoint from a legacy Keras optimizer into a v2.11+ "
-                 "Optimizer, which can cause errors.",
-                 "saved TF <= 2.10, loaded TF >= 2.11", "use tf.keras.optimizers.legacy.*",
-                 ("zsylvester/segmenteverygrain#5",),
-                 ("restore a checkpoint from a legacy Keras optimizer",), _d4b),
-    FailureClass("4c", "Keras-2 compile config in Keras 3",
-                 "ValueError: Could not deserialize 'keras.metrics.mse' because it is not a "
-                 "KerasSaveable subclass (older: Could not locate function 'mse'; "
-                 "Argument(s) not recognized: {'lr': ...}; Unknown decay: 'WarmUp')",
-                 "H5/SavedModel with training_config loaded by Keras >= 3",
-                 "load_model(path, compile=False), then compile",
-                 ("GantMan/nsfw_model#164", "k#19330", "k#18887"),
-                 ("Argument(s) not recognized", "Could not locate function", "is not a KerasSaveable subclass",
-                  "Unknown decay"), _d4c),
-    FailureClass("5", "Lambda bytecode across Python versions / safe_mode",
-                 "ValueError: bad marshal data (unknown type code); SystemError: unknown opcode; Keras 3: "
-                 "Requested the deserialization of a `Lambda` layer whose `function` is a Python lambda ... "
-                 "safe_mode=False",
-                 "any TF; saving and loading Python minors differ (the code object is marshalled)",
-                 "load under the saving Python minor; safe_mode=False for trusted files; replace the "
-                 "Lambda with a registered layer; set output_shape",
-                 ("k#14875", "k#7440", "k#9595", "tk#567"),
-                 ("bad marshal data", "unknown opcode", "deserialization of a `Lambda` layer",
-                  "deserialization of a Lambda layer", "could not automatically infer the shape of the Lambda"),
-                 _d5),
-    FailureClass("6a", "NumPy ABI / removed aliases",
-                 "A module that was compiled using NumPy 1.x cannot be run in NumPy 2.x ...; "
-                 "_ARRAY_API not found; AttributeError: module 'numpy' has no attribute 'object'",
-                 "TF <= 2.17 with numpy 2; TF <= 2.11 with numpy >= 1.24",
-                 "pip install 'numpy<2' (or '<1.24'), or upgrade TF",
-                 ("tf#67291", "CameronBodine/PINGMapper#123", "tf#62832"),
-                 ("compiled using NumPy 1.x", "_ARRAY_API not found", "module 'numpy' has no attribute"),
-                 _d6a),
-    FailureClass("6b", "protobuf too new",
-                 "TypeError: Descriptors cannot be created directly. If this call came from a _pb2.py "
-                 "file, your generated code is out of date and must be regenerated with protoc >= "
-                 "3.19.0. ... Downgrade the protobuf package to 3.20.x or lower.",
-                 "protobuf >= 4.21 with TF <= 2.11",
-                 "pip install 'protobuf<=3.20.3', or PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python",
-                 ("tf#56266", "tf#59665"), ("Descriptors cannot be created directly",), _d6b),
-    FailureClass("6c", "TensorFlow Addons",
-                 "NotFoundError: Op type not registered 'Addons>Mish' in binary running on ...; "
-                 "Unknown layer: 'Addons>InstanceNormalization'",
-                 "TFA end of life May 2024, no Keras 3",
-                 "import tensorflow_addons (TF <= 2.15 / tf-keras), or Keras equivalents and re-save",
-                 ("tfa#1554", "CompImg/LST-AI#11", "tfa#2807"),
-                 ("Addons>", "Op type not registered 'Addons>", "Unknown layer: 'Addons>",
-                  "Unknown layer: Addons>"), _d6c),
-    FailureClass("7a", "Missing or newer ops",
-                 "NotFoundError: Op type not registered 'DisableCopyOnRead' in binary running on ...",
-                 "saving TF newer than loading TF; plugin packages (TF-DF, TFRA)",
-                 "import the plugin package; load with TF >= the saving TF",
-                 ("tf#62229", "tensorflow/decision-forests#108", "tf#58980"),
-                 ("Op type not registered",), _d7a),
-    FailureClass("7b", "GPU kernels on a CPU host",
-                 "No OpKernel was registered to support Op 'CudnnRNN' ... Registered devices: [CPU]",
-                 "TF1 CuDNNLSTM; Keras 3 LSTM/GRU exported on GPU (2.16/2.17)",
-                 "export on CPU (CUDA_VISIBLE_DEVICES=-1) or ship .keras/H5",
-                 ("k#18504", "tf#77442", "tf#26600"),
-                 ("No OpKernel was registered", "but available devices are"), _d7b),
-    FailureClass("7c", "cuDNN/CUDA mismatch",
-                 "Loaded runtime CuDNN library: A but source was compiled with: B. CuDNN library needs "
-                 "to have matching major version ... DNN library initialization failed",
-                 "GPU builds", "install the CUDA/cuDNN TF was built with (tensorflow[and-cuda] >= 2.14)",
-                 ("tf#60913", "googlecolab/colabtools#2626"),
-                 ("DNN library initialization failed", "Loaded runtime CuDNN library"), _d7c),
-    FailureClass("8a", "Keras 3 file in Keras 2",
-                 "ValueError: Unrecognized keyword arguments: ['batch_shape']; .keras: Could not "
-                 "deserialize class 'Functional' because its parent module "
-                 "keras.src.models.functional cannot be imported",
-                 "saved by Keras 3, loaded by TF <= 2.15 / tf-keras",
-                 "load with Keras 3, or rewrite the config (batch_shape -> batch_input_shape)",
-                 ("tf#66381", "tf#64685", "tf#70866"),
-                 ("['batch_shape']", "keras.src.models"), _d8a),
-    FailureClass("8b", "Keras 2.13-2.15 .keras in Keras 3",
-                 "TypeError: Could not deserialize class 'Functional' because its parent module "
-                 "keras.src.engine.functional cannot be imported",
-                 "Keras 3.0.x reported (k#19089 open)", "load with tf-keras, save H5, reload",
-                 ("k#19089", "k#21663"), ("keras.src.engine",), _d8b),
-    FailureClass("8c", "'Functional' unknown to old Keras", "ValueError: Unknown layer: Functional",
-                 "saved TF >= 2.3, loaded TF <= 2.2 / multi-backend keras",
-                 "load with a newer TF, or rename the class to Model in the config",
-                 ("tf#41929", "gmalivenko/onnx2keras#85"), ("Unknown layer: Functional",), _d8c),
-    FailureClass("8d", "Ancient configs / changed op constraints",
-                 "AttributeError: 'list' object has no attribute 'items'; Unrecognized keyword "
-                 "arguments: ['input_dtype']; _SatisfiesTypeConstraint",
-                 "cross-minor", "load in the saving TF and re-save",
-                 ("tf#38135", "stratospark/food-101-keras#24", "tf#58485"),
-                 ("'list' object has no attribute 'items'", "['input_dtype']", "_SatisfiesTypeConstraint"),
-                 _d8d),
-    FailureClass("8e", "Not a model file",
-                 "No model config found in the file at {path}.; OSError: SavedModel file does not exist "
-                 "at: {path}/{{saved_model.pbtxt|saved_model.pb}}",
-                 "all", "rebuild the model and load_weights; git lfs pull",
-                 ("tf#40991",), ("No model config found", "SavedModel file does not exist"), _d8e),
-)
+# class id -> the detector that sees it coming; the ids, texts and fixes are runtime/failures.py's.
+DETECTORS: Dict[str, Detector] = {
+    "1": _keras3_refuses_legacy_savedmodel,
+    "2": _custom_objects_unavailable,
+    "3": _h5py3_with_old_tf,
+    "4a": _new_optimizer_in_old_tf,
+    "4b": _legacy_optimizer_state_in_new_tf,
+    "4c": _keras2_compile_config_in_keras3,
+    "5": _lambda_bytecode_or_safe_mode,
+    "6a": _numpy_too_new_for_tf,
+    "6b": _protobuf_too_new_for_tf,
+    "6c": _tensorflow_addons_unavailable,
+    "7a": _ops_not_registered,
+    "7b": _gpu_ops_without_gpu,
+    "7c": _cudnn_mismatch,
+    "8a": _keras3_file_in_keras2,
+    "8b": _keras2_archive_in_keras3,
+    "8c": _functional_unknown_to_old_keras,
+    "8d": _ancient_config,
+    "8e": _not_a_model,
+}
 
-# Not in FAILURES.md's table: what only a capture reveals, and imports that fail before load_model.
-EXTRA: Tuple[FailureClass, ...] = (
-    FailureClass("drift", "Custom code changed since the save",
-                 "(no error: the model loads and predicts differently)",
-                 "any", "load with the snapshot (`envrepro load MODEL`), or restore the code",
-                 (), ()),
-    FailureClass("import", "A module the model needs is missing",
-                 "ModuleNotFoundError: No module named '{name}'", "any",
-                 "install the distribution that provides it, or `envrepro load MODEL`",
-                 (), ("No module named",)),
-)
-BY_ID: Dict[str, FailureClass] = {c.id: c for c in CLASSES + EXTRA}
+BY_ID: Dict[str, FailureClass] = {f.id: FailureClass(f, DETECTORS.get(f.id, _no_detector))
+                                  for f in failures.FAILURES}
+CLASSES: Tuple[FailureClass, ...] = tuple(BY_ID[cid] for cid in DETECTORS)   # the detected ones
 
 
 def get(class_id: str) -> FailureClass:
@@ -508,25 +394,13 @@ def detect(ctx: Context) -> List[Tuple[FailureClass, Hit]]:
 
 
 def classify_exception(type_name: str, message: str) -> Optional[str]:
-    """The class id of a load_model error (``--try``), or None when it is not catalogued.
-
-    The longest matching needle wins, so specific needles beat the generic ones they contain:
-    'Unknown optimizer: Custom>' is 4a, not 2; "Op type not registered 'Addons>" is 6c, not 7a.
-    """
-    text = f"{type_name}: {message}"
-    best: Optional[Tuple[int, str]] = None
-    for cls in CLASSES + EXTRA:
-        for needle in cls.needles:
-            if needle in text and (best is None or len(needle) > best[0]):
-                best = (len(needle), cls.id)
-    return best[1] if best else None
+    """The class id of a load_model error (``--try``), or None when it is not catalogued (the
+    loader's rule: runtime/failures.py, longest matching needle wins)."""
+    failure = failures.match(f"{type_name}: {message}")
+    return failure.id if failure else None
 
 
 def table_rows() -> List[Dict[str, Any]]:
     """The catalogue as plain data (for --json and docs)."""
-    return [{"id": c.id, "title": c.title, "message": c.message, "versions": c.versions,
-             "fix": c.fix, "sources": list(c.sources)} for c in CLASSES + EXTRA]
-
-
-def by_severity(items: Sequence[Any], key: Callable[[Any], str]) -> List[Any]:
-    return sorted(items, key=lambda x: SEVERITY_ORDER.get(key(x), 3))
+    return [{"id": f.id, "title": f.title, "message": f.message, "versions": f.versions,
+             "fix": f.fix, "sources": list(f.sources)} for f in failures.FAILURES]

@@ -30,76 +30,7 @@ EXIT_MISMATCH = 6
 EXIT_INTERNAL = 70
 STAGES = ("import", "load", "predict", "verify")
 
-# (substring of the error text, FAILURES.md class, short name, fix). First match wins; the order
-# puts specific messages before the generic ones they contain.
-FAILURE_CLASSES = [
-    ("File format not supported", "1", "legacy SavedModel under Keras 3",
-     "load with tf-keras and TF_USE_LEGACY_KERAS=1, or use keras.layers.TFSMLayer"),
-    ("legacy SavedModel format is not supported", "1", "legacy SavedModel under Keras 3",
-     "load with tf-keras and TF_USE_LEGACY_KERAS=1, or use keras.layers.TFSMLayer"),
-    ("Could not locate class", "2", "unregistered custom object",
-     "import the module defining it, pass custom_objects, or register it"),
-    ("Unknown layer", "2", "unregistered custom object",
-     "import the module defining it, pass custom_objects, or register it"),
-    ("Unknown optimizer: Custom>", "4a", "new optimizer loaded by an older TF",
-     "load with compile=False and compile again"),
-    ("Unknown optimizer", "2", "unregistered custom object", "pass custom_objects"),
-    ("Unknown metric", "2", "unregistered custom object", "pass custom_objects"),
-    ("Unknown loss", "2", "unregistered custom object", "pass custom_objects"),
-    ("Unknown decay", "4c", "Keras-2 compile config in Keras 3", "load with compile=False"),
-    ("has no attribute 'decode'", "3", "h5py 3 with TF <= 2.4", "pin h5py<3"),
-    ("restore a checkpoint from a legacy Keras optimizer", "4b",
-     "legacy optimizer checkpoint in a v2.11+ optimizer", "use tf.keras.optimizers.legacy"),
-    ("weight_decay is not a valid argument", "4a", "new optimizer loaded by an older TF",
-     "load with compile=False and compile again"),
-    ("Argument(s) not recognized", "4c", "Keras-2 compile config in Keras 3",
-     "load with compile=False, then compile"),
-    ("Could not locate function", "4c", "Keras-2 compile config in Keras 3",
-     "load with compile=False, then compile"),
-    ("is not a KerasSaveable subclass", "4c", "Keras-2 compile config in Keras 3",
-     "load with compile=False, then compile"),
-    ("bad marshal data", "5", "Lambda bytecode from another Python minor",
-     "load under the saving Python minor"),
-    ("unknown opcode", "5", "Lambda bytecode from another Python minor",
-     "load under the saving Python minor"),
-    ("safe_mode", "5", "Lambda layer refused by Keras safe_mode",
-     "pass --unsafe if you trust this model"),
-    ("compiled using NumPy 1.x", "6a", "NumPy ABI mismatch", "pin numpy<2 or upgrade TF"),
-    ("_ARRAY_API not found", "6a", "NumPy ABI mismatch", "pin numpy<2 or upgrade TF"),
-    ("module 'numpy' has no attribute", "6a", "NumPy too new for this TF", "pin numpy<1.24"),
-    ("Descriptors cannot be created directly", "6b", "protobuf too new for this TF",
-     "pin protobuf<=3.20.*"),
-    ("Op type not registered 'Addons>", "6c", "TensorFlow Addons op missing",
-     "import tensorflow_addons (TF <= 2.15)"),
-    ("Addons>", "6c", "TensorFlow Addons object missing", "import tensorflow_addons (TF <= 2.15)"),
-    ("Op type not registered", "7a", "op missing in this TF build",
-     "import the plugin package or load with the saving TF"),
-    ("No OpKernel was registered", "7b", "GPU-only kernel on a CPU host",
-     "export on CPU or ship .keras/H5"),
-    ("DNN library initialization failed", "7c", "cuDNN/CUDA mismatch",
-     "install the CUDA/cuDNN TensorFlow was built with"),
-    ("Unrecognized keyword arguments: ['batch_shape']", "8a", "Keras 3 file in Keras 2",
-     "load with Keras 3"),
-    ("keras.src.models", "8a", "Keras 3 file in Keras 2", "load with Keras 3"),
-    ("keras.src.engine", "8b", "Keras 2.13-2.15 .keras file in Keras 3",
-     "load with tf-keras, save H5, reload"),
-    ("Unknown layer: Functional", "8c", "model saved by TF >= 2.3 loaded by older Keras",
-     "load with a newer TF"),
-    ("No model config found", "8e", "not a model file (weights only?)",
-     "rebuild the model and load_weights"),
-    ("SavedModel file does not exist", "8e", "not a model this TF can read",
-     "check the file (git lfs pull?) or load with a newer TF"),
-    ("No module named", "import", "a module the model needs is missing",
-     "capture the module (snapshot) or add its distribution to the lock"),
-]
-
-
-def classify(text):
-    """Map an error text to a FAILURES.md class so the host can name the fix, or None."""
-    for needle, ident, name, fix in FAILURE_CLASSES:
-        if needle in text:
-            return {"id": ident, "name": name, "fix": fix}
-    return None
+from .failures import classify  # noqa: E402 - one failure table for runtime and host (runtime/failures.py)
 
 
 def error_info(exc, stage):

@@ -165,7 +165,7 @@ def render_report(report: LoadReport) -> str:
         fc = err.get("failure_class")
         if fc:
             ident = str(fc.get("id") or "")
-            where = f" (FAILURES.md class {ident})" if ident[:1].isdigit() else ""
+            where = f" (docs/failures.md class {ident})" if ident[:1].isdigit() else ""
             row("", f"known failure{where}: {fc.get('name')}; fix: {fc.get('fix')}")
     lines.extend(_optimizer_lines(d.get("optimizer")))
     lines.extend(_reference_lines(d.get("reference"), load.get("ok"), err))

@@ -16,7 +16,7 @@ import pytest
 
 from envrepro.diagnose import doctor
 from envrepro.sidecar import manifest
-from envrepro.diagnose.catalogue import ERROR, INFO
+from envrepro.diagnose.findings import ERROR, INFO
 
 pytestmark = [pytest.mark.tf]
 

@@ -1,12 +1,14 @@
-"""FAILURES.md as data: classification of real error texts, static detectors, compat table."""
+"""diagnose/catalogue.py: classification of real error texts (docs/failures.md), static detectors, compat table."""
 import pytest
 
 from envrepro.diagnose import catalogue
 from envrepro.diagnose import tfversions as compat
-from envrepro.diagnose.catalogue import ERROR, WARNING, Context, Env, classify_exception
-from envrepro.diagnose.modelfiles import LambdaInfo, ModelFileInfo, TrainingConfigSummary
+from envrepro.diagnose.catalogue import Context, Env, classify_exception
+from envrepro.diagnose.findings import ERROR, WARNING
+from envrepro.diagnose.kerasconfig import LambdaInfo, TrainingConfigSummary
+from envrepro.diagnose.modelfiles import ModelFileInfo
 
-# Error texts as users report them (FAILURES.md, Keras sources), one or more per class.
+# Error texts as users report them (docs/failures.md, Keras sources), one or more per class.
 REAL_ERRORS = [
     ("ValueError", "File format not supported: filepath=/m. Keras 3 only supports V3 `.keras` files, "
                    "legacy H5 format files (`.h5` extension).", "1"),

@@ -68,7 +68,7 @@ def test_load_failure_report_is_exit_5_with_the_class(cap):
     assert reports.exit_code(report) == errors.EXIT_LOAD_FAILED
     text = reports.render_report(report)
     assert "FAILED at stage load: TypeError: Could not locate class 'MyLayer'" in text
-    assert "known failure (FAILURES.md class 2): unregistered custom object; fix: import the module" in text
+    assert "known failure (docs/failures.md class 2): Unregistered custom object / bad get_config; fix: import the module" in text
     assert "result: FAILED" in text
 
 
@@ -79,7 +79,7 @@ def test_failure_after_load_is_shown(cap):
     text = reports.render_report(report)
     assert reports.exit_code(report) == 5
     assert "predict      FAILED at stage predict: SystemError: unknown opcode" in text
-    assert "FAILURES.md class 5" in text
+    assert "docs/failures.md class 5" in text
 
 
 def test_no_report_line_oom(cap):

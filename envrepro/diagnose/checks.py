@@ -1,0 +1,250 @@
+"""The doctor's static comparisons of the saving environment with the target one.
+
+Frameworks (Python, TensorFlow, Keras flavour), the captured package list (most important first),
+the target TensorFlow's own known-good ranges, and custom-code drift: each snapshot file of the
+capture against its origin's current source, because a model whose custom layer was edited after
+the save loads without error and computes something else.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from envrepro.diagnose import tfversions as compat
+from envrepro.diagnose.catalogue import Env
+from envrepro.diagnose.findings import ERROR, INFO, WARNING, Finding
+from envrepro.sidecar import manifest
+
+TF_DISTS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel", "tensorflow-macos")
+FRAMEWORK_DISTS = TF_DISTS + ("keras", "tf-keras")
+# TF's dependencies that docs/failures.md names (ABI, HDF5 reading, generated protobuf code): shown first
+KEY_CLOSURE = ("numpy", "h5py", "protobuf", "ml-dtypes", "typing-extensions", "keras-preprocessing",
+               "tensorflow-estimator", "gast", "wrapt", "six")
+MAX_DIFF_LINES = 200
+
+
+# --------------------------------------------------------------------------------------------
+# Frameworks and packages
+# --------------------------------------------------------------------------------------------
+
+def compare_frameworks(saved: Env, target: Env, inferred: bool) -> List[Finding]:
+    out: List[Finding] = []
+    guess = " (inferred from the model file)" if inferred else ""
+    if saved.python and target.python:
+        if compat.minor_of(saved.python) != compat.minor_of(target.python):
+            out.append(Finding(WARNING, f"Python {target.python} here, the model was saved under "
+                               f"{saved.python}", "bytecode (Lambda layers), pickles and wheels differ "
+                               "between Python minors", "`envrepro load MODEL` runs the saving Python",
+                               kind="python"))
+        elif saved.python != target.python:
+            out.append(Finding(INFO, f"Python {target.python} here, saved under {saved.python} (same minor)",
+                               kind="python"))
+    if not target.tensorflow:
+        out.append(Finding(ERROR, "TensorFlow is not installed in this environment",
+                           fix=f"pip install tensorflow-cpu=={saved.tensorflow}" if saved.tensorflow
+                           else "pip install tensorflow-cpu", kind="framework"))
+    elif saved.tensorflow:
+        sv, tv = compat.vtuple(saved.tensorflow)[:2], compat.vtuple(target.tensorflow)[:2]
+        if sv != tv:
+            older = tv < sv
+            pin = saved.tensorflow + (".*" if len(compat.vtuple(saved.tensorflow)) == 2 else "")
+            out.append(Finding(WARNING, f"TensorFlow {target.tensorflow} here, saved with "
+                               f"{saved.tensorflow}{guess}",
+                               ("an older TF than the saving one: ops and config keys may be missing"
+                                if older else "loading across TF minors is not guaranteed (docs/failures.md class 8d)"),
+                               f"pip install tensorflow-cpu=={pin}"
+                               + (" with the capture's lock, or `envrepro load MODEL`" if not inferred else
+                                  ", or `envrepro capture --infer MODEL` then `envrepro load MODEL`"),
+                               kind="framework"))
+        elif saved.tensorflow != target.tensorflow:
+            out.append(Finding(INFO, f"TensorFlow {target.tensorflow} here, saved with {saved.tensorflow}"
+                               " (same minor)", kind="framework"))
+    if saved.keras_flavor and target.keras_flavor and saved.keras_flavor != target.keras_flavor:
+        out.append(Finding(WARNING, f"load_model here is {target.keras_flavor} {target.keras or ''}".rstrip()
+                           + f", the model was saved by {saved.keras_flavor} {saved.keras or ''}".rstrip(),
+                           "Keras 2 and Keras 3 serialize models differently",
+                           (f"TF_USE_LEGACY_KERAS=1 with pip install tf-keras~={compat.minor_of(target.tensorflow)}.0 "
+                            "loads Keras-2 files here; or `envrepro load MODEL`"
+                            if saved.keras_flavor != "keras3" and target.keras_flavor == "keras3"
+                            else "`envrepro load MODEL`"), kind="framework"))
+    elif saved.keras and target.keras and saved.keras_flavor == "keras3" == target.keras_flavor:
+        if compat.vtuple(target.keras)[:2] < compat.vtuple(saved.keras)[:2]:
+            out.append(Finding(WARNING, f"Keras {target.keras} here is older than the saving {saved.keras}",
+                               "Keras 3.12 changed variable keys: newer files may not load in older "
+                               "Keras 3 (k#21681)", f"pip install keras=={saved.keras}", kind="framework"))
+    return out
+
+
+def _importance(cap: manifest.Capture, saved: Env) -> Dict[str, Tuple[int, str]]:
+    """canonical name -> (rank, why): 0 frameworks, 1 custom-object providers, 2 the TF
+    dependencies docs/failures.md names, 3 the rest of TF's closure, 4 everything else."""
+    from envrepro.capturing.lock import split_closure, parse_lock
+
+    ranks: Dict[str, Tuple[int, str]] = {}
+    if cap.lock_path.is_file():
+        heavy, _rest = split_closure(parse_lock(cap.lock_path.read_text(encoding="utf-8")))
+        for e in heavy:
+            ranks[e.name] = (2 if e.name in KEY_CLOSURE else 3, "TensorFlow's dependency closure")
+    for module, dist in custom_providers(cap).items():
+        ranks[compat.canonical(dist)] = (1, f"provides custom objects (module {module})")
+    for name in FRAMEWORK_DISTS:
+        ranks[name] = (0, "framework")
+    return ranks
+
+
+def custom_providers(cap: manifest.Capture) -> Dict[str, str]:
+    """module -> distribution for the modules custom objects come from (``requirement_modules``)."""
+    req = dict(cap.get("requirement_modules") or {})
+    wanted = {spec.split(":", 1)[0] for spec in manifest.model_custom_objects(cap).values()}
+    wanted |= set(cap.get("load.modules") or [])
+    return {m: d for m, d in req.items() if m in wanted or any(w.startswith(m + ".") for w in wanted)}
+
+
+def compare_packages(cap: manifest.Capture, saved: Env, target: Env) -> Tuple[List[Dict[str, Any]], List[Finding]]:
+    """Missing / other-version / extra distributions, most important first, with findings for the
+    ones that matter (framework differences are reported by compare_frameworks)."""
+    ranks = _importance(cap, saved)
+    rows: List[Dict[str, Any]] = []
+    findings: List[Finding] = []
+    req = compat.requirements(target.tensorflow)
+    for name, ver in saved.packages.items():
+        have = target.packages.get(name)
+        status = "same" if have == ver else ("missing" if have is None else "other")
+        if status == "same":
+            continue
+        rank, why = ranks.get(name, (4, ""))
+        rows.append({"name": name, "saved": ver, "target": have, "status": status, "rank": rank, "why": why})
+        if rank == 1 and status == "other":   # missing ones: catalogue class 2 reports them
+            findings.append(Finding(WARNING, f"{name} {have} here (captured {ver}); it {why}",
+                                    "the custom objects' code may differ from the saving version",
+                                    f"pip install {name}=={ver}", kind="package", class_id="2"))
+        elif rank in (2, 3) and name in req and have and compat.satisfies(have, req[name]) is False:
+            findings.append(Finding(WARNING, f"{name} {have} here; TensorFlow {target.tensorflow} expects "
+                                    f"{name}{req[name]}", "outside the tested range of this TensorFlow",
+                                    f"pip install '{name}{req[name]}'", kind="package"))
+    extra = sorted(set(target.packages) - set(saved.packages) - {"pip", "envrepro", "setuptools", "wheel"})
+    for name in extra:
+        rows.append({"name": name, "saved": None, "target": target.packages[name], "status": "extra",
+                     "rank": ranks.get(name, (4, ""))[0], "why": ranks.get(name, (4, ""))[1]})
+    rows.sort(key=lambda r: (r["rank"], {"missing": 0, "other": 1, "extra": 2}[r["status"]], r["name"]))
+    missing = sum(r["status"] == "missing" for r in rows)
+    other = sum(r["status"] == "other" for r in rows)
+    if missing or other:
+        findings.append(Finding(INFO, f"{missing} captured distributions missing here, {other} at other "
+                                f"versions, {len(extra)} extra", "see the package list",
+                                "`envrepro load MODEL` installs the captured lock", kind="package"))
+    return rows, findings
+
+
+def check_env_requirements(target: Env) -> List[Finding]:
+    """The target's own TensorFlow against its known-good ranges (compat.yaml)."""
+    out = []
+    for name, spec in compat.requirements(target.tensorflow).items():
+        have = target.packages.get(name)
+        if name in ("numpy", "h5py", "protobuf") and have and compat.satisfies(have, spec) is False:
+            out.append(Finding(WARNING, f"{name} {have} is outside {name}{spec}, the range TensorFlow "
+                               f"{target.tensorflow} needs", "TF was built and tested against that range",
+                               f"pip install '{name}{spec}'", kind="env"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Custom-code drift
+# --------------------------------------------------------------------------------------------
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def _functions(tree: ast.AST) -> Dict[str, str]:
+    """Qualified name ('MyLayer.call') -> normalized dump of every function in the module."""
+    out: Dict[str, str] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                q = prefix + child.name
+                out[q] = ast.dump(child, include_attributes=False)
+                visit(child, q + ".")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, prefix + child.name + ".")
+            else:
+                visit(child, prefix)
+    visit(tree, "")
+    return out
+
+
+def code_change(old: str, new: str) -> Tuple[str, List[str]]:
+    """('same' | 'cosmetic' | 'code', changed functions). Comments, docstrings and formatting are
+    cosmetic: they can't change what the model computes. Anything else that runs is code."""
+    if old == new:
+        return "same", []
+    try:
+        a, b = _strip_docstrings(ast.parse(old)), _strip_docstrings(ast.parse(new))
+    except SyntaxError as e:
+        return "code", [f"(does not parse: {e.msg} line {e.lineno})"]
+    if ast.dump(a, include_attributes=False) == ast.dump(b, include_attributes=False):
+        return "cosmetic", []
+    fa, fb = _functions(a), _functions(b)
+    changed = sorted(q for q in set(fa) | set(fb) if fa.get(q) != fb.get(q))
+    return "code", changed or ["(module or class-level code)"]
+
+
+def origin_root(entry: Dict[str, Any]) -> Optional[str]:
+    """The sys.path folder the origin was imported from: origin minus its path inside snapshot/."""
+    origin, rel = entry.get("origin") or "", entry.get("path") or ""
+    inner = rel.split("/", 1)[1] if rel.startswith(manifest.SNAPSHOT_DIR + "/") else rel
+    o = Path(origin)
+    parts = Path(inner).parts
+    if len(parts) >= 1 and o.name == Path(inner).name and len(o.parts) > len(parts):
+        return str(Path(*o.parts[: len(o.parts) - len(parts)]))
+    return str(o.parent) if origin else None
+
+
+def snapshot_drift(cap: manifest.Capture) -> Tuple[List[Dict[str, Any]], List[Finding]]:
+    """Each snapshot file against its origin's current source: a diff, and LOUD when code that
+    runs changed (the model then loads without error and predicts differently)."""
+    from envrepro.capturing.snapshot import diff_snapshot
+
+    entries = manifest.snapshot_entries(cap)
+    by_path = {e.get("path"): e for e in entries}
+    drift, findings = [], []
+    for d in diff_snapshot(cap.root, entries):
+        entry = by_path.get(d["path"], {})
+        snap_file, origin = cap.root / str(d["path"]), str(d["origin"])
+        item: Dict[str, Any] = {"path": d["path"], "origin": origin, "module": entry.get("module"),
+                                "status": d["status"], "changed": [], "diff": ""}
+        if d["status"] == "missing":
+            item["kind"] = "missing"
+            findings.append(Finding(WARNING, f"{origin} no longer exists (snapshotted as {d['path']})",
+                                    f"module {entry.get('module')} can only be imported from the capture",
+                                    "`envrepro load MODEL` uses the snapshot", kind="drift", class_id="drift"))
+            drift.append(item)
+            continue
+        old = snap_file.read_text(encoding="utf-8", errors="replace") if snap_file.is_file() else ""
+        new = Path(origin).read_text(encoding="utf-8", errors="replace")
+        diff = list(difflib.unified_diff(old.splitlines(), new.splitlines(), f"capture:{d['path']}",
+                                         origin, lineterm=""))
+        item["diff"] = "\n".join(diff[:MAX_DIFF_LINES]) + ("\n..." if len(diff) > MAX_DIFF_LINES else "")
+        kind, changed = code_change(old, new) if origin.endswith(".py") else ("code", ["(not Python)"])
+        item["kind"], item["changed"] = kind, changed
+        drift.append(item)
+        if kind == "code":
+            findings.append(Finding(
+                ERROR, f"custom code changed since the save: {origin}: " + ", ".join(changed),
+                "the model loads without error with the new code and computes something else "
+                "(nothing warns at load time)",
+                "`envrepro load MODEL` loads with the snapshot; or restore the code "
+                "(`doctor --try` compares predictions)", kind="drift", class_id="drift", detail=item["diff"]))
+        elif kind == "cosmetic":
+            findings.append(Finding(INFO, f"{origin}: only comments/docstrings changed since the save",
+                                    kind="drift", class_id="drift", detail=item["diff"]))
+    return drift, findings
