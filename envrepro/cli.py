@@ -87,11 +87,11 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show a capture as a readable summary (or JSON); without a capture, what the files say."""
-    from envrepro.sidecar import manifest
+    from envrepro.sidecar import layout, manifest
     from envrepro import render as summary
 
-    model_path = manifest.resolve_model(model)
-    sidecar = manifest.sidecar_for(model_path)
+    model_path = layout.resolve_model(model)
+    sidecar = layout.sidecar_for(model_path)
     if not sidecar.exists():
         from envrepro.diagnose.modelfiles import describe, read_model_file
 

@@ -13,13 +13,13 @@ from typing import Any, Callable, List, Optional
 from envrepro.build import images as build
 from envrepro.build import imageindex as images_cmd
 from envrepro.sandbox import run as loadmod
-from envrepro.sidecar import manifest
+from envrepro.sidecar import layout, manifest
 
 EngineFactory = Callable[[], Any]
 
 
 def read_capture(model: str) -> manifest.Capture:
-    return manifest.read(manifest.sidecar_for(manifest.resolve_model(model)))
+    return manifest.read(layout.sidecar_for(layout.resolve_model(model)))
 
 
 def checked_capture(model: str) -> manifest.Capture:

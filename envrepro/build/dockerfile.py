@@ -27,13 +27,10 @@ from pathlib import Path
 from string import Template
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from envrepro.capturing import lock as lockmod
+from envrepro.sidecar import layout, lockfile
 
 VENV = "/opt/envrepro/venv"
 BUILD_DIR = "/etc/envrepro-build"
-# Local wheels are locked as ``name @ file:///envrepro/capture/wheels/<file>`` (the capture's
-# mount point at run time); the builder stage puts them at the same path.
-WHEELS_DIR = "/envrepro/capture/wheels"
 USER_UID = 10001
 
 
@@ -64,18 +61,18 @@ class InstallPlan:
 def install_plan(lock_text: str) -> InstallPlan:
     """Split a lock for the build: all hashed -> ``--require-hashes`` throughout; none hashed ->
     neither; mixed -> hashed heavy/rest with ``--require-hashes``, then the hashless ones."""
-    entries = lockmod.parse_lock(lock_text)
-    options = lockmod.lock_options(lock_text)
+    entries = lockfile.parse_lock(lock_text)
+    options = lockfile.lock_options(lock_text)
     hashed = [e for e in entries if e.hashes]
     mixed = bool(hashed) and len(hashed) < len(entries)
-    heavy, rest = lockmod.split_closure(entries)   # the closure over all entries, then filtered
+    heavy, rest = lockfile.split_closure(entries)   # the closure over all entries, then filtered
     hashless = [e for e in entries if not e.hashes] if mixed else []
     if mixed:
         heavy, rest = [e for e in heavy if e.hashes], [e for e in rest if e.hashes]
-    tools = [e for e in lockmod.parse_lock(lock_text, include_unsafe=True) if e.unsafe]
-    return InstallPlan(heavy=lockmod.render_entries(heavy, options),
-                       rest=lockmod.render_entries(rest, options),
-                       unverified=lockmod.render_entries(hashless, options),
+    tools = [e for e in lockfile.parse_lock(lock_text, include_unsafe=True) if e.unsafe]
+    return InstallPlan(heavy=lockfile.render_entries(heavy, options),
+                       rest=lockfile.render_entries(rest, options),
+                       unverified=lockfile.render_entries(hashless, options),
                        require_hashes=bool(hashed),
                        unverified_names=tuple(sorted(e.name for e in hashless)),
                        tools="".join(f"{e.name}=={e.version}\n" for e in sorted(tools, key=lambda e: e.name)))
@@ -167,7 +164,7 @@ def _label_lines(labels: Dict[str, str]) -> str:
 def _install_step(fname: str, require_hashes: bool, find_links: bool) -> str:
     flags = "--no-deps --no-cache-dir" + (" --require-hashes" if require_hashes else "")
     if find_links:
-        flags += f" --find-links {WHEELS_DIR}"
+        flags += f" --find-links {layout.WHEELS_MOUNT}"
     return (f"COPY {fname} {BUILD_DIR}/{fname}\n"
             f"RUN sh {BUILD_DIR}/pip.sh install {flags} -r {BUILD_DIR}/{fname}")
 
@@ -185,7 +182,7 @@ def install_steps(plan: InstallPlan, wheels: bool) -> Tuple[List[str], List[str]
                      "# final image, are shared by every environment whose lock differs only outside it.\n"
                      + _install_step("heavy.lock", plan.require_hashes, False))
     if wheels:
-        rest.append(f"COPY wheels/ {WHEELS_DIR}/")
+        rest.append(f"COPY wheels/ {layout.WHEELS_MOUNT}/")
     if plan.rest:
         rest.append(_install_step("rest.lock", plan.require_hashes, wheels))
     if plan.unverified:

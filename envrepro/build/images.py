@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from envrepro.build import dockerfile as df
-from envrepro.capturing import lock as lockmod
+from envrepro.sidecar import lockfile
 from envrepro.build import platforms
 from envrepro.errors import BuildFailed, EnvreproError
+from envrepro.interpreters import python_xy
 from envrepro.sidecar.manifest import Capture
 
 # Bump when the image layout the runtime scripts rely on changes (venv path, user, labels,
@@ -64,13 +65,6 @@ def cache_dir() -> Path:
     return Path(base) / "envrepro"
 
 
-def python_xy(version: str) -> str:
-    parts = str(version).split(".")
-    if len(parts) < 2 or not all(p.isdigit() for p in parts[:2]):
-        raise EnvreproError(f"not a Python version: {version!r}", None, "check python.version in the manifest")
-    return ".".join(parts[:2])
-
-
 def default_base(python_version: str, base_image: Optional[str] = None) -> str:
     """The base image: argument, else ENVREPRO_BASE_IMAGE, else config ``base_image``, else
     ``python:X.Y-slim`` for the captured X.Y. ``{python}``/``{xy}`` in an override are filled in."""
@@ -90,8 +84,8 @@ def image_key(base_image: str, python_version: str, lock_text: str,
               runtime_version: str = RUNTIME_VERSION) -> str:
     """32 hex chars of sha256 over what defines the environment (comments in the lock don't)."""
     fields = {"base": base_image, "python": python_version,
-              "lock": lockmod.canonical_lock(lock_text), "runtime": runtime_version}
-    tools = sorted(f"{e.name}=={e.version}" for e in lockmod.parse_lock(lock_text, include_unsafe=True)
+              "lock": lockfile.canonical_lock(lock_text), "runtime": runtime_version}
+    tools = sorted(f"{e.name}=={e.version}" for e in lockfile.parse_lock(lock_text, include_unsafe=True)
                    if e.unsafe)
     if tools:  # setuptools/wheel pins (commented in the lock) are installed too
         fields["tools"] = tools

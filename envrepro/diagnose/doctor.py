@@ -26,8 +26,9 @@ from typing import Any, Dict, List, Optional, Tuple
 from envrepro.diagnose import catalogue
 from envrepro.diagnose import tfversions as compat
 from envrepro import errors
-from envrepro.sidecar import manifest
+from envrepro.sidecar import layout, manifest
 from envrepro.diagnose.catalogue import ERROR, INFO, WARNING, Env
+from envrepro.capturing import proberunner
 from envrepro.runtime import launch
 from envrepro.diagnose.modelfiles import ModelFileInfo, read_model_file
 
@@ -96,19 +97,15 @@ def environment_facts(model_path: Path, python: Optional[str] = None) -> Dict[st
         raise errors.EnvreproError("interpreter not found or not executable", exe,
                                    "pass the environment's python, e.g. /path/to/venv/bin/python")
     with tempfile.TemporaryDirectory(prefix="envrepro-doctor-") as out:
-        cmd = launch.host_argv(exe, "probe", ["--model", model_path, "--out", out, "--no-load"])
-        env = dict(os.environ, PYTHONNOUSERSITE="1")
         try:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                  timeout=PROBE_TIMEOUT, check=False)
+            run = proberunner.run_probe(exe, model_path, Path(out), ["--no-load"], timeout=PROBE_TIMEOUT)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise errors.EnvreproError(f"could not run the probe ({e})", exe) from None
-        facts_file = Path(out) / "facts.json"
-        if proc.returncode != 0 or not facts_file.is_file():
-            tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        if run.facts is None:
+            tail = run.stderr.strip().splitlines()[-1:] or ["no output"]
             raise errors.EnvreproError(f"the env-only probe failed: {tail[0]}", exe,
                                        "is it a Python >= 3.6 interpreter?")
-        return json.loads(facts_file.read_text(encoding="utf-8"))
+        return run.facts
 
 
 def target_env(facts: Dict[str, Any]) -> Env:
@@ -126,7 +123,7 @@ def target_env(facts: Dict[str, Any]) -> Env:
 def saved_env(cap: Optional[manifest.Capture], info: ModelFileInfo) -> Tuple[Env, bool]:
     """The saving environment: the capture's, else what the file says (second value: inferred)."""
     if cap is not None:
-        from envrepro.capturing.lock import parse_lock
+        from envrepro.sidecar.lockfile import parse_lock
 
         pkgs: Dict[str, str] = {}
         if cap.lock_path.is_file():
@@ -205,7 +202,7 @@ def compare_frameworks(saved: Env, target: Env, inferred: bool) -> List[Finding]
 def _importance(cap: manifest.Capture, saved: Env) -> Dict[str, Tuple[int, str]]:
     """canonical name -> (rank, why): 0 frameworks, 1 custom-object providers, 2 the TF
     dependencies FAILURES.md names, 3 the rest of TF's closure, 4 everything else."""
-    from envrepro.capturing.lock import split_closure, parse_lock
+    from envrepro.sidecar.lockfile import split_closure, parse_lock
 
     ranks: Dict[str, Tuple[int, str]] = {}
     if cap.lock_path.is_file():
@@ -326,7 +323,7 @@ def code_change(old: str, new: str) -> Tuple[str, List[str]]:
 def _origin_root(entry: Dict[str, Any]) -> Optional[str]:
     """The sys.path folder the origin was imported from: origin minus its path inside snapshot/."""
     origin, rel = entry.get("origin") or "", entry.get("path") or ""
-    inner = rel.split("/", 1)[1] if rel.startswith(manifest.SNAPSHOT_DIR + "/") else rel
+    inner = rel.split("/", 1)[1] if rel.startswith(layout.SNAPSHOT_DIR + "/") else rel
     o = Path(origin)
     parts = Path(inner).parts
     if len(parts) >= 1 and o.name == Path(inner).name and len(o.parts) > len(parts):
@@ -492,7 +489,7 @@ def _try_findings(report: Dict[str, Any]) -> List[Finding]:
 # --------------------------------------------------------------------------------------------
 
 def _read_capture(model: Path, findings: List[Finding]) -> Optional[manifest.Capture]:
-    sidecar = manifest.sidecar_for(model)
+    sidecar = layout.sidecar_for(model)
     if not sidecar.is_dir():
         return None
     try:
@@ -509,7 +506,7 @@ def _read_capture(model: Path, findings: List[Finding]) -> Optional[manifest.Cap
 def diagnose(model_path: "os.PathLike[str] | str", python: Optional[str] = None,
              try_load: bool = False) -> DoctorReport:
     """Compare the model's saving environment with ``python`` (default: this interpreter)."""
-    model = manifest.resolve_model(model_path)
+    model = layout.resolve_model(model_path)
     findings: List[Finding] = []
     cap = _read_capture(model, findings)
     info = read_model_file(model)

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
-from envrepro.sidecar.manifest import HDF5_MAGIC, LFS_MAGIC, ZIP_MAGIC  # the capture format owns the magic
+from envrepro.sidecar.modelformat import HDF5_MAGIC, LFS_MAGIC, ZIP_MAGIC  # the capture format owns the magic
 
 MAX_JSON_BYTES = 64 * 1024 * 1024      # config.json / metadata.json / keras_metadata.pb
 MAX_ZIP_ENTRIES = 100_000

@@ -25,12 +25,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from envrepro import errors
-from envrepro.sidecar import manifest
+from envrepro.sidecar import layout, manifest
 from envrepro.engine.docker import Mount
 from envrepro.runtime import launch, loader as runtime_loader
 
-CAPTURE_DIR = "/envrepro/capture"
-MODEL_DIR = "/envrepro/model"
 SANDBOX_USER = "10001:10001"
 DEFAULT_MEMORY = "4g"
 PIDS_LIMIT = 512
@@ -53,12 +51,12 @@ class ContainerPaths:
     """Where the model, the capture and the runtime scripts appear inside the container."""
 
     model: str
-    capture: str = CAPTURE_DIR
+    capture: str = layout.CAPTURE_MOUNT
     runtime: str = launch.CONTAINER_DIR
 
     @property
     def snapshot(self) -> str:
-        return f"{self.capture}/{manifest.SNAPSHOT_DIR}"
+        return f"{self.capture}/{layout.SNAPSHOT_DIR}"
 
     def in_capture(self, rel: str) -> str:
         return f"{self.capture}/{rel.lstrip('/')}"
@@ -66,7 +64,7 @@ class ContainerPaths:
 
 def container_paths(capture: manifest.Capture) -> ContainerPaths:
     """The model keeps its file name (Keras 3 dispatches on the ``.keras``/``.h5`` suffix)."""
-    return ContainerPaths(model=f"{MODEL_DIR}/{capture.model_path.name}")
+    return ContainerPaths(model=f"{layout.MODEL_MOUNT}/{capture.model_path.name}")
 
 
 def mount_cli(m: Mount) -> str:
@@ -489,10 +487,10 @@ def prepare(model_path: "os.PathLike[str] | str | manifest.Capture") -> manifest
     before building an image and hands it on, so the files are not hashed twice per load."""
     if isinstance(model_path, manifest.Capture):
         return model_path
-    model = manifest.resolve_model(model_path)
-    capture = manifest.read(manifest.sidecar_for(model))
+    model = layout.resolve_model(model_path)
+    capture = manifest.read(layout.sidecar_for(model))
     trees = [capture.model_path, Path(launch.HOST_DIR)] + [
-        capture.root / d for d in (manifest.SNAPSHOT_DIR, manifest.REFERENCE_DIR) if (capture.root / d).is_dir()]
+        capture.root / d for d in (layout.SNAPSHOT_DIR, layout.REFERENCE_DIR) if (capture.root / d).is_dir()]
     check_readable(trees, folders=[capture.root])
     return capture
 

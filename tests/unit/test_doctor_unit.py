@@ -13,7 +13,7 @@ import pytest
 
 from envrepro.diagnose import doctor
 from envrepro.capturing import infer
-from envrepro.sidecar import manifest
+from envrepro.sidecar import layout, writer
 from envrepro.diagnose.catalogue import ERROR, INFO, WARNING
 from envrepro.diagnose.modelfiles import LambdaInfo, ModelFileInfo
 
@@ -74,7 +74,7 @@ def make_model(tmp_path, root=CLEAN_ROOT):
 
 def make_capture(tmp_path, model, code_dir, extra=None, lock=LOCK):
     """A capture like capturing.capture writes, by hand: lock, snapshot of mylayers.py, manifest."""
-    root = manifest.sidecar_for(model)
+    root = layout.sidecar_for(model)
     (root / "snapshot").mkdir(parents=True)
     (root / "snapshot" / "mylayers.py").write_text(LAYER_V1)
     (root / "requirements.lock").write_text(lock)
@@ -82,7 +82,7 @@ def make_capture(tmp_path, model, code_dir, extra=None, lock=LOCK):
     from envrepro.fsutil import sha256_file
 
     data = {
-        "schema": manifest.SCHEMA, "inferred": False,
+        "schema": layout.SCHEMA, "inferred": False,
         "model": {"name": model.name, "format": "savedmodel"},
         "python": {"version": "3.8.18"},
         "frameworks": {"tensorflow": "2.4.1", "keras": "2.4.0", "keras_flavor": "tf.keras"},
@@ -94,7 +94,7 @@ def make_capture(tmp_path, model, code_dir, extra=None, lock=LOCK):
     }
     for k, v in (extra or {}).items():
         data[k] = v
-    manifest.write_manifest(root, data)
+    writer.write_manifest(root, data)
     return root
 
 
@@ -219,7 +219,7 @@ def test_missing_provider_distribution(tmp_path, monkeypatch):
 
 def test_tampered_capture_is_reported_not_fatal(captured, monkeypatch):
     model, _ = captured
-    (manifest.sidecar_for(model) / "snapshot" / "mylayers.py").write_text("x = 1\n")
+    (layout.sidecar_for(model) / "snapshot" / "mylayers.py").write_text("x = 1\n")
     use_facts(monkeypatch, facts())
     report = doctor.diagnose(model)
     assert any(f.kind == "capture" and "can't be trusted" in f.what for f in report.findings)
@@ -319,7 +319,7 @@ def test_infer_picks_the_python_whose_marshal_format_fits(monkeypatch):
     """Lambda bytecode narrows the Python guess: the likeliest first, then the others."""
     info = ModelFileInfo(path="/m.h5", format="h5", keras_version="2.4.0", lambdas=[LambdaInfo("l", "lambda", "AAAA")])
     p = infer.plan(info)
-    monkeypatch.setattr(infer, "find_python", lambda xy: (f"/py{xy}", xy + ".0"))
+    monkeypatch.setattr(infer, "find_interpreter", lambda xy: (f"/py{xy}", xy + ".0"))
     import envrepro.diagnose.doctor as d
 
     monkeypatch.setattr(d, "check_lambdas", lambda i, exe: ["ok"] if exe == "/py3.7" else ["ValueError: bad marshal data"])

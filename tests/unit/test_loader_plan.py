@@ -14,7 +14,7 @@ import pytest
 from envrepro import errors
 from envrepro.build import imageindex as images_cmd
 from envrepro.sandbox import run as load
-from envrepro.sidecar import manifest
+from envrepro.sidecar import layout, manifest, writer
 from envrepro.engine.docker import Mount
 from envrepro.runtime import loader as rt
 
@@ -32,7 +32,7 @@ def make_capture(tmp_path, name="my_model", fmt="savedmodel", **overrides):
         (model / "saved_model.pb").write_bytes(b"pb")
     else:
         model.write_bytes(b"\x89HDF\r\n\x1a\n" if fmt == "h5" else b"PK\x03\x04")
-    root = manifest.sidecar_for(model)
+    root = layout.sidecar_for(model)
     (root / "snapshot").mkdir(parents=True)
     (root / "snapshot" / "custom_layers.py").write_text("X = 1\n")
     (root / "reference").mkdir()
@@ -40,7 +40,7 @@ def make_capture(tmp_path, name="my_model", fmt="savedmodel", **overrides):
     np.save(root / "reference" / "output_0.npy", np.zeros((2, 1), "float32"))
     (root / "requirements.lock").write_text("tensorflow-cpu==2.4.1\n")
     data = {
-        "schema": manifest.SCHEMA,
+        "schema": layout.SCHEMA,
         "model": {"name": name, "format": fmt, "sha256": "x"},
         "python": {"version": "3.8.18"},
         "frameworks": {"tensorflow": "2.4.1", "keras": "2.4.0", "keras_flavor": "tf.keras", "tf_keras": None},
@@ -57,7 +57,7 @@ def make_capture(tmp_path, name="my_model", fmt="savedmodel", **overrides):
                       "num_weights": 5},
     }
     data.update(overrides)
-    manifest.write_manifest(root, data)
+    writer.write_manifest(root, data)
     # Capture writes the manifest 0600 (mkstemp); the sandbox user needs to read it.
     for p in [root, *root.rglob("*")]:
         p.chmod(p.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if p.is_dir() else 0))
@@ -264,7 +264,7 @@ def test_unreadable_model_is_refused_before_running(tmp_path):
 
 def test_sandbox_needs_to_read_what_it_uses_only(tmp_path):
     cap = make_capture(tmp_path)
-    (cap.root / manifest.MANIFEST).chmod(0o600)  # the loader never reads the manifest
+    (cap.root / layout.MANIFEST).chmod(0o600)  # the loader never reads the manifest
     eng = FakeEngine(result=(0, report_stdout(loader_report()), ""))
     assert load.load(cap.model_path, eng, image_info()).ok
     cap.root.chmod(0o700)  # but it must get into the capture folder
@@ -431,7 +431,7 @@ def test_prune_removes_images_no_capture_uses(tmp_path):
     gone = make_capture(tmp_path / "gone")
     changed = make_capture(tmp_path / "changed")
     changed.data["python"] = {"version": "3.8.17"}
-    manifest.write_manifest(changed.root, dict(changed.data))
+    writer.write_manifest(changed.root, dict(changed.data))
     changed = manifest.read(changed.root)
     k_a = used(a)
     k_gone = used(gone, base="python:3.8-bookworm")
@@ -439,7 +439,7 @@ def test_prune_removes_images_no_capture_uses(tmp_path):
     shutil.rmtree(gone.root)
     # captured again into another environment: a new lock
     (changed.root / "requirements.lock").write_text("tensorflow-cpu==2.21.0\n")
-    manifest.write_manifest(changed.root, dict(changed.data))
+    writer.write_manifest(changed.root, dict(changed.data))
     orphan = "f" * 32  # built (say by `envrepro build`) but never loaded
     tags = {k_a: "envrepro-env:a", k_gone: "envrepro-env:gone", k_changed: "envrepro-env:changed",
             orphan: "envrepro-env:orphan"}
@@ -473,7 +473,7 @@ def test_prune_without_a_recorded_base_compares_the_lock(tmp_path):
     eng = FakeEngine(images=[docker_image("k1", "envrepro-env:k1")])
     assert images_cmd.prune(eng, dry_run=True).removed == []
     (a.root / "requirements.lock").write_text("numpy==2.0.0\n")
-    manifest.write_manifest(a.root, dict(a.data))
+    writer.write_manifest(a.root, dict(a.data))
     res = images_cmd.prune(eng, dry_run=True)
     assert [r.key for r in res.removed] == ["k1"]
     assert res.removed[0].stale[str(a.root)] == "capture was taken again into another environment"
