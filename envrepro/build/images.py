@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from envrepro.build import dockerfile as df
-from envrepro.sidecar import lockfile
+from envrepro.sidecar import layout, lockfile
 from envrepro.build import platforms
 from envrepro.errors import BuildFailed, EnvreproError
 from envrepro.interpreters import python_xy
@@ -320,7 +320,7 @@ def _failure_message(tag: str, log: Path, lines: List[str], err: EnvreproError) 
 
 
 def _wheels(capture: Capture) -> Dict[str, bytes]:
-    folder = capture.root / "wheels"
+    folder = capture.root / layout.WHEELS_DIR
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.whl"))} if folder.is_dir() else {}
 
 

@@ -41,6 +41,14 @@ def packaging_module(name: str) -> Any:
         return importlib.import_module(f"pip._vendor.packaging.{name}")
 
 
+def pip_subprocess_env(**extra: str) -> Dict[str, str]:
+    """Environment for running pip under another interpreter: no version check, no prompt, and
+    none of this process's PYTHONPATH leaking into that interpreter's imports."""
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", **extra)
+    env.pop("PYTHONPATH", None)
+    return env
+
+
 def hashes_wanted() -> bool:
     """Whether a capture asks the index for hashes by default: not when ENVREPRO_OFFLINE is set."""
     return os.environ.get("ENVREPRO_OFFLINE", "") in ("", "0", "false", "no")

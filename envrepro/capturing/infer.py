@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from envrepro.capturing.capture import CaptureResult, build_manifest
-from envrepro.capturing.indexhashes import hashes_wanted
+from envrepro.capturing.indexhashes import hashes_wanted, pip_subprocess_env
+from envrepro.capturing.snapshot import copy_modules, skipped_dir
 from envrepro.diagnose import tfversions as compat
 from envrepro.diagnose.modelfiles import BUILTIN_NAMES, ModelFileInfo, read_model_file
 from envrepro.errors import CaptureError
@@ -42,7 +43,6 @@ from envrepro.interpreters import find_interpreter
 from envrepro.sidecar import layout, manifest, modelformat, writer
 
 RESOLVE_TIMEOUT = float(os.environ.get("ENVREPRO_RESOLVE_TIMEOUT", "900"))
-SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".venv", "venv", "node_modules", "site-packages"}
 LINUX_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
                    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64")
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
@@ -148,8 +148,7 @@ def resolve(p: InferencePlan, target: Optional[str], warnings: List[str]) -> Tup
                                                                        "constraints.txt", "report.json"))
         Path(req_file).write_text("\n".join(p.requirements) + "\n", encoding="utf-8")
         Path(cons_file).write_text("\n".join(p.constraints) + "\n", encoding="utf-8")
-        env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", PYTHONNOUSERSITE="1")
-        env.pop("PYTHONPATH", None)
+        env = pip_subprocess_env(PYTHONNOUSERSITE="1")
         failures = []
         for how, cmd in resolve_commands(p, req_file, cons_file, report, target, work):
             try:
@@ -211,7 +210,7 @@ def find_definitions(names: Iterable[str], code_paths: Sequence[str]) -> Dict[st
     for cp in code_paths:
         root = Path(os.path.abspath(cp))
         for cur, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.endswith((".egg-info", ".envrepro")))
+            dirs[:] = sorted(d for d in dirs if not skipped_dir(d) and d != "site-packages")
             for fname in sorted(files):
                 if not fname.endswith(".py"):
                     continue
@@ -264,7 +263,6 @@ def infer_capture(model_path: "os.PathLike[str] | str", code_paths: Iterable[str
                   python: Optional[str] = None) -> CaptureResult:
     """Write ``<model>.envrepro/`` for a model saved without envrepro (``inferred: true``)."""
     from envrepro.capturing.lock import write_lock
-    from envrepro.capturing.snapshot import copy_modules
 
     model = layout.resolve_model(model_path)
     fmt = modelformat.detect_format(model)

@@ -14,7 +14,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-from envrepro.capturing.indexhashes import INDEX_TIMEOUT
+from envrepro.capturing.indexhashes import INDEX_TIMEOUT, pip_subprocess_env
 from envrepro.errors import CaptureError
 from envrepro.fsutil import sha256_file
 from envrepro.sidecar.layout import WHEELS_DIR, WHEELS_MOUNT
@@ -146,8 +146,7 @@ def _pip_wheel(python: str, name: str, version: str, source: str, wheels_dir: Pa
     import subprocess
     import tempfile
 
-    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
-    env.pop("PYTHONPATH", None)
+    env = pip_subprocess_env()
     failures = []
     for isolated in (False, True):
         tmp = Path(tempfile.mkdtemp(prefix=f".build-{name}-", dir=str(wheels_dir)))
