@@ -29,8 +29,8 @@ def probe(python) -> dict:
 
 
 def index_reachable() -> bool:
-    return indexhashes._reachable("https://pypi.org/simple/", os.environ.get("PIP_CERT"), None, [],
-                        None) is None
+    return indexhashes._reachable("https://pypi.org/simple/", os.environ.get("PIP_CERT"), None,
+                                  [], None) is None
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def venv38_lock(tmp_path_factory, online, py38_tf24):
     out = tmp_path_factory.mktemp("cap38")
     t = time.perf_counter()
     res = lock.write_lock(env["distributions"], env["python"], out, hashes=True,
-                       training_python=str(VENV38))
+                          training_python=str(VENV38))
     elapsed = time.perf_counter() - t
     print(f"\nonline lock of the venv38 environment ({res.count} pins): {elapsed:.1f}s")
     return res, (out / "requirements.lock").read_text(), elapsed, VENV38
@@ -134,7 +134,7 @@ def test_editable_install_is_built_into_a_wheel(tmp_path, online):
 
     out = tmp_path / "cap"
     res = lock.write_lock(env["distributions"], env["python"], out, hashes=True,
-                       training_python=str(py))
+                          training_python=str(py))
     text = (out / "requirements.lock").read_text()
     [entry] = res.local
     assert entry["kind"] == "editable" and entry["name"] == "envrepro-lock-demo"
