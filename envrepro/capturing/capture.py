@@ -82,6 +82,8 @@ def _move_reference(probe_out: Path, root: Path, facts: Dict[str, Any]) -> Optio
 def build_manifest(model_path: Path, fmt: str, facts: Dict[str, Any], lock_result: Any,
                    snap: Any, reference: Optional[Dict[str, Any]], warnings: List[str],
                    inferred: bool = False) -> Dict[str, Any]:
+    """The manifest of a capture, real or inferred (``--infer`` builds its facts itself), so both
+    describe a model the same way; the writer adds ``files`` when it writes it."""
     fw = facts.get("frameworks") or {}
     mdl = facts.get("model") or {}
     custom = _custom_object_map(facts, snap.modules)
