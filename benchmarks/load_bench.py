@@ -60,7 +60,7 @@ sys.path.insert(0, str(ROOT))
 from envrepro.build import bases, images, spec  # noqa: E402
 from envrepro.build.pipconfig import host_pip_settings  # noqa: E402
 from envrepro.build.templates import VENV  # noqa: E402
-from envrepro.sidecar import manifest
+from envrepro.sidecar import layout, manifest, writer  # noqa: E402
 from envrepro.engine.base import Mount  # noqa: E402
 from envrepro.engine.docker import DockerEngine  # noqa: E402
 from envrepro.sandbox import plan as plans  # noqa: E402
@@ -204,7 +204,7 @@ def save_seed(py38, out_dir):
     proc = subprocess.run([py38, "custom_layer_model.py", str(out_dir)], cwd=str(ROOT / "examples"),
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     model = out_dir / "custom_model"
-    if proc.returncode != 0 or not manifest.sidecar_for(model).is_dir():
+    if proc.returncode != 0 or not layout.sidecar_for(model).is_dir():
         raise RuntimeError("saving the seed model failed:\n" + proc.stdout[-3000:])
     return model
 
@@ -214,8 +214,8 @@ def second_capture(seed_model, dest):
     dest.mkdir(parents=True)
     model = dest / seed_model.name
     shutil.copytree(seed_model, model)
-    side = manifest.sidecar_for(model)
-    shutil.copytree(manifest.sidecar_for(seed_model), side)
+    side = layout.sidecar_for(model)
+    shutil.copytree(layout.sidecar_for(seed_model), side)
     cap = manifest.read(side)
     text = cap.lock_path.read_text(encoding="utf-8").rstrip("\n") + "\n"
     if cap.get("lock.hashes"):
@@ -229,7 +229,7 @@ def second_capture(seed_model, dest):
     if isinstance(lock.get("distributions"), int):
         lock["distributions"] += 1
     data["lock"] = lock
-    manifest.write_manifest(side, data)
+    writer.write_manifest(side, data)
     return manifest.read(side)  # verifies the rewritten file hashes
 
 
@@ -320,7 +320,7 @@ def main(argv=None):
         t = time.perf_counter()
         seed = save_seed(py38, work / "seed")
         t_seed = time.perf_counter() - t
-        cap = manifest.read(manifest.sidecar_for(seed))
+        cap = manifest.read(layout.sidecar_for(seed))
         # Build logs and the images index of the loads below go to the work folder, not the
         # user's ~/.cache/envrepro (the temporary captures would linger in `envrepro images`).
         os.environ["XDG_CACHE_HOME"] = str(work / "xdg-cache")

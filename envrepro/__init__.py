@@ -10,14 +10,14 @@ __all__ = ["__version__", "save", "capture", "install_hook", "uninstall_hook"]
 
 def save(model, path, sample_input=None, **save_kwargs):
     """``model.save(path, **save_kwargs)``, then capture its environment beside it."""
-    from envrepro.capturing.api import save as _save
+    from envrepro.capturing.capture import save as _save
 
     return _save(model, path, sample_input=sample_input, **save_kwargs)
 
 
 def capture(path, model=None, sample_input=None, modules=(), code_paths=()):
     """Capture the environment of the model saved at ``path`` (sidecar ``<path>.envrepro/``)."""
-    from envrepro.capturing.api import capture as _capture
+    from envrepro.capturing.capture import capture as _capture
 
     return _capture(path, model=model, sample_input=sample_input, modules=modules,
                     code_paths=code_paths)

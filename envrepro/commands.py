@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 from envrepro.engine.base import ContainerEngine
-from envrepro.sidecar import manifest
+from envrepro.sidecar import layout, manifest
 
 if TYPE_CHECKING:
     from envrepro.build.imageindex import ImageRow, PruneResult
@@ -86,8 +86,8 @@ def capture(model: str, python: str, modules: Sequence[str] = (), code_paths: Se
 
 
 def inspect(model: str) -> Inspection:
-    model_path = manifest.resolve_model(model)
-    sidecar = manifest.sidecar_for(model_path)
+    model_path = layout.resolve_model(model)
+    sidecar = layout.sidecar_for(model_path)
     if sidecar.exists():
         return Inspection(model, capture=manifest.read(sidecar))
     from envrepro.diagnose.modelfiles import read_model_file
@@ -173,7 +173,7 @@ def dockerfile(model: str, base_image: Optional[str] = None, gpus: "Optional[str
     """``envrepro dockerfile``: no engine needed, the capture is read (and verified) only."""
     from envrepro.build import images
 
-    cap = manifest.read(manifest.sidecar_for(manifest.resolve_model(model)))
+    cap = manifest.read(layout.sidecar_for(layout.resolve_model(model)))
     return DockerfileText(images.dockerfile_for(cap, base_image=base_image, gpus=wants_gpus(gpus)))
 
 

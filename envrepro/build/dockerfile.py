@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Tuple
 
 from envrepro.build.pipconfig import PipSettings, render_pip_conf
 from envrepro.build.templates import WHEELS_DIR, fill, template_text
-from envrepro.capturing import lock as lockmod
+from envrepro.sidecar import lockfile
 
 
 # -- the lock ----------------------------------------------------------------------------------
@@ -55,18 +55,18 @@ class InstallPlan:
 def install_plan(lock_text: str) -> InstallPlan:
     """Split a lock for the build: all hashed -> ``--require-hashes`` throughout; none hashed ->
     neither; mixed -> hashed heavy/rest with ``--require-hashes``, then the hashless ones."""
-    entries = lockmod.parse_lock(lock_text)
-    options = lockmod.lock_options(lock_text)
+    entries = lockfile.parse_lock(lock_text)
+    options = lockfile.lock_options(lock_text)
     hashed = [e for e in entries if e.hashes]
     mixed = bool(hashed) and len(hashed) < len(entries)
-    heavy, rest = lockmod.split_closure(entries)   # the closure over all entries, then filtered
+    heavy, rest = lockfile.split_closure(entries)   # the closure over all entries, then filtered
     hashless = [e for e in entries if not e.hashes] if mixed else []
     if mixed:
         heavy, rest = [e for e in heavy if e.hashes], [e for e in rest if e.hashes]
-    tools = [e for e in lockmod.parse_lock(lock_text, include_unsafe=True) if e.unsafe]
-    return InstallPlan(heavy=lockmod.render_entries(heavy, options),
-                       rest=lockmod.render_entries(rest, options),
-                       unverified=lockmod.render_entries(hashless, options),
+    tools = [e for e in lockfile.parse_lock(lock_text, include_unsafe=True) if e.unsafe]
+    return InstallPlan(heavy=lockfile.render_entries(heavy, options),
+                       rest=lockfile.render_entries(rest, options),
+                       unverified=lockfile.render_entries(hashless, options),
                        require_hashes=bool(hashed),
                        unverified_names=tuple(sorted(e.name for e in hashless)),
                        tools="".join(f"{e.name}=={e.version}\n" for e in sorted(tools, key=lambda e: e.name)))

@@ -19,8 +19,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 from envrepro.build.spec import LABEL_KEY
 from envrepro.config import cache_dir
 from envrepro.engine.base import ContainerEngine
+from envrepro.sidecar import layout, manifest
 from envrepro.errors import EnvreproError
-from envrepro.sidecar import manifest
 from envrepro.fsutil import atomic_write_text, file_lock
 
 INDEX_VERSION = 1
@@ -61,7 +61,7 @@ def fingerprint(capture: manifest.Capture) -> str:
     Python version. A capture taken again into another environment changes it."""
     files = capture.get("files") or {}
     parts = sorted((rel, h) for rel, h in files.items()
-                   if rel == manifest.LOCK_FILE or rel.startswith(manifest.WHEELS_DIR + "/"))
+                   if rel == layout.LOCK_FILE or rel.startswith(layout.WHEELS_DIR + "/"))
     payload = json.dumps({"files": parts, "python": capture.get("python.version")}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -89,7 +89,7 @@ def stale_reason(capture_root: str, entry: Dict[str, Any], key: str,
                  key_for: Optional[KeyFor] = None) -> Optional[str]:
     """Why this capture no longer uses the image ``key`` (None: it still does)."""
     root = Path(capture_root)
-    if not (root / manifest.MANIFEST).is_file():
+    if not (root / layout.MANIFEST).is_file():
         return "capture folder is gone"
     try:
         cap = manifest.read(root, verify=False)

@@ -18,12 +18,9 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from envrepro.build.templates import BUILD_DIR
+from envrepro.sidecar.lockfile import is_http_url
 
 _PIP_KEYS = ("index-url", "extra-index-url", "trusted-host", "find-links", "cert")
-
-
-def is_http_url(url: str) -> bool:
-    return url.lower().startswith(("http://", "https://"))
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from envrepro.capturing import lock as lockmod
+from envrepro.capturing import indexhashes
+from envrepro.sidecar import layout, lockfile
 from envrepro.errors import PlatformError
 from envrepro.fsutil import atomic_write_text
 from envrepro.sidecar.manifest import Capture
@@ -63,7 +64,7 @@ SOFT = frozenset({"tensorflow-io-gcs-filesystem"})
 Say = Callable[[str], None]
 Resolver = Callable[[str, str, str], str]          # (requirements.in, constraints.txt, X.Y)
 Lookup = Callable[[Mapping[str, str], Mapping[str, Any]],
-                  Tuple[Optional[Dict[str, lockmod.IndexInfo]], str]]
+                  Tuple[Optional[Dict[str, indexhashes.IndexInfo]], str]]
 
 
 # -- detection -----------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ class Plan:
 
     requirements: List[str]             # top-level pins (mapped names), one a line
     constraints: List[str]              # every other captured pin that Linux may need
-    keep: List[lockmod.LockEntry]       # direct references (local wheels, VCS, URLs), as captured
+    keep: List[lockfile.LockEntry]       # direct references (local wheels, VCS, URLs), as captured
     changes: List[Change]               # mapped and dropped by the table
     unavailable: List[str]              # "name version: why" of what Linux can't have
 
@@ -160,7 +161,7 @@ def tf_candidates(prefer_cpu: bool) -> Tuple[str, ...]:
     return ("tensorflow-cpu", "tensorflow") if prefer_cpu else ("tensorflow",)
 
 
-def _roots(entries: Sequence[lockmod.LockEntry]) -> Set[str]:
+def _roots(entries: Sequence[lockfile.LockEntry]) -> Set[str]:
     """Top-level distributions (``# via -r requirements.in``), plus what the kept direct
     references need; every entry when the lock has no annotations at all."""
     if not any(e.via for e in entries):
@@ -172,10 +173,10 @@ def _roots(entries: Sequence[lockmod.LockEntry]) -> Set[str]:
 
 def _wheel_ok_for_linux(url: str, target_tags: Set[Tuple[str, str, str]]) -> bool:
     filename = url.rsplit("/", 1)[-1].split("#", 1)[0]
-    return not filename.endswith(".whl") or bool(lockmod._wheel_tags(filename) & target_tags)
+    return not filename.endswith(".whl") or bool(indexhashes.wheel_tags(filename) & target_tags)
 
 
-def make_plan(entries: Sequence[lockmod.LockEntry], platform: str,
+def make_plan(entries: Sequence[lockfile.LockEntry], platform: str,
               choose_tf: Callable[[str], Optional[str]], keep_soft: Callable[[str, str], bool],
               target_tags: Optional[Set[Tuple[str, str, str]]] = None) -> Plan:
     """Apply the mapping table. ``choose_tf(version)``: the Linux TensorFlow distribution that
@@ -225,7 +226,7 @@ def make_plan(entries: Sequence[lockmod.LockEntry], platform: str,
     return plan
 
 
-def diff(captured: Sequence[lockmod.LockEntry], translated: Sequence[lockmod.LockEntry],
+def diff(captured: Sequence[lockfile.LockEntry], translated: Sequence[lockfile.LockEntry],
          planned: Sequence[Change]) -> List[Change]:
     """Every package whose pin differs: the table's changes, then what the resolution left out,
     changed or added."""
@@ -259,20 +260,20 @@ def cached(capture: Capture, prefer_cpu: bool, cache: Path) -> Optional[Translat
     folder = cache_folder(capture, prefer_cpu, cache)
     try:
         meta = json.loads((folder / "translation.json").read_text(encoding="utf-8"))
-        text = (folder / lockmod.LOCK_FILE).read_text(encoding="utf-8")
+        text = (folder / layout.LOCK_FILE).read_text(encoding="utf-8")
     except (OSError, ValueError):
         return None
     if (not isinstance(meta, dict) or meta.get("version") != TRANSLATION_VERSION
             or meta.get("lock_sha256") != hashlib.sha256(text.encode()).hexdigest()):
         return None
     changes = [Change(**c) for c in meta.get("changes") or []]
-    return Translation(str(meta.get("platform")), text, folder / lockmod.LOCK_FILE, changes,
+    return Translation(str(meta.get("platform")), text, folder / layout.LOCK_FILE, changes,
                        str(meta.get("python") or ""), list(meta.get("notes") or []))
 
 
 def _store(folder: Path, t: Translation) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / lockmod.LOCK_FILE, t.lock_text)
+    atomic_write_text(folder / layout.LOCK_FILE, t.lock_text)
     meta = {"version": TRANSLATION_VERSION, "platform": t.platform, "python": t.python,
             "lock_sha256": hashlib.sha256(t.lock_text.encode()).hexdigest(),
             "changes": [asdict(c) for c in t.changes], "notes": t.notes}
@@ -313,15 +314,15 @@ def translate(capture: Capture, cache: Path, prefer_cpu: bool = True, pip: Any =
     target = linux_target(capture, machine)
     if lookup is None:
         def lookup(pins: Mapping[str, str], facts: Mapping[str, Any]
-                   ) -> Tuple[Optional[Dict[str, lockmod.IndexInfo]], str]:
-            return lockmod.lookup_index(pins, facts, _pip_mapping(pip))
+                   ) -> Tuple[Optional[Dict[str, indexhashes.IndexInfo]], str]:
+            return indexhashes.lookup_index(pins, facts, _pip_mapping(pip))
     if resolver is None:
         from envrepro.build import resolve
 
         def resolver(requirements: str, constraints: str, python_xy: str) -> str:
             return resolve.pip_compile(requirements, constraints, python_xy, pip, cache, say)
 
-    captured = lockmod.parse_lock(capture.lock_path.read_text(encoding="utf-8"), include_unsafe=True)
+    captured = lockfile.parse_lock(capture.lock_path.read_text(encoding="utf-8"), include_unsafe=True)
     say(f"The capture was made on {where}: translating its lock for Linux")
     # One index round trip for what the table needs to know: which Linux TensorFlow exists for
     # each platform build's version, and whether SOFT pins have a Linux wheel.
@@ -346,7 +347,7 @@ def translate(capture: Capture, cache: Path, prefer_cpu: bool = True, pip: Any =
         return next((n for n, a in answers if a), None)
 
     plan = make_plan(captured, plat, choose_tf, lambda n, v: has_wheel(n, v) is not False,
-                     lockmod._linux_target_tags(target))
+                     indexhashes.linux_target_tags(target))
     if plan.unavailable:
         raise _refuse(capture, where, plan.unavailable)
     requirements = "-c constraints.txt\n" + "".join(r + "\n" for r in plan.requirements)
@@ -359,7 +360,7 @@ def translate(capture: Capture, cache: Path, prefer_cpu: bool = True, pip: Any =
         raise PlatformError(e.what, str(capture.lock_path), e.fix or (
             "the captured versions don't resolve together on Linux; see the resolver output"
         )) from None
-    resolved = [e for e in lockmod.parse_lock(resolved_text) if not e.unsafe]
+    resolved = [e for e in lockfile.parse_lock(resolved_text) if not e.unsafe]
     pins = {e.name: e.version for e in resolved if e.version and not e.url}
     infos2, reason = lookup(pins, target) if pins else ({}, "")
     notes: List[str] = []
@@ -379,7 +380,7 @@ def translate(capture: Capture, cache: Path, prefer_cpu: bool = True, pip: Any =
               "captured versions as constraints. Differences from the capture:"] + \
         [f"  {c.text()}" for c in changes] + [""]
     folder = cache_folder(capture, prefer_cpu, cache)
-    t = Translation(plat, lockmod.render_lock_text(final, header), folder / lockmod.LOCK_FILE,
+    t = Translation(plat, lockfile.render_lock_text(final, header), folder / layout.LOCK_FILE,
                     changes, xy, notes)
     _store(folder, t)
     return t
@@ -389,7 +390,7 @@ def _unavailable_pins(plan: Plan, named: Sequence[str], target: Mapping[str, Any
                       lookup: Lookup) -> List[str]:
     """After a failed resolution: which of the top-level pins, and of the pins the resolver
     named, have no Linux file (constraints Linux never needs are not to blame)."""
-    suspects = {lockmod.canonical_name(n) for n in named}
+    suspects = {lockfile.canonical_name(n) for n in named}
     pins: Dict[str, str] = {}
     for i, line in enumerate(plan.requirements + plan.constraints):
         if "==" in line:

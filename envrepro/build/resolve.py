@@ -11,7 +11,7 @@ The host's pip configuration is reduced to what the image build uses (http(s) in
 hosts, CA bundle: ``pipconfig.host_pip_settings``): local ``file://`` indexes and ``--find-links``
 folders are left out, so the resolution sees what the build will see. No hashes are asked of
 pip-compile (it downloads every file of a release to hash it when the index has no JSON API):
-``envrepro.capturing.lock.lookup_index`` adds them from the index's own file links.
+``envrepro.capturing.indexhashes.lookup_index`` adds them from the index's own file links.
 """
 from __future__ import annotations
 
@@ -25,49 +25,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from envrepro.errors import PlatformError
+from envrepro.interpreters import find_python
 
 COMPILE_TIMEOUT = 1800
 BOOTSTRAP_TIMEOUT = 600
 PIP_TOOLS_REQUIREMENT = "pip-tools>=6"
 
 Say = Callable[[str], None]
-
-
-def python_xy(version: str) -> str:
-    return ".".join(re.findall(r"\d+", str(version))[:2])
-
-
-def _version_of(python: str) -> Optional[str]:
-    try:
-        out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                             timeout=60, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out or None
-
-
-def _pyenv_pythons(xy: str) -> List[str]:
-    root = os.environ.get("PYENV_ROOT") or os.path.join(os.path.expanduser("~"), ".pyenv")
-    found = sorted(Path(root, "versions").glob(f"{xy}.*"),
-                   key=lambda p: [int(x) if x.isdigit() else -1 for x in p.name.split(".")])
-    return [str(p / "bin" / "python") for p in reversed(found)
-            if re.fullmatch(rf"{re.escape(xy)}\.\d+", p.name) and (p / "bin" / "python").exists()]
-
-
-def find_python(xy: str) -> Optional[str]:
-    """An interpreter of Python ``xy`` on this host, or None."""
-    if "%d.%d" % sys.version_info[:2] == xy:
-        return sys.executable
-    explicit = os.environ.get("ENVREPRO_RESOLVE_PYTHON")
-    candidates = ([explicit] if explicit else []) + _pyenv_pythons(xy)
-    on_path = shutil.which(f"python{xy}")
-    if on_path:
-        candidates.append(on_path)
-    for python in candidates:
-        if _version_of(python) == xy:
-            return python
-    return None
 
 
 def pip_env() -> Dict[str, str]:

@@ -19,8 +19,8 @@ from envrepro.build import dockerfile as df
 from envrepro.build import platforms
 from envrepro.build import pipconfig
 from envrepro.build.pipconfig import PipSettings
-from envrepro.capturing import lock as lockmod
 from envrepro.sidecar.manifest import Capture
+from envrepro.sidecar import lockfile
 
 # Bump when the image layout the runtime scripts rely on changes (venv path, user, labels,
 # templates in images/, dockerfile.py): every environment then gets a new key and is rebuilt.
@@ -35,8 +35,8 @@ def image_key(base_image: str, python_version: str, lock_text: str,
               runtime_version: str = RUNTIME_VERSION) -> str:
     """32 hex chars of sha256 over what defines the environment (comments in the lock don't)."""
     fields = {"base": base_image, "python": python_version,
-              "lock": lockmod.canonical_lock(lock_text), "runtime": runtime_version}
-    tools = sorted(f"{e.name}=={e.version}" for e in lockmod.parse_lock(lock_text, include_unsafe=True)
+              "lock": lockfile.canonical_lock(lock_text), "runtime": runtime_version}
+    tools = sorted(f"{e.name}=={e.version}" for e in lockfile.parse_lock(lock_text, include_unsafe=True)
                    if e.unsafe)
     if tools:  # setuptools/wheel pins (commented in the lock) are installed too
         fields["tools"] = tools

@@ -12,11 +12,13 @@ from pathlib import Path
 from string import Template
 from typing import Dict
 
+from envrepro.sidecar import layout
+
 VENV = "/opt/envrepro/venv"
 BUILD_DIR = "/etc/envrepro-build"
 # Local wheels are locked as ``name @ file:///envrepro/capture/wheels/<file>`` (the capture's
 # mount point at run time); the builder stage puts them at the same path.
-WHEELS_DIR = "/envrepro/capture/wheels"
+WHEELS_DIR = layout.WHEELS_MOUNT
 USER_UID = 10001   # the image's envrepro user; the sandbox runs as it (sandbox.policy)
 LAYOUT = {"VENV": VENV, "BUILD_DIR": BUILD_DIR, "WHEELS_DIR": WHEELS_DIR, "USER_UID": str(USER_UID)}
 

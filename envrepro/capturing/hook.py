@@ -44,7 +44,7 @@ def _wrap(orig: Callable[..., Any]) -> Callable[..., Any]:
         with capture_guard():
             result = orig(self, filepath, *args, **kwargs)
             if _is_path(filepath):
-                from envrepro.capturing.api import safe_capture
+                from envrepro.capturing.capture import safe_capture
 
                 safe_capture(str(filepath), model=self)
         return result

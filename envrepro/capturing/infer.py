@@ -10,9 +10,9 @@ Nothing of the training environment is left, so everything is inferred, and the 
 * The lock: ``tensorflow-cpu==X.Y.Z`` (plus the Keras / tf-keras / Addons the file needs) resolved
   with compat.yaml's known-good pins as constraints, so numpy 2 or protobuf 4 never sneak in.
   Resolution must evaluate environment markers for the *target* Python, which pip-compile can't
-  do for another interpreter. So pip's resolver (the one pip-tools drives) runs under a pyenv
-  interpreter of that version (``pip install --dry-run --ignore-installed --report``: nothing is
-  installed); its own pip when it has ``--report`` (pip >= 22.2), else this pip through
+  do for another interpreter. So pip's resolver (the one pip-tools drives) runs under an
+  interpreter of that version found by ``envrepro.interpreters`` (``pip install --dry-run
+  --ignore-installed --report``: nothing is installed); its own pip when it has ``--report`` (pip >= 22.2), else this pip through
   ``pip --python``. Without such an interpreter, this pip resolves with ``--python-version
   --platform --only-binary=:all:`` (markers then see this Python: a warning says so). The result
   is written by envrepro.capturing.lock.write_lock, the writer real captures use (pip-tools' format,
@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,16 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from envrepro.capturing.capture import CaptureResult, build_manifest
+from envrepro.capturing.indexhashes import hashes_wanted, pip_subprocess_env
+from envrepro.capturing.snapshot import copy_modules, skipped_dir
 from envrepro.diagnose import tfversions as compat
-from envrepro.sidecar import manifest
-from envrepro.capturing.capture import CaptureResult, _hashes_default, build_manifest
-from envrepro.errors import CaptureError
-from envrepro.fsutil import cleanup_stale, file_lock, replace_dir
 from envrepro.diagnose.kerasconfig import BUILTIN_NAMES
 from envrepro.diagnose.modelfiles import ModelFileInfo, read_model_file
+from envrepro.errors import CaptureError
+from envrepro.interpreters import find_interpreter
+from envrepro.sidecar import layout, manifest, modelformat, writer
 
 RESOLVE_TIMEOUT = float(os.environ.get("ENVREPRO_RESOLVE_TIMEOUT", "900"))
-SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".tox", ".venv", "venv", "node_modules", "site-packages"}
 LINUX_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
                    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64")
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
@@ -110,31 +110,6 @@ def plan(info: ModelFileInfo, tensorflow: Optional[str] = None,
 # Interpreters and resolution
 # --------------------------------------------------------------------------------------------
 
-def find_python(xy: str) -> Optional[Tuple[str, str]]:
-    """(executable, full version) of a CPython X.Y: pyenv's newest X.Y.*, else ``pythonX.Y``."""
-    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    try:
-        out = subprocess.run(["pyenv", "root"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             timeout=10, check=True).stdout.decode().strip()
-        root = out or root
-    except (OSError, subprocess.SubprocessError):
-        pass
-    found = sorted(Path(root, "versions").glob(f"{xy}.*"), key=lambda p: compat.vtuple(p.name))
-    for d in reversed(found):
-        exe = d / "bin" / "python"
-        if exe.is_file() and re.fullmatch(r"\d+\.\d+\.\d+", d.name):
-            return str(exe), d.name
-    exe = shutil.which(f"python{xy}")
-    if exe:
-        try:
-            ver = subprocess.run([exe, "-c", "import platform; print(platform.python_version())"],
-                                 stdout=subprocess.PIPE, timeout=30, check=True).stdout.decode().strip()
-            return exe, ver
-        except (OSError, subprocess.SubprocessError):
-            return None
-    return None
-
-
 def _pip_version(python: str) -> Tuple[int, ...]:
     try:
         out = subprocess.run([python, "-m", "pip", "--version"], stdout=subprocess.PIPE,
@@ -170,12 +145,11 @@ def resolve_commands(p: InferencePlan, req_file: str, cons_file: str, report: st
 def resolve(p: InferencePlan, target: Optional[str], warnings: List[str]) -> Tuple[List[Dict[str, Any]], str]:
     """Distributions (probe format: name, version, requires) of the resolved environment."""
     with tempfile.TemporaryDirectory(prefix="envrepro-infer-") as work:
-        req_file, cons_file, report = (os.path.join(work, n) for n in ("requirements.in", "constraints.txt",
-                                                                       "report.json"))
+        req_file, cons_file, report = (os.path.join(work, n) for n in (layout.REQUIREMENTS_IN,
+                                                                       "constraints.txt", "report.json"))
         Path(req_file).write_text("\n".join(p.requirements) + "\n", encoding="utf-8")
         Path(cons_file).write_text("\n".join(p.constraints) + "\n", encoding="utf-8")
-        env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", PYTHONNOUSERSITE="1")
-        env.pop("PYTHONPATH", None)
+        env = pip_subprocess_env(PYTHONNOUSERSITE="1")
         failures = []
         for how, cmd in resolve_commands(p, req_file, cons_file, report, target, work):
             try:
@@ -237,7 +211,7 @@ def find_definitions(names: Iterable[str], code_paths: Sequence[str]) -> Dict[st
     for cp in code_paths:
         root = Path(os.path.abspath(cp))
         for cur, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.endswith((".egg-info", ".envrepro")))
+            dirs[:] = sorted(d for d in dirs if not skipped_dir(d) and d != "site-packages")
             for fname in sorted(files):
                 if not fname.endswith(".py"):
                     continue
@@ -261,7 +235,7 @@ def find_definitions(names: Iterable[str], code_paths: Sequence[str]) -> Dict[st
 
 def _python_for_lambdas(info: ModelFileInfo, p: InferencePlan,
                         tensorflow: Optional[str]) -> Tuple[InferencePlan, str]:
-    """Lambda layers carry marshalled bytecode of the saving Python (FAILURES.md class 5): try
+    """Lambda layers carry marshalled bytecode of the saving Python (docs/failures.md, class 5): try
     the TF's Pythons, likeliest first, and keep the first under which all of it unmarshals.
     Adjacent minors can share a marshal format, so this narrows the guess; it is no proof."""
     from envrepro.diagnose.lambdas import check_lambdas
@@ -269,7 +243,7 @@ def _python_for_lambdas(info: ModelFileInfo, p: InferencePlan,
     row = compat.for_tf(p.tensorflow)
     order = [p.python] + [v for v in reversed(row.get("python") or []) if v != p.python]
     for xy in order:
-        found = find_python(xy)
+        found = find_interpreter(xy)
         results = check_lambdas(info, found[0]) if found else []
         if results and all(r == "ok" for r in results):
             if xy == p.python:
@@ -289,20 +263,18 @@ def infer_capture(model_path: "os.PathLike[str] | str", code_paths: Iterable[str
                   hashes: Optional[bool] = None, tensorflow: Optional[str] = None,
                   python: Optional[str] = None) -> CaptureResult:
     """Write ``<model>.envrepro/`` for a model saved without envrepro (``inferred: true``)."""
-    from envrepro.capturing import lock as lockmod
-    from envrepro.capturing.snapshot import copy_modules
+    from envrepro.capturing.lock import write_lock
 
-    model = manifest.resolve_model(model_path)
-    fmt = manifest.detect_format(model)
+    model = layout.resolve_model(model_path)
+    fmt = modelformat.detect_format(model)
     info = read_model_file(model)
     if info.problems:
         raise CaptureError("not a loadable model: " + "; ".join(info.problems), str(model))
-    sidecar = manifest.sidecar_for(model)
     code_paths = [os.path.abspath(c) for c in code_paths]
     for c in code_paths:
         if not os.path.isdir(c):
             raise CaptureError("code path is not a folder", c, "pass the folder that holds your modules")
-    hashes = _hashes_default() if hashes is None else hashes
+    hashes = hashes_wanted() if hashes is None else hashes
     p = plan(info, tensorflow, python)
     lambda_note = None
     if python is None and any(l.code for l in info.lambdas):
@@ -310,7 +282,7 @@ def infer_capture(model_path: "os.PathLike[str] | str", code_paths: Iterable[str
     warnings = [f"inferred capture: {r}" for r in p.reasons] + [f"model file: {n}" for n in info.notes]
     if lambda_note:
         warnings.append(lambda_note)
-    interp = find_python(p.python)
+    interp = find_interpreter(p.python)
     if interp is None:
         warnings.append(f"no Python {p.python} interpreter here (pyenv): resolved for it from this Python")
     full_version = interp[1] if interp else p.python
@@ -348,27 +320,19 @@ def infer_capture(model_path: "os.PathLike[str] | str", code_paths: Iterable[str
         "reference_skipped": "inferred capture: no reference",
         "optimizer": None,
     }
-    parent = sidecar.parent
-    if not os.access(parent, os.W_OK):
-        raise CaptureError("folder is not writable, the capture can't be written beside the model",
-                           str(parent), "copy the model somewhere writable")
-    with file_lock(parent / f".{sidecar.name}.lock"):
-        cleanup_stale(parent, sidecar.name)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{sidecar.name}.tmp-", dir=str(parent)))
-        try:
-            lock_result = lockmod.write_lock(dists, python_facts, tmp, hashes=hashes)
-            warnings.extend(lock_result.warnings)
-            snap = copy_modules([m for m in modules if not m.get("distribution")],
-                                tmp / manifest.SNAPSHOT_DIR, tmp)
-            warnings.extend(snap.warnings)
-            data = build_manifest(model, fmt, facts, lock_result, snap, None, warnings, inferred=True)
-            data["inference"] = {"resolved_by": how, "reasons": p.reasons, "requirements": p.requirements,
-                                 "constraints": p.constraints, "custom_classes_missing": missing,
-                                 "interpreter": interp[0] if interp else None}
-            manifest.write_manifest(tmp, data)
-            replace_dir(tmp, sidecar)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return CaptureResult(sidecar=sidecar, manifest=manifest.read(sidecar, verify=False).data,
+
+    def fill(folder: Path) -> Dict[str, Any]:
+        lock_result = write_lock(dists, python_facts, folder, hashes=hashes)
+        warnings.extend(lock_result.warnings)
+        snap = copy_modules([m for m in modules if not m.get("distribution")],
+                            folder / layout.SNAPSHOT_DIR, folder)
+        warnings.extend(snap.warnings)
+        data = build_manifest(model, fmt, facts, lock_result, snap, None, warnings, inferred=True)
+        data["inference"] = {"resolved_by": how, "reasons": p.reasons, "requirements": p.requirements,
+                             "constraints": p.constraints, "custom_classes_missing": missing,
+                             "interpreter": interp[0] if interp else None}
+        return data
+
+    written = writer.write_capture(model, fill)
+    return CaptureResult(sidecar=written.sidecar, manifest=manifest.read(written.sidecar, verify=False).data,
                          warnings=warnings)

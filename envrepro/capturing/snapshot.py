@@ -14,11 +14,18 @@ from typing import Any, Dict, Iterable, List, Optional
 
 from envrepro.errors import CaptureError
 from envrepro.fsutil import is_within, sha256_file
+from envrepro.sidecar.layout import SIDECAR_SUFFIX
 
 SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache", ".ipynb_checkpoints",
              "node_modules", ".tox", ".venv", "venv"}
 SKIP_SUFFIXES = {".pyc", ".pyo"}
 MAX_BYTES = 64 * 1024 * 1024  # a snapshot is source code: a larger tree is a mistake (data, venv)
+
+
+def skipped_dir(name: str) -> bool:
+    """A folder that holds no source of the project (caches, VCS data, virtualenvs, metadata,
+    captures): never copied into a snapshot, never searched for custom classes."""
+    return name in SKIP_DIRS or name.endswith((".egg-info", SIDECAR_SUFFIX))
 
 
 @dataclass
@@ -57,7 +64,7 @@ def _copy_tree(root: Path, dst_root: Path, result: SnapshotResult, module: str, 
         kept = []
         for d in sorted(dirs):
             full = cur_p / d
-            if d in SKIP_DIRS or d.endswith(".egg-info") or d.endswith(".envrepro"):
+            if skipped_dir(d):
                 continue
             if full.is_symlink():
                 # os.walk does not descend into linked folders; say so instead of silently dropping

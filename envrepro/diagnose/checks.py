@@ -16,6 +16,7 @@ from envrepro.diagnose import tfversions as compat
 from envrepro.diagnose.catalogue import Env
 from envrepro.diagnose.findings import ERROR, INFO, WARNING, Finding
 from envrepro.sidecar import manifest
+from envrepro.sidecar import layout
 
 TF_DISTS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel", "tensorflow-macos")
 FRAMEWORK_DISTS = TF_DISTS + ("keras", "tf-keras")
@@ -80,7 +81,7 @@ def compare_frameworks(saved: Env, target: Env, inferred: bool) -> List[Finding]
 def _importance(cap: manifest.Capture, saved: Env) -> Dict[str, Tuple[int, str]]:
     """canonical name -> (rank, why): 0 frameworks, 1 custom-object providers, 2 the TF
     dependencies docs/failures.md names, 3 the rest of TF's closure, 4 everything else."""
-    from envrepro.capturing.lock import split_closure, parse_lock
+    from envrepro.sidecar.lockfile import parse_lock, split_closure
 
     ranks: Dict[str, Tuple[int, str]] = {}
     if cap.lock_path.is_file():
@@ -201,7 +202,7 @@ def code_change(old: str, new: str) -> Tuple[str, List[str]]:
 def origin_root(entry: Dict[str, Any]) -> Optional[str]:
     """The sys.path folder the origin was imported from: origin minus its path inside snapshot/."""
     origin, rel = entry.get("origin") or "", entry.get("path") or ""
-    inner = rel.split("/", 1)[1] if rel.startswith(manifest.SNAPSHOT_DIR + "/") else rel
+    inner = rel.split("/", 1)[1] if rel.startswith(layout.SNAPSHOT_DIR + "/") else rel
     o = Path(origin)
     parts = Path(inner).parts
     if len(parts) >= 1 and o.name == Path(inner).name and len(o.parts) > len(parts):

@@ -12,7 +12,6 @@ Exit code (``DoctorReport.exit_code``): 0 compatible, 1 risky (warnings), 2 will
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -24,14 +23,15 @@ from typing import Any, Dict, List, Optional, Tuple
 from envrepro import errors
 from envrepro.diagnose import catalogue
 from envrepro.diagnose import tfversions as compat
+from envrepro.capturing import proberunner
 from envrepro.diagnose.catalogue import Env
 from envrepro.diagnose.checks import (check_env_requirements, compare_frameworks, compare_packages,
                                       custom_providers, snapshot_drift)
 from envrepro.diagnose.findings import ERROR, INFO, WARNING, Finding, by_severity
 from envrepro.diagnose.lambdas import check_lambdas
+from envrepro.sidecar import layout
 from envrepro.diagnose.modelfiles import ModelFileInfo, read_model_file
 from envrepro.diagnose.trial import run_try, try_findings
-from envrepro.runtime import launch
 from envrepro.sidecar import manifest
 
 PROBE_TIMEOUT = float(os.environ.get("ENVREPRO_PROBE_TIMEOUT", "300"))
@@ -80,19 +80,15 @@ def environment_facts(model_path: Path, python: Optional[str] = None) -> Dict[st
         raise errors.EnvreproError("interpreter not found or not executable", exe,
                                    "pass the environment's python, e.g. /path/to/venv/bin/python")
     with tempfile.TemporaryDirectory(prefix="envrepro-doctor-") as out:
-        cmd = launch.host_argv(exe, "probe", ["--model", model_path, "--out", out, "--no-load"])
-        env = dict(os.environ, PYTHONNOUSERSITE="1")
         try:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                  timeout=PROBE_TIMEOUT, check=False)
+            run = proberunner.run_probe(exe, model_path, Path(out), ["--no-load"], timeout=PROBE_TIMEOUT)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise errors.EnvreproError(f"could not run the probe ({e})", exe) from None
-        facts_file = Path(out) / "facts.json"
-        if proc.returncode != 0 or not facts_file.is_file():
-            tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        if run.facts is None:
+            tail = run.stderr.strip().splitlines()[-1:] or ["no output"]
             raise errors.EnvreproError(f"the env-only probe failed: {tail[0]}", exe,
                                        "is it a Python >= 3.6 interpreter?")
-        return json.loads(facts_file.read_text(encoding="utf-8"))
+        return run.facts
 
 
 def target_env(facts: Dict[str, Any]) -> Env:
@@ -110,7 +106,7 @@ def target_env(facts: Dict[str, Any]) -> Env:
 def saved_env(cap: Optional[manifest.Capture], info: ModelFileInfo) -> Tuple[Env, bool]:
     """The saving environment: the capture's, else what the file says (second value: inferred)."""
     if cap is not None:
-        from envrepro.capturing.lock import parse_lock
+        from envrepro.sidecar.lockfile import parse_lock
 
         pkgs: Dict[str, str] = {}
         if cap.lock_path.is_file():
@@ -135,7 +131,7 @@ def saved_env(cap: Optional[manifest.Capture], info: ModelFileInfo) -> Tuple[Env
 # --------------------------------------------------------------------------------------------
 
 def _read_capture(model: Path, findings: List[Finding]) -> Optional[manifest.Capture]:
-    sidecar = manifest.sidecar_for(model)
+    sidecar = layout.sidecar_for(model)
     if not sidecar.is_dir():
         return None
     try:
@@ -152,7 +148,7 @@ def _read_capture(model: Path, findings: List[Finding]) -> Optional[manifest.Cap
 def diagnose(model_path: "os.PathLike[str] | str", python: Optional[str] = None,
              try_load: bool = False) -> DoctorReport:
     """Compare the model's saving environment with ``python`` (default: this interpreter)."""
-    model = manifest.resolve_model(model_path)
+    model = layout.resolve_model(model_path)
     findings: List[Finding] = []
     cap = _read_capture(model, findings)
     info = read_model_file(model)

@@ -22,7 +22,7 @@ from envrepro.diagnose.h5file import read_h5
 from envrepro.diagnose.kerasarchive import read_keras_zip
 from envrepro.diagnose.kerasconfig import LambdaInfo, TrainingConfigSummary
 from envrepro.diagnose.savedmodel import read_savedmodel
-from envrepro.sidecar.manifest import HDF5_MAGIC, LFS_MAGIC, ZIP_MAGIC  # the capture format owns the magic
+from envrepro.sidecar.modelformat import HDF5_MAGIC, LFS_MAGIC, ZIP_MAGIC  # the capture format owns the magic
 
 
 @dataclass

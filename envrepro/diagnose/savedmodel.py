@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional
 
 from envrepro.diagnose.kerasconfig import MAX_JSON_BYTES, as_str, summarize_training_config, walk_config
 from envrepro.diagnose.protowire import fields, first_text
-from envrepro.sidecar.manifest import LFS_MAGIC
+from envrepro.sidecar.modelformat import LFS_MAGIC
 
 if TYPE_CHECKING:   # annotations only: modelfiles imports this module
     from envrepro.diagnose.modelfiles import ModelFileInfo

@@ -10,10 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Dict
 
 from envrepro.runtime import launch
-from envrepro.sidecar import manifest
+from envrepro.sidecar import layout, manifest
 
-CAPTURE_DIR = "/envrepro/capture"
-MODEL_DIR = "/envrepro/model"
 PLAN_VERSION = 1
 DEFAULT_ATOL = 1e-5
 DEFAULT_RTOL = 1e-4
@@ -24,12 +22,12 @@ class ContainerPaths:
     """Where the model, the capture and the runtime scripts appear inside the container."""
 
     model: str
-    capture: str = CAPTURE_DIR
+    capture: str = layout.CAPTURE_MOUNT
     runtime: str = launch.CONTAINER_DIR
 
     @property
     def snapshot(self) -> str:
-        return f"{self.capture}/{manifest.SNAPSHOT_DIR}"
+        return f"{self.capture}/{layout.SNAPSHOT_DIR}"
 
     def in_capture(self, rel: str) -> str:
         return f"{self.capture}/{rel.lstrip('/')}"
@@ -37,7 +35,7 @@ class ContainerPaths:
 
 def container_paths(capture: manifest.Capture) -> ContainerPaths:
     """The model keeps its file name (Keras 3 dispatches on the ``.keras``/``.h5`` suffix)."""
-    return ContainerPaths(model=f"{MODEL_DIR}/{capture.model_path.name}")
+    return ContainerPaths(model=f"{layout.MODEL_MOUNT}/{capture.model_path.name}")
 
 
 def make_plan(capture: manifest.Capture, container_paths: ContainerPaths,

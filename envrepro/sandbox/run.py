@@ -21,7 +21,7 @@ from envrepro.runtime import launch
 from envrepro.sandbox.plan import container_paths, make_plan
 from envrepro.sandbox.policy import DEFAULT_MEMORY, check_readable, docker_run_argv, run_args
 from envrepro.sandbox.report import LoadReport, image_dict, no_report, parse_report
-from envrepro.sidecar import manifest
+from envrepro.sidecar import layout, manifest
 
 def prepare(model_path: "os.PathLike[str] | str | manifest.Capture") -> manifest.Capture:
     """Read and hash-verify the capture (an edited snapshot file is refused, named) and check
@@ -31,10 +31,10 @@ def prepare(model_path: "os.PathLike[str] | str | manifest.Capture") -> manifest
     before building an image and hands it on, so the files are not hashed twice per load."""
     if isinstance(model_path, manifest.Capture):
         return model_path
-    model = manifest.resolve_model(model_path)
-    capture = manifest.read(manifest.sidecar_for(model))
+    model = layout.resolve_model(model_path)
+    capture = manifest.read(layout.sidecar_for(model))
     trees = [capture.model_path, Path(launch.HOST_DIR)] + [
-        capture.root / d for d in (manifest.SNAPSHOT_DIR, manifest.REFERENCE_DIR) if (capture.root / d).is_dir()]
+        capture.root / d for d in (layout.SNAPSHOT_DIR, layout.REFERENCE_DIR) if (capture.root / d).is_dir()]
     check_readable(trees, folders=[capture.root])
     return capture
 

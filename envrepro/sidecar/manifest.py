@@ -1,16 +1,17 @@
-"""The capture format ``envrepro/v1``: where a capture lives, how it is read, checked and written.
+"""Reading a capture (format ``envrepro/v1``, docs/format.md): parse, upgrade, verify.
 
 A capture is a sidecar folder beside the model (``my_model.envrepro/`` for ``my_model/``,
 ``m.h5.envrepro/`` for ``m.h5``). ``envrepro.yaml`` is written last and lists the sha256 of
 every other file in the folder under ``files``; a folder without a manifest, or whose files do
-not match it, is not a valid capture.
+not match it, is not a valid capture. File names live in ``layout``; the capture is written
+by ``writer`` (one transaction), which renders the manifest with :func:`dump`.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 import yaml
 
@@ -19,75 +20,15 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 from envrepro import __version__
-from envrepro.errors import InvalidCapture, ModelNotFound
-from envrepro.fsutil import atomic_write_text, sha256_file
-
-SCHEMA = "envrepro/v1"
-MANIFEST = "envrepro.yaml"
-LOCK_FILE = "requirements.lock"
-REQUIREMENTS_IN = "requirements.in"
-SNAPSHOT_DIR = "snapshot"
-WHEELS_DIR = "wheels"
-REFERENCE_DIR = "reference"
-SIDECAR_SUFFIX = ".envrepro"
-
-# File magic of the model formats (also read by ``modelfiles``; the probe keeps its own copy,
-# being standard-library-only and runnable on its own).
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-ZIP_MAGIC = b"PK\x03\x04"
-LFS_MAGIC = b"version https://git-lfs"
+from envrepro.errors import InvalidCapture
+from envrepro.fsutil import sha256_file
+from envrepro.sidecar.layout import (LOCK_FILE, MANIFEST, SCHEMA, SIDECAR_SUFFIX, SNAPSHOT_DIR,
+                                     model_for, sidecar_for)
 
 # Schema upgrades: each function takes a manifest of schema N and returns schema N+1.
 # ``envrepro/v0`` never shipped; the table exists so old captures keep loading when v2 comes.
 UPGRADES: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {}
 KNOWN_SCHEMAS = (SCHEMA,)
-
-
-def sidecar_for(model_path: "os.PathLike[str] | str") -> Path:
-    """``my_model/`` -> ``my_model.envrepro/``; ``m.h5`` -> ``m.h5.envrepro/``."""
-    p = Path(os.path.abspath(model_path))
-    if p.name.endswith(SIDECAR_SUFFIX):
-        return p
-    return p.with_name(p.name + SIDECAR_SUFFIX)
-
-
-def model_for(sidecar: Path) -> Path:
-    return sidecar.with_name(sidecar.name[: -len(SIDECAR_SUFFIX)])
-
-
-def detect_format(model_path: Path) -> str:
-    """savedmodel | h5 | keras, from the files (magic bytes), not the name alone."""
-    if model_path.is_dir():
-        if (model_path / "saved_model.pb").exists() or (model_path / "saved_model.pbtxt").exists():
-            return "savedmodel"
-        raise ModelNotFound(
-            "folder is not a SavedModel (no saved_model.pb)", str(model_path),
-            "pass the folder model.save() wrote, or an .h5/.keras file",
-        )
-    if not model_path.is_file():
-        raise ModelNotFound("no model at this path", str(model_path),
-                            "check the path, or save the model first")
-    with open(model_path, "rb") as f:
-        head = f.read(64)
-    if head.startswith(HDF5_MAGIC):
-        return "h5"
-    if head.startswith(ZIP_MAGIC):
-        return "keras"
-    if head.startswith(LFS_MAGIC):
-        raise ModelNotFound("file is a Git LFS pointer, not the model", str(model_path),
-                            "run `git lfs pull`")
-    raise ModelNotFound("not a Keras model file (neither HDF5 nor .keras zip)", str(model_path),
-                        "pass a SavedModel folder, an .h5 or a .keras file")
-
-
-def resolve_model(path: "os.PathLike[str] | str") -> Path:
-    """Accept the model path or its sidecar; return the model path."""
-    p = Path(os.path.abspath(path))
-    if p.name.endswith(SIDECAR_SUFFIX):
-        p = model_for(p)
-    if not p.exists():
-        raise ModelNotFound("no model at this path", str(p), "check the path, or save the model first")
-    return p
 
 
 @dataclass
@@ -185,29 +126,9 @@ def verify_files(cap: Capture) -> None:
                                      str(p), "remove it or run `envrepro capture MODEL` again")
 
 
-def list_files(root: Path) -> Dict[str, str]:
-    """sha256 of every file below root except the manifest (for ``files:``)."""
-    out: Dict[str, str] = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_symlink():
-            raise InvalidCapture("symbolic link inside the capture", str(p), "remove it")
-        if p.is_file() and p.name != MANIFEST:
-            out[p.relative_to(root).as_posix()] = sha256_file(p)
-    return out
-
-
 def dump(data: Dict[str, Any]) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
                      width=100)
-
-
-def write_manifest(root: Path, data: Dict[str, Any]) -> Dict[str, Any]:
-    """Fill ``files`` from disk and write the manifest atomically (the last write of a capture)."""
-    data = dict(data)
-    data["schema"] = SCHEMA
-    data["files"] = list_files(root)
-    atomic_write_text(root / MANIFEST, dump(data))
-    return data
 
 
 def model_custom_objects(cap: Capture) -> Dict[str, str]:

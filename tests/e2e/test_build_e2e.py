@@ -187,13 +187,13 @@ def test_heavy_layer_is_reused_when_only_the_rest_differs(engine, standin_38, tm
 def _local_wheel(tmp_path: Path, wheels: Path) -> str:
     """A pure-Python wheel built the way a capture builds local installs (no hash asked of any
     index: the lock line carries none, as a capture written offline would)."""
-    from envrepro.capturing import lock as L
+    from envrepro.capturing import localwheels
     proj = tmp_path / "mypkg-src"
     (proj / "mypkg").mkdir(parents=True)
     (proj / "mypkg" / "__init__.py").write_text("ANSWER = 42\n")
     (proj / "setup.py").write_text("from setuptools import setup\n"
                                    "setup(name='mypkg', version='0.1', packages=['mypkg'])\n")
-    [item] = L.build_local_wheels([{"name": "mypkg", "version": "0.1",
+    [item] = localwheels.build_local_wheels([{"name": "mypkg", "version": "0.1",
                                     "direct_url": {"url": proj.as_uri(), "dir_info": {}}}], wheels)
     return item["wheel"].split("/", 1)[1]
 

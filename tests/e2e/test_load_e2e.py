@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envrepro.sidecar import manifest
+from envrepro.sidecar import layout, manifest, writer
 from envrepro.fsutil import sha256_tree
 
 pytestmark = pytest.mark.e2e
@@ -102,7 +102,7 @@ def test_human_report(seed_models):
 
 def test_edited_custom_layer_source_does_not_change_the_load(seed_models, tmp_path):
     """The snapshot is what loads: editing the origin after the save changes nothing."""
-    cap = manifest.read(manifest.sidecar_for(seed_models["custom"]))
+    cap = manifest.read(layout.sidecar_for(seed_models["custom"]))
     origin = Path(cap.data["snapshot"]["files"][0]["origin"])
     copy = tmp_path / "orig.py"
     shutil.copy(origin, copy)
@@ -119,13 +119,13 @@ def test_tampered_snapshot_and_mismatch(seed_models, tmp_path):
     # a copy of the model and its capture, so the shared fixtures stay intact
     model = tmp_path / "custom_model"
     shutil.copytree(seed_models["custom"], model)
-    shutil.copytree(manifest.sidecar_for(seed_models["custom"]), manifest.sidecar_for(model))
-    side = manifest.sidecar_for(model)
+    shutil.copytree(layout.sidecar_for(seed_models["custom"]), layout.sidecar_for(model))
+    side = layout.sidecar_for(model)
     # 1. a reference that no longer matches: exit 6 (manifest re-written so only the data differs)
     data = manifest.read(side).data
     ref_out = side / data["reference"]["outputs"][0]
     np.save(ref_out, np.load(ref_out) + 1.0)
-    manifest.write_manifest(side, {k: v for k, v in data.items() if k != "files"})
+    writer.write_manifest(side, {k: v for k, v in data.items() if k != "files"})
     out = cli("load", model, "--json")
     assert out.returncode == 6, out.stdout[-2000:] + out.stderr[-2000:]
     assert json.loads(out.stdout)["loader"]["reference"]["allclose"] is False
@@ -138,7 +138,7 @@ def test_tampered_snapshot_and_mismatch(seed_models, tmp_path):
 
 def test_no_engine_exit_3_nothing_written(seed_models):
     model = seed_models["adam"]
-    side = manifest.sidecar_for(model)
+    side = layout.sidecar_for(model)
     before = (sha256_tree(model), sha256_tree(side))
     out = cli("load", model, env={"DOCKER_HOST": "tcp://127.0.0.1:1"})
     assert out.returncode == 3
@@ -159,7 +159,7 @@ def test_run_and_images(seed_models):
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     served = {c for r in rows for c in r["captures"]}
-    assert str(manifest.sidecar_for(seed_models["custom"])) in served
+    assert str(layout.sidecar_for(seed_models["custom"])) in served
 
 
 KERAS3_SAVE = textwrap.dedent('''
@@ -209,10 +209,10 @@ def test_infer_then_load_a_model_saved_without_envrepro(py38_tf24, standin_38, t
                           text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(EXAMPLES)),
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert not manifest.sidecar_for(model).exists()
+    assert not layout.sidecar_for(model).exists()
     out = cli("capture", "--infer", model, "--code-path", EXAMPLES)
     assert out.returncode == 0, out.stderr[-3000:]
-    cap = manifest.read(manifest.sidecar_for(model))
+    cap = manifest.read(layout.sidecar_for(model))
     assert cap.data["inferred"] is True and cap.data["frameworks"]["tensorflow"] == "2.4.1"
     assert cap.data["load"]["custom_objects"]["MyCustomLayer"] == "custom_layers:MyCustomLayer"
     out = cli("load", model, "--json")

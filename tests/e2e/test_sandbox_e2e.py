@@ -19,7 +19,7 @@ from envrepro import errors
 from envrepro.sandbox import policy
 from envrepro.sandbox import report as reports
 from envrepro.sandbox import run as load
-from envrepro.sidecar import manifest
+from envrepro.sidecar import layout, manifest, writer
 pytestmark = pytest.mark.e2e
 
 # Runs inside the sandbox; prints one JSON line of facts. A TCP connect is tried only when the
@@ -83,14 +83,14 @@ def capture(tmp_path, monkeypatch):
     model = tmp_path / "my_model"
     model.mkdir()
     (model / "saved_model.pb").write_bytes(b"not really a graph")
-    root = manifest.sidecar_for(model)
+    root = layout.sidecar_for(model)
     (root / "snapshot").mkdir(parents=True)
     (root / "snapshot" / "custom_layers.py").write_text("VALUE = 42\n")
     (root / "reference").mkdir()
     np.save(root / "reference" / "input_0.npy", np.zeros((1, 2), "float32"))
     np.save(root / "reference" / "output_0.npy", np.zeros((1, 1), "float32"))
-    manifest.write_manifest(root, {
-        "schema": manifest.SCHEMA, "model": {"name": "my_model", "format": "savedmodel"},
+    writer.write_manifest(root, {
+        "schema": layout.SCHEMA, "model": {"name": "my_model", "format": "savedmodel"},
         "python": {"version": "3.11.7"}, "frameworks": {"tensorflow": "2.21.0", "keras_flavor": "keras3"},
         "env": {"TF_USE_LEGACY_KERAS": None, "KERAS_BACKEND": None},
         "load": {"compile": True, "custom_objects": {}, "modules": ["custom_layers"]},

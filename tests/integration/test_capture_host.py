@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import envrepro
-from envrepro.sidecar import manifest
+from envrepro.sidecar import layout, manifest
 from envrepro.errors import InvalidCapture
 
 from tf_helpers import CUSTOM_LAYERS, LOSSES_KERAS3, envrepro_cli, write_module
@@ -60,7 +60,7 @@ def test_save_captures_everything(tmp_path, proj, tf):
     path.parent.mkdir()
     result = envrepro.save(model, str(path), sample_input=x)
     assert result is not None and path.is_file()
-    cap = manifest.read(manifest.sidecar_for(path))
+    cap = manifest.read(layout.sidecar_for(path))
     d = cap.data
     assert d["schema"] == "envrepro/v1" and d["model"]["format"] == "keras"
     assert d["python"]["version"] == ".".join(map(str, sys.version_info[:3]))
@@ -95,19 +95,19 @@ def test_hook_captures_model_save_and_checkpoints(tmp_path, proj, tf):
         assert patched, "no Model class patched"
         h5 = tmp_path / "hooked.h5"
         model.save(str(h5))
-        assert manifest.read(manifest.sidecar_for(h5)).data["model"]["format"] == "h5"
+        assert manifest.read(layout.sidecar_for(h5)).data["model"]["format"] == "h5"
         ckpt = tmp_path / "ckpt.keras"
         cb = tf.keras.callbacks.ModelCheckpoint(str(ckpt), save_weights_only=False)
         rng = np.random.RandomState(0)
         model.fit(rng.rand(32, 16).astype("float32"), rng.rand(32, 1).astype("float32"), epochs=1, verbose=0,
                   callbacks=[cb])
-        cap = manifest.read(manifest.sidecar_for(ckpt))
+        cap = manifest.read(layout.sidecar_for(ckpt))
         assert cap.data["optimizer"]["iterations"] >= 3
     finally:
         envrepro.uninstall_hook()
     plain = tmp_path / "plain.keras"
     model.save(str(plain))
-    assert not manifest.sidecar_for(plain).exists()
+    assert not layout.sidecar_for(plain).exists()
 
 
 def test_capture_failure_never_fails_the_save(tmp_path, proj, tf, monkeypatch):
@@ -122,7 +122,7 @@ def test_capture_failure_never_fails_the_save(tmp_path, proj, tf, monkeypatch):
     with pytest.warns(RuntimeWarning, match="saved, but its environment was not captured.*disk on fire"):
         assert envrepro.save(model, str(path)) is None
     assert path.is_file()
-    assert not manifest.sidecar_for(path).exists()
+    assert not layout.sidecar_for(path).exists()
     assert not list(tmp_path.glob(".m.keras.envrepro.tmp-*"))
 
 
@@ -134,7 +134,7 @@ def test_cli_capture_with_python_and_code_path(tmp_path, proj, tf):
                        env=OFFLINE)
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr
-    d = manifest.read(manifest.sidecar_for(path)).data
+    d = manifest.read(layout.sidecar_for(path)).data
     assert d["load"]["custom_objects"]["team>Huberish"] == "losses:Huberish"
     assert d["load"]["custom_objects"]["MyCustomLayer"] == "custom_layers:MyCustomLayer"
     assert d["reference"] and d["reference"]["seeded"]
@@ -147,12 +147,12 @@ def test_bad_inputs_one_line_exit_2(tmp_path, proj, tf):
     model = custom_model(tf)
     path = tmp_path / "t.keras"
     envrepro.save(model, str(path))
-    snap = manifest.sidecar_for(path) / "snapshot" / "custom_layers.py"
+    snap = layout.sidecar_for(path) / "snapshot" / "custom_layers.py"
     snap.write_text(snap.read_text() + "\n# edited\n")
     out = envrepro_cli("inspect", path)
     assert out.returncode == 2 and "snapshot/custom_layers.py" in out.stderr and "edited" in out.stderr
     assert "Traceback" not in out.stderr
-    (manifest.sidecar_for(path) / "envrepro.yaml").write_text("schema: envrepro/v9\n")
+    (layout.sidecar_for(path) / "envrepro.yaml").write_text("schema: envrepro/v9\n")
     out = envrepro_cli("inspect", path)
     assert out.returncode == 2 and "unknown capture schema" in out.stderr
     out = envrepro_cli("capture", path, "--python", "/nonexistent/python", env=OFFLINE)
@@ -169,7 +169,7 @@ def test_concurrent_captures_serialise(tmp_path, proj, tf):
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err.decode()
-    cap = manifest.read(manifest.sidecar_for(path))  # verifies every file against the manifest
+    cap = manifest.read(layout.sidecar_for(path))  # verifies every file against the manifest
     assert cap.data["load"]["custom_objects"]["MyCustomLayer"] == "custom_layers:MyCustomLayer"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".c.keras.envrepro.") and not p.name.endswith(".lock")]
 
@@ -206,7 +206,7 @@ def test_killed_capture_is_old_new_or_incomplete(tmp_path, proj, tf):
         p.send_signal(signal.SIGKILL)
         p.wait()
         try:
-            cap = manifest.read(manifest.sidecar_for(path))
+            cap = manifest.read(layout.sidecar_for(path))
         except InvalidCapture as e:
             assert "no capture" in str(e) or "incomplete" in str(e), str(e)
             outcomes["none"] += 1

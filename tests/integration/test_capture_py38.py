@@ -5,7 +5,7 @@ import sys
 import pytest
 import yaml
 
-from envrepro.sidecar import manifest
+from envrepro.sidecar import layout, manifest
 from tf_helpers import EXAMPLES, envrepro_cli, run_py
 
 pytestmark = [pytest.mark.py38, pytest.mark.tf]
@@ -23,7 +23,7 @@ def tf24_models(py38_tf24, tmp_path_factory):
 
 
 def test_hook_captures_savedmodel_with_custom_layer(tf24_models):
-    cap = manifest.read(manifest.sidecar_for(tf24_models / "custom_model"))
+    cap = manifest.read(layout.sidecar_for(tf24_models / "custom_model"))
     d = cap.data
     assert d["model"]["format"] == "savedmodel"
     assert d["python"]["version"].startswith("3.8.")
@@ -38,7 +38,7 @@ def test_hook_captures_savedmodel_with_custom_layer(tf24_models):
 
 
 def test_hook_captures_adam_h5_with_optimizer_state(tf24_models):
-    d = manifest.read(manifest.sidecar_for(tf24_models / "adam_model.h5")).data
+    d = manifest.read(layout.sidecar_for(tf24_models / "adam_model.h5")).data
     assert d["model"]["format"] == "h5"
     opt = d["optimizer"]
     assert opt["class"] == "Adam" and opt["iterations"] == 8 and opt["state_saved"] is True
@@ -47,7 +47,7 @@ def test_hook_captures_adam_h5_with_optimizer_state(tf24_models):
 
 
 def test_dense_example(tf24_models):
-    d = manifest.read(manifest.sidecar_for(tf24_models / "dense_model")).data
+    d = manifest.read(layout.sidecar_for(tf24_models / "dense_model")).data
     assert d["model"]["class_name"] == "Sequential" and d["load"]["custom_objects"] == {}
 
 
@@ -63,7 +63,7 @@ def test_capture_from_outside_with_python(py38_tf24, tmp_path):
     out = envrepro_cli("capture", tmp_path / "outside", "--python", py38_tf24, "--code-path", EXAMPLES,
                        "--module", "custom_layers", env={"ENVREPRO_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr
-    d = manifest.read(manifest.sidecar_for(tmp_path / "outside")).data
+    d = manifest.read(layout.sidecar_for(tmp_path / "outside")).data
     assert d["python"]["version"].startswith("3.8.") and d["frameworks"]["tensorflow"] == "2.4.1"
     assert d["load"]["custom_objects"]["MyCustomLayer"] == "custom_layers:MyCustomLayer"
-    assert "termcolor==1.1.0" in (manifest.sidecar_for(tmp_path / "outside") / "requirements.lock").read_text()
+    assert "termcolor==1.1.0" in (layout.sidecar_for(tmp_path / "outside") / "requirements.lock").read_text()

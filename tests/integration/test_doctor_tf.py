@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from envrepro.diagnose import doctor
-from envrepro.sidecar import manifest
+from envrepro.sidecar import layout, manifest, writer
 from envrepro.diagnose.findings import ERROR, INFO
 
 pytestmark = [pytest.mark.tf]
@@ -152,16 +152,16 @@ def test_custom_layer_edited_after_the_save(tf24_custom, py38):
 def test_missing_distribution_that_provided_a_custom_object(tf24_custom, py38, tmp_path):
     model, _ = tf24_custom
     shutil.copytree(model, tmp_path / model.name)
-    shutil.copytree(manifest.sidecar_for(model), tmp_path / (model.name + ".envrepro"))
+    shutil.copytree(layout.sidecar_for(model), tmp_path / (model.name + ".envrepro"))
     copy = tmp_path / model.name
-    root = manifest.sidecar_for(copy)
+    root = layout.sidecar_for(copy)
     data = manifest.read(root).data
     data["requirement_modules"] = {"acme_layers": "acme-layers"}
     data["load"]["modules"] = list(data["load"]["modules"]) + ["acme_layers"]
     data["load"]["custom_objects"]["AcmeDense"] = "acme_layers:AcmeDense"
     lock = root / "requirements.lock"
     lock.write_text(lock.read_text() + "acme-layers==1.2.0\n    # via -r requirements.in\n")
-    manifest.write_manifest(root, data)
+    writer.write_manifest(root, data)
 
     report = doctor.diagnose(copy, python=py38, try_load=True)
     text = doctor.render(report)

@@ -13,7 +13,7 @@ import pytest
 
 from envrepro.sandbox import plan as plans
 from envrepro.sandbox import report as reports
-from envrepro.sidecar import manifest
+from envrepro.sidecar import layout, manifest
 from envrepro.runtime import loader as rt
 
 from tf_helpers import CUSTOM_LAYERS, write_module
@@ -66,7 +66,7 @@ def py38(py38_tf24):
 def train(python, folder, model_name, keras_flavor, tf_version):
     """A model + a capture-shaped sidecar (snapshot/, reference/) and the Capture describing it."""
     model = folder / model_name
-    root = manifest.sidecar_for(model)
+    root = layout.sidecar_for(model)
     snap, ref = root / "snapshot", root / "reference"
     write_module(snap, "custom_layers", CUSTOM_LAYERS)
     ref.mkdir(parents=True)
@@ -76,7 +76,7 @@ def train(python, folder, model_name, keras_flavor, tf_version):
     assert proc.returncode == 0, proc.stderr[-4000:]
     opt = json.loads(proc.stdout.strip().splitlines()[-1])
     data = {
-        "schema": manifest.SCHEMA,
+        "schema": layout.SCHEMA,
         "model": {"name": model_name, "format": model_name.rsplit(".", 1)[-1]},
         "frameworks": {"tensorflow": tf_version, "keras_flavor": keras_flavor},
         "env": {"TF_USE_LEGACY_KERAS": None, "KERAS_BACKEND": None},

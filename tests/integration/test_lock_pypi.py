@@ -1,4 +1,4 @@
-"""envrepro.capturing.lock against the real index (PyPI): hashes for a Python 3.8 / TF 2.4.1 venv, pip's
+"""envrepro.capturing.lock and indexhashes against the real index (PyPI): hashes for a Python 3.8 / TF 2.4.1 venv, pip's
 hash checking on them, and an editable install turned into a wheel."""
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from envrepro.capturing import lock as L
+from envrepro.capturing import indexhashes, lock
+from envrepro.fsutil import sha256_file
+from envrepro.sidecar import lockfile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support import probe_environment  # noqa: E402
 
@@ -27,8 +29,8 @@ def probe(python) -> dict:
 
 
 def index_reachable() -> bool:
-    return L._reachable("https://pypi.org/simple/", os.environ.get("PIP_CERT"), None, [],
-                        None) is None
+    return indexhashes._reachable("https://pypi.org/simple/", os.environ.get("PIP_CERT"), None,
+                                  [], None) is None
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,8 @@ def venv38_lock(tmp_path_factory, online, py38_tf24):
     env = probe(VENV38)
     out = tmp_path_factory.mktemp("cap38")
     t = time.perf_counter()
-    res = L.write_lock(env["distributions"], env["python"], out, hashes=True,
-                       training_python=str(VENV38))
+    res = lock.write_lock(env["distributions"], env["python"], out, hashes=True,
+                          training_python=str(VENV38))
     elapsed = time.perf_counter() - t
     print(f"\nonline lock of the venv38 environment ({res.count} pins): {elapsed:.1f}s")
     return res, (out / "requirements.lock").read_text(), elapsed, VENV38
@@ -71,8 +73,8 @@ def entry_block(text: str, name: str) -> str:
 def test_venv38_lock_has_hashes_and_reports_sdist_only(venv38_lock):
     res, text, elapsed, _ = venv38_lock
     assert res.hashes is True and res.missing_hashes == [], res.warnings
-    assert L.has_hashes(text)
-    entries = L.parse_lock(text)
+    assert lockfile.has_hashes(text)
+    entries = lockfile.parse_lock(text)
     assert len(entries) == res.count >= 30
     for e in entries:
         assert e.hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in e.hashes), e
@@ -84,7 +86,7 @@ def test_venv38_lock_has_hashes_and_reports_sdist_only(venv38_lock):
     assert len(by["numpy"].hashes) > 10
     assert "tensorflow-cpu" in res.top_level  # beside envrepro's own dependencies (typer, docker, ...)
     assert "pip==" not in text and "# setuptools==" in text
-    heavy, rest = L.split_closure(entries)
+    heavy, rest = lockfile.split_closure(entries)
     assert {"tensorflow-cpu", "numpy", "six", "termcolor"} <= {e.name for e in heavy}
 
 
@@ -102,7 +104,7 @@ def test_pip_download_with_require_hashes(venv38_lock, tmp_path):
     assert any(n.startswith("termcolor-1.1.0") for n in names)
 
     # termcolor 1.1.0 is one sdist, one hash: alter it and pip refuses the file
-    [termcolor_hash] = L.parse_lock(entry_block(text, "termcolor"))[0].hashes
+    [termcolor_hash] = lockfile.parse_lock(entry_block(text, "termcolor"))[0].hashes
     digest = termcolor_hash.split(":", 1)[1]
     altered = digest[:-1] + ("0" if digest[-1] != "0" else "1")
     lock.write_text(small.replace(digest, altered))
@@ -131,20 +133,20 @@ def test_editable_install_is_built_into_a_wheel(tmp_path, online):
     assert demo["editable"] and demo["direct_url"]["dir_info"]["editable"]
 
     out = tmp_path / "cap"
-    res = L.write_lock(env["distributions"], env["python"], out, hashes=True,
-                       training_python=str(py))
+    res = lock.write_lock(env["distributions"], env["python"], out, hashes=True,
+                          training_python=str(py))
     text = (out / "requirements.lock").read_text()
     [entry] = res.local
     assert entry["kind"] == "editable" and entry["name"] == "envrepro-lock-demo"
     assert entry["version"] == "0.3.1" and entry["source"] == str(proj)
     wheel = out / entry["wheel"]
     assert wheel.name.startswith("envrepro_lock_demo-0.3.1-") and wheel.name.endswith(".whl")
-    assert L.sha256_file(wheel) == entry["sha256"]
+    assert sha256_file(wheel) == entry["sha256"]
     assert (f"envrepro-lock-demo @ file:///envrepro/capture/wheels/{wheel.name} \\\n"
             f"    --hash=sha256:{entry['sha256']}\n    # via -r requirements.in\n") in text
     assert "six==1.16.0 \\\n    --hash=sha256:" in text
     assert "    # via envrepro-lock-demo" in text
-    assert res.hashes and res.missing_hashes == [] and L.has_hashes(text)
+    assert res.hashes and res.missing_hashes == [] and lockfile.has_hashes(text)
     assert "envrepro-lock-demo @ file:///envrepro/capture/wheels/" in \
         (out / "requirements.in").read_text()
 

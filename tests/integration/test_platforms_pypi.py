@@ -13,8 +13,9 @@ import time
 import pytest
 
 from envrepro.build import pipconfig
-from envrepro.capturing import lock as L
+from envrepro.sidecar import lockfile
 from envrepro.sidecar import manifest
+from envrepro.capturing import indexhashes
 from envrepro.build import platforms
 pytestmark = pytest.mark.network
 
@@ -46,7 +47,7 @@ wrapt==1.15.0
 
 @pytest.fixture(scope="module")
 def online():
-    if L._reachable("https://pypi.org/simple/", os.environ.get("PIP_CERT"), None, [], None) is not None:
+    if indexhashes._reachable("https://pypi.org/simple/", os.environ.get("PIP_CERT"), None, [], None) is not None:
         pytest.skip("PyPI unreachable")
 
 
@@ -64,7 +65,7 @@ def test_macos_lock_is_re_resolved_for_linux(online, tmp_path):
     seconds = time.perf_counter() - t0
     print(f"re-resolution for Linux: {seconds:.1f} s")
 
-    entries = {e.name: e for e in L.parse_lock(t.lock_text)}
+    entries = {e.name: e for e in lockfile.parse_lock(t.lock_text)}
     assert entries["tensorflow-cpu"].version == "2.13.0"
     for name in ("tensorflow-macos", "tensorflow-metal", "appnope"):
         assert name not in entries
@@ -73,8 +74,8 @@ def test_macos_lock_is_re_resolved_for_linux(online, tmp_path):
                           ("wrapt", "1.15.0")):
         assert entries[name].version == version, name
     assert "tensorflow-io-gcs-filesystem" in entries       # Linux needs it, macOS arm64 doesn't
-    assert L.has_hashes(t.lock_text) and len(entries["tensorflow-cpu"].hashes) >= 4
-    heavy, _rest = L.split_closure(t.lock_text)
+    assert lockfile.has_hashes(t.lock_text) and len(entries["tensorflow-cpu"].hashes) >= 4
+    heavy, _rest = lockfile.split_closure(t.lock_text)
     assert {"tensorflow-cpu", "numpy", "keras"} <= {e.name for e in heavy}
 
     texts = [c.text() for c in t.changes]

@@ -26,6 +26,8 @@ from envrepro.engine.base import ContainerEngine, LineCallback, PullFailed, imag
 from envrepro.errors import BuildFailed, EnvreproError
 from envrepro.runtime import loader as rt
 from envrepro.sidecar import manifest
+from envrepro.sidecar import layout
+from envrepro.sidecar import writer
 
 
 # A small hashed lock, as pip-compile writes it.
@@ -221,7 +223,7 @@ def make_capture(tmp_path, name="my_model", fmt="savedmodel", **overrides):
         (model / "saved_model.pb").write_bytes(b"pb")
     else:
         model.write_bytes(b"\x89HDF\r\n\x1a\n" if fmt == "h5" else b"PK\x03\x04")
-    root = manifest.sidecar_for(model)
+    root = layout.sidecar_for(model)
     (root / "snapshot").mkdir(parents=True)
     (root / "snapshot" / "custom_layers.py").write_text("X = 1\n")
     (root / "reference").mkdir()
@@ -229,7 +231,7 @@ def make_capture(tmp_path, name="my_model", fmt="savedmodel", **overrides):
     np.save(root / "reference" / "output_0.npy", np.zeros((2, 1), "float32"))
     (root / "requirements.lock").write_text("tensorflow-cpu==2.4.1\n")
     data = {
-        "schema": manifest.SCHEMA,
+        "schema": layout.SCHEMA,
         "model": {"name": name, "format": fmt, "sha256": "x"},
         "python": {"version": "3.8.18"},
         "frameworks": {"tensorflow": "2.4.1", "keras": "2.4.0", "keras_flavor": "tf.keras", "tf_keras": None},
@@ -246,7 +248,7 @@ def make_capture(tmp_path, name="my_model", fmt="savedmodel", **overrides):
                       "num_weights": 5},
     }
     data.update(overrides)
-    manifest.write_manifest(root, data)
+    writer.write_manifest(root, data)
     # Capture writes the manifest 0600 (mkstemp); the sandbox user needs to read it.
     for p in [root, *root.rglob("*")]:
         p.chmod(p.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if p.is_dir() else 0))

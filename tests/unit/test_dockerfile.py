@@ -10,8 +10,8 @@ from pathlib import Path
 
 from envrepro.build import dockerfile as df
 from envrepro.build.pipconfig import PipSettings
-from envrepro.build.templates import BUILD_DIR, WHEELS_DIR, template_text
-from envrepro.capturing import lock as L
+from envrepro.build.templates import BUILD_DIR, template_text
+from envrepro.sidecar import layout, lockfile
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 H = lambda c: "sha256:" + c * 64  # noqa: E731  (a fake, well-formed hash)
 
@@ -68,7 +68,7 @@ HEAVY = {"absl-py", "h5py", "numpy", "six", "tensorboard", "tensorflow-cpu", "te
 
 
 def names(text):
-    return {e.name for e in L.parse_lock(text)}
+    return {e.name for e in lockfile.parse_lock(text)}
 
 
 def split(text):
@@ -100,7 +100,7 @@ def check_snapshot(name, text):
 
 # -- the lock (parsed by envrepro.capturing.lock, split and rendered for the build) -------------------------
 def test_parse_lock_reads_pins_hashes_and_both_via_styles():
-    entries = L.parse_lock(TF_LOCK + "wrapt==1.12.1  # via tensorflow-cpu\nrich==13.0.0\n    # via keras, tensorflow-cpu\n")
+    entries = lockfile.parse_lock(TF_LOCK + "wrapt==1.12.1  # via tensorflow-cpu\nrich==13.0.0\n    # via keras, tensorflow-cpu\n")
     by = {e.name: e for e in entries}
     assert by["absl-py"].hashes == (H("a"), H("b"))
     assert by["absl-py"].parents == ["tensorboard", "tensorflow-cpu"]
@@ -109,7 +109,7 @@ def test_parse_lock_reads_pins_hashes_and_both_via_styles():
     assert by["rich"].parents == ["keras", "tensorflow-cpu"]
     assert by["wrapt"].parents == ["tensorflow-cpu"] and by["wrapt"].requirement == "wrapt==1.12.1"
     assert "setuptools" not in by  # the commented "unsafe" section is not a pin
-    assert L.has_hashes(TF_LOCK)
+    assert lockfile.has_hashes(TF_LOCK)
 
 
 def test_split_lock_puts_the_tensorflow_closure_first():
@@ -153,25 +153,25 @@ def test_lock_without_tensorflow_is_all_rest():
 
 def test_canonical_lock_ignores_comments_order_and_layout():
     header_changed = TF_LOCK.replace("#    pip-compile --generate-hashes requirements.in", "# other header")
-    assert L.canonical_lock(header_changed) == L.canonical_lock(TF_LOCK)
+    assert lockfile.canonical_lock(header_changed) == lockfile.canonical_lock(TF_LOCK)
     a = "six==1.16.0\ntermcolor==1.1.0\n"
     b = "# hi\ntermcolor==1.1.0   \n\nsix==1.16.0\n"
-    assert L.canonical_lock(a) == L.canonical_lock(b)
-    assert L.canonical_lock(a) != L.canonical_lock("six==1.16.0\ntermcolor==1.1.1\n")
-    assert L.canonical_lock("six==1.16.0  # via x\n") == L.canonical_lock("six==1.16.0\n")
+    assert lockfile.canonical_lock(a) == lockfile.canonical_lock(b)
+    assert lockfile.canonical_lock(a) != lockfile.canonical_lock("six==1.16.0\ntermcolor==1.1.1\n")
+    assert lockfile.canonical_lock("six==1.16.0  # via x\n") == lockfile.canonical_lock("six==1.16.0\n")
 
 
 def test_markers_and_extras_are_kept_as_written():
     text = 'foo[x]==1.0 ; python_version < "3.12" \\\n    --hash=sha256:aa\n    # via -r requirements.in\n'
-    [e] = L.parse_lock(text)
+    [e] = lockfile.parse_lock(text)
     assert (e.name, e.version, e.hashes) == ("foo", "1.0", ("sha256:aa",))
-    assert L.canonical_lock(text) == 'foo[x]==1.0 ; python_version < "3.12" \\\n    --hash=sha256:aa\n'
+    assert lockfile.canonical_lock(text) == 'foo[x]==1.0 ; python_version < "3.12" \\\n    --hash=sha256:aa\n'
 
 
 def test_index_options_in_a_lock_keep_http_only():
     text = ("--index-url https://pypi.example/simple\n--extra-index-url file:///opt/pypi\n"
             "-f /opt/wheels\n--trusted-host pypi.example\nsix==1.16.0\n")
-    assert L.lock_options(text) == ["--index-url https://pypi.example/simple", "--trusted-host pypi.example"]
+    assert lockfile.lock_options(text) == ["--index-url https://pypi.example/simple", "--trusted-host pypi.example"]
     assert df.install_plan(text).rest.startswith("--index-url https://pypi.example/simple\n")
 
 
@@ -195,7 +195,7 @@ def test_all_hashed_lock_requires_hashes_throughout():
 
 def test_hashless_lock_uses_no_require_hashes():
     lock = "".join(line + "\n" for line in TF_LOCK.splitlines() if "--hash" not in line).replace(" \\\n", "\n")
-    assert not any(e.hashes for e in L.parse_lock(lock))
+    assert not any(e.hashes for e in lockfile.parse_lock(lock))
     text = df.render(spec(lock_text=lock))
     runs = _run_lines(text)
     assert len(runs) == 2 and not any("--require-hashes" in r for r in runs)
@@ -216,8 +216,8 @@ def test_mixed_lock_installs_hashless_entries_in_a_separate_unverified_step():
                                                    f"{BUILD_DIR}/unverified.lock"]
     assert "--require-hashes" in runs[0] and "--require-hashes" in runs[1]
     assert "--require-hashes" not in runs[2] and "--no-deps" in runs[2]
-    assert f"--find-links {WHEELS_DIR}" in runs[2]
-    assert text.index(f"COPY wheels/ {WHEELS_DIR}/") < text.index("unverified.lock")
+    assert f"--find-links {layout.WHEELS_MOUNT}" in runs[2]
+    assert text.index(f"COPY wheels/ {layout.WHEELS_MOUNT}/") < text.index("unverified.lock")
     assert "installed without hash verification: fromgit, mypkg, wrapt" in text
     files = members(df.build_context(spec(lock_text=MIXED_LOCK)))
     assert files["unverified.lock"][1].decode() == plan.unverified
@@ -295,8 +295,8 @@ def test_label_values_are_quoted_and_dollar_escaped():
 
 def test_local_wheels_go_where_the_lock_points():
     text = df.render(spec(wheels={"mypkg-0.1-py3-none-any.whl": b"PK"}))
-    assert f"COPY wheels/ {WHEELS_DIR}/" in text and f"--find-links {WHEELS_DIR}" in text
-    assert WHEELS_DIR == "/envrepro/capture/wheels"
+    assert f"COPY wheels/ {layout.WHEELS_MOUNT}/" in text and f"--find-links {layout.WHEELS_MOUNT}" in text
+    assert layout.WHEELS_MOUNT == "/envrepro/capture/wheels"
 
 
 # -- the build context --------------------------------------------------------------------------

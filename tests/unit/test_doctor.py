@@ -11,7 +11,7 @@ import pytest
 
 from envrepro.diagnose import doctor
 from envrepro.diagnose.findings import ERROR, INFO, WARNING
-from envrepro.sidecar import manifest
+from envrepro.sidecar import layout, manifest, writer
 
 from modelfile_builders import KERAS2_ROOT, saved_model_pb
 
@@ -70,7 +70,7 @@ def make_model(tmp_path, root=CLEAN_ROOT):
 
 def make_capture(tmp_path, model, code_dir, extra=None, lock=LOCK):
     """A capture like capturing.capture writes, by hand: lock, snapshot of mylayers.py, manifest."""
-    root = manifest.sidecar_for(model)
+    root = layout.sidecar_for(model)
     (root / "snapshot").mkdir(parents=True)
     (root / "snapshot" / "mylayers.py").write_text(LAYER_V1)
     (root / "requirements.lock").write_text(lock)
@@ -78,7 +78,7 @@ def make_capture(tmp_path, model, code_dir, extra=None, lock=LOCK):
     from envrepro.fsutil import sha256_file
 
     data = {
-        "schema": manifest.SCHEMA, "inferred": False,
+        "schema": layout.SCHEMA, "inferred": False,
         "model": {"name": model.name, "format": "savedmodel"},
         "python": {"version": "3.8.18"},
         "frameworks": {"tensorflow": "2.4.1", "keras": "2.4.0", "keras_flavor": "tf.keras"},
@@ -90,7 +90,7 @@ def make_capture(tmp_path, model, code_dir, extra=None, lock=LOCK):
     }
     for k, v in (extra or {}).items():
         data[k] = v
-    manifest.write_manifest(root, data)
+    writer.write_manifest(root, data)
     return root
 
 
@@ -197,7 +197,7 @@ def test_missing_provider_distribution(tmp_path, monkeypatch):
 
 def test_tampered_capture_is_reported_not_fatal(captured, monkeypatch):
     model, _ = captured
-    (manifest.sidecar_for(model) / "snapshot" / "mylayers.py").write_text("x = 1\n")
+    (layout.sidecar_for(model) / "snapshot" / "mylayers.py").write_text("x = 1\n")
     use_facts(monkeypatch, facts())
     report = doctor.diagnose(model)
     assert any(f.kind == "capture" and "can't be trusted" in f.what for f in report.findings)

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from envrepro.diagnose.modelfiles import read_model_file
-from envrepro.sidecar.manifest import HDF5_MAGIC
+from envrepro.sidecar.modelformat import HDF5_MAGIC
 
 
 def _h5py():

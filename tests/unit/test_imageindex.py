@@ -1,6 +1,7 @@
 """The images index and prune (envrepro.build.imageindex) with the fake engine."""
 from envrepro.build import imageindex as images_cmd
 from envrepro.sidecar import manifest
+from envrepro.sidecar import writer
 
 try:
     from .fakes import FakeEngine, cache_home, image, image_info, make_capture
@@ -56,7 +57,7 @@ def test_prune_removes_images_no_capture_uses(tmp_path):
     gone = make_capture(tmp_path / "gone")
     changed = make_capture(tmp_path / "changed")
     changed.data["python"] = {"version": "3.8.17"}
-    manifest.write_manifest(changed.root, dict(changed.data))
+    writer.write_manifest(changed.root, dict(changed.data))
     changed = manifest.read(changed.root)
     k_a = used(a)
     k_gone = used(gone, base="python:3.8-bookworm")
@@ -64,7 +65,7 @@ def test_prune_removes_images_no_capture_uses(tmp_path):
     shutil.rmtree(gone.root)
     # captured again into another environment: a new lock
     (changed.root / "requirements.lock").write_text("tensorflow-cpu==2.21.0\n")
-    manifest.write_manifest(changed.root, dict(changed.data))
+    writer.write_manifest(changed.root, dict(changed.data))
     orphan = "f" * 32  # built (say by `envrepro build`) but never loaded
     tags = {k_a: "envrepro-env:a", k_gone: "envrepro-env:gone", k_changed: "envrepro-env:changed",
             orphan: "envrepro-env:orphan"}
@@ -98,7 +99,7 @@ def test_prune_without_a_recorded_base_compares_the_lock(tmp_path):
     eng = FakeEngine([docker_image("k1", "envrepro-env:k1")])
     assert images_cmd.prune(eng, dry_run=True).removed == []
     (a.root / "requirements.lock").write_text("numpy==2.0.0\n")
-    manifest.write_manifest(a.root, dict(a.data))
+    writer.write_manifest(a.root, dict(a.data))
     res = images_cmd.prune(eng, dry_run=True)
     assert [r.key for r in res.removed] == ["k1"]
     assert res.removed[0].stale[str(a.root)] == "capture was taken again into another environment"

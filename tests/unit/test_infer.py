@@ -59,7 +59,7 @@ def test_infer_picks_the_python_whose_marshal_format_fits(monkeypatch):
     """Lambda bytecode narrows the Python guess: the likeliest first, then the others."""
     info = ModelFileInfo(path="/m.h5", format="h5", keras_version="2.4.0", lambdas=[LambdaInfo("l", "lambda", "AAAA")])
     p = infer.plan(info)
-    monkeypatch.setattr(infer, "find_python", lambda xy: (f"/py{xy}", xy + ".0"))
+    monkeypatch.setattr(infer, "find_interpreter", lambda xy: (f"/py{xy}", xy + ".0"))
     import envrepro.diagnose.lambdas as d
 
     monkeypatch.setattr(d, "check_lambdas", lambda i, exe: ["ok"] if exe == "/py3.7" else ["ValueError: bad marshal data"])

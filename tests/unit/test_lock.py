@@ -1,36 +1,27 @@
-"""envrepro.capturing.lock without network and without TensorFlow: fake distribution lists."""
+"""envrepro.capturing.lock (write_lock) without network and without TensorFlow: fake distribution lists."""
 from __future__ import annotations
 
-import json
-import os
+import hashlib
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
-import pytest
 
-from envrepro.capturing import lock as L
-from envrepro.errors import CaptureError
+from envrepro.capturing import depgraph, indexhashes, lock
+from envrepro.sidecar import lockfile
+from envrepro.fsutil import sha256_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support import probe_environment  # noqa: E402
 
-PY38 = {"version": "3.8.18", "sys_platform": "linux", "machine": "x86_64",
-        "implementation": "CPython"}
-PY311 = dict(PY38, version="3.11.7")
+try:
+    from .fake_dists import PY38, PY311, dist, project
+except ImportError:
+    from fake_dists import PY38, PY311, dist, project
 
 HEADER_END = "#\n"
-
-
-def dist(name, version, *requires, **extra):
-    d = {"name": name, "version": version, "requires": list(requires),
-         "location": "/venv/lib/python3.8/site-packages", "installer": "pip",
-         "direct_url": None, "editable": False, "top_level": [name.replace("-", "_")],
-         "metadata_dir": f"/venv/lib/python3.8/site-packages/{name}-{version}.dist-info"}
-    d.update(extra)
-    return d
 
 
 def body(text: str) -> str:
@@ -67,7 +58,7 @@ TF_ENV = [
 
 
 def lock_text(tmp_path, dists=TF_ENV, facts=PY38, **kw):
-    res = L.write_lock(dists, facts, tmp_path, hashes=kw.pop("hashes", False), **kw)
+    res = lock.write_lock(dists, facts, tmp_path, hashes=kw.pop("hashes", False), **kw)
     return res, (tmp_path / "requirements.lock").read_text(), \
         (tmp_path / "requirements.in").read_text()
 
@@ -121,7 +112,7 @@ def test_format_sorted_pins_via_and_unsafe_section(tmp_path):
                                        "tensorflow-cpu==2.4.1", "wrapt==1.12.1"]
     assert res.hashes is False and res.hashes_reason == "offline capture: hashing turned off"
     assert res.sdist_only is None and res.missing_hashes == []
-    assert res.lock_sha256 == L.hashlib.sha256(text.encode()).hexdigest()
+    assert res.lock_sha256 == hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_lock_is_deterministic(tmp_path):
@@ -142,16 +133,6 @@ def test_markers_are_evaluated_for_the_target_python(tmp_path):
     win = dict(PY38, sys_platform="win32", machine="AMD64")
     _, textwin, _ = lock_text(tmp_path / "win", facts=win)
     assert "wrapt==1.12.1\n    # via tensorflow-cpu\n" in textwin
-
-
-def test_marker_environment_from_facts():
-    env = L.marker_environment(PY38)
-    assert env["python_version"] == "3.8" and env["python_full_version"] == "3.8.18"
-    assert env["platform_system"] == "Linux" and env["os_name"] == "posix"
-    assert env["implementation_name"] == "cpython"
-    assert env["platform_python_implementation"] == "CPython"
-    mac = L.marker_environment(dict(PY311, sys_platform="darwin", machine="arm64"))
-    assert mac["platform_system"] == "Darwin" and mac["platform_machine"] == "arm64"
 
 
 def test_extras_pull_extra_requirements(tmp_path):
@@ -195,17 +176,17 @@ def test_bad_metadata_is_tolerated(tmp_path):
 
 
 def test_parse_lock_round_trip_with_hashes(tmp_path, monkeypatch):
-    fake = {n: L._IndexInfo(hashes={f"sha256:{n[:1] * 64}", f"sha256:{'f' * 63}{len(n) % 10}"},
+    fake = {n: indexhashes.IndexInfo(hashes={f"sha256:{n[:1] * 64}", f"sha256:{'f' * 63}{len(n) % 10}"},
                             found=True, wheel_ok=True) for n in
             ("absl-py", "markupsafe", "numpy", "pluggy", "pytest", "pyyaml", "six",
              "tensorboard", "tensorflow-cpu", "typing-extensions", "werkzeug", "wrapt",
              "setuptools", "wheel")}
-    monkeypatch.setattr(L, "_hash_from_index", lambda *a, **k: (fake, "fake index"))
+    monkeypatch.setattr(lock, "_hash_from_index", lambda *a, **k: (fake, "fake index"))
     res, text, _ = lock_text(tmp_path, hashes=True)
-    assert res.hashes and res.missing_hashes == [] and L.has_hashes(text)
+    assert res.hashes and res.missing_hashes == [] and lockfile.has_hashes(text)
     assert "#    pip install --no-deps --require-hashes -r requirements.lock\n" in text
     assert "numpy==1.19.5 \\\n    --hash=sha256:" in text
-    entries = L.parse_lock(text)
+    entries = lockfile.parse_lock(text)
     assert [e.name for e in entries] == sorted(e.name for e in entries)
     assert len(entries) == res.count
     by = {e.name: e for e in entries}
@@ -215,53 +196,22 @@ def test_parse_lock_round_trip_with_hashes(tmp_path, monkeypatch):
     assert by["pytest"].via == ("-r requirements.in",)
     name, version, hashes, url = by["six"]          # unpacks as a 4-tuple
     assert (name, version, url) == ("six", "1.15.0", None) and len(hashes) == 2
-    unsafe = [e for e in L.parse_lock(text, include_unsafe=True) if e.unsafe]
+    unsafe = [e for e in lockfile.parse_lock(text, include_unsafe=True) if e.unsafe]
     assert [(e.name, e.version) for e in unsafe] == [("setuptools", "56.0.0"),
                                                       ("wheel", "0.45.1")]
     # the unsafe section carries no hashes and is not part of the pins
     assert "# setuptools==56.0.0\n" in text and "setuptools==56.0.0 \\" not in text
 
 
-def test_parse_lock_reads_pip_compile_output():
-    text = textwrap.dedent("""\
-        #
-        # This file is autogenerated by pip-compile with Python 3.11
-        #
-        --index-url https://example.org/simple
-
-        -e file:///src/mypkg#egg=mypkg
-            # via -r requirements.in
-        foo @ https://example.org/foo-1.0-py3-none-any.whl \\
-            --hash=sha256:abc
-            # via bar
-        bar==2.0 ; python_version < "3.12" \\
-            --hash=sha256:def
-            # via -r requirements.in
-        """)
-    entries = {e.name: e for e in L.parse_lock(text)}
-    assert entries["foo"].url == "https://example.org/foo-1.0-py3-none-any.whl"
-    assert entries["foo"].version == "1.0" and entries["foo"].hashes == ("sha256:abc",)
-    assert entries["bar"].version == "2.0" and entries["bar"].via == ("-r requirements.in",)
-    assert entries["mypkg"].url == "file:///src/mypkg#egg=mypkg"
-    assert not L.has_hashes(text)   # mypkg has none: --require-hashes would fail
-
-
-def test_has_hashes():
-    assert not L.has_hashes("# nothing\n")
-    assert not L.has_hashes("six==1.0\n    # via x\n")
-    assert L.has_hashes("six==1.0 \\\n    --hash=sha256:aa\n    # via x\n")
-    assert not L.has_hashes("six==1.0 \\\n    --hash=sha256:aa\nfoo==1\n")
-
-
 def test_split_closure(tmp_path):
     _, text, _ = lock_text(tmp_path)
-    heavy, rest = L.split_closure(text)
+    heavy, rest = lockfile.split_closure(text)
     assert [e.name for e in heavy] == ["absl-py", "markupsafe", "numpy", "six", "tensorboard",
                                        "tensorflow-cpu", "typing-extensions", "werkzeug"]
     assert [e.name for e in rest] == ["pluggy", "pytest", "pyyaml", "wrapt"]
-    heavy2, rest2 = L.split_closure(L.parse_lock(text), roots=("pytest",))
+    heavy2, rest2 = lockfile.split_closure(lockfile.parse_lock(text), roots=("pytest",))
     assert [e.name for e in heavy2] == ["pluggy", "pytest"]
-    assert L.split_closure(text, roots=("tensorflow",)) == ([], L.parse_lock(text))
+    assert lockfile.split_closure(text, roots=("tensorflow",)) == ([], lockfile.parse_lock(text))
 
 
 def test_offline_index_gives_exact_pins_without_hashes(tmp_path):
@@ -294,7 +244,7 @@ def test_import_does_not_pull_pip_or_piptools():
     code = ("import sys, envrepro.capturing.lock; "
             "bad = [m for m in ('pip', 'piptools', 'packaging') if m in sys.modules]; "
             "assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(L.__file__).parents[1]))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(lock.__file__).parents[1]))
 
 
 def test_mocked_index_reports_missing_sdist_only_unavailable(tmp_path, monkeypatch):
@@ -311,12 +261,12 @@ def test_mocked_index_reports_missing_sdist_only_unavailable(tmp_path, monkeypat
                  "vcs_info": {"vcs": "git", "commit_id": "0123abc", "requested_revision": "main"}}),
              ]
     infos = {
-        "app": L._IndexInfo({"sha256:" + "a" * 64}, wheel_ok=True, found=True),
-        "termcolor": L._IndexInfo({"sha256:" + "b" * 64}, sdist=True, found=True),
-        "mac-only": L._IndexInfo({"sha256:" + "e" * 64}, found=True),
-        "private": L._IndexInfo(set(), error="not on the index"),
-        "localwhl": L._IndexInfo({"sha256:" + "c" * 64}, wheel_ok=True, found=True),
-        "remote": L._IndexInfo(set(), error="not on the index"),
+        "app": indexhashes.IndexInfo({"sha256:" + "a" * 64}, wheel_ok=True, found=True),
+        "termcolor": indexhashes.IndexInfo({"sha256:" + "b" * 64}, sdist=True, found=True),
+        "mac-only": indexhashes.IndexInfo({"sha256:" + "e" * 64}, found=True),
+        "private": indexhashes.IndexInfo(set(), error="not on the index"),
+        "localwhl": indexhashes.IndexInfo({"sha256:" + "c" * 64}, wheel_ok=True, found=True),
+        "remote": indexhashes.IndexInfo(set(), error="not on the index"),
     }
     asked = []
 
@@ -324,7 +274,7 @@ def test_mocked_index_reports_missing_sdist_only_unavailable(tmp_path, monkeypat
         asked.extend(names)
         return infos, "fake"
 
-    monkeypatch.setattr(L, "_hash_from_index", fake)
+    monkeypatch.setattr(lock, "_hash_from_index", fake)
     res, text, _ = lock_text(tmp_path, dists=dists, hashes=True)
     assert sorted(asked) == ["app", "localwhl", "mac-only", "private", "remote", "termcolor"]
     assert res.hashes is True
@@ -337,24 +287,14 @@ def test_mocked_index_reports_missing_sdist_only_unavailable(tmp_path, monkeypat
     assert "fromgit @ git+https://github.com/o/fromgit.git@0123abc\n    # via" in text
     assert [(e["name"], e["kind"]) for e in res.local] == [("fromgit", "vcs"), ("remote", "url")]
     assert res.local[0]["source"] == "git+https://github.com/o/fromgit.git@0123abc"
-    assert not L.has_hashes(text)
+    assert not lockfile.has_hashes(text)
     assert "# separate `pip install --no-deps` (no hash to check): fromgit, private\n" in text
     assert any(w.startswith("private: no hash (not on the index)") for w in res.warnings)
 
 
-def _project(root: Path, name="envrepro-testpkg", version="0.1.0", broken=False) -> Path:
-    root.mkdir(parents=True)
-    (root / "setup.py").write_text(
-        "raise SystemExit('broken on purpose')\n" if broken else
-        f"from setuptools import setup\nsetup(name={name!r}, version={version!r}, "
-        "py_modules=['envrepro_testmod'])\n")
-    (root / "envrepro_testmod.py").write_text("VALUE = 1\n")
-    return root
-
-
 def test_editable_install_becomes_a_wheel_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_NO_INDEX", "1")          # no network in unit tests
-    src = _project(tmp_path / "src")
+    src = project(tmp_path / "src")
     dists = [dist("app", "1", "envrepro-testpkg"),
              dist("envrepro-testpkg", "0.1.0", editable=True,
                   direct_url={"url": src.as_uri(), "dir_info": {"editable": True}})]
@@ -364,44 +304,21 @@ def test_editable_install_becomes_a_wheel_offline(tmp_path, monkeypatch):
     assert entry["kind"] == "editable" and entry["source"] == str(src)
     wheel = out / entry["wheel"]
     assert wheel.is_file() and wheel.name.startswith("envrepro_testpkg-0.1.0-")
-    assert entry["sha256"] == L.sha256_file(wheel)
+    assert entry["sha256"] == sha256_file(wheel)
     # offline: no hash in the lock (pip's hash checking is all-or-nothing), sha in the manifest
     assert (f"envrepro-testpkg @ file:///envrepro/capture/wheels/{wheel.name}\n"
             "    # via app\n") in text
-    [parsed] = [e for e in L.parse_lock(text) if e.name == "envrepro-testpkg"]
+    [parsed] = [e for e in lockfile.parse_lock(text) if e.name == "envrepro-testpkg"]
     assert parsed.version == "0.1.0" and parsed.url.endswith(wheel.name)
     assert "mounted at /envrepro/capture" in text
 
     # with an index (mocked): the wheel line carries the wheel's hash
-    monkeypatch.setattr(L, "_hash_from_index", lambda *a, **k: (
-        {"app": L._IndexInfo({"sha256:" + "a" * 64}, found=True, wheel_ok=True)}, "fake"))
+    monkeypatch.setattr(lock, "_hash_from_index", lambda *a, **k: (
+        {"app": indexhashes.IndexInfo({"sha256:" + "a" * 64}, found=True, wheel_ok=True)}, "fake"))
     res2, text2, _ = lock_text(tmp_path / "cap2", dists=dists, training_python=sys.executable,
                                hashes=True)
-    assert res2.hashes and res2.missing_hashes == [] and L.has_hashes(text2)
+    assert res2.hashes and res2.missing_hashes == [] and lockfile.has_hashes(text2)
     assert f"/wheels/{wheel.name} \\\n    --hash=sha256:{res2.local[0]['sha256']}" in text2
-
-
-def test_legacy_develop_install_is_editable(tmp_path):
-    src = _project(tmp_path / "proj")
-    egg = src / "envrepro_testpkg.egg-info"
-    egg.mkdir()
-    raw = dist("envrepro-testpkg", "0.1.0", location=str(src), metadata_dir=str(egg))
-    assert L._classify(raw) == ("editable", str(src))
-    assert L._classify(dist("six", "1")) == (None, None)
-
-
-def test_wheel_build_failure_names_the_distribution(tmp_path, monkeypatch):
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    src = _project(tmp_path / "bad", broken=True)
-    raw = dist("badpkg", "0.1", direct_url={"url": src.as_uri(), "dir_info": {}})
-    with pytest.raises(CaptureError) as err:
-        L.build_local_wheels([raw], tmp_path / "wheels", sys.executable)
-    assert "badpkg 0.1" in str(err.value) and str(src) in str(err.value)
-    gone = dist("gonepkg", "0.1", direct_url={"url": (tmp_path / "nope").as_uri(),
-                                              "dir_info": {"editable": True}})
-    with pytest.raises(CaptureError, match="gonepkg 0.1 was installed from"):
-        L.build_local_wheels([gone], tmp_path / "wheels", sys.executable)
-    assert list((tmp_path / "wheels").iterdir()) == []
 
 
 def test_offline_lock_is_fast_for_a_large_environment(tmp_path):
@@ -409,9 +326,9 @@ def test_offline_lock_is_fast_for_a_large_environment(tmp_path):
                                           for j in range(i + 1, min(i + 8, 80))],
                   'extra-dep ; extra == "all"')
              for i in range(80)]
-    L._parse_requirement.cache_clear()
+    depgraph._parse_requirement.cache_clear()
     t = time.perf_counter()
-    res = L.write_lock(dists, PY38, tmp_path, hashes=False)
+    res = lock.write_lock(dists, PY38, tmp_path, hashes=False)
     elapsed = time.perf_counter() - t
     assert res.count == 80 and res.top_level == ["pkg-0"]
     assert elapsed < 0.5, elapsed
@@ -420,17 +337,17 @@ def test_offline_lock_is_fast_for_a_large_environment(tmp_path):
 def test_real_environment_offline_lock(tmp_path):
     """This test runner's own environment (TensorFlow in the dev venv), as the probe sees it."""
     probe = probe_environment(sys.executable, tmp_path / "probe")
-    L._parse_requirement.cache_clear()
+    depgraph._parse_requirement.cache_clear()
     t = time.perf_counter()
-    res = L.write_lock(probe["distributions"], probe["python"], tmp_path, hashes=False)
+    res = lock.write_lock(probe["distributions"], probe["python"], tmp_path, hashes=False)
     elapsed = time.perf_counter() - t
     assert elapsed < 0.5, elapsed
     text = (tmp_path / "requirements.lock").read_text()
-    entries = L.parse_lock(text)
-    names = {L.canonical_name(d["name"]) for d in probe["distributions"]}
-    assert {e.name for e in entries} == names - L.EXCLUDED - L.UNSAFE
+    entries = lockfile.parse_lock(text)
+    names = {lockfile.canonical_name(d["name"]) for d in probe["distributions"]}
+    assert {e.name for e in entries} == names - depgraph.EXCLUDED - lockfile.UNSAFE
     assert all(e.version for e in entries)
-    heavy, _ = L.split_closure(entries)
+    heavy, _ = lockfile.split_closure(entries)
     heavy_names = {e.name for e in heavy}
     if "tensorflow-cpu" in names:
         assert "tensorflow-cpu" in res.top_level

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from envrepro.build import images, spec
-from envrepro.capturing import lock as L
 from envrepro.sandbox import report as reports
+from envrepro.sidecar import lockfile
 from envrepro.sidecar import manifest
+from envrepro.capturing import indexhashes
 from envrepro.build import platforms
 from envrepro.build.pipconfig import PipSettings
 from envrepro.errors import EXIT_BUILD_FAILED, PlatformError
@@ -84,12 +85,12 @@ class FakeIndex:
         out = {}
         for name, version in pins.items():
             if name in self.missing:
-                out[name] = L.IndexInfo(set(), error="not on the index")
+                out[name] = indexhashes.IndexInfo(set(), error="not on the index")
             elif name in self.no_linux:
-                out[name] = L.IndexInfo({H("e")}, found=True)     # macOS/Windows wheels only
+                out[name] = indexhashes.IndexInfo({H("e")}, found=True)     # macOS/Windows wheels only
             else:
                 digest = hashlib.sha256(f"{name}=={version}".encode()).hexdigest()
-                out[name] = L.IndexInfo({"sha256:" + digest}, found=True, wheel_ok=True)
+                out[name] = indexhashes.IndexInfo({"sha256:" + digest}, found=True, wheel_ok=True)
         return out, "fake index"
 
 
@@ -130,9 +131,9 @@ def test_fixture_is_a_macos_capture(mac):
 
 # -- the mapping table --------------------------------------------------------------------------
 def test_mapping_table_on_the_macos_fixture(mac):
-    entries = L.parse_lock(mac.lock_path.read_text())
+    entries = lockfile.parse_lock(mac.lock_path.read_text())
     plan = platforms.make_plan(entries, "darwin", lambda v: "tensorflow-cpu", lambda n, v: True,
-                               L._linux_target_tags(platforms.linux_target(mac, "x86_64")))
+                               indexhashes.linux_target_tags(platforms.linux_target(mac, "x86_64")))
     assert plan.requirements == ["six==1.16.0", "tensorflow-cpu==2.13.0"]  # six: mypkg needs it
     assert "tensorflow-macos==2.13.0" not in plan.constraints
     assert not {c for c in plan.constraints if c.startswith(("tensorflow-metal", "appnope"))}
@@ -154,12 +155,12 @@ def test_dropped_table(name, why):
 
 
 def _win_lock():
-    return [L.LockEntry("tensorflow", "2.15.0", (H("1"),), None, ("-r requirements.in",)),
-            L.LockEntry("tensorflow-intel", "2.15.0", (H("2"),), None, ("tensorflow",)),
-            L.LockEntry("pywin32", "306", (H("3"),), None, ("-r requirements.in",)),
-            L.LockEntry("click", "8.1.7", (H("4"),), None, ("-r requirements.in",)),
-            L.LockEntry("colorama", "0.4.6", (H("5"),), None, ("click",)),
-            L.LockEntry("tensorflow-io-gcs-filesystem", "0.31.0", (H("6"),), None, ("tensorflow-intel",))]
+    return [lockfile.LockEntry("tensorflow", "2.15.0", (H("1"),), None, ("-r requirements.in",)),
+            lockfile.LockEntry("tensorflow-intel", "2.15.0", (H("2"),), None, ("tensorflow",)),
+            lockfile.LockEntry("pywin32", "306", (H("3"),), None, ("-r requirements.in",)),
+            lockfile.LockEntry("click", "8.1.7", (H("4"),), None, ("-r requirements.in",)),
+            lockfile.LockEntry("colorama", "0.4.6", (H("5"),), None, ("click",)),
+            lockfile.LockEntry("tensorflow-io-gcs-filesystem", "0.31.0", (H("6"),), None, ("tensorflow-intel",))]
 
 
 def test_windows_lock_keeps_tensorflow_and_drops_its_windows_build():
@@ -180,9 +181,9 @@ def test_soft_pin_without_a_linux_wheel_is_left_to_the_resolver():
 
 def test_diff_lists_every_difference():
     captured = _win_lock()
-    translated = [L.LockEntry("tensorflow", "2.15.0", (), None), L.LockEntry("click", "8.1.7", (), None),
-                  L.LockEntry("tensorflow-io-gcs-filesystem", "0.37.1", (), None),
-                  L.LockEntry("ml-dtypes", "0.2.0", (), None)]
+    translated = [lockfile.LockEntry("tensorflow", "2.15.0", (), None), lockfile.LockEntry("click", "8.1.7", (), None),
+                  lockfile.LockEntry("tensorflow-io-gcs-filesystem", "0.37.1", (), None),
+                  lockfile.LockEntry("ml-dtypes", "0.2.0", (), None)]
     planned = [platforms.Change("dropped", "pywin32", "306", reason="Windows only"),
                platforms.Change("dropped", "tensorflow-intel", "2.15.0")]
     texts = [c.text() for c in platforms.diff(captured, translated, planned)]
@@ -207,13 +208,13 @@ def test_translate_the_macos_fixture(mac, tmp_path):
         "tensorflow-metal 1.0.1 dropped (Apple GPU plugin (Metal), no Linux build)",
         "tensorflow-io-gcs-filesystem 0.34.0 added (needed on Linux)"]
     assert t.summary().startswith("translated for Linux: tensorflow-macos 2.13.0 -> tensorflow-cpu 2.13.0")
-    entries = {e.name: e for e in L.parse_lock(t.lock_text)}
+    entries = {e.name: e for e in lockfile.parse_lock(t.lock_text)}
     assert set(entries) == {"h5py", "keras", "mypkg", "numpy", "six", "tensorflow-cpu",
                             "tensorflow-io-gcs-filesystem", "typing-extensions", "wrapt"}
-    assert all(e.hashes for e in entries.values()) and L.has_hashes(t.lock_text)
+    assert all(e.hashes for e in entries.values()) and lockfile.has_hashes(t.lock_text)
     assert entries["mypkg"].url == "file:///envrepro/capture/wheels/mypkg-0.1-py3-none-any.whl"
     assert entries["mypkg"].hashes == (H("4"),)              # the capture's own wheel hash
-    heavy, rest = L.split_closure(t.lock_text)               # the via graph survives: two layers
+    heavy, rest = lockfile.split_closure(t.lock_text)               # the via graph survives: two layers
     assert "tensorflow-cpu" in {e.name for e in heavy} and {e.name for e in rest} == {"mypkg"}
     # written to the host cache, keyed by the captured lock; the capture is untouched
     sha = hashlib.sha256(mac.lock_path.read_bytes()).hexdigest()
@@ -245,7 +246,7 @@ def test_offline_lookup_maps_to_tensorflow(mac, tmp_path):
     resolver = FakeResolver(LINUX_RESOLUTION.replace("tensorflow-cpu", "tensorflow"))
     t = translate(mac, tmp_path, resolver, FakeIndex(offline=True))
     assert "tensorflow==2.13.0" in resolver.calls[0][0]
-    assert not L.has_hashes(t.lock_text) and any("no hashes" in n for n in t.notes)
+    assert not lockfile.has_hashes(t.lock_text) and any("no hashes" in n for n in t.notes)
 
 
 def test_no_linux_tensorflow_stops_before_resolving(mac, tmp_path):

@@ -10,7 +10,7 @@ from envrepro.engine.base import Mount
 from envrepro.sandbox import plan as plans
 from envrepro.sandbox import policy
 from envrepro.sandbox import run as load
-from envrepro.sidecar import manifest
+from envrepro.sidecar import layout
 
 try:
     from .fakes import cap, FakeEngine, cache_home, image_info, loader_report, make_capture, report_stdout
@@ -86,7 +86,7 @@ def test_unreadable_model_is_refused_before_running(tmp_path):
 
 def test_sandbox_needs_to_read_what_it_uses_only(tmp_path):
     cap = make_capture(tmp_path)
-    (cap.root / manifest.MANIFEST).chmod(0o600)  # the loader never reads the manifest
+    (cap.root / layout.MANIFEST).chmod(0o600)  # the loader never reads the manifest
     eng = FakeEngine(run_result=(0, report_stdout(loader_report()), ""))
     assert load.load(cap.model_path, eng, image_info()).ok
     cap.root.chmod(0o700)  # but it must get into the capture folder

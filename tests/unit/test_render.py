@@ -1,7 +1,6 @@
 """render.emit: every command result prints as text and as JSON, with the command's exit code."""
 import io
 import json
-from pathlib import Path
 
 from envrepro import commands, render
 from envrepro.build import imageindex

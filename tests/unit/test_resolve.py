@@ -2,7 +2,6 @@
 and how a failed pip-compile is reported (a stand-in interpreter prints pip's error)."""
 import os
 import stat
-import sys
 
 import pytest
 
@@ -26,25 +25,6 @@ def test_index_args_are_the_builds_settings():
                                        "https://b.example/simple", "--trusted-host", "b.example",
                                        "--cert", "/etc/ca.pem"]
     assert resolve.index_args(PipSettings()) == []
-
-
-def test_find_python(monkeypatch, tmp_path):
-    assert resolve.find_python("%d.%d" % sys.version_info[:2]) == sys.executable
-    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
-    monkeypatch.delenv("ENVREPRO_RESOLVE_PYTHON", raising=False)
-    monkeypatch.setattr(resolve.shutil, "which", lambda name: None)
-    assert resolve.find_python("2.1") is None
-    monkeypatch.setenv("ENVREPRO_RESOLVE_PYTHON", sys.executable)
-    assert resolve.find_python("%d.%d" % sys.version_info[:2]) == sys.executable
-
-
-def test_pyenv_versions_are_tried_newest_first(monkeypatch, tmp_path):
-    for v in ("3.8.9", "3.8.18", "3.8-dev", "3.80.1"):
-        (tmp_path / "versions" / v / "bin").mkdir(parents=True)
-        (tmp_path / "versions" / v / "bin" / "python").write_text("")
-    monkeypatch.setenv("PYENV_ROOT", str(tmp_path))
-    found = resolve._pyenv_pythons("3.8")
-    assert [p.split("/versions/")[1].split("/")[0] for p in found] == ["3.8.18", "3.8.9"]
 
 
 def test_needs_a_linux_host(monkeypatch, tmp_path):

@@ -1,0 +1,39 @@
+"""Which Keras model format a path holds, told from its files (magic bytes), not its name.
+
+The magic is also read by ``envrepro.diagnose.modelfiles``; the probe keeps its own copy, being
+standard-library-only and runnable on its own.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from envrepro.errors import ModelNotFound
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGIC = b"PK\x03\x04"
+LFS_MAGIC = b"version https://git-lfs"
+
+
+def detect_format(model_path: Path) -> str:
+    """savedmodel | h5 | keras, from the files (magic bytes), not the name alone."""
+    if model_path.is_dir():
+        if (model_path / "saved_model.pb").exists() or (model_path / "saved_model.pbtxt").exists():
+            return "savedmodel"
+        raise ModelNotFound(
+            "folder is not a SavedModel (no saved_model.pb)", str(model_path),
+            "pass the folder model.save() wrote, or an .h5/.keras file",
+        )
+    if not model_path.is_file():
+        raise ModelNotFound("no model at this path", str(model_path),
+                            "check the path, or save the model first")
+    with open(model_path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(HDF5_MAGIC):
+        return "h5"
+    if head.startswith(ZIP_MAGIC):
+        return "keras"
+    if head.startswith(LFS_MAGIC):
+        raise ModelNotFound("file is a Git LFS pointer, not the model", str(model_path),
+                            "run `git lfs pull`")
+    raise ModelNotFound("not a Keras model file (neither HDF5 nor .keras zip)", str(model_path),
+                        "pass a SavedModel folder, an .h5 or a .keras file")

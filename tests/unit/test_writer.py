@@ -1,0 +1,81 @@
+"""envrepro.sidecar.writer: the capture transaction (manifest last, all or nothing, serialised)."""
+import os
+
+import pytest
+
+from envrepro.errors import CaptureError, InvalidCapture
+from envrepro.sidecar import layout, manifest, writer
+
+
+def model(tmp_path):
+    m = tmp_path / "m.h5"
+    m.write_bytes(b"\x89HDF\r\n\x1a\n" + b"0" * 32)
+    return m
+
+
+def fill_with(text):
+    def fill(folder):
+        (folder / layout.LOCK_FILE).write_text(text)
+        (folder / layout.SNAPSHOT_DIR).mkdir()
+        (folder / layout.SNAPSHOT_DIR / "layers.py").write_text("X = 1\n")
+        return {"model": {"name": "m.h5"}}
+    return fill
+
+
+def test_write_capture_writes_the_manifest_last_with_every_hash(tmp_path):
+    written = writer.write_capture(model(tmp_path), fill_with("six==1.16.0\n"))
+    assert written.sidecar == layout.sidecar_for(tmp_path / "m.h5")
+    assert written.manifest["schema"] == layout.SCHEMA
+    assert sorted(written.manifest["files"]) == [layout.LOCK_FILE, "snapshot/layers.py"]
+    assert manifest.read(written.sidecar).data == written.manifest   # verified against the files
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".m.h5.envrepro.lock"]
+
+
+def test_a_failed_capture_leaves_the_previous_one(tmp_path):
+    m = model(tmp_path)
+    writer.write_capture(m, fill_with("six==1.16.0\n"))
+
+    def broken(folder):
+        fill_with("six==1.17.0\n")(folder)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        writer.write_capture(m, broken)
+    cap = manifest.read(layout.sidecar_for(m))
+    assert cap.lock_path.read_text() == "six==1.16.0\n"
+    assert not list(tmp_path.glob(".m.h5.envrepro.tmp-*"))
+
+
+def test_stale_temp_folders_are_cleaned_up(tmp_path):
+    m = model(tmp_path)
+    (tmp_path / ".m.h5.envrepro.tmp-killed").mkdir()
+    (tmp_path / ".m.h5.envrepro.old-123").mkdir()
+    writer.write_capture(m, fill_with("six==1.16.0\n"))
+    assert not (tmp_path / ".m.h5.envrepro.tmp-killed").exists()
+    assert not (tmp_path / ".m.h5.envrepro.old-123").exists()
+
+
+def test_links_are_refused(tmp_path):
+    m = model(tmp_path)
+
+    def with_link(folder):
+        (folder / "link").symlink_to(m)
+        return {}
+
+    with pytest.raises(InvalidCapture, match="symbolic link"):
+        writer.write_capture(m, with_link)
+    assert not layout.sidecar_for(m).exists()
+
+
+def test_unwritable_folder_is_refused(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    m = model(folder)
+    folder.chmod(0o555)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as root: folder permissions are not enforced")
+        with pytest.raises(CaptureError, match="not writable"):
+            writer.write_capture(m, fill_with("x\n"))
+    finally:
+        folder.chmod(0o755)
