@@ -16,7 +16,7 @@ from envrepro.build import imageindex as images_cmd
 from envrepro.sandbox import run as load
 from envrepro.sidecar import manifest
 from envrepro.engine.docker import Mount
-from envrepro.runtime import loader as rt
+from envrepro.runtime import launch, loader as rt
 
 LOADER = Path(rt.__file__).resolve()
 
@@ -186,11 +186,11 @@ def test_run_args_are_the_sandbox(cap):
     assert args["mem_limit"] == "4g" and args["pids_limit"] == 512
     assert args["workdir"] == "/tmp"
     mounts = {m.target: m for m in args["mounts"]}
-    assert set(mounts) == {"/envrepro/model/my_model", "/envrepro/capture", "/envrepro/runtime"}
+    assert set(mounts) == {"/envrepro/model/my_model", "/envrepro/capture", "/envrepro/lib/envrepro_runtime"}
     assert all(isinstance(m, Mount) and m.read_only for m in args["mounts"]), "no writable host mount"
     assert mounts["/envrepro/model/my_model"].source == str(cap.model_path)
     assert mounts["/envrepro/capture"].source == str(cap.root)
-    assert Path(mounts["/envrepro/runtime"].source, "loader.py").is_file()
+    assert Path(mounts["/envrepro/lib/envrepro_runtime"].source, "loader.py").is_file()
     env = args["environment"]
     assert env["PYTHONPATH"] == "/envrepro/capture/snapshot" and env["HOME"] == "/tmp"
     assert env["ENVREPRO_MODEL"] == "/envrepro/model/my_model"
@@ -303,7 +303,8 @@ def test_load_ok_report_json_and_render(cap, cache_home):
     eng = FakeEngine(result=(0, report_stdout(loader_report()), "tf noise\n"))
     report = load.load(cap.model_path, eng, image_info(), image_seconds=12.5)
     image, command, kw = eng.calls[0]
-    assert image == "envrepro/env:k1" and command == ["python", "/envrepro/runtime/loader.py"]
+    assert image == "envrepro/env:k1" and command == launch.container_argv("python", "loader")
+    assert command[:3] == ["python", "-B", "-c"] and "from envrepro_runtime.loader import main" in command[3]
     assert kw["stream"] is False and kw["network_disabled"] and kw["read_only"]
     assert report.ok and load.exit_code(report) == 0
     d = json.loads(report.to_json())
@@ -580,14 +581,14 @@ def test_loader_read_plan(tmp_path):
 
 def test_loader_without_plan_reports_on_stdout_only():
     env = {k: v for k, v in os.environ.items() if k != "ENVREPRO_PLAN"}
-    proc = subprocess.run([sys.executable, str(LOADER)], capture_output=True, text=True, env=env, timeout=60)
+    proc = subprocess.run(launch.host_argv(sys.executable, "loader"), capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == rt.EXIT_INTERNAL
     lines = proc.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith(rt.REPORT_PREFIX)
     rep = json.loads(lines[0][len(rt.REPORT_PREFIX):])
     assert rep["ok"] is False and rep["error"]["type"] == "PlanError" and rep["exit_code"] == 70
     assert "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, str(LOADER)], capture_output=True, text=True,
+    proc = subprocess.run(launch.host_argv(sys.executable, "loader"), capture_output=True, text=True,
                           env=dict(env, ENVREPRO_DEBUG="1"), timeout=60)
     assert "Traceback" in proc.stderr and len(proc.stdout.splitlines()) == 1
 
@@ -605,9 +606,10 @@ def test_loader_is_python36_syntax():
     found = pyenv_python("3.6")
     need(found, "no Python 3.6 interpreter (pyenv's 3.6 build)")
     py36 = Path(found)
-    proc = subprocess.run([str(py36), "-c", "import ast,sys; ast.parse(open(sys.argv[1]).read())", str(LOADER)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    for path in sorted(LOADER.parent.glob("*.py")):  # the loader imports the whole runtime package
+        proc = subprocess.run([str(py36), "-c", "import ast,sys; ast.parse(open(sys.argv[1]).read())", str(path)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, (path, proc.stderr)
 
 
 def test_build_image_info_is_understood(cap):
