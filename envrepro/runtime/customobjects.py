@@ -62,6 +62,16 @@ def registries():
     return regs
 
 
+def registered_names(regs):
+    """``id(object) -> {names}`` over the registries: an object registered as ``team>Huberish`` is
+    found under that name, not its class name."""
+    reverse = {}
+    for reg in regs:
+        for name, obj in list(reg.items()):
+            reverse.setdefault(id(obj), set()).add(name)
+    return reverse
+
+
 def kind_of_class(klass):
     """Keras kind of a class from its framework base classes, or None."""
     try:
@@ -80,6 +90,10 @@ def kind_of_class(klass):
 
 
 def is_framework_module(modname):
+
+
+    """Objects from TensorFlow/Keras modules exist wherever the same framework is installed, so
+    they are never custom."""
     return not modname or modname.split(".", 1)[0] in FRAMEWORK_TOPS
 
 
@@ -277,6 +291,9 @@ class _Walker(object):
 
 
 def _attr_kind(name):
+
+
+    """The kind a layer attribute's name implies (``kernel_initializer`` -> initializer)."""
     name = name.lower()
     for word in ("activation", "initializer", "regularizer", "constraint"):
         if word in name:
@@ -285,6 +302,9 @@ def _attr_kind(name):
 
 
 def _registered_name(target, reverse):
+
+
+    """The name Keras will look the object up by when loading."""
     names = reverse.get(id(target))
     if names:
         # Prefer the qualified registration ("team>Huberish") over a bare alias.
@@ -302,11 +322,10 @@ def custom_object_facts(model, dists, requested_modules=(), warnings=None):
     """
     warnings = warnings if warnings is not None else []
     regs = registries()
-    reverse = {}
+    reverse = registered_names(regs)
     names = {}
     for reg in regs:
         for name, obj in list(reg.items()):
-            reverse.setdefault(id(obj), set()).add(name)
             names.setdefault(name, obj)
     walker = _Walker(names)
     if model is not None:

@@ -13,7 +13,7 @@ import sys
 
 
 class ProbeFailure(Exception):
-    """A failure the script reports as one line: ``what`` plus the ``fix`` the user should try."""
+    """A failure the probe reports as one line: ``what`` plus the ``fix`` the user should try."""
 
     def __init__(self, what, fix=None):
         Exception.__init__(self, what)
@@ -27,7 +27,7 @@ class ProbeFailure(Exception):
 
 
 def norm_path(path):
-    """Absolute, normalised path used for every prefix comparison in this file."""
+    """Absolute, normalised path: every prefix comparison in the runtime compares these."""
     return os.path.normcase(os.path.abspath(path))
 
 
@@ -55,6 +55,7 @@ def short_error(exc):
 
 
 def qualname(obj):
+    """``Outer.Inner`` for classes and functions (what ``module:attr`` specs and warnings name)."""
     return getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or repr(obj)
 
 

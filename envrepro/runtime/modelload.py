@@ -8,7 +8,7 @@ import os
 import sys
 import types
 
-from .customobjects import is_framework_module, registries
+from .customobjects import is_framework_module, registered_names, registries
 from .distributions import Distributions
 from .facts import ProbeFailure, short_error
 from .kerasflavor import env_flavor
@@ -19,11 +19,7 @@ def module_custom_objects(modnames):
     """Classes and functions defined in the named modules, by class name and registered name,
     for ``load_model(custom_objects=...)``."""
     objs = {}
-    regs = registries()
-    reverse = {}
-    for reg in regs:
-        for name, obj in reg.items():
-            reverse.setdefault(id(obj), set()).add(name)
+    reverse = registered_names(registries())
     for modname in modnames:
         mod = sys.modules.get(modname)
         if mod is None:
@@ -73,6 +69,10 @@ def config_modules(model_path, fmt):
 
 
 def import_config_modules(names, warnings):
+
+
+    """Import the modules the model's config names; one missing here is a warning, not a
+    failure."""
     imported = []
     for name in names:
         if name in sys.modules:

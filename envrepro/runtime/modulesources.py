@@ -11,6 +11,9 @@ from .facts import is_under, norm_path
 
 
 def module_file(modname):
+
+
+    """Source file of an imported module (``.py`` over ``.pyc``), or None."""
     mod = sys.modules.get(modname)
     path = getattr(mod, "__file__", None) if mod is not None else None
     if not path:
@@ -23,6 +26,9 @@ def module_file(modname):
 
 
 def object_file(target):
+
+
+    """Source file defining a class or function, or None."""
     path = module_file(getattr(target, "__module__", None) or "")
     if path is None:
         try:
@@ -68,6 +74,9 @@ def module_entry(modname, dists, via):
 
 
 def _system_dirs():
+
+
+    """The interpreter's own prefixes: modules under them are never the user's."""
     dirs = set()
     for attr in ("prefix", "base_prefix", "exec_prefix", "base_exec_prefix"):
         val = getattr(sys, attr, None)

@@ -38,6 +38,9 @@ FACTS_FILE = "facts.json"
 
 
 def _write_json_atomic(path, data):
+
+
+    """Write through a temp file so a reader never sees half a facts.json."""
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2, sort_keys=False, default=repr)
@@ -180,6 +183,9 @@ def _parse_args(argv):
 
 
 def _run(args):
+
+
+    """Script mode proper: check the arguments, import, load, collect; returns facts.json's path."""
     model_path = os.path.abspath(args.model)
     if not os.path.exists(model_path):
         raise ProbeFailure("no model at %s" % model_path, "pass the path given to model.save()")

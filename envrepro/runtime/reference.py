@@ -184,6 +184,10 @@ def _split_structure(value, model, which):
 
 
 def _tolerance(model, arrays):
+
+
+    """Comparison tolerance for the reference: loose for half-precision outputs or compute
+    dtypes."""
     loose = False
     for arr in arrays:
         if str(arr.dtype) in ("float16", "bfloat16"):
