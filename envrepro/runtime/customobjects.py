@@ -90,8 +90,6 @@ def kind_of_class(klass):
 
 
 def is_framework_module(modname):
-
-
     """Objects from TensorFlow/Keras modules exist wherever the same framework is installed, so
     they are never custom."""
     return not modname or modname.split(".", 1)[0] in FRAMEWORK_TOPS
@@ -291,8 +289,6 @@ class _Walker(object):
 
 
 def _attr_kind(name):
-
-
     """The kind a layer attribute's name implies (``kernel_initializer`` -> initializer)."""
     name = name.lower()
     for word in ("activation", "initializer", "regularizer", "constraint"):
@@ -302,8 +298,6 @@ def _attr_kind(name):
 
 
 def _registered_name(target, reverse):
-
-
     """The name Keras will look the object up by when loading."""
     names = reverse.get(id(target))
     if names:

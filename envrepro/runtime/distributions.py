@@ -109,8 +109,6 @@ def _read_record(path):
 
 
 def _file_url_to_path(url):
-
-
     """Local folder of a ``file://`` direct_url (an editable install's project), or None."""
     if not url or not url.startswith("file:"):
         return None
@@ -203,8 +201,6 @@ def _read_dist(location, name):
 
 
 def is_site_dir(path):
-
-
     """An installation folder (site-packages / dist-packages), as opposed to a project checkout."""
     base = os.path.basename(os.path.normpath(path))
     return base in ("site-packages", "dist-packages")

@@ -107,8 +107,6 @@ def classify(text):
 
 
 def error_info(exc, stage):
-
-
     """The report's error: type, message, first line, stage and failure class."""
     message = str(exc)
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
@@ -128,8 +126,6 @@ class PlanError(Exception):
 
 
 def read_plan(argv, environ):
-
-
     """The plan from ``--plan FILE`` or ``$ENVREPRO_PLAN``; PlanError when unusable."""
     path = None
     if "--plan" in argv:
@@ -298,8 +294,6 @@ class Run(object):
 
 
 def finish(report, t0):
-
-
     """Total time, exit code and ok flag: the last fields of the report."""
     report["timings"]["total"] = round(time.time() - t0, 4)
     if report["error"] is not None:
@@ -314,8 +308,6 @@ def finish(report, t0):
 
 
 def main(argv=None, environ=None):
-
-
     """Run the plan and print the one report line; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ

@@ -71,8 +71,6 @@ def keras_zip_static(path):
 
 
 def is_compiled(model):
-
-
     """Whether the live model was compiled (its training config and optimizer get saved)."""
     if model is None or getattr(model, "optimizer", None) is None:
         return False

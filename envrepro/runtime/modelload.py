@@ -69,8 +69,6 @@ def config_modules(model_path, fmt):
 
 
 def import_config_modules(names, warnings):
-
-
     """Import the modules the model's config names; one missing here is a warning, not a
     failure."""
     imported = []

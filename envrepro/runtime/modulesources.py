@@ -11,8 +11,6 @@ from .facts import is_under, norm_path
 
 
 def module_file(modname):
-
-
     """Source file of an imported module (``.py`` over ``.pyc``), or None."""
     mod = sys.modules.get(modname)
     path = getattr(mod, "__file__", None) if mod is not None else None
@@ -26,8 +24,6 @@ def module_file(modname):
 
 
 def object_file(target):
-
-
     """Source file defining a class or function, or None."""
     path = module_file(getattr(target, "__module__", None) or "")
     if path is None:
@@ -74,8 +70,6 @@ def module_entry(modname, dists, via):
 
 
 def _system_dirs():
-
-
     """The interpreter's own prefixes: modules under them are never the user's."""
     dirs = set()
     for attr in ("prefix", "base_prefix", "exec_prefix", "base_exec_prefix"):

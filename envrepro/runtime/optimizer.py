@@ -50,8 +50,6 @@ def _saved_state(model_path, fmt):
 
 
 def _checkpoint_iterations(model_path):
-
-
     """The iteration count stored in a SavedModel's checkpoint (TensorFlow already imported), or
     None."""
     tf = sys.modules.get("tensorflow")

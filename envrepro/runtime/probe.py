@@ -38,8 +38,6 @@ FACTS_FILE = "facts.json"
 
 
 def _write_json_atomic(path, data):
-
-
     """Write through a temp file so a reader never sees half a facts.json."""
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -183,8 +181,6 @@ def _parse_args(argv):
 
 
 def _run(args):
-
-
     """Script mode proper: check the arguments, import, load, collect; returns facts.json's path."""
     model_path = os.path.abspath(args.model)
     if not os.path.exists(model_path):

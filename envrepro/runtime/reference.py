@@ -184,8 +184,6 @@ def _split_structure(value, model, which):
 
 
 def _tolerance(model, arrays):
-
-
     """Comparison tolerance for the reference: loose for half-precision outputs or compute
     dtypes."""
     loose = False
