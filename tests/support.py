@@ -57,9 +57,11 @@ def probe_environment(python, workdir):
     dummy = workdir / "none.h5"
     dummy.write_bytes(b"")
     out = workdir / "probe-out"
-    script = REPO / "envrepro" / "runtime" / "probe.py"
-    proc = subprocess.run([str(python or sys.executable), str(script), "--model", str(dummy), "--out", str(out),
-                           "--no-load"], capture_output=True, text=True)
+    from envrepro.runtime import launch
+
+    proc = subprocess.run(launch.host_argv(python or sys.executable, "probe",
+                                           ["--model", dummy, "--out", out, "--no-load"]),
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     facts = json.loads((out / "facts.json").read_text())
     return {"distributions": facts["distributions"], "python": facts["python"]}

@@ -2,18 +2,51 @@
 
 The one place that knows where the runtime lives, on the host and inside a container, and how an
 entry point is invoked. Standard library only and Python 3.6 syntax, like the rest of runtime/.
+
+An entry point runs as a module of the runtime package, imported under the name ``PACKAGE`` (one
+no user module can have), not as a script: the modules share code through relative imports, and
+a script's folder on sys.path would let ``loader.py`` or ``probe.py`` shadow a user module of that
+name. The package is loaded from its folder by path, so neither that folder nor its parent (which
+on the host holds the host's own ``envrepro``, maybe another version than the training
+environment's) is put on sys.path. The interpreter runs with ``-B`` (no bytecode written next to
+the runtime, which is read-only in a container) but not ``-I``: the training PYTHONPATH is part of
+what a capture records.
 """
 import os
 
+PACKAGE = "envrepro_runtime"
 HOST_DIR = os.path.dirname(os.path.abspath(__file__))
-CONTAINER_DIR = "/envrepro/runtime"   # where the sandbox mounts HOST_DIR, read-only
+CONTAINER_DIR = "/envrepro/lib/" + PACKAGE   # where the sandbox mounts HOST_DIR, read-only
+
+# Run by ``python -B -c``. ``-c`` puts the working directory first on sys.path, which running a
+# script would not (the script's folder would be there instead, and the runtime dropped it), so
+# it is removed: the user's code sees the sys.path it would see when run.
+_BOOTSTRAP = """\
+import sys, importlib.util
+if sys.path[:1] == [""]:
+    del sys.path[0]
+spec = importlib.util.spec_from_file_location(%(package)r, %(init)r, submodule_search_locations=[%(root)r])
+package = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = package
+spec.loader.exec_module(package)
+sys.argv[0] = %(script)r
+from %(package)s.%(entry)s import main
+del spec, package
+sys.exit(main())
+"""
+
+
+def _argv(python, root, entry, args):
+    code = _BOOTSTRAP % {"package": PACKAGE, "root": root, "init": root + "/__init__.py",
+                         "script": root + "/" + entry + ".py", "entry": entry}
+    return [python, "-B", "-c", code] + [str(a) for a in args]
 
 
 def host_argv(python, entry, args=()):
     """argv that runs ``entry`` (e.g. "probe") under ``python`` on this machine."""
-    return [python, os.path.join(HOST_DIR, entry + ".py")] + [str(a) for a in args]
+    return _argv(python, HOST_DIR, entry, args)
 
 
 def container_argv(python, entry, args=()):
     """argv that runs ``entry`` under ``python`` inside a container with the runtime mounted."""
-    return [python, CONTAINER_DIR + "/" + entry + ".py"] + [str(a) for a in args]
+    return _argv(python, CONTAINER_DIR, entry, args)

@@ -44,3 +44,13 @@ def test_installs_and_hook_path_is_light(minor, tmp_path):
     out = subprocess.run([str(py), "-c", HOOK_CHECK], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=""))
     assert out.returncode == 0, out.stderr[-2000:]
+    # The installed runtime package (all of its modules) starts as the probe entry point.
+    model = tmp_path / "none.h5"
+    model.write_bytes(b"")
+    start_probe = ("import subprocess, sys; from envrepro.runtime import launch; "
+                   "sys.exit(subprocess.call(launch.host_argv(sys.executable, 'probe', sys.argv[1:])))")
+    out = subprocess.run([str(py), "-c", start_probe, "--model", str(model), "--out", str(tmp_path / "facts"),
+                          "--no-load"], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=""),
+                         cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == str(tmp_path / "facts" / "facts.json")

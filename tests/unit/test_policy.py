@@ -29,11 +29,11 @@ def test_run_args_are_the_sandbox(cap):
     assert args["mem_limit"] == "4g" and args["pids_limit"] == 512
     assert args["workdir"] == "/tmp"
     mounts = {m.target: m for m in args["mounts"]}
-    assert set(mounts) == {"/envrepro/model/my_model", "/envrepro/capture", "/envrepro/runtime"}
+    assert set(mounts) == {"/envrepro/model/my_model", "/envrepro/capture", "/envrepro/lib/envrepro_runtime"}
     assert all(isinstance(m, Mount) and m.read_only for m in args["mounts"]), "no writable host mount"
     assert mounts["/envrepro/model/my_model"].source == str(cap.model_path)
     assert mounts["/envrepro/capture"].source == str(cap.root)
-    assert Path(mounts["/envrepro/runtime"].source, "loader.py").is_file()
+    assert Path(mounts["/envrepro/lib/envrepro_runtime"].source, "loader.py").is_file()
     env = args["environment"]
     assert env["PYTHONPATH"] == "/envrepro/capture/snapshot" and env["HOME"] == "/tmp"
     assert env["ENVREPRO_MODEL"] == "/envrepro/model/my_model"

@@ -2,7 +2,7 @@
 import json
 
 from envrepro import errors
-from envrepro.runtime import loader as rt
+from envrepro.runtime import launch, loader as rt
 from envrepro.sandbox import report as reports
 from envrepro.sandbox import run as load
 
@@ -26,7 +26,8 @@ def test_load_ok_report_json_and_render(cap, cache_home):
     report = load.load(cap.model_path, eng, image_info(), image_seconds=12.5)
     kw = eng.runs[0]
     image, command = kw["image"], kw["command"]
-    assert image == "envrepro/env:k1" and command == ["python", "/envrepro/runtime/loader.py"]
+    assert image == "envrepro/env:k1" and command == launch.container_argv("python", "loader")
+    assert command[:3] == ["python", "-B", "-c"] and "from envrepro_runtime.loader import main" in command[3]
     assert kw["stream"] is False and kw["network_disabled"] and kw["read_only"]
     assert report.ok and reports.exit_code(report) == 0
     d = json.loads(report.to_json())

@@ -3,15 +3,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from envrepro.runtime import loader as rt
+from envrepro.runtime import launch, loader as rt
 
-LOADER = Path(rt.__file__).resolve()
 
 
 def test_loader_compare_and_nan():
@@ -91,14 +89,14 @@ def test_loader_read_plan(tmp_path):
 
 def test_loader_without_plan_reports_on_stdout_only():
     env = {k: v for k, v in os.environ.items() if k != "ENVREPRO_PLAN"}
-    proc = subprocess.run([sys.executable, str(LOADER)], capture_output=True, text=True, env=env, timeout=60)
+    proc = subprocess.run(launch.host_argv(sys.executable, "loader"), capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == rt.EXIT_INTERNAL
     lines = proc.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith(rt.REPORT_PREFIX)
     rep = json.loads(lines[0][len(rt.REPORT_PREFIX):])
     assert rep["ok"] is False and rep["error"]["type"] == "PlanError" and rep["exit_code"] == 70
     assert "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, str(LOADER)], capture_output=True, text=True,
+    proc = subprocess.run(launch.host_argv(sys.executable, "loader"), capture_output=True, text=True,
                           env=dict(env, ENVREPRO_DEBUG="1"), timeout=60)
     assert "Traceback" in proc.stderr and len(proc.stdout.splitlines()) == 1
 
@@ -107,15 +105,3 @@ def test_loader_network_check_sends_nothing():
     net = rt.network_check()
     assert set(net) == {"interfaces", "non_loopback", "route", "isolated"}
     assert isinstance(net["route"], bool)
-
-
-def test_loader_is_python36_syntax():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from support import need, pyenv_python
-
-    found = pyenv_python("3.6")
-    need(found, "no Python 3.6 interpreter (pyenv's 3.6 build)")
-    py36 = Path(found)
-    proc = subprocess.run([str(py36), "-c", "import ast,sys; ast.parse(open(sys.argv[1]).read())", str(LOADER)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr

@@ -1,7 +1,7 @@
 """The runtime probe against real TensorFlow.
 
 In this interpreter (TF >= 2.16, Keras 3): the in-process path the save hook takes, with custom
-objects written as module files. Under Python 3.8 + TF 2.4.1: the probe run as a script on a
+objects written as module files. Under Python 3.8 + TF 2.4.1: the probe's entry point (launch.host_argv) on a
 SavedModel with a custom layer and on an H5 Adam model, plus the in-process path on tf.keras 2.
 """
 import importlib
@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from envrepro.runtime import probe
+from envrepro.runtime import launch, modulesources, probe
+
+from tf_helpers import LOSSES_KERAS3
 
 pytestmark = pytest.mark.tf
 
 REPO = Path(__file__).resolve().parents[2]
-PROBE = REPO / "envrepro" / "runtime" / "probe.py"
 PY38 = os.environ.get("ENVREPRO_TEST_PY38", "")
 CI = os.environ.get("CI", "").lower() == "true"
 
@@ -95,27 +96,8 @@ class Block(keras.layers.Layer):
         return cfg
 '''
 
-LOSSES = '''
-import keras
-from keras import ops
-
-
-@keras.saving.register_keras_serializable(package="team")
-class Huberish(keras.losses.Loss):
-    def __init__(self, delta=1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.delta = delta
-
-    def call(self, y_true, y_pred):
-        err = ops.abs(y_true - y_pred)
-        return ops.mean(ops.where(err < self.delta, 0.5 * err * err,
-                                  self.delta * (err - 0.5 * self.delta)), axis=-1)
-
-    def get_config(self):
-        cfg = super().get_config()
-        cfg["delta"] = self.delta
-        return cfg
-
+# Huberish (registered as team>Huberish) from tf_helpers, plus a registered function and a schedule.
+LOSSES = LOSSES_KERAS3 + '''
 
 @keras.saving.register_keras_serializable(package="team")
 def peak_error(y_true, y_pred):
@@ -348,7 +330,7 @@ def test_main_module_objects_warn(tmp_path):
     assert any("__main__" in w and "importable" in w for w in facts["warnings"])
     mods = {m["module"]: m for m in facts["modules"]}
     assert mods["__main__"]["top"] == "__main__"
-    assert mods["__main__"]["file"] == probe._module_file("__main__")
+    assert mods["__main__"]["file"] == modulesources.module_file("__main__")
 
 
 @needs_keras3
@@ -379,8 +361,8 @@ def test_script_keras3(user_modules, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("ENVREPRO_DEBUG", None)
-    proc = subprocess.run([sys.executable, str(PROBE), "--model", str(path), "--out", str(out),
-                           "--module", "p3_layers", "--code-path", str(user_modules)],
+    proc = subprocess.run(launch.host_argv(sys.executable, "probe", [
+                           "--model", path, "--out", out, "--module", "p3_layers", "--code-path", user_modules]),
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == str(out / "facts.json") + "\n"  # nothing else on stdout
@@ -391,8 +373,8 @@ def test_script_keras3(user_modules, tmp_path):
     np.testing.assert_allclose(np.asarray(model(ins[0])), outs[0], rtol=1e-5, atol=1e-6)
 
     # The same model without its module: load fails, one line with the fix.
-    proc = subprocess.run([sys.executable, str(PROBE), "--model", str(path), "--out",
-                           str(tmp_path / "o2")], capture_output=True, text=True, env=env,
+    proc = subprocess.run(launch.host_argv(sys.executable, "probe", ["--model", path, "--out", tmp_path / "o2"]),
+                          capture_output=True, text=True, env=env,
                           timeout=300)
     assert proc.returncode == 2 and proc.stdout == ""
     last = proc.stderr.strip().splitlines()[-1]
@@ -407,8 +389,8 @@ def test_script_legacy_savedmodel_under_keras3(tmp_path):
     (sm / "saved_model.pb").write_bytes(b"\x08\x01")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("TF_USE_LEGACY_KERAS", None)
-    proc = subprocess.run([sys.executable, str(PROBE), "--model", str(sm), "--out",
-                           str(tmp_path / "out")], capture_output=True, text=True, env=env,
+    proc = subprocess.run(launch.host_argv(sys.executable, "probe", ["--model", sm, "--out", tmp_path / "out"]),
+                          capture_output=True, text=True, env=env,
                           timeout=300)
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
@@ -519,7 +501,7 @@ def _run_py38(py38, *args):
     env = dict(os.environ)
     env.pop("ENVREPRO_DEBUG", None)
     env.pop("PYTHONPATH", None)
-    return subprocess.run([py38, str(PROBE)] + [str(a) for a in args], capture_output=True,
+    return subprocess.run(launch.host_argv(py38, "probe", args), capture_output=True,
                           text=True, env=env, timeout=600)
 
 
@@ -600,11 +582,11 @@ def test_tf24_inprocess_dict_inputs_and_registered_loss(py38, tf24_models):
 
 @needs_keras3
 def test_tf24_h5_loaded_by_keras3_falls_back_to_compile_false(tf24_models, tmp_path):
-    """FAILURES class 4c: a Keras-2 training config doesn't deserialize in Keras 3."""
+    """Failure class 4c (docs/failures.md): a Keras-2 training config doesn't deserialize in Keras 3."""
     out = tmp_path / "out"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, str(PROBE), "--model",
-                           str(tf24_models / "adam_model.h5"), "--out", str(out)],
+    proc = subprocess.run(launch.host_argv(sys.executable, "probe", ["--model", tf24_models / "adam_model.h5",
+                                                                      "--out", out]),
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     facts = json.loads((out / "facts.json").read_text())

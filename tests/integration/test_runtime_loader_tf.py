@@ -7,20 +7,17 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from envrepro.sandbox import plan as plans
 from envrepro.sandbox import report as reports
 from envrepro.sidecar import layout, manifest
-from envrepro.runtime import loader as rt
+from envrepro.runtime import launch, loader as rt
 
 from tf_helpers import CUSTOM_LAYERS, write_module
 
 pytestmark = pytest.mark.tf
-
-LOADER = Path(rt.__file__).resolve()
 
 DRIFTED = CUSTOM_LAYERS.replace("return tf.matmul(inputs, self.w) + self.b",
                                 "return tf.nn.relu(tf.matmul(inputs, self.w) + self.b) + 1.0")
@@ -94,11 +91,11 @@ def train(python, folder, model_name, keras_flavor, tf_version):
 def run_loader(python, capture, tmp_path, unsafe=False):
     """make_plan with host paths, then the loader exactly as the container runs it."""
     paths = plans.ContainerPaths(model=str(capture.model_path), capture=str(capture.root),
-                                runtime=str(LOADER.parent))
+                                 runtime=launch.HOST_DIR)
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(plans.make_plan(capture, paths, unsafe=unsafe)))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ENVREPRO_PLAN", "ENVREPRO_DEBUG")}
-    proc = subprocess.run([python, str(LOADER), "--plan", str(plan_file)], capture_output=True, text=True,
+    proc = subprocess.run(launch.host_argv(python, "loader", ["--plan", plan_file]), capture_output=True, text=True,
                           env=dict(env, HOME=str(tmp_path)), timeout=600, cwd=str(tmp_path))
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, f"stdout must hold only the report:\n{proc.stdout}\n{proc.stderr[-3000:]}"

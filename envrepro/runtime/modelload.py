@@ -1,0 +1,175 @@
+"""Importing the user's modules and loading the model the way a user would, in this interpreter.
+"""
+from __future__ import absolute_import, division, print_function
+
+import importlib
+import json
+import os
+import sys
+import types
+
+from .customobjects import is_framework_module, registered_names, registries
+from .distributions import Distributions
+from .facts import ProbeFailure, short_error
+from .kerasflavor import env_flavor
+from .modelformat import detect_format
+
+
+def module_custom_objects(modnames):
+    """Classes and functions defined in the named modules, by class name and registered name,
+    for ``load_model(custom_objects=...)``."""
+    objs = {}
+    reverse = registered_names(registries())
+    for modname in modnames:
+        mod = sys.modules.get(modname)
+        if mod is None:
+            continue
+        for attr, value in list(vars(mod).items()):
+            if attr.startswith("_") or getattr(value, "__module__", None) != modname:
+                continue
+            if isinstance(value, type) or isinstance(value, types.FunctionType):
+                objs.setdefault(attr, value)
+                for name in reverse.get(id(value), ()):
+                    objs.setdefault(name, value)
+    return objs
+
+
+def config_modules(model_path, fmt):
+    """User modules a Keras 3 ``.keras`` config names for its custom objects.
+
+    Keras 3 records ``"module": "custom_layers"`` beside each custom class but does not import
+    it; importing it here (the code paths are on sys.path) finds unregistered classes too, so
+    ``envrepro capture --code-path DIR`` needs no ``--module`` for them.
+    """
+    if fmt != "keras":
+        return []
+    found = []
+    try:
+        import zipfile
+
+        with zipfile.ZipFile(model_path) as zf:
+            cfg = json.loads(zf.read("config.json").decode("utf-8"))
+    except Exception:
+        return found
+
+    def walk(node):
+        if isinstance(node, dict):
+            mod = node.get("module")
+            if isinstance(mod, str) and "class_name" in node and not is_framework_module(mod) \
+                    and mod not in found and mod != "builtins":
+                found.append(mod)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(cfg)
+    return found
+
+
+def import_config_modules(names, warnings):
+    """Import the modules the model's config names; one missing here is a warning, not a
+    failure."""
+    imported = []
+    for name in names:
+        if name in sys.modules:
+            imported.append(name)
+            continue
+        try:
+            importlib.import_module(name)
+            imported.append(name)
+        except Exception as exc:
+            warnings.append("the model names module %r for a custom object, but it can't be imported "
+                            "here (%s); pass --code-path for its folder" % (name, short_error(exc)))
+    return imported
+
+
+def load_model(model_path, modules=(), warnings=None, dists=None):
+    """Load the model the way a user would, in this interpreter: ``tf.keras.models.load_model``
+    with compile=True, falling back to compile=False (Keras-2 training configs often don't
+    deserialize in newer Keras). Raises ProbeFailure with a fix."""
+    warnings = warnings if warnings is not None else []
+    fmt = detect_format(model_path)
+    if fmt is None:
+        raise ProbeFailure("%s is not a SavedModel folder, .h5 or .keras file" % model_path,
+                           "pass the path given to model.save()")
+    tf = None
+    try:
+        import tensorflow as tf
+    except Exception:
+        tf = None
+    dists = dists if dists is not None else Distributions()
+    flavor = env_flavor(getattr(tf, "__version__", None), dists) if tf is not None else "keras3"
+    if fmt == "savedmodel" and flavor == "keras3":
+        raise ProbeFailure(
+            "%s is a legacy SavedModel folder, which Keras 3 load_model can't read" % model_path,
+            "install tf_keras and set TF_USE_LEGACY_KERAS=1, use keras.layers.TFSMLayer for "
+            "inference only, or re-save the model as .keras")
+    if tf is not None:
+        loader = tf.keras.models.load_model
+    else:
+        try:
+            import keras
+        except Exception:
+            raise ProbeFailure("neither tensorflow nor keras can be imported here",
+                               "run the probe with the training interpreter")
+        loader = keras.models.load_model
+    config_mods = import_config_modules(config_modules(model_path, fmt), warnings)
+    custom = module_custom_objects(list(modules) + [m for m in config_mods if m not in modules])
+    kwargs = {"custom_objects": custom or None}
+
+    def attempt(compile_flag, extra):
+        args = dict(kwargs)
+        args.update(extra)
+        return loader(model_path, compile=compile_flag, **args)
+
+    extra = {}
+    try:
+        return attempt(True, extra), fmt
+    except Exception as first:
+        if "safe_mode" in str(first):
+            extra = {"safe_mode": False}
+            warnings.append("the model contains Python lambdas; loaded with safe_mode=False "
+                            "(trusted: this is the training environment's own model)")
+            try:
+                return attempt(True, extra), fmt
+            except Exception as exc:
+                first = exc
+        try:
+            model = attempt(False, extra)
+        except Exception as exc:
+            raise ProbeFailure("cannot load %s: %s" % (model_path, short_error(exc)),
+                               "pass --module for each module defining custom objects and "
+                               "--code-path for its folder, or --no-load")
+        warnings.append("load_model(compile=True) failed (%s); loaded with compile=False"
+                        % short_error(first))
+        return model, fmt
+
+
+def import_modules(modules, code_paths, permanent):
+    """Import the named modules (so their Keras registrations run), with ``code_paths`` on
+    sys.path. In-process the path change is undone afterwards."""
+    added = []
+    for path in reversed(list(code_paths or ())):
+        full = os.path.abspath(path)
+        if full not in sys.path:
+            sys.path.insert(0, full)
+            added.append(full)
+    errors = []
+    try:
+        import importlib
+
+        for name in modules or ():
+            try:
+                importlib.import_module(name)
+            except Exception as exc:
+                errors.append((name, exc))
+    finally:
+        if not permanent:
+            for full in added:
+                try:
+                    sys.path.remove(full)
+                except ValueError:
+                    pass
+    return errors
