@@ -91,14 +91,23 @@ def doctor(
     _emit(commands.doctor(model, python=python, try_load=try_load), as_json, verbose=verbose)
 
 
+# Options that load, run, shell and dockerfile share: one definition, one help text.
+_MODEL = typer.Argument(..., help="The captured model.")
+_BASE_IMAGE = typer.Option(None, "--base-image", help="Base image (default python:X.Y-slim; env ENVREPRO_BASE_IMAGE).")
+_REGISTRY = typer.Option(None, "--registry", help="Registry to pull prebuilt environments from (env ENVREPRO_REGISTRY).")
+_GPUS = typer.Option(None, "--gpus", help="'all' passes GPUs and picks a CUDA/cuDNN base.")
+_UNSAFE = typer.Option(False, "--unsafe", help="Keras 3 safe_mode off (Lambda layers). Only for trusted models.")
+_MEMORY = typer.Option("4g", "--memory", help="Memory limit of the container.")
+
+
 @app.command()
 def load(
-    model: str = typer.Argument(..., help="The captured model."),
-    base_image: Optional[str] = typer.Option(None, "--base-image", help="Base image (default python:X.Y-slim; env ENVREPRO_BASE_IMAGE)."),
-    registry: Optional[str] = typer.Option(None, "--registry", help="Registry to pull prebuilt environments from (env ENVREPRO_REGISTRY)."),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help="'all' passes GPUs and picks a CUDA/cuDNN base."),
-    unsafe: bool = typer.Option(False, "--unsafe", help="Keras 3 safe_mode off (Lambda layers). Only for trusted models."),
-    memory: str = typer.Option("4g", "--memory", help="Memory limit of the container."),
+    model: str = _MODEL,
+    base_image: Optional[str] = _BASE_IMAGE,
+    registry: Optional[str] = _REGISTRY,
+    gpus: Optional[str] = _GPUS,
+    unsafe: bool = _UNSAFE,
+    memory: str = _MEMORY,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Build or find the captured environment's image, load the model inside it and verify it."""
@@ -111,12 +120,12 @@ def load(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     ctx: typer.Context,
-    model: str = typer.Argument(..., help="The captured model."),
-    base_image: Optional[str] = typer.Option(None, "--base-image"),
-    registry: Optional[str] = typer.Option(None, "--registry"),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help="'all' passes GPUs and picks a CUDA/cuDNN base."),
-    unsafe: bool = typer.Option(False, "--unsafe"),
-    memory: str = typer.Option("4g", "--memory"),
+    model: str = _MODEL,
+    base_image: Optional[str] = _BASE_IMAGE,
+    registry: Optional[str] = _REGISTRY,
+    gpus: Optional[str] = _GPUS,
+    unsafe: bool = _UNSAFE,
+    memory: str = _MEMORY,
 ) -> None:
     """Run a command in the reproduced environment: envrepro run MODEL -- python predict.py"""
     from envrepro import commands
@@ -127,12 +136,12 @@ def run(
 
 @app.command()
 def shell(
-    model: str = typer.Argument(..., help="The captured model."),
-    base_image: Optional[str] = typer.Option(None, "--base-image"),
-    registry: Optional[str] = typer.Option(None, "--registry"),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help="'all' passes GPUs and picks a CUDA/cuDNN base."),
-    unsafe: bool = typer.Option(False, "--unsafe"),
-    memory: str = typer.Option("4g", "--memory"),
+    model: str = _MODEL,
+    base_image: Optional[str] = _BASE_IMAGE,
+    registry: Optional[str] = _REGISTRY,
+    gpus: Optional[str] = _GPUS,
+    unsafe: bool = _UNSAFE,
+    memory: str = _MEMORY,
 ) -> None:
     """Open a shell in the reproduced environment (model at /envrepro/model/NAME)."""
     from envrepro import commands
@@ -143,8 +152,8 @@ def shell(
 
 @app.command()
 def dockerfile(
-    model: str = typer.Argument(..., help="The captured model."),
-    base_image: Optional[str] = typer.Option(None, "--base-image"),
+    model: str = _MODEL,
+    base_image: Optional[str] = _BASE_IMAGE,
     gpus: bool = typer.Option(False, "--gpus", help="Use a CUDA/cuDNN base matching the captured TensorFlow."),
 ) -> None:
     """Print the Dockerfile of the captured environment (no engine needed)."""

@@ -22,6 +22,7 @@ from envrepro.capturing import proberunner
 from envrepro.capturing.indexhashes import hashes_wanted
 from envrepro.errors import ProbeError
 from envrepro.fsutil import sha256_tree
+from envrepro.runtime import reference as probe_reference
 from envrepro.sidecar import layout, modelformat, writer
 
 
@@ -65,7 +66,7 @@ def _move_reference(probe_out: Path, root: Path, facts: Dict[str, Any]) -> Optio
     ref = facts.get("reference")
     if not ref:
         return None
-    src_dir = probe_out / "reference"
+    src_dir = probe_out / probe_reference.REFERENCE_DIR   # where the probe wrote them
     dst_dir = root / layout.REFERENCE_DIR
     dst_dir.mkdir(parents=True, exist_ok=True)
     out = dict(ref)

@@ -6,6 +6,12 @@ from __future__ import absolute_import, division, print_function
 import json
 import os
 
+# The file magic of each format: the one definition (the host's sidecar/modelformat.py and model
+# readers import these too).
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGIC = b"PK\x03\x04"
+LFS_MAGIC = b"version https://git-lfs"
+
 
 def detect_format(path):
     """``savedmodel`` | ``h5`` | ``keras`` | None, from the folder layout or the file magic (the
@@ -23,9 +29,9 @@ def detect_format(path):
                 magic = fh.read(8)
         except (IOError, OSError):
             pass
-        if magic == b"\x89HDF\r\n\x1a\n":
+        if magic == HDF5_MAGIC:
             return "h5"
-        if magic[:4] == b"PK\x03\x04":
+        if magic[:4] == ZIP_MAGIC:
             return "keras"
         return None
     lower = path.lower()

@@ -1,17 +1,16 @@
 """Which Keras model format a path holds, told from its files (magic bytes), not its name.
 
-The magic is also read by ``envrepro.diagnose.modelfiles``; the probe keeps its own copy, being
-standard-library-only and runnable on its own.
+The magic bytes are defined once, in the standard-library runtime (``runtime/modelformat.py``),
+which the probe uses inside the training interpreter; the host reads them from there.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from envrepro.errors import ModelNotFound
+from envrepro.runtime.modelformat import HDF5_MAGIC, LFS_MAGIC, ZIP_MAGIC
 
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-ZIP_MAGIC = b"PK\x03\x04"
-LFS_MAGIC = b"version https://git-lfs"
+__all__ = ["HDF5_MAGIC", "LFS_MAGIC", "ZIP_MAGIC", "detect_format"]
 
 
 def detect_format(model_path: Path) -> str:
