@@ -3,67 +3,10 @@
 from __future__ import absolute_import, division, print_function
 
 import os
-import sys
 
 from .facts import json_safe, short_error
-from .modelformat import h5_static, is_compiled
-
-
-def _saved_state(model_path, fmt):
-    """Whether the saved file holds optimizer variables, read from the file itself; None when
-    it can't be told.
-
-    H5: an ``optimizer_weights`` group. ``.keras``: an ``optimizer`` group with variables in the
-    zip's ``model.weights.h5`` (stored uncompressed, so h5py reads it in place). SavedModel: the
-    checkpoint index (keys only, a few KB) names ``optimizer/...`` and ``.OPTIMIZER_SLOT`` keys.
-    """
-    try:
-        if fmt == "h5" and os.path.isfile(model_path):
-            static = h5_static(model_path)
-            return static.get("state_saved")
-        if fmt == "keras" and os.path.isfile(model_path):
-            import zipfile
-
-            import h5py
-
-            with zipfile.ZipFile(model_path) as zf:
-                names = zf.namelist()
-                if "model.weights.h5" not in names:
-                    return None
-                with zf.open("model.weights.h5") as fh:
-                    with h5py.File(fh, "r") as h5:
-                        if "optimizer" not in h5:
-                            return False
-                        group = h5["optimizer"]
-                        if "vars" in group:
-                            return len(group["vars"].keys()) > 0
-                        return len(group.keys()) > 0
-        if fmt == "savedmodel" and os.path.isdir(model_path):
-            index = os.path.join(model_path, "variables", "variables.index")
-            if os.path.isfile(index) and os.path.getsize(index) < 64 * 1024 * 1024:
-                with open(index, "rb") as fh:
-                    return b"optimizer" in fh.read()
-            return None
-    except Exception:
-        return None
-    return None
-
-
-def _checkpoint_iterations(model_path):
-    """The iteration count stored in a SavedModel's checkpoint (TensorFlow already imported), or
-    None."""
-    tf = sys.modules.get("tensorflow")
-    if tf is None:
-        return None
-    try:
-        reader = tf.train.load_checkpoint(os.path.join(model_path, "variables", "variables"))
-        for key in ("optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE",
-                    "optimizer/iterations/.ATTRIBUTES/VARIABLE_VALUE"):
-            if reader.has_tensor(key):
-                return int(json_safe(reader.get_tensor(key)))
-    except Exception:
-        return None
-    return None
+from .modelformat import is_compiled
+from .savedstate import saved_optimizer_state
 
 
 def optimizer_facts(model, model_path, fmt, warnings, fresh=False):
@@ -93,16 +36,17 @@ def optimizer_facts(model, model_path, fmt, warnings, fresh=False):
     except Exception as exc:
         warnings.append("optimizer iterations unavailable: %s" % short_error(exc))
     facts["num_weights"] = len(optimizer_variables(opt))
-    if fresh and fmt == "savedmodel" and not facts["iterations"]:
-        # Keras 2 restores SavedModel optimizer variables lazily (or not at all): the count the
-        # file holds is in the checkpoint.
-        saved_iter = _checkpoint_iterations(model_path)
-        if saved_iter is not None:
-            facts["iterations"] = saved_iter
-    saved = _saved_state(model_path, fmt)
+    saved = saved_optimizer_state(model_path, fmt)
     if saved is not None:
-        facts["state_saved"] = bool(saved)
+        facts["state_saved"] = bool(saved["saved"])
         facts["state_saved_exact"] = True
+        facts["saved_variables"] = saved["variables"]
+        facts["saved_iterations"] = saved["iterations"]
+        if fresh and fmt == "savedmodel" and not facts["iterations"] \
+                and saved["iterations"] is not None:
+            # Keras 2 restores SavedModel optimizer variables lazily (or not at all): the count
+            # the file holds is in the checkpoint.
+            facts["iterations"] = saved["iterations"]
     else:
         facts["state_saved"] = bool(is_compiled(model) and facts["num_weights"] > 0)
     return facts
@@ -150,20 +94,58 @@ def read_optimizer(opt, out):
     out["weights_restored"] = len(optimizer_variables(opt))
 
 
+def expected_state(expected, model_path, fmt, out):
+    """The iterations and variable count the restored optimizer must show; None where unknown.
+
+    A capture that recorded what the file holds (``saved_variables``/``saved_iterations``, read
+    by savedstate) is compared with the same reader's answer now, on the file being loaded: like
+    with like. The file must still say what the capture read (a changed answer is a problem).
+    An older capture keeps the old expectation: its live ``iterations`` and ``num_weights``.
+    """
+    iterations = expected.get("iterations")
+    variables = expected.get("num_weights") if expected.get("state_saved") else None
+    if "saved_variables" not in expected and "saved_iterations" not in expected:
+        return iterations, variables
+    recorded = {"variables": expected.get("saved_variables"),
+                "iterations": expected.get("saved_iterations")}
+    saved = saved_optimizer_state(model_path, fmt) if model_path else None
+    if saved is None:
+        saved = dict(recorded, saved=expected.get("state_saved"))
+    else:
+        out["saved"] = saved
+        for key in ("variables", "iterations"):
+            if recorded[key] is not None and saved[key] is not None and saved[key] != recorded[key]:
+                out["problems"].append("the model file holds %s optimizer %s, the capture read %s"
+                                       % (saved[key], key, recorded[key]))
+    if saved["iterations"] is not None:
+        iterations = saved["iterations"]
+    if saved.get("saved") and saved["variables"] is not None:
+        variables = saved["variables"]
+    return iterations, variables
+
+
 def check_optimizer(model, expected, model_path=None, fmt=None):
-    """Did the optimizer come back as captured (class, iterations, variables)? Problems are
-    listed, not raised: a mismatch is a verification result, not a load failure."""
+    """Did the optimizer come back as saved (class, iterations, variables)? Problems are listed,
+    not raised: a mismatch is a verification result, not a load failure.
+
+    Keras 2's SavedModel ``load_model`` leaves the optimizer state in the checkpoint; it is
+    restored from there (``restored_via``). When that restore is impossible in this TensorFlow,
+    the state was saved but not restored by this loader: said so (``state_restored`` False), not
+    reported as a mismatch, because nothing restored differs from the file. State that did come
+    back and differs from the file is a mismatch.
+    """
     out = {"expected": expected, "restored": None, "iterations": None, "weights_restored": None,
            "ok": False, "problems": [], "restored_via": "load_model"}
     opt = getattr(model, "optimizer", None)
     if opt is None:
         out["problems"].append("the loaded model has no optimizer")
         return out
+    want_iterations, want_variables = expected_state(expected, model_path, fmt, out)
+    first, failed = None, None
     if fmt == "savedmodel" and expected.get("state_saved") and model_path:
         first = {"problems": []}
         read_optimizer(opt, first)
-        if first["iterations"] != expected.get("iterations") or \
-                first["weights_restored"] != expected.get("num_weights"):
+        if first["iterations"] != want_iterations or first["weights_restored"] != want_variables:
             try:
                 restore_savedmodel_optimizer(model, model_path)
                 out["restored_via"] = "load_weights"
@@ -171,6 +153,7 @@ def check_optimizer(model, expected, model_path=None, fmt=None):
                                "variables); restored with model.load_weights(<model>/variables/"
                                "variables)" % (first["iterations"], first["weights_restored"]))
             except Exception as e:
+                failed = e
                 out["note"] = "restoring the SavedModel optimizer state failed: %s" % e
         opt = model.optimizer
     inner = getattr(opt, "inner_optimizer", None)  # LossScaleOptimizer wraps the real one
@@ -179,11 +162,20 @@ def check_optimizer(model, expected, model_path=None, fmt=None):
     read_optimizer(opt, out)
     if expected.get("class") and short_class(expected["class"]) != short_class(out["restored"]):
         out["problems"].append("optimizer class %s, expected %s" % (out["restored"], expected["class"]))
-    if expected.get("iterations") is not None and out["iterations"] != int(expected["iterations"]):
-        out["problems"].append("iterations %s, expected %s" % (out["iterations"], expected["iterations"]))
-    if expected.get("state_saved") and expected.get("num_weights") is not None \
-            and out["weights_restored"] != int(expected["num_weights"]):
+    unchanged = first is not None and not first["iterations"] and \
+        (out["iterations"], out["weights_restored"]) == (first["iterations"], first["weights_restored"])
+    if "saved" in out and (failed is not None or unchanged) and out["iterations"] != want_iterations:
+        out["state_restored"] = False
+        out["note"] = ("optimizer state saved (%s variables, iterations %s) but not restored by "
+                       "this loader (%s); the weights and the reference prediction are verified"
+                       % (want_variables, want_iterations,
+                          failed or "the checkpoint restore brought nothing back"))
+        out["ok"] = not out["problems"]
+        return out
+    if want_iterations is not None and out["iterations"] != int(want_iterations):
+        out["problems"].append("iterations %s, expected %s" % (out["iterations"], want_iterations))
+    if want_variables is not None and out["weights_restored"] != int(want_variables):
         out["problems"].append("%s optimizer variables restored, expected %s"
-                               % (out["weights_restored"], expected["num_weights"]))
+                               % (out["weights_restored"], want_variables))
     out["ok"] = not out["problems"]
     return out

@@ -64,6 +64,9 @@ def make_plan(capture: manifest.Capture, container_paths: ContainerPaths,
     plan_opt = None
     if isinstance(opt, dict) and opt.get("class"):
         plan_opt = {k: opt.get(k) for k in ("class", "iterations", "state_saved", "num_weights")}
+        # What the saved file holds (runtime/savedstate), in captures that recorded it only:
+        # without these keys the loader keeps the old comparison.
+        plan_opt.update((k, opt[k]) for k in ("saved_variables", "saved_iterations") if k in opt)
     return {
         "plan_version": PLAN_VERSION,
         "model_path": paths.model,
