@@ -209,8 +209,15 @@ def _optimizer_lines(opt: Optional[Dict[str, Any]]) -> List[str]:
         return []
     if opt.get("skipped"):
         return [f"  {'optimizer':<13}not checked ({opt['skipped']})"]
-    text = (f"{opt.get('restored')} restored, iterations {opt.get('iterations')}, "
-            f"{opt.get('weights_restored')} variables")
+    saved = opt.get("saved") or {}
+    if opt.get("state_restored") is False:  # e.g. Keras 2's SavedModel loader: said, not failed
+        text = f"{opt.get('restored')}: state saved in the file, not restored by this loader"
+    else:
+        text = (f"{opt.get('restored')} restored, iterations {opt.get('iterations')}, "
+                f"{opt.get('weights_restored')} variables")
+        if saved.get("variables") is not None:  # what the check compared with (runtime/savedstate)
+            text += (f" (the file holds {saved['variables']}, iterations "
+                     f"{saved.get('iterations')})")
     if opt.get("ok"):
         lines = [f"  {'optimizer':<13}{text}  OK"]
     else:

@@ -45,3 +45,10 @@ def test_plan_default_tolerance(tmp_path):
     ref = plans.make_plan(cap, plans.container_paths(cap))["reference"]
     assert (ref["atol"], ref["rtol"]) == (plans.DEFAULT_ATOL, plans.DEFAULT_RTOL)
     assert ref["input_structure"] == "single"
+
+
+def test_plan_carries_what_the_file_holds_only_when_captured(cap):
+    cap.data["optimizer"].update(saved_variables=13, saved_iterations=8)
+    plan = plans.make_plan(cap, plans.container_paths(cap))
+    assert plan["optimizer"] == {"class": "Adam", "iterations": 12, "state_saved": True, "num_weights": 5,
+                                 "saved_variables": 13, "saved_iterations": 8}

@@ -94,3 +94,25 @@ def test_plan_error_is_internal():
     report = reports.LoadReport(model="m", capture="c", image={}, loader=loader_report(
         ok=False, error={"type": "PlanError", "message": "x", "first_line": "x", "stage": "import"}))
     assert reports.exit_code(report) == errors.EXIT_INTERNAL
+
+
+def test_optimizer_saved_but_not_restored_is_said_and_ok(cap):
+    """Keras 2's SavedModel loader leaves the optimizer state behind: said, exit 0, not a mismatch."""
+    rep = loader_report()
+    rep["optimizer"].update(iterations=0, weights_restored=1, state_restored=False,
+                            saved={"variables": 13, "iterations": 8},
+                            note="optimizer state saved (13 variables, iterations 8) but not restored "
+                                 "by this loader (x); the weights and the reference prediction are verified")
+    report = load.load(cap.model_path, FakeEngine(run_result=(0, report_stdout(rep), "")), image_info())
+    assert reports.exit_code(report) == 0
+    text = reports.render_report(report)
+    assert "Adam: state saved in the file, not restored by this loader  OK" in text
+    assert "optimizer state saved (13 variables, iterations 8) but not restored" in text
+
+
+def test_optimizer_line_names_what_the_file_holds(cap):
+    rep = loader_report()
+    rep["optimizer"]["saved"] = {"variables": 5, "iterations": 12}
+    report = load.load(cap.model_path, FakeEngine(run_result=(0, report_stdout(rep), "")), image_info())
+    assert ("Adam restored, iterations 12, 5 variables (the file holds 5, iterations 12)  OK"
+            in reports.render_report(report))
