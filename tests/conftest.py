@@ -30,22 +30,36 @@ def _pip(py, *args):
         pytest.fail(f"pip {' '.join(args)} failed under {py}:\n{proc.stderr[-3000:]}", pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def py38_tf24():
-    """A Python 3.8 virtualenv with tensorflow-cpu==2.4.1 and envrepro installed (cached by key)."""
+def _py38_venv(name, *pins):
+    """A cached Python 3.8 virtualenv with ``pins`` and envrepro from this checkout, keyed by
+    the interpreter and the pins (a changed pin builds a new one)."""
     base = pyenv_python("3.8")
     need(base, "no Python 3.8 interpreter (pyenv's 3.8 build) found")
-    venv = DEV_CACHE / f"venv38-tf241-{_venv_key(base, 'tensorflow-cpu==2.4.1')}"
+    venv = DEV_CACHE / f"{name}-{_venv_key(base, *pins)}"
     py = venv / "bin" / "python"
-    ok = py.exists() and subprocess.run([str(py), "-c", "import tensorflow, yaml"], capture_output=True).returncode == 0
+    imports = ", ".join(["tensorflow", "yaml"] + [p.split("==")[0].replace("-", "_")
+                                                  for p in pins[1:]])
+    ok = py.exists() and subprocess.run([str(py), "-c", f"import {imports}"], capture_output=True).returncode == 0
     if not ok:
         shutil.rmtree(venv, ignore_errors=True)
         venv.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([base, "-m", "venv", str(venv)], check=True)
-        _pip(py, "install", "tensorflow-cpu==2.4.1")
+        _pip(py, "install", *pins)
     # envrepro from this checkout, with its dependencies resolved for Python 3.8
     _pip(py, "install", "-e", str(REPO))
     return str(py)
+
+
+@pytest.fixture(scope="session")
+def py38_tf24():
+    """A Python 3.8 virtualenv with tensorflow-cpu==2.4.1 and envrepro installed (cached by key)."""
+    return _py38_venv("venv38-tf241", "tensorflow-cpu==2.4.1")
+
+
+@pytest.fixture(scope="session")
+def py38_tf24_addons():
+    """py38_tf24 plus tensorflow-addons 0.12.1 (the release built for TF 2.4): AdamW models."""
+    return _py38_venv("venv38-tf241-tfa", "tensorflow-cpu==2.4.1", "tensorflow-addons==0.12.1")
 
 
 @pytest.fixture(scope="session")

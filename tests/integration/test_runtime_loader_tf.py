@@ -15,7 +15,7 @@ from envrepro.sandbox import report as reports
 from envrepro.sidecar import layout, manifest
 from envrepro.runtime import launch, loader as rt
 
-from tf_helpers import CUSTOM_LAYERS, write_module
+from tf_helpers import CUSTOM_LAYERS, envrepro_cli, write_module
 
 pytestmark = pytest.mark.tf
 
@@ -33,7 +33,12 @@ TRAIN = textwrap.dedent('''
     tf.random.set_seed(0)
     model = tf.keras.Sequential([tf.keras.Input(shape=(16,)), tf.keras.layers.Dense(8, activation="relu"),
                                  MyCustomLayer(units=4, name="mine"), tf.keras.layers.Dense(1)])
-    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.001), loss="mse")
+    if sys.argv[4:] == ["adamw"]:  # tensorflow-addons' AdamW
+        import tensorflow_addons as tfa
+        optimizer = tfa.optimizers.AdamW(weight_decay=1e-4, learning_rate=0.001)
+    else:
+        optimizer = tf.keras.optimizers.Adam(learning_rate=0.001)
+    model.compile(optimizer=optimizer, loss="mse")
     rng = np.random.RandomState(0)
     model.fit(rng.rand(64, 16).astype("float32"), rng.rand(64, 1).astype("float32"),
               epochs=1, batch_size=8, verbose=0)
@@ -190,3 +195,101 @@ def test_tf24_savedmodel_optimizer_state_comes_back(py38, tmp_path):
     assert opt["ok"] and opt["iterations"] == 8 and opt["restored_via"] == "load_weights"
     assert "load_model left the optimizer state behind (iterations 0" in opt["note"]
     assert rep["reference"]["allclose"]
+
+
+# --- The optimizer state the FILE holds, captured for real with `envrepro capture --python` ---
+
+def capture_for_real(python, folder, model_name, optimizer="adam"):
+    """Train and save in ``python``, then ``envrepro capture MODEL --python`` as a user would;
+    returns the Capture read back and what the training optimizer held."""
+    code, scratch = folder / "code", folder / "scratch"
+    write_module(code, "custom_layers", CUSTOM_LAYERS)
+    scratch.mkdir(parents=True)
+    model = folder / model_name
+    proc = subprocess.run([python, "-c", TRAIN, str(code), str(model), str(scratch), optimizer],
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    trained = json.loads(proc.stdout.strip().splitlines()[-1])
+    modules = ["--module", "custom_layers"] + (
+        ["--module", "tensorflow_addons"] if optimizer == "adamw" else [])
+    out = envrepro_cli("capture", model, "--python", python, "--code-path", code, *modules,
+                       env={"ENVREPRO_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-4000:]
+    return manifest.read(layout.sidecar_for(model)), trained
+
+
+@pytest.mark.py38
+def test_tf24_savedmodel_captured_with_python_is_not_a_false_alarm(py38, tmp_path):
+    """Issue 8: TF 2.4's load_model leaves a SavedModel's optimizer state in the checkpoint, so
+    the probe's fresh copy shows 1 variable. The capture records what the file holds and the
+    loader compares with that: exit 0, not '13 optimizer variables restored, expected 1'."""
+    cap, trained = capture_for_real(py38, tmp_path, "custom_model")
+    opt = cap.data["optimizer"]
+    assert (trained["num_weights"], trained["iterations"]) == (13, 8)
+    assert opt["num_weights"] == 1  # what a fresh TF 2.4 load_model shows
+    assert (opt["saved_variables"], opt["saved_iterations"]) == (13, 8)  # what the file holds
+    code, rep = run_loader(py38, cap, tmp_path)
+    assert code == 0, (rep["error"], rep["mismatches"])
+    got = rep["optimizer"]
+    assert got["ok"] and got["restored_via"] == "load_weights"
+    assert (got["weights_restored"], got["iterations"]) == (13, 8)
+    assert got["saved"] == {"saved": True, "variables": 13, "iterations": 8,
+                            "source": "savedmodel checkpoint"}
+    assert rep["reference"]["allclose"] and rep["reference"]["max_abs_diff"] == 0
+
+
+@pytest.mark.py38
+def test_tf24_savedmodel_trained_on_after_capture_is_exit_6(py38, tmp_path):
+    """A real mismatch still is one: the model was trained again and saved over the captured
+    one, so the file (and the restored optimizer) hold 16 iterations where the capture read 8
+    (TF 2.4's load_model left the old state behind: the 2 new epochs count from 0)."""
+    cap, _ = capture_for_real(py38, tmp_path, "custom_model")
+    retrain = textwrap.dedent('''
+        import sys
+        import numpy as np
+        import tensorflow as tf
+        sys.path.insert(0, sys.argv[1])
+        import custom_layers
+        model = tf.keras.models.load_model(sys.argv[2])
+        rng = np.random.RandomState(1)
+        model.fit(rng.rand(64, 16).astype("float32"), rng.rand(64, 1).astype("float32"),
+                  epochs=2, batch_size=8, verbose=0)
+        model.save(sys.argv[2])
+    ''')
+    proc = subprocess.run([py38, "-c", retrain, str(tmp_path / "code"), str(cap.model_path)],
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    code, rep = run_loader(py38, cap, tmp_path)
+    assert code == rt.EXIT_MISMATCH == 6 and rep["optimizer"]["ok"] is False
+    assert "the model file holds 16 optimizer iterations, the capture read 8" in rep["mismatches"]
+    assert rep["optimizer"]["iterations"] == 16 and rep["optimizer"]["saved"]["iterations"] == 16
+
+
+@pytest.mark.py38
+@pytest.mark.parametrize("model_name", ["adamw_model", "adamw_model.h5"])
+def test_tf24_addons_adamw_state_verified(py38_tf24_addons, tmp_path, model_name):
+    """tensorflow-addons' AdamW (Addons>AdamW), SavedModel and H5, captured with --python."""
+    cap, trained = capture_for_real(py38_tf24_addons, tmp_path, model_name, optimizer="adamw")
+    opt = cap.data["optimizer"]
+    assert opt["class"] == "AdamW" and (opt["saved_variables"], opt["saved_iterations"]) == (13, 8)
+    code, rep = run_loader(py38_tf24_addons, cap, tmp_path)
+    assert code == 0, (rep["error"], rep["mismatches"])
+    got = rep["optimizer"]
+    assert got["ok"] and got["restored"] == "AdamW"
+    assert (got["weights_restored"], got["iterations"]) == (trained["num_weights"], 8) == (13, 8)
+    assert rep["reference"]["allclose"]
+
+
+def test_keras3_archive_captured_with_python_compares_with_the_file(py311, tmp_path):
+    """TF 2.21 / Keras 3 .keras: the archive's optimizer/vars, read at capture and at load."""
+    cap, trained = capture_for_real(py311, tmp_path, "custom.keras")
+    opt = cap.data["optimizer"]
+    assert opt["saved_variables"] == opt["num_weights"] == trained["num_weights"]
+    assert opt["saved_iterations"] == 8
+    code, rep = run_loader(py311, cap, tmp_path)
+    assert code == 0, (rep["error"], rep["mismatches"])
+    got = rep["optimizer"]
+    assert got["ok"] and got["saved"]["source"] == "keras model.weights.h5"
+    assert (got["weights_restored"], got["iterations"]) == (trained["num_weights"], 8)
