@@ -219,3 +219,39 @@ def test_infer_then_load_a_model_saved_without_envrepro(py38_tf24, standin_38, t
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rep = json.loads(out.stdout)["loader"]
     assert rep["ok"] and rep["versions"]["tensorflow"] == "2.4.1" and rep["load"]["ok"]
+
+
+TRAINED_SAVE = textwrap.dedent('''
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    from custom_layers import MyCustomLayer
+    m = tf.keras.Sequential([tf.keras.Input(shape=(16,)), tf.keras.layers.Dense(8), MyCustomLayer(units=4),
+                             tf.keras.layers.Dense(1)])
+    m.compile(optimizer=tf.keras.optimizers.Adam(0.001), loss="mse")
+    rng = np.random.RandomState(0)
+    m.fit(rng.rand(64, 16).astype("float32"), rng.rand(64, 1).astype("float32"), batch_size=8, verbose=0)
+    m.save(sys.argv[1])   # a SavedModel with its optimizer, saved without the hook
+''')
+
+
+def test_savedmodel_optimizer_state_captured_with_python_loads_ok(py38_tf24, standin_38, tmp_path):
+    """Issue 8: TF 2.4's load_model leaves a SavedModel's optimizer state behind, so a capture
+    that recorded the fresh optimizer (1 variable) made `envrepro load` exit 6 on a perfect
+    reproduction. The capture now records what the file holds and the load compares with it."""
+    model = tmp_path / "trained_model"
+    proc = subprocess.run([py38_tf24, "-c", TRAINED_SAVE, str(model)], cwd=str(EXAMPLES), capture_output=True,
+                          text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(EXAMPLES)),
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = cli("capture", model, "--python", py38_tf24, "--code-path", EXAMPLES, "--module", "custom_layers")
+    assert out.returncode == 0, out.stderr[-3000:]
+    opt = manifest.read(layout.sidecar_for(model)).data["optimizer"]
+    assert (opt["saved_variables"], opt["saved_iterations"]) == (13, 8)
+    out = cli("load", model, "--json")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rep = json.loads(out.stdout)["loader"]
+    assert rep["ok"] and rep["versions"]["tensorflow"] == "2.4.1" and rep["reference"]["max_abs_diff"] == 0
+    assert rep["optimizer"]["ok"] and (rep["optimizer"]["weights_restored"], rep["optimizer"]["iterations"]) == (13, 8)
+    text = cli("load", model).stdout
+    assert "Adam restored, iterations 8, 13 variables (the file holds 13, iterations 8)  OK" in text, text
