@@ -139,6 +139,20 @@ def user_modules(tmp_path, monkeypatch):
     yield code
     for n in names:
         sys.modules.pop(n, None)
+    _forget_registrations(names)
+
+
+def _forget_registrations(modules):
+    """Keras' registry is process-global: the user modules' registrations (team>peak_error...)
+    would otherwise show up as registered custom objects in later tests' captures."""
+    try:
+        from keras.src.saving import object_registration as reg
+    except ImportError:
+        return
+    for key, obj in list(reg.GLOBAL_CUSTOM_OBJECTS.items()):
+        if getattr(obj, "__module__", "").split(".")[0] in {m.split(".")[0] for m in modules}:
+            reg.GLOBAL_CUSTOM_OBJECTS.pop(key, None)
+            reg.GLOBAL_CUSTOM_NAMES.pop(obj, None)
 
 
 def _by_name(facts):
