@@ -48,9 +48,10 @@ def applicable(fmt, has_custom):
 
 
 def ordered(first, names):
-    """``names`` with ``first`` moved to the front (the recipe recorded at capture); an unknown
-    or inapplicable ``first`` is ignored."""
-    if first in names:
+    """The recipe recorded at capture, then ``names`` without it. It comes first even when it
+    isn't in ``names``: the manifest may list no custom objects for a revived model (its layers
+    no longer name the user's class), yet "revive" is what worked. An unknown name is ignored."""
+    if first in RECIPE_NAMES:
         return [first] + [n for n in names if n != first]
     return list(names)
 
