@@ -94,3 +94,17 @@ def test_plan_error_is_internal():
     report = reports.LoadReport(model="m", capture="c", image={}, loader=loader_report(
         ok=False, error={"type": "PlanError", "message": "x", "first_line": "x", "stage": "import"}))
     assert reports.exit_code(report) == errors.EXIT_INTERNAL
+
+
+def test_recipe_and_failed_recipes_are_shown(cap):
+    rep = loader_report()
+    rep["load"].update(recipe="revive", recorded_recipe="custom_objects",
+                       recipes_failed=[{"recipe": "custom_objects", "error": "KeyError: 'layers'"}])
+    rep["optimizer"] = {"expected": {"class": "Adam"}, "ok": None,
+                        "skipped": "loaded with compile=False (recipe revive_nocompile): no optimizer restored"}
+    report = load.load(cap.model_path, FakeEngine(run_result=(0, report_stdout(rep), "")), image_info())
+    text = reports.render_report(report)
+    assert "recipe revive, not the recorded custom_objects" in text
+    assert "recipe custom_objects failed: KeyError: 'layers'" in text
+    assert "not checked (loaded with compile=False (recipe revive_nocompile): no optimizer restored)" in text
+    assert reports.exit_code(report) == 0
