@@ -1,92 +1,46 @@
 """The load recipes (runtime/recipes.py) on the issue-8 model, in a real Python 3.9 +
 tensorflow-cpu 2.8.4 environment: a subclassed ``tf.keras.Model`` with ``get_config`` but no
-``from_config``, saved as a SavedModel. ``load_model(path, custom_objects=...)`` raises
-``KeyError: 'layers'`` there; ``load_model(path)`` revives it from the SavedModel. Captured with
+``from_config``, saved as a SavedModel (examples/subclassed_model.py). ``load_model(path,
+custom_objects=...)`` raises ``KeyError: 'layers'`` there; ``load_model(path)`` revives it from the
+SavedModel. Captured with
 ``envrepro capture --python``, then loaded by the loader on the host under the same interpreter."""
 import json
-import textwrap
 
 import pytest
 
 from envrepro.runtime import loader as rt
 from envrepro.sandbox import report as reports
 from envrepro.sidecar import layout, manifest
-from tf_helpers import envrepro_cli, run_loader, run_py, write_module
+from tf_helpers import EXAMPLES, envrepro_cli, run_loader, run_py
 
 pytestmark = [pytest.mark.tf]
-
-SUBCLASSED = textwrap.dedent('''
-    import tensorflow as tf
-
-
-    class TwoLayer(tf.keras.Model):
-        """get_config without from_config: Keras's inherited Model.from_config wants 'layers'."""
-
-        def __init__(self, units=8, **kwargs):
-            super().__init__(**kwargs)
-            self.units = units
-            self.hidden = tf.keras.layers.Dense(units, activation="relu")
-            self.head = tf.keras.layers.Dense(1)
-
-        def call(self, inputs):
-            return self.head(self.hidden(inputs))
-
-        def get_config(self):
-            return {"units": self.units}
-''')
-
-TRAIN = '''
-    import json, sys
-    import numpy as np
-    import tensorflow as tf
-    from subclassed import TwoLayer
-    path = sys.argv[1]
-    tf.random.set_seed(0)
-    model = TwoLayer(units=8)
-    model.compile(optimizer=tf.keras.optimizers.Adam(0.01), loss="mse")
-    rng = np.random.RandomState(0)
-    model.fit(rng.rand(32, 4).astype("float32"), rng.rand(32, 1).astype("float32"), epochs=2,
-              batch_size=8, verbose=0)
-    model.save(path)
-    model.save(path + "_noopt", include_optimizer=False)
-    x = rng.rand(3, 4).astype("float32")
-    try:
-        tf.keras.models.load_model(path, custom_objects={"TwoLayer": TwoLayer})
-        custom = "loaded"
-    except Exception as exc:
-        custom = "%s: %s" % (type(exc).__name__, exc)
-    revived = tf.keras.models.load_model(path)
-    diff = float(np.abs(revived.predict(x) - model.predict(x)).max())
-    print(json.dumps({"custom_objects": custom, "revived_max_diff": diff}))
-'''
 
 
 @pytest.fixture(scope="module")
 def tf28_models(py39_tf28, tmp_path_factory):
-    """The model trained and saved under TF 2.8.4 (with its Adam state as ``sub``, without it as
-    ``sub_noopt``), then each captured from outside with --python: name -> CompletedProcess.
-    Returns (what the environment itself did, the captures)."""
+    """examples/subclassed_model.py under TF 2.8.4 (with its Adam state as ``two_layer``, without
+    it as ``two_layer_noopt``), each captured from outside with --python. Returns (what the environment's own
+    load_model did, name -> (model path, the capture's CompletedProcess))."""
     folder = tmp_path_factory.mktemp("tf28")
-    code = folder / "code"
-    write_module(code, "subclassed", SUBCLASSED)
-    proc = run_py(py39_tf28, f"import sys; sys.argv = ['train', {str(folder / 'sub')!r}]\n"
-                  + textwrap.dedent(TRAIN), cwd=str(code), env={"PYTHONPATH": str(code)})
+    proc = run_py(py39_tf28, f"import runpy, sys; sys.argv = ['x', {str(folder)!r}]; "
+                             f"runpy.run_path({str(EXAMPLES / 'subclassed_model.py')!r}, run_name='__main__')",
+                  cwd=str(EXAMPLES))
     in_env = json.loads(proc.stdout.strip().splitlines()[-1])
     captures = {}
-    for name in ("sub", "sub_noopt"):
+    for name in ("two_layer", "two_layer_noopt"):
         captures[name] = (folder / name, envrepro_cli(
-            "capture", folder / name, "--python", py39_tf28, "--code-path", code,
-            "--module", "subclassed", env={"ENVREPRO_OFFLINE": "1"}))
+            "capture", folder / name, "--python", py39_tf28, "--code-path", EXAMPLES,
+            "--module", "two_layer", env={"ENVREPRO_OFFLINE": "1"}))
     return in_env, captures
 
 
 @pytest.fixture
 def tf28_capture(tf28_models):
     """The capture of the model saved with its optimizer."""
-    return tf28_models[1]["sub"]
+    return tf28_models[1]["two_layer"]
 
 
-def _capture(tf28_models, name="sub_noopt"):
+def _capture(tf28_models, name="two_layer_noopt"):
     model, out = tf28_models[1][name]
     assert out.returncode == 0, out.stderr[-3000:]
     return manifest.read(layout.sidecar_for(model))
@@ -107,7 +61,7 @@ def test_capture_records_the_recipe_that_worked(tf28_capture):
     assert d["frameworks"]["tensorflow"] == "2.8.4" and d["python"]["version"].startswith("3.9.")
     assert d["load"]["recipe"] == "revive"
     assert d["load"]["recipes_failed"] == [{"recipe": "custom_objects", "error": "KeyError: 'layers'"}]
-    assert d["load"]["compile"] is True and d["load"]["modules"] == ["subclassed"]
+    assert d["load"]["compile"] is True and d["load"]["modules"] == ["two_layer"]
     # The revived model predicts with its traced graph: the reference is made from it.
     assert d["reference"]["inputs"] == ["reference/input_0.npy"] and d["reference_skipped"] is None
     assert d["optimizer"]["class"] == "Adam" and d["optimizer"]["iterations"] == 8
@@ -130,7 +84,7 @@ def test_loader_uses_the_recorded_recipe_and_verifies(py39_tf28, tf28_models, tm
 def test_loader_falls_back_in_order_when_the_recorded_recipe_fails(py39_tf28, tf28_models, tmp_path):
     cap = _capture(tf28_models)
     cap.data["load"]["recipe"] = "custom_objects"
-    cap.data["load"]["custom_objects"] = {"TwoLayer": "subclassed:TwoLayer"}
+    cap.data["load"]["custom_objects"] = {"TwoLayer": "two_layer:TwoLayer"}
     code, rep = run_loader(py39_tf28, cap, tmp_path)
     assert code == 0, (rep["error"], rep["mismatches"])
     assert rep["load"]["recipe"] == "revive"
@@ -139,7 +93,7 @@ def test_loader_falls_back_in_order_when_the_recorded_recipe_fails(py39_tf28, tf
 
 
 def test_compile_false_recipe_reports_no_optimizer_not_a_mismatch(py39_tf28, tf28_models, tmp_path):
-    cap = _capture(tf28_models, "sub")
+    cap = _capture(tf28_models, "two_layer")
     assert cap.data["optimizer"]["class"] == "Adam"
     cap.data["load"]["recipe"] = "revive_nocompile"
     code, rep = run_loader(py39_tf28, cap, tmp_path)
@@ -149,7 +103,7 @@ def test_compile_false_recipe_reports_no_optimizer_not_a_mismatch(py39_tf28, tf2
     assert rep["optimizer"]["skipped"] == ("loaded with compile=False (recipe revive_nocompile): "
                                            "no optimizer restored")
     assert rep["reference"]["allclose"]
-    text = reports.render_report(reports.LoadReport(model="sub", capture="sub.envrepro", image={},
+    text = reports.render_report(reports.LoadReport(model="two_layer", capture="two_layer.envrepro", image={},
                                                   loader=rep))
     assert "recipe revive_nocompile" in text and "no optimizer restored" in text
 
@@ -160,7 +114,7 @@ def test_old_capture_without_recipe_loads_as_before(py39_tf28, tf28_models, tmp_
     cap = _capture(tf28_models)
     cap.data["load"].pop("recipe")
     cap.data["load"].pop("recipes_failed")
-    cap.data["load"]["custom_objects"] = {"TwoLayer": "subclassed:TwoLayer"}
+    cap.data["load"]["custom_objects"] = {"TwoLayer": "two_layer:TwoLayer"}
     code, rep = run_loader(py39_tf28, cap, tmp_path)
     assert code == rt.EXIT_LOAD_FAILED == 5
     assert rep["error"]["type"] == "KeyError" and rep["error"]["stage"] == "load"
