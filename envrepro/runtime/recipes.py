@@ -15,6 +15,8 @@ container (see launch.py).
 """
 from __future__ import absolute_import, division, print_function
 
+from .facts import short_error
+
 # name -> (passes the custom objects, compile): the order is the order of trial.
 RECIPES = (
     ("custom_objects", True, True),
@@ -61,14 +63,6 @@ def compiles(name):
     return _BY_NAME[name][2]
 
 
-def error_line(exc):
-    """The error's type and first line: what ``recipes_failed`` records."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    first = lines[0] if lines else ""
-    text = type(exc).__name__ + (": " + first if first else "")
-    return text[:300]
-
-
 def try_recipes(load, model_path, names, custom, extra=None, retry=None):
     """Call ``load(model_path, **kwargs)`` for each recipe in ``names`` until one works.
 
@@ -92,7 +86,7 @@ def try_recipes(load, model_path, names, custom, extra=None, retry=None):
                 if more:
                     extra.update(more)
                     continue
-                failed.append({"recipe": name, "error": error_line(exc)})
+                failed.append({"recipe": name, "error": short_error(exc)})
                 last = exc
                 break
     raise RecipesFailed(failed, last if last is not None else Exception("no recipe to try"))
