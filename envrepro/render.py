@@ -186,6 +186,10 @@ def capture_summary(cap: Capture) -> str:
     custom = load.get("custom_objects") or {}
     rows = [["compile", str(load.get("compile"))],
             ["custom objects", ", ".join(f"{k} = {v}" for k, v in custom.items()) or "none"]]
+    if load.get("recipe"):
+        rows.append(["recipe", load["recipe"]])
+        rows.extend([f"  {f.get('recipe')} failed", str(f.get("error"))]
+                    for f in load.get("recipes_failed") or [])
     req_mods = d.get("requirement_modules") or {}
     if req_mods:
         rows.append(["from packages", ", ".join(f"{m} ({dist})" for m, dist in sorted(req_mods.items()))])

@@ -1,4 +1,5 @@
-"""Shared fixtures: the Python 3.8 + TF 2.4.1 training environment, and CI's rules.
+"""Shared fixtures: the Python 3.8 + TF 2.4.1 and 3.9 + TF 2.8.4 training environments, and CI's
+rules.
 
 With CI=true nothing that needs a real component may skip: a missing Python 3.8, TensorFlow or
 Docker engine fails the run, and a run in which no end-to-end test passed fails too.
@@ -47,6 +48,27 @@ def _py38_venv(name, *pins):
         _pip(py, "install", *pins)
     # envrepro from this checkout, with its dependencies resolved for Python 3.8
     _pip(py, "install", "-e", str(REPO))
+    return str(py)
+
+
+TF28_PINS = ("tensorflow-cpu==2.8.4", "protobuf<4", "numpy<1.24")
+
+
+@pytest.fixture(scope="session")
+def py39_tf28():
+    """A Python 3.9 virtualenv with tensorflow-cpu==2.8.4 and nothing else (cached by key): the
+    issue-8 environment whose subclassed models load only by SavedModel revival. TF 2.8's own
+    requirements admit protobuf 4 and numpy 1.24, which break it today, hence the pins."""
+    base = pyenv_python("3.9")
+    need(base, "no Python 3.9 interpreter (pyenv's 3.9 build) found")
+    venv = DEV_CACHE / f"venv39-tf284-{_venv_key(base, *TF28_PINS)}"
+    py = venv / "bin" / "python"
+    ok = py.exists() and subprocess.run([str(py), "-c", "import tensorflow"], capture_output=True).returncode == 0
+    if not ok:
+        shutil.rmtree(venv, ignore_errors=True)
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([base, "-m", "venv", str(venv)], check=True)
+        _pip(py, "install", *TF28_PINS)
     return str(py)
 
 

@@ -80,6 +80,19 @@ def _move_reference(probe_out: Path, root: Path, facts: Dict[str, Any]) -> Optio
     return out
 
 
+def _load_section(facts: Dict[str, Any], mdl: Dict[str, Any], custom: Dict[str, str],
+                  modules: List[str]) -> Dict[str, Any]:
+    """How to load the model; ``recipe`` and ``recipes_failed`` only when the probe loaded it
+    (runtime/recipes.py): a capture without them loads the way captures always did."""
+    section: Dict[str, Any] = {"compile": bool(mdl.get("compile", True)), "custom_objects": custom,
+                               "modules": modules}
+    outcome = facts.get("load") or {}
+    if outcome.get("recipe"):
+        section["recipe"] = outcome["recipe"]
+        section["recipes_failed"] = list(outcome.get("recipes_failed") or [])
+    return section
+
+
 def build_manifest(model_path: Path, fmt: str, facts: Dict[str, Any], lock_result: Any,
                    snap: Any, reference: Optional[Dict[str, Any]], warnings: List[str],
                    inferred: bool = False) -> Dict[str, Any]:
@@ -112,11 +125,7 @@ def build_manifest(model_path: Path, fmt: str, facts: Dict[str, Any], lock_resul
             "build": fw.get("build") or {},
         },
         "env": facts.get("env") or {},
-        "load": {
-            "compile": bool(mdl.get("compile", True)),
-            "custom_objects": custom,
-            "modules": snap_modules + requirement_modules,
-        },
+        "load": _load_section(facts, mdl, custom, snap_modules + requirement_modules),
         "lock": {
             "file": layout.LOCK_FILE,
             "requirements_in": layout.REQUIREMENTS_IN,

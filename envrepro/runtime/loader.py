@@ -25,6 +25,7 @@ from .facts import accepts
 from .failures import classify
 from .kerasflavor import keras_version, pick_keras
 from .optimizer import check_optimizer
+from .recipes import RecipesFailed, applicable, compiles, ordered, try_recipes
 from .reference import FLOAT_TOLERANCE, assemble_inputs, compare, flatten_outputs, predict
 
 REPORT_PREFIX = "ENVREPRO-REPORT "
@@ -137,10 +138,12 @@ class Run(object):
                          "keras_module": None, "numpy": None},
             "timings": {},
             "load": {"ok": False, "format": plan.get("format"), "compile": bool(plan.get("compile", True)),
-                     "safe_mode": plan.get("safe_mode"),
+                     "safe_mode": plan.get("safe_mode"), "recipe": None,
+                     "recorded_recipe": plan.get("recipe"),
                      "custom_objects": sorted((plan.get("custom_objects") or {}).keys())},
             "reference": None, "optimizer": None, "network": None,
         }
+        self.compiled = bool(plan.get("compile", True))
 
     def timed(self, key, func, *args):
         t = time.time()
@@ -175,6 +178,7 @@ class Run(object):
         rep["stage"] = "load"
         model = self.timed("load", self.load_model, kmod, custom)
         rep["load"]["ok"] = True
+        rep["load"]["compile"] = self.compiled
 
         ref = plan.get("reference")
         if ref and ref.get("inputs"):
@@ -190,13 +194,16 @@ class Run(object):
                                             ref.get("rtol")))
         rep["stage"] = "verify"
         expected_opt = plan.get("optimizer")
-        if expected_opt and plan.get("compile", True):
+        if expected_opt and self.compiled:
             rep["optimizer"] = self.timed("optimizer", check_optimizer, model, expected_opt,
                                           plan["model_path"], plan.get("format"))
             rep["mismatches"].extend(rep["optimizer"]["problems"])
         elif expected_opt:
+            # compile=False restores no optimizer at all: nothing to compare, not a mismatch.
             rep["optimizer"] = {"expected": expected_opt, "ok": None,
-                                "skipped": "loaded with compile=False"}
+                                "skipped": "loaded with compile=False" + (
+                                    " (recipe %s): no optimizer restored" % rep["load"]["recipe"]
+                                    if rep["load"].get("recipe") else "")}
 
     def import_modules(self):
         import importlib
@@ -209,11 +216,25 @@ class Run(object):
                     for name, spec in sorted((self.plan.get("custom_objects") or {}).items()))
 
     def load_model(self, kmod, custom):
+        """The recipe recorded at capture first, then the others in recipes.py's order; a plan
+        without a recipe (an older capture) makes the one call it always made."""
         load = kmod.models.load_model
-        kwargs = {"custom_objects": custom, "compile": bool(self.plan.get("compile", True))}
+        extra = {}
         if self.plan.get("safe_mode") is not None and accepts(load, "safe_mode"):
-            kwargs["safe_mode"] = bool(self.plan["safe_mode"])
-        return load(self.plan["model_path"], **kwargs)
+            extra["safe_mode"] = bool(self.plan["safe_mode"])
+        recorded = self.plan.get("recipe")
+        if not recorded:
+            return load(self.plan["model_path"], custom_objects=custom, compile=self.compiled,
+                        **extra)
+        names = ordered(recorded, applicable(self.plan.get("format"), bool(custom)))
+        try:
+            model, recipe, failed = try_recipes(load, self.plan["model_path"], names, custom, extra)
+        except RecipesFailed as exc:
+            self.report["load"]["recipes_failed"] = exc.failed
+            raise exc.last
+        self.report["load"].update({"recipe": recipe, "recipes_failed": failed})
+        self.compiled = compiles(recipe)
+        return model
 
     def predict(self, np, model, ref):
         """Predict the way the capture did (reference.predict) on the saved inputs."""

@@ -13,6 +13,7 @@ from .distributions import Distributions
 from .facts import ProbeFailure, short_error
 from .kerasflavor import env_flavor
 from .modelformat import detect_format
+from .recipes import RecipesFailed, applicable, compiles, try_recipes
 
 
 def module_custom_objects(modnames):
@@ -85,10 +86,11 @@ def import_config_modules(names, warnings):
     return imported
 
 
-def load_model(model_path, modules=(), warnings=None, dists=None):
-    """Load the model the way a user would, in this interpreter: ``tf.keras.models.load_model``
-    with compile=True, falling back to compile=False (Keras-2 training configs often don't
-    deserialize in newer Keras). Raises ProbeFailure with a fix."""
+def load_model(model_path, modules=(), warnings=None, dists=None, outcome=None):
+    """Load the model the way a user would, in this interpreter, trying the recipes of
+    recipes.py in order (custom objects, SavedModel revival without them, then compile=False).
+    ``outcome`` (a dict) receives the recipe that worked and why the earlier ones failed, for the
+    manifest's ``load`` section. Raises ProbeFailure with a fix."""
     warnings = warnings if warnings is not None else []
     fmt = detect_format(model_path)
     if fmt is None:
@@ -117,34 +119,29 @@ def load_model(model_path, modules=(), warnings=None, dists=None):
         loader = keras.models.load_model
     config_mods = import_config_modules(config_modules(model_path, fmt), warnings)
     custom = module_custom_objects(list(modules) + [m for m in config_mods if m not in modules])
-    kwargs = {"custom_objects": custom or None}
 
-    def attempt(compile_flag, extra):
-        args = dict(kwargs)
-        args.update(extra)
-        return loader(model_path, compile=compile_flag, **args)
-
-    extra = {}
-    try:
-        return attempt(True, extra), fmt
-    except Exception as first:
-        if "safe_mode" in str(first):
-            extra = {"safe_mode": False}
+    def unsafe_retry(exc, extra):
+        if "safe_mode" in str(exc) and "safe_mode" not in extra:
             warnings.append("the model contains Python lambdas; loaded with safe_mode=False "
                             "(trusted: this is the training environment's own model)")
-            try:
-                return attempt(True, extra), fmt
-            except Exception as exc:
-                first = exc
-        try:
-            model = attempt(False, extra)
-        except Exception as exc:
-            raise ProbeFailure("cannot load %s: %s" % (model_path, short_error(exc)),
-                               "pass --module for each module defining custom objects and "
-                               "--code-path for its folder, or --no-load")
-        warnings.append("load_model(compile=True) failed (%s); loaded with compile=False"
-                        % short_error(first))
-        return model, fmt
+            return {"safe_mode": False}
+        return None
+
+    names = applicable(fmt, bool(custom))
+    try:
+        model, recipe, failed = try_recipes(loader, model_path, names, custom, retry=unsafe_retry)
+    except RecipesFailed as exc:
+        raise ProbeFailure("cannot load %s: %s" % (model_path, short_error(exc.last)),
+                           "pass --module for each module defining custom objects and "
+                           "--code-path for its folder, or --no-load")
+    if failed:
+        how = "recipe %s" % recipe if compiles(recipe) else "compile=False (recipe %s)" % recipe
+        warnings.append("load_model failed with %s; loaded with %s"
+                        % ("; ".join("%s (%s)" % (f["recipe"], f["error"]) for f in failed), how))
+    if outcome is not None:
+        outcome["recipe"] = recipe
+        outcome["recipes_failed"] = failed
+    return model, fmt
 
 
 def import_modules(modules, code_paths, permanent):

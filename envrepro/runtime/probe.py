@@ -48,7 +48,7 @@ def _write_json_atomic(path, data):
 
 def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code_paths=(),
             load=True, seed=DEFAULT_SEED, loaded_by_probe=False, import_tf=None,
-            warnings=None, dists=None):
+            warnings=None, dists=None, load_outcome=None):
     """Probe everything; write ``out_dir/facts.json`` and ``out_dir/reference/*.npy``.
 
     ``model`` is the live model (the save hook); without it the model is loaded here when
@@ -56,7 +56,8 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
     so a capture never breaks training. Returns the facts dict.
 
     Script mode passes the model it loaded (``loaded_by_probe=True``), the warnings of that load
-    and its distribution scan, so nothing is done twice.
+    and its distribution scan, so nothing is done twice; ``load_outcome`` is the recipe that
+    loaded it (modelload.load_model), recorded as ``facts["load"]``: None for a live model.
     """
     warnings = list(warnings or [])
     model_path = os.path.abspath(model_path)
@@ -83,8 +84,9 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
             dists = Distributions([])
 
     if model is None and load and os.path.exists(model_path):
+        load_outcome = {}
         try:
-            model, fmt = load_model(model_path, modules, warnings, dists)
+            model, fmt = load_model(model_path, modules, warnings, dists, load_outcome)
             loaded_by_probe = True
         except ProbeFailure as exc:
             warnings.append(str(exc))
@@ -102,6 +104,7 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
     facts["env"] = {"TF_USE_LEGACY_KERAS": os.environ.get("TF_USE_LEGACY_KERAS"),
                     "KERAS_BACKEND": os.environ.get("KERAS_BACKEND")}
     facts["distributions"] = dists.public()
+    facts["load"] = load_outcome if model is not None and load_outcome else None
 
     model_facts = {"path": model_path, "format": fmt,
                    "class_name": type(model).__name__ if model is not None else None,
@@ -205,12 +208,13 @@ def _run(args):
     warnings = []
     dists = Distributions()
     model = None
+    outcome = {}
     if not args.no_load:
-        model, _ = load_model(model_path, args.module, warnings, dists)
+        model, _ = load_model(model_path, args.module, warnings, dists, outcome)
     collect(model_path, args.out, model=model, sample_input=sample, modules=args.module,
             load=False, seed=args.seed, loaded_by_probe=model is not None,
             import_tf=not args.no_load,
-            warnings=warnings, dists=dists)
+            warnings=warnings, dists=dists, load_outcome=outcome)
     return os.path.join(os.path.abspath(args.out), FACTS_FILE)
 
 

@@ -57,8 +57,15 @@ def _input_structure(model):
         if inputs:
             nested = list(inputs) if len(inputs) > 1 else inputs[0]
     if nested is None:
-        # A subclassed model built with model.build(shape): one input of that shape.
+        # A subclassed model built with model.build(shape): one input of that shape. One revived
+        # from a SavedModel (recipes.py, "revive") keeps only the spec its call was traced with.
         shape = getattr(model, "_build_input_shape", None)
+        if shape is None:
+            spec = getattr(model, "_saved_model_inputs_spec", None)
+            if spec is not None and hasattr(spec, "shape") and hasattr(spec, "dtype"):
+                dims = _shape_list(spec.shape)
+                if dims and all(d is None or isinstance(d, int) for d in dims):
+                    return "single", ["input"], [(dims, _dtype_name(spec.dtype))]
         if shape is None:
             bsd = getattr(model, "_build_shapes_dict", None) or {}
             if len(bsd) == 1:

@@ -43,7 +43,9 @@ def make_plan(capture: manifest.Capture, container_paths: ContainerPaths,
     """The loader's instructions, from the manifest, with container paths.
 
     Keras 3's safe_mode stays on unless the user passed ``--unsafe``: the plan always carries it
-    and the loader passes it to every ``load_model`` that accepts it.
+    and the loader passes it to every ``load_model`` that accepts it. ``recipe`` is the way
+    load_model worked at capture (runtime/recipes.py), None for captures that predate it: the
+    loader then makes the one call it always made.
     """
     paths = container_paths
     ref = capture.get("reference")
@@ -73,6 +75,7 @@ def make_plan(capture: manifest.Capture, container_paths: ContainerPaths,
         "model_name": capture.model_path.name,
         "format": capture.get("model.format"),
         "compile": bool(capture.get("load.compile", True)),
+        "recipe": capture.get("load.recipe"),
         "custom_objects": dict(manifest.model_custom_objects(capture)),
         "modules": list(capture.get("load.modules") or []),
         "snapshot_dir": paths.snapshot,

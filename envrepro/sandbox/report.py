@@ -155,9 +155,15 @@ def render_report(report: LoadReport) -> str:
         extras = [f"format {load.get('format')}", f"compile={load.get('compile')}"]
         if load.get("custom_objects"):
             extras.append("custom objects " + ", ".join(load["custom_objects"]))
+        if load.get("recipe"):
+            recorded = load.get("recorded_recipe")
+            extras.append(f"recipe {load['recipe']}" + (
+                f", not the recorded {recorded}" if recorded and recorded != load["recipe"] else ""))
         if report.unsafe:
             extras.append("safe_mode OFF (--unsafe)")
         row("load", f"OK ({', '.join(extras)})")
+    for failed in load.get("recipes_failed") or []:
+        row("", f"recipe {failed.get('recipe')} failed: {failed.get('error')}")
     if err:
         stage = err.get("stage") or d.get("stage")
         row(stage if load.get("ok") else "load",

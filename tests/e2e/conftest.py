@@ -1,8 +1,8 @@
 """Fixtures for end-to-end tests against a real Docker engine.
 
 ``engine``: a connected ``envrepro.engine.docker.DockerEngine``; skips when no engine answers, fails when
-CI=true (end-to-end tests never skip in CI). ``standin_38`` / ``standin_311``: local stand-ins for
-``python:3.8-slim`` / ``python:3.11-slim`` (tests/e2e/standins.py), built once and cached by tag.
+CI=true (end-to-end tests never skip in CI). ``standin_38`` / ``standin_39`` / ``standin_311``: local stand-ins
+for ``python:3.8-slim`` / ``python:3.9-slim`` / ``python:3.11-slim`` (tests/e2e/standins.py), built once and cached by tag.
 """
 from __future__ import annotations
 
@@ -51,3 +51,8 @@ def standin_38(engine) -> str:
 @pytest.fixture(scope="session")
 def standin_311(engine) -> str:
     return _standin(engine, "python:3.11-slim")
+
+
+@pytest.fixture(scope="session")
+def standin_39(engine) -> str:
+    return _standin(engine, "python:3.9-slim")

@@ -1,9 +1,15 @@
-"""Helpers for tests that run real TensorFlow: model sources written as files, CLI runs."""
+"""Helpers for tests that run real TensorFlow: model sources written as files, CLI runs, the
+loader run on the host."""
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from envrepro.runtime import launch
+from envrepro.sandbox import plan as plans
+from envrepro.sandbox import report as reports
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -55,3 +61,20 @@ def run_py(python, code, cwd=None, env=None, timeout=900):
                           cwd=cwd, env=full_env, timeout=timeout)
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
     return proc
+
+
+def run_loader(python, capture, tmp_path, unsafe=False):
+    """make_plan with host paths, then the loader exactly as the container runs it."""
+    paths = plans.ContainerPaths(model=str(capture.model_path), capture=str(capture.root),
+                                 runtime=launch.HOST_DIR)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plans.make_plan(capture, paths, unsafe=unsafe)))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ENVREPRO_PLAN", "ENVREPRO_DEBUG")}
+    proc = subprocess.run(launch.host_argv(python, "loader", ["--plan", plan_file]), capture_output=True, text=True,
+                          env=dict(env, HOME=str(tmp_path)), timeout=600, cwd=str(tmp_path))
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, f"stdout must hold only the report:\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    report = reports.parse_report(proc.stdout)
+    assert report is not None
+    assert report["exit_code"] == proc.returncode
+    return proc.returncode, report

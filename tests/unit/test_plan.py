@@ -26,7 +26,17 @@ def test_plan_uses_container_paths_and_the_manifest(cap):
     assert (ref["atol"], ref["rtol"]) == (1e-05, 1e-04)
     assert ref["input_structure"] == "single" and ref["output_names"] == ["y"]
     assert plan["optimizer"] == {"class": "Adam", "iterations": 12, "state_saved": True, "num_weights": 5}
+    assert plan["recipe"] is None  # a capture from before recipes: the loader's one old call
     json.dumps(plan)  # travels as JSON
+
+
+def test_plan_carries_the_recorded_recipe(tmp_path):
+    cap = make_capture(tmp_path, load={"compile": True, "custom_objects": {}, "modules": ["m"],
+                                       "recipe": "revive",
+                                       "recipes_failed": [{"recipe": "custom_objects",
+                                                           "error": "KeyError: 'layers'"}]})
+    plan = plans.make_plan(cap, plans.container_paths(cap))
+    assert plan["recipe"] == "revive" and plan["compile"] is True
 
 
 def test_plan_unsafe_and_missing_sections(tmp_path):

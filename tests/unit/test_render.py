@@ -44,6 +44,16 @@ def test_inspect_of_a_capture(tmp_path):
     d = json.loads(out)
     assert d["capture_path"] == str(cap.root) and d["model_path"] == str(tmp_path / "m.h5")
     assert d["model"] == MANIFEST["model"]
+    assert "recipe" not in text  # a capture from before recipes
+
+
+def test_inspect_shows_the_load_recipe(tmp_path):
+    data = dict(MANIFEST, load={"compile": True, "custom_objects": {}, "recipe": "revive",
+                                "recipes_failed": [{"recipe": "custom_objects",
+                                                    "error": "KeyError: 'layers'"}]})
+    _, text = emit(commands.Inspection("m.h5", capture=Capture(root=tmp_path / "m.h5.envrepro", data=data)))
+    assert "recipe" in text and "revive" in text
+    assert "custom_objects failed  KeyError: 'layers'" in text
 
 
 def test_dockerfile_exited_and_images():

@@ -116,3 +116,17 @@ def test_optimizer_line_names_what_the_file_holds(cap):
     report = load.load(cap.model_path, FakeEngine(run_result=(0, report_stdout(rep), "")), image_info())
     assert ("Adam restored, iterations 12, 5 variables (the file holds 5, iterations 12)  OK"
             in reports.render_report(report))
+
+
+def test_recipe_and_failed_recipes_are_shown(cap):
+    rep = loader_report()
+    rep["load"].update(recipe="revive", recorded_recipe="custom_objects",
+                       recipes_failed=[{"recipe": "custom_objects", "error": "KeyError: 'layers'"}])
+    rep["optimizer"] = {"expected": {"class": "Adam"}, "ok": None,
+                        "skipped": "loaded with compile=False (recipe revive_nocompile): no optimizer restored"}
+    report = load.load(cap.model_path, FakeEngine(run_result=(0, report_stdout(rep), "")), image_info())
+    text = reports.render_report(report)
+    assert "recipe revive, not the recorded custom_objects" in text
+    assert "recipe custom_objects failed: KeyError: 'layers'" in text
+    assert "not checked (loaded with compile=False (recipe revive_nocompile): no optimizer restored)" in text
+    assert reports.exit_code(report) == 0

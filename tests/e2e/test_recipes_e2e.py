@@ -1,0 +1,52 @@
+"""Issue 8 end to end: a subclassed model that only SavedModel revival loads, trained under
+Python 3.9 + tensorflow-cpu 2.8.4, captured with ``envrepro capture --python`` and loaded by
+``envrepro load`` in Docker with the recorded recipe."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from envrepro.sidecar import layout, manifest
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def cli(*args, env=None, timeout=1800):
+    full = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    full.pop("ENVREPRO_DEBUG", None)
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "envrepro", *map(str, args)], capture_output=True,
+                          text=True, env=full, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def two_layer(py39_tf28, standin_39, tmp_path_factory):
+    """examples/subclassed_model.py's model saved without its optimizer, captured from outside."""
+    out = tmp_path_factory.mktemp("tf28")
+    proc = subprocess.run([py39_tf28, str(EXAMPLES / "subclassed_model.py"), str(out)], cwd=str(EXAMPLES),
+                          capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = out / "two_layer_noopt"
+    cap = cli("capture", model, "--python", py39_tf28, "--code-path", EXAMPLES, "--module", "two_layer")
+    assert cap.returncode == 0, cap.stderr[-3000:]
+    return model
+
+
+def test_envrepro_load_uses_the_recorded_recipe(two_layer):
+    assert manifest.read(layout.sidecar_for(two_layer)).data["load"]["recipe"] == "revive"
+    out = cli("load", two_layer, "--json")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    loader = json.loads(out.stdout)["loader"]
+    assert loader["versions"]["tensorflow"] == "2.8.4" and loader["versions"]["python"].startswith("3.9.")
+    assert loader["load"]["recipe"] == "revive" and loader["load"]["recipes_failed"] == []
+    assert loader["reference"]["allclose"] and loader["network"]["isolated"]
+    text = cli("load", two_layer).stdout
+    assert "recipe revive" in text and "result: OK" in text

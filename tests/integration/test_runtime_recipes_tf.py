@@ -1,0 +1,121 @@
+"""The load recipes (runtime/recipes.py) on the issue-8 model, in a real Python 3.9 +
+tensorflow-cpu 2.8.4 environment: a subclassed ``tf.keras.Model`` with ``get_config`` but no
+``from_config``, saved as a SavedModel (examples/subclassed_model.py). ``load_model(path,
+custom_objects=...)`` raises ``KeyError: 'layers'`` there; ``load_model(path)`` revives it from the
+SavedModel. Captured with
+``envrepro capture --python``, then loaded by the loader on the host under the same interpreter."""
+import json
+
+import pytest
+
+from envrepro.runtime import loader as rt
+from envrepro.sandbox import report as reports
+from envrepro.sidecar import layout, manifest
+from tf_helpers import EXAMPLES, envrepro_cli, run_loader, run_py
+
+pytestmark = [pytest.mark.tf]
+
+
+@pytest.fixture(scope="module")
+def tf28_models(py39_tf28, tmp_path_factory):
+    """examples/subclassed_model.py under TF 2.8.4 (with its Adam state as ``two_layer``, without
+    it as ``two_layer_noopt``), each captured from outside with --python. Returns (what the environment's own
+    load_model did, name -> (model path, the capture's CompletedProcess))."""
+    folder = tmp_path_factory.mktemp("tf28")
+    proc = run_py(py39_tf28, f"import runpy, sys; sys.argv = ['x', {str(folder)!r}]; "
+                             f"runpy.run_path({str(EXAMPLES / 'subclassed_model.py')!r}, run_name='__main__')",
+                  cwd=str(EXAMPLES))
+    in_env = json.loads(proc.stdout.strip().splitlines()[-1])
+    captures = {}
+    for name in ("two_layer", "two_layer_noopt"):
+        captures[name] = (folder / name, envrepro_cli(
+            "capture", folder / name, "--python", py39_tf28, "--code-path", EXAMPLES,
+            "--module", "two_layer", env={"ENVREPRO_OFFLINE": "1"}))
+    return in_env, captures
+
+
+@pytest.fixture
+def tf28_capture(tf28_models):
+    """The capture of the model saved with its optimizer."""
+    return tf28_models[1]["two_layer"]
+
+
+def _capture(tf28_models, name="two_layer_noopt"):
+    model, out = tf28_models[1][name]
+    assert out.returncode == 0, out.stderr[-3000:]
+    return manifest.read(layout.sidecar_for(model))
+
+
+def test_the_bug_is_real_in_tf28(tf28_models):
+    """The environment itself: custom objects fail, revival works with the same predictions."""
+    in_env, _ = tf28_models
+    assert in_env["custom_objects"] == "KeyError: 'layers'"
+    assert in_env["revived_max_diff"] < 1e-6
+
+
+def test_capture_records_the_recipe_that_worked(tf28_capture):
+    model, out = tf28_capture
+    assert out.returncode == 0, out.stderr[-3000:]
+    d = manifest.read(layout.sidecar_for(model)).data
+    assert d["schema"] == "envrepro/v1"
+    assert d["frameworks"]["tensorflow"] == "2.8.4" and d["python"]["version"].startswith("3.9.")
+    assert d["load"]["recipe"] == "revive"
+    assert d["load"]["recipes_failed"] == [{"recipe": "custom_objects", "error": "KeyError: 'layers'"}]
+    assert d["load"]["compile"] is True and d["load"]["modules"] == ["two_layer"]
+    # The revived model predicts with its traced graph: the reference is made from it.
+    assert d["reference"]["inputs"] == ["reference/input_0.npy"] and d["reference_skipped"] is None
+    assert d["optimizer"]["class"] == "Adam" and d["optimizer"]["iterations"] == 8
+    assert any("loaded with recipe revive" in w for w in d["warnings"])
+
+
+def test_loader_uses_the_recorded_recipe_and_verifies(py39_tf28, tf28_models, tmp_path):
+    """Saved without its optimizer: whether a Keras-2 SavedModel's optimizer state comes back is
+    another question (the optimizer verdict), so this is the load and the prediction alone."""
+    cap = _capture(tf28_models)
+    assert cap.data["load"]["recipe"] == "revive" and cap.data["optimizer"] is None
+    code, rep = run_loader(py39_tf28, cap, tmp_path)
+    assert code == 0, (rep["error"], rep["mismatches"])
+    assert rep["versions"]["tensorflow"] == "2.8.4"
+    assert rep["load"]["recipe"] == rep["load"]["recorded_recipe"] == "revive"
+    assert rep["load"]["recipes_failed"] == [] and rep["load"]["compile"] is True
+    assert rep["reference"]["allclose"] and rep["reference"]["shapes"]["got"] == [[2, 1]]
+
+
+def test_loader_falls_back_in_order_when_the_recorded_recipe_fails(py39_tf28, tf28_models, tmp_path):
+    cap = _capture(tf28_models)
+    cap.data["load"]["recipe"] = "custom_objects"
+    cap.data["load"]["custom_objects"] = {"TwoLayer": "two_layer:TwoLayer"}
+    code, rep = run_loader(py39_tf28, cap, tmp_path)
+    assert code == 0, (rep["error"], rep["mismatches"])
+    assert rep["load"]["recipe"] == "revive"
+    assert rep["load"]["recipes_failed"] == [{"recipe": "custom_objects", "error": "KeyError: 'layers'"}]
+    assert rep["reference"]["allclose"]
+
+
+def test_compile_false_recipe_reports_no_optimizer_not_a_mismatch(py39_tf28, tf28_models, tmp_path):
+    cap = _capture(tf28_models, "two_layer")
+    assert cap.data["optimizer"]["class"] == "Adam"
+    cap.data["load"]["recipe"] = "revive_nocompile"
+    code, rep = run_loader(py39_tf28, cap, tmp_path)
+    assert code == 0, (rep["error"], rep["mismatches"])
+    assert rep["load"]["recipe"] == "revive_nocompile" and rep["load"]["compile"] is False
+    assert rep["optimizer"]["ok"] is None and rep["mismatches"] == []
+    assert rep["optimizer"]["skipped"] == ("loaded with compile=False (recipe revive_nocompile): "
+                                           "no optimizer restored")
+    assert rep["reference"]["allclose"]
+    text = reports.render_report(reports.LoadReport(model="two_layer", capture="two_layer.envrepro", image={},
+                                                  loader=rep))
+    assert "recipe revive_nocompile" in text and "no optimizer restored" in text
+
+
+def test_old_capture_without_recipe_loads_as_before(py39_tf28, tf28_models, tmp_path):
+    """No ``recipe`` in the manifest: the loader makes its one call, custom objects included,
+    which is exactly the failure the environment itself shows."""
+    cap = _capture(tf28_models)
+    cap.data["load"].pop("recipe")
+    cap.data["load"].pop("recipes_failed")
+    cap.data["load"]["custom_objects"] = {"TwoLayer": "two_layer:TwoLayer"}
+    code, rep = run_loader(py39_tf28, cap, tmp_path)
+    assert code == rt.EXIT_LOAD_FAILED == 5
+    assert rep["error"]["type"] == "KeyError" and rep["error"]["stage"] == "load"
+    assert rep["load"]["recipe"] is None and rep["load"]["recorded_recipe"] is None
