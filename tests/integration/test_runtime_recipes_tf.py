@@ -81,6 +81,21 @@ def test_loader_uses_the_recorded_recipe_and_verifies(py39_tf28, tf28_models, tm
     assert rep["reference"]["allclose"] and rep["reference"]["shapes"]["got"] == [[2, 1]]
 
 
+def test_revived_model_with_optimizer_state_gets_the_right_verdict(py39_tf28, tf28_capture, tmp_path):
+    """Both issue-8 verdict bugs on one real model: it loads only by revival, and its Adam state is
+    compared with what the SavedModel holds (not with what a fresh load showed at capture)."""
+    model, out = tf28_capture
+    assert out.returncode == 0, out.stderr[-3000:]
+    cap = manifest.read(layout.sidecar_for(model))
+    assert cap.data["optimizer"]["saved_iterations"] == 8 and cap.data["optimizer"]["saved_variables"]
+    code, rep = run_loader(py39_tf28, cap, tmp_path)
+    assert code == 0, (rep["error"], rep["mismatches"])
+    assert rep["load"]["recipe"] == "revive" and rep["reference"]["allclose"]
+    opt = rep["optimizer"]
+    assert opt["ok"] is True and rep["mismatches"] == []
+    assert opt["iterations"] == 8 and opt["weights_restored"] == opt["saved"]["variables"] == 9
+
+
 def test_loader_falls_back_in_order_when_the_recorded_recipe_fails(py39_tf28, tf28_models, tmp_path):
     cap = _capture(tf28_models)
     cap.data["load"]["recipe"] = "custom_objects"
