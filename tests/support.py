@@ -2,6 +2,7 @@
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,14 @@ def probe_environment(python, workdir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     facts = json.loads((out / "facts.json").read_text())
     return {"distributions": facts["distributions"], "python": facts["python"]}
+
+
+def envrepro_cli(*args, python=None, env=None, cwd=None, timeout=1800):
+    """Run the envrepro CLI as a user would (a separate process), return CompletedProcess."""
+    exe = python or sys.executable
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    full_env.pop("ENVREPRO_DEBUG", None)
+    if env:
+        full_env.update(env)
+    return subprocess.run([exe, "-m", "envrepro", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=timeout)

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support import envrepro_cli as cli  # noqa: E402
+
 from envrepro.sidecar import layout, manifest, writer
 from envrepro.fsutil import sha256_tree
 
@@ -27,14 +29,6 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
-
-
-def cli(*args, env=None, timeout=1800):
-    full = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    full.pop("ENVREPRO_DEBUG", None)
-    full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "envrepro", *map(str, args)], capture_output=True,
-                          text=True, env=full, timeout=timeout)
 
 
 def run_example(python, script, out):

@@ -11,19 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from support import envrepro_cli as cli  # noqa: E402
+
 from envrepro.sidecar import layout, manifest
 
 pytestmark = pytest.mark.e2e
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def cli(*args, env=None, timeout=1800):
-    full = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    full.pop("ENVREPRO_DEBUG", None)
-    full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "envrepro", *map(str, args)], capture_output=True,
-                          text=True, env=full, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ import envrepro
 from envrepro.sidecar import layout, manifest
 from envrepro.errors import InvalidCapture
 
-from tf_helpers import CUSTOM_LAYERS, LOSSES_KERAS3, envrepro_cli, write_module
+from support import envrepro_cli  # noqa: E402
+from tf_helpers import CUSTOM_LAYERS, LOSSES_KERAS3, write_module
 
 pytestmark = pytest.mark.tf
 

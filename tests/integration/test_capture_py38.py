@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from envrepro.sidecar import layout, manifest
-from tf_helpers import EXAMPLES, envrepro_cli, run_py
+from support import envrepro_cli  # noqa: E402
+from tf_helpers import EXAMPLES, run_py
 
 pytestmark = [pytest.mark.py38, pytest.mark.tf]
 

@@ -13,7 +13,8 @@ import pytest
 from envrepro.sidecar import layout, manifest
 from envrepro.runtime import loader as rt
 
-from tf_helpers import CUSTOM_LAYERS, envrepro_cli, run_loader, write_module
+from support import envrepro_cli  # noqa: E402
+from tf_helpers import CUSTOM_LAYERS, run_loader, write_module
 
 pytestmark = pytest.mark.tf
 

@@ -11,7 +11,8 @@ import pytest
 from envrepro.runtime import loader as rt
 from envrepro.sandbox import report as reports
 from envrepro.sidecar import layout, manifest
-from tf_helpers import EXAMPLES, envrepro_cli, run_loader, run_py
+from support import envrepro_cli  # noqa: E402
+from tf_helpers import EXAMPLES, run_loader, run_py
 
 pytestmark = [pytest.mark.tf]
 

@@ -42,17 +42,6 @@ def write_module(folder, name, source):
     return folder / f"{name}.py"
 
 
-def envrepro_cli(*args, python=None, env=None, cwd=None, timeout=900):
-    """Run the envrepro CLI as a user would (a separate process), return CompletedProcess."""
-    exe = python or sys.executable
-    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    full_env.pop("ENVREPRO_DEBUG", None)
-    if env:
-        full_env.update(env)
-    return subprocess.run([exe, "-m", "envrepro", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=timeout)
-
-
 def run_py(python, code, cwd=None, env=None, timeout=900):
     full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(EXAMPLES))
     if env:
