@@ -105,21 +105,31 @@ def doctor(model: str, python: Optional[str] = None, try_load: bool = False) -> 
 # load side: capture -> image -> sandbox
 # --------------------------------------------------------------------------------------------
 
-def _checked_capture(model: str) -> manifest.Capture:
-    """The capture, hash-verified, and readable by the sandbox user: checked before any image
-    is built, so a bad capture costs nothing."""
+@dataclass
+class _Environment:
+    """What load, run and shell all start from: the checked capture, the engine, the image."""
+
+    capture: manifest.Capture
+    engine: ContainerEngine
+    image: ImageInfo
+    gpus: bool
+
+
+def _environment(model: str, base_image: Optional[str], registry: Optional[str],
+                 gpus: Optional[str], engine_factory: Optional[EngineFactory],
+                 quiet: bool = False) -> _Environment:
+    """The capture is checked (hash-verified, readable by the sandbox user) before the engine is
+    reached and any image built, so a bad capture costs nothing and is exit 2 even without Docker."""
+    from envrepro.build import images
     from envrepro.sandbox import run as sandbox
 
-    return sandbox.prepare(model)
-
-
-def _image(cap: manifest.Capture, engine: ContainerEngine, base_image: Optional[str], registry: Optional[str],
-           gpus: bool, quiet: bool = False) -> ImageInfo:
-    from envrepro.build import images
-
+    cap = sandbox.prepare(model)
+    engine = (engine_factory or default_engine)()
+    use_gpus = wants_gpus(gpus)
     progress = (lambda line: None) if quiet else None   # None: images.ConsoleProgress on stderr
-    return images.ensure_image(cap, engine, base_image=base_image, registry=registry, gpus=gpus,
+    info = images.ensure_image(cap, engine, base_image=base_image, registry=registry, gpus=use_gpus,
                                on_progress=progress)
+    return _Environment(cap, engine, info, use_gpus)
 
 
 def load(model: str, base_image: Optional[str] = None, registry: Optional[str] = None,
@@ -129,12 +139,9 @@ def load(model: str, base_image: Optional[str] = None, registry: Optional[str] =
     sandbox and verified. Returns the LoadReport."""
     from envrepro.sandbox import run as sandbox
 
-    cap = _checked_capture(model)
-    engine = (engine_factory or default_engine)()
-    use_gpus = wants_gpus(gpus)
-    info = _image(cap, engine, base_image, registry, use_gpus, quiet=quiet)
-    return sandbox.load(cap, engine, info, unsafe=unsafe, json=quiet, memory=memory, debug=debug,
-                        image_seconds=info.seconds, gpus=use_gpus)
+    env = _environment(model, base_image, registry, gpus, engine_factory, quiet=quiet)
+    return sandbox.load(env.capture, env.engine, env.image, unsafe=unsafe, json=quiet, memory=memory,
+                        debug=debug, image_seconds=env.image.seconds, gpus=env.gpus)
 
 
 def run(model: str, command: List[str], base_image: Optional[str] = None, memory: str = "4g",
@@ -145,13 +152,10 @@ def run(model: str, command: List[str], base_image: Optional[str] = None, memory
 
     if command and command[0] == "--":
         command = command[1:]
-    cap = _checked_capture(model)
-    engine = (engine_factory or default_engine)()
-    use_gpus = wants_gpus(gpus)
-    info = _image(cap, engine, base_image, registry, use_gpus)
-    imageindex.record_use(info, cap)
-    return Exited(sandbox.run_command(cap, engine, info, command, memory=memory, unsafe=unsafe,
-                                      gpus=use_gpus))
+    env = _environment(model, base_image, registry, gpus, engine_factory)
+    imageindex.record_use(env.image, env.capture)
+    return Exited(sandbox.run_command(env.capture, env.engine, env.image, command, memory=memory,
+                                      unsafe=unsafe, gpus=env.gpus))
 
 
 def shell(model: str, base_image: Optional[str] = None, memory: str = "4g", unsafe: bool = False,
@@ -160,13 +164,11 @@ def shell(model: str, base_image: Optional[str] = None, memory: str = "4g", unsa
     from envrepro.build import imageindex
     from envrepro.sandbox import run as sandbox
 
-    cap = _checked_capture(model)
-    engine = (engine_factory or default_engine)()
-    use_gpus = wants_gpus(gpus)
-    info = _image(cap, engine, base_image, registry, use_gpus)
-    imageindex.record_use(info, cap)
+    env = _environment(model, base_image, registry, gpus, engine_factory)
+    imageindex.record_use(env.image, env.capture)
     extra: Dict[str, Any] = {"runner": runner} if runner is not None else {}
-    return Exited(sandbox.shell(cap, info, memory=memory, unsafe=unsafe, gpus=use_gpus, **extra))
+    return Exited(sandbox.shell(env.capture, env.image, memory=memory, unsafe=unsafe, gpus=env.gpus,
+                                **extra))
 
 
 def dockerfile(model: str, base_image: Optional[str] = None, gpus: "Optional[str] | bool" = False) -> DockerfileText:
