@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 
-.PHONY: venv test unit integration e2e demo bench standins clean
+.PHONY: venv test unit integration e2e demo bench matrix standins clean
 
 venv:
 	@bash scripts/dev-venv.sh
@@ -17,6 +17,12 @@ test:
 
 unit:
 	@v=$$(bash scripts/dev-venv.sh); $$v/bin/python -m pytest -q tests/unit
+
+# The fidelity matrix: models from five real training environments (TF 2.4 to 2.21), captured by
+# the hook, --python and --infer, loaded in Docker; prints the table (also matrix-out/matrix.txt).
+matrix:
+	@set -e; v=$$(PYTHON=$(PYTHON) bash scripts/dev-venv.sh); bash scripts/ensure-docker.sh; \
+	ENVREPRO_MATRIX=1 $$v/bin/python -m pytest -p no:cacheprovider -q -rA tests/matrix $(PYTEST_ARGS)
 
 demo:
 	@bash scripts/demo.sh
