@@ -1,0 +1,340 @@
+"""The fidelity matrix's model zoo: run with a training environment's python, it trains every
+model kind briefly and saves it in every format this TensorFlow release writes, once through the
+envrepro save hook and once with a plain ``model.save``.
+
+    python tests/matrix/zoo.py OUT --formats h5,savedmodel[,keras] [--addons] [--keras3]
+                               [--kinds sequential,functional,...]
+
+Writes ``OUT/hooked/<kind>-<fmt>[.h5|.keras]`` (``envrepro.save``: the capture is made in this
+process, ``<model>.envrepro/`` beside it), ``OUT/plain/<kind>-<fmt>...`` (``model.save``: for
+``envrepro capture --python`` and ``--infer``), ``OUT/samples/<kind>.npy|.npz`` (a seeded input;
+multi-input models get an .npz keyed by input name), ``OUT/predictions/<kind>.npy`` (this
+environment's prediction on it) and ``OUT/cells.json``, the list of cells the matrix runner
+captures and loads. At the end every plain model is reloaded here with
+``tf.keras.models.load_model`` and its prediction compared (``selfcheck`` per cell).
+
+Python 3.8+ syntax; imports only the standard library, numpy, tensorflow, tensorflow_addons (with
+``--addons``), envrepro (the hook) and matrix_models (tests/matrix/src, put on sys.path here).
+Everything is seeded, so two runs write the same models.
+"""
+import argparse
+import json
+import os
+import random
+import sys
+import time
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(HERE, "src")
+sys.path.insert(0, SRC)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import matrix_models as mm  # noqa: E402
+
+SEED = 1234
+KINDS = ("sequential", "functional", "subclassed", "subclassed_nofromconfig", "lambda", "addons",
+         "schedule")
+FORMATS = ("h5", "savedmodel", "keras")
+SUFFIX = {"h5": ".h5", "keras": ".keras", "savedmodel": ""}
+USES_MODULE = ("sequential", "functional", "subclassed", "subclassed_nofromconfig")
+SUBCLASSED = ("subclassed", "subclassed_nofromconfig")
+ATOL = RTOL = 1e-5
+
+
+def keras_version():
+    version = getattr(tf.keras, "__version__", None)
+    if not version:
+        import keras
+
+        version = keras.__version__
+    return version
+
+
+KERAS_VERSION = keras_version()
+KERAS = tuple(int(p) for p in KERAS_VERSION.split(".")[:2])
+KERAS3 = KERAS[0] >= 3
+
+
+def seed_all(seed=SEED):
+    """Seed Python, numpy and TensorFlow; reset Keras' name counters so a model's layer names do
+    not depend on which kinds were built before it."""
+    tf.keras.backend.clear_session()
+    random.seed(seed)
+    np.random.seed(seed)
+    tf.random.set_seed(seed)
+
+
+# --- the models -------------------------------------------------------------------------------
+
+def _adam():
+    return tf.keras.optimizers.Adam(learning_rate=0.01)
+
+
+def build(kind):
+    """The compiled, untrained model of ``kind``."""
+    layers = tf.keras.layers
+    if kind == "sequential":
+        model = tf.keras.Sequential([tf.keras.Input(shape=(4,)),
+                                     mm.ScaledDense(8, scale=0.5, activation="relu"),
+                                     layers.Dense(1)], name="sequential_model")
+        model.compile(optimizer=_adam(), loss="mse")
+    elif kind == "functional":
+        a = tf.keras.Input(shape=(4,), name="a")
+        b = tf.keras.Input(shape=(3,), name="b")
+        h = layers.Concatenate()([a, b])
+        h = layers.Dense(8, activation=mm.scaled_tanh)(h)
+        h = mm.ScaledDense(4, scale=2.0)(h)
+        model = tf.keras.Model([a, b], layers.Dense(1)(h), name="functional_model")
+        model.compile(optimizer=_adam(), loss=mm.smooth_l1)
+    elif kind == "subclassed":
+        model = mm.MatrixNet(units=8)
+        model.compile(optimizer=_adam(), loss="mse")
+    elif kind == "subclassed_nofromconfig":
+        model = mm.MatrixNetNoFromConfig(units=8)
+        model.compile(optimizer=_adam(), loss="mse")
+    elif kind == "lambda":
+        model = tf.keras.Sequential([tf.keras.Input(shape=(4,)), layers.Dense(8),
+                                     layers.Lambda(lambda t: t * 0.5 + 1.0),
+                                     layers.Dense(1)], name="lambda_model")
+        model.compile(optimizer=_adam(), loss="mse")
+    elif kind == "addons":
+        import tensorflow_addons as tfa
+
+        model = tf.keras.Sequential([tf.keras.Input(shape=(4,)), layers.Dense(8),
+                                     tfa.layers.GroupNormalization(groups=2),
+                                     layers.Dense(1)], name="addons_model")
+        model.compile(optimizer=tfa.optimizers.AdamW(weight_decay=1e-4, learning_rate=0.01),
+                      loss="mse")
+    elif kind == "schedule":
+        schedule = tf.keras.optimizers.schedules.ExponentialDecay(
+            initial_learning_rate=0.01, decay_steps=10, decay_rate=0.9)
+        model = tf.keras.Sequential([tf.keras.Input(shape=(4,)), layers.Dense(8, activation="relu"),
+                                     layers.Dense(1)], name="schedule_model")
+        model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=schedule), loss="mse")
+    else:
+        raise ValueError("unknown kind %s" % kind)
+    return model
+
+
+def data(kind, rows, seed):
+    """Seeded inputs of ``kind``'s model: one array, or a dict keyed by input name."""
+    rng = np.random.RandomState(seed)
+    if kind == "functional":
+        return {"a": rng.standard_normal((rows, 4)).astype("float32"),
+                "b": rng.standard_normal((rows, 3)).astype("float32")}
+    return rng.standard_normal((rows, 4)).astype("float32")
+
+
+def as_model_input(x):
+    """Dicts fed in the models' input order (a, b): Keras 2 and 3 agree on lists."""
+    return [x["a"], x["b"]] if isinstance(x, dict) else x
+
+
+def predict(model, x):
+    return np.asarray(model.predict(as_model_input(x), verbose=0))
+
+
+def train(kind):
+    """Build ``kind`` and fit it for two steps, so its optimizer has state."""
+    seed_all()
+    model = build(kind)
+    x = data(kind, 16, SEED + 1)
+    y = np.random.RandomState(SEED + 2).standard_normal((16, 1)).astype("float32")
+    model.fit(as_model_input(x), y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    return model
+
+
+def optimizer_vars(model):
+    variables = model.optimizer.variables
+    return len(variables() if callable(variables) else variables)
+
+
+# --- saving -----------------------------------------------------------------------------------
+
+def cannot_write(kind, fmt):
+    """Why this release can't write ``kind`` in ``fmt`` (known before trying), or None."""
+    if fmt == "keras" and not KERAS3 and KERAS < (2, 12):
+        return "Keras %s has no .keras format (Keras 2.12 added it)" % KERAS_VERSION
+    if fmt == "savedmodel" and KERAS3:
+        return ("Keras %s writes no SavedModel that load_model reads (model.export() is "
+                "inference-only)" % KERAS_VERSION)
+    if kind == "addons" and KERAS3:
+        return "tensorflow-addons supports Keras 2 only"
+    return None
+
+
+def model_path(out, which, kind, fmt):
+    return os.path.join(out, which, "%s-%s%s" % (kind, fmt, SUFFIX[fmt]))
+
+
+def save_kwargs(fmt):
+    return {"save_format": "tf"} if fmt == "savedmodel" and not KERAS3 else {}
+
+
+def short(exc):
+    text = "%s: %s" % (type(exc).__name__, exc)
+    return text if len(text) < 2000 else text[:2000] + "..."
+
+
+def hooked_save(model, path, fmt):
+    """``envrepro.save`` and what came of the capture: (error or None, envrepro's warnings)."""
+    import envrepro
+    from envrepro.sidecar import layout
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = envrepro.save(model, path, **save_kwargs(fmt))
+        except Exception as exc:  # the save itself failed: the hook must never do that
+            return "envrepro.save raised %s" % short(exc), []
+    texts = [str(w.message) for w in caught if str(w.message).startswith("envrepro")]
+    error = None
+    if result is None:
+        failed = [t for t in texts if "was not captured" in t]
+        error = failed[0] if failed else "envrepro.save returned None"
+    manifest = os.path.join(str(layout.sidecar_for(path)), layout.MANIFEST)
+    if not os.path.exists(manifest):
+        error = error or "no %s after envrepro.save" % manifest
+    return error, [t for t in texts if t != error]
+
+
+def write_kind(out, kind, formats, cells, skipped):
+    """Train ``kind`` once, save it in every format (plain, then hooked), add its cells."""
+    model = train(kind)
+    sample = data(kind, 3, SEED + 3)
+    sample_rel = os.path.join("samples", kind + (".npz" if isinstance(sample, dict) else ".npy"))
+    if isinstance(sample, dict):
+        np.savez(os.path.join(out, sample_rel), **sample)
+    else:
+        np.save(os.path.join(out, sample_rel), sample)
+    pred_rel = os.path.join("predictions", kind + ".npy")
+    np.save(os.path.join(out, pred_rel), predict(model, sample))
+    n_opt = optimizer_vars(model)
+    for fmt in formats:
+        reason = cannot_write(kind, fmt)
+        plain = model_path(out, "plain", kind, fmt)
+        if reason is None:
+            try:
+                model.save(plain, **save_kwargs(fmt))
+            except Exception as exc:
+                if not (kind in SUBCLASSED and fmt == "h5"):
+                    raise
+                reason = short(exc)
+        if reason is not None:
+            skipped.append({"kind": kind, "format": fmt, "reason": reason})
+            continue
+        hooked = model_path(out, "hooked", kind, fmt)
+        error, notes = hooked_save(model, hooked, fmt)
+        cells.append({
+            "id": "%s-%s" % (kind, fmt), "kind": kind, "format": fmt,
+            "hooked": os.path.relpath(hooked, out) if os.path.exists(hooked) else None,
+            "hooked_error": error, "hooked_warnings": notes,
+            "plain": os.path.relpath(plain, out),
+            "modules": ["matrix_models"] if kind in USES_MODULE else [],
+            "unsafe": bool(KERAS3 and kind == "lambda"),
+            "optimizer_vars": n_opt, "sample": sample_rel, "prediction": pred_rel,
+        })
+
+
+# --- the self-check ---------------------------------------------------------------------------
+
+def load_sample(path):
+    if path.endswith(".npz"):
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    return np.load(path)
+
+
+def _load(out, cell, custom_objects=None):
+    kwargs = {"safe_mode": False} if cell["unsafe"] else {}
+    if custom_objects:
+        kwargs["custom_objects"] = custom_objects
+    return tf.keras.models.load_model(os.path.join(out, cell["plain"]), **kwargs)
+
+
+def selfcheck(out, cell):
+    """Reload the plain model here, as a user would, and compare its prediction.
+
+    Registered objects need no ``custom_objects``. The unregistered MatrixNetNoFromConfig is
+    revived from a SavedModel (plain ``load_model``) and needs ``custom_objects`` elsewhere.
+    """
+    custom = None
+    if cell["kind"] == "subclassed_nofromconfig" and cell["format"] != "savedmodel":
+        custom = {"MatrixNetNoFromConfig": mm.MatrixNetNoFromConfig}
+    try:
+        got = predict(_load(out, cell, custom), load_sample(os.path.join(out, cell["sample"])))
+    except Exception as exc:
+        return short(exc)
+    want = np.load(os.path.join(out, cell["prediction"]))
+    if got.shape != want.shape:
+        return "prediction shape %s, expected %s" % (got.shape, want.shape)
+    if not np.allclose(got, want, atol=ATOL, rtol=RTOL):
+        return "prediction differs by %.3g" % float(np.abs(got - want).max())
+    return "ok"
+
+
+def custom_objects_load(out, cell):
+    """What ``load_model(custom_objects=...)`` does with the revival-only SavedModel: "ok" or
+    the error (``KeyError: 'layers'`` where only revival works)."""
+    try:
+        _load(out, cell, {"MatrixNetNoFromConfig": mm.MatrixNetNoFromConfig})
+    except Exception as exc:
+        return short(exc)
+    return "ok"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out")
+    ap.add_argument("--formats", required=True, help="comma-separated: h5,savedmodel,keras")
+    ap.add_argument("--addons", action="store_true", help="add the tensorflow-addons kind")
+    ap.add_argument("--keras3", action="store_true", help="this env's tf.keras is Keras 3")
+    ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset of kinds")
+    args = ap.parse_args(argv)
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        ap.error("unknown formats %s (known: %s)" % (unknown, ",".join(FORMATS)))
+    if args.keras3 != KERAS3:
+        ap.error("--keras3 is %s but tf.keras is Keras %s" % (args.keras3, KERAS_VERSION))
+    if hasattr(tf.config.experimental, "enable_op_determinism"):
+        tf.config.experimental.enable_op_determinism()
+
+    out = os.path.abspath(args.out)
+    for sub in ("hooked", "plain", "samples", "predictions"):
+        os.makedirs(os.path.join(out, sub), exist_ok=True)
+    wanted = set(k.strip() for k in args.kinds.split(","))
+    if wanted - set(KINDS):
+        ap.error("unknown kinds %s (known: %s)" % (sorted(wanted - set(KINDS)), ",".join(KINDS)))
+    kinds = [k for k in KINDS if k in wanted and (k != "addons" or args.addons)]
+    cells, skipped, seconds = [], [], {}
+    t0 = time.perf_counter()
+    for kind in kinds:
+        t = time.perf_counter()
+        write_kind(out, kind, formats, cells, skipped)
+        seconds[kind] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    for cell in cells:
+        cell["selfcheck"] = selfcheck(out, cell)
+        if cell["kind"] == "subclassed_nofromconfig" and cell["format"] == "savedmodel":
+            cell["custom_objects_load"] = custom_objects_load(out, cell)
+    seconds["selfcheck"] = round(time.perf_counter() - t, 2)
+    seconds["total"] = round(time.perf_counter() - t0, 2)
+    report = {"env_tf": tf.__version__, "keras": KERAS_VERSION,
+              "python": "%d.%d.%d" % sys.version_info[:3], "cells": cells, "skipped": skipped,
+              "seconds": seconds}
+    with open(os.path.join(out, "cells.json"), "w") as fh:
+        json.dump(report, fh, indent=2)
+        fh.write("\n")
+    bad = [c["id"] for c in cells if c["selfcheck"] != "ok" or c["hooked_error"]]
+    print("%d cells, %d skipped, %.1fs; not ok: %s" % (len(cells), len(skipped),
+                                                        seconds["total"], bad or "none"))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
