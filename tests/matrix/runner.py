@@ -166,6 +166,7 @@ def run_cell_mode(env: envs_mod.TrainingEnv, env_py: str, zoo_out: Path, cell: D
             o.stage, o.verdict = "capture", "CAPTURE-FAILED"
             o.message = str(cell.get("hooked_error"))[:300]
             judge(o, cell, env)
+            _progress(o)
             return o
         model = zoo_out / cell["hooked"]
     else:
@@ -178,6 +179,7 @@ def run_cell_mode(env: envs_mod.TrainingEnv, env_py: str, zoo_out: Path, cell: D
             o.stage, o.verdict, o.exit_code = "capture", "CAPTURE-FAILED", cap.returncode
             o.message = (cap.stderr.strip().splitlines() or ["no output"])[-1][:300]
             judge(o, cell, env)
+            _progress(o)
             return o
     t = time.perf_counter()
     args = ["load", model, "--json"] + (["--unsafe"] if cell.get("unsafe") else [])
@@ -185,7 +187,14 @@ def run_cell_mode(env: envs_mod.TrainingEnv, env_py: str, zoo_out: Path, cell: D
     o.seconds = round(time.perf_counter() - t, 1)
     _summarize_load(o, proc)
     judge(o, cell, env)
+    _progress(o)
     return o
+
+
+def _progress(o: Outcome) -> None:
+    print(f"[matrix] {o.env} {o.cell} {o.mode}: {o.verdict} exit {o.exit_code} capture "
+          f"{o.capture_seconds:.0f} s load {o.seconds:.0f} s{'' if o.right else ' WRONG: ' + o.why_wrong}",
+          file=sys.stderr, flush=True)
 
 
 def run_env(env: envs_mod.TrainingEnv) -> Dict[str, Any]:
