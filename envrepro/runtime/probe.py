@@ -126,7 +126,8 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
     facts["model"] = model_facts
 
     try:
-        objs, mods, unresolved = custom_object_facts(model, dists, modules, warnings)
+        objs, mods, unresolved = custom_object_facts(model, dists, modules, warnings,
+                                                     recipe=(facts["load"] or {}).get("recipe"))
     except Exception as exc:
         warnings.append("custom object discovery failed: %s" % short_error(exc))
         objs, mods, unresolved = [], [], []
