@@ -33,9 +33,11 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks (and a failed probe's full output) on errors."),
 ) -> None:
     _DEBUG["on"] = debug or os.environ.get("ENVREPRO_DEBUG") == "1"
+    if _DEBUG["on"]:
+        os.environ["ENVREPRO_DEBUG"] = "1"   # the probe prints its traceback too
 
 
 def _emit(result, as_json: bool = False, verbose: bool = False) -> None:
@@ -52,6 +54,7 @@ def capture(
     code_path: List[str] = typer.Option([], "--code-path", help="Folder added to the probe's import path (repeatable)."),
     sample: Optional[str] = typer.Option(None, "--sample", help="Input for the reference prediction (.npy, or .npz for several inputs)."),
     no_hashes: bool = typer.Option(False, "--no-hashes", help="Don't ask the index for hashes (offline capture)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="Stop the probe (and everything it started) after this long (default 900; env ENVREPRO_PROBE_TIMEOUT, config probe_timeout)."),
     infer: bool = typer.Option(False, "--infer", help="Model saved without envrepro: infer the environment from its files."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
@@ -59,7 +62,7 @@ def capture(
     from envrepro import commands
 
     result = commands.capture(model, python=python or sys.executable, modules=module, code_paths=code_path,
-                              sample=sample, no_hashes=no_hashes, infer=infer)
+                              sample=sample, no_hashes=no_hashes, infer=infer, timeout=timeout)
     if not as_json:
         for w in result.warnings:
             typer.echo(f"warning: {w}", err=True)
@@ -220,7 +223,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         e.show()
         code = getattr(e, "exit_code", errors.EXIT_BAD_INPUT) or errors.EXIT_BAD_INPUT
     except errors.EnvreproError as e:
-        if debug:
+        if debug and getattr(e, "detail", None):  # the output behind the line says more
+            typer.echo(f"--- the probe's output ---\n{e.detail.rstrip()}\n---", err=True)
+        elif debug:
             import traceback
 
             traceback.print_exc()

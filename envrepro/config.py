@@ -2,8 +2,9 @@
 and which base image and registry to use.
 
 Precedence everywhere: the command-line flag, then the environment variable
-(``ENVREPRO_BASE_IMAGE``, ``ENVREPRO_REGISTRY``), then ``~/.config/envrepro/config.yaml``
-(``base_image:``, ``registry:``; honours XDG_CONFIG_HOME). The cache (translated locks, build logs,
+(``ENVREPRO_BASE_IMAGE``, ``ENVREPRO_REGISTRY``, ``ENVREPRO_PROBE_TIMEOUT``), then
+``~/.config/envrepro/config.yaml`` (``base_image:``, ``registry:``, ``probe_timeout:``; honours
+XDG_CONFIG_HOME). The cache (translated locks, build logs,
 the images index) lives under ``$XDG_CACHE_HOME/envrepro``.
 """
 from __future__ import annotations
@@ -55,3 +56,28 @@ def configured_registry(registry: Optional[str] = None) -> Optional[str]:
     config ``registry``; None when there is none."""
     value = registry or os.environ.get("ENVREPRO_REGISTRY") or load_config().get("registry")
     return str(value).rstrip("/") if value else None
+
+
+# How long ``capture --python``'s probe may run: it imports TensorFlow (a minute or more on a
+# loaded machine, cold caches, network filesystems), loads the model and predicts once.
+DEFAULT_PROBE_TIMEOUT = 900.0
+
+
+def probe_timeout(timeout: Optional[float] = None) -> float:
+    """Seconds the capture probe may take before it is stopped: flag, else
+    ENVREPRO_PROBE_TIMEOUT, else config ``probe_timeout``, else 900."""
+    source, value = "--timeout", timeout
+    if value is None and os.environ.get("ENVREPRO_PROBE_TIMEOUT"):
+        source, value = "ENVREPRO_PROBE_TIMEOUT", os.environ["ENVREPRO_PROBE_TIMEOUT"]
+    if value is None:
+        source, value = "probe_timeout in " + str(config_path()), load_config().get("probe_timeout")
+    if value is None:
+        return DEFAULT_PROBE_TIMEOUT
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise EnvreproError(f"probe timeout {value!r} is not a positive number of seconds", source,
+                            f"set it to e.g. {DEFAULT_PROBE_TIMEOUT:.0f}")
+    return seconds

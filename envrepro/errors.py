@@ -10,7 +10,8 @@ from typing import Optional
 # Documented exit codes (README "Exit codes").
 EXIT_OK = 0
 EXIT_RISKY = 1          # doctor: loads but risky
-EXIT_BAD_INPUT = 2      # bad model path, bad/unknown/incomplete capture, tampered snapshot
+EXIT_BAD_INPUT = 2      # bad model path or format, bad/unknown/incomplete capture, tampered
+                        # snapshot, a capture probe that failed, was killed or timed out
 EXIT_NO_ENGINE = 3      # no Docker engine reachable
 EXIT_BUILD_FAILED = 4   # image build failed
 EXIT_LOAD_FAILED = 5    # load_model raised inside the container
@@ -19,15 +20,18 @@ EXIT_INTERNAL = 70      # a bug in envrepro (traceback with --debug)
 
 
 class EnvreproError(Exception):
-    """Base class: a user-facing error with a path, a reason and a fix."""
+    """Base class: a user-facing error with a path, a reason and a fix; ``detail`` is the
+    output behind that line (a probe's stderr), printed only with --debug."""
 
     exit_code = EXIT_BAD_INPUT
 
-    def __init__(self, what: str, path: Optional[str] = None, fix: Optional[str] = None):
+    def __init__(self, what: str, path: Optional[str] = None, fix: Optional[str] = None,
+                 detail: Optional[str] = None):
         super().__init__(what)
         self.what = what
         self.path = path
         self.fix = fix
+        self.detail = detail
 
     def __str__(self) -> str:
         msg = self.what
@@ -51,7 +55,9 @@ class InvalidCapture(EnvreproError):
 
 
 class ProbeError(CaptureError):
-    """The probe failed inside the training interpreter."""
+    """The probe failed inside the training interpreter: it raised, was killed, gave no answer
+    in time or answered with something that is not facts. Exit code 2, as bad input: the model
+    or the environment given can't be captured as they are."""
 
 
 class NoEngine(EnvreproError):

@@ -136,19 +136,43 @@ def cleanup_stale(parent: PathLike, name: str) -> None:
 
 @contextlib.contextmanager
 def file_lock(path: PathLike) -> Iterator[None]:
-    """An exclusive advisory lock (blocking) on ``path``, created if missing."""
-    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        if os.name == "posix":
-            import fcntl
+    """An exclusive advisory lock (blocking) on ``path``, created if missing.
 
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        else:  # pragma: no cover - Windows
-            import msvcrt
+    On POSIX the lock file is removed on release, so a capture leaves nothing beside the model
+    but its sidecar. A waiter whose lock is on a file the holder has since removed tries again
+    on the file now at ``path``, so two holders never hold two different files.
+    """
+    if os.name != "posix":  # pragma: no cover - Windows: can't remove an open file
+        import msvcrt
 
+        fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
             msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+        return
+    import fcntl
+
+    while True:
+        fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            current = os.stat(str(path))
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        if os.path.samestat(os.fstat(fd), current):
+            break
+        os.close(fd)
+    try:
         yield
     finally:
+        with contextlib.suppress(OSError):
+            os.unlink(str(path))
         os.close(fd)  # closing releases the lock
 
 

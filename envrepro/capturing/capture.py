@@ -12,12 +12,13 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from envrepro import __version__
+from envrepro import __version__, config
 from envrepro.capturing import proberunner
 from envrepro.capturing.indexhashes import hashes_wanted
 from envrepro.errors import ProbeError
@@ -43,7 +44,7 @@ def run_probe_inprocess(model_path: Path, out_dir: Path, model: Any, sample_inpu
                              modules=tuple(modules), code_paths=tuple(code_paths))
     except Exception as e:  # the probe raises plain exceptions (it is stdlib-only)
         raise ProbeError(f"probe failed: {type(e).__name__}: {e}", str(model_path),
-                         "rerun with --debug for the traceback") from e
+                         "set ENVREPRO_DEBUG=1 for the traceback") from e
 
 
 def _utcnow() -> str:
@@ -156,9 +157,11 @@ def build_manifest(model_path: Path, fmt: str, facts: Dict[str, Any], lock_resul
 
 def capture(model_path: "os.PathLike[str] | str", *, model: Any = None, sample_input: Any = None,
             modules: Iterable[str] = (), code_paths: Iterable[str] = (), python: Optional[str] = None,
-            hashes: Optional[bool] = None, sample_file: Optional[str] = None) -> CaptureResult:
+            hashes: Optional[bool] = None, sample_file: Optional[str] = None,
+            timeout: Optional[float] = None) -> CaptureResult:
     """Capture the environment of the model saved at ``model_path`` into ``<model>.envrepro/``:
-    probed in this process, or under ``python`` (the training environment's interpreter)."""
+    probed in this process, or under ``python`` (the training environment's interpreter, given
+    ``timeout`` seconds: the probe-timeout setting when None). A failed probe writes nothing."""
     from envrepro.capturing.lock import write_lock
     from envrepro.capturing.snapshot import copy_modules
 
@@ -167,6 +170,7 @@ def capture(model_path: "os.PathLike[str] | str", *, model: Any = None, sample_i
     fmt = modelformat.detect_format(model_path)
     modules, code_paths = list(modules), [os.path.abspath(c) for c in code_paths]
     hashes = hashes_wanted() if hashes is None else hashes
+    timeout = config.probe_timeout(timeout) if python else None
     seconds: Dict[str, float] = {}
     notes: List[str] = []
 
@@ -176,7 +180,7 @@ def capture(model_path: "os.PathLike[str] | str", *, model: Any = None, sample_i
         t = time.perf_counter()
         if python:
             facts = proberunner.capture_facts(python, model_path, probe_out, modules, code_paths,
-                                              sample_file)
+                                              sample_file, timeout=timeout)
         else:
             if sample_file and sample_input is None:
                 sample_input = _load_sample(sample_file)
@@ -231,6 +235,8 @@ def safe_capture(path: Any, **kwargs: Any) -> Optional[CaptureResult]:
     except Exception as e:  # noqa: BLE001 - a capture must never break training
         warnings.warn(f"envrepro: the model was saved, but its environment was not captured: {e}",
                       RuntimeWarning, stacklevel=3)
+        if os.environ.get("ENVREPRO_DEBUG") == "1":
+            traceback.print_exc()
         return None
     for w in result.warnings:
         if os.environ.get("ENVREPRO_QUIET") != "1":

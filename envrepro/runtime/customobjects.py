@@ -306,13 +306,28 @@ def _registered_name(target, reverse):
     return getattr(target, "__name__", None)
 
 
-def custom_object_facts(model, dists, requested_modules=(), warnings=None):
+def _revived_warning(name, recipe):
+    """What a layer revived from the SavedModel without its Python class means. Under a revive
+    recipe it is the load chosen on purpose (passing the classes failed), and the loader loads
+    it the same way: no module is missing, only Python-only behaviour is absent."""
+    if recipe in ("revive", "revive_nocompile"):
+        return ("layer class %s is revived from the SavedModel's traced functions on purpose: "
+                "recipe %s loads the model without its custom objects (loading with them failed) "
+                "and the loader does the same; methods defined only in Python are not available"
+                % (name, recipe))
+    return ("layer class %s was revived from the SavedModel without its Python class; pass "
+            "--module for the module that defines it" % name)
+
+
+def custom_object_facts(model, dists, requested_modules=(), warnings=None, recipe=None):
     """``(custom_objects, modules, unresolved)`` for a model and the registries.
 
     An object is custom when its defining module is outside the TensorFlow/Keras packages.
     Registry entries are added when they come from user code (no distribution) or when the model
     uses them; an installed add-on package (tensorflow-addons) registering dozens of objects
-    contributes only the ones the model needs.
+    contributes only the ones the model needs. ``recipe`` is how the model was loaded
+    (runtime/recipes.py): a revived layer class is a missing module only when revival was not
+    chosen on purpose.
     """
     warnings = warnings if warnings is not None else []
     regs = registries()
@@ -385,9 +400,7 @@ def custom_object_facts(model, dists, requested_modules=(), warnings=None):
         warnings.append("Lambda layers (%s) store Python bytecode: loading needs Python %d.%d"
                         % (", ".join(walker.lambda_layers), sys.version_info[0],
                            sys.version_info[1]))
-    for name in sorted(set(walker.revived)):
-        warnings.append("layer class %s was revived from the SavedModel without its Python "
-                        "class; pass --module for the module that defines it" % name)
+    warnings.extend(_revived_warning(name, recipe) for name in sorted(set(walker.revived)))
 
     modules = []
     mod_seen = set()

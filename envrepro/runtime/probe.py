@@ -35,6 +35,7 @@ from .reference import DEFAULT_SEED, load_sample, reference_facts
 
 PROBE_VERSION = 1
 FACTS_FILE = "facts.json"
+ERROR_FILE = "error.json"   # on failure: {"error": what, "fix": fix}, what the host reports
 
 
 def _write_json_atomic(path, data):
@@ -125,7 +126,8 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
     facts["model"] = model_facts
 
     try:
-        objs, mods, unresolved = custom_object_facts(model, dists, modules, warnings)
+        objs, mods, unresolved = custom_object_facts(model, dists, modules, warnings,
+                                                     recipe=(facts["load"] or {}).get("recipe"))
     except Exception as exc:
         warnings.append("custom object discovery failed: %s" % short_error(exc))
         objs, mods, unresolved = [], [], []
@@ -158,6 +160,17 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
     facts["warnings"] = warnings
     _write_json_atomic(os.path.join(out_dir, FACTS_FILE), facts)
     return facts
+
+
+def _write_error(out_dir, what, fix):
+    """Leave the failure for the host as data (``ERROR_FILE``), beside where the facts would be:
+    the stderr line is for people. Best effort: an unwritable folder keeps only the line."""
+    try:
+        if not os.path.isdir(out_dir):
+            os.makedirs(out_dir)
+        _write_json_atomic(os.path.join(out_dir, ERROR_FILE), {"error": what, "fix": fix})
+    except Exception:
+        pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +232,8 @@ def _run(args):
 
 
 def main(argv=None):
-    """Script mode: exit 0 and print the facts.json path; on failure one line on stderr, exit 2.
+    """Script mode: exit 0 and print the facts.json path; on failure one line on stderr, the
+    same in ``--out``'s error.json, exit 2.
 
     stdout is reserved for that path: TensorFlow's Python-level chatter during import and
     loading is redirected to stderr, and its C++ logging is turned down before import.
@@ -254,6 +268,7 @@ def main(argv=None):
 
             traceback.print_exc()
         sys.stderr.write("envrepro-probe: error: %s\n" % exc)
+        _write_error(args.out, exc.what, exc.fix)
         return 2
     except Exception as exc:
         if debug:
@@ -262,6 +277,7 @@ def main(argv=None):
             traceback.print_exc()
         sys.stderr.write("envrepro-probe: error: %s (set ENVREPRO_DEBUG=1 for the traceback)\n"
                          % short_error(exc))
+        _write_error(args.out, short_error(exc), None)
         return 2
     real_stdout.write(out_path + "\n")
     real_stdout.flush()

@@ -13,12 +13,17 @@ The counts are those of the optimizer's own variable list after a restore (Keras
 * H5: the ``optimizer_weights`` group's ``weight_names`` (Keras 2 writes ``optimizer.weights``).
 * ``.keras``: the ``optimizer/vars`` entries of the zip's ``model.weights.h5`` (stored
   uncompressed, so h5py reads it in place); ``vars/0`` is the iteration count.
-* SavedModel: the checkpoint's keys (``variables/variables.index``, read with TensorFlow's
-  checkpoint reader, TensorFlow being imported wherever a model is loaded): ``optimizer/iter``
-  plus every ``.OPTIMIZER_SLOT/optimizer/`` key; hyperparameters (``optimizer/learning_rate``...)
-  are checkpointed but are not in ``variables()``, so they are not counted. A layout this
-  reader does not know (Keras >= 2.11's ``optimizer/_variables/N``) gives ``variables`` None,
-  and the loader falls back to the capture's live count.
+* SavedModel: the checkpoint (``variables/variables.index``, read with TensorFlow's checkpoint
+  reader, TensorFlow being imported wherever a model is loaded). Keras 2 ``OptimizerV2``
+  (TF <= 2.10, and ``tf.keras.optimizers.legacy`` later): ``optimizer/iter`` plus every
+  ``.OPTIMIZER_SLOT/optimizer/`` key; hyperparameters (``optimizer/learning_rate``...) are
+  checkpointed but are not in ``variables()``, so they are not counted. Keras 2.11-2.15's
+  optimizer (and tf_keras): its ``variables`` list is tracked as ``optimizer/_variables/N``,
+  but a variable gets one key, under the first path to it, so the iteration count listed at
+  ``_variables/0`` is keyed ``optimizer/_iterations``: the list is counted in the checkpoint's
+  object graph (``_CHECKPOINTABLE_OBJECT_GRAPH``), the distinct nodes under
+  ``optimizer/_variables``. ``_learning_rate`` is not in the list and not counted. When the graph
+  can't be read, ``variables`` is None and the loader falls back to the capture's live count.
 
 h5py and TensorFlow are imported lazily: importing this module imports neither.
 """
@@ -31,6 +36,7 @@ ITERATION_NAMES = ("iter", "iterations", "iteration")
 SLOT_MARK = "/.OPTIMIZER_SLOT/optimizer/"
 VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 NEW_OPTIMIZER_PREFIX = "optimizer/_variables/"
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 MAX_INDEX_BYTES = 64 * 1024 * 1024
 
 
@@ -108,10 +114,43 @@ def _savedmodel_state(path):
             break
     opt_keys = [k for k in keys if k.startswith("optimizer/") or SLOT_MARK in k]
     if any(k.startswith(NEW_OPTIMIZER_PREFIX) for k in opt_keys):
-        return _state(True, None, iterations, "savedmodel checkpoint")
+        return _state(True, _listed_variables(_object_graph(reader)), iterations,
+                      "savedmodel checkpoint")
     slots = [k for k in keys if SLOT_MARK in k]
     variables = len(slots) + (1 if iterations is not None else 0)
     return _state(bool(opt_keys), variables, iterations, "savedmodel checkpoint")
+
+
+def _object_graph(reader):
+    """The checkpoint's object graph (a ``TrackableObjectGraph``), or None when unreadable."""
+    try:
+        from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+        graph = trackable_object_graph_pb2.TrackableObjectGraph()
+        graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
+        return graph
+    except Exception:
+        return None
+
+
+def _child(graph, node, name):
+    for ref in node.children:
+        if ref.local_name == name and 0 <= ref.node_id < len(graph.nodes):
+            return graph.nodes[ref.node_id]
+    return None
+
+
+def _listed_variables(graph):
+    """How many variables the Keras >= 2.11 optimizer lists (``optimizer.variables``): the
+    distinct objects under the root's ``optimizer/_variables``; None when the graph says
+    nothing about it."""
+    if graph is None or not len(graph.nodes):
+        return None
+    opt = _child(graph, graph.nodes[0], "optimizer")
+    listed = _child(graph, opt, "_variables") if opt is not None else None
+    if listed is None:
+        return None
+    return len(set(ref.node_id for ref in listed.children))
 
 
 def saved_optimizer_state(model_path, fmt):

@@ -35,5 +35,14 @@ def detect_format(model_path: Path) -> str:
     if head.startswith(LFS_MAGIC):
         raise ModelNotFound("file is a Git LFS pointer, not the model", str(model_path),
                             "run `git lfs pull`")
-    raise ModelNotFound("not a Keras model file (neither HDF5 nor .keras zip)", str(model_path),
-                        "pass a SavedModel folder, an .h5 or a .keras file")
+    fix = "pass what model.save() wrote: a SavedModel folder, an .h5 or a .keras file"
+    if not head:
+        raise ModelNotFound("file is empty, not a Keras model", str(model_path), fix)
+    name = model_path.name.lower()
+    if name.endswith((".h5", ".hdf5")):
+        raise ModelNotFound("named like an HDF5 model but is not an HDF5 file",
+                            str(model_path), fix)
+    if name.endswith(".keras"):
+        raise ModelNotFound("named like a .keras model but is not a zip archive",
+                            str(model_path), fix)
+    raise ModelNotFound("not a Keras model file (neither HDF5 nor .keras zip)", str(model_path), fix)

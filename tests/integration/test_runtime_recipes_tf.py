@@ -67,6 +67,10 @@ def test_capture_records_the_recipe_that_worked(tf28_capture):
     assert d["reference"]["inputs"] == ["reference/input_0.npy"] and d["reference_skipped"] is None
     assert d["optimizer"]["class"] == "Adam" and d["optimizer"]["iterations"] == 8
     assert any("loaded with recipe revive" in w for w in d["warnings"])
+    # --module was given and revival chosen on purpose: no warning asks for the module again
+    assert not any("pass --module" in w for w in d["warnings"]), d["warnings"]
+    assert any("revived from the SavedModel's traced functions on purpose: recipe revive" in w
+               for w in d["warnings"]), d["warnings"]
 
 
 def test_loader_uses_the_recorded_recipe_and_verifies(py39_tf28, tf28_models, tmp_path):

@@ -47,6 +47,10 @@ def test_script_bad_module_and_debug_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "cannot import module no_such_mod_xyz" in proc.stderr and "--code-path" in proc.stderr
+    # the same failure as data, for the host (capturing/proberunner.py)
+    assert json.loads((tmp_path / "out" / "error.json").read_text()) == {
+        "error": "cannot import module no_such_mod_xyz: ModuleNotFoundError: No module named "
+                 "'no_such_mod_xyz'", "fix": "check --module and add its folder with --code-path"}
     proc = _script("--model", model, "--out", tmp_path / "out", "--module", "no_such_mod_xyz",
                    env={"ENVREPRO_DEBUG": "1"})
     assert proc.returncode == 2 and "Traceback" in proc.stderr

@@ -1,6 +1,7 @@
 """What optimizer state a saved file holds (envrepro/runtime/savedstate.py) and the loader's check
 against it (runtime/optimizer.check_optimizer), on files written with h5py and fake optimizers.
-The real-model proof is tests/integration/test_runtime_loader_tf.py (TF 2.4 SavedModel)."""
+The real-model proofs are tests/integration/test_runtime_loader_tf.py (TF 2.4 SavedModel) and
+tests/integration/test_runtime_savedstate_tf.py (Keras 2.12, 2.15 and 3, every format)."""
 import io
 import sys
 import zipfile
@@ -25,7 +26,7 @@ def write_h5(path, names=ADAM_H5_NAMES, iterations=12):
         group = fh.create_group("optimizer_weights")
         group.attrs["weight_names"] = [n.encode() for n in names]
         for n in names:
-            group[n] = np.int64(iterations) if n.endswith("iter:0") else np.zeros(3, "float32")
+            group[n] = np.int64(iterations) if n.split("/")[-1] in ("iter:0", "iteration") else np.zeros(3, "float32")
     return path
 
 
@@ -90,8 +91,37 @@ def test_savedmodel_counts_iter_and_slots_not_hyperparameters(tmp_path, monkeypa
     monkeypatch.setitem(sys.modules, "tensorflow", tf)
     got = savedstate.saved_optimizer_state(savedmodel(tmp_path), "savedmodel")
     assert got == {"saved": True, "variables": 3, "iterations": 8, "source": "savedmodel checkpoint"}
-    # Keras >= 2.11's optimizer layout is not one this reader counts: variables unknown
+    # Keras >= 2.11's optimizer layout is counted in the object graph: unreadable, unknown
     keys.append("optimizer/_variables/1" + v)
+    assert savedstate.saved_optimizer_state(savedmodel(tmp_path / "b"), "savedmodel")["variables"] is None
+
+
+def node(*children, key=None):
+    """A TrackableObjectGraph node: ``children`` as (local_name, node_id)."""
+    return SimpleNamespace(children=[SimpleNamespace(local_name=n, node_id=i) for n, i in children],
+                           attributes=[SimpleNamespace(name="VARIABLE_VALUE", checkpoint_key=key)]
+                           if key else [])
+
+
+def test_savedmodel_of_the_keras_2_11_optimizer_counts_its_variables_list(tmp_path, monkeypatch):
+    """The layout Keras 2.12 and 2.15 write (tests/integration/test_runtime_savedstate_tf.py has
+    the real files): the optimizer lists iterations and 8 slots under ``_variables``; iterations is
+    keyed ``optimizer/_iterations`` (its first path), so only 8 ``_variables/N`` keys exist."""
+    v = "/.ATTRIBUTES/VARIABLE_VALUE"
+    keys = ["_CHECKPOINTABLE_OBJECT_GRAPH", "layer_with_weights-0/kernel" + v,
+            "optimizer/_iterations" + v, "optimizer/_learning_rate" + v] + \
+        ["optimizer/_variables/%d%s" % (i, v) for i in range(1, 9)]
+    tf = SimpleNamespace(train=SimpleNamespace(load_checkpoint=lambda prefix: FakeReader(keys, 5)))
+    monkeypatch.setitem(sys.modules, "tensorflow", tf)
+    nodes = [node(("layer_with_weights-0", 1), ("optimizer", 2)), node(),
+             node(("_variables", 3), ("_iterations", 4), ("_learning_rate", 5), ("_momentums", 6)),
+             node(*[(str(i), 4 if i == 0 else 6 + i) for i in range(9)]),
+             node(key="optimizer/_iterations" + v), node(key="optimizer/_learning_rate" + v),
+             node(("0", 7), ("1", 9))] + [node() for _ in range(8)]
+    monkeypatch.setattr(savedstate, "_object_graph", lambda reader: SimpleNamespace(nodes=nodes))
+    got = savedstate.saved_optimizer_state(savedmodel(tmp_path), "savedmodel")
+    assert got == {"saved": True, "variables": 9, "iterations": 5, "source": "savedmodel checkpoint"}
+    nodes[2] = node(("_iterations", 4))     # no variables list in the graph: unknown, not 0
     assert savedstate.saved_optimizer_state(savedmodel(tmp_path / "b"), "savedmodel")["variables"] is None
 
 
@@ -130,6 +160,36 @@ def test_check_compares_with_the_file_not_the_fresh_count(tmp_path):
     moved = opt_mod.check_optimizer(SimpleNamespace(optimizer=Adam(12, 5)),
                                     dict(exp, saved_iterations=4), path, "h5")
     assert moved["problems"] == ["the model file holds 12 optimizer iterations, the capture read 4"]
+
+
+def test_a_file_without_optimizer_state_expects_a_fresh_optimizer(tmp_path):
+    """Keras 2.15 writes no state for a legacy optimizer into .keras: the capture's live count (5
+    iterations) can't come back from that file, so it is not expected (a note says so)."""
+    path = str(write_h5(tmp_path / "m.h5", names=None))
+    exp = {"class": "Adam", "iterations": 5, "state_saved": False, "num_weights": 9,
+           "saved_variables": 0, "saved_iterations": None}
+    out = opt_mod.check_optimizer(SimpleNamespace(optimizer=Adam(0, 1)), exp, path, "h5")
+    assert out["ok"] and out["problems"] == [] and "holds no optimizer state" in out["note"]
+    wrong = opt_mod.check_optimizer(SimpleNamespace(optimizer=Adam(0, 1)),
+                                    dict(exp, **{"class": "SGD"}), path, "h5")
+    assert wrong["problems"] == ["optimizer class Adam, expected SGD"]
+
+
+def test_variables_this_loader_never_restores_are_said_not_failed(tmp_path):
+    """Keras 3's H5 loader: the file holds 10 variables, the loaded optimizer has 2 (iteration,
+    learning_rate), iterations restored. Said (state_restored False), not a mismatch; a wrong
+    iteration count still is one."""
+    names = ["adam/iteration", "adam/learning_rate"] + ["adam/slot_%d" % i for i in range(8)]
+    path = str(write_h5(tmp_path / "m.h5", names=names, iterations=5))
+    exp = {"class": "Adam", "iterations": 5, "state_saved": True, "num_weights": 10,
+           "saved_variables": 10, "saved_iterations": 5}
+    out = opt_mod.check_optimizer(SimpleNamespace(optimizer=Adam(5, 2)), exp, path, "h5")
+    assert out["saved"] == {"saved": True, "variables": 10, "iterations": 5,
+                            "source": "h5 optimizer_weights"}
+    assert out["ok"] and out["state_restored"] is False and out["problems"] == []
+    assert out["note"].startswith("optimizer state saved (10 variables) but this loader restores 2")
+    wrong = opt_mod.check_optimizer(SimpleNamespace(optimizer=Adam(0, 2)), exp, path, "h5")
+    assert wrong["problems"] == ["iterations 0, expected 5"]
 
 
 def test_old_capture_keeps_the_old_comparison(tmp_path):
