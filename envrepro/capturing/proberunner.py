@@ -50,9 +50,11 @@ def run_probe(python: str, model_path: Path, out_dir: Path, options: Sequence[st
 
 
 def capture_facts(python: str, model_path: Path, out_dir: Path, modules: Sequence[str],
-                  code_paths: Sequence[str], sample: Optional[str] = None) -> Dict[str, Any]:
+                  code_paths: Sequence[str], sample: Optional[str] = None,
+                  resume_check: bool = False) -> Dict[str, Any]:
     """The facts of a capture from outside (``capture --python``): the full probe (the model is
-    loaded there, custom objects found, the reference prediction computed)."""
+    loaded there, custom objects found, the reference prediction computed, and with
+    ``resume_check`` one training step recorded on a fresh copy)."""
     if not (os.path.isfile(python) and os.access(python, os.X_OK)) and not shutil.which(python):
         raise CaptureError("interpreter not found or not executable", python,
                            "pass the training environment's python, e.g. /path/to/venv/bin/python")
@@ -63,6 +65,8 @@ def capture_facts(python: str, model_path: Path, out_dir: Path, modules: Sequenc
         options += ["--code-path", os.path.abspath(c)]
     if sample:
         options += ["--sample", os.path.abspath(sample)]
+    if resume_check:
+        options.append("--resume-check")
     try:
         run = run_probe(python, model_path, out_dir, options)
     except subprocess.TimeoutExpired:
