@@ -208,9 +208,9 @@ def record(load_copy, model_path, fmt, ref_dir, reference, seed):
     if any(w.dtype.kind not in "fiub" for w in weights):
         weights_skipped = "some weights are not numeric: compared by their summary only"
     elif size > max_weights_bytes():
-        weights_skipped = ("the updated weights are %.1f MB, above the %.1f MB limit "
+        weights_skipped = ("the updated weights take {:,} bytes, above the limit of {:,} "
                            "(ENVREPRO_RESUME_MAX_BYTES): compared by their summary only"
-                           % (size / 1e6, max_weights_bytes() / 1e6))
+                           .format(size, max_weights_bytes()))
     else:
         weights_file = WEIGHTS_FILE
         with open(os.path.join(ref_dir, WEIGHTS_FILE), "wb") as fh:
