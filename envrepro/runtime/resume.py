@@ -19,6 +19,7 @@ import hashlib
 import math
 import os
 import random
+import sys
 import time
 
 from .facts import accepts, short_error
@@ -55,30 +56,33 @@ def max_weights_bytes():
 
 @contextlib.contextmanager
 def seeded(seed):
-    """Python, numpy and TensorFlow seeded for the step; Python's and numpy's states are put back
-    afterwards and TensorFlow's global seed is reset to what it was (its op-seed counter
-    restarts), so the hook's in-process check leaves the training run's generators as it found
-    them."""
+    """Python, numpy and TensorFlow seeded for the step. Afterwards Python's and numpy's states
+    are put back, so the in-process check (``envrepro.save``) leaves the training run's draws as
+    they were, and TensorFlow's global seed is reset to its old value (its op-seed counter
+    restarts: a training run that set a seed draws its later op seeds afresh)."""
     import numpy as np
-    import tensorflow as tf
 
+    tf = sys.modules.get("tensorflow")  # imported wherever a model is loaded with TF (not JAX)
     py_state, np_state = random.getstate(), np.random.get_state()
     previous = None
-    try:
-        from tensorflow.python.eager import context
+    if tf is not None:
+        try:
+            from tensorflow.python.eager import context
 
-        previous = context.global_seed()
-    except Exception:
-        previous = None
+            previous = context.global_seed()
+        except Exception:
+            previous = None
     random.seed(seed)
     np.random.seed(seed)
-    tf.random.set_seed(seed)
+    if tf is not None:
+        tf.random.set_seed(seed)
     try:
         yield
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-        tf.random.set_seed(previous)
+        if tf is not None:
+            tf.random.set_seed(previous)
 
 
 def iterations_of(model):

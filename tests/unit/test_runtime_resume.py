@@ -87,3 +87,18 @@ def test_weights_file_limit(monkeypatch):
     assert resume.max_weights_bytes() == 0
     monkeypatch.setenv("ENVREPRO_RESUME_MAX_BYTES", "lots")
     assert resume.max_weights_bytes() == resume.MAX_WEIGHTS_BYTES
+
+
+def test_seeded_puts_the_generators_back():
+    import random
+
+    random.seed(3)
+    np.random.seed(3)
+    expected = (random.random(), float(np.random.rand()))
+    random.seed(3)
+    np.random.seed(3)
+    with resume.seeded(1234):
+        inside = (random.random(), float(np.random.rand()))
+    with resume.seeded(1234):
+        assert (random.random(), float(np.random.rand())) == inside  # the step's draws repeat
+    assert (random.random(), float(np.random.rand())) == expected   # the caller's continue as before
