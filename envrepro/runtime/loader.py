@@ -8,9 +8,10 @@ TensorFlow only, Python 3.6 syntax. Started as a module of the runtime package (
 
 The host (envrepro/sandbox/run.py) writes the plan; this module imports the custom modules, calls
 load_model, re-runs the reference prediction, checks the restored optimizer, replays the training
-step a capture recorded (resume.py) and prints exactly one line to stdout, ``ENVREPRO-REPORT {json}``. Everything else (TensorFlow logs, Keras progress bars,
-prints in user modules, C-level writes) is pushed to stderr at the file-descriptor level, so the
-report line can always be parsed. Exit codes: 0 ok, 5 load failure, 6 verification mismatch,
+step a capture recorded (resume.py) and prints exactly one line to stdout, ``ENVREPRO-REPORT
+{json}``. Everything else (TensorFlow logs, Keras progress bars, prints in user modules, C-level
+writes) is pushed to stderr at the file-descriptor level, so the report line can always be
+parsed. Exit codes: 0 ok, 5 load failure, 6 verification mismatch,
 70 unusable plan (a bug on the host side).
 """
 import json
