@@ -8,19 +8,20 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "save", "capture", "install_hook", "uninstall_hook"]
 
 
-def save(model, path, sample_input=None, **save_kwargs):
-    """``model.save(path, **save_kwargs)``, then capture its environment beside it."""
+def save(model, path, sample_input=None, resume_check=False, **save_kwargs):
+    """``model.save(path, **save_kwargs)``, then capture its environment beside it;
+    ``resume_check=True`` also records one training step on a copy loaded from ``path``."""
     from envrepro.capturing.capture import save as _save
 
-    return _save(model, path, sample_input=sample_input, **save_kwargs)
+    return _save(model, path, sample_input=sample_input, resume_check=resume_check, **save_kwargs)
 
 
-def capture(path, model=None, sample_input=None, modules=(), code_paths=()):
+def capture(path, model=None, sample_input=None, modules=(), code_paths=(), resume_check=False):
     """Capture the environment of the model saved at ``path`` (sidecar ``<path>.envrepro/``)."""
     from envrepro.capturing.capture import capture as _capture
 
     return _capture(path, model=model, sample_input=sample_input, modules=modules,
-                    code_paths=code_paths)
+                    code_paths=code_paths, resume_check=resume_check)
 
 
 def install_hook():

@@ -56,13 +56,15 @@ def capture(
     no_hashes: bool = typer.Option(False, "--no-hashes", help="Don't ask the index for hashes (offline capture)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="Stop the probe (and everything it started) after this long (default 900; env ENVREPRO_PROBE_TIMEOUT, config probe_timeout)."),
     infer: bool = typer.Option(False, "--infer", help="Model saved without envrepro: infer the environment from its files."),
+    resume_check: bool = typer.Option(False, "--resume-check", help="Record one training step on a copy of the model, for `load` to replay."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Capture the environment of a saved model into MODEL.envrepro/ (probe, lock, snapshot, reference)."""
     from envrepro import commands
 
     result = commands.capture(model, python=python or sys.executable, modules=module, code_paths=code_path,
-                              sample=sample, no_hashes=no_hashes, infer=infer, timeout=timeout)
+                              sample=sample, no_hashes=no_hashes, infer=infer, timeout=timeout,
+                              resume_check=resume_check)
     if not as_json:
         for w in result.warnings:
             typer.echo(f"warning: {w}", err=True)

@@ -72,11 +72,16 @@ def default_engine() -> ContainerEngine:
 
 def capture(model: str, python: str, modules: Sequence[str] = (), code_paths: Sequence[str] = (),
             sample: Optional[str] = None, no_hashes: bool = False, infer: bool = False,
-            timeout: Optional[float] = None) -> CaptureResult:
+            timeout: Optional[float] = None, resume_check: bool = False) -> CaptureResult:
     """``envrepro capture``: probe the training interpreter (or, with ``infer``, read the model's
     files) and write ``MODEL.envrepro/``; the probe is stopped after ``timeout`` seconds (the
     setting when None). Returns the CaptureResult."""
     hashes = False if no_hashes else None
+    if infer and resume_check:
+        from envrepro.errors import CaptureError
+
+        raise CaptureError("--resume-check needs the training environment, which --infer has not",
+                           model, "capture with --python TRAINING_PYTHON --resume-check")
     if infer:
         from envrepro.capturing.infer import infer_capture
 
@@ -84,7 +89,7 @@ def capture(model: str, python: str, modules: Sequence[str] = (), code_paths: Se
     from envrepro.capturing.capture import capture as do_capture
 
     return do_capture(model, python=python, modules=modules, code_paths=code_paths, hashes=hashes,
-                      sample_file=sample, timeout=timeout)
+                      sample_file=sample, timeout=timeout, resume_check=resume_check)
 
 
 def inspect(model: str) -> Inspection:

@@ -15,7 +15,7 @@ EXIT_BAD_INPUT = 2      # bad model path or format, bad/unknown/incomplete captu
 EXIT_NO_ENGINE = 3      # no Docker engine reachable
 EXIT_BUILD_FAILED = 4   # image build failed
 EXIT_LOAD_FAILED = 5    # load_model raised inside the container
-EXIT_MISMATCH = 6       # loaded, but the reference prediction or optimizer state differs
+EXIT_MISMATCH = 6       # loaded, but the reference, optimizer state or resume step differs
 EXIT_INTERNAL = 70      # a bug in envrepro (traceback with --debug)
 
 

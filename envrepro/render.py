@@ -214,6 +214,16 @@ def capture_summary(cap: Capture) -> str:
                           ["state saved", str(opt.get("state_saved"))]]))
     else:
         lines.append(_kv([["none", "not compiled, or saved without optimizer"]]))
+    resume = d.get("resume_check")
+    if resume:
+        lines.append("Resume check (one training step, replayed by `envrepro load`)")
+        if resume.get("skipped"):
+            lines.append(_kv([["skipped", str(resume["skipped"])]]))
+        else:
+            lines.append(_kv([["loss", str(resume.get("loss"))],
+                              ["iterations", f"{resume.get('iterations_before')} -> {resume.get('iterations')}"],
+                              ["weights", str(resume.get("weights_file") or resume.get("weights_skipped"))],
+                              ["tolerance", f"atol {resume.get('atol')}, rtol {resume.get('rtol')}"]]))
     if d.get("warnings"):
         lines.append("Warnings")
         lines.extend(f"  - {w}" for w in d["warnings"])

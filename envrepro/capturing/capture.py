@@ -36,12 +36,14 @@ class CaptureResult:
 
 
 def run_probe_inprocess(model_path: Path, out_dir: Path, model: Any, sample_input: Any,
-                        modules: Sequence[str], code_paths: Sequence[str]) -> Dict[str, Any]:
+                        modules: Sequence[str], code_paths: Sequence[str],
+                        resume_check: bool = False) -> Dict[str, Any]:
     from envrepro.runtime import probe
 
     try:
         return probe.collect(str(model_path), str(out_dir), model=model, sample_input=sample_input,
-                             modules=tuple(modules), code_paths=tuple(code_paths))
+                             modules=tuple(modules), code_paths=tuple(code_paths),
+                             resume_check=resume_check)
     except Exception as e:  # the probe raises plain exceptions (it is stdlib-only)
         raise ProbeError(f"probe failed: {type(e).__name__}: {e}", str(model_path),
                          "set ENVREPRO_DEBUG=1 for the traceback") from e
@@ -78,6 +80,26 @@ def _move_reference(probe_out: Path, root: Path, facts: Dict[str, Any]) -> Optio
             shutil.move(str(src_dir / base), str(dst_dir / base))
             moved.append(f"{layout.REFERENCE_DIR}/{base}")
         out[key] = moved
+    return out
+
+
+def _move_resume(probe_out: Path, root: Path, facts: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The resume check's targets and updated weights moved beside the reference
+    (runtime/resume.py wrote them there), their names made relative to the capture."""
+    resume = facts.get("resume_check")
+    if not resume or resume.get("skipped"):
+        return resume
+
+    def move(name: str) -> str:
+        base = os.path.basename(name)
+        shutil.move(str(probe_out / probe_reference.REFERENCE_DIR / base),
+                    str(root / layout.REFERENCE_DIR / base))
+        return f"{layout.REFERENCE_DIR}/{base}"
+
+    out = dict(resume)
+    out["targets"] = [move(name) for name in resume.get("targets") or []]
+    if resume.get("weights_file"):
+        out["weights_file"] = move(resume["weights_file"])
     return out
 
 
@@ -151,6 +173,7 @@ def build_manifest(model_path: Path, fmt: str, facts: Dict[str, Any], lock_resul
         "reference": reference,
         "reference_skipped": facts.get("reference_skipped"),
         "optimizer": facts.get("optimizer"),
+        "resume_check": facts.get("resume_check"),
         "warnings": warnings,
     }
 
@@ -158,10 +181,13 @@ def build_manifest(model_path: Path, fmt: str, facts: Dict[str, Any], lock_resul
 def capture(model_path: "os.PathLike[str] | str", *, model: Any = None, sample_input: Any = None,
             modules: Iterable[str] = (), code_paths: Iterable[str] = (), python: Optional[str] = None,
             hashes: Optional[bool] = None, sample_file: Optional[str] = None,
-            timeout: Optional[float] = None) -> CaptureResult:
+            timeout: Optional[float] = None, resume_check: bool = False) -> CaptureResult:
     """Capture the environment of the model saved at ``model_path`` into ``<model>.envrepro/``:
     probed in this process, or under ``python`` (the training environment's interpreter, given
-    ``timeout`` seconds: the probe-timeout setting when None). A failed probe writes nothing."""
+    ``timeout`` seconds: the probe-timeout setting when None). A failed probe writes nothing.
+
+    ``resume_check`` records one training step on the reference batch, run on a copy loaded
+    from the file (runtime/resume.py), for ``envrepro load`` to replay."""
     from envrepro.capturing.lock import write_lock
     from envrepro.capturing.snapshot import copy_modules
 
@@ -180,14 +206,22 @@ def capture(model_path: "os.PathLike[str] | str", *, model: Any = None, sample_i
         t = time.perf_counter()
         if python:
             facts = proberunner.capture_facts(python, model_path, probe_out, modules, code_paths,
-                                              sample_file, timeout=timeout)
+                                              sample_file, timeout=timeout,
+                                              resume_check=resume_check)
         else:
             if sample_file and sample_input is None:
                 sample_input = _load_sample(sample_file)
-            facts = run_probe_inprocess(model_path, probe_out, model, sample_input, modules, code_paths)
+            facts = run_probe_inprocess(model_path, probe_out, model, sample_input, modules, code_paths,
+                                        resume_check)
         seconds["probe"] = time.perf_counter() - t
         notes.extend(facts.get("warnings") or [])
         reference = _move_reference(probe_out, folder, facts)
+        facts["resume_check"] = _move_resume(probe_out, folder, facts)
+        resume = facts["resume_check"] or {}
+        if resume.get("skipped"):
+            notes.append(f"resume check skipped: {resume['skipped']}")
+        elif resume:
+            seconds["resume_check"] = float(resume.get("seconds") or 0.0)
         shutil.rmtree(probe_out)
 
         t = time.perf_counter()
@@ -211,10 +245,11 @@ def capture(model_path: "os.PathLike[str] | str", *, model: Any = None, sample_i
 
 
 def save(model: Any, path: "os.PathLike[str] | str", sample_input: Any = None,
-         **save_kwargs: Any) -> Optional[CaptureResult]:
+         resume_check: bool = False, **save_kwargs: Any) -> Optional[CaptureResult]:
     """``model.save(path, **save_kwargs)`` then capture; a failed capture warns, never raises.
 
     The model save is the user's data: it must succeed even when the capture can't.
+    ``resume_check`` records one training step, run on a copy loaded from ``path``.
     """
     from envrepro.capturing.hook import capture_guard, original_save
 
@@ -224,7 +259,7 @@ def save(model: Any, path: "os.PathLike[str] | str", sample_input: Any = None,
     else:
         with capture_guard():
             model.save(path, **save_kwargs)
-    return safe_capture(path, model=model, sample_input=sample_input)
+    return safe_capture(path, model=model, sample_input=sample_input, resume_check=resume_check)
 
 
 def safe_capture(path: Any, **kwargs: Any) -> Optional[CaptureResult]:

@@ -198,9 +198,10 @@ def probe_failure(run: ProbeRun, python: str, model_path: Path) -> ProbeError:
 
 def capture_facts(python: str, model_path: Path, out_dir: Path, modules: Sequence[str],
                   code_paths: Sequence[str], sample: Optional[str] = None,
-                  timeout: Optional[float] = None) -> Dict[str, Any]:
+                  timeout: Optional[float] = None, resume_check: bool = False) -> Dict[str, Any]:
     """The facts of a capture from outside (``capture --python``): the full probe (the model is
-    loaded there, custom objects found, the reference prediction computed). ``timeout``: the
+    loaded there, custom objects found, the reference prediction computed, and with
+    ``resume_check`` one training step recorded on a fresh copy). ``timeout``: the
     probe-timeout setting when None. Every failure is a ProbeError/CaptureError naming the
     model."""
     model = str(model_path)
@@ -215,6 +216,8 @@ def capture_facts(python: str, model_path: Path, out_dir: Path, modules: Sequenc
         options += ["--code-path", os.path.abspath(c)]
     if sample:
         options += ["--sample", os.path.abspath(sample)]
+    if resume_check:
+        options.append("--resume-check")
     try:
         run = run_probe(python, model_path, out_dir, options, timeout=timeout)
     except subprocess.TimeoutExpired as e:

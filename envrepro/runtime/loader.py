@@ -7,10 +7,11 @@ TensorFlow only, Python 3.6 syntax. Started as a module of the runtime package (
     python -B -c "<launch bootstrap>" --plan /path/plan.json     # or the plan in $ENVREPRO_PLAN
 
 The host (envrepro/sandbox/run.py) writes the plan; this module imports the custom modules, calls
-load_model, re-runs the reference prediction, checks the restored optimizer and prints exactly one
-line to stdout, ``ENVREPRO-REPORT {json}``. Everything else (TensorFlow logs, Keras progress bars,
-prints in user modules, C-level writes) is pushed to stderr at the file-descriptor level, so the
-report line can always be parsed. Exit codes: 0 ok, 5 load failure, 6 verification mismatch,
+load_model, re-runs the reference prediction, checks the restored optimizer, replays the training
+step a capture recorded (resume.py) and prints exactly one line to stdout, ``ENVREPRO-REPORT
+{json}``. Everything else (TensorFlow logs, Keras progress bars, prints in user modules, C-level
+writes) is pushed to stderr at the file-descriptor level, so the report line can always be
+parsed. Exit codes: 0 ok, 5 load failure, 6 verification mismatch,
 70 unusable plan (a bug on the host side).
 """
 import json
@@ -27,6 +28,7 @@ from .kerasflavor import keras_version, pick_keras
 from .optimizer import check_optimizer
 from .recipes import RecipesFailed, applicable, compiles, ordered, try_recipes
 from .reference import FLOAT_TOLERANCE, assemble_inputs, compare, flatten_outputs, predict
+from .resume import replay
 
 REPORT_PREFIX = "ENVREPRO-REPORT "
 REPORT_VERSION = 1
@@ -141,7 +143,7 @@ class Run(object):
                      "safe_mode": plan.get("safe_mode"), "recipe": None,
                      "recorded_recipe": plan.get("recipe"),
                      "custom_objects": sorted((plan.get("custom_objects") or {}).keys())},
-            "reference": None, "optimizer": None, "network": None,
+            "reference": None, "optimizer": None, "resume_check": None, "network": None,
         }
         self.compiled = bool(plan.get("compile", True))
 
@@ -204,6 +206,10 @@ class Run(object):
                                 "skipped": "loaded with compile=False" + (
                                     " (recipe %s): no optimizer restored" % rep["load"]["recipe"]
                                     if rep["load"].get("recipe") else "")}
+        resume = plan.get("resume_check")
+        if resume:
+            rep["resume_check"] = self.timed("resume_check", self.replay, np, kmod, custom, resume)
+            rep["mismatches"].extend(rep["resume_check"]["problems"])
 
     def import_modules(self):
         import importlib
@@ -235,6 +241,13 @@ class Run(object):
         self.report["load"].update({"recipe": recipe, "recipes_failed": failed})
         self.compiled = compiles(recipe)
         return model
+
+    def replay(self, np, kmod, custom, resume):
+        """The training step recorded at capture, on a fresh copy loaded the same way
+        (runtime/resume.py); the model loaded above is not trained."""
+        x, _ = build_inputs(np, self.plan.get("reference") or {})
+        return replay(resume, x, lambda: self.load_model(kmod, custom), self.plan["model_path"],
+                      self.plan.get("format"))
 
     def predict(self, np, model, ref):
         """Predict the way the capture did (reference.predict) on the saved inputs."""

@@ -31,7 +31,8 @@ from .kerasflavor import framework_facts
 from .modelformat import detect_format, h5_static, is_compiled, keras_zip_static
 from .modelload import import_modules, load_model
 from .optimizer import optimizer_facts
-from .reference import DEFAULT_SEED, load_sample, reference_facts
+from .reference import DEFAULT_SEED, REFERENCE_DIR, load_sample, reference_facts
+from .resume import capture_facts as resume_facts
 
 PROBE_VERSION = 1
 FACTS_FILE = "facts.json"
@@ -49,7 +50,7 @@ def _write_json_atomic(path, data):
 
 def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code_paths=(),
             load=True, seed=DEFAULT_SEED, loaded_by_probe=False, import_tf=None,
-            warnings=None, dists=None, load_outcome=None):
+            warnings=None, dists=None, load_outcome=None, resume_check=False):
     """Probe everything; write ``out_dir/facts.json`` and ``out_dir/reference/*.npy``.
 
     ``model`` is the live model (the save hook); without it the model is loaded here when
@@ -59,6 +60,10 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
     Script mode passes the model it loaded (``loaded_by_probe=True``), the warnings of that load
     and its distribution scan, so nothing is done twice; ``load_outcome`` is the recipe that
     loaded it (modelload.load_model), recorded as ``facts["load"]``: None for a live model.
+
+    ``resume_check`` also runs one training step on a fresh copy loaded from ``model_path``
+    (runtime/resume.py), never on ``model``; its targets and updated weights go beside the
+    reference.
     """
     warnings = list(warnings or [])
     model_path = os.path.abspath(model_path)
@@ -157,6 +162,15 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
     if facts["optimizer"] and not facts["optimizer"]["state_saved_exact"]:
         warnings.append("optimizer state_saved could not be read from the %s file; approximated "
                         "as compiled and the optimizer has variables" % fmt)
+    facts["resume_check"] = None
+    if resume_check and model is None:
+        facts["resume_check"] = {"skipped": "the model was not loaded"}
+    elif resume_check:
+        copy_modules = list(modules) + [o["module"] for o in objs
+                                        if o.get("module") and o["module"] not in modules]
+        facts["resume_check"] = resume_facts(
+            facts, lambda: load_model(model_path, copy_modules, [], dists)[0], model_path, fmt,
+            out_dir, REFERENCE_DIR, seed, warnings)
     facts["warnings"] = warnings
     _write_json_atomic(os.path.join(out_dir, FACTS_FILE), facts)
     return facts
@@ -193,6 +207,8 @@ def _parse_args(argv):
     parser.add_argument("--no-load", action="store_true",
                         help="don't load the model: environment facts only")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--resume-check", action="store_true",
+                        help="record one training step on a fresh copy (runtime/resume.py)")
     return parser.parse_args(argv)
 
 
@@ -227,7 +243,7 @@ def _run(args):
     collect(model_path, args.out, model=model, sample_input=sample, modules=args.module,
             load=False, seed=args.seed, loaded_by_probe=model is not None,
             import_tf=not args.no_load,
-            warnings=warnings, dists=dists, load_outcome=outcome)
+            warnings=warnings, dists=dists, load_outcome=outcome, resume_check=args.resume_check)
     return os.path.join(os.path.abspath(args.out), FACTS_FILE)
 
 

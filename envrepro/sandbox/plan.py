@@ -7,7 +7,7 @@ It is built from the manifest alone (docs/format.md), with container paths, neve
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from envrepro.runtime import launch
 from envrepro.sidecar import layout, manifest
@@ -84,6 +84,32 @@ def make_plan(capture: manifest.Capture, container_paths: ContainerPaths,
         "safe_mode": not unsafe,
         "reference": plan_ref,
         "optimizer": plan_opt,
+        "resume_check": plan_resume(capture, paths),
+    }
+
+
+def plan_resume(capture: manifest.Capture, paths: ContainerPaths) -> Optional[Dict[str, Any]]:
+    """The training step recorded at capture, for the loader to replay (runtime/resume.py); None
+    for captures without one. The manifest reader has checked its values (manifest.check_resume).
+    The targets take the structure of the reference outputs they were made from."""
+    resume = capture.get("resume_check")
+    if not isinstance(resume, dict):
+        return None
+    if "skipped" in resume:
+        return {"skipped": resume["skipped"]}
+    ref = capture.get("reference") or {}
+    weights_file = resume.get("weights_file")
+    return {
+        "loss": float(resume["loss"]),
+        "iterations": int(resume["iterations"]),
+        "seed": int(resume["seed"]),
+        "targets": [paths.in_capture(p) for p in resume["targets"]],
+        "target_structure": ref.get("output_structure") or "single",
+        "target_names": list(ref.get("output_names") or []),
+        "weights_file": paths.in_capture(weights_file) if weights_file else None,
+        "weights": dict(resume["weights"]),
+        "atol": float(resume["atol"]),
+        "rtol": float(resume["rtol"]),
     }
 
 

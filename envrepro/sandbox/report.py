@@ -175,6 +175,7 @@ def render_report(report: LoadReport) -> str:
             row("", f"known failure{where}: {fc.get('name')}; fix: {fc.get('fix')}")
     lines.extend(_optimizer_lines(d.get("optimizer")))
     lines.extend(_reference_lines(d.get("reference"), load.get("ok"), err))
+    lines.extend(_resume_lines(d.get("resume_check")))
     net = d.get("network") or {}
     if net:
         row("network", "isolated (loopback only)" if net.get("isolated")
@@ -182,7 +183,7 @@ def render_report(report: LoadReport) -> str:
     t = {**(d.get("timings") or {}), **{k: x for k, x in report.timings.items() if x is not None}}
     order = [("image", "image"), ("run", "container"), ("import_tf", "import TF"),
              ("import_modules", "import modules"), ("load", "load"), ("predict", "predict"),
-             ("total", "loader total")]
+             ("resume_check", "resume check"), ("total", "loader total")]
     row("timings", ", ".join(f"{label} {_secs(t[k])}" for k, label in order if k in t) or "-")
     for w in report.warnings:
         row("warning", w)
@@ -249,11 +250,34 @@ def _reference_lines(ref: Optional[Dict[str, Any]], loaded: Any, err: Any) -> Li
     return [f"  {'reference':<13}{diff} exceeds {tol}  MISMATCH"]
 
 
+def _resume_lines(resume: Optional[Dict[str, Any]]) -> List[str]:
+    """The replayed training step (runtime/resume.py): said only for captures that asked for it."""
+    if not resume:
+        return []
+    if resume.get("skipped"):
+        return [f"  {'resume':<13}not checked (skipped at capture: {resume['skipped']})"]
+    if resume.get("loss") is None:  # the step did not run here
+        return [f"  {'resume':<13}MISMATCH: {'; '.join(resume.get('problems') or [])}"]
+    dw = (f"max |Δw| {_fmt_num(resume.get('max_abs_diff'))}" if resume.get("compared") == "weights"
+          else f"|Δ sum w| {_fmt_num(resume.get('sum_diff'))}")
+    loss, want = (f"{x:.6g}" if isinstance(x, float) else str(x)
+                  for x in (resume.get("loss"), resume.get("expected_loss")))
+    text = (f"loss {loss} vs {want}, {dw}"
+            f"{', bit-identical' if resume.get('bit_identical') else ''}, iterations "
+            f"{resume.get('iterations')} vs {resume.get('expected_iterations')}")
+    if resume.get("ok"):
+        return [f"  {'resume':<13}training resumes identically ({text})  OK"]
+    return [f"  {'resume':<13}training does not resume identically ({text})  MISMATCH: "
+            + "; ".join(resume.get("problems") or [])]
+
+
 def _verdict(report: LoadReport) -> str:
     code = exit_code(report)
     if code == errors.EXIT_OK:
+        resumes = ", and training resumes identically" if (
+            report.loader.get("resume_check") or {}).get("ok") else ""
         if report.loader.get("reference"):
-            return "result: OK - the model loads and reproduces its reference prediction"
+            return "result: OK - the model loads and reproduces its reference prediction" + resumes
         return "result: OK - the model loads (no reference prediction to compare)"
     if code == errors.EXIT_MISMATCH:
         return ("result: MISMATCH - the model loads but does not reproduce what was captured: "

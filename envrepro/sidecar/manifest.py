@@ -8,9 +8,10 @@ by ``writer`` (one transaction), which renders the manifest with :func:`dump`.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Dict, List
 
 import yaml
@@ -22,8 +23,8 @@ _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 from envrepro import __version__
 from envrepro.errors import InvalidCapture
 from envrepro.fsutil import sha256_file
-from envrepro.sidecar.layout import (LOCK_FILE, MANIFEST, SCHEMA, SIDECAR_SUFFIX, SNAPSHOT_DIR,
-                                     model_for, sidecar_for)
+from envrepro.sidecar.layout import (LOCK_FILE, MANIFEST, REFERENCE_DIR, SCHEMA, SIDECAR_SUFFIX,
+                                     SNAPSHOT_DIR, model_for, sidecar_for)
 
 # Schema upgrades: each function takes a manifest of schema N and returns schema N+1.
 # ``envrepro/v0`` never shipped; the table exists so old captures keep loading when v2 comes.
@@ -80,6 +81,7 @@ def read(sidecar: "os.PathLike[str] | str", verify: bool = True) -> Capture:
         raise InvalidCapture("manifest is not a mapping", str(manifest),
                              "run `envrepro capture MODEL` again")
     data = upgrade(data, manifest)
+    check_resume(data, root)
     cap = Capture(root=root, data=data)
     if verify:
         verify_files(cap)
@@ -124,6 +126,62 @@ def verify_files(cap: Capture) -> None:
             if rel not in files:
                 raise InvalidCapture("file not listed in the manifest (added after the capture)",
                                      str(p), "remove it or run `envrepro capture MODEL` again")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_resume(data: Dict[str, Any], root: Path) -> None:
+    """``resume_check`` (optional: captures without it are read as before) is checked like any
+    untrusted value: its types, and its files inside ``reference/``, listed in ``files`` (sealed)
+    and resolving inside the capture."""
+    resume = data.get("resume_check")
+    if resume is None:
+        return
+
+    def bad(why: str) -> None:
+        raise InvalidCapture(f"manifest 'resume_check' {why}", str(root / MANIFEST),
+                             "run `envrepro capture MODEL --resume-check` again")
+
+    if not isinstance(resume, dict):
+        bad("is not a mapping")
+    if "skipped" in resume:
+        if not isinstance(resume["skipped"], str):
+            bad("'skipped' is not text")
+        return
+    weights = resume.get("weights")
+    if not _number(resume.get("loss")):
+        bad("has no finite 'loss'")
+    if not (_count(resume.get("iterations")) and _count(resume.get("seed"))):
+        bad("'iterations' or 'seed' is not a count")
+    if not all(_number(resume.get(k)) and resume[k] >= 0 for k in ("atol", "rtol")):
+        bad("'atol' and 'rtol' must be non-negative numbers")
+    if not (isinstance(weights, dict) and _count(weights.get("arrays")) and _count(weights.get("params"))
+            and _number(weights.get("sum")) and _number(weights.get("abs_sum"))
+            and isinstance(weights.get("sha256"), str)):
+        bad("'weights' is not a summary (arrays, params, sum, abs_sum, sha256)")
+    targets = resume.get("targets")
+    if not (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets)):
+        bad("'targets' is not a list of files")
+    ref = data.get("reference")
+    if not (isinstance(ref, dict) and ref.get("inputs")):
+        bad("needs the reference inputs, and the capture has none")
+    listed = data.get("files") or {}
+    real_root = str(root.resolve())
+    weights_file = resume.get("weights_file")
+    if weights_file is not None and not isinstance(weights_file, str):
+        bad("'weights_file' is not a file name")
+    for rel in targets + ([weights_file] if weights_file else []):
+        parts = PurePosixPath(rel).parts
+        inside = os.path.commonpath([str((root / rel).resolve()), real_root]) == real_root
+        if (PurePosixPath(rel).is_absolute() or ".." in parts or parts[:1] != (REFERENCE_DIR,)
+                or not inside or not isinstance(listed, dict) or rel not in listed):
+            bad(f"names {rel!r}, not a file of the capture's {REFERENCE_DIR}/ folder")
 
 
 def dump(data: Dict[str, Any]) -> str:

@@ -61,3 +61,12 @@ def test_inspect_uncaptured_h5_reads_the_file_and_points_at_infer(tmp_path):
 def test_unknown_option_is_usage_error_exit_2():
     out = cli("load", "--no-such-option")
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_resume_check_needs_the_training_environment_not_infer(tmp_path):
+    model = tmp_path / "m.h5"
+    model.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    out = cli("capture", "--infer", "--resume-check", model)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "--resume-check needs the training environment" in out.stderr and "--python" in out.stderr
+    assert not (tmp_path / "m.h5.envrepro").exists()

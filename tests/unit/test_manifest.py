@@ -79,3 +79,75 @@ def test_upgrade_path_is_applied(tmp_path, monkeypatch):
     m.write_text(yaml.safe_dump(data))
     monkeypatch.setitem(manifest.UPGRADES, "envrepro/v0", lambda d: dict(d, schema=layout.SCHEMA, upgraded=True))
     assert manifest.read(root).data["upgraded"] is True
+
+
+RESUME = {"loss": 0.25, "iterations_before": 8, "iterations": 9, "targets": ["reference/resume_target_0.npy"],
+          "target_kind": "perturbed_prediction", "weights_file": "reference/resume_weights.npz",
+          "weights_skipped": None,
+          "weights": {"arrays": 2, "params": 10, "sum": 1.5, "abs_sum": 3.0, "sha256": "ab" * 32},
+          "atol": 1e-05, "rtol": 1e-04, "seed": 1234, "seconds": 0.3}
+REFERENCE = {"inputs": ["reference/input_0.npy"], "outputs": ["reference/output_0.npy"]}
+
+
+def resume_capture(tmp_path, resume, reference=REFERENCE):
+    """A capture whose manifest holds ``resume`` (its reference and resume files on disk)."""
+    files = {"requirements.lock": "six==1.16.0\n"}
+    tmp_path.mkdir(exist_ok=True)
+    files.update((rel, "x") for rel in ("reference/input_0.npy", "reference/output_0.npy",
+                                         "reference/resume_target_0.npy", "reference/resume_weights.npz"))
+    _, root = make_capture(tmp_path, files)
+    writer.write_manifest(root, {"schema": layout.SCHEMA, "model": {"name": "m.h5"}, "reference": reference,
+                                 "resume_check": resume})
+    return root
+
+
+def test_resume_check_is_optional_and_read_when_valid(tmp_path):
+    (tmp_path / "old").mkdir()
+    _, root = make_capture(tmp_path / "old")
+    assert manifest.read(root).get("resume_check") is None   # a capture from before the resume check
+    assert manifest.read(resume_capture(tmp_path / "new", RESUME)).get("resume_check.loss") == 0.25
+    skipped = {"skipped": "the model has no optimizer"}
+    assert manifest.read(resume_capture(tmp_path / "skip", skipped)).get("resume_check") == skipped
+    summary_only = dict(RESUME, weights_file=None, weights_skipped="above the limit")
+    assert manifest.read(resume_capture(tmp_path / "sum", summary_only)).get("resume_check.weights_file") is None
+
+
+@pytest.mark.parametrize("change, why", [
+    ("not a mapping", "is not a mapping"),
+    ({"skipped": 3}, "'skipped' is not text"),
+    ({"loss": "0.25"}, "no finite 'loss'"),
+    ({"loss": float("nan")}, "no finite 'loss'"),
+    ({"iterations": -1}, "is not a count"),
+    ({"seed": True}, "is not a count"),
+    ({"atol": -1.0}, "non-negative"),
+    ({"weights": {"arrays": 2}}, "is not a summary"),
+    ({"targets": []}, "'targets' is not a list"),
+    ({"targets": ["../../etc/passwd"]}, "not a file of the capture"),
+    ({"targets": ["requirements.lock"]}, "not a file of the capture"),
+    ({"weights_file": "/etc/passwd"}, "not a file of the capture"),
+    ({"weights_file": "reference/other.npz"}, "not a file of the capture"),
+    ({"weights_file": 5}, "'weights_file' is not a file name"),
+])
+def test_resume_check_values_are_untrusted(tmp_path, change, why):
+    resume = change if isinstance(change, str) else dict(RESUME, **change)
+    with pytest.raises(InvalidCapture, match="resume_check") as err:
+        manifest.read(resume_capture(tmp_path, resume))
+    assert why in str(err.value) and "--resume-check" in str(err.value)
+
+
+def test_resume_check_needs_the_reference(tmp_path):
+    with pytest.raises(InvalidCapture, match="needs the reference inputs"):
+        manifest.read(resume_capture(tmp_path, RESUME, reference=None))
+
+
+def test_resume_weights_file_may_not_lead_out_of_the_capture(tmp_path):
+    """A listed file that is a link out of the capture (the writer refuses links; an edited
+    manifest can still list one) is refused, even with its hash right."""
+    root = resume_capture(tmp_path, RESUME)
+    outside = tmp_path / "secret.npz"
+    outside.write_text("x")
+    weights = root / "reference" / "resume_weights.npz"
+    weights.unlink()
+    weights.symlink_to(outside)
+    with pytest.raises(InvalidCapture, match="not a file of the capture"):
+        manifest.read(root)

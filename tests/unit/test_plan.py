@@ -62,3 +62,42 @@ def test_plan_carries_what_the_file_holds_only_when_captured(cap):
     plan = plans.make_plan(cap, plans.container_paths(cap))
     assert plan["optimizer"] == {"class": "Adam", "iterations": 12, "state_saved": True, "num_weights": 5,
                                  "saved_variables": 13, "saved_iterations": 8}
+
+
+RESUME = {"loss": 0.25, "iterations_before": 8, "iterations": 9, "targets": ["reference/resume_target_0.npy"],
+          "target_kind": "perturbed_prediction", "weights_file": "reference/resume_weights.npz",
+          "weights_skipped": None,
+          "weights": {"arrays": 2, "params": 10, "sum": 1.5, "abs_sum": 3.0, "sha256": "ab" * 32},
+          "atol": 1e-05, "rtol": 1e-04, "seed": 1234, "seconds": 0.3}
+
+
+def resume_capture(tmp_path, resume):
+    """fakes.make_capture plus the resume check's files and manifest entry."""
+    from envrepro.sidecar import manifest, writer
+
+    cap = make_capture(tmp_path)
+    for name in ("resume_target_0.npy", "resume_weights.npz"):
+        (cap.root / "reference" / name).write_bytes(b"x")
+    writer.write_manifest(cap.root, dict({k: v for k, v in cap.data.items() if k != "files"},
+                                         resume_check=resume))
+    return manifest.read(cap.root)
+
+
+def test_plan_carries_the_resume_check_with_container_paths(tmp_path):
+    cap = resume_capture(tmp_path, RESUME)
+    resume = plans.make_plan(cap, plans.container_paths(cap))["resume_check"]
+    assert resume == {"loss": 0.25, "iterations": 9, "seed": 1234,
+                      "targets": ["/envrepro/capture/reference/resume_target_0.npy"],
+                      "target_structure": "single", "target_names": ["y"],
+                      "weights_file": "/envrepro/capture/reference/resume_weights.npz",
+                      "weights": RESUME["weights"], "atol": 1e-05, "rtol": 1e-04}
+    json.dumps(resume)
+
+
+def test_plan_resume_check_skipped_or_absent(tmp_path, cap):
+    assert plans.make_plan(cap, plans.container_paths(cap))["resume_check"] is None
+    skipped = resume_capture(tmp_path / "s", {"skipped": "the model has no optimizer"})
+    assert plans.make_plan(skipped, plans.container_paths(skipped))["resume_check"] == {
+        "skipped": "the model has no optimizer"}
+    summary = resume_capture(tmp_path / "w", dict(RESUME, weights_file=None, weights_skipped="too large"))
+    assert plans.make_plan(summary, plans.container_paths(summary))["resume_check"]["weights_file"] is None

@@ -130,3 +130,48 @@ def test_recipe_and_failed_recipes_are_shown(cap):
     assert "recipe custom_objects failed: KeyError: 'layers'" in text
     assert "not checked (loaded with compile=False (recipe revive_nocompile): no optimizer restored)" in text
     assert reports.exit_code(report) == 0
+
+
+RESUMED = {"ok": True, "problems": [], "expected_loss": 0.4437669813632965, "expected_iterations": 9,
+           "loss": 0.4437669813632965, "iterations": 9, "max_abs_diff": 0.0, "compared": "weights",
+           "bit_identical": True, "atol": 1e-05, "rtol": 1e-04}
+
+
+def test_resume_check_replayed_identically(cap):
+    rep = loader_report(resume_check=dict(RESUMED))
+    rep["timings"]["resume_check"] = 0.4
+    report = load.load(cap.model_path, FakeEngine(run_result=(0, report_stdout(rep), "")), image_info())
+    text = reports.render_report(report)
+    assert reports.exit_code(report) == 0
+    assert ("resume       training resumes identically (loss 0.443767 vs 0.443767, max |Δw| 0, "
+            "bit-identical, iterations 9 vs 9)  OK") in text
+    assert "resume check 0.4 s" in text and "and training resumes identically" in text
+
+
+def test_resume_check_mismatch_is_exit_6_and_names_the_difference(cap):
+    problem = "the loss of one training step is 0.4437669813632965, at capture 0.5 (atol 1e-05, rtol 0.0001)"
+    rep = loader_report(ok=False, exit_code=6, mismatches=[problem],
+                        resume_check=dict(RESUMED, ok=False, expected_loss=0.5, bit_identical=False,
+                                          problems=[problem]))
+    report = load.load(cap.model_path, FakeEngine(run_result=(6, report_stdout(rep), "")), image_info())
+    assert reports.exit_code(report) == errors.EXIT_MISMATCH
+    text = reports.render_report(report)
+    assert "training does not resume identically (loss 0.443767 vs 0.5, max |Δw| 0, iterations 9 vs 9)" in text
+    assert "result: MISMATCH" in text and problem in text.splitlines()[-1]
+
+
+def test_resume_check_summary_failure_and_skip_lines(cap):
+    summary = dict(RESUMED, compared="summary", max_abs_diff=None, sum_diff=2e-06, bit_identical=False)
+    failed = {"ok": False, "loss": None, "problems": ["the training step failed here: ValueError: shapes"]}
+    skipped = {"skipped": "the model has no optimizer (saved without compile): no training to resume",
+               "ok": None, "problems": []}
+    texts = []
+    for resume in (summary, failed, skipped):
+        rep = loader_report(resume_check=resume)
+        texts.append(reports.render_report(load.load(cap.model_path, FakeEngine(
+            run_result=(0, report_stdout(rep), "")), image_info())))
+    assert "|Δ sum w| 2e-06, iterations 9 vs 9)  OK" in texts[0]
+    assert "resume       MISMATCH: the training step failed here: ValueError: shapes" in texts[1]
+    assert ("resume       not checked (skipped at capture: the model has no optimizer (saved without compile): "
+            "no training to resume)") in texts[2]
+    assert "training resumes" not in texts[2]
