@@ -7,8 +7,9 @@ TensorFlow only, Python 3.6 syntax. Started as a module of the runtime package (
     python -B -c "<launch bootstrap>" --plan /path/plan.json     # or the plan in $ENVREPRO_PLAN
 
 The host (envrepro/sandbox/run.py) writes the plan; this module imports the custom modules, calls
-load_model, re-runs the reference prediction, checks the restored optimizer and prints exactly one
-line to stdout, ``ENVREPRO-REPORT {json}``. Everything else (TensorFlow logs, Keras progress bars,
+load_model, re-runs the reference prediction (an inferred capture has none: its source tree is
+compared with the SavedModel's traced graphs instead, drift.py), checks the restored optimizer and
+prints exactly one line to stdout, ``ENVREPRO-REPORT {json}``. Everything else (TensorFlow logs, Keras progress bars,
 prints in user modules, C-level writes) is pushed to stderr at the file-descriptor level, so the
 report line can always be parsed. Exit codes: 0 ok, 5 load failure, 6 verification mismatch,
 70 unusable plan (a bug on the host side).
@@ -21,12 +22,13 @@ import sys
 import time
 import traceback
 
-from .facts import accepts
+from . import drift
+from .facts import accepts, short_error
 from .failures import classify
 from .kerasflavor import keras_version, pick_keras
 from .optimizer import check_optimizer
 from .recipes import RecipesFailed, applicable, compiles, ordered, try_recipes
-from .reference import FLOAT_TOLERANCE, assemble_inputs, compare, flatten_outputs, predict
+from .reference import DEFAULT_SEED, FLOAT_TOLERANCE, assemble_inputs, compare, flatten_outputs, predict
 
 REPORT_PREFIX = "ENVREPRO-REPORT "
 REPORT_VERSION = 1
@@ -141,7 +143,7 @@ class Run(object):
                      "safe_mode": plan.get("safe_mode"), "recipe": None,
                      "recorded_recipe": plan.get("recipe"),
                      "custom_objects": sorted((plan.get("custom_objects") or {}).keys())},
-            "reference": None, "optimizer": None, "network": None,
+            "reference": None, "optimizer": None, "network": None, "drift": None,
         }
         self.compiled = bool(plan.get("compile", True))
 
@@ -193,6 +195,10 @@ class Run(object):
                                          % (rep["reference"]["max_abs_diff"], ref.get("atol"),
                                             ref.get("rtol")))
         rep["stage"] = "verify"
+        if plan.get("drift"):
+            rep["drift"] = self.timed("drift", self.check_drift, np, kmod, model)
+            if rep["drift"].get("checked") and not rep["drift"].get("ok"):
+                rep["mismatches"].append(drift.message(rep["drift"]))
         expected_opt = plan.get("optimizer")
         if expected_opt and self.compiled:
             rep["optimizer"] = self.timed("optimizer", check_optimizer, model, expected_opt,
@@ -204,6 +210,16 @@ class Run(object):
                                 "skipped": "loaded with compile=False" + (
                                     " (recipe %s): no optimizer restored" % rep["load"]["recipe"]
                                     if rep["load"].get("recipe") else "")}
+
+    def check_drift(self, np, kmod, model):
+        """runtime/drift.py on the loaded model; a failure of the check itself is said in the
+        report, never a failed load."""
+        try:
+            return drift.check(np, kmod.models.load_model, model, self.plan["model_path"],
+                               self.plan.get("format"), sorted(self.plan.get("custom_objects") or {}),
+                               DEFAULT_SEED)
+        except Exception as exc:
+            return {"checked": False, "reason": "the check failed: %s" % short_error(exc)}
 
     def import_modules(self):
         import importlib
