@@ -62,3 +62,14 @@ def test_plan_carries_what_the_file_holds_only_when_captured(cap):
     plan = plans.make_plan(cap, plans.container_paths(cap))
     assert plan["optimizer"] == {"class": "Adam", "iterations": 12, "state_saved": True, "num_weights": 5,
                                  "saved_variables": 13, "saved_iterations": 8}
+
+
+def test_inferred_capture_passes_no_reference_and_asks_for_the_drift_check(tmp_path):
+    """An inferred capture's manifest can't hold a prediction of the training environment: a
+    reference found there is not passed on, and the loader compares the source with the graphs."""
+    cap = make_capture(tmp_path, inferred=True)
+    plan = plans.make_plan(cap, plans.container_paths(cap))
+    assert plan["reference"] is None and plan["drift"] is True
+    real = make_capture(tmp_path / "real")
+    plan = plans.make_plan(real, plans.container_paths(real))
+    assert plan["reference"] is not None and plan["drift"] is False
