@@ -101,8 +101,9 @@ def _input_names(model, count):
     return [str(n).split(":")[0] for n in names]
 
 
-def generate_sample(specs, seed):
-    """Seeded random arrays for fully defined input shapes (batch dimension -> 2)."""
+def generate_sample(specs, seed, batch=SAMPLE_BATCH):
+    """Seeded random arrays for fully defined input shapes (an undefined batch dimension ->
+    ``batch`` rows)."""
     import numpy as np
 
     rng = np.random.RandomState(seed)
@@ -112,7 +113,7 @@ def generate_sample(specs, seed):
             raise ProbeFailure("input %d has an unknown rank" % index)
         dims = list(shape)
         if dims and dims[0] is None:
-            dims[0] = SAMPLE_BATCH
+            dims[0] = batch
         if any(d is None for d in dims):
             raise ProbeFailure("input %d has an undefined shape %s" % (index, shape))
         dtype = dtype.replace("tf.", "")
@@ -133,13 +134,13 @@ def generate_sample(specs, seed):
     return arrays
 
 
-def seeded_inputs(model, seed=DEFAULT_SEED):
+def seeded_inputs(model, seed=DEFAULT_SEED, batch=SAMPLE_BATCH):
     """``(structure, names, arrays)``: seeded random inputs shaped by the model's own input specs.
     ProbeFailure when the model has no defined inputs or an input can't be generated."""
     in_struct, in_names, specs = _input_structure(model)
     if in_struct is None:
         raise ProbeFailure("the model has no defined inputs (subclassed and not built)")
-    return in_struct, in_names, generate_sample(specs, seed)
+    return in_struct, in_names, generate_sample(specs, seed, batch)
 
 
 def load_sample(path):

@@ -127,4 +127,17 @@ def test_nested_layers_are_paired_by_path():
     assert [(p, a, b) for p, a, b in drift.layer_pairs(source, traced)] == [
         ("outer", source.children[0], traced.children[0]), ("outer/inner", inner_src, inner_saved)]
     many = Layer("multi", shape=[(None, 3), (None, 4)])
-    assert [a.shape for a in drift.layer_inputs(many, 1)] == [(2, 3), (2, 4)]
+    assert [a.shape for a in drift.layer_inputs(many, 1)] == [(drift.ROWS, 3), (drift.ROWS, 4)]
+
+
+def test_several_seeded_inputs_so_one_lucky_input_hides_nothing():
+    """A ReLU added to a layer changes nothing on an input whose outputs are all positive: the
+    comparison runs on several seeded inputs and keeps the worst."""
+    class Relu(Scale):
+        def __call__(self, x, training=False):
+            return np.maximum(x, 0.0)
+
+    source = Model([Relu("scale", shape=(1, 1))])
+    traced = Model([RevivedLayer("scale", 1.0, shape=(1, 1))])
+    res = drift.check(np, lambda path, compile: traced, source, "/m", "savedmodel", ["Scale"], 1)
+    assert res["ok"] is False and res["layers"][0]["allclose"] is False
