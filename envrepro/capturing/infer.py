@@ -17,8 +17,9 @@ Nothing of the training environment is left, so everything is inferred, and the 
   --platform --only-binary=:all:`` (markers then see this Python: a warning says so). The result
   is written by envrepro.capturing.lock.write_lock, the writer real captures use (pip-tools' format,
   ``# via`` lines evaluated for the target, hashes from the index through pip-tools).
-* Custom classes: ``class Name(`` definitions found under the ``--code-path`` folders, snapshotted
-  like a real capture's modules and mapped ``Name: module:Name``.
+* Custom objects: every name the model's config gives one (capturing/sourcetree.py), found under
+  the ``--code-path`` folders, snapshotted like a real capture's modules and mapped
+  ``Name: module:attr``; the names not found are said, with where the config names them.
 * No reference prediction: nothing trustworthy could compute one.
 """
 from __future__ import annotations
@@ -31,13 +32,13 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from envrepro.capturing.capture import CaptureResult, build_manifest
 from envrepro.capturing.indexhashes import hashes_wanted, pip_subprocess_env
-from envrepro.capturing.snapshot import copy_modules, skipped_dir
+from envrepro.capturing.snapshot import copy_modules
+from envrepro.capturing.sourcetree import find_definitions, missing_report, wanted_names
 from envrepro.diagnose import tfversions as compat
-from envrepro.diagnose.kerasconfig import BUILTIN_NAMES
 from envrepro.diagnose.modelfiles import ModelFileInfo, read_model_file
 from envrepro.errors import CaptureError
 from envrepro.interpreters import find_interpreter
@@ -46,7 +47,6 @@ from envrepro.sidecar import layout, manifest, modelformat, writer
 RESOLVE_TIMEOUT = float(os.environ.get("ENVREPRO_RESOLVE_TIMEOUT", "900"))
 LINUX_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
                    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64")
-MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
 
 @dataclass
@@ -174,65 +174,6 @@ def resolve(p: InferencePlan, target: Optional[str], warnings: List[str]) -> Tup
                        "or the index configuration")
 
 
-# --------------------------------------------------------------------------------------------
-# Custom classes under --code-path
-# --------------------------------------------------------------------------------------------
-
-def wanted_names(info: ModelFileInfo) -> List[str]:
-    """Custom class/function names to look for ('pkg>Name' -> 'Name'; Addons and Keras' own
-    registered names like 'Custom>Adam' are not code to find)."""
-    out = set()
-    for n in info.custom_classes + info.registered_names:
-        if n.startswith("Addons>"):
-            continue
-        short = n.split(">", 1)[-1]
-        if short and short not in BUILTIN_NAMES and short.isidentifier():
-            out.add(short)
-    return sorted(out)
-
-
-def _module_name(root: Path, file: Path) -> str:
-    rel = file.relative_to(root).with_suffix("")
-    parts = list(rel.parts)
-    if parts and parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
-
-
-def find_definitions(names: Iterable[str], code_paths: Sequence[str]) -> Dict[str, Dict[str, str]]:
-    """Name -> {module, file, root}: the first ``class Name(`` (or ``def Name(``) under the
-    folders. ``root`` is what to snapshot: the top-level package folder, or the file itself."""
-    names = set(names)
-    found: Dict[str, Dict[str, str]] = {}
-    if not names:
-        return found
-    pattern = re.compile(r"^[ \t]*(?:class|def)[ \t]+(" + "|".join(map(re.escape, sorted(names)))
-                         + r")[ \t]*[(:]", re.M)
-    for cp in code_paths:
-        root = Path(os.path.abspath(cp))
-        for cur, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if not skipped_dir(d) and d != "site-packages")
-            for fname in sorted(files):
-                if not fname.endswith(".py"):
-                    continue
-                path = Path(cur, fname)
-                try:
-                    if path.stat().st_size > MAX_SOURCE_BYTES:
-                        continue
-                    text = path.read_text(encoding="utf-8", errors="replace")
-                except OSError:
-                    continue
-                for m in pattern.finditer(text):
-                    name = m.group(1)
-                    if name in found:
-                        continue
-                    module = _module_name(root, path)
-                    rel = path.relative_to(root)
-                    snap_root = root / rel.parts[0] if len(rel.parts) > 1 else path
-                    found[name] = {"module": module, "file": str(path), "root": str(snap_root)}
-    return found
-
-
 def _python_for_lambdas(info: ModelFileInfo, p: InferencePlan,
                         tensorflow: Optional[str]) -> Tuple[InferencePlan, str]:
     """Lambda layers carry marshalled bytecode of the saving Python (docs/failures.md, class 5): try
@@ -286,23 +227,21 @@ def infer_capture(model_path: "os.PathLike[str] | str", code_paths: Iterable[str
     if interp is None:
         warnings.append(f"no Python {p.python} interpreter here (pyenv): resolved for it from this Python")
     full_version = interp[1] if interp else p.python
-    defs = find_definitions(wanted_names(info), code_paths)
-    missing = [n for n in wanted_names(info) if n not in defs]
+    wanted = wanted_names(info.custom_classes + info.registered_names)
+    defs = find_definitions(wanted, code_paths)
+    missing = [n for n in wanted if n not in defs]
     if missing:
-        warnings.append("custom classes not found under --code-path (load_model will fail with "
-                        "'Unknown layer'): " + ", ".join(missing))
+        warnings.append(missing_report(missing, info.named_by))
+    warnings.extend(f"{n} is defined more than once under --code-path: used {d.module}:{d.attr} "
+                    f"({d.file}), not {', '.join(d.others)}" for n, d in sorted(defs.items()) if d.others)
     dists, how = resolve(p, interp[0] if interp else None, warnings)
 
     python_facts = {"version": full_version, "implementation": "CPython", "sys_platform": "linux",
                     "machine": "x86_64", "platform": None, "libc": None, "executable": None}
     modules = []
-    for name, d in sorted(defs.items()):
-        modules.append({"module": d["module"], "file": d["file"], "root": d["root"], "distribution": None})
-    custom_objects = []
-    for n in sorted(set(info.custom_classes + info.registered_names)):
-        short = n.split(">", 1)[-1]
-        if short in defs:
-            custom_objects.append({"name": n, "module": defs[short]["module"], "attr": short})
+    for d in sorted({(d.module, d.file, d.root) for d in defs.values()}):
+        modules.append({"module": d[0], "file": d[1], "root": d[2], "distribution": None})
+    custom_objects = [{"name": n, "module": d.module, "attr": d.attr} for n, d in sorted(defs.items())]
     if any(r.startswith("tensorflow-addons") for r in p.requirements):
         modules.append({"module": "tensorflow_addons", "distribution": "tensorflow-addons"})
     row = compat.for_tf(p.tensorflow)

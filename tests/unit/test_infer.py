@@ -29,24 +29,6 @@ def test_infer_plan_h5_and_keras3_and_tf_keras():
         infer.plan(ModelFileInfo(path="/m.h5", format="h5"))
 
 
-def test_infer_finds_custom_classes(tmp_path):
-    (tmp_path / "pkg" / "sub").mkdir(parents=True)
-    (tmp_path / "pkg" / "__init__.py").write_text("")
-    (tmp_path / "pkg" / "sub" / "layers.py").write_text("class MyDense(Base):\n    pass\n\ndef my_act(x):\n    return x\n")
-    (tmp_path / "single.py").write_text("class Scale(object):\n    pass\n")
-    (tmp_path / "venv").mkdir()
-    (tmp_path / "venv" / "x.py").write_text("class Hidden(object):\n    pass\n")
-    info = ModelFileInfo(path="/m", custom_classes=["MyDense", "my_act", "Custom>Adam", "Addons>Mish", "team>Scale",
-                                                    "Hidden", "Missing"], registered_names=["team>Scale"])
-    names = infer.wanted_names(info)
-    assert names == ["Hidden", "Missing", "MyDense", "Scale", "my_act"]
-    found = infer.find_definitions(names, [str(tmp_path)])
-    assert found["MyDense"]["module"] == "pkg.sub.layers" and found["MyDense"]["root"] == str(tmp_path / "pkg")
-    assert found["my_act"]["module"] == "pkg.sub.layers"
-    assert found["Scale"] == {"module": "single", "file": str(tmp_path / "single.py"), "root": str(tmp_path / "single.py")}
-    assert "Hidden" not in found and "Missing" not in found
-
-
 def test_infer_resolve_commands(tmp_path):
     p = infer.plan(ModelFileInfo(path="/sm", tensorflow_version="2.4.1"))
     cmds = infer.resolve_commands(p, "r.in", "c.txt", "rep.json", None, str(tmp_path))
