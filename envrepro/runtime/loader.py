@@ -233,13 +233,14 @@ class Run(object):
 
     def load_model(self, kmod, custom):
         """The recipe recorded at capture first, then the others in recipes.py's order; a plan
-        without a recipe (an older capture) makes the one call it always made."""
+        without a recipe (an older capture) makes the one call it always made, unless it asks
+        for all of them (an inferred capture: nothing loaded the model at capture)."""
         load = kmod.models.load_model
         extra = {}
         if self.plan.get("safe_mode") is not None and accepts(load, "safe_mode"):
             extra["safe_mode"] = bool(self.plan["safe_mode"])
         recorded = self.plan.get("recipe")
-        if not recorded:
+        if not recorded and not self.plan.get("all_recipes"):
             return load(self.plan["model_path"], custom_objects=custom, compile=self.compiled,
                         **extra)
         names = ordered(recorded, applicable(self.plan.get("format"), bool(custom)))

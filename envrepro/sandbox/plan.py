@@ -50,7 +50,8 @@ def make_plan(capture: manifest.Capture, container_paths: ContainerPaths,
     An inferred capture (``capture --infer``) has no reference from the training environment; one
     in its manifest could only have been made elsewhere, so none is passed on. ``drift`` asks the
     loader to compare the source tree's classes with the SavedModel's traced graphs instead
-    (runtime/drift.py).
+    (runtime/drift.py). Nothing loaded an inferred model at capture, so no recipe was recorded:
+    ``all_recipes`` asks the loader to try them all, in order.
     """
     paths = container_paths
     inferred = bool(capture.get("inferred"))
@@ -91,6 +92,7 @@ def make_plan(capture: manifest.Capture, container_paths: ContainerPaths,
         "reference": plan_ref,
         "optimizer": plan_opt,
         "drift": inferred,
+        "all_recipes": inferred,
     }
 
 

@@ -70,6 +70,7 @@ def test_inferred_capture_passes_no_reference_and_asks_for_the_drift_check(tmp_p
     cap = make_capture(tmp_path, inferred=True)
     plan = plans.make_plan(cap, plans.container_paths(cap))
     assert plan["reference"] is None and plan["drift"] is True
+    assert plan["recipe"] is None and plan["all_recipes"] is True   # nothing loaded it at capture
     real = make_capture(tmp_path / "real")
     plan = plans.make_plan(real, plans.container_paths(real))
-    assert plan["reference"] is not None and plan["drift"] is False
+    assert plan["reference"] is not None and plan["drift"] is False and plan["all_recipes"] is False

@@ -141,3 +141,15 @@ def test_several_seeded_inputs_so_one_lucky_input_hides_nothing():
     traced = Model([RevivedLayer("scale", 1.0, shape=(1, 1))])
     res = drift.check(np, lambda path, compile: traced, source, "/m", "savedmodel", ["Scale"], 1)
     assert res["ok"] is False and res["layers"][0]["allclose"] is False
+
+
+def test_a_model_running_none_of_the_source_is_not_checked():
+    """Revived from its traced graphs (the issue-8 subclassed model, loaded by the revive recipe):
+    both sides run the same graphs, so agreeing proves nothing about the source tree."""
+    Revived = type("TwoLayer", (RevivedLayer,), {})
+    source = Revived("two_layer", children=[Layer("dense")])
+    source.inputs = [Tensor((None, 3))]
+    traced = Revived("two_layer", children=[Layer("dense")])
+    res = drift.check(np, lambda path, compile: traced, source, "/m", "savedmodel", ["TwoLayer"], 1)
+    assert res["checked"] is False and "runs none of the source tree's code" in res["reason"]
+    assert drift.runs_source(Model([])) and not drift.runs_source(source)
