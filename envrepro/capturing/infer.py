@@ -8,14 +8,9 @@ Nothing of the training environment is left, so everything is inferred, and the 
 * Python: the one most users of that TF had (compat.yaml ``python_likely``: TF 2.4 -> 3.8); no
   model format records it.
 * The lock: ``tensorflow-cpu==X.Y.Z`` (plus the Keras / tf-keras / Addons the file needs) resolved
-  with compat.yaml's known-good pins as constraints, so numpy 2 or protobuf 4 never sneak in.
-  Resolution must evaluate environment markers for the *target* Python, which pip-compile can't
-  do for another interpreter. So pip's resolver (the one pip-tools drives) runs under an
-  interpreter of that version found by ``envrepro.interpreters`` (``pip install --dry-run
-  --ignore-installed --report``: nothing is installed); its own pip when it has ``--report`` (pip >= 22.2), else this pip through
-  ``pip --python``. Without such an interpreter, this pip resolves with ``--python-version
-  --platform --only-binary=:all:`` (markers then see this Python: a warning says so). The result
-  is written by envrepro.capturing.lock.write_lock, the writer real captures use (pip-tools' format,
+  with compat.yaml's known-good pins as constraints, so numpy 2 or protobuf 4 never sneak in, by
+  pip's resolver for the target Python (capturing/resolution.py, which caches the result), and
+  written by envrepro.capturing.lock.write_lock, the writer real captures use (pip-tools' format,
   ``# via`` lines evaluated for the target, hashes from the index through pip-tools).
 * Custom objects: every name the model's config gives one (capturing/sourcetree.py), found under
   the ``--code-path`` folders, snapshotted like a real capture's modules and mapped
@@ -24,18 +19,15 @@ Nothing of the training environment is left, so everything is inferred, and the 
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from envrepro.capturing.capture import CaptureResult, build_manifest
-from envrepro.capturing.indexhashes import hashes_wanted, pip_subprocess_env
+from envrepro.capturing.indexhashes import hashes_wanted
+from envrepro.capturing.resolution import resolve
 from envrepro.capturing.snapshot import copy_modules
 from envrepro.capturing.sourcetree import find_definitions, missing_report, wanted_names
 from envrepro.diagnose import tfversions as compat
@@ -43,11 +35,6 @@ from envrepro.diagnose.modelfiles import ModelFileInfo, read_model_file
 from envrepro.errors import CaptureError
 from envrepro.interpreters import find_interpreter
 from envrepro.sidecar import layout, manifest, modelformat, writer
-
-RESOLVE_TIMEOUT = float(os.environ.get("ENVREPRO_RESOLVE_TIMEOUT", "900"))
-LINUX_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
-                   "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64")
-
 
 @dataclass
 class InferencePlan:
@@ -104,74 +91,6 @@ def plan(info: ModelFileInfo, tensorflow: Optional[str] = None,
     constraints = [f"{n}=={v}" for n, v in sorted(pins.items()) if n not in named]
     return InferencePlan(tensorflow=tf, python=py, keras_flavor=flavor, requirements=reqs,
                          constraints=constraints, env=env, reasons=reasons)
-
-
-# --------------------------------------------------------------------------------------------
-# Interpreters and resolution
-# --------------------------------------------------------------------------------------------
-
-def _pip_version(python: str) -> Tuple[int, ...]:
-    try:
-        out = subprocess.run([python, "-m", "pip", "--version"], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, timeout=60, check=False).stdout.decode()
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    m = re.match(r"pip (\S+)", out)
-    return compat.vtuple(m.group(1)) if m else ()
-
-
-def resolve_commands(p: InferencePlan, req_file: str, cons_file: str, report: str,
-                     target: Optional[str], work: str) -> List[Tuple[str, List[str]]]:
-    """The resolution attempts, best first, each (how, argv)."""
-    common = ["install", "--dry-run", "--ignore-installed", "--report", report, "--disable-pip-version-check",
-              "--no-input", "--prefer-binary", "-r", req_file, "-c", cons_file]
-    cmds: List[Tuple[str, List[str]]] = []
-    if target:
-        if _pip_version(target) >= (22, 2):
-            cmds.append((f"pip of {target} (Python {p.python}, --dry-run --report)",
-                         [target, "-m", "pip"] + common))
-        if _pip_version(sys.executable) >= (22, 3):
-            cmds.append((f"this pip with --python {target}",
-                         [sys.executable, "-m", "pip", "--python", target] + common))
-    platforms = [a for plat in LINUX_PLATFORMS for a in ("--platform", plat)]
-    cmds.append((f"this pip for Python {p.python} with --python-version/--platform (no Python {p.python} "
-                 "interpreter found: environment markers were evaluated for this Python)",
-                 [sys.executable, "-m", "pip"] + common + ["--target", os.path.join(work, "target"),
-                                                           "--python-version", p.python, "--implementation",
-                                                           "cp", "--only-binary=:all:"] + platforms))
-    return cmds
-
-
-def resolve(p: InferencePlan, target: Optional[str], warnings: List[str]) -> Tuple[List[Dict[str, Any]], str]:
-    """Distributions (probe format: name, version, requires) of the resolved environment."""
-    with tempfile.TemporaryDirectory(prefix="envrepro-infer-") as work:
-        req_file, cons_file, report = (os.path.join(work, n) for n in (layout.REQUIREMENTS_IN,
-                                                                       "constraints.txt", "report.json"))
-        Path(req_file).write_text("\n".join(p.requirements) + "\n", encoding="utf-8")
-        Path(cons_file).write_text("\n".join(p.constraints) + "\n", encoding="utf-8")
-        env = pip_subprocess_env(PYTHONNOUSERSITE="1")
-        failures = []
-        for how, cmd in resolve_commands(p, req_file, cons_file, report, target, work):
-            try:
-                proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                      timeout=RESOLVE_TIMEOUT, cwd=work, check=False)
-                out, ok = proc.stdout.decode("utf-8", "replace"), proc.returncode == 0
-            except (OSError, subprocess.TimeoutExpired) as e:
-                out, ok = f"{type(e).__name__}: {e}", False
-            if ok and os.path.isfile(report):
-                data = json.loads(Path(report).read_text(encoding="utf-8"))
-                if "--python-version" in cmd:
-                    warnings.append(f"lock resolved by {how}")
-                return [{"name": it["metadata"]["name"], "version": it["metadata"]["version"],
-                         "requires": list(it["metadata"].get("requires_dist") or []),
-                         "direct_url": None, "requested": bool(it.get("requested"))}
-                        for it in data.get("install") or []], how
-            tail = "\n".join(l for l in out.strip().splitlines()[-6:])
-            failures.append(f"[{how}]\n{tail}")
-    raise CaptureError("could not resolve an environment for " + " ".join(p.requirements) + " with "
-                       + ", ".join(p.constraints) + ":\n" + "\n".join(failures), None,
-                       f"install Python {p.python} with pyenv (`pyenv install {p.python}`), check the network "
-                       "or the index configuration")
 
 
 def _python_for_lambdas(info: ModelFileInfo, p: InferencePlan,
@@ -234,7 +153,7 @@ def infer_capture(model_path: "os.PathLike[str] | str", code_paths: Iterable[str
         warnings.append(missing_report(missing, info.named_by))
     warnings.extend(f"{n} is defined more than once under --code-path: used {d.module}:{d.attr} "
                     f"({d.file}), not {', '.join(d.others)}" for n, d in sorted(defs.items()) if d.others)
-    dists, how = resolve(p, interp[0] if interp else None, warnings)
+    dists, how = resolve(p, interp, warnings)
 
     python_facts = {"version": full_version, "implementation": "CPython", "sys_platform": "linux",
                     "machine": "x86_64", "platform": None, "libc": None, "executable": None}

@@ -29,14 +29,6 @@ def test_infer_plan_h5_and_keras3_and_tf_keras():
         infer.plan(ModelFileInfo(path="/m.h5", format="h5"))
 
 
-def test_infer_resolve_commands(tmp_path):
-    p = infer.plan(ModelFileInfo(path="/sm", tensorflow_version="2.4.1"))
-    cmds = infer.resolve_commands(p, "r.in", "c.txt", "rep.json", None, str(tmp_path))
-    assert len(cmds) == 1
-    how, argv = cmds[0]
-    assert "--python-version" in argv and "3.8" in argv and "--only-binary=:all:" in argv and "--dry-run" in argv
-
-
 def test_infer_picks_the_python_whose_marshal_format_fits(monkeypatch):
     """Lambda bytecode narrows the Python guess: the likeliest first, then the others."""
     info = ModelFileInfo(path="/m.h5", format="h5", keras_version="2.4.0", lambdas=[LambdaInfo("l", "lambda", "AAAA")])
