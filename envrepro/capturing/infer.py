@@ -5,8 +5,9 @@ Nothing of the training environment is left, so everything is inferred, and the 
 
 * TensorFlow: the SavedModel's ``tensorflow_version``; for H5/.keras (which store none) the TF
   minor whose Keras wrote the file's ``keras_version`` (compat.yaml), at its last patch release.
-* Python: the one most users of that TF had (compat.yaml ``python_likely``: TF 2.4 -> 3.8); no
-  model format records it.
+* Python: no model format records it. Lambda layers' marshalled bytecode tells which Python
+  wrote it (diagnose/bytecode.py); without them, the one most users of that TF had (compat.yaml
+  ``python_likely``: TF 2.4 -> 3.8, TF 2.8 -> 3.10).
 * The lock: ``tensorflow-cpu==X.Y.Z`` (plus the Keras / tf-keras / Addons the file needs) resolved
   with compat.yaml's known-good pins as constraints, so numpy 2 or protobuf 4 never sneak in, by
   pip's resolver for the target Python (capturing/resolution.py, which caches the result), and
@@ -31,6 +32,7 @@ from envrepro.capturing.resolution import resolve
 from envrepro.capturing.snapshot import copy_modules
 from envrepro.capturing.sourcetree import find_definitions, missing_report, wanted_names
 from envrepro.diagnose import tfversions as compat
+from envrepro.diagnose.bytecode import common_pythons
 from envrepro.diagnose.modelfiles import ModelFileInfo, read_model_file
 from envrepro.errors import CaptureError
 from envrepro.interpreters import find_interpreter
@@ -68,9 +70,11 @@ def plan(info: ModelFileInfo, tensorflow: Optional[str] = None,
     if not row:
         raise CaptureError(f"TensorFlow {tf} is not in envrepro's compatibility table", info.path,
                            "upgrade envrepro")
-    py = compat.minor_of(python) if python else row["python_likely"]
-    reasons.append(f"Python {py}: " + ("given" if python else
-                                       f"the likeliest for TF {row['minor']} (supports {', '.join(row['python'])})"))
+    py, why = pick_python(info, row, python)
+    reasons.append(f"Python {py}: {why}")
+    if info.backend and info.backend != "tensorflow":
+        reasons.append(f"saved with the {info.backend} backend: loaded with TensorFlow's (Keras 3 files "
+                       f"are backend-neutral, custom layers calling {info.backend} directly are not)")
     reqs = [f"{row['cpu_distribution']}=={tf}"]
     flavor = str(row["keras_flavor"])
     env: Dict[str, str] = {}
@@ -93,26 +97,33 @@ def plan(info: ModelFileInfo, tensorflow: Optional[str] = None,
                          constraints=constraints, env=env, reasons=reasons)
 
 
-def _python_for_lambdas(info: ModelFileInfo, p: InferencePlan,
-                        tensorflow: Optional[str]) -> Tuple[InferencePlan, str]:
-    """Lambda layers carry marshalled bytecode of the saving Python (docs/failures.md, class 5): try
-    the TF's Pythons, likeliest first, and keep the first under which all of it unmarshals.
-    Adjacent minors can share a marshal format, so this narrows the guess; it is no proof."""
-    from envrepro.diagnose.lambdas import check_lambdas
-
-    row = compat.for_tf(p.tensorflow)
-    order = [p.python] + [v for v in reversed(row.get("python") or []) if v != p.python]
-    for xy in order:
-        found = find_interpreter(xy)
-        results = check_lambdas(info, found[0]) if found else []
-        if results and all(r == "ok" for r in results):
-            if xy == p.python:
-                return p, f"Lambda bytecode unmarshals under Python {xy}, the inferred Python"
-            q = plan(info, tensorflow, xy)
-            q.reasons[-1] = f"Python {xy}: the Lambda layers' bytecode unmarshals under it (not under {p.python})"
-            return q, f"Python {xy} chosen because the Lambda bytecode unmarshals under it"
-    return p, (f"Lambda layers hold bytecode of an unknown Python: none of {', '.join(order)} found here "
-               f"could unmarshal it; kept Python {p.python}")
+def pick_python(info: ModelFileInfo, row: Dict[str, Any], python: Optional[str]) -> Tuple[str, str]:
+    """The Python X.Y to reproduce, and why: the one given; else the one the Lambda layers'
+    bytecode was written by (diagnose/bytecode.py: exact, or two adjacent minors), within what
+    this TF has wheels for; else the likeliest for the TF (compat.yaml ``python_likely``)."""
+    if python:
+        return str(compat.minor_of(python)), "given"
+    likely, supported = row["python_likely"], list(row.get("python") or [])
+    default = f"the likeliest for TF {row['minor']} (supports {', '.join(supported)})"
+    codes = [l.code for l in info.lambdas if l.code]
+    if not codes:
+        return likely, default
+    fits = common_pythons(codes)
+    if not fits:
+        return likely, (f"{default}; the Lambda layers' bytecode is of no Python envrepro knows "
+                        "(3.6 .. 3.13), or of several")
+    said = " or ".join(fits)
+    usable = [m for m in fits if m in supported]
+    if not usable:
+        return likely, (f"{default}; the Lambda layers' bytecode was written by Python {said}, for which "
+                        f"TF {row['minor']} has no wheels: the Lambda layers will not load (docs/failures.md "
+                        "class 5)")
+    chosen = likely if likely in usable else usable[-1]
+    return chosen, (f"the Lambda layers' bytecode was written by Python {said}"
+                    + (f" ({', '.join(m for m in fits if m not in supported)} has no TF {row['minor']} wheels)"
+                       if len(usable) < len(fits) else "")
+                    + ("" if len(usable) == 1 else f"; {chosen}: the likeliest for TF {row['minor']}"
+                       if chosen == likely else f"; {chosen}: the newest of them"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,12 +147,7 @@ def infer_capture(model_path: "os.PathLike[str] | str", code_paths: Iterable[str
             raise CaptureError("code path is not a folder", c, "pass the folder that holds your modules")
     hashes = hashes_wanted() if hashes is None else hashes
     p = plan(info, tensorflow, python)
-    lambda_note = None
-    if python is None and any(l.code for l in info.lambdas):
-        p, lambda_note = _python_for_lambdas(info, p, tensorflow)
     warnings = [f"inferred capture: {r}" for r in p.reasons] + [f"model file: {n}" for n in info.notes]
-    if lambda_note:
-        warnings.append(lambda_note)
     interp = find_interpreter(p.python)
     if interp is None:
         warnings.append(f"no Python {p.python} interpreter here (pyenv): resolved for it from this Python")

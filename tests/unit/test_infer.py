@@ -29,16 +29,33 @@ def test_infer_plan_h5_and_keras3_and_tf_keras():
         infer.plan(ModelFileInfo(path="/m.h5", format="h5"))
 
 
-def test_infer_picks_the_python_whose_marshal_format_fits(monkeypatch):
-    """Lambda bytecode narrows the Python guess: the likeliest first, then the others."""
-    info = ModelFileInfo(path="/m.h5", format="h5", keras_version="2.4.0", lambdas=[LambdaInfo("l", "lambda", "AAAA")])
-    p = infer.plan(info)
-    monkeypatch.setattr(infer, "find_interpreter", lambda xy: (f"/py{xy}", xy + ".0"))
-    import envrepro.diagnose.lambdas as d
+def _lambda_model(minor, *names, keras="2.8.0"):
+    from test_bytecode import SAMPLES
 
-    monkeypatch.setattr(d, "check_lambdas", lambda i, exe: ["ok"] if exe == "/py3.7" else ["ValueError: bad marshal data"])
-    q, note = infer._python_for_lambdas(info, p, None)
-    assert p.python == "3.8" and q.python == "3.7" and "3.7" in note and "unmarshals" in q.reasons[-1]
-    monkeypatch.setattr(d, "check_lambdas", lambda i, exe: ["ValueError: bad marshal data"])
-    q, note = infer._python_for_lambdas(info, p, None)
-    assert q.python == "3.8" and "kept Python 3.8" in note
+    return ModelFileInfo(path="/m.h5", format="h5", keras_version=keras,
+                         lambdas=[LambdaInfo(f"l{i}", "lambda", SAMPLES[minor][n]) for i, n in enumerate(names)])
+
+
+def test_lambda_bytecode_pins_the_python():
+    """TF 2.8 supports 3.7 .. 3.10 (likeliest 3.10): a lambda written by 3.9 makes it 3.9."""
+    assert infer.plan(ModelFileInfo(path="/m.h5", format="h5", keras_version="2.8.0")).python == "3.10"
+    p = infer.plan(_lambda_model("3.9", "is"))
+    assert p.python == "3.9" and "Python 3.9: the Lambda layers' bytecode was written by Python 3.9" in p.reasons
+    p = infer.plan(_lambda_model("3.10", "arith"))
+    assert p.python == "3.10" and p.reasons[-1] == "Python 3.10: the Lambda layers' bytecode was written by Python 3.10"
+
+
+def test_lambda_bytecode_of_two_minors_within_what_the_tf_supports():
+    p = infer.plan(_lambda_model("3.8", "arith"))      # 3.8 or 3.9, both TF 2.8 wheels: the newer
+    assert p.python == "3.9" and p.reasons[-1].endswith("written by Python 3.8 or 3.9; 3.9: the newest of them")
+    p = infer.plan(_lambda_model("3.8", "arith", keras="2.4.0"))   # TF 2.4 has no 3.9 wheels
+    assert p.python == "3.8" and p.reasons[-1].endswith("Python 3.8 or 3.9 (3.9 has no TF 2.4 wheels)")
+
+
+def test_lambda_bytecode_the_tf_cannot_run_or_cannot_be_read_keeps_the_likeliest():
+    p = infer.plan(_lambda_model("3.11", "call", keras="2.4.0"))
+    assert p.python == "3.8" and "written by Python 3.11, for which TF 2.4 has no wheels" in p.reasons[-1]
+    junk = ModelFileInfo(path="/m.h5", format="h5", keras_version="2.4.0", lambdas=[LambdaInfo("l", "lambda", "AAAA")])
+    p = infer.plan(junk)
+    assert p.python == "3.8" and "bytecode is of no Python envrepro knows" in p.reasons[-1]
+    assert infer.plan(_lambda_model("3.9", "is"), python="3.7.16").python == "3.7"   # given wins
