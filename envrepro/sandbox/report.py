@@ -205,7 +205,7 @@ def render_report(report: LoadReport) -> str:
             else f"NOT isolated: interfaces {', '.join(net.get('interfaces') or [])}")
     t = {**(d.get("timings") or {}), **{k: x for k, x in report.timings.items() if x is not None}}
     order = [("image", "image"), ("run", "container"), ("import_tf", "import TF"),
-             ("import_modules", "import modules"), ("load", "load"), ("predict", "predict"),
+             ("import_modules", "import modules"), ("load", "load"), ("predict", "predict"), ("drift", "drift"),
              ("total", "loader total")]
     row("timings", ", ".join(f"{label} {_secs(t[k])}" for k, label in order if k in t) or "-")
     for w in report.warnings:
