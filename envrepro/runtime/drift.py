@@ -171,8 +171,14 @@ def compare_layers(np, model, traced, custom_names, seed, atol, rtol):
     """One entry per layer that runs Python in ``model`` and its saved graph in ``traced``."""
     results = []
     for path, layer, other in layer_pairs(model, traced)[:MAX_LAYERS]:
-        if is_revived(type(layer)) or not is_revived(type(other)):
-            continue   # the same code on both sides: nothing to learn
+        if is_revived(type(layer)):
+            continue   # the saved graph on both sides: nothing to learn
+        if not is_revived(type(other)):
+            if not is_framework_module(type(other).__module__ or ""):
+                results.append({"layer": path, "class": type(layer).__name__, "uses": [],
+                                "skipped": "revived with the source tree's class all the same (a "
+                                           "registration the check could not hide)"})
+            continue   # otherwise the framework's own layer on both sides
         klass = type(layer)
         entry = {"layer": path, "class": klass.__name__,
                  "uses": names_in_config(layer, custom_names)
@@ -244,8 +250,9 @@ def check(np, load, model, model_path, fmt, custom_names, seed):
     layers = compare_layers(np, model, traced, custom_names, seed, tol["atol"], tol["rtol"])
     if not layers and not runs_source(model):
         return {"checked": False, "model": whole, "layers": layers,
-                "reason": "the loaded model runs none of the source tree's code (its custom objects "
-                          "were revived from the SavedModel's traced graphs): nothing to compare"}
+                "reason": "the loaded model runs none of the source tree's code (its custom layers "
+                          "were revived from the SavedModel's traced graphs, or the custom objects are "
+                          "outside the prediction: losses, metrics): nothing to compare"}
     compared = [e for e in layers if "allclose" in e]
     if "skipped" in whole and not compared:
         return {"checked": False, "model": whole, "layers": layers,
