@@ -59,3 +59,15 @@ def test_lambda_bytecode_the_tf_cannot_run_or_cannot_be_read_keeps_the_likeliest
     p = infer.plan(junk)
     assert p.python == "3.8" and "bytecode is of no Python envrepro knows" in p.reasons[-1]
     assert infer.plan(_lambda_model("3.9", "is"), python="3.7.16").python == "3.7"   # given wins
+
+
+@pytest.mark.parametrize("tf,keras,python", [("2.4.1", "2.4.0", "3.8"), ("2.8.4", "2.8.0", "3.10"),
+                                             ("2.12.0", "2.12.0", "3.11"), ("2.15.1", "2.15.0", "3.11"),
+                                             ("2.21.0", "3.13.1", "3.12")])
+def test_the_python_each_saving_tf_gets_without_lambdas(tf, keras, python):
+    """One table (compat.yaml python_likely): the SavedModel's tensorflow_version, or for an
+    H5/.keras file the TF its keras_version names, decides the Python."""
+    assert infer.plan(ModelFileInfo(path="/sm", format="savedmodel", tensorflow_version=tf,
+                                    keras_version=keras)).python == python
+    if not keras.startswith("3."):   # an H5 file: TF from keras_version, its last patch release
+        assert infer.plan(ModelFileInfo(path="/m.h5", format="h5", keras_version=keras)).python == python
