@@ -5,49 +5,38 @@ Nothing of the training environment is left, so everything is inferred, and the 
 
 * TensorFlow: the SavedModel's ``tensorflow_version``; for H5/.keras (which store none) the TF
   minor whose Keras wrote the file's ``keras_version`` (compat.yaml), at its last patch release.
-* Python: the one most users of that TF had (compat.yaml ``python_likely``: TF 2.4 -> 3.8); no
-  model format records it.
+* Python: no model format records it. Lambda layers' marshalled bytecode tells which Python
+  wrote it (diagnose/bytecode.py); without them, the one most users of that TF had (compat.yaml
+  ``python_likely``: TF 2.4 -> 3.8, TF 2.8 -> 3.10).
 * The lock: ``tensorflow-cpu==X.Y.Z`` (plus the Keras / tf-keras / Addons the file needs) resolved
-  with compat.yaml's known-good pins as constraints, so numpy 2 or protobuf 4 never sneak in.
-  Resolution must evaluate environment markers for the *target* Python, which pip-compile can't
-  do for another interpreter. So pip's resolver (the one pip-tools drives) runs under an
-  interpreter of that version found by ``envrepro.interpreters`` (``pip install --dry-run
-  --ignore-installed --report``: nothing is installed); its own pip when it has ``--report`` (pip >= 22.2), else this pip through
-  ``pip --python``. Without such an interpreter, this pip resolves with ``--python-version
-  --platform --only-binary=:all:`` (markers then see this Python: a warning says so). The result
-  is written by envrepro.capturing.lock.write_lock, the writer real captures use (pip-tools' format,
+  with compat.yaml's known-good pins as constraints, so numpy 2 or protobuf 4 never sneak in, by
+  pip's resolver for the target Python (capturing/resolution.py, which caches the result), and
+  written by envrepro.capturing.lock.write_lock, the writer real captures use (pip-tools' format,
   ``# via`` lines evaluated for the target, hashes from the index through pip-tools).
-* Custom classes: ``class Name(`` definitions found under the ``--code-path`` folders, snapshotted
-  like a real capture's modules and mapped ``Name: module:Name``.
+* Custom objects: every name the model's config gives one (capturing/sourcetree.py), found under
+  the ``--code-path`` folders, snapshotted like a real capture's modules and mapped
+  ``Name: module:attr``; the names not found are said, with where the config names them.
 * No reference prediction: nothing trustworthy could compute one.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from envrepro.capturing.capture import CaptureResult, build_manifest
-from envrepro.capturing.indexhashes import hashes_wanted, pip_subprocess_env
-from envrepro.capturing.snapshot import copy_modules, skipped_dir
+from envrepro.capturing.indexhashes import hashes_wanted
+from envrepro.capturing.resolution import resolve
+from envrepro.capturing.snapshot import copy_modules
+from envrepro.capturing.sourcetree import find_definitions, missing_report, wanted_names
 from envrepro.diagnose import tfversions as compat
-from envrepro.diagnose.kerasconfig import BUILTIN_NAMES
+from envrepro.diagnose.bytecode import common_pythons
 from envrepro.diagnose.modelfiles import ModelFileInfo, read_model_file
 from envrepro.errors import CaptureError
 from envrepro.interpreters import find_interpreter
 from envrepro.sidecar import layout, manifest, modelformat, writer
-
-RESOLVE_TIMEOUT = float(os.environ.get("ENVREPRO_RESOLVE_TIMEOUT", "900"))
-LINUX_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
-                   "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64")
-MAX_SOURCE_BYTES = 2 * 1024 * 1024
-
 
 @dataclass
 class InferencePlan:
@@ -81,9 +70,11 @@ def plan(info: ModelFileInfo, tensorflow: Optional[str] = None,
     if not row:
         raise CaptureError(f"TensorFlow {tf} is not in envrepro's compatibility table", info.path,
                            "upgrade envrepro")
-    py = compat.minor_of(python) if python else row["python_likely"]
-    reasons.append(f"Python {py}: " + ("given" if python else
-                                       f"the likeliest for TF {row['minor']} (supports {', '.join(row['python'])})"))
+    py, why = pick_python(info, row, python)
+    reasons.append(f"Python {py}: {why}")
+    if info.backend and info.backend != "tensorflow":
+        reasons.append(f"saved with the {info.backend} backend: loaded with TensorFlow's (Keras 3 files "
+                       f"are backend-neutral, custom layers calling {info.backend} directly are not)")
     reqs = [f"{row['cpu_distribution']}=={tf}"]
     flavor = str(row["keras_flavor"])
     env: Dict[str, str] = {}
@@ -106,153 +97,33 @@ def plan(info: ModelFileInfo, tensorflow: Optional[str] = None,
                          constraints=constraints, env=env, reasons=reasons)
 
 
-# --------------------------------------------------------------------------------------------
-# Interpreters and resolution
-# --------------------------------------------------------------------------------------------
-
-def _pip_version(python: str) -> Tuple[int, ...]:
-    try:
-        out = subprocess.run([python, "-m", "pip", "--version"], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, timeout=60, check=False).stdout.decode()
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    m = re.match(r"pip (\S+)", out)
-    return compat.vtuple(m.group(1)) if m else ()
-
-
-def resolve_commands(p: InferencePlan, req_file: str, cons_file: str, report: str,
-                     target: Optional[str], work: str) -> List[Tuple[str, List[str]]]:
-    """The resolution attempts, best first, each (how, argv)."""
-    common = ["install", "--dry-run", "--ignore-installed", "--report", report, "--disable-pip-version-check",
-              "--no-input", "--prefer-binary", "-r", req_file, "-c", cons_file]
-    cmds: List[Tuple[str, List[str]]] = []
-    if target:
-        if _pip_version(target) >= (22, 2):
-            cmds.append((f"pip of {target} (Python {p.python}, --dry-run --report)",
-                         [target, "-m", "pip"] + common))
-        if _pip_version(sys.executable) >= (22, 3):
-            cmds.append((f"this pip with --python {target}",
-                         [sys.executable, "-m", "pip", "--python", target] + common))
-    platforms = [a for plat in LINUX_PLATFORMS for a in ("--platform", plat)]
-    cmds.append((f"this pip for Python {p.python} with --python-version/--platform (no Python {p.python} "
-                 "interpreter found: environment markers were evaluated for this Python)",
-                 [sys.executable, "-m", "pip"] + common + ["--target", os.path.join(work, "target"),
-                                                           "--python-version", p.python, "--implementation",
-                                                           "cp", "--only-binary=:all:"] + platforms))
-    return cmds
-
-
-def resolve(p: InferencePlan, target: Optional[str], warnings: List[str]) -> Tuple[List[Dict[str, Any]], str]:
-    """Distributions (probe format: name, version, requires) of the resolved environment."""
-    with tempfile.TemporaryDirectory(prefix="envrepro-infer-") as work:
-        req_file, cons_file, report = (os.path.join(work, n) for n in (layout.REQUIREMENTS_IN,
-                                                                       "constraints.txt", "report.json"))
-        Path(req_file).write_text("\n".join(p.requirements) + "\n", encoding="utf-8")
-        Path(cons_file).write_text("\n".join(p.constraints) + "\n", encoding="utf-8")
-        env = pip_subprocess_env(PYTHONNOUSERSITE="1")
-        failures = []
-        for how, cmd in resolve_commands(p, req_file, cons_file, report, target, work):
-            try:
-                proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                      timeout=RESOLVE_TIMEOUT, cwd=work, check=False)
-                out, ok = proc.stdout.decode("utf-8", "replace"), proc.returncode == 0
-            except (OSError, subprocess.TimeoutExpired) as e:
-                out, ok = f"{type(e).__name__}: {e}", False
-            if ok and os.path.isfile(report):
-                data = json.loads(Path(report).read_text(encoding="utf-8"))
-                if "--python-version" in cmd:
-                    warnings.append(f"lock resolved by {how}")
-                return [{"name": it["metadata"]["name"], "version": it["metadata"]["version"],
-                         "requires": list(it["metadata"].get("requires_dist") or []),
-                         "direct_url": None, "requested": bool(it.get("requested"))}
-                        for it in data.get("install") or []], how
-            tail = "\n".join(l for l in out.strip().splitlines()[-6:])
-            failures.append(f"[{how}]\n{tail}")
-    raise CaptureError("could not resolve an environment for " + " ".join(p.requirements) + " with "
-                       + ", ".join(p.constraints) + ":\n" + "\n".join(failures), None,
-                       f"install Python {p.python} with pyenv (`pyenv install {p.python}`), check the network "
-                       "or the index configuration")
-
-
-# --------------------------------------------------------------------------------------------
-# Custom classes under --code-path
-# --------------------------------------------------------------------------------------------
-
-def wanted_names(info: ModelFileInfo) -> List[str]:
-    """Custom class/function names to look for ('pkg>Name' -> 'Name'; Addons and Keras' own
-    registered names like 'Custom>Adam' are not code to find)."""
-    out = set()
-    for n in info.custom_classes + info.registered_names:
-        if n.startswith("Addons>"):
-            continue
-        short = n.split(">", 1)[-1]
-        if short and short not in BUILTIN_NAMES and short.isidentifier():
-            out.add(short)
-    return sorted(out)
-
-
-def _module_name(root: Path, file: Path) -> str:
-    rel = file.relative_to(root).with_suffix("")
-    parts = list(rel.parts)
-    if parts and parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
-
-
-def find_definitions(names: Iterable[str], code_paths: Sequence[str]) -> Dict[str, Dict[str, str]]:
-    """Name -> {module, file, root}: the first ``class Name(`` (or ``def Name(``) under the
-    folders. ``root`` is what to snapshot: the top-level package folder, or the file itself."""
-    names = set(names)
-    found: Dict[str, Dict[str, str]] = {}
-    if not names:
-        return found
-    pattern = re.compile(r"^[ \t]*(?:class|def)[ \t]+(" + "|".join(map(re.escape, sorted(names)))
-                         + r")[ \t]*[(:]", re.M)
-    for cp in code_paths:
-        root = Path(os.path.abspath(cp))
-        for cur, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if not skipped_dir(d) and d != "site-packages")
-            for fname in sorted(files):
-                if not fname.endswith(".py"):
-                    continue
-                path = Path(cur, fname)
-                try:
-                    if path.stat().st_size > MAX_SOURCE_BYTES:
-                        continue
-                    text = path.read_text(encoding="utf-8", errors="replace")
-                except OSError:
-                    continue
-                for m in pattern.finditer(text):
-                    name = m.group(1)
-                    if name in found:
-                        continue
-                    module = _module_name(root, path)
-                    rel = path.relative_to(root)
-                    snap_root = root / rel.parts[0] if len(rel.parts) > 1 else path
-                    found[name] = {"module": module, "file": str(path), "root": str(snap_root)}
-    return found
-
-
-def _python_for_lambdas(info: ModelFileInfo, p: InferencePlan,
-                        tensorflow: Optional[str]) -> Tuple[InferencePlan, str]:
-    """Lambda layers carry marshalled bytecode of the saving Python (docs/failures.md, class 5): try
-    the TF's Pythons, likeliest first, and keep the first under which all of it unmarshals.
-    Adjacent minors can share a marshal format, so this narrows the guess; it is no proof."""
-    from envrepro.diagnose.lambdas import check_lambdas
-
-    row = compat.for_tf(p.tensorflow)
-    order = [p.python] + [v for v in reversed(row.get("python") or []) if v != p.python]
-    for xy in order:
-        found = find_interpreter(xy)
-        results = check_lambdas(info, found[0]) if found else []
-        if results and all(r == "ok" for r in results):
-            if xy == p.python:
-                return p, f"Lambda bytecode unmarshals under Python {xy}, the inferred Python"
-            q = plan(info, tensorflow, xy)
-            q.reasons[-1] = f"Python {xy}: the Lambda layers' bytecode unmarshals under it (not under {p.python})"
-            return q, f"Python {xy} chosen because the Lambda bytecode unmarshals under it"
-    return p, (f"Lambda layers hold bytecode of an unknown Python: none of {', '.join(order)} found here "
-               f"could unmarshal it; kept Python {p.python}")
+def pick_python(info: ModelFileInfo, row: Dict[str, Any], python: Optional[str]) -> Tuple[str, str]:
+    """The Python X.Y to reproduce, and why: the one given; else the one the Lambda layers'
+    bytecode was written by (diagnose/bytecode.py: exact, or two adjacent minors), within what
+    this TF has wheels for; else the likeliest for the TF (compat.yaml ``python_likely``)."""
+    if python:
+        return str(compat.minor_of(python)), "given"
+    likely, supported = row["python_likely"], list(row.get("python") or [])
+    default = f"the likeliest for TF {row['minor']} (supports {', '.join(supported)})"
+    codes = [l.code for l in info.lambdas if l.code]
+    if not codes:
+        return likely, default
+    fits = common_pythons(codes)
+    if not fits:
+        return likely, (f"{default}; the Lambda layers' bytecode is of no Python envrepro knows "
+                        "(3.6 .. 3.13), or of several")
+    said = " or ".join(fits)
+    usable = [m for m in fits if m in supported]
+    if not usable:
+        return likely, (f"{default}; the Lambda layers' bytecode was written by Python {said}, for which "
+                        f"TF {row['minor']} has no wheels: the Lambda layers will not load (docs/failures.md "
+                        "class 5)")
+    chosen = likely if likely in usable else usable[-1]
+    return chosen, (f"the Lambda layers' bytecode was written by Python {said}"
+                    + (f" ({', '.join(m for m in fits if m not in supported)} has no TF {row['minor']} wheels)"
+                       if len(usable) < len(fits) else "")
+                    + ("" if len(usable) == 1 else f"; {chosen}: the likeliest for TF {row['minor']}"
+                       if chosen == likely else f"; {chosen}: the newest of them"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,33 +147,26 @@ def infer_capture(model_path: "os.PathLike[str] | str", code_paths: Iterable[str
             raise CaptureError("code path is not a folder", c, "pass the folder that holds your modules")
     hashes = hashes_wanted() if hashes is None else hashes
     p = plan(info, tensorflow, python)
-    lambda_note = None
-    if python is None and any(l.code for l in info.lambdas):
-        p, lambda_note = _python_for_lambdas(info, p, tensorflow)
     warnings = [f"inferred capture: {r}" for r in p.reasons] + [f"model file: {n}" for n in info.notes]
-    if lambda_note:
-        warnings.append(lambda_note)
     interp = find_interpreter(p.python)
     if interp is None:
         warnings.append(f"no Python {p.python} interpreter here (pyenv): resolved for it from this Python")
     full_version = interp[1] if interp else p.python
-    defs = find_definitions(wanted_names(info), code_paths)
-    missing = [n for n in wanted_names(info) if n not in defs]
+    wanted = wanted_names(info.custom_classes + info.registered_names)
+    defs = find_definitions(wanted, code_paths)
+    missing = [n for n in wanted if n not in defs]
     if missing:
-        warnings.append("custom classes not found under --code-path (load_model will fail with "
-                        "'Unknown layer'): " + ", ".join(missing))
-    dists, how = resolve(p, interp[0] if interp else None, warnings)
+        warnings.append(missing_report(missing, info.named_by))
+    warnings.extend(f"{n} is defined more than once under --code-path: used {d.module}:{d.attr} "
+                    f"({d.file}), not {', '.join(d.others)}" for n, d in sorted(defs.items()) if d.others)
+    dists, how = resolve(p, interp, warnings)
 
     python_facts = {"version": full_version, "implementation": "CPython", "sys_platform": "linux",
                     "machine": "x86_64", "platform": None, "libc": None, "executable": None}
     modules = []
-    for name, d in sorted(defs.items()):
-        modules.append({"module": d["module"], "file": d["file"], "root": d["root"], "distribution": None})
-    custom_objects = []
-    for n in sorted(set(info.custom_classes + info.registered_names)):
-        short = n.split(">", 1)[-1]
-        if short in defs:
-            custom_objects.append({"name": n, "module": defs[short]["module"], "attr": short})
+    for d in sorted({(d.module, d.file, d.root) for d in defs.values()}):
+        modules.append({"module": d[0], "file": d[1], "root": d[2], "distribution": None})
+    custom_objects = [{"name": n, "module": d.module, "attr": d.attr} for n, d in sorted(defs.items())]
     if any(r.startswith("tensorflow-addons") for r in p.requirements):
         modules.append({"module": "tensorflow_addons", "distribution": "tensorflow-addons"})
     row = compat.for_tf(p.tensorflow)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envrepro.diagnose.kerasconfig import as_str, summarize_training_config, walk_config
+from envrepro.diagnose.kerasconfig import TRAINING_CONFIG, as_str, summarize_training_config, walk_config
 
 if TYPE_CHECKING:   # annotations only: modelfiles imports this module
     from envrepro.diagnose.modelfiles import ModelFileInfo
@@ -57,6 +57,8 @@ def read_h5(path: Path, info: ModelFileInfo) -> None:
             walk_config(config, info)
     if raw_training is not None:
         try:
-            info.training_config = summarize_training_config(json.loads(as_str(raw_training) or "null"))
+            training = json.loads(as_str(raw_training) or "null")
+            info.training_config = summarize_training_config(training)
+            walk_config(training, info, owner=TRAINING_CONFIG)
         except ValueError:
             info.notes.append("training_config attribute is not valid JSON")

@@ -77,10 +77,19 @@ squared_hinge squareplus swish tanh tanh_shrink threshold tversky binary_accurac
 categorical_accuracy sparse_categorical_accuracy top_k_categorical_accuracy
 sparse_top_k_categorical_accuracy accuracy acc crossentropy radial_constraint max_norm
 min_max_norm non_neg unit_norm l1 l2 l1_l2 orthogonal_regularizer OrthogonalRegularizer
+ce cosine cosine_proximity glorot_uniform glorot_normal he_normal he_uniform lecun_normal
+lecun_uniform zeros ones random_normal random_uniform truncated_normal variance_scaling identity
+constant uniform normal
 """
 BUILTIN_NAMES = frozenset(_BUILTIN_TEXT.split())
 _FRAMEWORK_MODULE = re.compile(r"^(keras|tf_keras|tensorflow)(\.|$)")
-_ACTIVATION_KEYS = ("activation", "recurrent_activation")
+# Keys whose string value names a function Keras looks up by name: a custom one when it is not
+# Keras's own (an activation given as a function, a MeanMetricWrapper's ``fn``, an initializer,
+# regularizer or constraint given as a function, a loss or metric of the training config, given
+# as one string or as lists/dicts of them per output).
+_NAME_KEYS = ("activation", "recurrent_activation", "fn", "loss", "metrics", "weighted_metrics")
+_NAME_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
+TRAINING_CONFIG = "training_config"
 
 
 @dataclass
@@ -124,34 +133,67 @@ def is_builtin(class_name: str, module: Optional[str] = None) -> bool:
     return class_name in BUILTIN_NAMES or (class_name.startswith("__") and class_name.endswith("__"))
 
 
-def walk_config(config: Any, info: ModelFileInfo, _depth: int = 0) -> None:
-    """Collect class names, custom classes, registered names, modules, Lambda layers and the
-    markers of docs/failures.md classes 8a/8d from a model config (any nesting)."""
+def _custom(info: ModelFileInfo, name: str, where: str) -> None:
+    info.custom_classes.append(name)
+    info.named_by.setdefault(name, where)
+
+
+def _names(value: Any) -> List[str]:
+    """The plain strings of a name key's value: one, or lists/dicts of them (per output); dicts
+    with a ``class_name`` are configs, walked as such."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict) and "class_name" not in value:
+        return [n for v in value.values() for n in _names(v)]
+    if isinstance(value, (list, tuple)):
+        return [n for v in value for n in _names(v)]
+    return []
+
+
+def _is_name_key(key: str) -> bool:
+    return key in _NAME_KEYS or key.endswith(_NAME_SUFFIXES)
+
+
+def keras_registration(name: str) -> bool:
+    """Keras's own registered name: TF 2.11+ optimizers save as ``Custom>Adam``."""
+    package, _, short = name.partition(">")
+    return package == "Custom" and short in BUILTIN_NAMES
+
+
+def walk_config(config: Any, info: ModelFileInfo, _depth: int = 0, owner: str = "the model") -> None:
+    """Collect class names, custom classes (each with where it is named: ``info.named_by``),
+    registered names, modules, Lambda layers and the markers of docs/failures.md classes 8a/8d
+    from a model config, a layer's SavedModel metadata or a training config (any nesting).
+    ``owner`` says where the config is: a layer's name is added as the walk goes down, except
+    under the training config (``owner=TRAINING_CONFIG``)."""
     if _depth > 200:
         return
     if isinstance(config, list):
         for item in config:
-            walk_config(item, info, _depth + 1)
+            walk_config(item, info, _depth + 1, owner)
         return
     if not isinstance(config, dict):
         return
     cname = config.get("class_name")
     module = config.get("module") if isinstance(config.get("module"), str) else None
     registered = config.get("registered_name") if isinstance(config.get("registered_name"), str) else None
+    inner = config.get("config")
+    if isinstance(cname, str) and owner != TRAINING_CONFIG:
+        lname = inner.get("name") if isinstance(inner, dict) else config.get("name")
+        owner = f"layer '{lname}'" if isinstance(lname, str) and lname else owner
     if isinstance(cname, str):
         info.class_names.append(cname)
         if module:
             info.config_modules.append(module)
-        if cname == "function" and isinstance(config.get("config"), str):
+        if cname == "function" and isinstance(inner, str):
             # Keras 3 serialized function: builtin when its module is keras.*
             if module and not _FRAMEWORK_MODULE.match(module):
-                info.custom_classes.append(registered if registered and ">" in registered else config["config"])
-        elif not is_builtin(cname, module):
-            info.custom_classes.append(cname)
+                _custom(info, registered if registered and ">" in registered else inner, f"function in {owner}")
+        elif not is_builtin(cname, module) and not keras_registration(cname):
+            _custom(info, cname, f"class of {owner}")
         for name in (cname, registered or ""):
-            if ">" in name:
+            if ">" in name and not keras_registration(name):
                 info.registered_names.append(name)
-        inner = config.get("config")
         if cname == "Lambda" and isinstance(inner, dict):
             _lambda_layer(inner, info)
         if cname in ("Sequential", "Model", "Functional") and isinstance(inner, list):
@@ -163,10 +205,14 @@ def walk_config(config: Any, info: ModelFileInfo, _depth: int = 0) -> None:
             info.markers.append("batch_shape")
         elif key == "input_dtype":
             info.markers.append("input_dtype")
-        elif key in _ACTIVATION_KEYS and isinstance(value, str) and value not in BUILTIN_NAMES:
-            info.custom_classes.append(value)
+        elif _is_name_key(key):
+            for name in _names(value):
+                if name and not is_builtin(name) and not keras_registration(name):
+                    _custom(info, name, f"{key} of {owner}")
+                    if ">" in name:
+                        info.registered_names.append(name)
         if isinstance(value, (dict, list)):
-            walk_config(value, info, _depth + 1)
+            walk_config(value, info, _depth + 1, owner)
 
 
 def _lambda_layer(cfg: Dict[str, Any], info: ModelFileInfo) -> None:

@@ -39,6 +39,7 @@ class ModelFileInfo:
     date_saved: Optional[str] = None             # .keras metadata.json
     class_names: List[str] = field(default_factory=list)
     custom_classes: List[str] = field(default_factory=list)
+    named_by: Dict[str, str] = field(default_factory=dict)       # custom name -> where the config names it
     registered_names: List[str] = field(default_factory=list)   # 'pkg>Name'
     config_modules: List[str] = field(default_factory=list)     # 'module' fields (Keras 3 / .keras)
     ops: List[str] = field(default_factory=list)

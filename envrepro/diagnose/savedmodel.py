@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, List, Optional
 
-from envrepro.diagnose.kerasconfig import MAX_JSON_BYTES, as_str, summarize_training_config, walk_config
+from envrepro.diagnose.kerasconfig import (MAX_JSON_BYTES, TRAINING_CONFIG, as_str, summarize_training_config,
+                                           walk_config)
 from envrepro.diagnose.protowire import fields, first_text
 from envrepro.sidecar.modelformat import LFS_MAGIC
 
@@ -33,6 +34,7 @@ def read_savedmodel(folder: Path, info: ModelFileInfo) -> None:
     if (folder / "fingerprint.pb").is_file():
         info.markers.append("fingerprint")   # written from TF 2.12 on
     keras_json: Optional[str] = None
+    nodes: List[str] = []     # every Keras object's metadata: the layers nested in subclassed models
     if pb.is_file():
         with open(pb, "rb") as f:
             head = f.read(64)
@@ -43,7 +45,7 @@ def read_savedmodel(folder: Path, info: ModelFileInfo) -> None:
             info.notes.append("saved_model.pb is larger than 2 GiB: not read")
         else:
             try:
-                keras_json = _parse_saved_model_pb(pb.read_bytes(), info)
+                keras_json = _parse_saved_model_pb(pb.read_bytes(), info, nodes)
             except ValueError as e:
                 info.notes.append(f"saved_model.pb could not be decoded ({e})")
     else:
@@ -60,19 +62,23 @@ def read_savedmodel(folder: Path, info: ModelFileInfo) -> None:
             info.notes.append("keras_metadata.pb is too large to read")
         else:
             try:
-                keras_json = _parse_keras_metadata(meta.read_bytes()) or keras_json
+                nodes = []
+                keras_json = _parse_keras_metadata(meta.read_bytes(), nodes) or keras_json
             except ValueError as e:
                 info.notes.append(f"keras_metadata.pb could not be decoded ({e})")
     if keras_json:
         _apply_keras_root(keras_json, info)
+        for text in nodes:
+            _apply_keras_node(text, info)
     elif not info.notes:
         info.notes.append("no Keras metadata: a tf.saved_model.save / model.export() SavedModel, "
                           "which load_model can't restore as a Keras model")
 
 
-def _parse_saved_model_pb(data: bytes, info: ModelFileInfo) -> Optional[str]:
+def _parse_saved_model_pb(data: bytes, info: ModelFileInfo, nodes: List[str]) -> Optional[str]:
     """Read meta_info_def (versions, ops) of the first MetaGraph; return the pre-2.5 Keras root
-    JSON from the object graph's user objects, if any."""
+    JSON from the object graph's user objects, if any, and add every other Keras object's
+    metadata to ``nodes``."""
     saved = fields(data)
     graphs = saved.get(2) or []
     if not graphs:
@@ -102,21 +108,30 @@ def _parse_saved_model_pb(data: bytes, info: ModelFileInfo) -> Optional[str]:
                 if metadata and ident in ("_tf_keras_model", "_tf_keras_network",
                                           "_tf_keras_sequential") and root_json is None:
                     root_json = metadata
+                elif metadata and ident.startswith("_tf_keras_"):
+                    nodes.append(metadata)
     return root_json
 
 
-def _parse_keras_metadata(data: bytes) -> Optional[str]:
-    """``SavedMetadata.nodes[]``: the node whose path is ``root`` holds the model's JSON."""
-    first = None
+def _parse_keras_metadata(data: bytes, nodes: List[str]) -> Optional[str]:
+    """``SavedMetadata.nodes[]``: the node whose path is ``root`` holds the model's JSON; the
+    others (layers, metrics, nested models) go to ``nodes``."""
+    first = root = None
     for node_raw in fields(data).get(1) or []:
         node = fields(node_raw)
         path = first_text(node, 3)
         metadata = first_text(node, 5)
-        if metadata and first is None:
+        if not metadata:
+            continue
+        if path == "root" and root is None:
+            root = metadata
+        else:
+            nodes.append(metadata)
+        if first is None:
             first = metadata
-        if path == "root" and metadata:
-            return metadata
-    return first
+    if root is None and first is not None:
+        nodes.remove(first)
+    return root or first
 
 
 def _apply_keras_root(text: str, info: ModelFileInfo) -> None:
@@ -134,5 +149,20 @@ def _apply_keras_root(text: str, info: ModelFileInfo) -> None:
                                            "config": root.get("config")} if root.get("config") else None)
     if config:
         walk_config(config, info)
+    elif isinstance(root.get("class_name"), str):   # a subclassed model without get_config
+        walk_config({"class_name": root["class_name"], "name": root.get("name")}, info)
     if root.get("training_config"):
         info.training_config = summarize_training_config(root["training_config"])
+        walk_config(root["training_config"], info, owner=TRAINING_CONFIG)
+
+
+def _apply_keras_node(text: str, info: ModelFileInfo) -> None:
+    """A nested Keras object's metadata: the only place a subclassed model's layers are named
+    (its own config, if any, does not list them)."""
+    try:
+        node = json.loads(text)
+    except ValueError:
+        return
+    if isinstance(node, dict) and isinstance(node.get("class_name"), str):
+        walk_config({"class_name": node["class_name"], "config": node.get("config"),
+                     "name": node.get("name")}, info)

@@ -46,9 +46,13 @@ def registries():
             seen.add(id(reg))
             regs.append(reg)
 
-    gu = sys.modules.get("tensorflow.python.keras.utils.generic_utils")
-    if gu is not None:
-        add(gu.get_custom_objects)
+    # TF <= 2.5 in TF itself; Keras 2.6 .. 2.11 keep it in generic_utils and export no
+    # ``keras.utils.get_custom_objects`` (only ``tf.keras.utils`` does); Keras 2.12 moved it.
+    for name in ("tensorflow.python.keras.utils.generic_utils", "keras.utils.generic_utils",
+                 "keras.saving.object_registration"):
+        mod = sys.modules.get(name)
+        if mod is not None and hasattr(mod, "get_custom_objects"):
+            add(mod.get_custom_objects)
     for top in ("keras", "tf_keras"):
         mod = sys.modules.get(top)
         if mod is None:
@@ -95,7 +99,7 @@ def is_framework_module(modname):
     return not modname or modname.split(".", 1)[0] in FRAMEWORK_TOPS
 
 
-def _is_revived(klass):
+def is_revived(klass):
     """TF <= 2.15 revives a SavedModel layer whose class can't be found as a dynamic subclass
     of RevivedLayer/RevivedNetwork: it predicts, but the original class is not known."""
     try:
@@ -215,7 +219,7 @@ class _Walker(object):
             seen.add(id(layer))
             klass = type(layer)
             kind = kind_of_class(klass) or "layer"
-            if _is_revived(klass):
+            if is_revived(klass):
                 self.revived.append(klass.__name__)
             elif not is_framework_module(klass.__module__):
                 self.record(klass, kind)

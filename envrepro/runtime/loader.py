@@ -7,11 +7,12 @@ TensorFlow only, Python 3.6 syntax. Started as a module of the runtime package (
     python -B -c "<launch bootstrap>" --plan /path/plan.json     # or the plan in $ENVREPRO_PLAN
 
 The host (envrepro/sandbox/run.py) writes the plan; this module imports the custom modules, calls
-load_model, re-runs the reference prediction, checks the restored optimizer, replays the training
-step a capture recorded (resume.py) and prints exactly one line to stdout, ``ENVREPRO-REPORT
-{json}``. Everything else (TensorFlow logs, Keras progress bars, prints in user modules, C-level
-writes) is pushed to stderr at the file-descriptor level, so the report line can always be
-parsed. Exit codes: 0 ok, 5 load failure, 6 verification mismatch,
+load_model, re-runs the reference prediction (an inferred capture has none: its source tree is
+compared with the SavedModel's traced graphs instead, drift.py), checks the restored optimizer,
+replays the training step a capture recorded (resume.py) and prints exactly one line to stdout,
+``ENVREPRO-REPORT {json}``. Everything else (TensorFlow logs, Keras progress bars, prints in user
+modules, C-level writes) is pushed to stderr at the file-descriptor level, so the report line can
+always be parsed. Exit codes: 0 ok, 5 load failure, 6 verification mismatch,
 70 unusable plan (a bug on the host side).
 """
 import json
@@ -22,12 +23,13 @@ import sys
 import time
 import traceback
 
-from .facts import accepts
+from . import drift
+from .facts import accepts, short_error
 from .failures import classify
 from .kerasflavor import keras_version, pick_keras
 from .optimizer import check_optimizer
 from .recipes import RecipesFailed, applicable, compiles, ordered, try_recipes
-from .reference import FLOAT_TOLERANCE, assemble_inputs, compare, flatten_outputs, predict
+from .reference import DEFAULT_SEED, FLOAT_TOLERANCE, assemble_inputs, compare, flatten_outputs, predict
 from .resume import replay
 
 REPORT_PREFIX = "ENVREPRO-REPORT "
@@ -144,6 +146,7 @@ class Run(object):
                      "recorded_recipe": plan.get("recipe"),
                      "custom_objects": sorted((plan.get("custom_objects") or {}).keys())},
             "reference": None, "optimizer": None, "resume_check": None, "network": None,
+            "drift": None,
         }
         self.compiled = bool(plan.get("compile", True))
 
@@ -195,6 +198,10 @@ class Run(object):
                                          % (rep["reference"]["max_abs_diff"], ref.get("atol"),
                                             ref.get("rtol")))
         rep["stage"] = "verify"
+        if plan.get("drift"):
+            rep["drift"] = self.timed("drift", self.check_drift, np, kmod, model)
+            if rep["drift"].get("checked") and not rep["drift"].get("ok"):
+                rep["mismatches"].append(drift.message(rep["drift"]))
         expected_opt = plan.get("optimizer")
         if expected_opt and self.compiled:
             rep["optimizer"] = self.timed("optimizer", check_optimizer, model, expected_opt,
@@ -211,6 +218,16 @@ class Run(object):
             rep["resume_check"] = self.timed("resume_check", self.replay, np, kmod, custom, resume)
             rep["mismatches"].extend(rep["resume_check"]["problems"])
 
+    def check_drift(self, np, kmod, model):
+        """runtime/drift.py on the loaded model; a failure of the check itself is said in the
+        report, never a failed load."""
+        try:
+            return drift.check(np, kmod.models.load_model, model, self.plan["model_path"],
+                               self.plan.get("format"), sorted(self.plan.get("custom_objects") or {}),
+                               DEFAULT_SEED)
+        except Exception as exc:
+            return {"checked": False, "reason": "the check failed: %s" % short_error(exc)}
+
     def import_modules(self):
         import importlib
 
@@ -223,13 +240,14 @@ class Run(object):
 
     def load_model(self, kmod, custom):
         """The recipe recorded at capture first, then the others in recipes.py's order; a plan
-        without a recipe (an older capture) makes the one call it always made."""
+        without a recipe (an older capture) makes the one call it always made, unless it asks
+        for all of them (an inferred capture: nothing loaded the model at capture)."""
         load = kmod.models.load_model
         extra = {}
         if self.plan.get("safe_mode") is not None and accepts(load, "safe_mode"):
             extra["safe_mode"] = bool(self.plan["safe_mode"])
         recorded = self.plan.get("recipe")
-        if not recorded:
+        if not recorded and not self.plan.get("all_recipes"):
             return load(self.plan["model_path"], custom_objects=custom, compile=self.compiled,
                         **extra)
         names = ordered(recorded, applicable(self.plan.get("format"), bool(custom)))

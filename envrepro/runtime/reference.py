@@ -101,8 +101,9 @@ def _input_names(model, count):
     return [str(n).split(":")[0] for n in names]
 
 
-def _generate_sample(specs, seed):
-    """Seeded random arrays for fully defined input shapes (batch dimension -> 2)."""
+def generate_sample(specs, seed, batch=SAMPLE_BATCH):
+    """Seeded random arrays for fully defined input shapes (an undefined batch dimension ->
+    ``batch`` rows)."""
     import numpy as np
 
     rng = np.random.RandomState(seed)
@@ -112,7 +113,7 @@ def _generate_sample(specs, seed):
             raise ProbeFailure("input %d has an unknown rank" % index)
         dims = list(shape)
         if dims and dims[0] is None:
-            dims[0] = SAMPLE_BATCH
+            dims[0] = batch
         if any(d is None for d in dims):
             raise ProbeFailure("input %d has an undefined shape %s" % (index, shape))
         dtype = dtype.replace("tf.", "")
@@ -131,6 +132,15 @@ def _generate_sample(specs, seed):
                     pass
         arrays.append(arr)
     return arrays
+
+
+def seeded_inputs(model, seed=DEFAULT_SEED, batch=SAMPLE_BATCH):
+    """``(structure, names, arrays)``: seeded random inputs shaped by the model's own input specs.
+    ProbeFailure when the model has no defined inputs or an input can't be generated."""
+    in_struct, in_names, specs = _input_structure(model)
+    if in_struct is None:
+        raise ProbeFailure("the model has no defined inputs (subclassed and not built)")
+    return in_struct, in_names, generate_sample(specs, seed, batch)
 
 
 def load_sample(path):
@@ -190,7 +200,7 @@ def _split_structure(value, model, which):
     return "single", [str(n) for n in names], [_to_numpy(value)]
 
 
-def _tolerance(model, arrays):
+def tolerance(model, arrays):
     """Comparison tolerance for the reference: loose for half-precision outputs or compute
     dtypes."""
     loose = False
@@ -232,12 +242,8 @@ def reference_facts(model, out_dir, sample_input=None, seed=DEFAULT_SEED, allow_
     if sample_input is not None:
         in_struct, in_names, in_arrays = _split_structure(sample_input, model, "input")
     else:
-        in_struct, in_names, specs = _input_structure(model)
-        if in_struct is None:
-            return None, ("the model has no defined inputs (subclassed and not built); pass "
-                          "sample_input / --sample")
         try:
-            in_arrays = _generate_sample(specs, seed)
+            in_struct, in_names, in_arrays = seeded_inputs(model, seed)
         except ProbeFailure as exc:
             return None, "%s; pass sample_input / --sample" % exc.what
     try:
@@ -264,7 +270,7 @@ def reference_facts(model, out_dir, sample_input=None, seed=DEFAULT_SEED, allow_
         "input_names": in_names,
         "output_structure": out_struct,
         "output_names": out_names,
-        "tolerance": _tolerance(model, out_arrays),
+        "tolerance": tolerance(model, out_arrays),
         "seeded": seeded,
         "seed": seed if seeded else None,
     }, None

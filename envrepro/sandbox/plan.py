@@ -46,11 +46,18 @@ def make_plan(capture: manifest.Capture, container_paths: ContainerPaths,
     and the loader passes it to every ``load_model`` that accepts it. ``recipe`` is the way
     load_model worked at capture (runtime/recipes.py), None for captures that predate it: the
     loader then makes the one call it always made.
+
+    An inferred capture (``capture --infer``) has no reference from the training environment; one
+    in its manifest could only have been made elsewhere, so none is passed on. ``drift`` asks the
+    loader to compare the source tree's classes with the SavedModel's traced graphs instead
+    (runtime/drift.py). Nothing loaded an inferred model at capture, so no recipe was recorded:
+    ``all_recipes`` asks the loader to try them all, in order.
     """
     paths = container_paths
+    inferred = bool(capture.get("inferred"))
     ref = capture.get("reference")
     plan_ref = None
-    if isinstance(ref, dict) and ref.get("inputs"):
+    if isinstance(ref, dict) and ref.get("inputs") and not inferred:
         tol = ref.get("tolerance") or {}
         plan_ref = {
             "inputs": [paths.in_capture(p) for p in ref.get("inputs") or []],
@@ -85,6 +92,8 @@ def make_plan(capture: manifest.Capture, container_paths: ContainerPaths,
         "reference": plan_ref,
         "optimizer": plan_opt,
         "resume_check": plan_resume(capture, paths),
+        "drift": inferred,
+        "all_recipes": inferred,
     }
 
 

@@ -65,6 +65,7 @@ class LoadReport:
     timings: Dict[str, Optional[float]] = field(default_factory=dict)
     unsafe: bool = False
     warnings: List[str] = field(default_factory=list)
+    inferred: bool = False      # the capture was inferred (``capture --infer``): no reference
 
     @property
     def ok(self) -> bool:
@@ -78,6 +79,8 @@ class LoadReport:
         d = asdict(self)
         d["ok"] = self.ok
         d["exit_code"] = exit_code(self)
+        d["verdict"] = verdict(self)
+        d["verified"] = d["verdict"] == VERIFIED
         return d
 
     def to_json(self, indent: Optional[int] = 2) -> str:
@@ -86,7 +89,8 @@ class LoadReport:
 
 def exit_code(report: LoadReport) -> int:
     """0 ok, EXIT_LOAD_FAILED when the model did not load (or the loader died), EXIT_MISMATCH
-    when it loaded but the reference prediction or the optimizer state differs."""
+    when it loaded but the reference prediction or the optimizer state differs, or (inferred
+    captures) the source tree's classes compute differently from the SavedModel's traced graphs."""
     if report.ok:
         return errors.EXIT_OK
     err = report.error
@@ -95,6 +99,25 @@ def exit_code(report: LoadReport) -> int:
     if report.loader.get("mismatches"):
         return errors.EXIT_MISMATCH
     return errors.EXIT_LOAD_FAILED
+
+
+# The verdicts (``--json`` field ``verdict``; ``verified`` is true for the first only).
+VERIFIED = "verified"                      # loaded, and the reference prediction reproduced
+NOT_VERIFIED = "loaded, not verified"      # loaded; no reference (an inferred capture never has one)
+MISMATCH = "mismatch"                      # loaded, but a prediction or the optimizer differs
+FAILED = "failed"                          # load_model failed, or the loader died
+INTERNAL = "internal error"                # the loader could not read its plan
+
+
+def verdict(report: LoadReport) -> str:
+    """One of the verdicts above. A clean load is "verified" only when a reference prediction
+    from the training environment was reproduced: an inferred capture has none, so at best it
+    is "loaded, not verified" (exit 0 all the same)."""
+    code = exit_code(report)
+    if code == errors.EXIT_OK:
+        ref = report.loader.get("reference")
+        return VERIFIED if ref and ref.get("allclose") and not report.inferred else NOT_VERIFIED
+    return {errors.EXIT_MISMATCH: MISMATCH, errors.EXIT_INTERNAL: INTERNAL}.get(code, FAILED)
 
 
 def image_dict(image_info: Any) -> Dict[str, Any]:
@@ -174,8 +197,9 @@ def render_report(report: LoadReport) -> str:
             where = f" (docs/failures.md class {ident})" if ident[:1].isdigit() else ""
             row("", f"known failure{where}: {fc.get('name')}; fix: {fc.get('fix')}")
     lines.extend(_optimizer_lines(d.get("optimizer")))
-    lines.extend(_reference_lines(d.get("reference"), load.get("ok"), err))
+    lines.extend(_reference_lines(d.get("reference"), load.get("ok"), err, report.inferred))
     lines.extend(_resume_lines(d.get("resume_check")))
+    lines.extend(_drift_lines(d.get("drift")))
     net = d.get("network") or {}
     if net:
         row("network", "isolated (loopback only)" if net.get("isolated")
@@ -183,7 +207,7 @@ def render_report(report: LoadReport) -> str:
     t = {**(d.get("timings") or {}), **{k: x for k, x in report.timings.items() if x is not None}}
     order = [("image", "image"), ("run", "container"), ("import_tf", "import TF"),
              ("import_modules", "import modules"), ("load", "load"), ("predict", "predict"),
-             ("resume_check", "resume check"), ("total", "loader total")]
+             ("drift", "drift"), ("resume_check", "resume check"), ("total", "loader total")]
     row("timings", ", ".join(f"{label} {_secs(t[k])}" for k, label in order if k in t) or "-")
     for w in report.warnings:
         row("warning", w)
@@ -234,9 +258,12 @@ def _optimizer_lines(opt: Optional[Dict[str, Any]]) -> List[str]:
     return lines
 
 
-def _reference_lines(ref: Optional[Dict[str, Any]], loaded: Any, err: Any) -> List[str]:
+def _reference_lines(ref: Optional[Dict[str, Any]], loaded: Any, err: Any, inferred: bool) -> List[str]:
     if ref is None:
         if loaded and not err:
+            if inferred:
+                return [f"  {'reference':<13}none: an inferred capture has no prediction from the "
+                        "training environment (loaded, not verified)"]
             return [f"  {'reference':<13}none in the capture (nothing to compare)"]
         return []
     tol = f"atol {_fmt_num(ref.get('atol'))} + rtol {_fmt_num(ref.get('rtol'))}"
@@ -271,16 +298,43 @@ def _resume_lines(resume: Optional[Dict[str, Any]]) -> List[str]:
             + "; ".join(resume.get("problems") or [])]
 
 
+def _drift_lines(drift: Optional[Dict[str, Any]]) -> List[str]:
+    """The source tree against the SavedModel's traced graphs (inferred captures: runtime/drift.py)."""
+    if not drift:
+        return []
+    label = f"  {'drift':<13}"
+    if not drift.get("checked"):
+        return [f"{label}not checked: {drift.get('reason')}"]
+    whole = drift.get("model") or {}
+    compared = [e for e in drift.get("layers") or [] if "allclose" in e]
+    parts = [f"whole model not compared ({whole['skipped']})" if "skipped" in whole
+             else f"whole model max |diff| {_fmt_num(whole.get('max_abs_diff'))}",
+             f"{len(compared)} layer(s) running the source's code compared"]
+    head = f"{label}source tree vs the SavedModel's traced graphs: {', '.join(parts)}"
+    lines = [head + ("  OK" if drift.get("ok") else "  MISMATCH")]
+    lines.extend(f"  {'':<13}differs: {d}" for d in drift.get("differs") or [])
+    lines.extend(f"  {'':<13}layer {e.get('layer')} ({e.get('class')}) not compared: {e['skipped']}"
+                 for e in drift.get("layers") or [] if e.get("skipped"))
+    return lines
+
+
 def _verdict(report: LoadReport) -> str:
     code = exit_code(report)
     if code == errors.EXIT_OK:
-        resumes = ", and training resumes identically" if (
-            report.loader.get("resume_check") or {}).get("ok") else ""
-        if report.loader.get("reference"):
+        if verdict(report) == VERIFIED:
+            resumes = ", and training resumes identically" if (
+                report.loader.get("resume_check") or {}).get("ok") else ""
             return "result: OK - the model loads and reproduces its reference prediction" + resumes
-        return "result: OK - the model loads (no reference prediction to compare)"
+        if not report.inferred:
+            return "result: LOADED, NOT VERIFIED - the model loads; the capture has no reference prediction to compare"
+        drift = report.loader.get("drift") or {}
+        why = ("its custom classes compute what the SavedModel's traced graphs compute" if drift.get("checked")
+               else f"drift of the source tree not checked: {drift.get('reason') or 'no check ran'}")
+        return ("result: LOADED, NOT VERIFIED - the model loads; an inferred capture has no reference "
+                f"prediction to compare ({why})")
     if code == errors.EXIT_MISMATCH:
-        return ("result: MISMATCH - the model loads but does not reproduce what was captured: "
+        what = "what was saved" if report.inferred else "what was captured"
+        return (f"result: MISMATCH - the model loads but does not reproduce {what}: "
                 + "; ".join(report.loader.get("mismatches") or []))
     if code == errors.EXIT_INTERNAL:
         return "result: envrepro bug - the loader could not read its plan (run with --debug)"

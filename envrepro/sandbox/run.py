@@ -81,7 +81,7 @@ def load(model_path: "os.PathLike[str] | str", engine: ContainerEngine, image_in
         container_exit=code, stderr_tail="\n".join(err.splitlines()[-20:]),
         timings={"image": image_seconds if image_seconds is not None else img.get("seconds"),
                  "run": round(run_seconds, 3)},
-        unsafe=unsafe)
+        unsafe=unsafe, inferred=bool(capture.get("inferred")))
     try:
         (record or _record_default)(image_info, capture)
     except (OSError, ValueError) as e:

@@ -211,8 +211,45 @@ def test_infer_then_load_a_model_saved_without_envrepro(py38_tf24, standin_38, t
     assert cap.data["load"]["custom_objects"]["MyCustomLayer"] == "custom_layers:MyCustomLayer"
     out = cli("load", model, "--json")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    rep = json.loads(out.stdout)["loader"]
+    report = json.loads(out.stdout)
+    rep = report["loader"]
     assert rep["ok"] and rep["versions"]["tensorflow"] == "2.4.1" and rep["load"]["ok"]
+    # no reference from the training environment: never "verified", whatever else held
+    assert report["verdict"] == "loaded, not verified" and report["verified"] is False
+    assert rep["reference"] is None and rep["drift"]["checked"] and rep["drift"]["ok"]
+
+
+def test_inferred_capture_of_an_edited_source_tree_is_exit_6_naming_the_class(py38_tf24, standin_38, tmp_path):
+    """Drift without a capture: the model was saved from one source, the custom layer's call was
+    edited afterwards (one added activation), then the model captured with --infer from the edited
+    tree. The SavedModel's traced graph of the layer disagrees with the source: exit 6, named."""
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(EXAMPLES / "custom_layers.py", src / "custom_layers.py")
+    model = tmp_path / "legacy_model"
+    proc = subprocess.run([py38_tf24, "-c", LEGACY_SAVE, str(model)], cwd=str(src), capture_output=True,
+                          text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(src)),
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    layer = src / "custom_layers.py"
+    edited = layer.read_text().replace("return tf.matmul(inputs, self.w) + self.b",
+                                       "return tf.nn.relu(tf.matmul(inputs, self.w) + self.b)")
+    assert edited != layer.read_text()
+    layer.write_text(edited)
+    out = cli("capture", "--infer", model, "--code-path", src)
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = cli("load", model, "--json")
+    assert out.returncode == 6, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["verdict"] == "mismatch" and report["exit_code"] == 6
+    drift = report["loader"]["drift"]
+    assert drift["checked"] and drift["ok"] is False and drift["model"]["allclose"] is False
+    assert [d.split(" (")[0] for d in drift["differs"]] == ["MyCustomLayer"]
+    text = cli("load", model)
+    assert text.returncode == 6
+    assert ("result: MISMATCH - the model loads but does not reproduce what was saved: the source tree no "
+            "longer matches the code the model was saved with: MyCustomLayer (layer my_custom_layer") in text.stdout
+    assert "reproduces its reference" not in text.stdout
 
 
 TRAINED_SAVE = textwrap.dedent('''

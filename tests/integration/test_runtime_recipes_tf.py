@@ -139,3 +139,25 @@ def test_old_capture_without_recipe_loads_as_before(py39_tf28, tf28_models, tmp_
     assert code == rt.EXIT_LOAD_FAILED == 5
     assert rep["error"]["type"] == "KeyError" and rep["error"]["stage"] == "load"
     assert rep["load"]["recipe"] is None and rep["load"]["recorded_recipe"] is None
+
+
+def test_inferred_capture_of_the_issue_8_model_tries_every_recipe(py39_tf28, tf28_models, tmp_path):
+    """Saved without envrepro and captured with --infer, nothing recorded a recipe: the loader
+    tries them all (custom objects fail with KeyError: 'layers', revival works). The revived
+    model runs only its traced graphs: loaded, not verified, drift not checked, said why."""
+    import shutil
+
+    model = tmp_path / "two_layer"
+    shutil.copytree(tf28_models[1]["two_layer_noopt"][0], model)
+    out = envrepro_cli("capture", "--infer", model, "--code-path", EXAMPLES, env={"ENVREPRO_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    cap = manifest.read(layout.sidecar_for(model))
+    assert cap.data["inferred"] and cap.data["load"]["custom_objects"] == {"TwoLayer": "two_layer:TwoLayer"}
+    code, rep = run_loader(py39_tf28, cap, tmp_path)
+    assert code == 0, (rep["error"], rep["mismatches"])
+    assert rep["load"]["recipe"] == "revive" and rep["load"]["recorded_recipe"] is None
+    assert rep["load"]["recipes_failed"] == [{"recipe": "custom_objects", "error": "KeyError: 'layers'"}]
+    assert rep["drift"]["checked"] is False and "runs none of the source tree's code" in rep["drift"]["reason"]
+    report = reports.LoadReport(model=str(model), capture=str(cap.root), image={}, loader=rep, inferred=True)
+    assert report.to_dict()["verdict"] == "loaded, not verified"
+    assert "drift of the source tree not checked: the loaded model runs none" in reports.render_report(report)

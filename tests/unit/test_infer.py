@@ -29,42 +29,45 @@ def test_infer_plan_h5_and_keras3_and_tf_keras():
         infer.plan(ModelFileInfo(path="/m.h5", format="h5"))
 
 
-def test_infer_finds_custom_classes(tmp_path):
-    (tmp_path / "pkg" / "sub").mkdir(parents=True)
-    (tmp_path / "pkg" / "__init__.py").write_text("")
-    (tmp_path / "pkg" / "sub" / "layers.py").write_text("class MyDense(Base):\n    pass\n\ndef my_act(x):\n    return x\n")
-    (tmp_path / "single.py").write_text("class Scale(object):\n    pass\n")
-    (tmp_path / "venv").mkdir()
-    (tmp_path / "venv" / "x.py").write_text("class Hidden(object):\n    pass\n")
-    info = ModelFileInfo(path="/m", custom_classes=["MyDense", "my_act", "Custom>Adam", "Addons>Mish", "team>Scale",
-                                                    "Hidden", "Missing"], registered_names=["team>Scale"])
-    names = infer.wanted_names(info)
-    assert names == ["Hidden", "Missing", "MyDense", "Scale", "my_act"]
-    found = infer.find_definitions(names, [str(tmp_path)])
-    assert found["MyDense"]["module"] == "pkg.sub.layers" and found["MyDense"]["root"] == str(tmp_path / "pkg")
-    assert found["my_act"]["module"] == "pkg.sub.layers"
-    assert found["Scale"] == {"module": "single", "file": str(tmp_path / "single.py"), "root": str(tmp_path / "single.py")}
-    assert "Hidden" not in found and "Missing" not in found
+def _lambda_model(minor, *names, keras="2.8.0"):
+    from test_bytecode import SAMPLES
+
+    return ModelFileInfo(path="/m.h5", format="h5", keras_version=keras,
+                         lambdas=[LambdaInfo(f"l{i}", "lambda", SAMPLES[minor][n]) for i, n in enumerate(names)])
 
 
-def test_infer_resolve_commands(tmp_path):
-    p = infer.plan(ModelFileInfo(path="/sm", tensorflow_version="2.4.1"))
-    cmds = infer.resolve_commands(p, "r.in", "c.txt", "rep.json", None, str(tmp_path))
-    assert len(cmds) == 1
-    how, argv = cmds[0]
-    assert "--python-version" in argv and "3.8" in argv and "--only-binary=:all:" in argv and "--dry-run" in argv
+def test_lambda_bytecode_pins_the_python():
+    """TF 2.8 supports 3.7 .. 3.10 (likeliest 3.10): a lambda written by 3.9 makes it 3.9."""
+    assert infer.plan(ModelFileInfo(path="/m.h5", format="h5", keras_version="2.8.0")).python == "3.10"
+    p = infer.plan(_lambda_model("3.9", "is"))
+    assert p.python == "3.9" and "Python 3.9: the Lambda layers' bytecode was written by Python 3.9" in p.reasons
+    p = infer.plan(_lambda_model("3.10", "arith"))
+    assert p.python == "3.10" and p.reasons[-1] == "Python 3.10: the Lambda layers' bytecode was written by Python 3.10"
 
 
-def test_infer_picks_the_python_whose_marshal_format_fits(monkeypatch):
-    """Lambda bytecode narrows the Python guess: the likeliest first, then the others."""
-    info = ModelFileInfo(path="/m.h5", format="h5", keras_version="2.4.0", lambdas=[LambdaInfo("l", "lambda", "AAAA")])
-    p = infer.plan(info)
-    monkeypatch.setattr(infer, "find_interpreter", lambda xy: (f"/py{xy}", xy + ".0"))
-    import envrepro.diagnose.lambdas as d
+def test_lambda_bytecode_of_two_minors_within_what_the_tf_supports():
+    p = infer.plan(_lambda_model("3.8", "arith"))      # 3.8 or 3.9, both TF 2.8 wheels: the newer
+    assert p.python == "3.9" and p.reasons[-1].endswith("written by Python 3.8 or 3.9; 3.9: the newest of them")
+    p = infer.plan(_lambda_model("3.8", "arith", keras="2.4.0"))   # TF 2.4 has no 3.9 wheels
+    assert p.python == "3.8" and p.reasons[-1].endswith("Python 3.8 or 3.9 (3.9 has no TF 2.4 wheels)")
 
-    monkeypatch.setattr(d, "check_lambdas", lambda i, exe: ["ok"] if exe == "/py3.7" else ["ValueError: bad marshal data"])
-    q, note = infer._python_for_lambdas(info, p, None)
-    assert p.python == "3.8" and q.python == "3.7" and "3.7" in note and "unmarshals" in q.reasons[-1]
-    monkeypatch.setattr(d, "check_lambdas", lambda i, exe: ["ValueError: bad marshal data"])
-    q, note = infer._python_for_lambdas(info, p, None)
-    assert q.python == "3.8" and "kept Python 3.8" in note
+
+def test_lambda_bytecode_the_tf_cannot_run_or_cannot_be_read_keeps_the_likeliest():
+    p = infer.plan(_lambda_model("3.11", "call", keras="2.4.0"))
+    assert p.python == "3.8" and "written by Python 3.11, for which TF 2.4 has no wheels" in p.reasons[-1]
+    junk = ModelFileInfo(path="/m.h5", format="h5", keras_version="2.4.0", lambdas=[LambdaInfo("l", "lambda", "AAAA")])
+    p = infer.plan(junk)
+    assert p.python == "3.8" and "bytecode is of no Python envrepro knows" in p.reasons[-1]
+    assert infer.plan(_lambda_model("3.9", "is"), python="3.7.16").python == "3.7"   # given wins
+
+
+@pytest.mark.parametrize("tf,keras,python", [("2.4.1", "2.4.0", "3.8"), ("2.8.4", "2.8.0", "3.10"),
+                                             ("2.12.0", "2.12.0", "3.11"), ("2.15.1", "2.15.0", "3.11"),
+                                             ("2.21.0", "3.13.1", "3.12")])
+def test_the_python_each_saving_tf_gets_without_lambdas(tf, keras, python):
+    """One table (compat.yaml python_likely): the SavedModel's tensorflow_version, or for an
+    H5/.keras file the TF its keras_version names, decides the Python."""
+    assert infer.plan(ModelFileInfo(path="/sm", format="savedmodel", tensorflow_version=tf,
+                                    keras_version=keras)).python == python
+    if not keras.startswith("3."):   # an H5 file: TF from keras_version, its last patch release
+        assert infer.plan(ModelFileInfo(path="/m.h5", format="h5", keras_version=keras)).python == python

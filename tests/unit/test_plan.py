@@ -101,3 +101,15 @@ def test_plan_resume_check_skipped_or_absent(tmp_path, cap):
         "skipped": "the model has no optimizer"}
     summary = resume_capture(tmp_path / "w", dict(RESUME, weights_file=None, weights_skipped="too large"))
     assert plans.make_plan(summary, plans.container_paths(summary))["resume_check"]["weights_file"] is None
+
+
+def test_inferred_capture_passes_no_reference_and_asks_for_the_drift_check(tmp_path):
+    """An inferred capture's manifest can't hold a prediction of the training environment: a
+    reference found there is not passed on, and the loader compares the source with the graphs."""
+    cap = make_capture(tmp_path, inferred=True)
+    plan = plans.make_plan(cap, plans.container_paths(cap))
+    assert plan["reference"] is None and plan["drift"] is True
+    assert plan["recipe"] is None and plan["all_recipes"] is True   # nothing loaded it at capture
+    real = make_capture(tmp_path / "real")
+    plan = plans.make_plan(real, plans.container_paths(real))
+    assert plan["reference"] is not None and plan["drift"] is False and plan["all_recipes"] is False

@@ -175,3 +175,67 @@ def test_resume_check_summary_failure_and_skip_lines(cap):
     assert ("resume       not checked (skipped at capture: the model has no optimizer (saved without compile): "
             "no training to resume)") in texts[2]
     assert "training resumes" not in texts[2]
+
+
+DRIFT_OK = {"checked": True, "ok": True, "atol": 1e-05, "rtol": 1e-04, "differs": [],
+            "model": {"checked": True, "allclose": True, "max_abs_diff": 0.0},
+            "layers": [{"layer": "scale", "class": "Scale", "uses": [], "allclose": True, "max_abs_diff": 0.0}]}
+
+
+def _inferred(tmp_path, rep, code):
+    cap = make_capture(tmp_path, inferred=True, reference=None)
+    return load.load(cap.model_path, FakeEngine(run_result=(code, report_stdout(rep), "")), image_info())
+
+
+def test_inferred_capture_is_loaded_not_verified_never_reproduced(tmp_path, cache_home):
+    """Exit 0, verdict "loaded, not verified" in the text and in --json, whatever the loader
+    says about a reference (an inferred capture never has one from the training environment)."""
+    for ref in (None, loader_report()["reference"]):
+        report = _inferred(tmp_path / str(bool(ref)), loader_report(reference=ref, drift=DRIFT_OK), 0)
+        assert reports.exit_code(report) == 0 and report.inferred
+        d = json.loads(report.to_json())
+        assert d["verdict"] == "loaded, not verified" and d["verified"] is False and d["exit_code"] == 0
+        text = reports.render_report(report)
+        assert "reproduces its reference" not in text
+        assert "result: LOADED, NOT VERIFIED - the model loads; an inferred capture has no reference" in text
+        assert "source tree vs the SavedModel's traced graphs: whole model max |diff| 0, 1 layer(s)" in text
+    assert "reference    none: an inferred capture has no prediction from the training environment" in \
+        reports.render_report(_inferred(tmp_path / "n", loader_report(reference=None, drift=DRIFT_OK), 0))
+
+
+def test_inferred_capture_whose_drift_could_not_be_checked_says_why(tmp_path, cache_home):
+    drift = {"checked": False, "reason": "an H5 file stores no traced graph of the custom classes' code"}
+    report = _inferred(tmp_path, loader_report(reference=None, drift=drift), 0)
+    text = reports.render_report(report)
+    assert "drift        not checked: an H5 file stores no traced graph" in text
+    assert "(drift of the source tree not checked: an H5 file stores no traced graph" in text
+    assert json.loads(report.to_json())["verdict"] == "loaded, not verified"
+
+
+def test_drift_is_a_mismatch_naming_the_class(tmp_path, cache_home):
+    line = "the source tree no longer matches the code the model was saved with: Scale (layer scale, max |diff| 0.21)"
+    drift = dict(DRIFT_OK, ok=False, differs=["Scale (layer scale, max |diff| 0.21)"],
+                 layers=[{"layer": "scale", "class": "Scale", "uses": [], "allclose": False, "max_abs_diff": 0.21},
+                         {"layer": "odd", "class": "Odd", "uses": [], "skipped": "input shape unknown"}])
+    report = _inferred(tmp_path, loader_report(ok=False, exit_code=6, reference=None, drift=drift,
+                                               mismatches=[line]), 6)
+    assert reports.exit_code(report) == errors.EXIT_MISMATCH
+    assert json.loads(report.to_json())["verdict"] == "mismatch"
+    text = reports.render_report(report)
+    assert "result: MISMATCH - the model loads but does not reproduce what was saved: " + line in text
+    assert "differs: Scale (layer scale, max |diff| 0.21)" in text and "MISMATCH" in text
+    assert "layer odd (Odd) not compared: input shape unknown" in text
+
+
+def test_verdicts_of_captures_with_and_without_a_reference(cap, tmp_path, cache_home):
+    report = load.load(cap.model_path, FakeEngine(run_result=(0, report_stdout(loader_report()), "")), image_info())
+    assert reports.verdict(report) == "verified" and json.loads(report.to_json())["verified"] is True
+    noref = make_capture(tmp_path / "noref", reference=None)
+    report = load.load(noref.model_path, FakeEngine(run_result=(0, report_stdout(loader_report(reference=None)), "")),
+                       image_info())
+    assert reports.verdict(report) == "loaded, not verified" and reports.exit_code(report) == 0
+    assert "result: LOADED, NOT VERIFIED - the model loads; the capture has no reference prediction" in \
+        reports.render_report(report)
+    failed = loader_report(ok=False, exit_code=5, error={"type": "ValueError", "message": "x", "first_line": "x"})
+    report = load.load(cap.model_path, FakeEngine(run_result=(5, report_stdout(failed), "")), image_info())
+    assert reports.verdict(report) == "failed"

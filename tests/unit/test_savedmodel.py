@@ -1,7 +1,9 @@
 """diagnose/savedmodel.py: versions, ops and Keras JSON from SavedModel folders built by hand."""
 from envrepro.diagnose.modelfiles import read_model_file
 
-from modelfile_builders import KERAS2_ROOT, keras_metadata_pb, saved_model_pb
+from modelfile_builders import KERAS2_ROOT, fld, keras_metadata_pb, saved_model_pb
+
+import json
 
 
 def test_savedmodel_pre_25_keras_json_in_object_graph(tmp_path):
@@ -67,3 +69,26 @@ def test_savedmodel_garbage_and_lfs(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "not a SavedModel" in read_model_file(empty).problems[0]
+
+
+def test_layers_of_a_subclassed_model_are_read_from_every_metadata_node(tmp_path):
+    """A subclassed model's config doesn't list its layers: only their own metadata nodes name
+    them (keras_metadata.pb from TF 2.5; the object graph's user objects before)."""
+    root = {"class_name": "Outer", "name": "outer", "keras_version": "2.8.0", "backend": "tensorflow",
+            "config": {"layer was saved without config": True},
+            "training_config": {"loss": "my_loss", "metrics": None}}
+    inner = {"name": "inner", "class_name": "Inner", "config": {"name": "inner"}}
+    dense = {"name": "dense", "class_name": "Dense", "config": {"name": "dense", "activation": "my_act"}}
+
+    def node(path, meta, ident="_tf_keras_layer"):
+        return fld(1, fld(3, path) + fld(4, ident) + fld(5, json.dumps(meta)))
+
+    sm = tmp_path / "sm"
+    sm.mkdir()
+    (sm / "saved_model.pb").write_bytes(saved_model_pb(tf_version="2.8.4"))
+    (sm / "keras_metadata.pb").write_bytes(node("root.inner", inner) + node("root", root, "_tf_keras_model")
+                                           + node("root.d", dense))
+    info = read_model_file(sm)
+    assert info.custom_classes == ["Inner", "Outer", "my_act", "my_loss"]
+    assert info.named_by == {"Outer": "class of the model", "Inner": "class of layer 'inner'",
+                             "my_act": "activation of layer 'dense'", "my_loss": "loss of training_config"}

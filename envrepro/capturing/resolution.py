@@ -1,0 +1,167 @@
+"""Resolve an inferred capture's requirements for its target Python (``capture --infer``), cached.
+
+Resolution must evaluate environment markers for the *target* Python, which pip-compile can't do
+for another interpreter. So pip's resolver (the one pip-tools drives) runs under an interpreter
+of that version found by ``envrepro.interpreters`` (``pip install --dry-run --ignore-installed
+--report``: nothing is installed); its own pip when it has ``--report`` (pip >= 22.2), else this
+pip through ``pip --python``. Without such an interpreter, this pip resolves with
+``--python-version --platform --only-binary=:all:`` (markers then see this Python: a warning
+says so).
+
+Many models from one training environment infer the same requirements, and each resolution
+takes seconds to minutes (pip reads the index for every distribution). The result is cached in
+``$XDG_CACHE_HOME/envrepro/resolutions/`` for a day, keyed by everything that decides it: the
+requirements and constraints, the target Python (the interpreter's full version, or the fallback
+with this one's), the platforms, and the host's pip settings (indexes, find-links).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+from envrepro import config
+from envrepro.capturing.indexhashes import pip_subprocess_env
+from envrepro.diagnose.tfversions import vtuple
+from envrepro.errors import CaptureError
+from envrepro.fsutil import atomic_write_text
+from envrepro.sidecar import layout
+
+if TYPE_CHECKING:   # annotations only: infer imports this module
+    from envrepro.capturing.infer import InferencePlan
+
+RESOLVE_TIMEOUT = float(os.environ.get("ENVREPRO_RESOLVE_TIMEOUT", "900"))
+LINUX_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
+                   "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64")
+CACHE_TTL = 24 * 3600          # seconds: new releases reach a resolution within a day
+CACHE_VERSION = 1              # changes with the cached entries' shape
+
+
+def _pip_version(python: str) -> Tuple[int, ...]:
+    try:
+        out = subprocess.run([python, "-m", "pip", "--version"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, timeout=60, check=False).stdout.decode()
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    m = re.match(r"pip (\S+)", out)
+    return vtuple(m.group(1)) if m else ()
+
+
+def resolve_commands(p: InferencePlan, req_file: str, cons_file: str, report: str,
+                     target: Optional[str], work: str) -> List[Tuple[str, List[str]]]:
+    """The resolution attempts, best first, each (how, argv)."""
+    common = ["install", "--dry-run", "--ignore-installed", "--report", report, "--disable-pip-version-check",
+              "--no-input", "--prefer-binary", "-r", req_file, "-c", cons_file]
+    cmds: List[Tuple[str, List[str]]] = []
+    if target:
+        if _pip_version(target) >= (22, 2):
+            cmds.append((f"pip of {target} (Python {p.python}, --dry-run --report)",
+                         [target, "-m", "pip"] + common))
+        if _pip_version(sys.executable) >= (22, 3):
+            cmds.append((f"this pip with --python {target}",
+                         [sys.executable, "-m", "pip", "--python", target] + common))
+    platforms = [a for plat in LINUX_PLATFORMS for a in ("--platform", plat)]
+    cmds.append((f"this pip for Python {p.python} with --python-version/--platform (no Python {p.python} "
+                 "interpreter found: environment markers were evaluated for this Python)",
+                 [sys.executable, "-m", "pip"] + common + ["--target", os.path.join(work, "target"),
+                                                           "--python-version", p.python, "--implementation",
+                                                           "cp", "--only-binary=:all:"] + platforms))
+    return cmds
+
+
+def cache_key(p: InferencePlan, target_version: Optional[str]) -> str:
+    """sha256 of everything that decides the resolution."""
+    from envrepro.build.pipconfig import pip_values_from_files_and_env
+
+    doc = {"version": CACHE_VERSION, "requirements": list(p.requirements),
+           "constraints": list(p.constraints), "python": p.python,
+           "target": target_version or f"fallback from {sys.version.split()[0]}",
+           "platforms": LINUX_PLATFORMS, "pip": pip_values_from_files_and_env()}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _cache_file(key: str) -> Path:
+    return config.cache_dir() / "resolutions" / f"{key}.json"
+
+
+def cached(key: str, now: Optional[float] = None) -> Optional[Dict[str, Any]]:
+    """The cached resolution under ``key``, or None (absent, expired or unreadable)."""
+    try:
+        entry = json.loads(_cache_file(key).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    fresh = isinstance(entry, dict) and isinstance(entry.get("created"), (int, float)) and \
+        0 <= (now if now is not None else time.time()) - entry["created"] < CACHE_TTL
+    if not fresh or not isinstance(entry.get("dists"), list) or not isinstance(entry.get("how"), str):
+        return None
+    return entry
+
+
+def _store(key: str, dists: List[Dict[str, Any]], how: str, notes: List[str]) -> None:
+    """Best effort: a cache that can't be written costs the next resolution, nothing else."""
+    try:
+        path = _cache_file(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"created": time.time(), "dists": dists, "how": how,
+                                            "notes": notes}, sort_keys=True))
+    except OSError:
+        pass
+
+
+def resolve(p: InferencePlan, target: Optional[Tuple[str, str]],
+            warnings: List[str]) -> Tuple[List[Dict[str, Any]], str]:
+    """Distributions (probe format: name, version, requires) of the resolved environment and how
+    it was resolved. ``target`` is (interpreter, full version) of the target Python, if found."""
+    key = cache_key(p, target[1] if target else None)
+    entry = cached(key)
+    if entry is not None:
+        warnings.extend(entry.get("notes") or [])
+        return entry["dists"], f"{entry['how']} (cached {_age(entry['created'])} ago)"
+    notes: List[str] = []
+    dists, how = _resolve(p, target[0] if target else None, notes)
+    _store(key, dists, how, notes)
+    warnings.extend(notes)
+    return dists, how
+
+
+def _age(created: float) -> str:
+    minutes = int(max(0.0, time.time() - created) // 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+
+
+def _resolve(p: InferencePlan, target: Optional[str], warnings: List[str]) -> Tuple[List[Dict[str, Any]], str]:
+    with tempfile.TemporaryDirectory(prefix="envrepro-infer-") as work:
+        req_file, cons_file, report = (os.path.join(work, n) for n in (layout.REQUIREMENTS_IN,
+                                                                       "constraints.txt", "report.json"))
+        Path(req_file).write_text("\n".join(p.requirements) + "\n", encoding="utf-8")
+        Path(cons_file).write_text("\n".join(p.constraints) + "\n", encoding="utf-8")
+        env = pip_subprocess_env(PYTHONNOUSERSITE="1")
+        failures = []
+        for how, cmd in resolve_commands(p, req_file, cons_file, report, target, work):
+            try:
+                proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                      timeout=RESOLVE_TIMEOUT, cwd=work, check=False)
+                out, ok = proc.stdout.decode("utf-8", "replace"), proc.returncode == 0
+            except (OSError, subprocess.TimeoutExpired) as e:
+                out, ok = f"{type(e).__name__}: {e}", False
+            if ok and os.path.isfile(report):
+                data = json.loads(Path(report).read_text(encoding="utf-8"))
+                if "--python-version" in cmd:
+                    warnings.append(f"lock resolved by {how}")
+                return [{"name": it["metadata"]["name"], "version": it["metadata"]["version"],
+                         "requires": list(it["metadata"].get("requires_dist") or []),
+                         "direct_url": None, "requested": bool(it.get("requested"))}
+                        for it in data.get("install") or []], how
+            tail = "\n".join(l for l in out.strip().splitlines()[-6:])
+            failures.append(f"[{how}]\n{tail}")
+    raise CaptureError("could not resolve an environment for " + " ".join(p.requirements) + " with "
+                       + ", ".join(p.constraints) + ":\n" + "\n".join(failures), None,
+                       f"install Python {p.python} with pyenv (`pyenv install {p.python}`), check the network "
+                       "or the index configuration")
