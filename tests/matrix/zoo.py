@@ -13,6 +13,14 @@ environment's prediction on it) and ``OUT/cells.json``, the list of cells the ma
 captures and loads. At the end every plain model is reloaded here with
 ``tf.keras.models.load_model`` and its prediction compared (``selfcheck`` per cell).
 
+Beside the fields the runner reads, a cell may carry: ``unsafe`` true when this release's
+``load_model`` refused it until ``safe_mode=False`` (Lambda in Keras 3 and in the .keras archive);
+``known_failure`` when the self-check failed the way a known Keras bug makes it fail (see
+KNOWN_FAILURES: the cell is kept, its loads are expected to fail); ``custom_objects_load`` for the
+subclassed_nofromconfig SavedModel, what ``load_model(custom_objects=...)`` does (``KeyError:
+'layers'`` in TF 2.4 and 2.8, where only revival loads it). ``seconds`` times each kind. Exit
+status 1 when a hooked save failed or a self-check failed for an unknown reason.
+
 Python 3.8+ syntax; imports only the standard library, numpy, tensorflow, tensorflow_addons (with
 ``--addons``), envrepro (the hook) and matrix_models (tests/matrix/src, put on sys.path here).
 Everything is seeded, so two runs write the same models.
@@ -24,6 +32,7 @@ import random
 import sys
 import time
 import warnings
+import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(HERE, "src")
@@ -43,6 +52,26 @@ SUFFIX = {"h5": ".h5", "keras": ".keras", "savedmodel": ""}
 USES_MODULE = ("sequential", "functional", "subclassed", "subclassed_nofromconfig")
 SUBCLASSED = ("subclassed", "subclassed_nofromconfig")
 ATOL = RTOL = 1e-5
+
+# Cells this release writes but cannot load back itself (Keras bugs, not the zoo's): the
+# self-check error is kept and the cell gets ``known_failure``, the explanation, when the error
+# holds the needle. (kind, format, needle, explanation)
+KNOWN_FAILURES = (
+    ("functional", "h5", "Unknown activation function: 'function'",
+     "Keras 2.15 (not 2.12) writes a registered activation function into H5 in the new "
+     "serialization format ({'class_name': 'function', 'config': 'matrix>scaled_tanh'}), which "
+     "its own H5 loader does not read, with or without custom_objects"),
+    ("addons", "keras", "'AdamW' object has no attribute 'build'",
+     "tensorflow-addons' AdamW is a legacy optimizer, which the .keras loader of Keras 2.12 "
+     "cannot build (load_model with compile=True)"),
+    ("subclassed", "h5", "Unknown layer: 'MatrixNet'",
+     "Keras 3 writes a subclassed model to H5 without complaint, but its H5 loader looks the "
+     "class up by its bare name 'MatrixNet', not the registered 'matrix>MatrixNet' (given in "
+     "custom_objects, it fails like subclassed_nofromconfig-h5)"),
+    ("subclassed_nofromconfig", "h5", "Layer count mismatch when loading weights",
+     "Keras 3 writes a subclassed model to H5 without complaint, but the model rebuilt from "
+     "the config has no layers yet when the H5 weights are loaded"),
+)
 
 
 def keras_version():
@@ -70,6 +99,11 @@ def seed_all(seed=SEED):
 
 # --- the models -------------------------------------------------------------------------------
 
+# Not the alias "mse": Keras 3.15 can't load an H5 compiled with it ("Could not deserialize
+# 'keras.metrics.mse' because it is not a KerasSaveable subclass").
+MSE = "mean_squared_error"
+
+
 def _adam():
     return tf.keras.optimizers.Adam(learning_rate=0.01)
 
@@ -81,7 +115,7 @@ def build(kind):
         model = tf.keras.Sequential([tf.keras.Input(shape=(4,)),
                                      mm.ScaledDense(8, scale=0.5, activation="relu"),
                                      layers.Dense(1)], name="sequential_model")
-        model.compile(optimizer=_adam(), loss="mse")
+        model.compile(optimizer=_adam(), loss=MSE)
     elif kind == "functional":
         a = tf.keras.Input(shape=(4,), name="a")
         b = tf.keras.Input(shape=(3,), name="b")
@@ -92,15 +126,15 @@ def build(kind):
         model.compile(optimizer=_adam(), loss=mm.smooth_l1)
     elif kind == "subclassed":
         model = mm.MatrixNet(units=8)
-        model.compile(optimizer=_adam(), loss="mse")
+        model.compile(optimizer=_adam(), loss=MSE)
     elif kind == "subclassed_nofromconfig":
         model = mm.MatrixNetNoFromConfig(units=8)
-        model.compile(optimizer=_adam(), loss="mse")
+        model.compile(optimizer=_adam(), loss=MSE)
     elif kind == "lambda":
         model = tf.keras.Sequential([tf.keras.Input(shape=(4,)), layers.Dense(8),
                                      layers.Lambda(lambda t: t * 0.5 + 1.0),
                                      layers.Dense(1)], name="lambda_model")
-        model.compile(optimizer=_adam(), loss="mse")
+        model.compile(optimizer=_adam(), loss=MSE)
     elif kind == "addons":
         import tensorflow_addons as tfa
 
@@ -108,13 +142,13 @@ def build(kind):
                                      tfa.layers.GroupNormalization(groups=2),
                                      layers.Dense(1)], name="addons_model")
         model.compile(optimizer=tfa.optimizers.AdamW(weight_decay=1e-4, learning_rate=0.01),
-                      loss="mse")
+                      loss=MSE)
     elif kind == "schedule":
         schedule = tf.keras.optimizers.schedules.ExponentialDecay(
             initial_learning_rate=0.01, decay_steps=10, decay_rate=0.9)
         model = tf.keras.Sequential([tf.keras.Input(shape=(4,)), layers.Dense(8, activation="relu"),
                                      layers.Dense(1)], name="schedule_model")
-        model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=schedule), loss="mse")
+        model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=schedule), loss=MSE)
     else:
         raise ValueError("unknown kind %s" % kind)
     return model
@@ -172,7 +206,14 @@ def model_path(out, which, kind, fmt):
 
 
 def save_kwargs(fmt):
-    return {"save_format": "tf"} if fmt == "savedmodel" and not KERAS3 else {}
+    """Keras 2 writes a SavedModel with ``save_format="tf"``; Keras 2.12 writes HDF5 to a
+    ``.keras`` path unless told ``save_format="keras_v3"`` (Keras 2.13 made the archive the
+    default for the extension)."""
+    if fmt == "savedmodel" and not KERAS3:
+        return {"save_format": "tf"}
+    if fmt == "keras" and KERAS < (2, 13):
+        return {"save_format": "keras_v3"}
+    return {}
 
 
 def short(exc):
@@ -224,6 +265,8 @@ def write_kind(out, kind, formats, cells, skipped):
                 if not (kind in SUBCLASSED and fmt == "h5"):
                     raise
                 reason = short(exc)
+        if fmt == "keras" and reason is None and not zipfile.is_zipfile(plain):
+            raise RuntimeError("%s is not a .keras archive" % plain)
         if reason is not None:
             skipped.append({"kind": kind, "format": fmt, "reason": reason})
             continue
@@ -235,7 +278,7 @@ def write_kind(out, kind, formats, cells, skipped):
             "hooked_error": error, "hooked_warnings": notes,
             "plain": os.path.relpath(plain, out),
             "modules": ["matrix_models"] if kind in USES_MODULE else [],
-            "unsafe": bool(KERAS3 and kind == "lambda"),
+            "unsafe": False,    # set by the self-check when load_model asks for safe_mode
             "optimizer_vars": n_opt, "sample": sample_rel, "prediction": pred_rel,
         })
 
@@ -250,10 +293,19 @@ def load_sample(path):
 
 
 def _load(out, cell, custom_objects=None):
-    kwargs = {"safe_mode": False} if cell["unsafe"] else {}
-    if custom_objects:
-        kwargs["custom_objects"] = custom_objects
-    return tf.keras.models.load_model(os.path.join(out, cell["plain"]), **kwargs)
+    """``load_model`` on the plain model; a refused Lambda (Keras 3, and the .keras archive of
+    Keras 2.12+) is retried with ``safe_mode=False`` and the cell marked ``unsafe``."""
+    kwargs = {"custom_objects": custom_objects} if custom_objects else {}
+    if cell["unsafe"]:
+        kwargs["safe_mode"] = False
+    path = os.path.join(out, cell["plain"])
+    try:
+        return tf.keras.models.load_model(path, **kwargs)
+    except Exception as exc:
+        if cell["unsafe"] or "safe_mode=False" not in str(exc):
+            raise
+    cell["unsafe"] = True
+    return tf.keras.models.load_model(path, safe_mode=False, **kwargs)
 
 
 def selfcheck(out, cell):
@@ -285,6 +337,15 @@ def custom_objects_load(out, cell):
     except Exception as exc:
         return short(exc)
     return "ok"
+
+
+def known_failure(cell):
+    if cell["selfcheck"] == "ok":
+        return None
+    for kind, fmt, needle, why in KNOWN_FAILURES:
+        if (cell["kind"], cell["format"]) == (kind, fmt) and needle in cell["selfcheck"]:
+            return why
+    return None
 
 
 def main(argv=None):
@@ -322,6 +383,9 @@ def main(argv=None):
         cell["selfcheck"] = selfcheck(out, cell)
         if cell["kind"] == "subclassed_nofromconfig" and cell["format"] == "savedmodel":
             cell["custom_objects_load"] = custom_objects_load(out, cell)
+        known = known_failure(cell)
+        if known:
+            cell["known_failure"] = known
     seconds["selfcheck"] = round(time.perf_counter() - t, 2)
     seconds["total"] = round(time.perf_counter() - t0, 2)
     report = {"env_tf": tf.__version__, "keras": KERAS_VERSION,
@@ -330,9 +394,11 @@ def main(argv=None):
     with open(os.path.join(out, "cells.json"), "w") as fh:
         json.dump(report, fh, indent=2)
         fh.write("\n")
-    bad = [c["id"] for c in cells if c["selfcheck"] != "ok" or c["hooked_error"]]
-    print("%d cells, %d skipped, %.1fs; not ok: %s" % (len(cells), len(skipped),
-                                                        seconds["total"], bad or "none"))
+    known = [c["id"] for c in cells if c.get("known_failure")]
+    bad = [c["id"] for c in cells
+           if (c["selfcheck"] != "ok" and not c.get("known_failure")) or c["hooked_error"]]
+    print("%d cells, %d skipped, %.1fs; known failures: %s; not ok: %s" % (
+        len(cells), len(skipped), seconds["total"], known or "none", bad or "none"))
     return 1 if bad else 0
 
 
