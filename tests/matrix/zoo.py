@@ -18,8 +18,10 @@ Beside the fields the runner reads, a cell may carry: ``unsafe`` true when this 
 ``known_failure`` when the self-check failed the way a known Keras bug makes it fail (see
 KNOWN_FAILURES: the cell is kept, its loads are expected to fail); ``custom_objects_load`` for the
 subclassed_nofromconfig SavedModel, what ``load_model(custom_objects=...)`` does (``KeyError:
-'layers'`` in TF 2.4 and 2.8, where only revival loads it). ``seconds`` times each kind. Exit
-status 1 when a hooked save failed or a self-check failed for an unknown reason.
+'layers'`` in TF 2.4 and 2.8, where only revival loads it); ``hooked_seconds``, the time of
+``envrepro.save`` (model save and capture). ``seconds`` times each kind (training, saves,
+captures) and the self-check. Exit status 1 when a hooked save failed or a self-check failed for
+an unknown reason.
 
 Python 3.8+ syntax; imports only the standard library, numpy, tensorflow, tensorflow_addons (with
 ``--addons``), envrepro (the hook) and matrix_models (tests/matrix/src, put on sys.path here).
@@ -271,11 +273,13 @@ def write_kind(out, kind, formats, cells, skipped):
             skipped.append({"kind": kind, "format": fmt, "reason": reason})
             continue
         hooked = model_path(out, "hooked", kind, fmt)
+        t = time.perf_counter()
         error, notes = hooked_save(model, hooked, fmt)
+        hooked_seconds = round(time.perf_counter() - t, 2)
         cells.append({
             "id": "%s-%s" % (kind, fmt), "kind": kind, "format": fmt,
             "hooked": os.path.relpath(hooked, out) if os.path.exists(hooked) else None,
-            "hooked_error": error, "hooked_warnings": notes,
+            "hooked_error": error, "hooked_warnings": notes, "hooked_seconds": hooked_seconds,
             "plain": os.path.relpath(plain, out),
             "modules": ["matrix_models"] if kind in USES_MODULE else [],
             "unsafe": False,    # set by the self-check when load_model asks for safe_mode
