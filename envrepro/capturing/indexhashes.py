@@ -19,6 +19,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
+from envrepro.jsoncache import JsonCache, key_of
 from envrepro.sidecar.lockfile import canonical_name, is_http_url
 
 # The image build runs in python:X.Y-slim (Debian bookworm, glibc 2.36) unless overridden; wheel
@@ -362,11 +363,43 @@ def lookup_index(pins: Mapping[str, str], python_facts: Mapping[str, Any],
     target_tags = linux_target_tags(python_facts)
     target_version = str(python_facts.get("version") or "")
     infos: Dict[str, IndexInfo] = {}
-    with _pip_logging_contained(), repo.allow_all_wheels():
-        with concurrent.futures.ThreadPoolExecutor(max_workers=HASH_WORKERS) as pool:
-            futures = {pool.submit(_index_info, repo, n, v, target_tags, target_version): n
-                       for n, v in pins.items()}
-            for future in concurrent.futures.as_completed(futures):
-                infos[futures[future]] = future.result()
+    keys = {n: _info_key(reachable, n, v, target_tags, target_version) for n, v in pins.items()}
+    for n, key in keys.items():
+        entry = INDEX_CACHE.get(key)
+        if entry is not None and isinstance(entry["value"], dict):
+            infos[n] = _info_from(entry["value"])
+    todo = {n: v for n, v in pins.items() if n not in infos}
+    if todo:
+        with _pip_logging_contained(), repo.allow_all_wheels():
+            with concurrent.futures.ThreadPoolExecutor(max_workers=HASH_WORKERS) as pool:
+                futures = {pool.submit(_index_info, repo, n, v, target_tags, target_version): n
+                           for n, v in todo.items()}
+                for future in concurrent.futures.as_completed(futures):
+                    n = futures[future]
+                    infos[n] = future.result()
+                    if infos[n].found and infos[n].error is None:
+                        INDEX_CACHE.put(keys[n], _info_doc(infos[n]))
     where = ", ".join(_strip_userinfo(u) for u in reachable)
-    return infos, f"sha256 of every file of each release on {where} (pip-tools)"
+    cached = f"; {len(pins) - len(todo)} of {len(pins)} from the cache" if len(todo) < len(pins) else ""
+    return infos, f"sha256 of every file of each release on {where} (pip-tools{cached})"
+
+
+# What an index answered for one release, reused for a day: files of a release on an index are
+# immutable, but wheels can be added to it, which changes ``wheel_ok`` (hence the expiry).
+INDEX_CACHE = JsonCache("index", 24 * 3600)
+
+
+def _info_key(urls: Sequence[str], name: str, version: str, tags: Set[Tuple[str, str, str]],
+              target_version: str) -> str:
+    return key_of({"v": 1, "urls": sorted(_strip_userinfo(u) for u in urls), "name": canonical_name(name),
+                   "version": version, "tags": sorted(map(list, tags)), "python": target_version})
+
+
+def _info_doc(info: IndexInfo) -> Dict[str, Any]:
+    return {"hashes": sorted(info.hashes), "wheel_ok": info.wheel_ok, "sdist": info.sdist}
+
+
+def _info_from(doc: Mapping[str, Any]) -> IndexInfo:
+    hashes = {h for h in doc.get("hashes") or [] if isinstance(h, str) and re.fullmatch(r"sha256:[0-9a-f]{64}", h)}
+    return IndexInfo(hashes=hashes, wheel_ok=bool(doc.get("wheel_ok")), sdist=bool(doc.get("sdist")),
+                     found=True)

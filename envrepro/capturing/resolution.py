@@ -16,22 +16,19 @@ with this one's), the platforms, and the host's pip settings (indexes, find-link
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from envrepro import config
 from envrepro.capturing.indexhashes import pip_subprocess_env
 from envrepro.diagnose.tfversions import vtuple
 from envrepro.errors import CaptureError
-from envrepro.fsutil import atomic_write_text
+from envrepro.jsoncache import JsonCache, age_text, key_of
 from envrepro.sidecar import layout
 
 if TYPE_CHECKING:   # annotations only: infer imports this module
@@ -80,39 +77,23 @@ def cache_key(p: InferencePlan, target_version: Optional[str]) -> str:
     """sha256 of everything that decides the resolution."""
     from envrepro.build.pipconfig import pip_values_from_files_and_env
 
-    doc = {"version": CACHE_VERSION, "requirements": list(p.requirements),
-           "constraints": list(p.constraints), "python": p.python,
-           "target": target_version or f"fallback from {sys.version.split()[0]}",
-           "platforms": LINUX_PLATFORMS, "pip": pip_values_from_files_and_env()}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
+    return key_of({"version": CACHE_VERSION, "requirements": list(p.requirements),
+                   "constraints": list(p.constraints), "python": p.python,
+                   "target": target_version or f"fallback from {sys.version.split()[0]}",
+                   "platforms": LINUX_PLATFORMS, "pip": pip_values_from_files_and_env()})
 
 
-def _cache_file(key: str) -> Path:
-    return config.cache_dir() / "resolutions" / f"{key}.json"
+CACHE = JsonCache("resolutions", CACHE_TTL)
 
 
 def cached(key: str, now: Optional[float] = None) -> Optional[Dict[str, Any]]:
-    """The cached resolution under ``key``, or None (absent, expired or unreadable)."""
-    try:
-        entry = json.loads(_cache_file(key).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """The cached resolution under ``key`` (``dists``, ``how``, ``notes``, ``created``), or None."""
+    entry = CACHE.get(key, now)
+    value = entry["value"] if entry else None
+    if not isinstance(value, dict) or not isinstance(value.get("dists"), list) \
+            or not isinstance(value.get("how"), str):
         return None
-    fresh = isinstance(entry, dict) and isinstance(entry.get("created"), (int, float)) and \
-        0 <= (now if now is not None else time.time()) - entry["created"] < CACHE_TTL
-    if not fresh or not isinstance(entry.get("dists"), list) or not isinstance(entry.get("how"), str):
-        return None
-    return entry
-
-
-def _store(key: str, dists: List[Dict[str, Any]], how: str, notes: List[str]) -> None:
-    """Best effort: a cache that can't be written costs the next resolution, nothing else."""
-    try:
-        path = _cache_file(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps({"created": time.time(), "dists": dists, "how": how,
-                                            "notes": notes}, sort_keys=True))
-    except OSError:
-        pass
+    return dict(value, created=entry["created"])
 
 
 def resolve(p: InferencePlan, target: Optional[Tuple[str, str]],
@@ -123,17 +104,12 @@ def resolve(p: InferencePlan, target: Optional[Tuple[str, str]],
     entry = cached(key)
     if entry is not None:
         warnings.extend(entry.get("notes") or [])
-        return entry["dists"], f"{entry['how']} (cached {_age(entry['created'])} ago)"
+        return entry["dists"], f"{entry['how']} (cached {age_text(entry['created'])} ago)"
     notes: List[str] = []
     dists, how = _resolve(p, target[0] if target else None, notes)
-    _store(key, dists, how, notes)
+    CACHE.put(key, {"dists": dists, "how": how, "notes": notes})
     warnings.extend(notes)
     return dists, how
-
-
-def _age(created: float) -> str:
-    minutes = int(max(0.0, time.time() - created) // 60)
-    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
 def _resolve(p: InferencePlan, target: Optional[str], warnings: List[str]) -> Tuple[List[Dict[str, Any]], str]:

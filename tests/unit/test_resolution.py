@@ -1,4 +1,6 @@
 """capturing/resolution.py: the resolution commands and the resolution cache (no network)."""
+import time
+
 from envrepro.capturing import infer, resolution
 from envrepro.diagnose.modelfiles import ModelFileInfo
 
@@ -43,7 +45,7 @@ def test_the_same_requirements_resolve_once(monkeypatch):
     assert second == first
     key = resolution.cache_key(_plan(), "3.8.18")
     assert resolution.cached(key) is not None
-    assert resolution.cached(key, now=resolution.time.time() + resolution.CACHE_TTL + 1) is None
-    resolution._cache_file(key).write_text("{broken")
+    assert resolution.cached(key, now=time.time() + resolution.CACHE_TTL + 1) is None
+    resolution.CACHE.path(key).write_text("{broken")
     resolution.resolve(_plan(), ("/py3.8", "3.8.18"), [])
     assert len(calls) == 2
