@@ -1,0 +1,57 @@
+"""tests/matrix/runner.py: how the fidelity matrix judges a cell's verdict and prints the table
+(the matrix itself runs with `make matrix`)."""
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "matrix"))
+
+import envs  # noqa: E402
+import runner  # noqa: E402
+
+ENV = envs.BY_NAME["tf2.4-py3.8"]
+
+
+def _judged(mode, verdict, cell=None, **kw):
+    o = runner.Outcome(env=ENV.name, cell="sequential-h5", mode=mode, verdict=verdict, **kw)
+    runner.judge(o, dict({"selfcheck": "ok", "optimizer_vars": 9}, **(cell or {})), ENV)
+    return o
+
+
+def test_captured_cells_must_reproduce_with_a_right_optimizer_verdict():
+    assert _judged("hooked", "OK", exit_code=0, optimizer="OK").right
+    assert _judged("python", "OK", exit_code=0, optimizer="not checked (compile=False)").right
+    false_alarm = _judged("python", "OK", exit_code=0, optimizer="MISMATCH: 7 restored, expected 1")
+    assert not false_alarm.right and "optimizer mismatch" in false_alarm.why_wrong
+    unchecked = _judged("hooked", "OK", exit_code=0, optimizer="-")
+    assert not unchecked.right and "not checked" in unchecked.why_wrong
+    assert not _judged("hooked", "NOT-VERIFIED", exit_code=0, optimizer="OK").right
+    assert not _judged("python", "FAILED", exit_code=5, optimizer="-").right
+
+
+def test_inferred_cells_must_load_and_never_claim_a_reference():
+    assert _judged("infer", "NOT-VERIFIED", exit_code=0).right
+    assert not _judged("infer", "OK", exit_code=0).right
+    assert not _judged("infer", "FAILED", exit_code=5).right
+
+
+def test_a_file_its_own_env_cannot_load_must_be_refused_with_a_reason():
+    broken = {"selfcheck": "TypeError: Unknown activation function: 'function'"}
+    assert _judged("python", "CAPTURE-FAILED", broken, exit_code=2, message="cannot load ...").right
+    assert _judged("infer", "FAILED", broken, exit_code=5, message="TypeError: ...").right
+    assert not _judged("hooked", "OK", broken, exit_code=0, optimizer="OK").right
+    assert not _judged("hooked", "FAILED", broken, exit_code=5, message="").right
+
+
+def test_table_counts_right_verdicts_and_lists_the_wrong_ones():
+    outs = [_judged("hooked", "OK", exit_code=0, optimizer="OK", max_abs_diff=0.0, seconds=3.0),
+            _judged("python", "OK", exit_code=0, optimizer="MISMATCH: x", max_abs_diff=0.0, seconds=3.0),
+            _judged("infer", "NOT-VERIFIED", exit_code=0, seconds=2.0,
+                    extra={"reproduces": {"allclose": True, "max_abs_diff": 0.0}})]
+    text = runner.table([{"env": ENV.name, "skipped": [], "seconds": 9.0,
+                          "outcomes": [asdict(o) for o in outs]}])
+    assert "right verdicts: 2 of 3" in text
+    assert "matches the training env's (checked by the matrix, not by envrepro): 1" in text
+    assert "WRONG tf2.4-py3.8 sequential-h5 python" in text
+    row = next(line for line in text.splitlines() if line.startswith("tf2.4-py3.8"))
+    assert "OK 0 opt 3s" in row and "loaded =train 2s" in row and "✗" in row
