@@ -12,9 +12,6 @@ import pytest  # noqa: E402
 import runner  # noqa: E402
 from support import need  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
-import standins  # noqa: E402
-
 if os.environ.get("ENVREPRO_MATRIX") != "1":
     collect_ignore = ["test_matrix.py"]
 
@@ -36,7 +33,6 @@ def pytest_terminal_summary(terminalreporter):
 def engine():
     """A connected Docker engine and the stand-in base images of every training env's Python
     (no registry is reachable here): skips locally without an engine, fails when CI=true."""
-    import envs
     from envrepro.engine.docker import DockerEngine
     from envrepro.errors import NoEngine
 
@@ -44,9 +40,8 @@ def engine():
         eng = DockerEngine().connect()
     except NoEngine as e:
         need(False, f"no Docker engine: {e}")
-    for minor in sorted({e.python for e in envs.ENVS}):
-        try:
-            standins.ensure_standin(f"python:{minor}-slim")
-        except SystemExit as e:
-            need(False, f"cannot build the stand-in python:{minor}-slim: {e}")
+    try:
+        runner.ensure_standins()
+    except SystemExit as e:
+        need(False, f"cannot build a stand-in base image: {e}")
     return eng

@@ -328,8 +328,24 @@ def table(results: List[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# Base images the matrix's loads need: each training env's Python, and 3.12, which --infer picks
+# for TF 2.21 models (compat.yaml's likeliest Python for that release; nothing in a .keras file
+# says which Python wrote it).
+STANDIN_PYTHONS = sorted({e.python for e in envs_mod.ENVS} | {"3.12"})
+
+
+def ensure_standins() -> None:
+    """Local stand-ins for python:X.Y-slim (no registry is reachable here): tests/e2e/standins.py."""
+    sys.path.insert(0, str(HERE.parent / "e2e"))
+    import standins
+
+    for minor in STANDIN_PYTHONS:
+        standins.ensure_standin(f"python:{minor}-slim")
+
+
 def main(argv: List[str]) -> int:
     chosen = [envs_mod.BY_NAME[n] for n in argv] or list(envs_mod.ENVS)
+    ensure_standins()
     results = [run_env(e) for e in chosen]
     print(table(results))
     return 0 if all(o["right"] for r in results for o in r["outcomes"]) else 1
