@@ -145,8 +145,9 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
         skipped = "model not loaded (--no-load or load failed)"
     else:
         try:
-            reference, skipped = reference_facts(model, out_dir, sample_input, seed,
-                                                 allow_stateful=loaded_by_probe)
+            reference, skipped = reference_facts(
+                model, out_dir, sample_input, seed, allow_stateful=loaded_by_probe,
+                model_path=model_path if fmt == "savedmodel" else None)
         except Exception as exc:
             skipped = "reference prediction failed: %s" % short_error(exc)
             warnings.append(skipped)

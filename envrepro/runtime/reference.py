@@ -8,6 +8,7 @@ import os
 import re
 
 from .facts import ProbeFailure, accepts, short_error
+from .savedinputs import saved_input_specs
 
 DEFAULT_SEED = 1234
 SAMPLE_BATCH = 2
@@ -209,12 +210,15 @@ def _tolerance(model, arrays):
     return dict(HALF_TOLERANCE if loose else FLOAT_TOLERANCE)
 
 
-def reference_facts(model, out_dir, sample_input=None, seed=DEFAULT_SEED, allow_stateful=False):
+def reference_facts(model, out_dir, sample_input=None, seed=DEFAULT_SEED, allow_stateful=False,
+                    model_path=None):
     """Run one prediction and save inputs/outputs; returns (reference, skipped_reason).
 
     The in-process hook calls the live model: ``model(x, training=False)`` is fast (no
     tf.function tracing like ``predict``) and changes no state, except in stateful RNNs, which
-    are skipped unless the model is the probe's own fresh copy.
+    are skipped unless the model is the probe's own fresh copy. A model that doesn't know its
+    inputs (subclassed, loaded unbuilt from a SavedModel) is fed what the SavedModel at
+    ``model_path`` was traced with (savedinputs.py).
     """
     import numpy as np
 
@@ -233,6 +237,8 @@ def reference_facts(model, out_dir, sample_input=None, seed=DEFAULT_SEED, allow_
         in_struct, in_names, in_arrays = _split_structure(sample_input, model, "input")
     else:
         in_struct, in_names, specs = _input_structure(model)
+        if in_struct is None and model_path is not None:
+            in_struct, in_names, specs = saved_input_specs(model_path) or (None, None, None)
         if in_struct is None:
             return None, ("the model has no defined inputs (subclassed and not built); pass "
                           "sample_input / --sample")
