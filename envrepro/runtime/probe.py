@@ -31,6 +31,7 @@ from .kerasflavor import framework_facts
 from .modelformat import detect_format, h5_static, is_compiled, keras_zip_static
 from .modelload import import_modules, load_model
 from .optimizer import optimizer_facts
+from .providers import import_providers
 from .reference import DEFAULT_SEED, REFERENCE_DIR, load_sample, reference_facts
 from .resume import capture_facts as resume_facts
 
@@ -91,6 +92,7 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
 
     if model is None and load and os.path.exists(model_path):
         load_outcome = {}
+        modules = list(modules) + provider_modules(model_path, fmt, modules, warnings, dists)
         try:
             model, fmt = load_model(model_path, modules, warnings, dists, load_outcome)
             loaded_by_probe = True
@@ -177,6 +179,17 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
     return facts
 
 
+def provider_modules(model_path, fmt, modules, warnings, dists):
+    """The installed modules behind the registered-name prefixes the model's config uses
+    (providers.py), imported, for the manifest's modules like a --module."""
+    try:
+        found = import_providers(model_path, fmt, dists, warnings, skip=modules)
+    except Exception as exc:
+        warnings.append("registered-name providers unavailable: %s" % short_error(exc))
+        return []
+    return [m for m in found if m not in modules]
+
+
 def _write_error(out_dir, what, fix):
     """Leave the failure for the host as data (``ERROR_FILE``), beside where the facts would be:
     the stderr line is for people. Best effort: an unwritable folder keeps only the line."""
@@ -239,9 +252,12 @@ def _run(args):
     dists = Distributions()
     model = None
     outcome = {}
+    modules = list(args.module)
     if not args.no_load:
-        model, _ = load_model(model_path, args.module, warnings, dists, outcome)
-    collect(model_path, args.out, model=model, sample_input=sample, modules=args.module,
+        modules += provider_modules(model_path, detect_format(model_path), modules, warnings,
+                                    dists)
+        model, _ = load_model(model_path, modules, warnings, dists, outcome)
+    collect(model_path, args.out, model=model, sample_input=sample, modules=modules,
             load=False, seed=args.seed, loaded_by_probe=model is not None,
             import_tf=not args.no_load,
             warnings=warnings, dists=dists, load_outcome=outcome, resume_check=args.resume_check)
