@@ -8,7 +8,8 @@ Why this file looks the way it does:
   TensorFlow, Keras, numpy and h5py lazily inside the functions that need them. Importing this
   module never imports TensorFlow.
 * It is used two ways: in-process by the save hook (``collect(path, out, model=model)``, the live
-  model is passed so nothing is re-loaded), and as an entry point
+  model is passed so nothing is re-loaded, except a SavedModel with custom objects: its file is
+  loaded to choose the recipe, see modelload.file_recipe), and as an entry point
   (``launch.host_argv(python, "probe", ["--model", PATH, "--out", DIR])``) run with the training
   interpreter from outside.
 * Installed distributions are read without importlib.metadata (see distributions.py); the hook's
@@ -29,7 +30,7 @@ from .distributions import Distributions, cached_distributions
 from .facts import ProbeFailure, python_facts, short_error, truthy
 from .kerasflavor import framework_facts
 from .modelformat import detect_format, h5_static, is_compiled, keras_zip_static
-from .modelload import import_modules, load_model
+from .modelload import file_recipe, import_modules, load_model
 from .optimizer import optimizer_facts
 from .providers import import_providers
 from .reference import DEFAULT_SEED, REFERENCE_DIR, load_sample, reference_facts
@@ -141,6 +142,14 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
     facts["custom_objects"] = objs
     facts["modules"] = mods
     facts["unresolved_custom_objects"] = unresolved
+    if model is not None and not loaded_by_probe and load and fmt == "savedmodel" \
+            and os.path.exists(model_path):
+        # A live model can't say how its SavedModel loads (revival): the file is loaded.
+        try:
+            facts["load"] = file_recipe(model_path, objs, warnings, dists)
+        except Exception as exc:
+            warnings.append("loading the saved file to choose its recipe failed: %s"
+                            % short_error(exc))
 
     reference, skipped = None, None
     if model is None:
