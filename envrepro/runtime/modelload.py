@@ -86,11 +86,12 @@ def import_config_modules(names, warnings):
     return imported
 
 
-def load_model(model_path, modules=(), warnings=None, dists=None, outcome=None):
+def load_model(model_path, modules=(), warnings=None, dists=None, outcome=None, custom=None):
     """Load the model the way a user would, in this interpreter, trying the recipes of
     recipes.py in order (custom objects, SavedModel revival without them, then compile=False).
     ``outcome`` (a dict) receives the recipe that worked and why the earlier ones failed, for the
-    manifest's ``load`` section. Raises ProbeFailure with a fix."""
+    manifest's ``load`` section. ``custom`` are custom objects passed besides those of
+    ``modules``. Raises ProbeFailure with a fix."""
     warnings = warnings if warnings is not None else []
     fmt = detect_format(model_path)
     if fmt is None:
@@ -118,7 +119,9 @@ def load_model(model_path, modules=(), warnings=None, dists=None, outcome=None):
                                "run the probe with the training interpreter")
         loader = keras.models.load_model
     config_mods = import_config_modules(config_modules(model_path, fmt), warnings)
-    custom = module_custom_objects(list(modules) + [m for m in config_mods if m not in modules])
+    found = module_custom_objects(list(modules) + [m for m in config_mods if m not in modules])
+    found.update(custom or {})
+    custom = found
 
     def unsafe_retry(exc, extra):
         if "safe_mode" in str(exc) and "safe_mode" not in extra:
@@ -142,6 +145,45 @@ def load_model(model_path, modules=(), warnings=None, dists=None, outcome=None):
         outcome["recipe"] = recipe
         outcome["recipes_failed"] = failed
     return model, fmt
+
+
+def resolve_custom_objects(entries):
+    """``{name: object}`` for the probe's custom object entries (customobjects.py), found in
+    the modules already imported: what the loader passes, resolving the manifest's
+    ``module:attr`` specs."""
+    out = {}
+    for entry in entries:
+        obj = sys.modules.get(entry.get("module") or "")
+        attr = entry.get("attr") or ""
+        if obj is None or not entry.get("name") or "<locals>" in attr:
+            continue
+        for part in attr.split("."):
+            obj = getattr(obj, part, None)
+        if obj is not None:
+            out[entry["name"]] = obj
+    return out
+
+
+def file_recipe(model_path, entries, warnings, dists):
+    """The recipe that loads the SAVED FILE of a model the caller holds live (the save hook), as
+    ``load_model``'s outcome, or None when there is nothing to choose or nothing loads.
+
+    The live model can't tell: a subclassed model without ``from_config`` saved as a SavedModel
+    predicts fine in memory, yet ``load_model(path, custom_objects=...)`` raises ``KeyError:
+    'layers'`` and only revival loads it (recipes.py). So the file is loaded here with the
+    custom objects the loader will pass, in the loader's order, and the copy dropped.
+    """
+    custom = resolve_custom_objects(entries)
+    if not custom:
+        return None
+    outcome = {}
+    try:
+        load_model(model_path, (), warnings, dists, outcome, custom=custom)
+    except ProbeFailure as exc:
+        warnings.append("the saved file does not load here with any recipe (%s): envrepro load "
+                        "will fail the same way" % exc.what)
+        return None
+    return outcome
 
 
 def import_modules(modules, code_paths, permanent):

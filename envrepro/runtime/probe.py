@@ -8,7 +8,8 @@ Why this file looks the way it does:
   TensorFlow, Keras, numpy and h5py lazily inside the functions that need them. Importing this
   module never imports TensorFlow.
 * It is used two ways: in-process by the save hook (``collect(path, out, model=model)``, the live
-  model is passed so nothing is re-loaded), and as an entry point
+  model is passed so nothing is re-loaded, except a SavedModel with custom objects: its file is
+  loaded to choose the recipe, see modelload.file_recipe), and as an entry point
   (``launch.host_argv(python, "probe", ["--model", PATH, "--out", DIR])``) run with the training
   interpreter from outside.
 * Installed distributions are read without importlib.metadata (see distributions.py); the hook's
@@ -29,8 +30,9 @@ from .distributions import Distributions, cached_distributions
 from .facts import ProbeFailure, python_facts, short_error, truthy
 from .kerasflavor import framework_facts
 from .modelformat import detect_format, h5_static, is_compiled, keras_zip_static
-from .modelload import import_modules, load_model
+from .modelload import file_recipe, import_modules, load_model
 from .optimizer import optimizer_facts
+from .providers import import_providers
 from .reference import DEFAULT_SEED, REFERENCE_DIR, load_sample, reference_facts
 from .resume import capture_facts as resume_facts
 
@@ -91,6 +93,7 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
 
     if model is None and load and os.path.exists(model_path):
         load_outcome = {}
+        modules = list(modules) + provider_modules(model_path, fmt, modules, warnings, dists)
         try:
             model, fmt = load_model(model_path, modules, warnings, dists, load_outcome)
             loaded_by_probe = True
@@ -139,14 +142,23 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
     facts["custom_objects"] = objs
     facts["modules"] = mods
     facts["unresolved_custom_objects"] = unresolved
+    if model is not None and not loaded_by_probe and load and fmt == "savedmodel" \
+            and os.path.exists(model_path):
+        # A live model can't say how its SavedModel loads (revival): the file is loaded.
+        try:
+            facts["load"] = file_recipe(model_path, objs, warnings, dists)
+        except Exception as exc:
+            warnings.append("loading the saved file to choose its recipe failed: %s"
+                            % short_error(exc))
 
     reference, skipped = None, None
     if model is None:
         skipped = "model not loaded (--no-load or load failed)"
     else:
         try:
-            reference, skipped = reference_facts(model, out_dir, sample_input, seed,
-                                                 allow_stateful=loaded_by_probe)
+            reference, skipped = reference_facts(
+                model, out_dir, sample_input, seed, allow_stateful=loaded_by_probe,
+                model_path=model_path if fmt == "savedmodel" else None)
         except Exception as exc:
             skipped = "reference prediction failed: %s" % short_error(exc)
             warnings.append(skipped)
@@ -174,6 +186,17 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
     facts["warnings"] = warnings
     _write_json_atomic(os.path.join(out_dir, FACTS_FILE), facts)
     return facts
+
+
+def provider_modules(model_path, fmt, modules, warnings, dists):
+    """The installed modules behind the registered-name prefixes the model's config uses
+    (providers.py), imported, for the manifest's modules like a --module."""
+    try:
+        found = import_providers(model_path, fmt, dists, warnings, skip=modules)
+    except Exception as exc:
+        warnings.append("registered-name providers unavailable: %s" % short_error(exc))
+        return []
+    return [m for m in found if m not in modules]
 
 
 def _write_error(out_dir, what, fix):
@@ -238,9 +261,12 @@ def _run(args):
     dists = Distributions()
     model = None
     outcome = {}
+    modules = list(args.module)
     if not args.no_load:
-        model, _ = load_model(model_path, args.module, warnings, dists, outcome)
-    collect(model_path, args.out, model=model, sample_input=sample, modules=args.module,
+        modules += provider_modules(model_path, detect_format(model_path), modules, warnings,
+                                    dists)
+        model, _ = load_model(model_path, modules, warnings, dists, outcome)
+    collect(model_path, args.out, model=model, sample_input=sample, modules=modules,
             load=False, seed=args.seed, loaded_by_probe=model is not None,
             import_tf=not args.no_load,
             warnings=warnings, dists=dists, load_outcome=outcome, resume_check=args.resume_check)

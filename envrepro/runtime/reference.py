@@ -8,6 +8,7 @@ import os
 import re
 
 from .facts import ProbeFailure, accepts, short_error
+from .savedinputs import saved_input_specs
 
 DEFAULT_SEED = 1234
 SAMPLE_BATCH = 2
@@ -134,10 +135,14 @@ def generate_sample(specs, seed, batch=SAMPLE_BATCH):
     return arrays
 
 
-def seeded_inputs(model, seed=DEFAULT_SEED, batch=SAMPLE_BATCH):
-    """``(structure, names, arrays)``: seeded random inputs shaped by the model's own input specs.
-    ProbeFailure when the model has no defined inputs or an input can't be generated."""
+def seeded_inputs(model, seed=DEFAULT_SEED, batch=SAMPLE_BATCH, model_path=None):
+    """``(structure, names, arrays)``: seeded random inputs shaped by the model's own input specs,
+    or, for a model loaded unbuilt from the SavedModel at ``model_path``, by the inputs its call
+    was traced with (savedinputs.py). ProbeFailure when there are no defined inputs or an input
+    can't be generated."""
     in_struct, in_names, specs = _input_structure(model)
+    if in_struct is None and model_path is not None:
+        in_struct, in_names, specs = saved_input_specs(model_path) or (None, None, None)
     if in_struct is None:
         raise ProbeFailure("the model has no defined inputs (subclassed and not built)")
     return in_struct, in_names, generate_sample(specs, seed, batch)
@@ -219,12 +224,15 @@ def tolerance(model, arrays):
     return dict(HALF_TOLERANCE if loose else FLOAT_TOLERANCE)
 
 
-def reference_facts(model, out_dir, sample_input=None, seed=DEFAULT_SEED, allow_stateful=False):
+def reference_facts(model, out_dir, sample_input=None, seed=DEFAULT_SEED, allow_stateful=False,
+                    model_path=None):
     """Run one prediction and save inputs/outputs; returns (reference, skipped_reason).
 
     The in-process hook calls the live model: ``model(x, training=False)`` is fast (no
     tf.function tracing like ``predict``) and changes no state, except in stateful RNNs, which
-    are skipped unless the model is the probe's own fresh copy.
+    are skipped unless the model is the probe's own fresh copy. A model that doesn't know its
+    inputs (subclassed, loaded unbuilt from a SavedModel) is fed what the SavedModel at
+    ``model_path`` was traced with (savedinputs.py).
     """
     import numpy as np
 
@@ -243,7 +251,7 @@ def reference_facts(model, out_dir, sample_input=None, seed=DEFAULT_SEED, allow_
         in_struct, in_names, in_arrays = _split_structure(sample_input, model, "input")
     else:
         try:
-            in_struct, in_names, in_arrays = seeded_inputs(model, seed)
+            in_struct, in_names, in_arrays = seeded_inputs(model, seed, model_path=model_path)
         except ProbeFailure as exc:
             return None, "%s; pass sample_input / --sample" % exc.what
     try:

@@ -1,17 +1,17 @@
 """Issue 8 end to end: a subclassed model that only SavedModel revival loads, trained under
 Python 3.9 + tensorflow-cpu 2.8.4, captured with ``envrepro capture --python`` and loaded by
-``envrepro load`` in Docker with the recorded recipe."""
+``envrepro load`` in Docker with the recorded recipe; and the same model under Python 3.8 +
+tensorflow-cpu 2.4.1 captured by the save hook, which loads the file to choose the recipe."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from support import envrepro_cli as cli  # noqa: E402
+from support import REPO, envrepro_cli as cli  # noqa: E402
 
 from envrepro.sidecar import layout, manifest
 
@@ -44,3 +44,36 @@ def test_envrepro_load_uses_the_recorded_recipe(two_layer):
     assert loader["reference"]["allclose"] and loader["network"]["isolated"]
     text = cli("load", two_layer).stdout
     assert "recipe revive" in text and "result: OK" in text
+
+
+HOOKED = """
+import sys
+import numpy as np
+import tensorflow as tf
+import envrepro
+from two_layer import TwoLayer
+
+tf.random.set_seed(0)
+model = TwoLayer(units=8)
+model.compile(optimizer=tf.keras.optimizers.Adam(0.01), loss="mse")
+rng = np.random.RandomState(0)
+model.fit(rng.rand(32, 4).astype("float32"), rng.rand(32, 1).astype("float32"), epochs=2,
+          batch_size=8, verbose=0)
+assert envrepro.save(model, sys.argv[1], save_format="tf") is not None
+"""
+
+
+def test_envrepro_load_of_a_hooked_capture_uses_the_recipe_the_hook_chose(py38_tf24, standin_38, tmp_path):
+    """Before, the hook recorded no recipe and the load failed: ``FAILED exit 5: KeyError: 'layers'``."""
+    model = tmp_path / "two_layer"
+    proc = subprocess.run([py38_tf24, "-c", HOOKED, str(model)], cwd=str(EXAMPLES), capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=f"{REPO}{os.pathsep}{EXAMPLES}"),
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert manifest.read(layout.sidecar_for(model)).data["load"]["recipe"] == "revive"
+    out = cli("load", model, "--json")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    loader = json.loads(out.stdout)["loader"]
+    assert loader["versions"]["tensorflow"] == "2.4.1"
+    assert loader["load"]["recipe"] == "revive" and loader["reference"]["allclose"]
+    assert loader["optimizer"]["ok"] is True

@@ -3,15 +3,17 @@ tensorflow-cpu 2.8.4 environment: a subclassed ``tf.keras.Model`` with ``get_con
 ``from_config``, saved as a SavedModel (examples/subclassed_model.py). ``load_model(path,
 custom_objects=...)`` raises ``KeyError: 'layers'`` there; ``load_model(path)`` revives it from the
 SavedModel. Captured with
-``envrepro capture --python``, then loaded by the loader on the host under the same interpreter."""
+``envrepro capture --python``, then loaded by the loader on the host under the same interpreter.
+The same model under Python 3.8 + tensorflow-cpu 2.4.1 captured by the save hook."""
 import json
+import os
 
 import pytest
 
 from envrepro.runtime import loader as rt
 from envrepro.sandbox import report as reports
 from envrepro.sidecar import layout, manifest
-from support import envrepro_cli  # noqa: E402
+from support import REPO, envrepro_cli  # noqa: E402
 from tf_helpers import EXAMPLES, run_loader, run_py
 
 pytestmark = [pytest.mark.tf]
@@ -161,3 +163,44 @@ def test_inferred_capture_of_the_issue_8_model_tries_every_recipe(py39_tf28, tf2
     report = reports.LoadReport(model=str(model), capture=str(cap.root), image={}, loader=rep, inferred=True)
     assert report.to_dict()["verdict"] == "loaded, not verified"
     assert "drift of the source tree not checked: the loaded model runs none" in reports.render_report(report)
+
+
+HOOKED = '''
+import json, os, sys
+import numpy as np
+import tensorflow as tf
+import envrepro
+from two_layer import TwoLayer
+
+tf.random.set_seed(0)
+model = TwoLayer(units=8)
+model.compile(optimizer=tf.keras.optimizers.Adam(0.01), loss="mse")
+rng = np.random.RandomState(0)
+model.fit(rng.rand(32, 4).astype("float32"), rng.rand(32, 1).astype("float32"), epochs=2,
+          batch_size=8, verbose=0)
+result = envrepro.save(model, sys.argv[1], save_format="tf")
+print(json.dumps({"captured": result is not None}))
+'''
+
+
+def test_save_hook_loads_the_file_to_choose_the_recipe_tf24(py38_tf24, tmp_path):
+    """The save hook (in-process probe) holds the live TwoLayer, which predicts fine, but its
+    SavedModel loads only by revival in TF 2.4 too: the hook loads the file with the custom
+    objects the loader will pass, records ``revive``, and the loader verifies the capture."""
+    path = tmp_path / "two_layer"
+    proc = run_py(py38_tf24, HOOKED.replace("sys.argv[1]", repr(str(path))),
+                  env={"PYTHONPATH": f"{REPO}{os.pathsep}{EXAMPLES}", "ENVREPRO_OFFLINE": "1"})
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"captured": True}, proc.stderr[-3000:]
+    cap = manifest.read(layout.sidecar_for(path))
+    d = cap.data
+    assert d["frameworks"]["tensorflow"] == "2.4.1"
+    assert d["load"]["recipe"] == "revive"
+    assert d["load"]["recipes_failed"] == [{"recipe": "custom_objects", "error": "KeyError: 'layers'"}]
+    assert d["load"]["custom_objects"] == {"TwoLayer": "two_layer:TwoLayer"}
+    assert "load_model failed with custom_objects (KeyError: 'layers'); loaded with recipe revive" in d["warnings"]
+    assert d["reference"]["inputs"] == ["reference/input_0.npy"]
+    code, rep = run_loader(py38_tf24, cap, tmp_path)
+    assert code == 0, (rep["error"], rep["mismatches"])
+    assert rep["load"]["recipe"] == rep["load"]["recorded_recipe"] == "revive"
+    assert rep["load"]["recipes_failed"] == [] and rep["reference"]["allclose"]
+    assert rep["optimizer"]["ok"] is True and rep["mismatches"] == []
