@@ -4,6 +4,10 @@ a user saved without envrepro and captures with ``envrepro capture --python``. P
 what this environment's own load_model does with it: the custom-objects call and revival.
 
     python examples/subclassed_model.py OUT_DIR      # Keras 2 only (TF <= 2.15)
+    python examples/subclassed_model.py OUT_DIR --hook
+
+With ``--hook`` the trained model is saved once, as OUT/two_layer, through ``envrepro.save`` (the
+capture is made in this process), and the script prints ``{"captured": true|false}``.
 """
 import json
 import os
@@ -14,7 +18,9 @@ import tensorflow as tf
 
 from two_layer import TwoLayer
 
-out_dir = sys.argv[1] if len(sys.argv) > 1 else "demo-out"
+hook = "--hook" in sys.argv[1:]
+args = [a for a in sys.argv[1:] if a != "--hook"]
+out_dir = args[0] if args else "demo-out"
 path = os.path.join(out_dir, "two_layer")
 tf.random.set_seed(0)
 model = TwoLayer(units=8)
@@ -22,6 +28,11 @@ model.compile(optimizer=tf.keras.optimizers.Adam(0.01), loss="mse")
 rng = np.random.RandomState(0)
 model.fit(rng.rand(32, 4).astype("float32"), rng.rand(32, 1).astype("float32"), epochs=2,
           batch_size=8, verbose=0)
+if hook:
+    import envrepro
+
+    print(json.dumps({"captured": envrepro.save(model, path, save_format="tf") is not None}))
+    sys.exit(0)
 model.save(path)
 model.save(path + "_noopt", include_optimizer=False)
 x = rng.rand(3, 4).astype("float32")

@@ -46,30 +46,14 @@ def test_envrepro_load_uses_the_recorded_recipe(two_layer):
     assert "recipe revive" in text and "result: OK" in text
 
 
-HOOKED = """
-import sys
-import numpy as np
-import tensorflow as tf
-import envrepro
-from two_layer import TwoLayer
-
-tf.random.set_seed(0)
-model = TwoLayer(units=8)
-model.compile(optimizer=tf.keras.optimizers.Adam(0.01), loss="mse")
-rng = np.random.RandomState(0)
-model.fit(rng.rand(32, 4).astype("float32"), rng.rand(32, 1).astype("float32"), epochs=2,
-          batch_size=8, verbose=0)
-assert envrepro.save(model, sys.argv[1], save_format="tf") is not None
-"""
-
-
 def test_envrepro_load_of_a_hooked_capture_uses_the_recipe_the_hook_chose(py38_tf24, standin_38, tmp_path):
     """Before, the hook recorded no recipe and the load failed: ``FAILED exit 5: KeyError: 'layers'``."""
     model = tmp_path / "two_layer"
-    proc = subprocess.run([py38_tf24, "-c", HOOKED, str(model)], cwd=str(EXAMPLES), capture_output=True, text=True,
+    proc = subprocess.run([py38_tf24, str(EXAMPLES / "subclassed_model.py"), str(tmp_path), "--hook"],
+                          cwd=str(EXAMPLES), capture_output=True, text=True,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=f"{REPO}{os.pathsep}{EXAMPLES}"),
                           timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0 and '{"captured": true}' in proc.stdout, proc.stderr[-3000:]
     assert manifest.read(layout.sidecar_for(model)).data["load"]["recipe"] == "revive"
     out = cli("load", model, "--json")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -7,6 +7,7 @@ SavedModel. Captured with
 The same model under Python 3.8 + tensorflow-cpu 2.4.1 captured by the save hook."""
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -165,31 +166,16 @@ def test_inferred_capture_of_the_issue_8_model_tries_every_recipe(py39_tf28, tf2
     assert "drift of the source tree not checked: the loaded model runs none" in reports.render_report(report)
 
 
-HOOKED = '''
-import json, os, sys
-import numpy as np
-import tensorflow as tf
-import envrepro
-from two_layer import TwoLayer
-
-tf.random.set_seed(0)
-model = TwoLayer(units=8)
-model.compile(optimizer=tf.keras.optimizers.Adam(0.01), loss="mse")
-rng = np.random.RandomState(0)
-model.fit(rng.rand(32, 4).astype("float32"), rng.rand(32, 1).astype("float32"), epochs=2,
-          batch_size=8, verbose=0)
-result = envrepro.save(model, sys.argv[1], save_format="tf")
-print(json.dumps({"captured": result is not None}))
-'''
-
-
 def test_save_hook_loads_the_file_to_choose_the_recipe_tf24(py38_tf24, tmp_path):
     """The save hook (in-process probe) holds the live TwoLayer, which predicts fine, but its
     SavedModel loads only by revival in TF 2.4 too: the hook loads the file with the custom
     objects the loader will pass, records ``revive``, and the loader verifies the capture."""
     path = tmp_path / "two_layer"
-    proc = run_py(py38_tf24, HOOKED.replace("sys.argv[1]", repr(str(path))),
-                  env={"PYTHONPATH": f"{REPO}{os.pathsep}{EXAMPLES}", "ENVREPRO_OFFLINE": "1"})
+    proc = subprocess.run([py38_tf24, str(EXAMPLES / "subclassed_model.py"), str(tmp_path), "--hook"],
+                          capture_output=True, text=True, cwd=str(EXAMPLES), timeout=900,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", ENVREPRO_OFFLINE="1",
+                                   PYTHONPATH=f"{REPO}{os.pathsep}{EXAMPLES}"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"captured": True}, proc.stderr[-3000:]
     cap = manifest.read(layout.sidecar_for(path))
     d = cap.data
