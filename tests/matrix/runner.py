@@ -142,19 +142,25 @@ import base64, io, json, os, sys
 import numpy as np
 import tensorflow as tf
 try:
-    import matrix_models  # noqa: F401  (registers the custom objects; on PYTHONPATH from the snapshot)
+    import matrix_models  # registers the custom objects; on PYTHONPATH from the snapshot
+    custom = {"MatrixNetNoFromConfig": matrix_models.MatrixNetNoFromConfig}  # the unregistered one
 except ImportError:
-    pass
+    custom = {}
 sample = np.load(io.BytesIO(base64.b64decode(sys.argv[1])), allow_pickle=False)
 if hasattr(sample, "files"):
     sample = {k: sample[k] for k in sample.files}
 want = np.load(io.BytesIO(base64.b64decode(sys.argv[2])), allow_pickle=False)
 kw = {"safe_mode": False} if sys.argv[3] == "1" else {}
+kw["custom_objects"] = custom
 path = os.environ["ENVREPRO_MODEL"]
-try:
-    model = tf.keras.models.load_model(path, **kw)
-except Exception:
-    model = tf.keras.models.load_model(path, compile=False, **kw)
+model = None
+for attempt in (dict(kw), dict(kw, compile=False), {k: v for k, v in kw.items() if k != "custom_objects"}):
+    try:
+        model = tf.keras.models.load_model(path, **attempt)  # the recipes a user would try, in order
+        break
+    except Exception:
+        if attempt.get("custom_objects") is None and "compile" not in attempt:
+            raise
 got = model.predict(sample, verbose=0)
 got = np.concatenate([np.ravel(g) for g in got]) if isinstance(got, (list, tuple)) else np.asarray(got)
 print("MATRIX-REPRODUCES " + json.dumps({"max_abs_diff": float(np.max(np.abs(np.ravel(got) - np.ravel(want)))),
