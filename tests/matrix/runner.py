@@ -146,6 +146,10 @@ try:
     custom = {"MatrixNetNoFromConfig": matrix_models.MatrixNetNoFromConfig}  # the unregistered one
 except ImportError:
     custom = {}
+try:
+    import tensorflow_addons  # noqa: F401  (registers Addons> objects, as envrepro's loader does)
+except ImportError:
+    pass
 sample = np.load(io.BytesIO(base64.b64decode(sys.argv[1])), allow_pickle=False)
 if hasattr(sample, "files"):
     sample = {k: sample[k] for k in sample.files}
@@ -187,11 +191,16 @@ def judge(o: Outcome, cell: Dict[str, Any], env: envs_mod.TrainingEnv) -> None:
     and give the right optimizer verdict; inferred cells must load and never claim a reference."""
     legit = LEGITIMATE.get((o.env, o.cell, o.mode))
     if cell.get("selfcheck") not in (None, "ok"):
-        # Not even the training environment loads this file back (a Keras bug, zoo.KNOWN_FAILURES):
-        # the right verdict is a refusal that says why, never an OK.
-        o.right = o.verdict in ("FAILED", "CAPTURE-FAILED") and bool(o.message.strip())
+        # Not even the training environment's plain load_model loads this file back (a Keras bug,
+        # zoo.KNOWN_FAILURES): right is a refusal that says why, or a load by another recipe that
+        # the report names (e.g. compile=False when the optimizer can't be rebuilt), never a
+        # silent OK by the plain call.
+        refused = o.verdict in ("FAILED", "CAPTURE-FAILED") and bool(o.message.strip())
+        other_recipe = o.exit_code == 0 and o.recipe not in ("", "custom_objects")
+        o.right = refused or other_recipe
         o.why_wrong = "" if o.right else (
-            f"the training env itself can't load it ({cell['selfcheck']}); expected a clear refusal")
+            f"the training env itself can't load it ({cell['selfcheck']}); expected a clear refusal "
+            "or a load by a recipe the report names")
         o.extra["known_failure"] = cell.get("known_failure") or cell["selfcheck"]
         return
     if legit:

@@ -41,6 +41,10 @@ def test_a_file_its_own_env_cannot_load_must_be_refused_with_a_reason():
     assert _judged("infer", "FAILED", broken, exit_code=5, message="TypeError: ...").right
     assert not _judged("hooked", "OK", broken, exit_code=0, optimizer="OK").right
     assert not _judged("hooked", "FAILED", broken, exit_code=5, message="").right
+    # loaded by a recipe the report names (compile=False: the optimizer can't be rebuilt): right
+    assert _judged("python", "OK", broken, exit_code=0, recipe="custom_objects_nocompile",
+                   optimizer="not checked (loaded with compile=False)").right
+    assert not _judged("python", "OK", broken, exit_code=0, recipe="custom_objects", optimizer="OK").right
 
 
 def test_table_counts_right_verdicts_and_lists_the_wrong_ones():
