@@ -333,6 +333,10 @@ def table(results: List[Dict[str, Any]]) -> str:
     for r in results:
         for s in r["skipped"]:
             lines.append(f"not written by {r['env']}: {s['kind']}-{s['format']} ({s['reason']})")
+    known = {(o["env"], o["cell"]): (o.get("extra") or {}).get("known_failure")
+             for r in results for o in r["outcomes"] if (o.get("extra") or {}).get("known_failure")}
+    for (env, cell), why in sorted(known.items()):
+        lines.append(f"its own env can't load {env} {cell} back (a Keras bug): {str(why)[:160]}")
     wrong = [o for r in results for o in r["outcomes"] if not o["right"]]
     for o in wrong:
         lines.append(f"WRONG {o['env']} {o['cell']} {o['mode']}: {o['why_wrong']} "
