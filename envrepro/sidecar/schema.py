@@ -160,7 +160,7 @@ def map_of(key: Check, value: Check) -> Check:
         for k, item in v.items():
             if not isinstance(k, str):
                 raise Bad(f"expected text keys, got {shown(k)}")
-            _at(k, key, k, "key ")
+            _at(k, key, k, "key: ")
             _at(k, value, item)
     return check
 
@@ -227,7 +227,7 @@ MANIFEST_SCHEMA = mapping({
                       "class_name": nullable(LINE), "sha256": nullable(LINE)}, required=("name",)),
     "python": mapping({"version": PYTHON_VERSION, "implementation": nullable(LINE),
                        "sys_platform": nullable(TOKEN), "machine": nullable(TOKEN),
-                       "libc": ANY}),
+                       "libc": ANY}, required=("version",)),
     "frameworks": mapping({"tensorflow": nullable(VERSION), "tensorflow_distribution": nullable(NAME),
                            "keras": nullable(VERSION), "keras_flavor": nullable(one_of("tf.keras", "keras3", "tf_keras")),
                            "tf_keras": nullable(VERSION), "git_version": nullable(LINE),
