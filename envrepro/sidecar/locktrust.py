@@ -6,7 +6,8 @@ only what envrepro's lock writer (``capturing/lock.py``, ``capturing/localwheels
 - ``name==version`` (canonical name, PEP 440 version, an optional environment marker), with
   ``--hash=sha256:<64 hex>`` options;
 - ``name @ file:///envrepro/capture/wheels/<file>.whl`` (a local wheel the capture carries);
-- ``name @ https://...`` (an archive URL) and ``name @ git+https://...`` / ``git+ssh://`` (VCS);
+- ``name @ https://...`` (an archive URL, as pip recorded it) and ``name @ git+https://...``
+  (``vcs+proto``: git, hg, svn, bzr over https, http, ssh, git: a VCS checkout);
 - comments, ``# via`` annotations and the commented "unsafe" pins (``# setuptools==x``).
 
 Any option line (``--index-url``, ``--trusted-host``, ``-e``, ``-r``...), any other URL or path,
@@ -32,7 +33,9 @@ from envrepro.sidecar.schema import FIX, _pep440, is_name, shown
 
 HASH_RE = re.compile(r"\Asha256:[0-9a-f]{64}\Z")
 WHEEL_FILE_RE = re.compile(r"\A[A-Za-z0-9_.+!%-]+\.whl\Z")
-URL_SCHEMES = ("https", "git+https", "git+ssh")
+# Archive URLs as pip recorded them (direct_url.json), VCS checkouts as ``vcs+proto://``.
+URL_SCHEMES = ("https", "http") + tuple(f"{vcs}+{proto}" for vcs in ("git", "hg", "svn", "bzr")
+                                       for proto in ("https", "http", "ssh", "git"))
 MAX_LOCK_CHARS = 8 * 1024 * 1024
 
 
@@ -48,7 +51,7 @@ def _url_ok(url: str) -> Optional[str]:
             return f"a file URL outside the capture's wheels ({prefix}<file>.whl)"
         return None
     if parts.scheme not in URL_SCHEMES or not parts.netloc:
-        return f"a {parts.scheme or 'schemeless'} URL (envrepro writes https, git+https, git+ssh)"
+        return f"a {parts.scheme or 'schemeless'} URL (envrepro writes http(s) archives and VCS URLs)"
     return None
 
 

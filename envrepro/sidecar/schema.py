@@ -111,6 +111,9 @@ def is_name(v: Any) -> bool:
 
 
 NAME = expect("a canonical distribution name", is_name)
+# A distribution's name as its metadata spells it (``PyYAML``): recorded for reports only.
+SPELLED_NAME = expect("a distribution name", lambda v: isinstance(v, str) and len(v) <= 128
+                      and bool(NAME_RE.match(v)))
 
 
 def one_of(*values: Any) -> Check:
@@ -202,7 +205,7 @@ _WEIGHTS = mapping({"arrays": COUNT, "params": COUNT, "sum": NUMBER, "abs_sum": 
 _RESUME_DONE = mapping({
     "loss": NUMBER, "iterations_before": nullable(COUNT), "iterations": COUNT,
     "targets": list_of(relpath(REFERENCE_DIR)), "target_kind": nullable(TOKEN),
-    "weights_file": nullable(relpath(REFERENCE_DIR)), "weights_skipped": nullable(LINE),
+    "weights_file": nullable(relpath(REFERENCE_DIR)), "weights_skipped": nullable(TEXT),
     "weights": _WEIGHTS, "atol": TOLERANCE, "rtol": TOLERANCE, "seed": COUNT, "seconds": nullable(NUMBER),
 }, required=("loss", "iterations", "targets", "weights", "atol", "rtol", "seed"))
 
@@ -214,7 +217,7 @@ def _resume(v: Any) -> None:
         _RESUME_DONE(v)
 
 
-_LOCAL = mapping({"name": NAME, "version": nullable(VERSION), "kind": one_of("local", "url", "vcs"),
+_LOCAL = mapping({"name": NAME, "version": nullable(LINE), "kind": one_of("local", "url", "vcs"),
                   "source": nullable(LINE), "wheel": nullable(relpath(WHEELS_DIR, ".whl")),
                   "sha256": nullable(HEX64)}, required=("name",))
 
@@ -224,7 +227,7 @@ MANIFEST_SCHEMA = mapping({
     "created": nullable(LINE),
     "inferred": nullable(BOOL),
     "model": mapping({"name": LINE, "format": nullable(one_of("savedmodel", "h5", "keras")),
-                      "class_name": nullable(LINE), "sha256": nullable(LINE)}, required=("name",)),
+                      "class_name": nullable(LINE), "sha256": nullable(HEX64)}, required=("name",)),
     "python": mapping({"version": PYTHON_VERSION, "implementation": nullable(LINE),
                        "sys_platform": nullable(TOKEN), "machine": nullable(TOKEN),
                        "libc": ANY}, required=("version",)),
@@ -247,7 +250,7 @@ MANIFEST_SCHEMA = mapping({
                                                             "origin": nullable(TEXT), "module": nullable(MODULE)},
                                                            required=("path",)))),
                          "refused_links": nullable(list_of(TEXT))}),
-    "requirement_modules": nullable(map_of(MODULE, NAME)),
+    "requirement_modules": nullable(map_of(MODULE, SPELLED_NAME)),
     "reference": nullable(mapping({
         "inputs": list_of(relpath(REFERENCE_DIR, ".npy")), "outputs": list_of(relpath(REFERENCE_DIR, ".npy")),
         "input_structure": nullable(one_of("single", "list", "dict")),

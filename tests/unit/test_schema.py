@@ -123,7 +123,7 @@ def test_each_field_is_checked_and_named(path, value, expect):
     "https://evil.example/x.whl\n",
     "six @ file:///etc/passwd\n",
     "six @ file:///envrepro/capture/wheels/../../x.whl\n",
-    "six @ http://evil.example/six.whl\n",
+    "six @ ftp://evil.example/six.whl\n", "six @ git+file:///tmp/repo\n",
     "./local/path\n",
     "Six==1.16.0\n", "six>=1.16.0\n", "six==1.16.*\n", "six[extra]==1.0\n", "six==1.16.0 --hash=md5:abc\n",
     "six==1.16.0 \\\n    --hash=sha256:xyz\n", "six==1.16.0 --index-url x\n", "six==1.16.0\n# setuptools==$(id)\n",
