@@ -73,8 +73,8 @@ def read(sidecar: "os.PathLike[str] | str", verify: bool = True) -> Capture:
                              str(root), "run `envrepro capture MODEL` again")
     try:
         data = yaml.load(manifest.read_text(encoding="utf-8"), Loader=_Loader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as e:  # ValueError: a 5000-digit int
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         raise InvalidCapture(f"manifest is unreadable ({reason})", str(manifest),
                              "run `envrepro capture MODEL` again") from None
     if not isinstance(data, dict):

@@ -10,10 +10,11 @@ The lock file is checked by ``sidecar.locktrust``; the format is docs/format.md.
 """
 from __future__ import annotations
 
+import datetime
 import math
 import re
 from pathlib import PurePosixPath
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -38,7 +39,7 @@ TOKEN_RE = re.compile(r"\A[A-Za-z0-9_.+-]{1,64}\Z")
 
 
 class Bad(Exception):
-    """A value that does not fit: ``where`` is filled in on the way up."""
+    """A value that does not fit: ``path`` (the field's) is filled in on the way up."""
 
     def __init__(self, why: str):
         super().__init__(why)
@@ -48,11 +49,8 @@ class Bad(Exception):
 
 def shown(value: Any) -> str:
     """A value as one short line (repr escapes newlines)."""
-    text = repr(value) if isinstance(value, str) else type(value).__name__
-    if isinstance(value, bool) or value is None:
-        text = repr(value)
-    elif isinstance(value, (int, float)):
-        text = repr(value)
+    scalar = isinstance(value, (str, int, float)) or value is None
+    text = repr(value) if scalar else type(value).__name__
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -87,7 +85,25 @@ HEX64 = expect("a sha256 (64 lowercase hex digits)", lambda v: isinstance(v, str
 MODULE = expect("a module name", lambda v: isinstance(v, str) and bool(MODULE_RE.match(v)))
 OBJECT = expect("'module:attr'", lambda v: isinstance(v, str) and bool(OBJECT_RE.match(v)))
 TOKEN = expect("a short word", lambda v: isinstance(v, str) and bool(TOKEN_RE.match(v)))
-ANY: Check = lambda v: None
+
+
+def _plain(v: Any, depth: int, budget: list, max_depth: int = 16) -> bool:
+    budget[0] -= 1
+    if budget[0] < 0 or depth > max_depth:
+        return False
+    if v is None or isinstance(v, (bool, int, float, str, datetime.date)):
+        return not isinstance(v, str) or _is_text(v)
+    if isinstance(v, list):
+        return all(_plain(x, depth + 1, budget, max_depth) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, (str, int, float, bool)) and _plain(x, depth + 1, budget, max_depth)
+                   for k, x in v.items())
+    return False
+
+
+# Free-form data (optimizer.config, build facts): plain, small, finite-depth (a YAML alias can
+# make a list that contains itself, or a billion laughs).
+ANY = expect("plain data (at most 16 levels, 10000 values)", lambda v: _plain(v, 0, [10000]))
 
 
 def _pep440(v: Any) -> bool:
@@ -141,7 +157,6 @@ def nullable(inner: Check) -> Check:
     def check(v: Any) -> None:
         if v is not None:
             inner(v)
-    check.nullable = True  # type: ignore[attr-defined]
     return check
 
 
@@ -224,7 +239,7 @@ _LOCAL = mapping({"name": NAME, "version": nullable(LINE), "kind": one_of("local
 MANIFEST_SCHEMA = mapping({
     "schema": one_of(SCHEMA),
     "envrepro_version": nullable(LINE),
-    "created": nullable(LINE),
+    "created": nullable(expect("a time", lambda v: _is_line(v) or isinstance(v, (datetime.date, datetime.datetime)))),
     "inferred": nullable(BOOL),
     "model": mapping({"name": LINE, "format": nullable(one_of("savedmodel", "h5", "keras")),
                       "class_name": nullable(LINE), "sha256": nullable(HEX64)}, required=("name",)),
@@ -275,6 +290,10 @@ def check(data: Any, manifest_path: str) -> Dict[str, Any]:
     """``data`` if it is a valid ``envrepro/v1`` manifest, else InvalidCapture (exit 2), one line."""
     try:
         MANIFEST_SCHEMA(data)
+        # Then the whole document, unknown keys included (a report may print them): plain data,
+        # no alias cycles, bounded.
+        if not _plain(data, 0, [500000], 32):
+            raise Bad("expected plain data (at most 32 levels, 500000 values, no self-references)")
     except Bad as e:
         where = ".".join(e.path) or "(top)"
         raise InvalidCapture(f"invalid manifest: {where}: {e.why}", manifest_path, FIX) from None
@@ -282,9 +301,3 @@ def check(data: Any, manifest_path: str) -> Dict[str, Any]:
         raise InvalidCapture("invalid manifest: nested too deeply", manifest_path, FIX) from None
     return data
 
-
-def field_error(exc: InvalidCapture) -> Tuple[str, str]:
-    """(field path, reason) of a schema refusal (for tests and reports)."""
-    what = exc.what[len("invalid manifest: "):]
-    path, _, why = what.partition(": ")
-    return path, why

@@ -267,6 +267,25 @@ def test_mutated_captures_on_disk_read_or_refuse_and_plan_cleanly(tmp_path_facto
     plan.make_plan(cap, plan.container_paths(cap))
 
 
+@pytest.mark.parametrize("text, expect", [
+    ("schema: envrepro/v1\nreference: {tolerance: {atol: 1%s}}\n" % ("0" * 5000), "manifest is unreadable"),
+    ("schema: envrepro/v1\noptimizer: {config: &x [*x]}\n", "optimizer.config: expected plain data"),
+    ("schema: envrepro/v1\nwarnings: &x [*x]\n", "warnings.0: expected text"),
+    ("schema: envrepro/v1\noptimizer: {config: " + "[" * 40 + "]" * 40 + "}\n", "optimizer.config"),
+    ("schema: envrepro/v1\nenv: {1: x}\n", "env: expected text keys"),
+    ("schema: envrepro/v1\nunknown: &x [*x]\n", "(top): expected plain data"),
+    ("schema: envrepro/v1\nfiles: {a: !!binary aGk=}\n", "files.a: expected a sha256"),
+    ("schema: envrepro/v1\nreference: {tolerance: {atol: .nan, rtol: 0}, inputs: [], outputs: []}\n",
+     "reference.tolerance.atol"),
+])
+def test_hostile_yaml_is_one_line(tmp_path, text, expect):
+    cap = make_capture(tmp_path)
+    (cap.root / layout.MANIFEST).write_text(text)
+    with pytest.raises(InvalidCapture) as err:
+        manifest.read(cap.root, verify=False)
+    assert expect in str(err.value) and "\n" not in str(err.value)
+
+
 # -- the capture tree --------------------------------------------------------------------------
 def test_a_symlink_anywhere_in_the_capture_is_refused(tmp_path):
     cap = make_capture(tmp_path)
