@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from envrepro.errors import InvalidCapture
 from envrepro.sidecar import layout, locktrust, manifest, schema, writer
+from envrepro.build import images, platforms
 from envrepro.sandbox import plan
 
 from fakes import make_capture
@@ -265,6 +266,11 @@ def test_mutated_captures_on_disk_read_or_refuse_and_plan_cleanly(tmp_path_facto
         assert "\n" not in str(e)
         return
     plan.make_plan(cap, plan.container_paths(cap))
+    if not platforms.is_foreign(cap):       # (a foreign one would resolve its lock with pip)
+        text = images.dockerfile_for(cap)
+        assert all(line.startswith(("FROM", "ARG", "ENV", "RUN", "COPY", "LABEL", "USER", "WORKDIR", "#",
+                                    " ", "SHELL", "ENTRYPOINT", "CMD")) or not line.strip()
+                   for line in text.splitlines()), text
 
 
 @pytest.mark.parametrize("text, expect", [
