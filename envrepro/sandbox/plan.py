@@ -123,6 +123,9 @@ def plan_resume(capture: manifest.Capture, paths: ContainerPaths) -> Optional[Di
 
 
 def captured_env(capture: manifest.Capture) -> Dict[str, str]:
-    """Variables that change what TF/Keras load (TF_USE_LEGACY_KERAS, KERAS_BACKEND): set ones only."""
+    """Variables that change what TF/Keras load (TF_USE_LEGACY_KERAS, KERAS_BACKEND): set ones only.
+    The reader refused any other name (sidecar/schema.py); the allowlist is applied here again."""
+    from envrepro.sidecar.schema import ENV_ALLOWED
+
     env = capture.get("env") or {}
-    return {str(k): str(v) for k, v in sorted(env.items()) if v is not None and str(k).isidentifier()}
+    return {str(k): str(v) for k, v in sorted(env.items()) if v is not None and k in ENV_ALLOWED}

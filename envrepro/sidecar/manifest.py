@@ -73,16 +73,29 @@ def read(sidecar: "os.PathLike[str] | str", verify: bool = True) -> Capture:
                              str(root), "run `envrepro capture MODEL` again")
     try:
         data = yaml.load(manifest.read_text(encoding="utf-8"), Loader=_Loader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as e:  # ValueError: a 5000-digit int
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         raise InvalidCapture(f"manifest is unreadable ({reason})", str(manifest),
                              "run `envrepro capture MODEL` again") from None
     if not isinstance(data, dict):
         raise InvalidCapture("manifest is not a mapping", str(manifest),
                              "run `envrepro capture MODEL` again")
     data = upgrade(data, manifest)
-    check_resume(data, root)
+    # packaging is imported here, not at module level: the save hook imports the writer (and so
+    # this module) inside training environments, which need not have it.
+    from envrepro.sidecar import locktrust, schema
+    check_resume(data, root)      # its own messages name the option that records it
+    schema.check(data, str(manifest))
+    check_tree(root)
     cap = Capture(root=root, data=data)
+    lock = root / LOCK_FILE
+    if lock.is_file():
+        try:
+            lock_text = lock.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise InvalidCapture(f"lock is unreadable ({type(e).__name__})", str(lock),
+                                 "run `envrepro capture MODEL` again") from None
+        locktrust.check_lock(lock_text, str(lock))
     if verify:
         verify_files(cap)
     return cap
@@ -101,6 +114,27 @@ def upgrade(data: Dict[str, Any], manifest: Path) -> Dict[str, Any]:
     return data
 
 
+def check_tree(root: Path) -> None:
+    """No symbolic link anywhere in the capture (checked with lstat, never followed): a link
+    would let a listed path read or shadow a file outside the capture."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            if p.is_symlink():
+                raise InvalidCapture("capture holds a symbolic link (a capture never does)", str(p),
+                                     "remove it or run `envrepro capture MODEL` again")
+
+
+def inside(root: Path, rel: str) -> Path:
+    """``root / rel`` when it resolves inside the capture, else InvalidCapture."""
+    p = root / rel
+    real_root = str(root.resolve())
+    if os.path.commonpath([str(p.resolve()), real_root]) != real_root or PurePosixPath(rel).is_absolute():
+        raise InvalidCapture("manifest names a path outside the capture", str(p),
+                             "run `envrepro capture MODEL` again")
+    return p
+
+
 def verify_files(cap: Capture) -> None:
     """Every file the manifest lists exists with its hash, and no unlisted file sneaked in."""
     files = cap.data.get("files") or {}
@@ -108,7 +142,10 @@ def verify_files(cap: Capture) -> None:
         raise InvalidCapture("manifest 'files' is not a mapping", str(cap.root / MANIFEST),
                              "run `envrepro capture MODEL` again")
     for rel, digest in sorted(files.items()):
-        p = cap.root / rel
+        p = inside(cap.root, rel)
+        if p.is_symlink():
+            raise InvalidCapture("capture holds a symbolic link (a capture never does)", str(p),
+                                 "remove it or run `envrepro capture MODEL` again")
         if not p.is_file():
             raise InvalidCapture("file listed in the manifest is missing", str(p),
                                  "run `envrepro capture MODEL` again")
