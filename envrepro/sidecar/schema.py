@@ -21,7 +21,7 @@ from packaging.version import InvalidVersion, Version
 
 from envrepro.errors import InvalidCapture
 from envrepro.runtime.recipes import RECIPE_NAMES
-from envrepro.sidecar.layout import (LOCK_FILE, MANIFEST, REFERENCE_DIR, REQUIREMENTS_IN, SCHEMA,
+from envrepro.sidecar.layout import (LOCK_FILE, REFERENCE_DIR, REQUIREMENTS_IN, SCHEMA,
                                      SNAPSHOT_DIR, WHEELS_DIR)
 
 # The variables the probe records (runtime/probe.py ``facts["env"]``): nothing else reaches the
