@@ -47,6 +47,22 @@ def read_index(path: Optional[Path] = None) -> Dict[str, Any]:
     return data
 
 
+def unreadable(path: Optional[Path] = None) -> Optional[str]:
+    """Why the index can't tell which images are used (missing, unreadable, not an index), or
+    None. ``read_index`` treats all of these as empty, which is right for listing but would make
+    prune remove every image."""
+    path = path or index_path()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "is missing"
+    except (OSError, ValueError) as e:
+        return f"is unreadable ({type(e).__name__})"
+    if not isinstance(data, dict) or not isinstance(data.get("images"), dict):
+        return "is not an envrepro images index"
+    return None
+
+
 def _write_index(path: Path, data: Dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -219,7 +235,14 @@ def prune(engine: ContainerEngine, dry_run: bool = False, key_for: Optional[KeyF
     """
     path = path or index_path()
     result = PruneResult(dry_run=dry_run)
-    for row in list_images(engine, key_for, path):
+    rows = list_images(engine, key_for, path)
+    why = unreadable(path) if rows and not dry_run else None
+    if why:
+        raise EnvreproError(f"the images index {path} {why}: envrepro can't tell which captures use its "
+                            f"{len(rows)} image(s), so none was removed", None,
+                            "run `envrepro load` on the models you keep (each load records its image), "
+                            "then prune again; or remove images by hand with `docker rmi`")
+    for row in rows:
         if row.in_use:
             result.kept.append(row)
             continue

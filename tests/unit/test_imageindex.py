@@ -139,3 +139,24 @@ def test_prune_cache_removes_untagged_builder_stages_only():
     res = images_cmd.prune(eng, cache=True)
     assert eng.removed == [builder["Id"]] and res.freed == 740_000_000
     assert images_cmd.prune(FakeEngine([builder])).cache == []   # only with cache=True
+
+
+def test_prune_with_a_missing_or_corrupt_index_removes_nothing(tmp_path):
+    """read_index treats a missing or corrupt index as empty; prune must not take that to mean
+    that no capture uses any image."""
+    import pytest
+
+    from envrepro.errors import EXIT_BAD_INPUT, EnvreproError
+
+    a = make_capture(tmp_path / "a")
+    key = used(a)
+    eng = FakeEngine([docker_image(key, "envrepro-env:a")])
+    path = images_cmd.index_path()
+    for damage in (lambda: path.unlink(), lambda: path.write_text("{half"), lambda: path.write_text("[]")):
+        damage()
+        with pytest.raises(EnvreproError) as e:
+            images_cmd.prune(eng)
+        assert e.value.exit_code == EXIT_BAD_INPUT and "none was removed" in str(e.value)
+        assert eng.removed == []
+        assert [r.tag for r in images_cmd.prune(eng, dry_run=True).removed] == ["envrepro-env:a"]
+    assert images_cmd.prune(FakeEngine([])).removed == []     # no images: nothing to protect
