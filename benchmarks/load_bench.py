@@ -329,7 +329,7 @@ def main(argv=None):
             print(f"\nLoad benchmark skipped: base image {base} not present "
                   "(`make standins` builds a local stand-in)")
             return 0
-        key = spec.image_key(base, str(cap.get("python.version")), cap.lock_path.read_text(encoding="utf-8"))
+        key = spec.capture_key(cap, base, cap.lock_path.read_text(encoding="utf-8"))
         real_tag = spec.image_tag(key)
         real_existed = engine.inspect_image(real_tag) is not None
         cert = host_pip_settings().cert or (DEFAULT_CA if os.path.isfile(DEFAULT_CA) else None)

@@ -130,10 +130,9 @@ def key_with_recorded_base(capture: manifest.Capture, entry: Dict[str, Any]) -> 
     if is_foreign(capture):
         return None  # built from a lock translated for Linux: the fingerprint decides
     try:
-        from envrepro.build.spec import image_key
+        from envrepro.build.spec import capture_key
 
-        lock_text = capture.lock_path.read_text(encoding="utf-8")
-        return image_key(base, str(capture.get("python.version")), lock_text)
+        return capture_key(capture, base, capture.lock_path.read_text(encoding="utf-8"))
     except (ImportError, OSError, ValueError):
         return None
 

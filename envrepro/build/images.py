@@ -19,7 +19,7 @@ from envrepro.build import dockerfile as df
 from envrepro.build.bases import base_digest, ensure_base, resolve_base
 from envrepro.build.pipconfig import PipSettings
 from envrepro.build.spec import (IMAGE_REPO, LABEL, LABEL_KEY, RUNTIME_VERSION, Progress, build_spec,
-                                 image_key, image_tag, lock_for)
+                                 capture_key, image_tag, lock_for)
 from envrepro.build.templates import VENV
 from envrepro.engine.base import ContainerEngine, image_labels
 from envrepro.errors import BuildFailed, EnvreproError
@@ -124,7 +124,7 @@ def dockerfile_for(capture: Capture, base_image: Optional[str] = None, gpus: boo
     """The Dockerfile ``ensure_image`` would build (``envrepro dockerfile``); no engine needed."""
     base = resolve_base(capture, base_image, gpus)
     lock_text, t = lock_for(capture, gpus)
-    key = image_key(base, str(capture.get("python.version")), lock_text, runtime_version)
+    key = capture_key(capture, base, lock_text, runtime_version)
     # pip settings only reach build/pip.conf in the context, never the Dockerfile text.
     return df.render(build_spec(capture, base, "", key, gpus, PipSettings(), runtime_version,
                                 lock_text, t.platform if t else ""))
@@ -155,7 +155,7 @@ def _ensure(capture: Capture, engine: ContainerEngine, base_image: Optional[str]
     if translation is not None:
         say(translation.summary())
     unverified = df.unverified_names(lock_text)
-    key = image_key(base, python_version, lock_text, runtime_version)
+    key = capture_key(capture, base, lock_text, runtime_version)
     tag = image_tag(key)
     extras: Dict[str, Any] = {"unverified": unverified,
                               "translation": translation.to_dict() if translation else None}

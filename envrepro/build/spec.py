@@ -1,24 +1,29 @@
 """What identifies an environment image: its key, tag and labels, and the build spec the
 Dockerfile and context are rendered from.
 
-Images are per environment, not per model: the key is hashed over (base image, Python version,
-canonical lock, runtime version), so "is it built?" is one inspect call and models that share a
-lock share an image. A capture made on macOS or Windows is built from its lock translated for
+Images are per environment, not per model: the key is hashed over everything that goes into the
+image (base image, Python version, canonical lock, the sha256 of each local wheel the capture
+carries, the Dockerfile templates in ``images/`` and the runtime version), so "is it built?" is
+one inspect call, models that share a lock share an image, and two captures whose wheels differ
+never share one. A capture made on macOS or Windows is built from its lock translated for
 Linux (``envrepro.build.platforms``, cached on the host); the key is computed over that lock.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 from envrepro import config
 from envrepro.build import dockerfile as df
 from envrepro.build import platforms
 from envrepro.build import pipconfig
 from envrepro.build.pipconfig import PipSettings
+from envrepro.build.templates import template_text
+from envrepro.fsutil import sha256_file
 from envrepro.sidecar.manifest import Capture
 from envrepro.sidecar import lockfile
 
@@ -31,11 +36,31 @@ LABEL_KEY = LABEL + "key"   # the label ``envrepro images`` and prune find envir
 Progress = Callable[[str], None]
 
 
+# Every template an image can be rendered from (images/): editing one changes every key.
+TEMPLATES = ("env.Dockerfile", "python-from-source.Dockerfile", "pip.sh",
+             "fragments/copy-wheels.Dockerfile", "fragments/install-heavy.Dockerfile",
+             "fragments/install-tools.Dockerfile", "fragments/install-unverified.Dockerfile",
+             "fragments/install.Dockerfile", "fragments/pip-env.Dockerfile",
+             "fragments/rest-overlay.Dockerfile", "fragments/rest-stage.Dockerfile")
+
+
+@functools.lru_cache(maxsize=1)
+def templates_digest() -> str:
+    h = hashlib.sha256()
+    for name in TEMPLATES:
+        h.update(name.encode() + b"\0" + template_text(name).encode() + b"\0")
+    return h.hexdigest()
+
+
 def image_key(base_image: str, python_version: str, lock_text: str,
-              runtime_version: str = RUNTIME_VERSION) -> str:
-    """32 hex chars of sha256 over what defines the environment (comments in the lock don't)."""
+              runtime_version: str = RUNTIME_VERSION, wheels: Optional[Mapping[str, str]] = None) -> str:
+    """32 hex chars of sha256 over what defines the environment (comments in the lock don't);
+    ``wheels``: file name -> sha256 of the local wheels copied into the build."""
     fields = {"base": base_image, "python": python_version,
-              "lock": lockfile.canonical_lock(lock_text), "runtime": runtime_version}
+              "lock": lockfile.canonical_lock(lock_text), "runtime": runtime_version,
+              "templates": templates_digest()}
+    if wheels:
+        fields["wheels"] = dict(sorted(wheels.items()))
     tools = sorted(f"{e.name}=={e.version}" for e in lockfile.parse_lock(lock_text, include_unsafe=True)
                    if e.unsafe)
     if tools:  # setuptools/wheel pins (commented in the lock) are installed too
@@ -48,9 +73,25 @@ def image_tag(key: str) -> str:
     return f"{IMAGE_REPO}:{key[:16]}"
 
 
-def _wheels(capture: Capture) -> Dict[str, bytes]:
+def _wheel_files(capture: Capture) -> Dict[str, Path]:
     folder = capture.root / "wheels"
-    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.whl"))} if folder.is_dir() else {}
+    return {p.name: p for p in sorted(folder.glob("*.whl"))} if folder.is_dir() else {}
+
+
+def _wheels(capture: Capture) -> Dict[str, bytes]:
+    return {name: p.read_bytes() for name, p in _wheel_files(capture).items()}
+
+
+def wheel_hashes(capture: Capture) -> Dict[str, str]:
+    """sha256 of each local wheel the build copies from the capture (part of the image key)."""
+    return {name: sha256_file(p) for name, p in _wheel_files(capture).items()}
+
+
+def capture_key(capture: Capture, base_image: str, lock_text: str,
+                runtime_version: str = RUNTIME_VERSION) -> str:
+    """The image key of ``capture`` built on ``base_image`` from ``lock_text``."""
+    return image_key(base_image, str(capture.get("python.version")), lock_text, runtime_version,
+                     wheel_hashes(capture))
 
 
 def lock_for(capture: Capture, gpus: bool = False, pip: Optional[PipSettings] = None,
