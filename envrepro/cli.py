@@ -103,6 +103,8 @@ _REGISTRY = typer.Option(None, "--registry", help="Registry to pull prebuilt env
 _GPUS = typer.Option(None, "--gpus", help="'all' passes GPUs and picks a CUDA/cuDNN base.")
 _UNSAFE = typer.Option(False, "--unsafe", help="Keras 3 safe_mode off (Lambda layers). Only for trusted models.")
 _MEMORY = typer.Option("4g", "--memory", help="Memory limit of the container.")
+_ALLOW_CHANGE = typer.Option(False, "--allow-model-change",
+                             help="Load a model that changed since its capture (the report says so; never 'verified').")
 
 
 @app.command()
@@ -113,13 +115,15 @@ def load(
     gpus: Optional[str] = _GPUS,
     unsafe: bool = _UNSAFE,
     memory: str = _MEMORY,
+    allow_model_change: bool = _ALLOW_CHANGE,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Build or find the captured environment's image, load the model inside it and verify it."""
     from envrepro import commands
 
     _emit(commands.load(model, base_image=base_image, registry=registry, gpus=gpus, unsafe=unsafe,
-                        memory=memory, quiet=as_json, debug=_DEBUG["on"]), as_json)
+                        memory=memory, quiet=as_json, debug=_DEBUG["on"],
+                        allow_model_change=allow_model_change), as_json)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -131,12 +135,13 @@ def run(
     gpus: Optional[str] = _GPUS,
     unsafe: bool = _UNSAFE,
     memory: str = _MEMORY,
+    allow_model_change: bool = _ALLOW_CHANGE,
 ) -> None:
     """Run a command in the reproduced environment: envrepro run MODEL -- python predict.py"""
     from envrepro import commands
 
     _emit(commands.run(model, list(ctx.args), base_image=base_image, memory=memory, unsafe=unsafe,
-                       gpus=gpus, registry=registry))
+                       gpus=gpus, registry=registry, allow_model_change=allow_model_change))
 
 
 @app.command()
@@ -147,12 +152,13 @@ def shell(
     gpus: Optional[str] = _GPUS,
     unsafe: bool = _UNSAFE,
     memory: str = _MEMORY,
+    allow_model_change: bool = _ALLOW_CHANGE,
 ) -> None:
     """Open a shell in the reproduced environment (model at /envrepro/model/NAME)."""
     from envrepro import commands
 
     _emit(commands.shell(model, base_image=base_image, memory=memory, unsafe=unsafe, gpus=gpus,
-                         registry=registry))
+                         registry=registry, allow_model_change=allow_model_change))
 
 
 @app.command()

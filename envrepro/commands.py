@@ -124,13 +124,13 @@ class _Environment:
 
 def _environment(model: str, base_image: Optional[str], registry: Optional[str],
                  gpus: Optional[str], engine_factory: Optional[EngineFactory],
-                 quiet: bool = False) -> _Environment:
+                 quiet: bool = False, allow_model_change: bool = False) -> _Environment:
     """The capture is checked (hash-verified, readable by the sandbox user) before the engine is
     reached and any image built, so a bad capture costs nothing and is exit 2 even without Docker."""
     from envrepro.build import images
     from envrepro.sandbox import run as sandbox
 
-    cap = sandbox.prepare(model)
+    cap = sandbox.prepare(model, allow_model_change=allow_model_change)
     engine = (engine_factory or default_engine)()
     use_gpus = wants_gpus(gpus)
     progress = (lambda line: None) if quiet else None   # None: images.ConsoleProgress on stderr
@@ -141,25 +141,29 @@ def _environment(model: str, base_image: Optional[str], registry: Optional[str],
 
 def load(model: str, base_image: Optional[str] = None, registry: Optional[str] = None,
          gpus: Optional[str] = None, unsafe: bool = False, memory: str = "4g", quiet: bool = False,
-         engine_factory: Optional[EngineFactory] = None, debug: bool = False) -> LoadReport:
+         engine_factory: Optional[EngineFactory] = None, debug: bool = False,
+         allow_model_change: bool = False) -> LoadReport:
     """``envrepro load``: the environment image (found, pulled or built), the model loaded in the
     sandbox and verified. Returns the LoadReport."""
     from envrepro.sandbox import run as sandbox
 
-    env = _environment(model, base_image, registry, gpus, engine_factory, quiet=quiet)
+    env = _environment(model, base_image, registry, gpus, engine_factory, quiet=quiet,
+                       allow_model_change=allow_model_change)
     return sandbox.load(env.capture, env.engine, env.image, unsafe=unsafe, json=quiet, memory=memory,
                         debug=debug, image_seconds=env.image.seconds, gpus=env.gpus)
 
 
 def run(model: str, command: List[str], base_image: Optional[str] = None, memory: str = "4g",
         unsafe: bool = False, engine_factory: Optional[EngineFactory] = None,
-        gpus: Optional[str] = None, registry: Optional[str] = None) -> Exited:
+        gpus: Optional[str] = None, registry: Optional[str] = None,
+        allow_model_change: bool = False) -> Exited:
     from envrepro.build import imageindex
     from envrepro.sandbox import run as sandbox
 
     if command and command[0] == "--":
         command = command[1:]
-    env = _environment(model, base_image, registry, gpus, engine_factory)
+    env = _environment(model, base_image, registry, gpus, engine_factory,
+                       allow_model_change=allow_model_change)
     imageindex.record_use(env.image, env.capture)
     return Exited(sandbox.run_command(env.capture, env.engine, env.image, command, memory=memory,
                                       unsafe=unsafe, gpus=env.gpus))
@@ -167,11 +171,13 @@ def run(model: str, command: List[str], base_image: Optional[str] = None, memory
 
 def shell(model: str, base_image: Optional[str] = None, memory: str = "4g", unsafe: bool = False,
           engine_factory: Optional[EngineFactory] = None, gpus: Optional[str] = None,
-          registry: Optional[str] = None, runner: Optional[Callable[[List[str]], int]] = None) -> Exited:
+          registry: Optional[str] = None, runner: Optional[Callable[[List[str]], int]] = None,
+          allow_model_change: bool = False) -> Exited:
     from envrepro.build import imageindex
     from envrepro.sandbox import run as sandbox
 
-    env = _environment(model, base_image, registry, gpus, engine_factory)
+    env = _environment(model, base_image, registry, gpus, engine_factory,
+                       allow_model_change=allow_model_change)
     imageindex.record_use(env.image, env.capture)
     extra: Dict[str, Any] = {"runner": runner} if runner is not None else {}
     return Exited(sandbox.shell(env.capture, env.image, memory=memory, unsafe=unsafe, gpus=env.gpus,

@@ -66,6 +66,7 @@ class LoadReport:
     unsafe: bool = False
     warnings: List[str] = field(default_factory=list)
     inferred: bool = False      # the capture was inferred (``capture --infer``): no reference
+    model_check: Optional[Dict[str, Any]] = None   # sandbox.modelcheck: the model's hash vs the capture's
 
     @property
     def ok(self) -> bool:
@@ -116,7 +117,8 @@ def verdict(report: LoadReport) -> str:
     code = exit_code(report)
     if code == errors.EXIT_OK:
         ref = report.loader.get("reference")
-        return VERIFIED if ref and ref.get("allclose") and not report.inferred else NOT_VERIFIED
+        changed = bool((report.model_check or {}).get("changed"))   # loaded with --allow-model-change
+        return VERIFIED if ref and ref.get("allclose") and not report.inferred and not changed else NOT_VERIFIED
     return {errors.EXIT_MISMATCH: MISMATCH, errors.EXIT_INTERNAL: INTERNAL}.get(code, FAILED)
 
 
@@ -325,6 +327,9 @@ def _verdict(report: LoadReport) -> str:
             resumes = ", and training resumes identically" if (
                 report.loader.get("resume_check") or {}).get("ok") else ""
             return "result: OK - the model loads and reproduces its reference prediction" + resumes
+        if (report.model_check or {}).get("changed"):
+            return ("result: LOADED, NOT VERIFIED - the model changed since its capture "
+                    "(--allow-model-change): its reference describes the model as captured")
         if not report.inferred:
             return "result: LOADED, NOT VERIFIED - the model loads; the capture has no reference prediction to compare"
         drift = report.loader.get("drift") or {}

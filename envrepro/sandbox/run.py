@@ -18,14 +18,17 @@ from typing import Any, Callable, List, Optional, Sequence
 from envrepro import errors
 from envrepro.engine.base import ContainerEngine
 from envrepro.runtime import launch
+from envrepro.sandbox.modelcheck import check_model, warning_for
 from envrepro.sandbox.plan import container_paths, make_plan
 from envrepro.sandbox.policy import DEFAULT_MEMORY, check_readable, docker_run_argv, run_args
 from envrepro.sandbox.report import LoadReport, image_dict, no_report, parse_report
 from envrepro.sidecar import layout, manifest
 
-def prepare(model_path: "os.PathLike[str] | str | manifest.Capture") -> manifest.Capture:
-    """Read and hash-verify the capture (an edited snapshot file is refused, named) and check
-    that the sandbox user can read what gets mounted.
+def prepare(model_path: "os.PathLike[str] | str | manifest.Capture",
+            allow_model_change: bool = False) -> manifest.Capture:
+    """Read and hash-verify the capture (an edited snapshot file is refused, named), check the
+    model against the hash its capture recorded (``modelcheck``: a changed model is refused
+    unless ``allow_model_change``) and that the sandbox user can read what gets mounted.
 
     A Capture that ``prepare`` already returned is passed through: the CLI checks the capture
     before building an image and hands it on, so the files are not hashed twice per load."""
@@ -33,6 +36,7 @@ def prepare(model_path: "os.PathLike[str] | str | manifest.Capture") -> manifest
         return model_path
     model = layout.resolve_model(model_path)
     capture = manifest.read(layout.sidecar_for(model))
+    capture.model_check = check_model(capture, allow_model_change).to_dict()
     trees = [capture.model_path, Path(launch.HOST_DIR)] + [
         capture.root / d for d in (layout.SNAPSHOT_DIR, layout.REFERENCE_DIR) if (capture.root / d).is_dir()]
     check_readable(trees, folders=[capture.root])
@@ -81,7 +85,10 @@ def load(model_path: "os.PathLike[str] | str", engine: ContainerEngine, image_in
         container_exit=code, stderr_tail="\n".join(err.splitlines()[-20:]),
         timings={"image": image_seconds if image_seconds is not None else img.get("seconds"),
                  "run": round(run_seconds, 3)},
-        unsafe=unsafe, inferred=bool(capture.get("inferred")))
+        unsafe=unsafe, inferred=bool(capture.get("inferred")), model_check=capture.model_check)
+    model_warning = warning_for(capture.model_check)
+    if model_warning:
+        report.warnings.append(model_warning)
     try:
         (record or _record_default)(image_info, capture)
     except (OSError, ValueError) as e:

@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import yaml
 
@@ -38,6 +38,8 @@ class Capture:
 
     root: Path
     data: Dict[str, Any] = field(default_factory=dict)
+    # Set by ``sandbox.run.prepare``: the model's hash against the recorded one (modelcheck).
+    model_check: Optional[Dict[str, Any]] = None
 
     @property
     def model_path(self) -> Path:

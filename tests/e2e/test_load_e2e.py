@@ -95,18 +95,35 @@ def test_human_report(seed_models):
 
 
 def test_edited_custom_layer_source_does_not_change_the_load(seed_models, tmp_path):
-    """The snapshot is what loads: editing the origin after the save changes nothing."""
+    """The snapshot is what loads: editing the origin after the save changes nothing.
+
+    The edit doubles the layer's output, and the control below applies the same edit to the
+    snapshot of a copy (re-sealed): that load is a mismatch (exit 6). So had the origin been
+    loaded, this test would fail for the reason it names."""
+    edit = ("return tf.matmul(inputs, self.w) + self.b", "return 2.0 * (tf.matmul(inputs, self.w) + self.b)")
     cap = manifest.read(layout.sidecar_for(seed_models["custom"]))
     origin = Path(cap.data["snapshot"]["files"][0]["origin"])
+    assert edit[0] in origin.read_text()
     copy = tmp_path / "orig.py"
     shutil.copy(origin, copy)
     try:
-        origin.write_text(origin.read_text().replace("return tf.matmul(inputs, self.w) + self.b",
-                                                     "return tf.nn.relu(tf.matmul(inputs, self.w) + self.b)"))
+        origin.write_text(origin.read_text().replace(*edit))
         out = cli("load", seed_models["custom"], "--json")
         assert out.returncode == 0, out.stdout[-2000:]
+        assert json.loads(out.stdout)["verdict"] == "verified"
     finally:
         shutil.copy(copy, origin)
+    # control: the same edit in the code that does load is caught
+    model = tmp_path / "custom_model"
+    shutil.copytree(seed_models["custom"], model)
+    shutil.copytree(layout.sidecar_for(seed_models["custom"]), layout.sidecar_for(model))
+    side = layout.sidecar_for(model)
+    snap = side / cap.data["snapshot"]["files"][0]["path"]
+    snap.write_text(snap.read_text().replace(*edit))
+    writer.write_manifest(side, {k: v for k, v in manifest.read(side, verify=False).data.items() if k != "files"})
+    out = cli("load", model, "--json")
+    assert out.returncode == 6, out.stdout[-2000:] + out.stderr[-2000:]
+    assert json.loads(out.stdout)["loader"]["reference"]["allclose"] is False
 
 
 def test_tampered_snapshot_and_mismatch(seed_models, tmp_path):
@@ -128,6 +145,27 @@ def test_tampered_snapshot_and_mismatch(seed_models, tmp_path):
     snap.write_text(snap.read_text() + "\n# edited\n")
     out = cli("load", model)
     assert out.returncode == 2 and "snapshot/custom_layers.py" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_model_changed_after_its_capture_is_refused_or_flagged(seed_models, tmp_path):
+    """The capture's facts and reference describe the model as captured: a model changed since
+    is refused (exit 2, nothing run), and --allow-model-change loads it, flagged, never verified."""
+    model = tmp_path / "custom_model"
+    shutil.copytree(seed_models["custom"], model)
+    shutil.copytree(layout.sidecar_for(seed_models["custom"]), layout.sidecar_for(model))
+    assert cli("load", model, "--json").returncode == 0   # an identical copy is the same model
+    (model / "assets").mkdir(exist_ok=True)
+    (model / "assets" / "added-after-capture.txt").write_text("x")
+    out = cli("load", model)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "the model changed since its capture" in out.stderr and "--allow-model-change" in out.stderr
+    out = cli("load", model, "--json", "--allow-model-change")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    rep = json.loads(out.stdout)
+    assert rep["model_check"]["changed"] is True and rep["verified"] is False
+    assert rep["verdict"] == "loaded, not verified"
+    assert any("changed since its capture" in w for w in rep["warnings"])
 
 
 def test_no_engine_exit_3_nothing_written(seed_models):

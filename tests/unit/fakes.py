@@ -24,6 +24,7 @@ import pytest
 
 from envrepro.engine.base import ContainerEngine, LineCallback, PullFailed, image_labels
 from envrepro.errors import BuildFailed, EnvreproError
+from envrepro.fsutil import sha256_tree
 from envrepro.runtime import loader as rt
 from envrepro.sidecar import manifest
 from envrepro.sidecar import layout
@@ -232,7 +233,7 @@ def make_capture(tmp_path, name="my_model", fmt="savedmodel", **overrides):
     (root / "requirements.lock").write_text("tensorflow-cpu==2.4.1\n")
     data = {
         "schema": layout.SCHEMA,
-        "model": {"name": name, "format": fmt, "sha256": "0" * 64},
+        "model": {"name": name, "format": fmt, "sha256": sha256_tree(model)},
         "python": {"version": "3.8.18"},
         "frameworks": {"tensorflow": "2.4.1", "keras": "2.4.0", "keras_flavor": "tf.keras", "tf_keras": None},
         "env": {"TF_USE_LEGACY_KERAS": "1", "KERAS_BACKEND": None},
