@@ -2,7 +2,9 @@
 rules.
 
 With CI=true nothing that needs a real component may skip: a missing Python 3.8, TensorFlow or
-Docker engine fails the run, and a run in which no end-to-end test passed fails too.
+Docker engine fails the run, and a run in which no end-to-end test passed fails too. As a net
+under those rules, any test that still skips under CI=true (an ``importorskip``, a ``skipif``)
+fails the session, named.
 """
 import hashlib
 import os
@@ -94,6 +96,7 @@ def tf():
 
 
 _E2E = {"passed": 0, "collected": 0}
+_SKIPPED = []
 
 
 def pytest_collection_modifyitems(config, items):
@@ -103,9 +106,15 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_logreport(report):
     if report.when == "call" and report.passed and "e2e" in report.keywords:
         _E2E["passed"] += 1
+    if report.skipped:
+        _SKIPPED.append(f"{report.nodeid}: {report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr}")
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if CI and _SKIPPED and exitstatus == 0:
+        session.exitstatus = 1
+        print(f"\nCI=true but {len(_SKIPPED)} test(s) skipped (no test may skip in CI):\n  "
+              + "\n  ".join(_SKIPPED), file=sys.stderr)
     if CI and _E2E["collected"] and _E2E["passed"] == 0 and exitstatus == 0:
         session.exitstatus = 1
         print("\nCI=true but no end-to-end test passed", file=sys.stderr)

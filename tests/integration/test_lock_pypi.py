@@ -16,7 +16,7 @@ from envrepro.capturing import indexhashes, lock
 from envrepro.fsutil import sha256_file
 from envrepro.sidecar import lockfile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support import probe_environment  # noqa: E402
+from support import need, probe_environment  # noqa: E402
 
 pytestmark = pytest.mark.network
 
@@ -35,8 +35,7 @@ def index_reachable() -> bool:
 
 @pytest.fixture(scope="module")
 def online():
-    if not index_reachable():
-        pytest.skip("PyPI unreachable")
+    need(index_reachable(), "PyPI unreachable")  # skips locally, fails under CI=true
 
 
 @pytest.fixture(scope="module")

@@ -90,12 +90,16 @@ def members(context):
 
 def check_snapshot(name, text):
     path = SNAPSHOTS / name
-    if os.environ.get("ENVREPRO_UPDATE_SNAPSHOTS") or not path.exists():
+    if os.environ.get("ENVREPRO_UPDATE_SNAPSHOTS"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+    # A missing golden is a failure, never written and passed (CI runs on a fresh clone: a
+    # golden that was never committed would otherwise check nothing there).
+    assert path.exists(), (f"golden file {path} is missing: run with ENVREPRO_UPDATE_SNAPSHOTS=1, "
+                           "review it and commit it")
     assert text == path.read_text(), (
-        f"{name} changed; see the module docstring to refresh it. If the image it builds changes, "
-        "bump envrepro.build.spec.RUNTIME_VERSION too, so existing environment images get new keys")
+        f"{name} changed; see the module docstring to refresh it. The templates in images/ are part "
+        "of the image key, so a changed template already gives every environment a new image")
 
 
 # -- the lock (parsed by envrepro.capturing.lock, split and rendered for the build) -------------------------
