@@ -14,7 +14,7 @@ other people, so anything under the package root would travel with the model. Th
   - names that look like secrets (:data:`SECRET_FILES`, :data:`SECRET_FOLDERS`): ``.env``,
     private keys and certificates, ``id_rsa``, ``.netrc``, ``credentials*``, ``secrets.*``...;
   - hidden files and folders (a leading dot): configuration and tool state, not package data
-    (Python can't import a dotted name, and setuptools leaves them out of packages too);
+    (no module or subpackage has a name that starts with a dot);
   - files whose content holds a PEM/OpenSSH/PGP private key, whatever their name.
   Bytecode and cache folders (``snapshot.SKIP_DIRS``) are left out as before, silently: they
   are rebuilt, never needed.
