@@ -2,6 +2,8 @@
 real proberunner, with fake probes standing in for the training interpreter) and the in-process
 save path. Each failure is one line (one warning in-process), exit 2, and nothing written: no
 sidecar, no temp folder or lock beside the model, an existing capture untouched."""
+import json
+import os
 import sys
 import warnings
 
@@ -11,7 +13,7 @@ import envrepro
 from envrepro.capturing import capture as capmod
 from envrepro.capturing import hook
 from envrepro.fsutil import sha256_tree
-from envrepro.sidecar import layout, writer
+from envrepro.sidecar import layout, manifest, writer
 from fake_probes import fake_probe
 from support import envrepro_cli
 
@@ -180,3 +182,37 @@ def test_the_save_hook_warns_once_and_returns_the_save(tmp_path, monkeypatch):
         assert saver(model, str(path)) == "saved"
     assert len(caught) == 1 and "probe crashed" in str(caught[0].message)
     assert path.read_bytes() == HDF5 and [p.name for p in tmp_path.iterdir()] == ["m.h5"]
+
+
+def test_cli_capture_lists_the_files_its_snapshot_left_out(tmp_path, models):
+    """Through the CLI, with a probe that names a package holding secrets and a FIFO: the capture
+    finishes, says what it left out, keeps that in the manifest, and its hashes verify."""
+    pkg = tmp_path / "src" / "mypkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "layers.py").write_text("class L: pass\n")
+    (pkg / "vocab.txt").write_text("a\nb\n")
+    (pkg / ".env").write_text("TOKEN=SENTINEL\n")
+    (pkg / "id_rsa").write_text("SENTINEL\n")
+    os.mkfifo(pkg / "pipe")
+    facts = {"probe_version": 1,
+             "python": {"version": "3.11.4", "implementation": "CPython", "sys_platform": "linux",
+                        "machine": "x86_64"},
+             "frameworks": {}, "model": {"class_name": "Sequential"}, "distributions": [],
+             "modules": [{"module": "mypkg.layers", "file": str(pkg / "layers.py"), "distribution": None,
+                          "top": "mypkg", "root": str(pkg), "source_root": str(pkg.parent)}],
+             "custom_objects": [{"name": "L", "module": "mypkg.layers", "attr": "L"}]}
+    python = fake_probe(tmp_path, f"open(os.path.join(out, 'facts.json'), 'w').write({json.dumps(facts)!r})\n")
+    out = envrepro_cli("capture", models / "m.h5", "--python", python, "--timeout", "60", "--no-hashes",
+                       timeout=120)
+    assert out.returncode == 0, out.stderr
+    line = ("snapshot: skipped 3 files: mypkg/.env (looks like a secret), mypkg/id_rsa (looks like a "
+            "secret), mypkg/pipe (FIFO, not a regular file); move or rename any the model needs")
+    assert f"warning: {line}" in out.stderr.splitlines()
+    cap = manifest.read(models / "m.h5", verify=True)     # every snapshot hash checks out
+    assert line in cap.data["warnings"]
+    assert sorted(f["path"] for f in cap.data["snapshot"]["files"]) == [
+        "snapshot/mypkg/__init__.py", "snapshot/mypkg/layers.py", "snapshot/mypkg/vocab.txt"]
+    assert (layout.sidecar_for(models / "m.h5") / "snapshot/mypkg/vocab.txt").read_text() == "a\nb\n"
+    assert not any("SENTINEL" in p.read_text(errors="replace")
+                   for p in layout.sidecar_for(models / "m.h5").rglob("*") if p.is_file())
