@@ -316,11 +316,13 @@ def translate(capture: Capture, cache: Path, prefer_cpu: bool = True, pip: Any =
         def lookup(pins: Mapping[str, str], facts: Mapping[str, Any]
                    ) -> Tuple[Optional[Dict[str, indexhashes.IndexInfo]], str]:
             return indexhashes.lookup_index(pins, facts, _pip_mapping(pip))
+    resolver_notes: List[str] = []
     if resolver is None:
         from envrepro.build import resolve
 
         def resolver(requirements: str, constraints: str, python_xy: str) -> str:
-            return resolve.pip_compile(requirements, constraints, python_xy, pip, cache, say)
+            return resolve.pip_compile(requirements, constraints, python_xy, pip, cache, say,
+                                       notes=resolver_notes)
 
     captured = lockfile.parse_lock(capture.lock_path.read_text(encoding="utf-8"), include_unsafe=True)
     say(f"The capture was made on {where}: translating its lock for Linux")
@@ -363,7 +365,7 @@ def translate(capture: Capture, cache: Path, prefer_cpu: bool = True, pip: Any =
     resolved = [e for e in lockfile.parse_lock(resolved_text) if not e.unsafe]
     pins = {e.name: e.version for e in resolved if e.version and not e.url}
     infos2, reason = lookup(pins, target) if pins else ({}, "")
-    notes: List[str] = []
+    notes: List[str] = list(resolver_notes)
     if infos2 is None:
         notes.append(f"no hashes in the translated lock ({reason})")
         infos2 = {}

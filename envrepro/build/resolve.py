@@ -11,7 +11,9 @@ The host's pip configuration is reduced to what the image build uses (http(s) in
 hosts, CA bundle: ``pipconfig.host_pip_settings``): local ``file://`` indexes and ``--find-links``
 folders are left out, so the resolution sees what the build will see. No hashes are asked of
 pip-compile (it downloads every file of a release to hash it when the index has no JSON API):
-``envrepro.capturing.indexhashes.lookup_index`` adds them from the index's own file links.
+``envrepro.capturing.indexhashes.lookup_index`` adds them from the index's own file links. It runs
+with ``--only-binary :all:`` (``envrepro.build.binaryonly``): the capture's pins never get an sdist
+built on this host.
 """
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from envrepro.build import binaryonly
 from envrepro.errors import PlatformError
 from envrepro.interpreters import find_python
 
@@ -122,21 +125,37 @@ _MISSING_RE = re.compile(r"(?:No matching distribution found for|Could not find 
 
 
 def pip_compile(requirements: str, constraints: str, xy: str, pip: Any, cache: Path,
-                say: Say) -> str:
+                say: Say, notes: Optional[List[str]] = None) -> str:
     """Resolve ``requirements`` (``-c constraints.txt`` may refer to ``constraints``) for Linux
-    under Python ``xy``; return pip-compile's output (no hashes, ``# via`` annotations)."""
+    under Python ``xy``; return pip-compile's output (no hashes, ``# via`` annotations).
+
+    Always ``--only-binary :all:`` (``binaryonly``): a capture's pins never get an sdist built,
+    and so its setup.py run, on this host; sdist-only pins get a code-free stand-in and a line in
+    ``notes``."""
     python = piptools_python(xy, cache, pip, say)
     say(f"Resolving for Linux with pip-tools under Python {xy} ({python})")
     with tempfile.TemporaryDirectory(prefix="envrepro-resolve-") as tmp:
         Path(tmp, "requirements.in").write_text(requirements, encoding="utf-8")
         Path(tmp, "constraints.txt").write_text(constraints, encoding="utf-8")
         out = Path(tmp, "requirements.lock")
-        cmd = [python, "-m", "piptools", "compile", "--no-header", "--no-emit-index-url",
-               "--no-emit-trusted-host", "--cache-dir", str(cache / "pip-tools"),
-               *index_args(pip), "--output-file", str(out), "requirements.in"]
-        proc = _run(cmd, COMPILE_TIMEOUT, cwd=tmp)
-        if proc.returncode != 0 or not out.is_file():
-            missing = sorted({m.group(1) for m in _MISSING_RE.finditer(proc.stdout or "")})
+        stub_dir = Path(tmp, "sdist-stand-ins")
+
+        def attempt(extra: List[str]) -> Tuple[bool, str]:
+            binary, links = extra[:2], extra[2:]          # --only-binary :all:, [--find-links DIR]
+            cmd = [python, "-m", "piptools", "compile", "--no-header", "--no-emit-index-url",
+                   "--no-emit-trusted-host", "--no-emit-find-links", "--cache-dir", str(cache / "pip-tools"),
+                   *index_args(pip), *links, "--pip-args", " ".join(binary),
+                   "--output-file", str(out), "requirements.in"]
+            proc = _run(cmd, COMPILE_TIMEOUT, cwd=tmp)
+            return proc.returncode == 0 and out.is_file(), proc.stdout or ""
+
+        versions = binaryonly.pip_index_versions([python, "-m", "pip", *index_args(pip)], xy, pip_env())
+        ok, output, stubs = binaryonly.resolve(attempt, versions, stub_dir)
+        if not ok:
+            missing = sorted({m.group(1) for m in _MISSING_RE.finditer(output)} - set(stubs))
             raise ResolutionFailed("pip-compile could not resolve the lock for Linux:\n"
-                                   + _tail(proc.stdout), proc.stdout or "", missing)
+                                   + _tail(output), output, missing)
+        note = binaryonly.stubs_note(stubs)
+        if note and notes is not None:
+            notes.append(note)
         return out.read_text(encoding="utf-8")

@@ -5,8 +5,9 @@ for another interpreter. So pip's resolver (the one pip-tools drives) runs under
 of that version found by ``envrepro.interpreters`` (``pip install --dry-run --ignore-installed
 --report``: nothing is installed); its own pip when it has ``--report`` (pip >= 22.2), else this
 pip through ``pip --python``. Without such an interpreter, this pip resolves with
-``--python-version --platform --only-binary=:all:`` (markers then see this Python: a warning
-says so).
+``--python-version --platform`` (markers then see this Python: a warning says so). Every attempt
+runs with ``--only-binary :all:`` (``envrepro.build.binaryonly``): nothing from the index is built
+or run on this host; sdist-only pins get a code-free stand-in and a warning.
 
 Many models from one training environment infer the same requirements, and each resolution
 takes seconds to minutes (pip reads the index for every distribution). The result is cached in
@@ -25,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
+from envrepro.build import binaryonly
 from envrepro.capturing.indexhashes import pip_subprocess_env
 from envrepro.diagnose.tfversions import vtuple
 from envrepro.errors import CaptureError
@@ -38,7 +40,7 @@ RESOLVE_TIMEOUT = float(os.environ.get("ENVREPRO_RESOLVE_TIMEOUT", "900"))
 LINUX_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
                    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64")
 CACHE_TTL = 24 * 3600          # seconds: new releases reach a resolution within a day
-CACHE_VERSION = 1              # changes with the cached entries' shape
+CACHE_VERSION = 2              # changes with the cached entries' shape (2: --only-binary)
 
 
 def _pip_version(python: str) -> Tuple[int, ...]:
@@ -120,17 +122,26 @@ def _resolve(p: InferencePlan, target: Optional[str], warnings: List[str]) -> Tu
         Path(cons_file).write_text("\n".join(p.constraints) + "\n", encoding="utf-8")
         env = pip_subprocess_env(PYTHONNOUSERSITE="1")
         failures = []
+        list_versions = binaryonly.pip_index_versions([sys.executable, "-m", "pip"], p.python, env)
         for how, cmd in resolve_commands(p, req_file, cons_file, report, target, work):
-            try:
-                proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                      timeout=RESOLVE_TIMEOUT, cwd=work, check=False)
-                out, ok = proc.stdout.decode("utf-8", "replace"), proc.returncode == 0
-            except (OSError, subprocess.TimeoutExpired) as e:
-                out, ok = f"{type(e).__name__}: {e}", False
-            if ok and os.path.isfile(report):
+            def attempt(extra: List[str], cmd: List[str] = cmd) -> Tuple[bool, str]:
+                try:
+                    proc = subprocess.run(cmd + extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                          env=env, timeout=RESOLVE_TIMEOUT, cwd=work, check=False)
+                    out = proc.stdout.decode("utf-8", "replace")
+                    return proc.returncode == 0 and os.path.isfile(report), out
+                except (OSError, subprocess.TimeoutExpired) as e:
+                    return False, f"{type(e).__name__}: {e}"
+
+            # --only-binary :all: always: resolving an sdist runs its setup.py on this host
+            ok, out, stubs = binaryonly.resolve(attempt, list_versions, Path(work, "sdist-stand-ins"))
+            if ok:
                 data = json.loads(Path(report).read_text(encoding="utf-8"))
                 if "--python-version" in cmd:
                     warnings.append(f"lock resolved by {how}")
+                note = binaryonly.stubs_note(stubs)
+                if note:
+                    warnings.append(note)
                 return [{"name": it["metadata"]["name"], "version": it["metadata"]["version"],
                          "requires": list(it["metadata"].get("requires_dist") or []),
                          "direct_url": None, "requested": bool(it.get("requested"))}
