@@ -275,15 +275,6 @@ def leftovers(parent: PathLike, name: str) -> List[Path]:
     return sorted(out)
 
 
-def cleanup_stale(parent: PathLike, name: str) -> None:
-    """Remove temp/old folders a killed capture of ``name`` left behind."""
-    for entry in Path(parent).glob(f".{name}.*"):
-        if entry.name.endswith(".lock"):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def file_lock(path: PathLike, blocking: bool = True) -> Iterator[bool]:
     """An exclusive advisory lock on ``path``, created if missing; yields True once held. With
