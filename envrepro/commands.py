@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 from envrepro.engine.base import ContainerEngine
-from envrepro.sidecar import layout, manifest
+from envrepro.sidecar import layout, manifest, recovery
 
 if TYPE_CHECKING:
     from envrepro.build.imageindex import ImageRow, PruneResult
@@ -95,6 +95,7 @@ def capture(model: str, python: str, modules: Sequence[str] = (), code_paths: Se
 def inspect(model: str) -> Inspection:
     model_path = layout.resolve_model(model)
     sidecar = layout.sidecar_for(model_path)
+    recovery.recover(sidecar)        # a capture killed while replacing this one is put back first
     if sidecar.exists():
         return Inspection(model, capture=manifest.read(sidecar))
     from envrepro.diagnose.modelfiles import read_model_file

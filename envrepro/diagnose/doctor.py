@@ -32,7 +32,7 @@ from envrepro.diagnose.lambdas import check_lambdas
 from envrepro.sidecar import layout
 from envrepro.diagnose.modelfiles import ModelFileInfo, read_model_file
 from envrepro.diagnose.trial import run_try, try_findings
-from envrepro.sidecar import manifest
+from envrepro.sidecar import manifest, recovery
 
 PROBE_TIMEOUT = float(os.environ.get("ENVREPRO_PROBE_TIMEOUT", "300"))
 
@@ -132,6 +132,7 @@ def saved_env(cap: Optional[manifest.Capture], info: ModelFileInfo) -> Tuple[Env
 
 def _read_capture(model: Path, findings: List[Finding]) -> Optional[manifest.Capture]:
     sidecar = layout.sidecar_for(model)
+    recovery.recover(sidecar)        # a capture killed while replacing this one is put back first
     if not sidecar.is_dir():
         return None
     try:

@@ -62,26 +62,26 @@ class Capture:
 
 
 def read(sidecar: "os.PathLike[str] | str", verify: bool = True) -> Capture:
-    """Read and validate a capture. Raises InvalidCapture with the file and the fix."""
+    """Read and validate a capture. Raises InvalidCapture with the file and the fix.
+
+    What a killed capture left beside it is recovered first (``recovery``): a capture killed
+    while being replaced is found back in place, not reported missing."""
     root = Path(sidecar)
     if not root.name.endswith(SIDECAR_SUFFIX):
         root = sidecar_for(root)
+    from envrepro.sidecar import recovery
+
+    recovery.recover(root)
+    return read_folder(root, verify=verify)
+
+
+def read_folder(root: Path, verify: bool = True) -> Capture:
+    """:func:`read` of the folder ``root`` as it is (no recovery, any folder name)."""
     manifest = root / MANIFEST
     if not root.is_dir():
         raise InvalidCapture("no capture beside this model", str(root),
                              "run `envrepro capture MODEL` (or `envrepro capture --infer MODEL`)")
-    if not manifest.is_file():
-        raise InvalidCapture("capture is incomplete (no envrepro.yaml: the capture was interrupted)",
-                             str(root), "run `envrepro capture MODEL` again")
-    try:
-        data = yaml.load(manifest.read_text(encoding="utf-8"), Loader=_Loader)
-    except (OSError, ValueError, RecursionError, yaml.YAMLError) as e:  # ValueError: a 5000-digit int
-        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-        raise InvalidCapture(f"manifest is unreadable ({reason})", str(manifest),
-                             "run `envrepro capture MODEL` again") from None
-    if not isinstance(data, dict):
-        raise InvalidCapture("manifest is not a mapping", str(manifest),
-                             "run `envrepro capture MODEL` again")
+    data = load_manifest(root)
     data = upgrade(data, manifest)
     # packaging is imported here, not at module level: the save hook imports the writer (and so
     # this module) inside training environments, which need not have it.
@@ -101,6 +101,40 @@ def read(sidecar: "os.PathLike[str] | str", verify: bool = True) -> Capture:
     if verify:
         verify_files(cap)
     return cap
+
+
+def load_manifest(root: Path) -> Dict[str, Any]:
+    """The manifest of the folder ``root`` parsed (a mapping), not yet upgraded or checked."""
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        raise InvalidCapture("capture is incomplete (no envrepro.yaml: the capture was interrupted)",
+                             str(root), "run `envrepro capture MODEL` again")
+    try:
+        data = yaml.load(manifest.read_text(encoding="utf-8"), Loader=_Loader)
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as e:  # ValueError: a 5000-digit int
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise InvalidCapture(f"manifest is unreadable ({reason})", str(manifest),
+                             "run `envrepro capture MODEL` again") from None
+    if not isinstance(data, dict):
+        raise InvalidCapture("manifest is not a mapping", str(manifest),
+                             "run `envrepro capture MODEL` again")
+    return data
+
+
+def sealed(root: Path) -> bool:
+    """The folder ``root`` holds a capture that was written whole: its manifest parses and every
+    file matches the hashes it lists, nothing unlisted, no link. That is what a kill can break
+    (the manifest goes last); the schema is not judged (a newer envrepro's capture is whole too),
+    and nothing beyond yaml is imported (the save hook runs where packaging may be missing)."""
+    try:
+        if root.is_symlink() or not root.is_dir():
+            return False
+        cap = Capture(root=root, data=load_manifest(root))
+        check_tree(root)
+        verify_files(cap)
+        return True
+    except Exception:  # noqa: BLE001 - whatever stops the check, the folder is not known whole
+        return False
 
 
 def upgrade(data: Dict[str, Any], manifest: Path) -> Dict[str, Any]:

@@ -1,9 +1,10 @@
 """THE capture transaction: how a capture reaches disk, whoever made its content.
 
-A capture is written into a temporary sibling folder and renamed into place only when complete,
+A capture is written into a temporary sibling folder and swapped into place only when complete,
 its manifest last (holding the sha256 of every other file). So a capture killed at any point
-reads as the old capture, the new one, or incomplete, never as half of one; two captures of one
-model serialise on a file lock. The crash-safe primitives are in ``envrepro.fsutil``.
+leaves the old capture or the new one in place, never half of one, and what it leaves beside it
+is recovered (``recovery``) before the next capture or read; two captures of one model serialise
+on a file lock. The crash-safe primitives are in ``envrepro.fsutil``.
 """
 from __future__ import annotations
 
@@ -16,9 +17,29 @@ from pathlib import Path
 from typing import Any, Callable, Dict
 
 from envrepro.errors import CaptureError, InvalidCapture
-from envrepro.fsutil import atomic_write_text, cleanup_stale, file_lock, replace_dir, sha256_file
+from envrepro.fsutil import TMP_TAG, atomic_write_text, crash_point, file_lock, replace_dir, sha256_file
+from envrepro.sidecar import recovery
 from envrepro.sidecar.layout import MANIFEST, SCHEMA, sidecar_for
 from envrepro.sidecar.manifest import dump
+
+# The steps of the transaction, in order, where ENVREPRO_TEST_CRASH_AT=<step> kills the process
+# (``fsutil.crash_point``; tests/unit/test_crash_safety.py kills a capture at each). Killed up to
+# ``before-swap``, the old capture is the one in place; from ``between-renames`` (the fallback
+# when the folders can't be swapped in one step: recovery finishes the move) on, the new one.
+# ``atomic-write:*`` are the steps of every atomic file write: the first such write of a capture
+# is its manifest unless ``fill`` makes one (the real capture writes its lock so).
+CRASH_STEPS = (
+    "tmp-created",              # the temp folder exists, empty; ``fill`` writes into it next
+    "atomic-write:written",     # the manifest's temp file written, not fsynced
+    "atomic-write:fsynced",
+    "atomic-write:renamed",     # the manifest in place in the temp folder, the folder not fsynced
+    "before-fsync-tree",
+    "before-swap",              # every file and folder fsynced
+    "between-renames",          # fallback only: the old capture renamed aside, the new not in
+    "after-swap",               # the new capture in place, the parent folder not fsynced
+    "before-old-removal",
+    "removing-old",             # after each entry of the old capture removed
+)
 
 
 @dataclass
@@ -33,16 +54,18 @@ class Written:
 def write_capture(model_path: Path, fill: Callable[[Path], Dict[str, Any]]) -> Written:
     """Write the capture of ``model_path``: ``fill(folder)`` writes the capture's files into the
     (temporary) folder and returns the manifest data; the manifest goes last, then the folder
-    replaces the previous capture. Any failure, an interrupt included, removes the temporary
-    folder and leaves the previous capture as it was."""
+    replaces the previous capture. What a killed capture left is recovered first. Any failure,
+    an interrupt included, removes the temporary folder and leaves the previous capture as it
+    was; a kill leaves the old or the new capture in place (see CRASH_STEPS)."""
     sidecar = sidecar_for(model_path)
     parent = sidecar.parent
     if not os.access(parent, os.W_OK):
         raise CaptureError("folder is not writable, the capture can't be written beside the model",
                            str(parent), "copy the model somewhere writable")
-    with file_lock(parent / f".{sidecar.name}.lock"):
-        cleanup_stale(parent, sidecar.name)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{sidecar.name}.tmp-", dir=str(parent)))
+    with file_lock(recovery.lock_path(sidecar)):
+        kept = recovery.recover_locked(sidecar)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{sidecar.name}{TMP_TAG}", dir=str(parent)))
+        crash_point("tmp-created")
         try:
             data = fill(tmp)
             t = time.perf_counter()
@@ -50,8 +73,10 @@ def write_capture(model_path: Path, fill: Callable[[Path], Dict[str, Any]]) -> W
             replace_dir(tmp, sidecar)
             seconds = time.perf_counter() - t
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)   # the new capture, or after the swap the old
             raise
+        if kept:        # the capture now verifies: the earlier ones kept beside it can go
+            recovery.recover_locked(sidecar)
     return Written(sidecar=sidecar, manifest=data, seconds=seconds)
 
 

@@ -47,13 +47,16 @@ def test_a_failed_capture_leaves_the_previous_one(tmp_path):
     assert not list(tmp_path.glob(".m.h5.envrepro.tmp-*"))
 
 
-def test_stale_temp_folders_are_cleaned_up(tmp_path):
+def test_leftovers_of_a_killed_capture_are_recovered_first(tmp_path, capsys):
+    """Read before anything is decided (tests/unit/test_recovery.py has the rules): an empty temp
+    folder is garbage; the folder set aside was the capture, so it goes back, and the new
+    capture then replaces it."""
     m = model(tmp_path)
     (tmp_path / ".m.h5.envrepro.tmp-killed").mkdir()
     (tmp_path / ".m.h5.envrepro.old-123").mkdir()
     writer.write_capture(m, fill_with("six==1.16.0\n"))
-    assert not (tmp_path / ".m.h5.envrepro.tmp-killed").exists()
-    assert not (tmp_path / ".m.h5.envrepro.old-123").exists()
+    assert "put back the previous capture (it did not verify)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.h5", "m.h5.envrepro"]
 
 
 def test_links_are_refused(tmp_path):
