@@ -158,4 +158,7 @@ def pip_compile(requirements: str, constraints: str, xy: str, pip: Any, cache: P
         note = binaryonly.stubs_note(stubs)
         if note and notes is not None:
             notes.append(note)
-        return out.read_text(encoding="utf-8")
+        # pip-compile echoes the format control (--only-binary :all:) into its output: the lock
+        # holds pins only (the build chooses its own options)
+        return "".join(line for line in out.read_text(encoding="utf-8").splitlines(keepends=True)
+                       if not line.startswith(("--only-binary", "--find-links", "-f ")))

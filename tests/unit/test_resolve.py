@@ -51,3 +51,33 @@ def test_failed_pip_compile_names_the_missing_pins(monkeypatch, tmp_path):
         resolve.pip_compile("h5py==3.9.0\n", "", "3.11", PipSettings(), tmp_path, lambda line: None)
     assert e.value.missing == ["h5py"] and "No matching distribution" in str(e.value)
     assert e.value.exit_code == 4
+
+
+def test_pip_compile_is_binary_only_and_stands_in_for_sdist_only_pins(monkeypatch, tmp_path):
+    """Every pip-compile run gets --only-binary :all:; an sdist-only pin gets a stand-in wheel
+    (find-links), the lock comes back without the options pip-compile echoes, with a note."""
+    log = tmp_path / "argv.log"
+    fake = tmp_path / "python"
+    fake.write_text(f"""#!/bin/sh
+echo "$@" >> {log}
+case "$*" in
+  *"index versions"*) echo 'Available versions: 2.0.0, 1.1.0'; exit 0;;
+esac
+case "$*" in
+  *--find-links*)
+    while [ "$1" != "--output-file" ]; do shift; done
+    printf -- '--only-binary :all:\\n--find-links /tmp/x\\n\\ntermcolor==1.1.0\\n    # via -r requirements.in\\n' > "$2"
+    exit 0;;
+esac
+echo 'ERROR: Could not find a version that satisfies the requirement termcolor~=1.1.0 (from versions: 2.0.0)'
+exit 1
+""")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(resolve, "piptools_python", lambda *a: str(fake))
+    notes = []
+    out = resolve.pip_compile("termcolor~=1.1.0\n", "", "3.8", PipSettings(), tmp_path, lambda line: None, notes)
+    assert out == "\ntermcolor==1.1.0\n    # via -r requirements.in\n"
+    compiles = [l for l in log.read_text().splitlines() if "piptools compile" in l]
+    assert len(compiles) == 2 and all("--pip-args --only-binary :all:" in l for l in compiles)
+    assert "--find-links" in compiles[1] and "sdist-stand-ins" in compiles[1]
+    assert len(notes) == 1 and "termcolor==1.1.0" in notes[0] and "setup.py" in notes[0]
