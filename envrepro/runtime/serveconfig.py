@@ -1,0 +1,52 @@
+"""The serving contract: the names the model server (runtime, inside the image) and the host side
+(``envrepro dockerfile --serve``, ``build --serve``, ``serve``, ``k8s``) both use.
+
+Standard library only, Python 3.6 syntax: the server imports it inside the reproduced environment,
+the host imports it to write Dockerfiles, probes and manifests that point at endpoints the server
+really has.
+"""
+import os
+
+ENTRY = "serve"                 # runtime entry point: ``launch.container_argv(python, ENTRY, ...)``
+PORT = 8501                     # TF Serving's REST port, the default of ``envrepro serve --port``
+
+# Where the serving image holds what it serves (copied in by the serving Dockerfile).
+ROOT = "/opt/envrepro/serve"
+RUNTIME_DIR = ROOT + "/lib/envrepro_runtime"    # the runtime package (launch.PACKAGE)
+PLAN_FILE = ROOT + "/plan.json"                  # the loader's plan, with the paths below
+MODEL_DIR = ROOT + "/model"                      # the model, as MODEL_DIR/<file or folder name>
+CAPTURE_DIR = ROOT + "/capture"                  # snapshot/ and reference/ of the capture
+
+# Endpoints (Open Inference Protocol / KServe V2, TF Serving REST v1, Prometheus).
+LIVE_PATH = "/v2/health/live"
+READY_PATH = "/v2/health/ready"
+METRICS_PATH = "/metrics"
+
+# Settings: environment variables of the serving container, with their defaults.
+SETTINGS = {
+    "ENVREPRO_SERVE_HOST": "0.0.0.0",        # listen address inside the container
+    "ENVREPRO_SERVE_PORT": str(PORT),
+    "ENVREPRO_SERVE_NAME": "",               # model name in the URLs ("" = from the model file)
+    "ENVREPRO_SERVE_WORKERS": "1",           # threads running predictions
+    "ENVREPRO_SERVE_QUEUE": "32",            # requests waiting for a worker; more -> 503
+    "ENVREPRO_SERVE_DEADLINE": "30",         # seconds per request, queue included; over -> 504
+    "ENVREPRO_SERVE_MAX_BODY": str(64 * 1024 * 1024),   # bytes; more -> 413, before reading
+    "ENVREPRO_SERVE_GRACE": "20",            # seconds to drain in-flight requests on SIGTERM
+}
+
+
+def setting(name, environ=None):
+    """The value of setting ``name`` (a key of SETTINGS) from ``environ`` or its default."""
+    env = os.environ if environ is None else environ
+    value = env.get(name)
+    return SETTINGS[name] if value in (None, "") else value
+
+
+def model_name(model_path):
+    """The default NAME in the URLs: the model's file or folder name without its extension
+    (``my_model`` for ``my_model/``, ``m`` for ``m.h5``)."""
+    base = os.path.basename(os.path.normpath(str(model_path)))
+    for ext in (".h5", ".hdf5", ".keras"):
+        if base.lower().endswith(ext) and len(base) > len(ext):
+            return base[:-len(ext)]
+    return base
