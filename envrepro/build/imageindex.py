@@ -147,10 +147,11 @@ class ImageRow:
     captures: List[str] = field(default_factory=list)
     stale: Dict[str, str] = field(default_factory=dict)
     tags: List[str] = field(default_factory=list)
+    containers: List[str] = field(default_factory=list)   # containers created from it (prune keeps it)
 
     @property
     def in_use(self) -> bool:
-        return bool(self.captures)
+        return bool(self.captures or self.containers)
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -242,6 +243,10 @@ def prune(engine: ContainerEngine, dry_run: bool = False, key_for: Optional[KeyF
                             "run `envrepro load` on the models you keep (each load records its image), "
                             "then prune again; or remove images by hand with `docker rmi`")
     for row in rows:
+        if not row.captures:
+            # an image a container (running or stopped) was created from stays: removing its
+            # tag would leave that container on an image no listing shows
+            row.containers = engine.containers_using(row.id) if row.id else []
         if row.in_use:
             result.kept.append(row)
             continue
@@ -310,6 +315,7 @@ def render_prune(result: PruneResult) -> str:
     lines = [f"{verb} {r.tag} ({human_size(r.size)})" for r in result.removed]
     lines += [f"{verb} builder cache {c['id'][7:19] or c['id'][:12]} ({human_size(c['size'])})" for c in result.cache]
     lines += [f"could not remove {tag}: {why}" for tag, why in sorted(result.failed.items())]
+    lines += [f"kept {r.tag}: used by container(s) {', '.join(r.containers)}" for r in result.kept if r.containers]
     cache = f" and {len(result.cache)} builder stage(s)" if result.cache else ""
     lines.append(f"{verb} {len(result.removed)} image(s){cache}, {human_size(result.freed)}; "
                  f"kept {len(result.kept)} in use")

@@ -77,6 +77,10 @@ class ContainerEngine(Protocol):
         """Images whose labels match (``"org.envrepro.key"`` or ``"k=v"``), newest first."""
         ...
 
+    def containers_using(self, image_id: str) -> List[str]:
+        """Names of the containers (running or stopped) created from image ``image_id``."""
+        ...
+
     def tag(self, image: str, tag: str) -> None:
         ...
 

@@ -149,6 +149,14 @@ class DockerEngine:
             raise self._fail(e, "listing images") from None
         return sorted((dict(i) for i in out), key=lambda i: i.get("Created", 0), reverse=True)
 
+    def containers_using(self, image_id: str) -> List[str]:
+        """Names of the containers, running or stopped, whose image is ``image_id``."""
+        try:
+            found = self.api.containers(all=True, filters={"ancestor": image_id})
+        except Exception as e:
+            raise self._fail(e, "listing containers") from None
+        return sorted(str((c.get("Names") or [c.get("Id", "")])[0]).lstrip("/") for c in found)
+
     def tag(self, image: str, tag: str) -> None:
         repo, name = _split_ref(tag)
         try:

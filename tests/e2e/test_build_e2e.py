@@ -223,3 +223,36 @@ def test_mixed_lock_installs_hashless_entries_unverified(engine, standin_38, tmp
     assert code == 0, err
     facts = json.loads(out.strip().splitlines()[-1])
     assert facts["answer"] == 42 and {"six==1.16.0", "mypkg==0.1"} <= set(facts["dists"])
+
+
+def test_prune_keeps_images_a_container_uses(engine, standin_38, tmp_path):
+    """Two envrepro-labelled images no capture uses; a (stopped) container was created from one:
+    prune keeps that one, named with the container (dry run: other tests' images stay)."""
+    import io
+
+    from envrepro.build import imageindex as images_cmd
+
+    run = uuid.uuid4().hex
+    ids = {}
+    for name in ("with-container", "unused"):
+        dockerfile = f"FROM {standin_38}\nLABEL {spec.LABEL_KEY}={run}{name}\n".encode()
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            ti = tarfile.TarInfo("Dockerfile")
+            ti.size = len(dockerfile)
+            tar.addfile(ti, io.BytesIO(dockerfile))
+        ids[name] = engine.build(buf.getvalue(), f"envrepro-test-prune:{run[:8]}-{name}")
+    ctr = f"envrepro-test-prune-{run[:8]}"
+    subprocess.run(["docker", "create", "--name", ctr, f"envrepro-test-prune:{run[:8]}-with-container", "true"],
+                   check=True, capture_output=True)
+    try:
+        res = images_cmd.prune(engine, dry_run=True)
+        kept = {r.key: r for r in res.kept}
+        assert kept[f"{run}with-container"].containers == [ctr]
+        assert f"{run}unused" in {r.key for r in res.removed}
+        assert f"kept envrepro-test-prune:{run[:8]}-with-container: used by container(s) {ctr}" in \
+            images_cmd.render_prune(res)
+    finally:
+        subprocess.run(["docker", "rm", "-f", ctr], capture_output=True)
+        for name in ids:
+            engine.remove_image(f"envrepro-test-prune:{run[:8]}-{name}", force=True)

@@ -140,6 +140,9 @@ class FakeEngine:
         assert img is not None, f"no image {image} to tag"
         img["RepoTags"] = list(img.get("RepoTags") or []) + [tag]
 
+    def containers_using(self, image_id: str) -> List[str]:
+        return sorted(getattr(self, "containers", {}).get(image_id, []))
+
     def remove_image(self, tag: str, force: bool = False) -> bool:
         if tag in self.fail_remove:
             raise EnvreproError(f"removing image {tag} failed: conflict: image is being used")

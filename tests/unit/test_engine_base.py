@@ -26,7 +26,7 @@ def _signature(method):
 
 
 def test_the_protocol_declares_what_envrepro_calls():
-    assert PROTOCOL_METHODS == ["build", "connect", "image_exists", "images", "inspect_image", "pull",
+    assert PROTOCOL_METHODS == ["build", "connect", "containers_using", "image_exists", "images", "inspect_image", "pull",
                                 "push", "remove_image", "run", "tag"]
 
 

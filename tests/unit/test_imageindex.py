@@ -160,3 +160,18 @@ def test_prune_with_a_missing_or_corrupt_index_removes_nothing(tmp_path):
         assert eng.removed == []
         assert [r.tag for r in images_cmd.prune(eng, dry_run=True).removed] == ["envrepro-env:a"]
     assert images_cmd.prune(FakeEngine([])).removed == []     # no images: nothing to protect
+
+
+def test_prune_keeps_an_image_a_container_was_created_from(tmp_path):
+    """No capture on record uses it, but a container (running or stopped) does: kept, said."""
+    a = make_capture(tmp_path / "a")
+    k_a = used(a)
+    orphan, inuse = "f" * 32, "e" * 32
+    eng = FakeEngine([docker_image(k_a, "envrepro-env:a"), docker_image(orphan, "envrepro-env:orphan"),
+                      docker_image(inuse, "envrepro-env:inuse")])
+    eng.containers = {f"{inuse[:4]}{'0' * 8}": ["serving-1"]}   # the short id, as listed
+    res = images_cmd.prune(eng)
+    assert [r.tag for r in res.removed] == ["envrepro-env:orphan"]
+    assert sorted(r.tag for r in res.kept) == ["envrepro-env:a", "envrepro-env:inuse"]
+    assert "kept envrepro-env:inuse: used by container(s) serving-1" in images_cmd.render_prune(res)
+    assert eng.removed == [f"sha256:{orphan[:4]}{'0' * 60}"]
