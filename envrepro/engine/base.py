@@ -102,6 +102,37 @@ class ContainerEngine(Protocol):
         """Build from an in-memory tar context, tag only after success; the image id."""
         ...
 
+    def start(self, image: str, command: Optional[Sequence[str]] = None,
+              ports: Optional[Dict[int, Tuple[str, int]]] = None,
+              environment: Optional[Dict[str, str]] = None, user: Optional[str] = None,
+              read_only: bool = True, tmpfs: Optional[Dict[str, str]] = None,
+              cap_drop: Sequence[str] = ("ALL",), security_opt: Sequence[str] = ("no-new-privileges",),
+              mem_limit: Optional[str] = None, pids_limit: Optional[int] = None,
+              name: Optional[str] = None, gpus: bool = False) -> str:
+        """Start a detached service container (``ports``: container port -> (host address, host
+        port, 0 for any)); its id. The caller stops it (``stop``)."""
+        ...
+
+    def host_port(self, container: str, port: int) -> Optional[int]:
+        """The host port published for the container's ``port``, or None."""
+        ...
+
+    def container_state(self, container: str) -> Dict[str, Any]:
+        """``{"running": bool, "exit_code": int or None, "oom_killed": bool}``."""
+        ...
+
+    def follow_logs(self, container: str, on_line: LineCallback) -> None:
+        """Call ``on_line`` with each line the container prints, until it exits."""
+        ...
+
+    def container_logs(self, container: str, tail: int = 50) -> str:
+        """The last ``tail`` lines of the container's output ("" when unavailable)."""
+        ...
+
+    def stop(self, container: str, timeout: int = 30) -> Optional[int]:
+        """SIGTERM, SIGKILL after ``timeout`` seconds; the exit code; the container is removed."""
+        ...
+
     def run(self, image: str, command: Union[str, Sequence[str], None] = None,
             mounts: Iterable[MountSpec] = (), environment: Optional[Dict[str, str]] = None,
             user: Optional[str] = None, network_disabled: bool = True, read_only: bool = True,

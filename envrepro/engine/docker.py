@@ -1,4 +1,5 @@
-"""The container engine: the only module that imports the Docker SDK.
+"""The container engine: with its service part (``services.py``), the only code that imports
+the Docker SDK.
 
 ``DockerEngine`` implements ``envrepro.engine.base.ContainerEngine`` (repo2docker-style), the
 interface everything else is typed against, so the engine can be faked in unit tests
@@ -19,6 +20,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from envrepro.engine.base import (LineCallback, MountSpec, OutputCallback, PullFailed, RunFailed,
                                   as_mount)
+from envrepro.engine.services import ServiceMixin
 from envrepro.errors import BuildFailed, EnvreproError, NoEngine
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -80,7 +82,7 @@ def explain(text: str) -> Optional[str]:
     return None
 
 
-class DockerEngine:
+class DockerEngine(ServiceMixin):
     """A Docker engine reached through the Docker SDK (``docker.from_env``)."""
 
     def __init__(self, client: Any = None, timeout: int = 600):

@@ -140,6 +140,41 @@ class FakeEngine:
         assert img is not None, f"no image {image} to tag"
         img["RepoTags"] = list(img.get("RepoTags") or []) + [tag]
 
+    def start(self, image: str, command: Optional[Sequence[str]] = None,
+              ports: Optional[Dict[int, Tuple[str, int]]] = None,
+              environment: Optional[Dict[str, str]] = None, user: Optional[str] = None,
+              read_only: bool = True, tmpfs: Optional[Dict[str, str]] = None,
+              cap_drop: Sequence[str] = ("ALL",), security_opt: Sequence[str] = ("no-new-privileges",),
+              mem_limit: Optional[str] = None, pids_limit: Optional[int] = None,
+              name: Optional[str] = None, gpus: bool = False) -> str:
+        started = getattr(self, "started", None)
+        if started is None:
+            started = self.started = []
+        started.append(dict(image=image, command=command, ports=ports, environment=environment, user=user,
+                            read_only=read_only, tmpfs=tmpfs, cap_drop=cap_drop, security_opt=security_opt,
+                            mem_limit=mem_limit, pids_limit=pids_limit, name=name, gpus=gpus))
+        return f"ctr{len(started)}"
+
+    def host_port(self, container: str, port: int) -> Optional[int]:
+        return getattr(self, "service_port", None)
+
+    def container_state(self, container: str) -> Dict[str, Any]:
+        return dict(getattr(self, "service_state", {"running": True, "exit_code": None, "oom_killed": False}))
+
+    def follow_logs(self, container: str, on_line: LineCallback) -> None:
+        for line in getattr(self, "service_logs", []):
+            on_line(line)
+
+    def container_logs(self, container: str, tail: int = 50) -> str:
+        return "\n".join(getattr(self, "service_logs", [])[-tail:])
+
+    def stop(self, container: str, timeout: int = 30) -> Optional[int]:
+        stopped = getattr(self, "stopped", None)
+        if stopped is None:
+            stopped = self.stopped = []
+        stopped.append((container, timeout))
+        return 0
+
     def containers_using(self, image_id: str) -> List[str]:
         return sorted(getattr(self, "containers", {}).get(image_id, []))
 
