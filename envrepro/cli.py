@@ -161,16 +161,67 @@ def shell(
                          registry=registry, allow_model_change=allow_model_change))
 
 
+_NAME = typer.Option(None, "--name", help="Model name in the URLs (default: the model's file or folder name).")
+
+
 @app.command()
 def dockerfile(
     model: str = _MODEL,
     base_image: Optional[str] = _BASE_IMAGE,
     gpus: bool = typer.Option(False, "--gpus", help="Use a CUDA/cuDNN base matching the captured TensorFlow."),
+    serve: bool = typer.Option(False, "--serve", help="The serving image: the environment + server + model."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="With --serve: write the whole build context to this new folder."),
+    name: Optional[str] = _NAME,
+    allow_model_change: bool = _ALLOW_CHANGE,
 ) -> None:
-    """Print the Dockerfile of the captured environment (no engine needed)."""
+    """Print the Dockerfile of the captured environment (no engine needed); --serve -o DIR writes a
+    serving image's build context that plain `docker build DIR` builds."""
     from envrepro import commands
 
-    _emit(commands.dockerfile(model, base_image=base_image, gpus=gpus))
+    _emit(commands.dockerfile(model, base_image=base_image, gpus=gpus, serve=serve, output=output, name=name,
+                              allow_model_change=allow_model_change))
+
+
+@app.command()
+def build(
+    model: str = _MODEL,
+    serve: bool = typer.Option(False, "--serve", help="Build the serving image (required)."),
+    tag: Optional[str] = typer.Option(None, "-t", "--tag", help="Tag for the verified image (default envrepro-serve:KEY)."),
+    name: Optional[str] = _NAME,
+    base_image: Optional[str] = _BASE_IMAGE,
+    gpus: Optional[str] = _GPUS,
+    unsafe: bool = _UNSAFE,
+    memory: str = _MEMORY,
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Self-check the image over HTTP before tagging it."),
+    allow_model_change: bool = _ALLOW_CHANGE,
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Build the serving image of a captured model, start it once, check that both protocols
+    answer the capture's reference prediction, and only then tag it."""
+    from envrepro import commands
+
+    _emit(commands.build(model, serve=serve, tag=tag, name=name, base_image=base_image, gpus=gpus,
+                         unsafe=unsafe, memory=memory, verify=verify, allow_model_change=allow_model_change,
+                         quiet=as_json), as_json)
+
+
+@app.command()
+def serve(
+    model: str = _MODEL,
+    port: int = typer.Option(8501, "--port", help="Host port to publish."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Host address to publish on (0.0.0.0: every interface)."),
+    name: Optional[str] = _NAME,
+    base_image: Optional[str] = _BASE_IMAGE,
+    gpus: Optional[str] = _GPUS,
+    unsafe: bool = _UNSAFE,
+    memory: str = _MEMORY,
+    allow_model_change: bool = _ALLOW_CHANGE,
+) -> None:
+    """Serve the model from its reproduced environment (builds the image if needed); Ctrl-C stops."""
+    from envrepro import commands
+
+    _emit(commands.serve(model, port=port, host=host, name=name, base_image=base_image, gpus=gpus,
+                         unsafe=unsafe, memory=memory, allow_model_change=allow_model_change))
 
 
 @images_app.callback()

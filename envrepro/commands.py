@@ -9,9 +9,12 @@ engine second (exit 3), so a broken capture is reported even on a machine withou
 """
 from __future__ import annotations
 
+import sys
+import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
+from envrepro import errors
 from envrepro.engine.base import ContainerEngine
 from envrepro.sidecar import layout, manifest, recovery
 
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
     from envrepro.diagnose.doctor import DoctorReport
     from envrepro.diagnose.modelfiles import ModelFileInfo
     from envrepro.sandbox.report import LoadReport
+    from envrepro.serving.image import ServeBuild
 
 EngineFactory = Callable[[], ContainerEngine]
 
@@ -185,12 +189,70 @@ def shell(model: str, base_image: Optional[str] = None, memory: str = "4g", unsa
                                 **extra))
 
 
-def dockerfile(model: str, base_image: Optional[str] = None, gpus: "Optional[str] | bool" = False) -> DockerfileText:
-    """``envrepro dockerfile``: no engine needed, the capture is read (and verified) only."""
+def dockerfile(model: str, base_image: Optional[str] = None, gpus: "Optional[str] | bool" = False,
+               serve: bool = False, output: Optional[str] = None, name: Optional[str] = None,
+               unsafe: bool = False, allow_model_change: bool = False) -> DockerfileText:
+    """``envrepro dockerfile``: no engine needed, the capture is read (and verified) only.
+    ``serve``: the serving image's Dockerfile; with ``output`` its whole build context is written
+    there (``docker build DIR`` builds it on a machine without envrepro)."""
+    from pathlib import Path
+
     from envrepro.build import images
 
-    cap = manifest.read(layout.sidecar_for(layout.resolve_model(model)))
-    return DockerfileText(images.dockerfile_for(cap, base_image=base_image, gpus=wants_gpus(gpus)))
+    if not serve:
+        if output or name:
+            raise errors.EnvreproError("-o and --name go with --serve", None, "envrepro dockerfile MODEL --serve -o DIR")
+        cap = manifest.read(layout.sidecar_for(layout.resolve_model(model)))
+        return DockerfileText(images.dockerfile_for(cap, base_image=base_image, gpus=wants_gpus(gpus)))
+    from envrepro.sandbox.run import prepare
+    from envrepro.serving import image as serving
+
+    cap = prepare(model, allow_model_change=allow_model_change)
+    if output is None:
+        with tempfile.TemporaryDirectory(prefix="envrepro-serve-ctx-") as tmp:
+            serving.write_context(cap, Path(tmp) / "ctx", name, base_image, wants_gpus(gpus), unsafe)
+            return DockerfileText((Path(tmp) / "ctx" / "Dockerfile").read_text(encoding="utf-8"))
+    ctx = serving.write_context(cap, Path(output), name, base_image, wants_gpus(gpus), unsafe)
+    return DockerfileText(f"wrote the build context of {ctx.name} to {output}: "
+                          f"docker build -t {ctx.tag} {output}\n")
+
+
+def build(model: str, serve: bool = True, tag: Optional[str] = None, name: Optional[str] = None,
+          base_image: Optional[str] = None, gpus: Optional[str] = None, unsafe: bool = False,
+          memory: str = "4g", verify: bool = True, allow_model_change: bool = False,
+          engine_factory: Optional[EngineFactory] = None, quiet: bool = False) -> "ServeBuild":
+    """``envrepro build MODEL --serve``: the serving image, self-checked, tagged when proven."""
+    from envrepro.sandbox.run import prepare
+    from envrepro.serving import image as serving
+
+    if not serve:
+        raise errors.EnvreproError("envrepro build builds serving images: pass --serve", None,
+                                   "envrepro load MODEL builds the environment image")
+    serving.check_tag(tag)
+    cap = prepare(model, allow_model_change=allow_model_change)
+    engine = (engine_factory or default_engine)()
+    say = (lambda line: None) if quiet else _stderr_line
+    return serving.build(cap, engine, tag=tag, name=name, base_image=base_image, gpus=wants_gpus(gpus),
+                         unsafe=unsafe, memory=memory, say=say, verify=verify)
+
+
+def serve(model: str, port: int = 8501, host: str = "127.0.0.1", name: Optional[str] = None,
+          base_image: Optional[str] = None, gpus: Optional[str] = None, unsafe: bool = False,
+          memory: str = "4g", allow_model_change: bool = False,
+          engine_factory: Optional[EngineFactory] = None) -> Exited:
+    """``envrepro serve MODEL``: build if needed, run in the foreground until Ctrl-C."""
+    from envrepro.sandbox.run import prepare
+    from envrepro.serving import run as serving_run
+
+    cap = prepare(model, allow_model_change=allow_model_change)
+    engine = (engine_factory or default_engine)()
+    return Exited(serving_run.serve(cap, engine, port=port, host=host, name=name, base_image=base_image,
+                                    gpus=wants_gpus(gpus), unsafe=unsafe, memory=memory, say=_stderr_line))
+
+
+def _stderr_line(line: str) -> None:
+    sys.stderr.write(line.rstrip("\n") + "\n")
+    sys.stderr.flush()
 
 
 def images_list(engine_factory: Optional[EngineFactory] = None) -> ImageList:

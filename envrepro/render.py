@@ -17,6 +17,7 @@ from envrepro.build import imageindex
 from envrepro.capturing.capture import CaptureResult
 from envrepro.diagnose import doctor
 from envrepro.sandbox import report as sandbox
+from envrepro.serving.image import ServeBuild
 from envrepro.sidecar.manifest import Capture
 
 
@@ -132,6 +133,41 @@ def _(result: commands.DockerfileText, verbose: bool = False) -> str:
 @to_text.register
 def _(result: commands.Exited, verbose: bool = False) -> str:
     return ""
+
+
+def serve_build_text(result: Any, verbose: bool = False) -> str:
+    """``envrepro build --serve``: the tag, the self-check per protocol, the verdict."""
+    p = result.proof
+    lines = [f"envrepro build --serve {result.name}",
+             f"  environment  {result.env_tag}",
+             f"  image        {result.tag or '(not tagged)'} ({result.source}, key {result.key[:16]})"]
+    if p is not None:
+        if p.ready_seconds is not None:
+            lines.append(f"  ready        after {p.ready_seconds:.1f} s (model loaded, warm-up prediction done)")
+        for label, check in (("TF Serving", p.v1), ("V2 infer", p.v2)):
+            if check is not None:
+                state = "equals the reference" if check.ok else f"DIFFERS ({check.error})"
+                diff = "" if check.max_abs_diff is None else f", max |diff| {check.max_abs_diff:.3g}"
+                lines.append(f"  {label:<12} HTTP {check.status}{diff}: {state}")
+        if p.exit_code is not None:
+            lines.append(f"  SIGTERM      exit {p.exit_code}" + (" (drained, clean)" if p.exit_code == 0 else ""))
+        if p.error:
+            lines.append(f"  note         {p.error}")
+        if p.verdict not in ("verified", "not verified") and p.logs:
+            lines += ["  server log (last lines):"] + ["    " + l for l in p.logs.strip().splitlines()[-15:]]
+    for w in result.warnings:
+        lines.append(f"  warning      {w}")
+    verdict = p.verdict if p else ("reused" if result.source == "local" else "not checked")
+    text = {"verified": "result: VERIFIED - both protocols answer the reference prediction; tagged",
+            "not verified": "result: SERVES, NOT VERIFIED - the capture has no reference prediction to compare",
+            "mismatch": "result: MISMATCH - the served answers differ from the reference; not tagged",
+            "failed": "result: FAILED - the server did not come up or answer; not tagged",
+            "reused": "result: OK - a self-checked image of this model and environment exists",
+            "not checked": "result: BUILT, NOT CHECKED (--no-verify)"}[verdict]
+    return "\n".join(lines + [text]) + "\n"
+
+
+to_text.register(ServeBuild)(serve_build_text)
 
 
 # --------------------------------------------------------------------------------------------

@@ -223,7 +223,8 @@ class DockerEngine(ServiceMixin):
     def build(self, context_tar_bytes: bytes, tag: str, buildargs: Optional[Dict[str, str]] = None,
               labels: Optional[Dict[str, str]] = None, on_line: Optional[LineCallback] = None,
               nocache: bool = False) -> str:
-        """Build from an in-memory tar context; tag only after success. Returns the image id.
+        """Build from a tar context (bytes, or a binary file for large ones); tag only after
+        success. Returns the image id.
 
         Build output is streamed line by line to ``on_line``. The tag is applied after the
         build succeeded, so a failed build never leaves a tag pointing at anything.
@@ -239,7 +240,8 @@ class DockerEngine(ServiceMixin):
                     on_line(line)
 
         try:
-            stream = self.api.build(fileobj=io.BytesIO(context_tar_bytes), custom_context=True,
+            fileobj = context_tar_bytes if hasattr(context_tar_bytes, "read") else io.BytesIO(context_tar_bytes)
+            stream = self.api.build(fileobj=fileobj, custom_context=True,
                                     rm=True, forcerm=True, pull=False, decode=True, nocache=nocache,
                                     buildargs=buildargs or None, labels=labels or None)
             for item in stream:
