@@ -1,8 +1,8 @@
 """Doctor and --infer against real models: TF 2.4.1 on Python 3.8 and TF 2.21 on Python 3.11.
 
 Each failure class this machine can produce is produced for real and diagnosed: a legacy
-SavedModel under Keras 3, a custom layer edited after the save (--try imports the capture's
-snapshot, never the edited source), a distribution that provided a
+SavedModel under Keras 3, a custom layer edited after the save (found by name with --code-path;
+--try imports the capture's snapshot, never the edited source), a distribution that provided a
 custom object gone missing, a Lambda layer across Python versions, and the compatible case.
 """
 import json
@@ -128,14 +128,14 @@ def test_custom_layer_edited_after_the_save(tf24_custom, py38):
     try:
         source.write_text(original.replace('"""Custom layers of the doctor tests."""',
                                            '"""Custom layers (docstring edited)."""  # and a comment'))
-        quiet = doctor.diagnose(model, python=py38)
+        quiet = doctor.diagnose(model, python=py38, code_paths=[code])
         assert quiet.exit_code == 0, doctor.render(quiet)
         assert [f.severity for f in quiet.findings if f.kind == "drift"] == [INFO]
 
         source.write_text(original.replace("return tf.matmul(inputs, self.w)",
                                            "return tf.nn.relu(tf.matmul(inputs, self.w)) + 1.0"))
         said = []
-        loud = doctor.diagnose(model, python=py38, try_load=True, notice=said.append)
+        loud = doctor.diagnose(model, python=py38, try_load=True, code_paths=[code], notice=said.append)
         text = doctor.render(loud)
         assert loud.exit_code == 2, text
         (drift,) = [f for f in loud.findings if f.kind == "drift"]
@@ -148,9 +148,13 @@ def test_custom_layer_edited_after_the_save(tf24_custom, py38):
         assert loud.tried["imports"] == {"snapshot": ["mylayers"], "environment": []}
     finally:
         source.write_text(original)
-    same = doctor.diagnose(model, python=py38, try_load=True)
+    same = doctor.diagnose(model, python=py38, try_load=True, code_paths=[code])
     assert same.exit_code == 0, doctor.render(same)
     assert same.tried["ok"] and same.tried["reference"]["allclose"]
+    assert not same.drift                                                  # found and unchanged
+    elsewhere = doctor.diagnose(model, python=py38)                        # no --code-path, not in the cwd
+    assert [f.severity for f in elsewhere.findings if f.kind == "drift"] == [INFO]
+    assert "--code-path" in doctor.render(elsewhere)
 
 
 def test_missing_distribution_that_provided_a_custom_object(tf24_custom, py38, tmp_path):
