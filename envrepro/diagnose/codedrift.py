@@ -168,7 +168,7 @@ def snapshot_drift(cap: manifest.Capture, code_paths: Sequence[str] = ()) -> Tup
     dirs = search_dirs(code_paths)
     drift: List[Dict[str, Any]] = []
     findings: List[Finding] = []
-    not_found: List[str] = []
+    not_found: List[Tuple[str, str]] = []      # (module, recorded origin)
     for entry in manifest.snapshot_entries(cap):
         rel = str(entry.get("path") or "")
         module = module_of(rel)
@@ -179,7 +179,7 @@ def snapshot_drift(cap: manifest.Capture, code_paths: Sequence[str] = ()) -> Tup
                                 "status": "not_found", "kind": "not_found", "changed": [], "diff": ""}
         current = find_source(module, dirs)
         if current is None:
-            not_found.append(module)
+            not_found.append((module, origin))
             drift.append(item)
             continue
         item["current"] = current
@@ -214,9 +214,10 @@ def snapshot_drift(cap: manifest.Capture, code_paths: Sequence[str] = ()) -> Tup
                                     kind="drift", class_id="drift", detail=item["diff"]))
     if not_found:
         findings.append(Finding(
-            INFO, f"custom code not compared with the capture's snapshot: {_listed(not_found)} not found in "
-                  f"{', '.join(dirs)}",
-            "doctor looks a module up by name in the folders you give it; it never opens the paths a "
-            "capture recorded", "pass --code-path DIR (the folder you import them from)",
+            INFO, f"custom code not compared with the capture's snapshot: {_listed([m for m, _ in not_found])} "
+                  f"not found in {', '.join(dirs)}",
+            f"{not_found[0][0]} was captured from {not_found[0][1]}; doctor looks a module up by name in "
+            "the folders you give it and never opens a path a capture recorded",
+            "pass --code-path DIR (the folder you import them from)",
             kind="drift", class_id="drift"))
     return drift, findings

@@ -160,6 +160,7 @@ def test_drift_module_not_found_asks_for_code_path(captured, monkeypatch):
     assert report.exit_code == 0, doctor.render(report)
     assert report.drift[0]["status"] == "not_found"
     assert report.drift[0]["origin"] == str(code / "mylayers.py")      # shown, not opened
+    assert f"mylayers was captured from {code / 'mylayers.py'}" in f.why
     (code / "mylayers.py").unlink()
     report = doctor.diagnose(model, code_paths=[code])
     (f,) = [f for f in report.findings if f.kind == "drift"]
