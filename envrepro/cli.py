@@ -86,14 +86,16 @@ def inspect(
 def doctor(
     model: str = typer.Argument(..., help="The model (captured or not)."),
     python: Optional[str] = typer.Option(None, "--python", help="Check this interpreter's environment instead of this one."),
-    try_load: bool = typer.Option(False, "--try", help="Really call load_model there (in a subprocess) and classify the failure."),
+    try_load: bool = typer.Option(False, "--try", help="Really call load_model there, on this host (in a subprocess), with the capture's verified snapshot code, and classify the failure. Refuses an unverified capture."),
+    code_path: List[str] = typer.Option([], "--code-path", help="Folder holding your custom modules' current source, compared with the capture's snapshot by module name (repeatable; the current directory is always searched)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every package difference and full diffs."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Explain why load_model fails (or would silently differ) here. Exit 0 compatible, 1 risky, 2 will fail."""
     from envrepro import commands
 
-    _emit(commands.doctor(model, python=python, try_load=try_load), as_json, verbose=verbose)
+    _emit(commands.doctor(model, python=python, try_load=try_load, code_paths=code_path), as_json,
+          verbose=verbose)
 
 
 # Options that load, run, shell and dockerfile share: one definition, one help text.

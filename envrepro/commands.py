@@ -107,10 +107,11 @@ def inspect(model: str) -> Inspection:
     return Inspection(model, file_info=read_model_file(model_path))
 
 
-def doctor(model: str, python: Optional[str] = None, try_load: bool = False) -> DoctorReport:
+def doctor(model: str, python: Optional[str] = None, try_load: bool = False,
+           code_paths: Sequence[str] = ()) -> DoctorReport:
     from envrepro.diagnose.doctor import diagnose
 
-    return diagnose(model, python=python, try_load=try_load)
+    return diagnose(model, python=python, try_load=try_load, code_paths=code_paths)
 
 
 # --------------------------------------------------------------------------------------------

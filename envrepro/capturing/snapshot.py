@@ -232,19 +232,3 @@ def copy_modules(modules: Iterable[Dict[str, Any]], snapshot_dir: Path, capture_
         entry["path"] = dst.relative_to(capture_root).as_posix()
     return result
 
-
-def diff_snapshot(capture_root: Path, files: List[Dict[str, Any]]) -> List[Dict[str, Optional[str]]]:
-    """Snapshot files whose origin changed since the capture (for doctor and reports)."""
-    out = []
-    for entry in files:
-        origin = entry.get("origin")
-        if not origin:
-            continue
-        status = "same"
-        if not os.path.isfile(origin):
-            status = "missing"
-        elif sha256_file(origin) != entry.get("sha256"):
-            status = "changed"
-        if status != "same":
-            out.append({"path": entry.get("path"), "origin": origin, "status": status})
-    return out

@@ -1,29 +1,22 @@
 """The doctor's static comparisons of the saving environment with the target one.
 
-Frameworks (Python, TensorFlow, Keras flavour), the captured package list (most important first),
-the target TensorFlow's own known-good ranges, and custom-code drift: each snapshot file of the
-capture against its origin's current source, because a model whose custom layer was edited after
-the save loads without error and computes something else.
+Frameworks (Python, TensorFlow, Keras flavour), the captured package list (most important first)
+and the target TensorFlow's own known-good ranges. Custom-code drift is codedrift.py.
 """
 from __future__ import annotations
 
-import ast
-import difflib
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 from envrepro.diagnose import tfversions as compat
 from envrepro.diagnose.catalogue import Env
 from envrepro.diagnose.findings import ERROR, INFO, WARNING, Finding
 from envrepro.sidecar import manifest
-from envrepro.sidecar import layout
 
 TF_DISTS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel", "tensorflow-macos")
 FRAMEWORK_DISTS = TF_DISTS + ("keras", "tf-keras")
 # TF's dependencies that docs/failures.md names (ABI, HDF5 reading, generated protobuf code): shown first
 KEY_CLOSURE = ("numpy", "h5py", "protobuf", "ml-dtypes", "typing-extensions", "keras-preprocessing",
                "tensorflow-estimator", "gast", "wrapt", "six")
-MAX_DIFF_LINES = 200
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,103 +142,3 @@ def check_env_requirements(target: Env) -> List[Finding]:
                                f"{target.tensorflow} needs", "TF was built and tested against that range",
                                f"pip install '{name}{spec}'", kind="env"))
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# Custom-code drift
-# --------------------------------------------------------------------------------------------
-
-def _strip_docstrings(tree: ast.AST) -> ast.AST:
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-                    and isinstance(body[0].value.value, str):
-                node.body = body[1:] or [ast.Pass()]
-    return tree
-
-
-def _functions(tree: ast.AST) -> Dict[str, str]:
-    """Qualified name ('MyLayer.call') -> normalized dump of every function in the module."""
-    out: Dict[str, str] = {}
-
-    def visit(node: ast.AST, prefix: str) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                q = prefix + child.name
-                out[q] = ast.dump(child, include_attributes=False)
-                visit(child, q + ".")
-            elif isinstance(child, ast.ClassDef):
-                visit(child, prefix + child.name + ".")
-            else:
-                visit(child, prefix)
-    visit(tree, "")
-    return out
-
-
-def code_change(old: str, new: str) -> Tuple[str, List[str]]:
-    """('same' | 'cosmetic' | 'code', changed functions). Comments, docstrings and formatting are
-    cosmetic: they can't change what the model computes. Anything else that runs is code."""
-    if old == new:
-        return "same", []
-    try:
-        a, b = _strip_docstrings(ast.parse(old)), _strip_docstrings(ast.parse(new))
-    except SyntaxError as e:
-        return "code", [f"(does not parse: {e.msg} line {e.lineno})"]
-    if ast.dump(a, include_attributes=False) == ast.dump(b, include_attributes=False):
-        return "cosmetic", []
-    fa, fb = _functions(a), _functions(b)
-    changed = sorted(q for q in set(fa) | set(fb) if fa.get(q) != fb.get(q))
-    return "code", changed or ["(module or class-level code)"]
-
-
-def origin_root(entry: Dict[str, Any]) -> Optional[str]:
-    """The sys.path folder the origin was imported from: origin minus its path inside snapshot/."""
-    origin, rel = entry.get("origin") or "", entry.get("path") or ""
-    inner = rel.split("/", 1)[1] if rel.startswith(layout.SNAPSHOT_DIR + "/") else rel
-    o = Path(origin)
-    parts = Path(inner).parts
-    if len(parts) >= 1 and o.name == Path(inner).name and len(o.parts) > len(parts):
-        return str(Path(*o.parts[: len(o.parts) - len(parts)]))
-    return str(o.parent) if origin else None
-
-
-def snapshot_drift(cap: manifest.Capture) -> Tuple[List[Dict[str, Any]], List[Finding]]:
-    """Each snapshot file against its origin's current source: a diff, and LOUD when code that
-    runs changed (the model then loads without error and predicts differently)."""
-    from envrepro.capturing.snapshot import diff_snapshot
-
-    entries = manifest.snapshot_entries(cap)
-    by_path = {e.get("path"): e for e in entries}
-    drift, findings = [], []
-    for d in diff_snapshot(cap.root, entries):
-        entry = by_path.get(d["path"], {})
-        snap_file, origin = cap.root / str(d["path"]), str(d["origin"])
-        item: Dict[str, Any] = {"path": d["path"], "origin": origin, "module": entry.get("module"),
-                                "status": d["status"], "changed": [], "diff": ""}
-        if d["status"] == "missing":
-            item["kind"] = "missing"
-            findings.append(Finding(WARNING, f"{origin} no longer exists (snapshotted as {d['path']})",
-                                    f"module {entry.get('module')} can only be imported from the capture",
-                                    "`envrepro load MODEL` uses the snapshot", kind="drift", class_id="drift"))
-            drift.append(item)
-            continue
-        old = snap_file.read_text(encoding="utf-8", errors="replace") if snap_file.is_file() else ""
-        new = Path(origin).read_text(encoding="utf-8", errors="replace")
-        diff = list(difflib.unified_diff(old.splitlines(), new.splitlines(), f"capture:{d['path']}",
-                                         origin, lineterm=""))
-        item["diff"] = "\n".join(diff[:MAX_DIFF_LINES]) + ("\n..." if len(diff) > MAX_DIFF_LINES else "")
-        kind, changed = code_change(old, new) if origin.endswith(".py") else ("code", ["(not Python)"])
-        item["kind"], item["changed"] = kind, changed
-        drift.append(item)
-        if kind == "code":
-            findings.append(Finding(
-                ERROR, f"custom code changed since the save: {origin}: " + ", ".join(changed),
-                "the model loads without error with the new code and computes something else "
-                "(nothing warns at load time)",
-                "`envrepro load MODEL` loads with the snapshot; or restore the code "
-                "(`doctor --try` compares predictions)", kind="drift", class_id="drift", detail=item["diff"]))
-        elif kind == "cosmetic":
-            findings.append(Finding(INFO, f"{origin}: only comments/docstrings changed since the save",
-                                    kind="drift", class_id="drift", detail=item["diff"]))
-    return drift, findings

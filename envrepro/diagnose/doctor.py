@@ -4,9 +4,12 @@ Compares the saving environment (the capture; without one, what the model file s
 target environment (this interpreter or ``--python PATH``) and reports findings, each with a
 severity, what, why and a fix. Nothing here imports TensorFlow: the target's facts come from the
 stdlib-only probe in its env-only mode (``probe.py --no-load``) run under the target interpreter.
-The checks live in checks.py (environments, packages, code drift), catalogue.py (the failure
-classes of docs/failures.md), lambdas.py (Lambda bytecode) and trial.py (``--try``: load_model for
-real); this module gathers the facts, runs them and renders the report.
+The checks live in checks.py (environments, packages), codedrift.py (the snapshot against the
+custom modules' current source, found by name in ``--code-path`` folders and the current
+directory: a path a manifest records is shown, never opened), catalogue.py (the failure classes of
+docs/failures.md), lambdas.py (Lambda bytecode) and trial.py (``--try``: load_model for real, on
+this host, for a capture that passes verification only); this module gathers the facts, runs them
+and renders the report.
 
 Exit code (``DoctorReport.exit_code``): 0 compatible, 1 risky (warnings), 2 will fail (errors).
 """
@@ -18,7 +21,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from envrepro import errors
 from envrepro.diagnose import catalogue
@@ -26,7 +29,8 @@ from envrepro.diagnose import tfversions as compat
 from envrepro.capturing import proberunner
 from envrepro.diagnose.catalogue import Env
 from envrepro.diagnose.checks import (check_env_requirements, compare_frameworks, compare_packages,
-                                      custom_providers, snapshot_drift)
+                                      custom_providers)
+from envrepro.diagnose.codedrift import snapshot_drift
 from envrepro.diagnose.findings import ERROR, INFO, WARNING, Finding, by_severity
 from envrepro.diagnose.lambdas import check_lambdas
 from envrepro.sidecar import layout
@@ -130,28 +134,55 @@ def saved_env(cap: Optional[manifest.Capture], info: ModelFileInfo) -> Tuple[Env
 # Entry point and rendering
 # --------------------------------------------------------------------------------------------
 
-def _read_capture(model: Path, findings: List[Finding]) -> Optional[manifest.Capture]:
+def _read_capture(model: Path) -> Tuple[Optional[manifest.Capture], Optional[errors.InvalidCapture]]:
+    """The capture beside the model and, when it failed verification, why (it is then read
+    without the hash check, for the static report only; None when even that fails)."""
     sidecar = layout.sidecar_for(model)
     recovery.recover(sidecar)        # a capture killed while replacing this one is put back first
     if not sidecar.is_dir():
-        return None
+        return None, None
     try:
-        return manifest.read(sidecar)
+        return manifest.read(sidecar), None
     except errors.InvalidCapture as e:
-        findings.append(Finding(WARNING, f"the capture can't be trusted: {e.what}", e.path or "",
-                                e.fix or "", kind="capture"))
         try:
-            return manifest.read(sidecar, verify=False)
+            return manifest.read(sidecar, verify=False), e
         except errors.InvalidCapture:
-            return None
+            return None, e
+
+
+def _refuse_try(problem: errors.InvalidCapture) -> errors.InvalidCapture:
+    return errors.InvalidCapture(f"doctor --try refuses an unverified capture, it would import its code on this "
+                                 f"host: {problem.what}", problem.path,
+                                 "restore the capture or run `envrepro capture MODEL` again; "
+                                 "`envrepro doctor MODEL` without --try still reports on it")
+
+
+def _code_dirs(code_paths: Sequence[str]) -> List[str]:
+    for c in code_paths:
+        if not os.path.isdir(c):
+            raise errors.EnvreproError("code path is not a folder", str(c),
+                                       "pass the folder you import your custom modules from")
+    return [os.path.abspath(c) for c in code_paths]
 
 
 def diagnose(model_path: "os.PathLike[str] | str", python: Optional[str] = None,
-             try_load: bool = False) -> DoctorReport:
-    """Compare the model's saving environment with ``python`` (default: this interpreter)."""
+             try_load: bool = False, code_paths: Sequence[str] = (),
+             notice: Optional[Callable[[str], None]] = None) -> DoctorReport:
+    """Compare the model's saving environment with ``python`` (default: this interpreter).
+
+    ``code_paths`` (and the current directory) are where the custom modules' current source is
+    looked up by name for the drift check. ``try_load`` refuses a capture that fails verification
+    (InvalidCapture, exit 2) before anything runs; ``notice`` gets the line said before the model's
+    code is imported (default: stderr)."""
     model = layout.resolve_model(model_path)
+    dirs = _code_dirs(code_paths)
     findings: List[Finding] = []
-    cap = _read_capture(model, findings)
+    cap, problem = _read_capture(model)
+    if problem is not None:
+        if try_load:
+            raise _refuse_try(problem)
+        findings.append(Finding(WARNING, f"the capture can't be trusted: {problem.what}", problem.path or "",
+                                problem.fix or "", kind="capture"))
     info = read_model_file(model)
     facts = environment_facts(model, python)
     target = target_env(facts)
@@ -169,7 +200,7 @@ def diagnose(model_path: "os.PathLike[str] | str", python: Optional[str] = None,
     if cap is not None:
         packages, pf = compare_packages(cap, saved, target)
         findings += pf
-        drift, df = snapshot_drift(cap)
+        drift, df = snapshot_drift(cap, dirs)
         findings += df
         custom = manifest.model_custom_objects(cap)
         missing_modules = {m: d for m, d in custom_providers(cap).items()
@@ -189,7 +220,7 @@ def diagnose(model_path: "os.PathLike[str] | str", python: Optional[str] = None,
                                 "load under the saving Python minor", kind="class", class_id="5", message=bad[0]))
     tried = None
     if try_load:
-        tried = run_try(model, cap, info, python)
+        tried = run_try(model, cap, info, python, notice)
         findings += try_findings(tried)
     findings = by_severity(findings, lambda f: f.severity)
     return DoctorReport(model=str(model), format=info.format, captured=cap is not None, inferred=inferred,

@@ -1,10 +1,16 @@
-"""``envrepro doctor --try``: call load_model for real, under the target interpreter.
+"""``envrepro doctor --try``: call load_model for real, under the target interpreter, on this host.
 
-Static checks predict; this proves. runtime/loader.py runs in a subprocess of the target
-interpreter (TensorFlow is never imported into envrepro's own process) with the model's custom
-modules importable from their *current* source, and its error is classified through the failure
-table (runtime/failures.py). With a reference prediction in the capture it also compares
-predictions, the only way to catch a custom layer edited after the save.
+Static checks predict; this proves. It is the one place envrepro runs a model's code outside a
+container, so only on request, only for a capture that passed verification (doctor.py refuses
+the others before anything runs), and it says so on stderr before it starts. runtime/loader.py
+runs in a subprocess of the target interpreter (TensorFlow is never imported into envrepro's own
+process) with the capture's custom modules importable from a private copy of its ``snapshot/``:
+the files the manifest lists, each checked against its sha256 as it is copied (so nothing else
+in the folder, a ``__pycache__`` included, can be imported). That is the code ``envrepro load``
+imports; no folder a manifest names is put on the import path. The loader's error is classified
+through the failure table (runtime/failures.py); with a reference prediction in the capture it
+also compares predictions: the capture's code under this environment's TensorFlow, Keras, NumPy.
+Edits to the source since the save are the static drift check's (codedrift.py).
 """
 from __future__ import annotations
 
@@ -13,20 +19,23 @@ import os
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
-from typing import Any, Dict, List, Optional
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Dict, List, Optional
 
 from envrepro.diagnose import catalogue
-from envrepro.diagnose.checks import origin_root
 from envrepro.diagnose.findings import ERROR, INFO, Finding
 from envrepro.diagnose.modelfiles import ModelFileInfo
+from envrepro.errors import InvalidCapture
+from envrepro.fsutil import sha256_bytes
 from envrepro.runtime import launch
 from envrepro.sidecar import manifest
+from envrepro.sidecar.layout import SNAPSHOT_DIR
 
 TRY_TIMEOUT = float(os.environ.get("ENVREPRO_TRY_TIMEOUT", "900"))
 
 
-def _plan(model_path: Path, cap: Optional[manifest.Capture], info: ModelFileInfo) -> Dict[str, Any]:
+def _plan(model_path: Path, cap: Optional[manifest.Capture], info: ModelFileInfo,
+          snapshot_dir: Optional[Path] = None) -> Dict[str, Any]:
     if cap is not None:
         from envrepro.sandbox.plan import ContainerPaths, make_plan
 
@@ -36,28 +45,83 @@ def _plan(model_path: Path, cap: Optional[manifest.Capture], info: ModelFileInfo
         plan = {"plan_version": 1, "model_path": str(model_path), "model_name": model_path.name,
                 "format": info.format, "compile": True, "custom_objects": {}, "modules": [],
                 "keras_flavor": flavor, "safe_mode": True, "reference": None, "optimizer": None}
-    # The target as it is: its own variables and the custom modules' *current* source, not the
-    # snapshot (loading from the snapshot is what `envrepro load` does; doctor checks here).
-    plan["snapshot_dir"] = None
+    # The custom modules from the verified copy of the snapshot; the target's own variables.
+    plan["snapshot_dir"] = str(snapshot_dir) if snapshot_dir is not None else None
     plan["env"] = {}
     return plan
 
 
+def copy_snapshot(cap: manifest.Capture, dest: Path) -> List[str]:
+    """Copy the ``snapshot/`` files the manifest lists into ``dest``, each checked against its
+    sha256 as read; return the top-level module names they make importable."""
+    files = cap.data.get("files") or {}
+    prefix = SNAPSHOT_DIR + "/"
+    tops = set()
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel, digest in sorted(files.items()):
+        if not rel.startswith(prefix):
+            continue
+        src = manifest.inside(cap.root, rel)
+        data = src.read_bytes() if (src.is_file() and not src.is_symlink()) else None
+        if data is None or sha256_bytes(data) != digest:
+            raise InvalidCapture("doctor --try refuses the capture: snapshot file edited after the capture "
+                                 "(sha256 mismatch)", str(src),
+                                 "restore it or run `envrepro capture MODEL` again")
+        inner = PurePosixPath(rel).parts[1:]
+        out = dest.joinpath(*inner)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+        tops.add(inner[0] if len(inner) > 1 else inner[0].split(".")[0])
+    return sorted(tops)
+
+
+def _imports(plan: Dict[str, Any], tops: List[str]) -> Dict[str, List[str]]:
+    """The modules the loader will import, split by where they come from."""
+    names = list(plan.get("modules") or [])
+    names += [spec.split(":", 1)[0] for spec in (plan.get("custom_objects") or {}).values()]
+    names = list(dict.fromkeys(names))
+    snap = [n for n in names if n.split(".")[0] in tops]
+    return {"snapshot": snap, "environment": [n for n in names if n not in snap]}
+
+
+def announce(cap: Optional[manifest.Capture], exe: str, imports: Dict[str, List[str]]) -> str:
+    """The line said before anything of the model or capture runs on this host."""
+    if cap is None:
+        return (f"doctor --try loads the model with load_model in a Python process on this host ({exe}); "
+                "with no capture no custom code is imported (a model file can still carry code: Lambda layers)")
+    line = (f"doctor --try imports the capture's custom code ({SNAPSHOT_DIR}/: "
+            f"{', '.join(imports['snapshot']) or 'none'}) into a Python process on this host ({exe}) "
+            "and runs load_model there")
+    if imports["environment"]:
+        line += f"; it also imports {', '.join(imports['environment'])} from that environment"
+    return line
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def run_try(model_path: Path, cap: Optional[manifest.Capture], info: ModelFileInfo,
-            python: Optional[str] = None) -> Dict[str, Any]:
-    """Run runtime/loader.py under the target interpreter; return its report (plus ``class_id``)."""
+            python: Optional[str] = None, notice: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Run runtime/loader.py under the target interpreter; return its report (plus ``class_id``).
+    ``cap`` must have passed ``manifest.read`` with verification (doctor.py refuses the others)."""
     from envrepro.runtime.loader import REPORT_PREFIX
 
-    plan = _plan(model_path, cap, info)
-    roots = [r for r in (origin_root(e) for e in (manifest.snapshot_entries(cap) if cap else []))
-             if r and os.path.isdir(r)]
+    exe = python or sys.executable
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONNOUSERSITE="1")
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(roots + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]))
     with tempfile.TemporaryDirectory(prefix="envrepro-try-") as tmp:
+        snapshot_dir: Optional[Path] = None
+        tops: List[str] = []
+        if cap is not None:
+            snapshot_dir = Path(tmp) / SNAPSHOT_DIR
+            tops = copy_snapshot(cap, snapshot_dir)
+        plan = _plan(model_path, cap, info, snapshot_dir)
+        imports = _imports(plan, tops)
+        (notice or _stderr)(announce(cap, exe, imports))
         plan_file = Path(tmp) / "plan.json"
         plan_file.write_text(json.dumps(plan), encoding="utf-8")
         try:
-            proc = subprocess.run(launch.host_argv(python or sys.executable, "loader", ["--plan", plan_file]),
+            proc = subprocess.run(launch.host_argv(exe, "loader", ["--plan", plan_file]),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp,
                                   timeout=TRY_TIMEOUT, check=False)
             out, err, code = proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"), proc.returncode
@@ -79,6 +143,7 @@ def run_try(model_path: Path, cap: Optional[manifest.Capture], info: ModelFileIn
     e = report.get("error")
     report["class_id"] = catalogue.classify_exception(e.get("type", ""), e.get("message", "")) if e else None
     report["stderr_tail"] = "\n".join(err.splitlines()[-15:])
+    report["imports"] = imports
     return report
 
 

@@ -5,10 +5,13 @@ here ``environment_facts`` is replaced by canned facts except in the one test th
 probe under this interpreter (it imports no TensorFlow).
 """
 import json
+import os
 import sys
+import threading
 
 import pytest
 
+from envrepro import errors
 from envrepro.diagnose import doctor
 from envrepro.diagnose.findings import ERROR, INFO, WARNING
 from envrepro.sidecar import layout, manifest, writer
@@ -101,6 +104,9 @@ def captured(tmp_path, monkeypatch):
     (code / "mylayers.py").write_text(LAYER_V1)
     model = make_model(tmp_path)
     make_capture(tmp_path, model, code)
+    work = tmp_path / "work"             # the current directory, searched for modules too
+    work.mkdir()
+    monkeypatch.chdir(work)
     return model, code
 
 
@@ -114,7 +120,7 @@ def test_drift_cosmetic_is_quiet(captured, monkeypatch):
     model, code = captured
     (code / "mylayers.py").write_text(LAYER_V1.replace("# double", "# doubles the input"))
     use_facts(monkeypatch, facts())
-    report = doctor.diagnose(model)
+    report = doctor.diagnose(model, code_paths=[code])
     drift = [f for f in report.findings if f.kind == "drift"]
     assert [f.severity for f in drift] == [INFO] and "only comments" in drift[0].what
     assert report.exit_code == 0, doctor.render(report)
@@ -124,23 +130,165 @@ def test_drift_code_is_loud_with_a_diff(captured, monkeypatch):
     model, code = captured
     (code / "mylayers.py").write_text(LAYER_V1.replace("return x * 2", "return tf.nn.relu(x * 2)"))
     use_facts(monkeypatch, facts())
-    report = doctor.diagnose(model)
+    report = doctor.diagnose(model, code_paths=[code])
     (f,) = [f for f in report.findings if f.kind == "drift"]
-    assert f.severity == ERROR and "MyLayer.call" in f.what
+    assert f.severity == ERROR and "MyLayer.call" in f.what and str(code / "mylayers.py") in f.what
     assert "+        return tf.nn.relu(x * 2)" in f.detail and "-        return x * 2" in f.detail
     assert report.exit_code == 2
     text = doctor.render(report)
     assert "custom code changed since the save" in text and "| +        return tf.nn.relu" in text
     assert report.drift[0]["changed"] == ["MyLayer.call"]
+    assert report.drift[0]["current"] == str(code / "mylayers.py")
 
 
-def test_drift_origin_gone(captured, monkeypatch):
+def test_drift_found_in_the_current_directory(captured, monkeypatch):
     model, code = captured
-    (code / "mylayers.py").unlink()
+    (code / "mylayers.py").write_text(LAYER_V1.replace("return x * 2", "return x * 3"))
+    monkeypatch.chdir(code)
     use_facts(monkeypatch, facts())
     report = doctor.diagnose(model)
     (f,) = [f for f in report.findings if f.kind == "drift"]
-    assert f.severity == WARNING and "no longer exists" in f.what and report.exit_code == 1
+    assert f.severity == ERROR and "MyLayer.call" in f.what
+
+
+def test_drift_module_not_found_asks_for_code_path(captured, monkeypatch):
+    model, code = captured
+    use_facts(monkeypatch, facts())
+    report = doctor.diagnose(model)               # the current directory has no mylayers.py
+    (f,) = [f for f in report.findings if f.kind == "drift"]
+    assert f.severity == INFO and "mylayers not found in" in f.what and "--code-path" in f.fix
+    assert report.exit_code == 0, doctor.render(report)
+    assert report.drift[0]["status"] == "not_found"
+    assert report.drift[0]["origin"] == str(code / "mylayers.py")      # shown, not opened
+    assert f"mylayers was captured from {code / 'mylayers.py'}" in f.why
+    (code / "mylayers.py").unlink()
+    report = doctor.diagnose(model, code_paths=[code])
+    (f,) = [f for f in report.findings if f.kind == "drift"]
+    assert f.severity == INFO and str(code) in f.what
+
+
+def test_code_path_must_be_a_folder(captured, monkeypatch, tmp_path):
+    model, _ = captured
+    use_facts(monkeypatch, facts())
+    with pytest.raises(errors.EnvreproError, match="code path is not a folder"):
+        doctor.diagnose(model, code_paths=[tmp_path / "nope"])
+
+
+def test_cli_code_path(captured, tmp_path):
+    """`envrepro doctor MODEL --code-path DIR` (the real env-only probe under this interpreter)."""
+    import subprocess
+
+    model, code = captured
+    (code / "mylayers.py").write_text(LAYER_V1.replace("return x * 2", "return x * 4"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "envrepro", "doctor", str(model), *map(str, args)],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    out = run("--code-path", code)
+    assert "custom code changed since the save" in out.stdout and "MyLayer.call" in out.stdout, out.stderr
+    out = run()
+    assert "mylayers not found in" in out.stdout and "pass --code-path DIR" in out.stdout
+    out = run("--code-path", tmp_path / "nope")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "code path is not a folder" in out.stderr
+
+
+# -- a hostile capture: nothing outside it is opened because the manifest says so -----------
+
+MARKER = "AKIA-SECRET-MARKER-4242"
+
+
+def hostile_capture(tmp_path, model):
+    """A capture re-sealed by its author: snapshot origins name a secret file, a FIFO and a
+    credentials file; one snapshot path mimics the credentials file's path under a home folder."""
+    secret = tmp_path / "secret" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text(MARKER + "\n")
+    fifo = tmp_path / "secret" / "pipe"
+    os.mkfifo(fifo)
+    home = tmp_path / "fakehome"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "credentials").write_text(MARKER + "\n")
+    root = make_capture(tmp_path, model, tmp_path / "nowhere")
+    (root / "snapshot" / ".aws").mkdir()
+    (root / "snapshot" / ".aws" / "credentials").write_text("nothing\n")
+    (root / "snapshot" / "other.py").write_text("A = 1\n")
+    data = manifest.read(root, verify=False).data
+    data["snapshot"]["files"] = [
+        {"path": "snapshot/mylayers.py", "origin": str(secret), "module": "mylayers"},
+        {"path": "snapshot/other.py", "origin": str(fifo), "module": "other"},
+        {"path": "snapshot/.aws/credentials", "origin": str(home / ".aws" / "credentials"), "module": "mylayers"},
+    ]
+    writer.write_manifest(root, data)
+    manifest.read(root)                                  # it passes verification: sealed again
+    return [secret, fifo, home / ".aws" / "credentials"], home
+
+
+class OpenSpy:
+    """Records every path opened through open/io.open/os.open."""
+
+    def __init__(self, monkeypatch):
+        import builtins
+        import io
+
+        self.paths = []
+        for mod, name in ((builtins, "open"), (io, "open"), (os, "open")):
+            real = getattr(mod, name)
+            monkeypatch.setattr(mod, name, self._wrap(real))
+
+    def _wrap(self, real):
+        def spy(file, *args, **kwargs):
+            if isinstance(file, (str, bytes, os.PathLike)):
+                self.paths.append(os.path.realpath(os.fsdecode(file)))
+            return real(file, *args, **kwargs)
+        return spy
+
+
+def diagnose_guarded(model, fifo, **kwargs):
+    """diagnose in a thread: opening the FIFO would block it; then unblock it and fail."""
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(report=doctor.diagnose(model, **kwargs)), daemon=True)
+    worker.start()
+    worker.join(60)
+    if worker.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(10)
+        pytest.fail("doctor opened the FIFO a manifest origin names")
+    return result["report"]
+
+
+def test_hostile_origins_are_never_opened(tmp_path, monkeypatch):
+    model = make_model(tmp_path)
+    secrets, home = hostile_capture(tmp_path, model)
+    monkeypatch.chdir(home)                       # even from the home folder the credentials are not read
+    use_facts(monkeypatch, facts())
+    spy = OpenSpy(monkeypatch)
+    report = diagnose_guarded(model, secrets[1], code_paths=[home])
+    opened = set(spy.paths)
+    assert not opened & {os.path.realpath(p) for p in secrets}, opened
+    text = doctor.render(report, verbose=True) + json.dumps(report.to_dict())
+    assert MARKER not in text
+    assert str(secrets[0]) in text                # the origin is shown as text
+    assert not any(f.kind == "drift" and f.severity == ERROR for f in report.findings)
+
+
+def test_hostile_origins_and_a_real_edit(tmp_path, monkeypatch):
+    """The module edited in --code-path is still reported while the hostile origins stay closed."""
+    model = make_model(tmp_path)
+    secrets, home = hostile_capture(tmp_path, model)
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "mylayers.py").write_text(LAYER_V1.replace("return x * 2", "return x * 5"))
+    monkeypatch.chdir(tmp_path)
+    use_facts(monkeypatch, facts())
+    spy = OpenSpy(monkeypatch)
+    report = diagnose_guarded(model, secrets[1], code_paths=[code])
+    (f,) = [f for f in report.findings if f.kind == "drift" and f.severity == ERROR]
+    assert "MyLayer.call" in f.what and str(code / "mylayers.py") in f.what
+    assert f"captured from {secrets[0]}" in f.why
+    assert not set(spy.paths) & {os.path.realpath(p) for p in secrets}
+    assert MARKER not in doctor.render(report, verbose=True)
 
 
 # -- verdicts ---------------------------------------------------------------------------------

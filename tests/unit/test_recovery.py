@@ -127,5 +127,5 @@ def test_inspect_and_doctor_recover_before_looking_for_the_capture(tmp_path):
     aside(sidecar)
     assert commands.inspect(str(tmp_path / "m.h5")).capture is not None
     aside(sidecar)
-    assert doctor._read_capture(tmp_path / "m.h5", []) is not None
+    assert doctor._read_capture(tmp_path / "m.h5")[0] is not None
     assert names(tmp_path) == ["m.h5", "m.h5.envrepro"]

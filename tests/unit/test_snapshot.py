@@ -102,18 +102,6 @@ def test_size_cap(tmp_path, monkeypatch):
         snapshot.copy_modules([{"module": "p", "distribution": None, "root": str(pkg)}], tmp_path / "s", tmp_path)
 
 
-def test_diff_snapshot(tmp_path):
-    f = tmp_path / "layers.py"
-    f.write_text("A = 1\n")
-    from envrepro.fsutil import sha256_file
-    entries = [{"path": "snapshot/layers.py", "origin": str(f), "sha256": sha256_file(f)}]
-    assert snapshot.diff_snapshot(tmp_path, entries) == []
-    f.write_text("A = 2\n")
-    assert snapshot.diff_snapshot(tmp_path, entries)[0]["status"] == "changed"
-    f.unlink()
-    assert snapshot.diff_snapshot(tmp_path, entries)[0]["status"] == "missing"
-
-
 @pytest.fixture
 def messy_package(tmp_path):
     """A package with code, package data, secrets, hidden files and special files."""

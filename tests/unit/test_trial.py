@@ -1,9 +1,30 @@
 """diagnose/trial.py (``doctor --try``): the plan it hands the loader and the findings it draws from the report."""
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from envrepro.diagnose import trial
+import pytest
+
+from envrepro import errors
+from envrepro.diagnose import doctor, trial
 from envrepro.diagnose.findings import ERROR, INFO
 from envrepro.diagnose.modelfiles import ModelFileInfo
+from envrepro.sidecar import layout, manifest
+
+from test_doctor import LAYER_V1, facts, make_capture, make_model, use_facts
+
+
+@pytest.fixture
+def captured(tmp_path, monkeypatch):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "mylayers.py").write_text(LAYER_V1)
+    model = make_model(tmp_path)
+    make_capture(tmp_path, model, code)
+    monkeypatch.chdir(tmp_path)
+    return model, code
 
 
 def test_plan_without_capture_loads_the_file_as_it_is():
@@ -30,3 +51,102 @@ def test_mismatch_reference_and_plain_success():
     assert f.severity == INFO and "reproduces the reference" in f.what
     (f,) = trial.try_findings({"ok": True})
     assert f.severity == INFO and "no reference prediction" in f.what
+
+
+# -- trust: only a verified capture's snapshot is imported, and only after saying so ----------
+
+def tamper(model, marker):
+    """Edit the capture's snapshot module (after the seal) so that importing it writes ``marker``."""
+    snap = layout.sidecar_for(model) / "snapshot" / "mylayers.py"
+    snap.write_text(f"open({str(marker)!r}, 'w').write('imported')\n" + snap.read_text())
+
+
+def cli(*args, cwd):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    env.pop("ENVREPRO_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "envrepro", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=str(cwd), timeout=300)
+
+
+def test_try_refuses_a_tampered_capture_and_imports_nothing(captured, tmp_path):
+    model, _ = captured
+    marker = tmp_path / "imported.txt"
+    tamper(model, marker)
+    out = cli("doctor", model, "--try", cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    line, = out.stderr.strip().splitlines()
+    assert "doctor --try refuses an unverified capture" in line and "sha256 mismatch" in line
+    assert "snapshot/mylayers.py" in line and "Traceback" not in out.stderr
+    assert not marker.exists()
+    # without --try the same capture is still reported on, with a warning
+    out = cli("doctor", model, cwd=tmp_path)
+    assert "the capture can't be trusted" in out.stdout and not marker.exists()
+
+
+def test_try_refuses_before_anything_runs(captured, tmp_path, monkeypatch):
+    model, _ = captured
+    tamper(model, tmp_path / "imported.txt")
+    ran = []
+    monkeypatch.setattr(doctor, "environment_facts", lambda *a, **k: ran.append("probe"))
+    monkeypatch.setattr(trial, "run_try", lambda *a, **k: ran.append("try"))
+    with pytest.raises(errors.InvalidCapture, match="refuses an unverified capture"):
+        doctor.diagnose(model, try_load=True)
+    # a capture folder that can't be read at all is refused too
+    (layout.sidecar_for(model) / "envrepro.yaml").unlink()
+    with pytest.raises(errors.InvalidCapture, match="refuses an unverified capture"):
+        doctor.diagnose(model, try_load=True)
+    assert ran == []
+
+
+def test_copy_snapshot_checks_every_file_and_leaves_bytecode_out(captured, tmp_path):
+    model, _ = captured
+    root = layout.sidecar_for(model)
+    cache = root / "snapshot" / "__pycache__"
+    cache.mkdir()
+    (cache / "mylayers.cpython-311.pyc").write_bytes(b"not listed, not verified")
+    cap = manifest.read(root)                      # __pycache__ is not part of the seal
+    tops = trial.copy_snapshot(cap, tmp_path / "copy")
+    assert tops == ["mylayers"]
+    assert sorted(p.relative_to(tmp_path / "copy").as_posix() for p in (tmp_path / "copy").rglob("*")) \
+        == ["mylayers.py"]
+    tamper(model, tmp_path / "imported.txt")
+    cap = manifest.read(root, verify=False)
+    with pytest.raises(errors.InvalidCapture, match="sha256 mismatch"):
+        trial.copy_snapshot(cap, tmp_path / "copy2")
+
+
+def test_try_imports_the_verified_snapshot_copy_after_saying_so(captured, monkeypatch):
+    """The loader gets the copy of snapshot/ on its path, never a folder an origin names; the line
+    is said before the loader starts."""
+    from envrepro.runtime.loader import REPORT_PREFIX
+
+    model, code = captured
+    events = []
+
+    def fake_run(argv, env=None, cwd=None, **kwargs):
+        plan_file = argv[argv.index("--plan") + 1]
+        plan = json.loads(Path(plan_file).read_text())
+        snap = Path(plan["snapshot_dir"])
+        events.append(("run", plan, env, sorted(p.name for p in snap.iterdir())))
+        report = {"ok": True, "error": None, "mismatches": [], "reference": None}
+        return subprocess.CompletedProcess(argv, 0, (REPORT_PREFIX + json.dumps(report) + "\n").encode(), b"")
+
+    monkeypatch.setattr(trial.subprocess, "run", fake_run)
+    use_facts(monkeypatch, facts())
+    report = doctor.diagnose(model, try_load=True, notice=lambda line: events.append(("notice", line)))
+    (kind, line), (run, plan, env, listed) = events
+    assert kind == "notice" and run == "run"
+    assert line.startswith("doctor --try imports the capture's custom code (snapshot/: mylayers) into a Python "
+                           f"process on this host ({sys.executable})")
+    assert listed == ["mylayers.py"] and not plan["snapshot_dir"].startswith(str(layout.sidecar_for(model)))
+    assert str(code) not in env.get("PYTHONPATH", "") and plan["env"] == {}
+    assert plan["modules"] == ["mylayers"] and plan["custom_objects"] == {"MyCustomLayer": "mylayers:MyLayer"}
+    assert report.tried["imports"] == {"snapshot": ["mylayers"], "environment": []}
+    assert any(f.kind == "try" and "load_model works here" in f.what for f in report.findings)
+
+
+def test_announcement_without_capture_and_for_installed_modules():
+    line = trial.announce(None, "/py", {"snapshot": [], "environment": []})
+    assert "on this host (/py)" in line and "no custom code is imported" in line
+    line = trial.announce(object(), "/py", {"snapshot": ["mylayers"], "environment": ["acme_layers"]})
+    assert "(snapshot/: mylayers)" in line and "it also imports acme_layers from that environment" in line
