@@ -194,8 +194,12 @@ def verify_files(cap: Capture) -> None:
     for p in sorted(cap.root.rglob("*")):
         if p.is_file() and p.name != MANIFEST:
             rel = p.relative_to(cap.root).as_posix()
-            if "__pycache__" in rel.split("/"):
-                continue
+            if "__pycache__" in rel.split("/") or rel.endswith((".pyc", ".pyo")):
+                # compiled bytecode is never part of a capture; Python would run it instead of
+                # the sealed source when its header matches
+                raise InvalidCapture("compiled bytecode in the capture (a capture holds sources only; "
+                                     "Python could run it instead of the checked source)", str(p),
+                                     f"remove it: rm -r '{p.parent if p.parent.name == '__pycache__' else p}'")
             if rel not in files:
                 raise InvalidCapture("file not listed in the manifest (added after the capture)",
                                      str(p), "remove it or run `envrepro capture MODEL` again")

@@ -353,3 +353,15 @@ def test_hostile_captures_exit_2_with_one_line(tmp_path, overrides, lock, expect
     assert out.returncode == 2, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
     assert expect in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("where", ["snapshot/__pycache__/custom_layers.cpython-38.pyc", "snapshot/custom_layers.pyc"])
+def test_bytecode_in_a_capture_is_refused(tmp_path, where):
+    """A .pyc is never sealed, and Python runs it instead of the checked source when its header
+    matches the source's size and mtime: a capture holding one is refused, named."""
+    cap = make_capture(tmp_path)
+    (cap.root / where).parent.mkdir(parents=True, exist_ok=True)
+    (cap.root / where).write_bytes(b"\x55\x0d\x0d\x0a" + b"\0" * 12 + b"evil")
+    with pytest.raises(InvalidCapture, match="compiled bytecode") as e:
+        manifest.read(cap.root)
+    assert where.split("/")[-1] in str(e.value) or "__pycache__" in str(e.value)
