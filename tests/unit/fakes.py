@@ -211,6 +211,8 @@ class FakeEngine:
     def build(self, context_tar_bytes: bytes, tag: str, buildargs: Optional[Dict[str, str]] = None,
               labels: Optional[Dict[str, str]] = None, on_line: Optional[LineCallback] = None,
               nocache: bool = False) -> str:
+        if hasattr(context_tar_bytes, "read"):      # a large context comes as a file
+            context_tar_bytes = context_tar_bytes.read()
         self.builds.append((context_tar_bytes, tag))
         for line in self.build_lines:
             if on_line:
@@ -219,9 +221,17 @@ class FakeEngine:
             if on_line:
                 on_line("ERROR: " + self.build_error)
             raise BuildFailed(f"image build failed: {self.build_error}")
-        found = dict(re.findall(r'(org\.envrepro\.[a-z0-9-]+)="([^"]*)"', dockerfile_of(context_tar_bytes)))
+        text = dockerfile_of(context_tar_bytes)
+        found: Dict[str, str] = {}
+        parent = re.match(r"FROM (\S+)\n", text)
+        if parent and self._find(parent.group(1)) is not None:    # labels are inherited, as in Docker
+            found.update(image_labels(self._find(parent.group(1))))
+        found.update(re.findall(r'(org\.envrepro\.[a-z0-9.-]+)="([^"]*)"', text))
         found.update(labels or {})
         img = image(tag, found)
+        for other in self.store:                  # a tag moves to the new image
+            if tag in (other.get("RepoTags") or []):
+                other["RepoTags"] = [t for t in other["RepoTags"] if t != tag]
         self.store.append(img)
         return img["Id"]
 
