@@ -239,16 +239,14 @@ def plan(cap: Capture, opts: Options) -> Plan:
 
 def identity(cap: Capture) -> Dict[str, str]:
     """The capture the image reproduces, as annotations: the model's file and hash, the
-    versions, and the sha256 of the lock (the serving image's ``org.envrepro.lock-sha256`` label
-    for a capture made on Linux)."""
-    import hashlib
+    versions, and the sha256 of the lock, as the serving image's labels
+    (``org.envrepro.serve.model-sha256``, ``...lock-sha256``) hold them."""
+    from envrepro.serving.context import lock_sha256
 
-    lock = cap.lock_path.read_text(encoding="utf-8")
     values = {"model": cap.get("model.name"), "model-format": cap.get("model.format"),
               "model-sha256": cap.get("model.sha256"), "python": cap.get("python.version"),
               "tensorflow": cap.get("frameworks.tensorflow"), "keras": cap.get("frameworks.keras"),
-              "lock-sha256": hashlib.sha256(lock.encode()).hexdigest(),
-              "capture-created": cap.get("created")}
+              "lock-sha256": lock_sha256(cap), "capture-created": cap.get("created")}
     return {ANNOTATION + k: str(v) for k, v in values.items() if v not in (None, "")}
 
 

@@ -1,6 +1,7 @@
 """envrepro k8s: three documents whose probes, port and drain come from the serving contract
 (runtime/serveconfig), a non-root read-only pod, resources, DNS names, and flag values that never
 become YAML of their own. Validation against Kubernetes' schemas: tests/integration/test_k8s_schema.py."""
+import hashlib
 import inspect
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from envrepro import cli, commands, render
 from envrepro.build.templates import USER_UID
 from envrepro.runtime import serveconfig
 from envrepro.sandbox.policy import DEFAULT_MEMORY
-from envrepro.serving import k8s
+from envrepro.serving import context, k8s
 
 try:
     from .fakes import make_capture
@@ -211,10 +212,11 @@ def test_labels_select_the_pods_and_annotations_name_the_capture(capsys, model):
         assert annotations["envrepro.org/tensorflow"] == "2.4.1"
         assert annotations["envrepro.org/python"] == "3.8.18"
         assert annotations["envrepro.org/model-sha256"] == cap.get("model.sha256")
-        import hashlib
-
-        lock = cap.lock_path.read_text(encoding="utf-8")
-        assert annotations["envrepro.org/lock-sha256"] == hashlib.sha256(lock.encode()).hexdigest()
+        # what the serving image's labels say (org.envrepro.serve.lock-sha256, ...model-sha256)
+        labels = context.serve_context(cap, "0" * 32).labels()
+        assert annotations["envrepro.org/lock-sha256"] == labels[context.LABEL + "lock-sha256"]
+        assert annotations["envrepro.org/model-sha256"] == labels[context.LABEL + "model-sha256"]
+        assert annotations["envrepro.org/lock-sha256"] == hashlib.sha256(cap.lock_path.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("text, name", [
