@@ -226,6 +226,29 @@ def serve(
                          unsafe=unsafe, memory=memory, allow_model_change=allow_model_change))
 
 
+@app.command()
+def k8s(
+    model: str = _MODEL,
+    image: str = typer.Option(..., "--image", help="The serving image (e.g. `envrepro build MODEL --serve -t TAG`); a digest pins it."),
+    replicas: int = typer.Option(1, "--replicas", help="Pods to start with: the autoscaler's minimum."),
+    max_replicas: Optional[int] = typer.Option(None, "--max-replicas", help="The autoscaler's maximum (default 4 x --replicas)."),
+    cpu_target: int = typer.Option(70, "--cpu-target", help="Average CPU use, in percent of the request, the autoscaler aims at."),
+    cpu: Optional[str] = typer.Option(None, "--cpu", metavar="REQUEST[:LIMIT]", help="CPU per pod (default 1:2; one value is both)."),
+    memory: Optional[str] = typer.Option(None, "--memory", metavar="REQUEST[:LIMIT]", help="Memory per pod: 2Gi, 512Mi, or Docker's 4g (default 2Gi:4Gi, the limit `load --memory` uses)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the three Kubernetes resources (default: from the model's file name; the URLs' model name is the image's)."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", help="Namespace written into the manifests (default: none, kubectl's)."),
+    grace: Optional[int] = typer.Option(None, "--grace", metavar="SECONDS", help="Seconds the server drains on SIGTERM (ENVREPRO_SERVE_GRACE; default the server's)."),
+    startup_seconds: int = typer.Option(300, "--startup-seconds", help="Time allowed for TensorFlow's import, the load and the warm-up before the pod is restarted."),
+    prestop_seconds: int = typer.Option(5, "--prestop-seconds", help="Pause before SIGTERM while the pod leaves the Service's endpoints (0: no preStop hook; needs `sleep` in the image)."),
+) -> None:
+    """Print Kubernetes manifests (Deployment, Service, HorizontalPodAutoscaler) serving the model's image."""
+    from envrepro import commands
+
+    _emit(commands.k8s(model, image, name=name, namespace=namespace, replicas=replicas,
+                       max_replicas=max_replicas, cpu_target=cpu_target, cpu=cpu, memory=memory,
+                       grace=grace, startup_seconds=startup_seconds, prestop_seconds=prestop_seconds))
+
+
 @images_app.callback()
 def images_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """List envrepro's environment images with their size and the captures they serve."""

@@ -43,6 +43,16 @@ class DockerfileText:
 
 
 @dataclass
+class KubernetesManifests:
+    """``k8s``: the Deployment, Service and HorizontalPodAutoscaler, printed as one YAML stream."""
+
+    documents: List[Dict[str, Any]]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "List", "items": self.documents}
+
+
+@dataclass
 class Inspection:
     """``inspect``: a capture, or for a model saved without envrepro what its files say."""
 
@@ -254,6 +264,16 @@ def serve(model: str, port: int = 8501, host: str = "127.0.0.1", name: Optional[
 def _stderr_line(line: str) -> None:
     sys.stderr.write(line.rstrip("\n") + "\n")
     sys.stderr.flush()
+
+
+def k8s(model: str, image: str, **options: Any) -> KubernetesManifests:
+    """``envrepro k8s``: Deployment, Service and autoscaler running the serving image ``image`` of
+    a captured model (``options``: the other fields of ``serving.k8s.Options``). No engine and no
+    cluster needed; the capture is read (and verified) first, then every flag is checked."""
+    from envrepro.serving import k8s as kube
+
+    cap = manifest.read(layout.sidecar_for(layout.resolve_model(model)))
+    return KubernetesManifests(kube.manifests(cap, kube.Options(image=image, **options)))
 
 
 def images_list(engine_factory: Optional[EngineFactory] = None) -> ImageList:

@@ -131,6 +131,13 @@ def _(result: commands.DockerfileText, verbose: bool = False) -> str:
 
 
 @to_text.register
+def _(result: commands.KubernetesManifests, verbose: bool = False) -> str:
+    from envrepro.serving import k8s
+
+    return k8s.to_yaml(result.documents)
+
+
+@to_text.register
 def _(result: commands.Exited, verbose: bool = False) -> str:
     return ""
 
