@@ -55,7 +55,7 @@ def make_capture(tmp_path: Path, lock: str, name: str = "m") -> Capture:
 
 def fresh(engine, capture: Capture, base: str) -> str:
     """Remove the environment's tag if an earlier run left it, so this run really builds."""
-    tag = spec.image_tag(spec.image_key(base, "3.8.18", capture.lock_path.read_text()))
+    tag = spec.image_tag(spec.capture_key(capture, base, capture.lock_path.read_text()))
     engine.remove_image(tag, force=True)
     return tag
 
