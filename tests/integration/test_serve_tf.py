@@ -272,3 +272,29 @@ def test_sigterm_exits_0(server):
     log = "".join(server["lines"])
     assert "SIGTERM: draining" in log and "Traceback" not in log
 
+
+
+def test_a_model_that_fails_to_load_exits_5_after_one_line(environment, tmp_path):
+    """Liveness answers while TensorFlow loads; the failure is one log line, then exit 5."""
+    model = tmp_path / f"broken{environment['suffix']}"
+    model.write_bytes(b"not a model")
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps({"model_path": str(model), "format": environment["suffix"][1:],
+                                     "keras_flavor": environment["flavor"], "safe_mode": True}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "ENVREPRO_"))}
+    proc = subprocess.Popen(launch.host_argv(environment["python"], serveconfig.ENTRY,
+                                             ["--plan", plan_file, "--host", "127.0.0.1", "--port", "0"]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(env, HOME=str(tmp_path)))
+    first = proc.stderr.readline().decode()
+    second = proc.stderr.readline().decode()
+    port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", second).group(1))
+    srv = {"port": port}
+    try:
+        live, ready = call(srv, "GET", serveconfig.LIVE_PATH)[0], call(srv, "GET", serveconfig.READY_PATH)[0]
+    except OSError:   # the load failed (and the server exited) before the first probe
+        live = ready = None
+    assert proc.wait(300) == serveconfig.EXIT_CODES["load_failed"]
+    rest = proc.stderr.read().decode()
+    assert "serving " in first and (live, ready) in ((200, 503), (None, None))
+    failures = [ln for ln in rest.splitlines() if "envrepro-serve: the model failed to load (stage load)" in ln]
+    assert len(failures) == 1 and "Traceback" not in rest, rest[-3000:]
