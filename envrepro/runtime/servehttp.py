@@ -111,6 +111,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         lines.extend("%s: %s" % kv for kv in response.headers)
         if self.close_connection:
             lines.append("Connection: close")
+        elif self.request_version == "HTTP/1.0":   # it asked for keep-alive: say it is kept
+            lines.append("Connection: keep-alive")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self._answered = True
         seconds = clock() - (self._t0 if self._t0 is not None else clock())

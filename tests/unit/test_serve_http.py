@@ -176,6 +176,8 @@ def test_limits_decided_before_the_body(server):
     assert status == 413 and "100 Continue" not in text
     status, _ = raw_request(s, b"GARBAGE\r\n\r\n")
     assert status == 400
+    status, text = raw_request(s, b"GET /v2/health/live HTTP/1.0\r\n\r\n")   # HTTP/1.0: closed after
+    assert status == 200 and "Connection: close" in text
     assert_still_serves(s)
 
 
@@ -281,6 +283,12 @@ def test_concurrent_clients(server):
 
 def test_keep_alive_head_and_drain_closes_connections(server):
     s = server()
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)   # HTTP/1.0 keep-alive
+    for _ in range(2):
+        sock.sendall(b"GET /v2/health/live HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        answer = sock.recv(65536).decode("latin-1")
+        assert answer.startswith("HTTP/1.1 200") and "Connection: keep-alive" in answer
+    sock.close()
     conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
     for _ in range(3):
         assert call(s, "GET", "/v2/health/live", conn=conn)[0] == 200

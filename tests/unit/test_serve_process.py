@@ -171,10 +171,12 @@ def test_options_and_server_argv():
     assert serveconfig.model_name("/m/my_model.keras") == "my_model"
 
 
-def test_server_modules_import_under_bare_python36():
-    """Every serve module imports under Python 3.6 without numpy (numpy is imported lazily)."""
-    python = pyenv_python("3.6")
-    need(python, "no Python 3.6 interpreter (pyenv's build)")
+@pytest.mark.parametrize("minor", ["3.6", "3.13"])
+def test_server_modules_import_under_bare_pythons(minor):
+    """Every serve module imports under the oldest and newest Python without numpy (numpy is
+    imported lazily) and every runtime file byte-compiles."""
+    python = pyenv_python(minor)
+    need(python, "no Python %s interpreter (pyenv's build)" % minor)
     code = ("import importlib.util, sys\n"
             "root = sys.argv[1]\n"
             "spec = importlib.util.spec_from_file_location('envrepro_runtime', root + '/__init__.py', "
