@@ -74,6 +74,26 @@ def py39_tf28():
     return str(py)
 
 
+PY36_NUMPY_PINS = ("numpy==1.19.5",)
+
+
+@pytest.fixture(scope="session")
+def py36_numpy():
+    """A Python 3.6 virtualenv with numpy 1.19.5 (the last release for 3.6) and nothing else
+    (cached by key): the oldest interpreter the runtime supports, for the model server's tests."""
+    base = pyenv_python("3.6")
+    need(base, "no Python 3.6 interpreter (pyenv's 3.6 build) found")
+    venv = DEV_CACHE / f"venv36-numpy-{_venv_key(base, *PY36_NUMPY_PINS)}"
+    py = venv / "bin" / "python"
+    ok = py.exists() and subprocess.run([str(py), "-c", "import numpy"], capture_output=True).returncode == 0
+    if not ok:
+        shutil.rmtree(venv, ignore_errors=True)
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([base, "-m", "venv", str(venv)], check=True)
+        _pip(py, "install", *PY36_NUMPY_PINS)
+    return str(py)
+
+
 @pytest.fixture(scope="session")
 def py38_tf24():
     """A Python 3.8 virtualenv with tensorflow-cpu==2.4.1 and envrepro installed (cached by key)."""

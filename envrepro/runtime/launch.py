@@ -47,12 +47,7 @@ def host_argv(python, entry, args=()):
     return _argv(python, HOST_DIR, entry, args)
 
 
-def container_argv(python, entry, args=()):
-    """argv that runs ``entry`` under ``python`` inside a container with the runtime mounted."""
-    return _argv(python, CONTAINER_DIR, entry, args)
-
-
-def argv_at(python, root, entry, args=()):
-    """argv that runs ``entry`` under ``python`` with the runtime package at ``root`` (a serving
-    image copies it to ``serveconfig.RUNTIME_DIR`` instead of mounting it)."""
+def container_argv(python, entry, args=(), root=CONTAINER_DIR):
+    """argv that runs ``entry`` under ``python`` inside a container with the runtime mounted (at
+    ``root``: the sandbox mounts it at CONTAINER_DIR, a serving image copies it elsewhere)."""
     return _argv(python, root, entry, args)

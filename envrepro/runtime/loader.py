@@ -7,7 +7,8 @@ TensorFlow only, Python 3.6 syntax. Started as a module of the runtime package (
     python -B -c "<launch bootstrap>" --plan /path/plan.json     # or the plan in $ENVREPRO_PLAN
 
 The host (envrepro/sandbox/run.py) writes the plan; this module imports the custom modules, calls
-load_model, re-runs the reference prediction (an inferred capture has none: its source tree is
+load_model (planload.py: the one way of loading a plan's model, shared with the model server
+serve.py), re-runs the reference prediction (an inferred capture has none: its source tree is
 compared with the SavedModel's traced graphs instead, drift.py), checks the restored optimizer,
 replays the training step a capture recorded (resume.py) and prints exactly one line to stdout,
 ``ENVREPRO-REPORT {json}``. Everything else (TensorFlow logs, Keras progress bars, prints in user
@@ -17,18 +18,16 @@ always be parsed. Exit codes: 0 ok, 5 load failure, 6 verification mismatch,
 """
 import json
 import os
-import platform
 import socket
 import sys
 import time
 import traceback
 
 from . import drift
-from .facts import accepts, short_error
+from .facts import short_error
 from .failures import classify
-from .kerasflavor import keras_version, pick_keras
 from .optimizer import check_optimizer
-from .recipes import RecipesFailed, applicable, compiles, ordered, try_recipes
+from .planload import PlanError, PlanLoad, new_state, read_plan, resolve_attr  # noqa: F401
 from .reference import DEFAULT_SEED, FLOAT_TOLERANCE, assemble_inputs, compare, flatten_outputs, predict
 from .resume import replay
 
@@ -56,33 +55,6 @@ def error_info(exc, stage):
     }
 
 
-class PlanError(Exception):
-    """The plan is unusable: a bug or version skew on the host side, not the model's fault."""
-
-
-def read_plan(argv, environ):
-    """The plan from ``--plan FILE`` or ``$ENVREPRO_PLAN``; PlanError when unusable."""
-    path = None
-    if "--plan" in argv:
-        i = argv.index("--plan")
-        if i + 1 >= len(argv):
-            raise PlanError("--plan needs a file")
-        path = argv[i + 1]
-    try:
-        if path is not None:
-            with open(path, "r") as f:
-                plan = json.load(f)
-        elif environ.get("ENVREPRO_PLAN"):
-            plan = json.loads(environ["ENVREPRO_PLAN"])
-        else:
-            raise PlanError("no plan: pass --plan FILE or set ENVREPRO_PLAN")
-    except (OSError, ValueError) as e:
-        raise PlanError("unreadable plan: %s" % e)
-    if not isinstance(plan, dict) or not plan.get("model_path"):
-        raise PlanError("plan has no model_path")
-    return plan
-
-
 def network_check():
     """Informative: does this process see a network? Sends no packet (a UDP connect only routes)."""
     try:
@@ -103,19 +75,6 @@ def network_check():
             "isolated": not others and not route}
 
 
-def resolve_attr(spec):
-    """'pkg.mod:Outer.Inner' -> the object (imports the module)."""
-    import importlib
-
-    if ":" not in spec:
-        raise PlanError("custom object %r is not 'module:attr'" % spec)
-    mod_name, attr = spec.split(":", 1)
-    obj = importlib.import_module(mod_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def build_inputs(np, ref):
     """The saved reference inputs, in the structure the model takes; a plan whose reference
     doesn't fit together is the host's bug (PlanError)."""
@@ -130,60 +89,36 @@ def build_inputs(np, ref):
 
 
 class Run(object):
-    """One load attempt: the report it fills in step by step, and the clock."""
+    """One load attempt: the report it fills in step by step, and the clock. Loading itself is
+    planload.PlanLoad's, shared with the model server; the report is its state."""
 
     def __init__(self, plan):
         self.plan = plan
         self.t0 = time.time()
+        state = new_state(plan)
         self.report = {
-            "report_version": REPORT_VERSION, "ok": False, "stage": "import", "exit_code": None,
+            "report_version": REPORT_VERSION, "ok": False, "stage": state["stage"], "exit_code": None,
             "error": None, "mismatches": [],
-            "versions": {"python": platform.python_version(), "tensorflow": None, "keras": None,
-                         "keras_module": None, "numpy": None},
-            "timings": {},
-            "load": {"ok": False, "format": plan.get("format"), "compile": bool(plan.get("compile", True)),
-                     "safe_mode": plan.get("safe_mode"), "recipe": None,
-                     "recorded_recipe": plan.get("recipe"),
-                     "custom_objects": sorted((plan.get("custom_objects") or {}).keys())},
+            "versions": state["versions"],
+            "timings": state["timings"],
+            "load": state["load"],
             "reference": None, "optimizer": None, "resume_check": None, "network": None,
             "drift": None,
         }
-        self.compiled = bool(plan.get("compile", True))
+        self.loading = PlanLoad(plan, self.report)
+
+    @property
+    def compiled(self):
+        return self.loading.compiled
 
     def timed(self, key, func, *args):
-        t = time.time()
-        try:
-            return func(*args)
-        finally:
-            self.report["timings"][key] = round(time.time() - t, 4)
+        return self.loading.timed(key, func, *args)
 
     def execute(self):
         plan, rep = self.plan, self.report
         rep["network"] = network_check()
-        # Environment switches must be set before TensorFlow is imported.
-        for k, v in (plan.get("env") or {}).items():
-            if v is not None:
-                os.environ[str(k)] = str(v)
-        snap = plan.get("snapshot_dir")
-        if snap and snap not in sys.path:
-            sys.path.insert(0, snap)
-
-        rep["stage"] = "import"
-        tf = self.timed("import_tf", __import__, "tensorflow")
-        import numpy as np
-
-        rep["versions"]["tensorflow"] = getattr(tf, "__version__", None)
-        rep["versions"]["numpy"] = np.__version__
-        kmod, kname = pick_keras(tf, plan.get("keras_flavor"))
-        rep["versions"]["keras_module"] = kname
-        rep["versions"]["keras"] = keras_version(kmod, tf)
-        self.timed("import_modules", self.import_modules)
-        custom = self.timed("resolve_custom_objects", self.custom_objects)
-
-        rep["stage"] = "load"
-        model = self.timed("load", self.load_model, kmod, custom)
-        rep["load"]["ok"] = True
-        rep["load"]["compile"] = self.compiled
+        model = self.loading.run()
+        np, kmod, custom = self.loading.np, self.loading.kmod, self.loading.custom
 
         ref = plan.get("reference")
         if ref and ref.get("inputs"):
@@ -228,37 +163,9 @@ class Run(object):
         except Exception as exc:
             return {"checked": False, "reason": "the check failed: %s" % short_error(exc)}
 
-    def import_modules(self):
-        import importlib
-
-        for name in self.plan.get("modules") or []:
-            importlib.import_module(name)
-
-    def custom_objects(self):
-        return dict((name, resolve_attr(spec))
-                    for name, spec in sorted((self.plan.get("custom_objects") or {}).items()))
-
     def load_model(self, kmod, custom):
-        """The recipe recorded at capture first, then the others in recipes.py's order; a plan
-        without a recipe (an older capture) makes the one call it always made, unless it asks
-        for all of them (an inferred capture: nothing loaded the model at capture)."""
-        load = kmod.models.load_model
-        extra = {}
-        if self.plan.get("safe_mode") is not None and accepts(load, "safe_mode"):
-            extra["safe_mode"] = bool(self.plan["safe_mode"])
-        recorded = self.plan.get("recipe")
-        if not recorded and not self.plan.get("all_recipes"):
-            return load(self.plan["model_path"], custom_objects=custom, compile=self.compiled,
-                        **extra)
-        names = ordered(recorded, applicable(self.plan.get("format"), bool(custom)))
-        try:
-            model, recipe, failed = try_recipes(load, self.plan["model_path"], names, custom, extra)
-        except RecipesFailed as exc:
-            self.report["load"]["recipes_failed"] = exc.failed
-            raise exc.last
-        self.report["load"].update({"recipe": recipe, "recipes_failed": failed})
-        self.compiled = compiles(recipe)
-        return model
+        """planload.PlanLoad.load_model: the recorded recipe first, then the others."""
+        return self.loading.load_model(kmod, custom)
 
     def replay(self, np, kmod, custom, resume):
         """The training step recorded at capture, on a fresh copy loaded the same way

@@ -7,7 +7,9 @@ really has.
 """
 import os
 
-ENTRY = "serve"                 # runtime entry point: ``launch.container_argv(python, ENTRY, ...)``
+from . import launch
+
+ENTRY = "serve"                 # runtime entry point: ``server_argv(python)`` below
 PORT = 8501                     # TF Serving's REST port, the default of ``envrepro serve --port``
 
 # Where the serving image holds what it serves (copied in by the serving Dockerfile).
@@ -21,6 +23,11 @@ CAPTURE_DIR = ROOT + "/capture"                  # snapshot/ and reference/ of t
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"
 METRICS_PATH = "/metrics"
+# Per-model endpoints, ``.format(name=NAME)`` (NAME: model_name() below or ENVREPRO_SERVE_NAME).
+MODEL_READY_PATH = "/v2/models/{name}/ready"
+V2_INFER_PATH = "/v2/models/{name}/infer"
+V1_STATUS_PATH = "/v1/models/{name}"
+V1_PREDICT_PATH = "/v1/models/{name}:predict"
 
 # Settings: environment variables of the serving container, with their defaults.
 SETTINGS = {
@@ -32,6 +39,24 @@ SETTINGS = {
     "ENVREPRO_SERVE_DEADLINE": "30",         # seconds per request, queue included; over -> 504
     "ENVREPRO_SERVE_MAX_BODY": str(64 * 1024 * 1024),   # bytes; more -> 413, before reading
     "ENVREPRO_SERVE_GRACE": "20",            # seconds to drain in-flight requests on SIGTERM
+    "ENVREPRO_SERVE_LOCK": "",               # the capture's lock sha256 for envrepro_build_info
+                                             # ("" = the plan's PLAN_LOCK_KEY)
+}
+
+# Plan keys the server reads besides the loader's (envrepro/sandbox/plan.py make_plan), both
+# optional: the capture's lock sha256 (envrepro_build_info's ``lock`` label; ENVREPRO_SERVE_LOCK
+# wins) and envrepro's version (``GET /v2``'s ``version``).
+PLAN_LOCK_KEY = "lock_sha256"
+PLAN_VERSION_KEY = "envrepro_version"
+
+# The server's exit codes. A model that fails to load or warm up exits (after one log line), as
+# TF Serving does: the orchestrator restarts it and the failure is visible.
+EXIT_CODES = {
+    "ok": 0,             # stopped by SIGTERM/SIGINT after draining
+    "usage": 2,          # bad arguments or ENVREPRO_SERVE_* values
+    "listen": 3,         # the address can't be listened on (port in use...)
+    "load_failed": 5,    # the model failed to load or to warm up (as the loader's exit 5)
+    "plan": 70,          # no plan or an unusable one (a host-side bug, as the loader's exit 70)
 }
 
 
@@ -50,3 +75,9 @@ def model_name(model_path):
         if base.lower().endswith(ext) and len(base) > len(ext):
             return base[:-len(ext)]
     return base
+
+
+def server_argv(python, plan_file=PLAN_FILE, args=()):
+    """The serving container's command: the server under ``python``, with the runtime at
+    RUNTIME_DIR (not the sandbox's mount point) and the plan at ``plan_file``."""
+    return launch.container_argv(python, ENTRY, ["--plan", plan_file] + list(args), root=RUNTIME_DIR)

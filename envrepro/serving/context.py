@@ -62,6 +62,10 @@ def serve_plan(capture: manifest.Capture, name: str, unsafe: bool = False) -> Di
     plan = make_plan(capture, serve_paths(capture), unsafe=unsafe)
     plan["resume_check"] = None
     plan["drift"] = False
+    from envrepro import __version__
+
+    plan[serveconfig.PLAN_LOCK_KEY] = lock_sha256(capture)          # envrepro_build_info{lock=...}
+    plan[serveconfig.PLAN_VERSION_KEY] = __version__
     plan["serve"] = {"name": name, "lock_sha256": lock_sha256(capture),
                      "tensorflow": str(capture.get("frameworks.tensorflow") or ""),
                      "python": str(capture.get("python.version") or "")}
@@ -165,8 +169,7 @@ def _label_lines(labels: Dict[str, str]) -> str:
 
 
 def entrypoint() -> List[str]:
-    return launch.argv_at("python", serveconfig.RUNTIME_DIR, serveconfig.ENTRY,
-                          ["--plan", serveconfig.PLAN_FILE])
+    return serveconfig.server_argv("python")
 
 
 def serving_layers(capture: manifest.Capture, name: str, labels: Dict[str, str]) -> str:

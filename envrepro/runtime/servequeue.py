@@ -1,0 +1,153 @@
+"""The model server's predictions: a bounded queue in front of a fixed number of worker threads,
+with a deadline per request.
+
+A request thread submits a job and waits for it until the request's deadline. Submitting to a full
+queue raises QueueFull (answered 503); a job still waiting when its deadline passes is dropped by
+the worker that takes it, never run; a job running when its waiter gives up finishes and its
+result is discarded (a prediction can't be interrupted). Standard library only, Python 3.6 syntax.
+"""
+from __future__ import absolute_import, division, print_function
+
+import collections
+import threading
+import time
+
+clock = time.monotonic
+
+
+class QueueFull(Exception):
+    """Every worker is busy and the queue holds its maximum of waiting jobs."""
+
+
+class DeadlineExceeded(Exception):
+    """The request's deadline passed before its prediction finished."""
+
+
+class PredictFailed(Exception):
+    """The model raised; ``cause`` is its exception."""
+
+    def __init__(self, cause):
+        Exception.__init__(self, str(cause))
+        self.cause = cause
+
+
+class Job(object):
+    __slots__ = ("inputs", "deadline", "done", "result", "error", "state")
+
+    def __init__(self, inputs, deadline):
+        self.inputs = inputs
+        self.deadline = deadline
+        self.done = threading.Event()
+        self.result = None
+        self.error = None
+        self.state = "queued"   # -> running -> finished, or -> abandoned / expired
+
+
+class PredictQueue(object):
+    """``workers`` threads calling ``predict(inputs)``; at most ``size`` jobs wait for them.
+    ``on_expired`` is called for each job dropped unrun."""
+
+    def __init__(self, predict, workers=1, size=32, on_expired=None):
+        self.predict = predict
+        self.workers = max(1, int(workers))
+        self.size = max(0, int(size))
+        self.on_expired = on_expired
+        self._cond = threading.Condition()
+        self._waiting = collections.deque()
+        self._idle = 0
+        self._busy = 0
+        self._stopped = False
+        self._threads = []
+
+    def start(self):
+        for i in range(self.workers):
+            t = threading.Thread(target=self._work, name="envrepro-predict-%d" % i)
+            t.daemon = True
+            t.start()
+            self._threads.append(t)
+
+    def depth(self):
+        """Jobs waiting for a worker."""
+        with self._cond:
+            return max(0, len(self._waiting) - self._idle)
+
+    def busy(self):
+        """Workers running a prediction now."""
+        with self._cond:
+            return self._busy
+
+    def submit(self, inputs, deadline):
+        """Queue a prediction due by ``deadline`` (a ``clock()`` time); QueueFull when full."""
+        job = Job(inputs, deadline)
+        with self._cond:
+            if self._stopped or len(self._waiting) + 1 - self._idle > self.size:
+                raise QueueFull()
+            self._waiting.append(job)
+            self._cond.notify()
+        return job
+
+    def wait(self, job):
+        """The job's outputs; DeadlineExceeded or PredictFailed."""
+        job.done.wait(max(0.0, job.deadline - clock()))
+        dropped = False
+        with self._cond:
+            if job.state == "finished":
+                if job.error is not None:
+                    raise PredictFailed(job.error)
+                return job.result
+            if job.state == "queued":     # still waiting: dropped here, never run
+                self._waiting.remove(job)
+                job.state = "expired"
+                dropped = True
+            elif job.state == "running":  # its result will be discarded
+                job.state = "abandoned"
+        if dropped and self.on_expired is not None:
+            self.on_expired()
+        raise DeadlineExceeded()
+
+    def stop(self):
+        """Workers exit once the queue is empty; jobs submitted from now on are refused."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def _take(self):
+        with self._cond:
+            self._idle += 1
+            while not self._waiting and not self._stopped:
+                self._cond.wait()
+            self._idle -= 1
+            if not self._waiting:
+                return None
+            job = self._waiting.popleft()
+            if clock() >= job.deadline:
+                job.state = "expired"
+                expired = True
+            else:
+                job.state = "running"
+                self._busy += 1
+                expired = False
+        if expired:
+            if self.on_expired is not None:
+                self.on_expired()
+            job.done.set()
+            return False
+        return job
+
+    def _work(self):
+        while True:
+            job = self._take()
+            if job is None:
+                return
+            if job is False:
+                continue
+            try:
+                result, error = self.predict(job.inputs), None
+            except Exception as exc:  # the model's error, answered 500 by the waiter
+                result, error = None, exc
+            with self._cond:
+                self._busy -= 1
+                if job.state == "running":
+                    job.state = "finished"
+                    job.result, job.error = result, error
+            job.done.set()
