@@ -16,7 +16,7 @@ try:
 except ImportError:  # pragma: no cover
     from urllib import unquote
 
-from . import servev1, servev2
+from . import serveconfig, servev1, servev2
 from .facts import short_error
 from .servemetrics import CONTENT_TYPE as METRICS_TYPE
 from .servequeue import DeadlineExceeded, PredictFailed, QueueFull, clock
@@ -114,10 +114,11 @@ class App(object):
         path = path.split("?", 1)[0]
         if len(path) > 1:
             path = path.rstrip("/")
-        fixed = {"/metrics": ("metrics", "GET", self.metrics_page),
+        # the paths probes and Dockerfiles point at come from the one contract (serveconfig)
+        fixed = {serveconfig.METRICS_PATH: ("metrics", "GET", self.metrics_page),
                  "/v2": ("v2_server_metadata", "GET", self.server_metadata),
-                 "/v2/health/live": ("v2_health_live", "GET", self.live),
-                 "/v2/health/ready": ("v2_health_ready", "GET", self.ready)}
+                 serveconfig.LIVE_PATH: ("v2_health_live", "GET", self.live),
+                 serveconfig.READY_PATH: ("v2_health_ready", "GET", self.ready)}
         if path in fixed:
             return Route(*fixed[path])
         if path.startswith("/v1/models/"):

@@ -104,15 +104,30 @@ def test_the_v2_health_endpoints_and_the_port_come_from_serveconfig(capsys, mode
     assert pod_annotations["prometheus.io/port"] == str(serveconfig.PORT)
 
 
-def test_the_server_module_serves_the_paths_the_probes_use():
-    """The model server (envrepro/runtime/serve*.py, beside serveconfig) routes the endpoints
-    through serveconfig's names, so a path changed there changes the server and the probes
-    together. Until the server module exists only the contract above is checked."""
-    servers = [p for p in RUNTIME.glob("serve*.py") if p.name != "serveconfig.py"]
-    text = "\n".join(p.read_text(encoding="utf-8") for p in servers)
-    for constant in ("LIVE_PATH", "READY_PATH", "METRICS_PATH"):
-        value = getattr(serveconfig, constant)
-        assert not servers or constant in text or repr(value) in text, (constant, servers)
+def test_the_server_answers_on_every_path_the_manifests_point_at(capsys, model):
+    """The real server (runtime/serve.py, a fake numpy model in process) answers 200 on each
+    probe's path and on the scrape path, on the port the container declares."""
+    import http.client
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_serve_http import start, wait_ready
+
+    docs = documents(capsys, model)
+    c = container(docs)
+    paths = {c[probe]["httpGet"]["path"] for probe in ("readinessProbe", "livenessProbe", "startupProbe") if probe in c}
+    pod_meta = by_kind(docs)["Deployment"]["spec"]["template"]["metadata"]
+    paths.add(pod_meta["annotations"]["prometheus.io/path"])
+    assert {c[p]["httpGet"]["port"] for p in ("readinessProbe", "livenessProbe")} <= {"http", serveconfig.PORT}
+    serving = wait_ready(start())
+    try:
+        for path in sorted(paths):
+            conn = http.client.HTTPConnection("127.0.0.1", serving.port, timeout=10)
+            conn.request("GET", path)
+            assert conn.getresponse().status == 200, path
+            conn.close()
+    finally:
+        serving.drain(2)
 
 
 def test_termination_grace_outlasts_the_drain_and_the_prestop_pause(capsys, model):
