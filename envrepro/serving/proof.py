@@ -161,6 +161,25 @@ def _check(fn: Callable[[], Tuple[int, Any]], parse: Callable[[Any], List[Any]],
         return ProtocolCheck(False, error=f"{type(e).__name__}: {e}"[:300])
 
 
+def with_served_names(ref: Dict[str, Any], base: str, name: str) -> Dict[str, Any]:
+    """The reference with the input and output names the server's V2 metadata gives (what a
+    client reads before calling), in order; the recorded names when the counts differ."""
+    try:
+        status, meta = http("GET", f"{base}/v2/models/{name}", timeout=30)
+    except OSError:
+        return ref
+    if status != 200 or not isinstance(meta, dict):
+        return ref
+    ins = [str(i.get("name")) for i in meta.get("inputs") or [] if isinstance(i, dict)]
+    outs = [str(o.get("name")) for o in meta.get("outputs") or [] if isinstance(o, dict)]
+    new = dict(ref)
+    if len(ins) == len(ref["inputs"]):
+        new["input_names"] = ins
+    if len(outs) == len(ref["outputs"]):
+        new["output_names"] = outs
+    return new
+
+
 def wait_ready(base: str, name: str, engine: ContainerEngine, cid: str, timeout: float) -> float:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -192,6 +211,7 @@ def prove(engine: ContainerEngine, image: str, capture: manifest.Capture, name: 
             proof.verdict = "not verified"
             proof.error = "the capture has no reference prediction (an inferred capture never has one)"
         else:
+            ref = with_served_names(ref, base, name)
             proof.v1 = _check(lambda: http("POST", f"{base}/v1/models/{name}:predict", v1_request(ref)),
                               lambda a: v1_outputs(ref, a), ref)
             proof.v2 = _check(lambda: http("POST", f"{base}/v2/models/{name}/infer", v2_request(ref)),
