@@ -256,7 +256,7 @@ def translate(capture: Capture, cache: Path, gpu: bool = False, pip: Any = None,
     # each platform build's (or CPU build's) version, and whether SOFT pins have a Linux wheel.
     ask: Dict[str, str] = {}
     for e in captured:
-        if e.version and (e.name in TF_PLATFORM_BUILDS or (gpu and e.name in gpus.CPU_BUILDS)):
+        if e.version and (e.name in TF_PLATFORM_BUILDS or (gpu and gpus.mapped_for_gpu(e, captured))):
             ask.update({n: e.version for n in tf_candidates(gpu, e.version)})
         elif e.name in SOFT and e.version:
             ask[e.name] = e.version
