@@ -102,7 +102,8 @@ def doctor(
 _MODEL = typer.Argument(..., help="The captured model.")
 _BASE_IMAGE = typer.Option(None, "--base-image", help="Base image (default python:X.Y-slim; env ENVREPRO_BASE_IMAGE).")
 _REGISTRY = typer.Option(None, "--registry", help="Registry to pull prebuilt environments from (env ENVREPRO_REGISTRY).")
-_GPUS = typer.Option(None, "--gpus", help="'all' passes GPUs and picks a CUDA/cuDNN base.")
+_GPUS = typer.Option(None, "--gpus", help="'all' passes the host's GPUs and builds with TensorFlow's GPU "
+                     "build (CUDA as pip wheels from TF 2.14, else a CUDA/cuDNN base).")
 _UNSAFE = typer.Option(False, "--unsafe", help="Keras 3 safe_mode off (Lambda layers). Only for trusted models.")
 _MEMORY = typer.Option("4g", "--memory", help="Memory limit of the container.")
 _ALLOW_CHANGE = typer.Option(False, "--allow-model-change",
@@ -170,7 +171,8 @@ _NAME = typer.Option(None, "--name", help="Model name in the URLs (default: the 
 def dockerfile(
     model: str = _MODEL,
     base_image: Optional[str] = _BASE_IMAGE,
-    gpus: bool = typer.Option(False, "--gpus", help="Use a CUDA/cuDNN base matching the captured TensorFlow."),
+    gpus: bool = typer.Option(False, "--gpus", help="The GPU image's Dockerfile: TensorFlow's GPU build "
+                              "(CUDA as pip wheels from TF 2.14, else a CUDA/cuDNN base)."),
     serve: bool = typer.Option(False, "--serve", help="The serving image: the environment + server + model."),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="With --serve: write the whole build context to this new folder."),
     name: Optional[str] = _NAME,

@@ -1,7 +1,9 @@
 """The base image an environment is built on: ``python:X.Y-slim`` for the captured Python unless
-the user chose another (``envrepro.config``), or for ``--gpus`` the CUDA/cuDNN image the captured
-TensorFlow was tested with (``envrepro/data/gpu_bases.yaml``). A base present locally is used as it
-is; a missing one is pulled.
+the user chose another (``envrepro.config``), or for ``--gpus`` with TensorFlow before 2.14 the
+CUDA/cuDNN image the captured TensorFlow was tested with (``envrepro/data/gpu_bases.yaml``; it has
+no Python, the build compiles the captured one). From 2.14 the GPU build's CUDA libraries come as
+pip wheels (``tensorflow[and-cuda]``, ``envrepro.build.gpu``) and the base stays
+``python:X.Y-slim``. A base present locally is used as it is; a missing one is pulled.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from envrepro import config
+from envrepro.build.gpu import cuda_as_wheels
 from envrepro.build.templates import package_text
 from envrepro.engine.base import ContainerEngine, LineCallback
 from envrepro.errors import BuildFailed, EnvreproError
@@ -65,9 +68,18 @@ def gpu_base(tf_version: str) -> GpuBase:
                         "pass --base-image with a CUDA image that has Python")
 
 
+def cuda_base_needed(capture: Capture, base_image: Optional[str] = None, gpus: bool = False) -> bool:
+    """True when the image goes on the CUDA base of the table: ``--gpus``, no base chosen by the
+    user, TensorFlow before 2.14 (later ones get CUDA as pip wheels). That base has no Python: the
+    build compiles the captured one (``python_from_source``); a base the user chose must have one."""
+    return bool(gpus and not base_image
+                and not cuda_as_wheels(str(capture.get("frameworks.tensorflow") or "")))
+
+
 def resolve_base(capture: Capture, base_image: Optional[str] = None, gpus: bool = False) -> str:
-    """The base for this capture: the user's choice always wins, else GPU or default CPU base."""
-    if gpus and not base_image:
+    """The base for this capture: the user's choice always wins, else the CUDA base when
+    ``cuda_base_needed``, else the default (``python:X.Y-slim``)."""
+    if cuda_base_needed(capture, base_image, gpus):
         return gpu_base(str(capture.get("frameworks.tensorflow") or "")).image
     return default_base(str(capture.get("python.version")), base_image)
 

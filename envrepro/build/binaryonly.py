@@ -9,7 +9,10 @@ credentials. So every host resolution runs with ``--only-binary :all:``.
 Some pins have no wheel at all (TensorFlow 2.4.1 needs ``termcolor~=1.1.0`` and ``wrapt~=1.12.1``,
 both sdist-only). For those, a *stand-in* wheel is written - the same name and version, no code,
 no dependencies - into a ``--find-links`` folder and the resolution is retried. The version is
-the highest the index lists that satisfies the requirement pip could not meet. The lock then
+the highest the index lists that satisfies the requirement pip could not meet, or the captured
+pin when the resolution has it as a constraint: then pip reports no "could not find a version"
+but a conflict (``ResolutionImpossible`` naming the requirement), which counts only when the
+pinned version satisfies the requirement (else it is a real conflict, left to fail). The lock then
 pins the real sdist (the image build compiles it, inside the build container); its own
 dependencies were not resolved, which the caller reports (an sdist that declares dependencies
 fails the hash-checked build with pip naming them, never silently).
@@ -34,21 +37,41 @@ from packaging.version import InvalidVersion, Version
 ONLY_BINARY = ["--only-binary", ":all:"]
 MAX_ROUNDS = 12          # stand-ins added one failure at a time: TF 2.4.1 needs 2
 _UNSATISFIED = re.compile(r"Could not find a version that satisfies the requirement (\S+)")
+# A requirement whose only candidates are sdists, when a constraint pins it too (pip's resolver
+# then reports the requirements of the impossible resolution instead of "could not find").
+_IMPOSSIBLE = re.compile(r"RequirementInformation\(requirement=SpecifierRequirement\('([^']+)'\)")
 _AVAILABLE = re.compile(r"^Available versions:\s*(.*)$", re.M)
 
 Attempt = Callable[[List[str]], Tuple[bool, str]]          # extra pip args -> (ok, output)
 ListVersions = Callable[[str], List[str]]                  # project name -> versions on the index
 
 
-def unsatisfied(output: str) -> List[Requirement]:
-    """The requirements pip could not meet, from its output (unparseable ones are left out)."""
+def unsatisfied(output: str, pins: Optional[Dict[str, str]] = None) -> List[Requirement]:
+    """The requirements pip could not meet, from its output (unparseable ones are left out).
+    ``pins``: canonical name -> version of the resolution's ``==`` constraints; a requirement of
+    an impossible resolution counts when its pin satisfies it (no binary was the only problem)."""
     found: List[Requirement] = []
     for m in _UNSATISFIED.finditer(output):
         try:
             found.append(Requirement(m.group(1)))
         except InvalidRequirement:
             continue
+    for m in _IMPOSSIBLE.finditer(output):
+        try:
+            req = Requirement(m.group(1))
+        except InvalidRequirement:
+            continue
+        pin = (pins or {}).get(canonicalize_name(req.name))
+        if pin is not None and _accepts(req, pin) and str(req) not in {str(r) for r in found}:
+            found.append(req)
     return found
+
+
+def _accepts(req: Requirement, version: str) -> bool:
+    try:
+        return req.specifier.contains(Version(version), prereleases=True)
+    except InvalidVersion:
+        return False
 
 
 def parse_available(output: str) -> List[str]:
@@ -112,10 +135,13 @@ def stub_wheel(folder: Path, name: str, version: str) -> Path:
 
 
 def resolve(attempt: Attempt, list_versions: ListVersions, stub_dir: Path,
-            max_rounds: int = MAX_ROUNDS) -> Tuple[bool, str, Dict[str, str]]:
+            max_rounds: int = MAX_ROUNDS, pins: Optional[Dict[str, str]] = None
+            ) -> Tuple[bool, str, Dict[str, str]]:
     """Run ``attempt`` with ``--only-binary :all:`` (and the stand-ins folder as find-links once
-    there are stand-ins) until it succeeds or no new stand-in helps. Returns (ok, pip's last
-    output, {canonical name: version} of the sdist-only pins stood in for)."""
+    there are stand-ins) until it succeeds or no new stand-in helps. ``pins``: the resolution's
+    ``==`` constraints (canonical name -> version): a pinned sdist-only requirement gets a
+    stand-in of that version. Returns (ok, pip's last output, {canonical name: version} of the
+    sdist-only pins stood in for)."""
     stubs: Dict[str, str] = {}
     ok, out = False, ""
     for _ in range(max_rounds):
@@ -124,11 +150,12 @@ def resolve(attempt: Attempt, list_versions: ListVersions, stub_dir: Path,
         if ok:
             break
         added = False
-        for req in unsatisfied(out):
+        for req in unsatisfied(out, pins):
             key = canonicalize_name(req.name)
             if key in stubs:
                 continue
-            version = best_version(req, list_versions(req.name))
+            pin = (pins or {}).get(key)
+            version = pin if pin is not None and _accepts(req, pin) else best_version(req, list_versions(req.name))
             if version is None:
                 continue
             stub_wheel(stub_dir, req.name, version)
@@ -137,6 +164,17 @@ def resolve(attempt: Attempt, list_versions: ListVersions, stub_dir: Path,
         if not added:
             break
     return ok, out, stubs
+
+
+def constraint_pins(constraints: str) -> Dict[str, str]:
+    """canonical name -> version of the ``name==version`` lines of a constraints file."""
+    pins: Dict[str, str] = {}
+    for line in constraints.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line and not line.startswith("-"):
+            name, version = (x.strip() for x in line.split("==", 1))
+            pins[canonicalize_name(name.split("[", 1)[0])] = version.split(";", 1)[0].strip()
+    return pins
 
 
 def stubs_note(stubs: Dict[str, str]) -> Optional[str]:

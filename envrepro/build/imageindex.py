@@ -95,6 +95,7 @@ def record_use(image_info: Any, capture: manifest.Capture, path: Optional[Path] 
         entry.setdefault("captures", {})[str(capture.root)] = {
             "model": str(capture.model_path),
             "base_image": getattr(image_info, "base_image", None),
+            "translated": bool(getattr(image_info, "translation", None)),
             "fingerprint": fingerprint(capture),
             "last_used": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         }
@@ -127,8 +128,8 @@ def key_with_recorded_base(capture: manifest.Capture, entry: Dict[str, Any]) -> 
         return None
     from envrepro.build.platforms import is_foreign
 
-    if is_foreign(capture):
-        return None  # built from a lock translated for Linux: the fingerprint decides
+    if is_foreign(capture) or entry.get("translated"):
+        return None  # built from a lock translated for Linux or GPUs: the fingerprint decides
     try:
         from envrepro.build.spec import capture_key
 

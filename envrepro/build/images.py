@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from envrepro import config
 from envrepro.build import dockerfile as df
-from envrepro.build.bases import base_digest, ensure_base, resolve_base
+from envrepro.build.bases import base_digest, cuda_base_needed, ensure_base, resolve_base
 from envrepro.build.pipconfig import PipSettings
 from envrepro.build.spec import (IMAGE_REPO, LABEL, LABEL_KEY, RUNTIME_VERSION, Progress, build_spec,
                                  capture_key, image_tag, lock_for)
@@ -84,7 +84,7 @@ class ImageInfo:
     seconds: float = 0.0             # time spent finding, pulling or building it
     python: str = VENV + "/bin/python"    # the environment's interpreter inside the image
     unverified: List[str] = field(default_factory=list)  # installed without a hash check
-    translation: Optional[Dict[str, Any]] = None  # macOS/Windows lock translated for Linux
+    translation: Optional[Dict[str, Any]] = None  # lock translated for Linux or for GPUs
 
     @property
     def built(self) -> bool:
@@ -126,8 +126,8 @@ def dockerfile_for(capture: Capture, base_image: Optional[str] = None, gpus: boo
     lock_text, t = lock_for(capture, gpus)
     key = capture_key(capture, base, lock_text, runtime_version)
     # pip settings only reach build/pip.conf in the context, never the Dockerfile text.
-    return df.render(build_spec(capture, base, "", key, gpus, PipSettings(), runtime_version,
-                                lock_text, t.platform if t else ""))
+    return df.render(build_spec(capture, base, "", key, cuda_base_needed(capture, base_image, gpus),
+                                PipSettings(), runtime_version, lock_text, t))
 
 def ensure_image(capture: Capture, engine: ContainerEngine, base_image: Optional[str] = None,
                  registry: Optional[str] = None, gpus: bool = False,
@@ -185,8 +185,9 @@ def _ensure(capture: Capture, engine: ContainerEngine, base_image: Optional[str]
         except BuildFailed as e:
             say(f"Could not pull {ref} ({e}); building instead")
     base_info = ensure_base(engine, base, say)
-    spec = build_spec(capture, base, base_digest(base_info), key, gpus, pip, runtime_version,
-                      lock_text, translation.platform if translation else "")
+    spec = build_spec(capture, base, base_digest(base_info), key,
+                      cuda_base_needed(capture, base_image, gpus), pip, runtime_version, lock_text,
+                      translation)
     dockerfile = df.render(spec)
     context = df.build_context(spec, dockerfile)
     logs = config.cache_dir() / "logs"

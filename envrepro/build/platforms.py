@@ -1,47 +1,47 @@
-"""Captures made on macOS or Windows, translated for Linux before an image is built.
+"""Captures made on macOS or Windows translated for Linux, and any capture translated for a GPU
+image (``--gpus``), before an image is built.
 
 A lock resolved on macOS or Windows is not a Linux lock (docs/architecture.md): it pins
 ``tensorflow-macos`` or ``tensorflow-intel``, GPU plugins such as ``tensorflow-metal``, packages
-that only those platforms need, and misses what only Linux needs. envrepro images are Linux, so
-such a capture is built from a *translated* lock:
+that only those platforms need, and misses what only Linux needs. A lock with ``tensorflow-cpu``
+has no GPU kernels. envrepro images are Linux, so such a capture is built from a *translated* lock:
 
 1. the mapping table: TensorFlow's platform builds become the Linux distribution of the same
    version (``tensorflow-cpu`` when it has a Linux wheel for the captured Python and no GPU is
    asked for, else ``tensorflow``), or are dropped when the lock already pins that Linux
    distribution (``tensorflow`` 2.13+ on macOS requires ``tensorflow-macos``); platform-only
-   packages (``tensorflow-metal``, ``pywin32``, ``pyobjc``...) are dropped;
+   packages (``tensorflow-metal``, ``pywin32``, ``pyobjc``...) are dropped. For a GPU image,
+   TensorFlow becomes its GPU build of the same version (``envrepro.build.gpu``:
+   ``tensorflow[and-cuda]`` from 2.14, whose CUDA comes as pip wheels);
 2. the rest is re-resolved for Linux with pip-tools (``envrepro.build.resolve``): the captured top-level
    distributions pinned ``==``, every other captured pin a constraint, so most pins stay
    identical; what only macOS/Windows needed (``colorama`` through ``click`` on Windows,
-   ``appnope``) falls out, what Linux needs more is added;
+   ``appnope``) falls out, what Linux (or the GPU build: ``nvidia-*``) needs more is added;
 3. hashes come from the index (``envrepro.capturing.lock.lookup_index``), which also checks that every
    pin has a Linux wheel or an sdist.
 
-The capture is hash-locked and never written: the translated lock lives in envrepro's cache,
-``<cache>/translated/<sha256 of the captured lock>/<cpu|gpu>/requirements.lock``, beside
-``translation.json`` (the differences), and is reused while the captured lock is the same, so the
-image key (computed over the translated lock) is stable. Packages that can't be had for Linux stop
-the load before anything is built, all named at once (``errors.PlatformError``, exit code 4).
+The translated lock and its differences are cached on the host (``envrepro.build.translation``).
+Packages that can't be had for Linux stop the load before anything is built, all named at once
+(``errors.PlatformError``, exit code 4).
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import platform as _platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from envrepro.capturing import indexhashes
-from envrepro.sidecar import layout, lockfile
-from envrepro.errors import PlatformError
-from envrepro.fsutil import atomic_write_text
-from envrepro.sidecar.manifest import Capture
+from envrepro.build import gpu as gpus
 from envrepro.build.resolve import ResolutionFailed
+from envrepro.build.translation import (FOREIGN, TARGET_NAMES, Change, Translation, cache_folder, cached,
+                                        diff, platform_name, store)
+from envrepro.capturing import indexhashes
+from envrepro.errors import PlatformError
+from envrepro.sidecar import layout, lockfile
+from envrepro.sidecar.manifest import Capture
 
-TRANSLATION_VERSION = 1
-FOREIGN = {"darwin": "macOS", "win32": "Windows", "cygwin": "Windows"}
+__all__ = ["Change", "Translation", "diff", "translate", "make_plan", "is_foreign", "FOREIGN"]
 # TensorFlow built for one platform, replaced by the Linux distribution of the same version.
 TF_PLATFORM_BUILDS = {"tensorflow-macos": "macOS", "tensorflow-intel": "Windows"}
 LINUX_TF = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu")
@@ -88,55 +88,6 @@ def linux_target(capture: Capture, machine: Optional[str] = None) -> Dict[str, A
             "implementation": str(capture.get("python.implementation") or "CPython")}
 
 
-# -- what changed --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Change:
-    """One difference between the captured lock and the translated one."""
-
-    kind: str                           # mapped | dropped | changed | added
-    name: str
-    version: Optional[str] = None       # captured version (None for added)
-    new_name: Optional[str] = None
-    new_version: Optional[str] = None
-    reason: str = ""
-
-    def text(self) -> str:
-        if self.kind == "mapped":
-            s = f"{self.name} {self.version} -> {self.new_name} {self.new_version}"
-        elif self.kind == "changed":
-            s = f"{self.name} {self.version} -> {self.new_version}"
-        elif self.kind == "added":
-            s = f"{self.new_name or self.name} {self.new_version} added"
-        else:
-            s = f"{self.name} {self.version} dropped"
-        return f"{s} ({self.reason})" if self.reason else s
-
-
-@dataclass
-class Translation:
-    """A capture's lock translated for Linux (``lock_text`` is what the image is built from)."""
-
-    platform: str
-    lock_text: str
-    lock_path: Path
-    changes: List[Change]
-    python: str = ""
-    notes: List[str] = field(default_factory=list)
-
-    @property
-    def source(self) -> str:
-        return FOREIGN.get(self.platform, self.platform)
-
-    def summary(self) -> str:
-        return "translated for Linux: " + (", ".join(c.text() for c in self.changes)
-                                           or "no package differs")
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"from": self.source, "platform": self.platform, "lock": str(self.lock_path),
-                "python": self.python, "changes": [c.text() for c in self.changes],
-                "notes": list(self.notes)}
-
-
 # -- the mapping table ---------------------------------------------------------------------------
 @dataclass
 class Plan:
@@ -155,10 +106,10 @@ def dropped_reason(name: str) -> Optional[str]:
     return next((why for prefix, why in DROPPED_PREFIXES.items() if name.startswith(prefix)), None)
 
 
-def tf_candidates(prefer_cpu: bool) -> Tuple[str, ...]:
-    """Linux TensorFlow distributions to try, in order (tensorflow-cpu has no release for some
-    versions; a GPU image needs the full tensorflow)."""
-    return ("tensorflow-cpu", "tensorflow") if prefer_cpu else ("tensorflow",)
+def tf_candidates(gpu: bool, version: str = "") -> Tuple[str, ...]:
+    """Linux TensorFlow distributions to try for ``version``, in order (tensorflow-cpu has no
+    release for some versions; a GPU image needs the GPU build: ``envrepro.build.gpu``)."""
+    return (gpus.gpu_distribution(version),) if gpu else ("tensorflow-cpu", "tensorflow")
 
 
 def _roots(entries: Sequence[lockfile.LockEntry]) -> Set[str]:
@@ -178,20 +129,32 @@ def _wheel_ok_for_linux(url: str, target_tags: Set[Tuple[str, str, str]]) -> boo
 
 def make_plan(entries: Sequence[lockfile.LockEntry], platform: str,
               choose_tf: Callable[[str], Optional[str]], keep_soft: Callable[[str, str], bool],
-              target_tags: Optional[Set[Tuple[str, str, str]]] = None) -> Plan:
+              target_tags: Optional[Set[Tuple[str, str, str]]] = None, gpu: bool = False) -> Plan:
     """Apply the mapping table. ``choose_tf(version)``: the Linux TensorFlow distribution that
-    has that version (None: none has); ``keep_soft(name, version)``: keep a SOFT pin. The
-    commented "unsafe" pins (setuptools, wheel) are constraints only."""
+    has that version (None: none has); ``keep_soft(name, version)``: keep a SOFT pin; ``gpu``:
+    TensorFlow becomes its GPU build. The commented "unsafe" pins (setuptools, wheel) are
+    constraints only."""
     unsafe = [e for e in entries if e.unsafe and e.version]
     entries = [e for e in entries if not e.unsafe]
     roots = _roots(entries)
     linux_tf = {e.version for e in entries if e.name in LINUX_TF and e.version}
     plan = Plan([], [], [], [], [])
-    where = FOREIGN.get(platform, platform)
+    where = platform_name(platform)
     for e in sorted(entries, key=lambda e: e.name):
         why = dropped_reason(e.name)
+        to_gpu = gpus.mapped_for_gpu(e, entries) if gpu else None
         if why:
             plan.changes.append(Change("dropped", e.name, e.version, reason=why))
+        elif to_gpu:
+            if gpus.base_name(to_gpu) != e.name and choose_tf(e.version or "") is None:
+                plan.unavailable.append(f"{e.name} {e.version}: no Linux GPU build of TensorFlow "
+                                        f"{e.version} for this Python")
+                continue
+            libs = gpus.libraries(to_gpu)
+            plan.changes.append(Change("mapped", e.name, e.version, to_gpu, e.version, libs
+                                       if gpus.base_name(to_gpu) == e.name
+                                       else f"GPU build of the same version, {libs}"))
+            plan.requirements.append(f"{to_gpu}=={e.version}")
         elif e.name in TF_PLATFORM_BUILDS:
             if e.version in linux_tf:
                 plan.changes.append(Change("dropped", e.name, e.version, reason=(
@@ -200,11 +163,14 @@ def make_plan(entries: Sequence[lockfile.LockEntry], platform: str,
                 continue
             new = choose_tf(e.version or "")
             if new is None:
-                plan.unavailable.append(f"{e.name} {e.version}: no Linux build of TensorFlow "
-                                        f"{e.version} for this Python")
+                plan.unavailable.append(f"{e.name} {e.version}: no Linux {'GPU ' if gpu else ''}"
+                                        f"build of TensorFlow {e.version} for this Python")
                 continue
-            plan.changes.append(Change("mapped", e.name, e.version, new, e.version,
-                                       f"Linux build of the {where} TensorFlow"))
+            why = f"Linux build of the {where} TensorFlow"
+            if gpu:
+                new = gpus.gpu_requirement(new, e.version or "")
+                why = f"Linux GPU build of the {where} TensorFlow, {gpus.libraries(new)}"
+            plan.changes.append(Change("mapped", e.name, e.version, new, e.version, why))
             plan.requirements.append(f"{new}=={e.version}")
         elif e.url:
             if target_tags is not None and not _wheel_ok_for_linux(e.url, target_tags):
@@ -226,60 +192,6 @@ def make_plan(entries: Sequence[lockfile.LockEntry], platform: str,
     return plan
 
 
-def diff(captured: Sequence[lockfile.LockEntry], translated: Sequence[lockfile.LockEntry],
-         planned: Sequence[Change]) -> List[Change]:
-    """Every package whose pin differs: the table's changes, then what the resolution left out,
-    changed or added."""
-    covered = {c.name for c in planned} | {c.new_name for c in planned if c.new_name}
-    before = {e.name: e.version for e in captured}
-    unpinned = {e.name for e in captured if e.unsafe}    # commented in the capture's lock
-    after = {e.name: e.version for e in translated if not e.unsafe}
-    out = list(planned)
-    for name in sorted(set(before) - covered):
-        if name not in after:
-            if name in unpinned:
-                continue
-            out.append(Change("dropped", name, before[name], reason="not needed on Linux"))
-        elif after[name] != before[name]:
-            out.append(Change("changed", name, before[name], None, after[name]))
-    for name in sorted(set(after) - set(before) - covered):
-        out.append(Change("added", name, None, name, after[name], "needed on Linux"))
-    order = {"mapped": 0, "dropped": 1, "changed": 2, "added": 3}
-    return sorted(out, key=lambda c: (order.get(c.kind, 9), c.name))
-
-
-# -- the cache -----------------------------------------------------------------------------------
-def cache_folder(capture: Capture, prefer_cpu: bool, cache: Path) -> Path:
-    sha = hashlib.sha256(capture.lock_path.read_bytes()).hexdigest()
-    return cache / "translated" / sha / ("cpu" if prefer_cpu else "gpu")
-
-
-def cached(capture: Capture, prefer_cpu: bool, cache: Path) -> Optional[Translation]:
-    """The translation made earlier for this very lock, or None (missing, other version, or
-    its lock file no longer matches the recorded hash)."""
-    folder = cache_folder(capture, prefer_cpu, cache)
-    try:
-        meta = json.loads((folder / "translation.json").read_text(encoding="utf-8"))
-        text = (folder / layout.LOCK_FILE).read_text(encoding="utf-8")
-    except (OSError, ValueError):
-        return None
-    if (not isinstance(meta, dict) or meta.get("version") != TRANSLATION_VERSION
-            or meta.get("lock_sha256") != hashlib.sha256(text.encode()).hexdigest()):
-        return None
-    changes = [Change(**c) for c in meta.get("changes") or []]
-    return Translation(str(meta.get("platform")), text, folder / layout.LOCK_FILE, changes,
-                       str(meta.get("python") or ""), list(meta.get("notes") or []))
-
-
-def _store(folder: Path, t: Translation) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / layout.LOCK_FILE, t.lock_text)
-    meta = {"version": TRANSLATION_VERSION, "platform": t.platform, "python": t.python,
-            "lock_sha256": hashlib.sha256(t.lock_text.encode()).hexdigest(),
-            "changes": [asdict(c) for c in t.changes], "notes": t.notes}
-    atomic_write_text(folder / "translation.json", json.dumps(meta, indent=2) + "\n")
-
-
 # -- translate -----------------------------------------------------------------------------------
 def _pip_mapping(pip: Any) -> Dict[str, Any]:
     return {"index_url": getattr(pip, "index_url", None),
@@ -288,34 +200,46 @@ def _pip_mapping(pip: Any) -> Dict[str, Any]:
             "cert": getattr(pip, "cert", None)}
 
 
-def _refuse(capture: Capture, where: str, items: Sequence[str]) -> PlatformError:
+def _refuse(capture: Capture, where: str, gpu: bool, items: Sequence[str]) -> PlatformError:
+    what = "Linux GPU build" if gpu else "Linux build"
+    fix = ("load it without --gpus, or capture with a TensorFlow version that has a Linux GPU "
+           "build for this Python" if gpu else
+           "install versions that exist for Linux in the training environment and capture "
+           "again, or capture on Linux")
     return PlatformError(
-        f"this {where} capture can't be built for Linux; no Linux build of:\n"
-        + "\n".join(f"  - {i}" for i in items), str(capture.lock_path),
-        "install versions that exist for Linux in the training environment and capture again, "
-        "or capture on Linux")
+        f"this {where} capture can't be built for {TARGET_NAMES[_target(gpu)]}; no {what} of:\n"
+        + "\n".join(f"  - {i}" for i in items), str(capture.lock_path), fix)
 
 
-def translate(capture: Capture, cache: Path, prefer_cpu: bool = True, pip: Any = None,
+def _target(gpu: bool) -> str:
+    return "linux-gpu" if gpu else "linux"
+
+
+def _lookup_with(pip: Any) -> Lookup:
+    def lookup(pins: Mapping[str, str], facts: Mapping[str, Any]
+               ) -> Tuple[Optional[Dict[str, indexhashes.IndexInfo]], str]:
+        return indexhashes.lookup_index(pins, facts, _pip_mapping(pip))
+    return lookup
+
+
+def translate(capture: Capture, cache: Path, gpu: bool = False, pip: Any = None,
               say: Optional[Say] = None, resolver: Optional[Resolver] = None,
               lookup: Optional[Lookup] = None, machine: Optional[str] = None) -> Translation:
-    """The capture's lock translated for Linux (from the cache when it was made before).
+    """The capture's lock translated for Linux, or with ``gpu`` for a Linux GPU image (from the
+    cache when it was made before).
 
     ``resolver`` and ``lookup`` default to pip-compile (``envrepro.build.resolve``) and the index
     (``envrepro.capturing.lock.lookup_index``) with ``pip``'s settings; tests pass fakes.
     """
     say = say or (lambda line: None)
-    hit = cached(capture, prefer_cpu, cache)
+    plat = capture_platform(capture)
+    xy = ".".join(str(capture.get("python.version") or "").split(".")[:2])
+    hit = cached(capture.lock_path, _target(gpu), cache, plat, xy)
     if hit is not None:
         return hit
-    plat = capture_platform(capture)
-    where = FOREIGN.get(plat, plat)
-    xy = ".".join(str(capture.get("python.version") or "").split(".")[:2])
+    where, foreign = platform_name(plat), plat in FOREIGN
     target = linux_target(capture, machine)
-    if lookup is None:
-        def lookup(pins: Mapping[str, str], facts: Mapping[str, Any]
-                   ) -> Tuple[Optional[Dict[str, indexhashes.IndexInfo]], str]:
-            return indexhashes.lookup_index(pins, facts, _pip_mapping(pip))
+    lookup = lookup or _lookup_with(pip)
     resolver_notes: List[str] = []
     if resolver is None:
         from envrepro.build import resolve
@@ -325,13 +249,15 @@ def translate(capture: Capture, cache: Path, prefer_cpu: bool = True, pip: Any =
                                        notes=resolver_notes)
 
     captured = lockfile.parse_lock(capture.lock_path.read_text(encoding="utf-8"), include_unsafe=True)
-    say(f"The capture was made on {where}: translating its lock for Linux")
+    say(f"The capture was made on {where}: translating its lock for {TARGET_NAMES[_target(gpu)]}"
+        if foreign else "Translating the capture's lock for GPUs: the GPU build of its "
+        "TensorFlow, under the captured pins")
     # One index round trip for what the table needs to know: which Linux TensorFlow exists for
-    # each platform build's version, and whether SOFT pins have a Linux wheel.
+    # each platform build's (or CPU build's) version, and whether SOFT pins have a Linux wheel.
     ask: Dict[str, str] = {}
     for e in captured:
-        if e.name in TF_PLATFORM_BUILDS and e.version:
-            ask.update({n: e.version for n in tf_candidates(prefer_cpu)})
+        if e.version and (e.name in TF_PLATFORM_BUILDS or (gpu and gpus.mapped_for_gpu(e, captured))):
+            ask.update({n: e.version for n in tf_candidates(gpu, e.version)})
         elif e.name in SOFT and e.version:
             ask[e.name] = e.version
     infos = lookup(ask, target)[0] if ask else {}
@@ -343,26 +269,33 @@ def translate(capture: Capture, cache: Path, prefer_cpu: bool = True, pip: Any =
         return bool(info.wheel_ok)
 
     def choose_tf(version: str) -> Optional[str]:
-        answers = [(n, has_wheel(n, version)) for n in tf_candidates(prefer_cpu)]
+        candidates = tf_candidates(gpu, version)
+        answers = [(n, has_wheel(n, version)) for n in candidates]
         if all(a is None for _, a in answers):
-            return "tensorflow"                      # offline: the one that exists for all
+            return candidates[-1]                    # offline: the one that exists for all
         return next((n for n, a in answers if a), None)
 
     plan = make_plan(captured, plat, choose_tf, lambda n, v: has_wheel(n, v) is not False,
-                     indexhashes.linux_target_tags(target))
+                     indexhashes.linux_target_tags(target), gpu)
     if plan.unavailable:
-        raise _refuse(capture, where, plan.unavailable)
+        raise _refuse(capture, where, gpu, plan.unavailable)
     requirements = "-c constraints.txt\n" + "".join(r + "\n" for r in plan.requirements)
     try:
         resolved_text = resolver(requirements, "".join(c + "\n" for c in plan.constraints), xy)
     except ResolutionFailed as e:
         missing = _unavailable_pins(plan, e.missing, target, lookup)
         if missing:
-            raise _refuse(capture, where, missing) from None
+            raise _refuse(capture, where, gpu, missing) from None
         raise PlatformError(e.what, str(capture.lock_path), e.fix or (
-            "the captured versions don't resolve together on Linux; see the resolver output"
+            "the captured versions don't resolve together "
+            + ("with TensorFlow's GPU build" if gpu else "on Linux") + "; see the resolver output"
         )) from None
-    resolved = [e for e in lockfile.parse_lock(resolved_text) if not e.unsafe]
+    # A lock names distributions: the extras pip-compile may echo (tensorflow[and-cuda]) are
+    # dropped, their distributions are pinned on their own lines.
+    resolved = [dataclasses.replace(e, spec="") if "[" in e.spec and not e.url else e
+                for e in lockfile.parse_lock(resolved_text) if not e.unsafe]
+    if gpu:
+        _check_no_cpu_build(capture, resolved)
     pins = {e.name: e.version for e in resolved if e.version and not e.url}
     infos2, reason = lookup(pins, target) if pins else ({}, "")
     notes: List[str] = list(resolver_notes)
@@ -372,20 +305,34 @@ def translate(capture: Capture, cache: Path, prefer_cpu: bool = True, pip: Any =
     bad = sorted(f"{n} {pins[n]}: neither a Linux wheel nor an sdist" for n, i in infos2.items()
                  if i.found and not i.wheel_ok and not i.sdist)
     if bad:
-        raise _refuse(capture, where, bad)
+        raise _refuse(capture, where, gpu, bad)
     hashed = [dataclasses.replace(e, hashes=tuple(sorted(infos2[e.name].hashes)))
               if e.name in infos2 and infos2[e.name].hashes else e for e in resolved]
     final = hashed + [e for e in plan.keep if e.name not in pins]
-    changes = diff(captured, final, plan.changes)
-    header = [f"Translated for Linux by envrepro from a lock captured on {where} (Python {xy}):",
-              "TensorFlow's platform builds mapped, the rest re-resolved with pip-tools, the",
-              "captured versions as constraints. Differences from the capture:"] + \
+    changes = diff(captured, final, plan.changes, "on Linux" if not gpu else
+                   "on Linux with GPUs" if foreign else "by the GPU build")
+    header = [f"Translated for {TARGET_NAMES[_target(gpu)]} by envrepro from a lock captured on "
+              f"{where} (Python {xy}):",
+              ("TensorFlow mapped to its GPU build" if gpu else "TensorFlow's platform builds mapped")
+              + ", the rest re-resolved with pip-tools,",
+              "the captured versions as constraints. Differences from the capture:"] + \
         [f"  {c.text()}" for c in changes] + [""]
-    folder = cache_folder(capture, prefer_cpu, cache)
+    folder = cache_folder(capture.lock_path, _target(gpu), cache)
     t = Translation(plat, lockfile.render_lock_text(final, header), folder / layout.LOCK_FILE,
-                    changes, xy, notes)
-    _store(folder, t)
+                    changes, xy, notes, _target(gpu))
+    store(folder, t)
     return t
+
+
+def _check_no_cpu_build(capture: Capture, resolved: Sequence[lockfile.LockEntry]) -> None:
+    """A GPU lock that still needs a CPU build of TensorFlow (a package requires it by name)
+    would install both into one ``tensorflow`` module: refused, naming who needs it."""
+    for e in resolved:
+        if e.name in gpus.CPU_BUILDS:
+            who = ", ".join(e.parents) or "a captured requirement"
+            raise PlatformError(f"{who} requires {e.name}, which can't be installed beside "
+                                "TensorFlow's GPU build", str(capture.lock_path),
+                                "load it without --gpus")
 
 
 def _unavailable_pins(plan: Plan, named: Sequence[str], target: Mapping[str, Any],
@@ -397,6 +344,7 @@ def _unavailable_pins(plan: Plan, named: Sequence[str], target: Mapping[str, Any
     for i, line in enumerate(plan.requirements + plan.constraints):
         if "==" in line:
             name, version = (x.strip() for x in line.split("==", 1))
+            name = gpus.base_name(name)                     # tensorflow[and-cuda]
             if i < len(plan.requirements) or name in suspects:
                 pins[name] = version
     infos, _ = lookup(pins, target) if pins else ({}, "")

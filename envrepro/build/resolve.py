@@ -150,7 +150,8 @@ def pip_compile(requirements: str, constraints: str, xy: str, pip: Any, cache: P
             return proc.returncode == 0 and out.is_file(), proc.stdout or ""
 
         versions = binaryonly.pip_index_versions([python, "-m", "pip", *index_args(pip)], xy, pip_env())
-        ok, output, stubs = binaryonly.resolve(attempt, versions, stub_dir)
+        ok, output, stubs = binaryonly.resolve(attempt, versions, stub_dir,
+                                               pins=binaryonly.constraint_pins(constraints))
         if not ok:
             missing = sorted({m.group(1) for m in _MISSING_RE.finditer(output)} - set(stubs))
             raise ResolutionFailed("pip-compile could not resolve the lock for Linux:\n"

@@ -6,7 +6,9 @@ image (base image, Python version, canonical lock, the sha256 of each local whee
 carries, the Dockerfile templates in ``images/`` and the runtime version), so "is it built?" is
 one inspect call, models that share a lock share an image, and two captures whose wheels differ
 never share one. A capture made on macOS or Windows is built from its lock translated for
-Linux (``envrepro.build.platforms``, cached on the host); the key is computed over that lock.
+Linux, and a GPU image (``--gpus``) of a capture without TensorFlow's GPU build from its lock
+translated for GPUs (``envrepro.build.platforms``, cached on the host); the key is computed over
+that lock, so the CPU and GPU images of one capture never share a key.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 
 from envrepro import config
 from envrepro.build import dockerfile as df
+from envrepro.build import gpu as gpu_builds
 from envrepro.build import platforms
 from envrepro.build import pipconfig
 from envrepro.build.pipconfig import PipSettings
@@ -96,20 +99,23 @@ def capture_key(capture: Capture, base_image: str, lock_text: str,
 
 def lock_for(capture: Capture, gpus: bool = False, pip: Optional[PipSettings] = None,
              say: Optional[Progress] = None) -> Tuple[str, Optional[platforms.Translation]]:
-    """The lock the image is built from: the capture's own, or for a capture made on macOS or
-    Windows its translation for Linux (made once, then read from the cache)."""
-    if not platforms.is_foreign(capture):
+    """The lock the image is built from: the capture's own, or its translation (made once, then
+    read from the cache) for Linux when it was made on macOS or Windows, for GPUs when ``gpus``
+    and it doesn't pin TensorFlow's GPU build with its CUDA libraries (``envrepro.build.gpu``)."""
+    if not platforms.is_foreign(capture) and not (gpus and gpu_builds.needs_gpu_lock(capture)):
         return capture.lock_path.read_text(encoding="utf-8"), None
-    t = platforms.translate(capture, config.cache_dir(), prefer_cpu=not gpus,
+    t = platforms.translate(capture, config.cache_dir(), gpu=gpus,
                             pip=pip if pip is not None else pipconfig.host_pip_settings(), say=say)
     return t.lock_text, t
 
 
-def build_spec(capture: Capture, base_image: str, base_digest: str, key: str, gpus: bool = False,
-               pip: Optional[PipSettings] = None, runtime_version: str = RUNTIME_VERSION,
-               lock_text: Optional[str] = None, translated_from: str = "") -> df.BuildSpec:
+def build_spec(capture: Capture, base_image: str, base_digest: str, key: str,
+               python_from_source: bool = False, pip: Optional[PipSettings] = None,
+               runtime_version: str = RUNTIME_VERSION, lock_text: Optional[str] = None,
+               translation: Optional[platforms.Translation] = None) -> df.BuildSpec:
     """Everything the Dockerfile and the context are rendered from, for one capture
-    (``lock_text``: a translated lock instead of the capture's)."""
+    (``python_from_source``: the base has no Python, ``bases.builds_python``; ``lock_text``: a
+    translated lock instead of the capture's, ``translation`` its origin for the labels)."""
     if lock_text is None:
         lock_text = capture.lock_path.read_text(encoding="utf-8")
     python_version = str(capture.get("python.version"))
@@ -123,8 +129,9 @@ def build_spec(capture: Capture, base_image: str, base_digest: str, key: str, gp
               LABEL + "lock-sha256": hashlib.sha256(lock_text.encode()).hexdigest()}
     if base_digest:
         labels[LABEL + "base-digest"] = base_digest
-    if translated_from:
-        labels[LABEL + "translated-from"] = translated_from
+    if translation is not None:
+        labels[LABEL + "translated-from"] = translation.platform
+        labels[LABEL + "translated-for"] = translation.target
     return df.BuildSpec(base_image=base_image, python_version=python_version, lock_text=lock_text,
                         labels=labels, pip=pip, ca_bundle=ca, wheels=_wheels(capture),
-                        python_from_source=gpus)
+                        python_from_source=python_from_source)

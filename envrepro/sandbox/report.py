@@ -219,12 +219,12 @@ def render_report(report: LoadReport) -> str:
 
 def _lock_lines(img: Dict[str, Any]) -> List[str]:
     """How the image's lock differs from a plain install of the captured one: translated for
-    Linux (every package whose pin differs), entries without hash check, sdists built."""
+    Linux or for GPUs (every package whose pin differs), entries without hash check, sdists built."""
     lines: List[str] = []
     t = img.get("translation") or {}
     if t:
         changes = list(t.get("changes") or [])
-        lines.append(f"  {'translated':<13}for Linux from a {t.get('from')} capture: "
+        lines.append(f"  {'translated':<13}for {t.get('for') or 'Linux'} from a {t.get('from')} capture: "
                      f"{len(changes)} package(s) differ from the capture")
         lines.extend(f"  {'':<13}  {c}" for c in changes)
         lines.extend(f"  {'':<13}  note: {n}" for n in t.get("notes") or [])

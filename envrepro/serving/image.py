@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional
 from envrepro import errors
 from envrepro.build import dockerfile as df
 from envrepro.build import images
-from envrepro.build.bases import resolve_base
+from envrepro.build.bases import cuda_base_needed, resolve_base
 from envrepro.build.pipconfig import PipSettings
 from envrepro.build.spec import RUNTIME_VERSION, build_spec, capture_key, lock_for
 from envrepro.engine.base import ContainerEngine, image_labels
@@ -139,7 +139,8 @@ def write_context(capture: manifest.Capture, folder: Path, name: Optional[str] =
     base = resolve_base(capture, base_image, gpus)
     lock_text, t = lock_for(capture, gpus, pip)
     key = capture_key(capture, base, lock_text)
-    spec = build_spec(capture, base, "", key, gpus, pip, RUNTIME_VERSION, lock_text, t.platform if t else "")
+    spec = build_spec(capture, base, "", key, cuda_base_needed(capture, base_image, gpus), pip, RUNTIME_VERSION,
+                      lock_text, t)
     ctx = sc.serve_context(capture, key, name, unsafe)
     text = sc.dockerfile(ctx, env_dockerfile=df.render(spec))
     sc.write_dir(folder, text, env_context_files(spec) + ctx.files)

@@ -9,3 +9,17 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     for var in ("ENVREPRO_BASE_IMAGE", "ENVREPRO_REGISTRY"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def no_real_resolution(request, monkeypatch):
+    """Unit tests never resolve against the index with pip-compile: a translated lock (a macOS or
+    Windows capture, ``--gpus``) comes from a fake resolver or was put in the cache first."""
+    if request.module.__name__.rsplit(".", 1)[-1] == "test_resolve":
+        return
+    from envrepro.build import resolve
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a unit test reached the real pip-compile: pass platforms.translate a "
+                             "fake resolver, or translate into the cache first")
+    monkeypatch.setattr(resolve, "pip_compile", refuse)

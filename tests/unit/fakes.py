@@ -245,6 +245,40 @@ class FakeEngine:
 
 
 
+# --- translated locks (macOS/Windows captures, --gpus) without the index or pip-compile ---------
+
+def fake_lookup(pins, facts):
+    """``indexhashes.lookup_index`` stand-in: every pin has a Linux wheel and one hash."""
+    from envrepro.capturing import indexhashes
+
+    return {name: indexhashes.IndexInfo({"sha256:" + hashlib.sha256(f"{name}=={v}".encode()).hexdigest()},
+                                        found=True, wheel_ok=True)
+            for name, v in pins.items()}, "fake index"
+
+
+class FakeResolver:
+    """pip-compile stand-in: records (requirements.in, constraints.txt, X.Y), answers ``output``."""
+
+    def __init__(self, output: str):
+        self.output, self.calls = output, []
+
+    def __call__(self, requirements: str, constraints: str, xy: str) -> str:
+        self.calls.append((requirements, constraints, xy))
+        return self.output
+
+
+def translate_into_cache(capture, resolution: str, gpu: bool = True, lookup=fake_lookup):
+    """Translate ``capture`` into envrepro's cache with ``resolution`` as pip-compile's answer, as
+    a real load would have (later loads read it from there). Returns (Translation, resolver)."""
+    from envrepro import config
+    from envrepro.build import platforms
+
+    resolver = FakeResolver(resolution)
+    t = platforms.translate(capture, config.cache_dir(), gpu=gpu, resolver=resolver, lookup=lookup,
+                            machine="x86_64")
+    return t, resolver
+
+
 # --- captures, image infos, loader reports -----------------------------------------------------
 
 @pytest.fixture(autouse=True)

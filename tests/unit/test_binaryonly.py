@@ -20,6 +20,34 @@ def test_unsatisfied_requirements_are_parsed_from_pip_output():
     assert bo.unsatisfied("ERROR: Could not find a version that satisfies the requirement ?!bad") == []
 
 
+# The same sdist-only requirement when a constraint pins it too (a lock re-resolved under the
+# captured pins: the GPU lock of tensorflow-cpu 2.4.1): pip reports a conflict, not "no version".
+PIP_CONFLICT = """\
+  ERROR: Cannot install -r requirements.in (line 5) because these package versions have conflicting dependencies.
+pip._vendor.resolvelib.resolvers.ResolutionImpossible: [RequirementInformation(requirement=SpecifierRequirement('termcolor~=1.1.0'), parent=LinkCandidate('https://files.pythonhosted.org/packages/ac/9b/tensorflow-2.4.1-cp38-cp38-manylinux2010_x86_64.whl (from https://pypi.org/simple/tensorflow/)'))]
+"""
+
+
+def test_a_pinned_sdist_only_requirement_is_read_from_the_conflict():
+    assert bo.unsatisfied(PIP_CONFLICT) == []                                  # no pin: a real conflict
+    assert [str(r) for r in bo.unsatisfied(PIP_CONFLICT, {"termcolor": "1.1.0"})] == ["termcolor~=1.1.0"]
+    assert bo.unsatisfied(PIP_CONFLICT, {"termcolor": "2.0.0"}) == []         # the pin doesn't fit: real
+    assert bo.constraint_pins("numpy==1.19.5\nTermcolor==1.1.0  # via x\n# c\n-c other.txt\n") == {
+        "numpy": "1.19.5", "termcolor": "1.1.0"}
+
+
+def test_resolve_stands_in_for_a_pinned_sdist_only_requirement(tmp_path):
+    def attempt(extra):
+        if "--find-links" not in extra:
+            return False, PIP_CONFLICT
+        return True, "ok"
+
+    ok, out, stubs = bo.resolve(attempt, lambda name: ["2.0.0", "1.1.0", "1.1.1"], tmp_path / "s",
+                                pins={"termcolor": "1.1.0"})
+    assert ok and stubs == {"termcolor": "1.1.0"}            # the pin, not the highest ~=1.1.0
+    assert (tmp_path / "s" / "termcolor-1.1.0-py2.py3-none-any.whl").is_file()
+
+
 def test_available_versions_and_the_best_one():
     out = "WARNING: pip index is experimental\ntermcolor (3.3.0)\nAvailable versions: 3.3.0, 2.0.0, 1.1.0, 1.0.1\n"
     assert bo.parse_available(out) == ["3.3.0", "2.0.0", "1.1.0", "1.0.1"]

@@ -238,7 +238,7 @@ def test_tensorflow_cpu_missing_for_that_version_falls_back_to_tensorflow(mac, t
 
 def test_gpu_translation_picks_tensorflow_and_has_its_own_cache(mac, tmp_path):
     resolver = FakeResolver(LINUX_RESOLUTION.replace("tensorflow-cpu", "tensorflow"))
-    t = translate(mac, tmp_path, resolver, prefer_cpu=False)
+    t = translate(mac, tmp_path, resolver, gpu=True)
     assert "tensorflow==2.13.0" in resolver.calls[0][0] and t.lock_path.parent.name == "gpu"
 
 

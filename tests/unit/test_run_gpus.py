@@ -1,6 +1,7 @@
 """``--gpus all`` reaches the container, not only the image: run arguments, docker argv, and the
 load/run/shell glue (envrepro.commands) with fake engines. No GPU needed: what is checked is what
-envrepro asks the engine for (the CUDA base Dockerfile has its snapshot in test_dockerfile.py)."""
+envrepro asks the engine for (the CUDA base Dockerfile has its snapshot in test_dockerfile.py, the
+GPU lock its tests in test_gpu.py)."""
 import pytest
 
 from envrepro.build import bases, pipconfig
@@ -8,9 +9,9 @@ from envrepro.sandbox import policy
 from envrepro.sandbox import run as load
 from envrepro import commands
 try:
-    from .fakes import FakeEngine, image, image_info, make_capture
+    from .fakes import FakeEngine, image, image_info, make_capture, translate_into_cache
 except ImportError:
-    from fakes import FakeEngine, image, image_info, make_capture
+    from fakes import FakeEngine, image, image_info, make_capture, translate_into_cache
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +23,10 @@ def no_host_pip_or_debug(monkeypatch):
 
 @pytest.fixture
 def cap(tmp_path):
-    return make_capture(tmp_path / "models")
+    """A tensorflow-cpu 2.4.1 capture whose GPU lock (tensorflow 2.4.1) is in the cache."""
+    capture = make_capture(tmp_path / "models")
+    translate_into_cache(capture, "tensorflow==2.4.1\n    # via -r requirements.in\n")
+    return capture
 
 
 def test_run_args_pass_gpus_only_when_asked(cap):
