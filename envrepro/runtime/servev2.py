@@ -10,7 +10,7 @@ from __future__ import absolute_import, division, print_function
 
 import base64
 
-from .servetensors import InputError, dims, to_array, v2_dtype
+from .servetensors import InputError, dims, raw_json, to_array, v2_dtype
 
 SERVER_NAME = "envrepro"
 PLATFORM = "tensorflow_keras"
@@ -149,7 +149,8 @@ def format_infer(name, outputs, requested=None, request_id=None):
             if params:
                 tensor["parameters"] = params
         else:
-            tensor["data"] = arr.reshape(-1).tolist()
+            raw = raw_json(arr, flat=True)
+            tensor["data"] = raw if raw is not None else arr.reshape(-1).tolist()
         tensors.append(tensor)
     response = {"model_name": name, "model_version": VERSION, "outputs": tensors}
     if request_id is not None:

@@ -141,7 +141,9 @@ def compare(ref: Dict[str, Any], got: List[Any]) -> Tuple[bool, float]:
 
     ok, worst = True, 0.0
     for expected, value in zip(ref["outputs"], got):
-        arr = np.asarray(value, dtype=np.float64)
+        # read as the output's own dtype first, as a client of a FP32 output does: JSON's decimal
+        # text of a float32 is exact in float32, not in float64
+        arr = np.asarray(value, dtype=expected.dtype).astype(np.float64)
         exp = np.asarray(expected, dtype=np.float64)
         if arr.shape != exp.shape:
             return False, float("inf")

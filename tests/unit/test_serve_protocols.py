@@ -207,3 +207,49 @@ def test_v2_bad_requests_name_the_signature(body, words):
 def test_v2_missing_input():
     body = {"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
     assert "missing input(s): ids, text" in error_of(servev2.parse_infer, body, MULTI)
+
+
+# -- numeric outputs written as JSON text (servetensors.raw_json, serveapp.dumps) ------------------
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "int32", "int64", "uint8"])
+@pytest.mark.parametrize("shape", [(32, 64), (4, 5, 6), (17,)])
+def test_raw_json_round_trips_exactly_in_the_declared_dtype(dtype, shape):
+    import json
+
+    import numpy as np
+
+    from envrepro.runtime import serveapp, servetensors
+
+    rng = np.random.RandomState(0)
+    arr = (rng.standard_normal(shape) * 1000).astype(dtype)
+    for flat in (False, True):
+        raw = servetensors.raw_json(arr, flat=flat)
+        assert raw is not None
+        back = np.asarray(json.loads(serveapp.dumps({"x": raw}))["x"], dtype=dtype)
+        want = arr.reshape(-1) if flat else arr
+        assert back.shape == want.shape and np.array_equal(back, want)
+        assert json.loads(serveapp.dumps({"x": raw}))["x"] == json.loads(json.dumps({"x": want.tolist()}))["x"] \
+            or dtype.startswith("float")    # ints identical; floats equal once read as their dtype
+
+
+def test_raw_json_falls_back_where_it_does_not_apply():
+    import numpy as np
+
+    from envrepro.runtime import servetensors
+
+    assert servetensors.raw_json(np.array([np.nan] * 20, "float32")) is None      # JSON has no NaN
+    assert servetensors.raw_json(np.ones(4, "float32")) is None                   # small: not worth it
+    assert servetensors.raw_json(np.array([b"a"] * 20, dtype=object)) is None
+    assert servetensors.raw_json(np.ones(20, bool)) is None
+
+
+def test_dumps_splices_only_its_own_markers():
+    import json
+
+    import numpy as np
+
+    from envrepro.runtime import serveapp, servetensors
+
+    raw = servetensors.raw_json(np.arange(20, dtype="int64"))
+    lookalike = "\x00deadbeefdeadbeef-0\x00"
+    out = json.loads(serveapp.dumps({"a": raw, "b": lookalike, "c": [raw]}))
+    assert out == {"a": list(range(20)), "b": lookalike, "c": [list(range(20))]}
