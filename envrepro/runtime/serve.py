@@ -240,8 +240,10 @@ def run(opts, load, name, version="", lock="", debug=False):
     else:
         log("stopped waiting with %d request(s) unanswered; exiting" % serving.http.in_flight())
     queue = serving.state.queue
-    if serving.loading() or (queue is not None and queue.busy()):
-        # A thread is inside TensorFlow and can't be interrupted: don't wait for it at exit.
+    if serving.loading() or (queue is not None and queue.busy()) or "tensorflow" in sys.modules:
+        # A thread inside TensorFlow can't be interrupted, and TensorFlow's C++ runtime can abort
+        # while the interpreter tears down ("terminate called without an active exception",
+        # exit 139, seen with TF 2.4 after a drain): every answer is sent, so exit without it.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(EXIT_OK)
