@@ -53,6 +53,22 @@ def _py38_venv(name, *pins):
     return str(py)
 
 
+def _pinned_venv(minor, name, pins, module):
+    """A cached virtualenv of pyenv's Python ``minor`` with ``pins`` and nothing else, keyed by
+    the interpreter and the pins; rebuilt when ``module`` does not import."""
+    base = pyenv_python(minor)
+    need(base, f"no Python {minor} interpreter (pyenv's {minor} build) found")
+    venv = DEV_CACHE / f"{name}-{_venv_key(base, *pins)}"
+    py = venv / "bin" / "python"
+    ok = py.exists() and subprocess.run([str(py), "-c", f"import {module}"], capture_output=True).returncode == 0
+    if not ok:
+        shutil.rmtree(venv, ignore_errors=True)
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([base, "-m", "venv", str(venv)], check=True)
+        _pip(py, "install", *pins)
+    return str(py)
+
+
 TF28_PINS = ("tensorflow-cpu==2.8.4", "protobuf<4", "numpy<1.24")
 
 
@@ -61,17 +77,7 @@ def py39_tf28():
     """A Python 3.9 virtualenv with tensorflow-cpu==2.8.4 and nothing else (cached by key): the
     issue-8 environment whose subclassed models load only by SavedModel revival. TF 2.8's own
     requirements admit protobuf 4 and numpy 1.24, which break it today, hence the pins."""
-    base = pyenv_python("3.9")
-    need(base, "no Python 3.9 interpreter (pyenv's 3.9 build) found")
-    venv = DEV_CACHE / f"venv39-tf284-{_venv_key(base, *TF28_PINS)}"
-    py = venv / "bin" / "python"
-    ok = py.exists() and subprocess.run([str(py), "-c", "import tensorflow"], capture_output=True).returncode == 0
-    if not ok:
-        shutil.rmtree(venv, ignore_errors=True)
-        venv.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([base, "-m", "venv", str(venv)], check=True)
-        _pip(py, "install", *TF28_PINS)
-    return str(py)
+    return _pinned_venv("3.9", "venv39-tf284", TF28_PINS, "tensorflow")
 
 
 PY36_NUMPY_PINS = ("numpy==1.19.5",)
@@ -81,17 +87,7 @@ PY36_NUMPY_PINS = ("numpy==1.19.5",)
 def py36_numpy():
     """A Python 3.6 virtualenv with numpy 1.19.5 (the last release for 3.6) and nothing else
     (cached by key): the oldest interpreter the runtime supports, for the model server's tests."""
-    base = pyenv_python("3.6")
-    need(base, "no Python 3.6 interpreter (pyenv's 3.6 build) found")
-    venv = DEV_CACHE / f"venv36-numpy-{_venv_key(base, *PY36_NUMPY_PINS)}"
-    py = venv / "bin" / "python"
-    ok = py.exists() and subprocess.run([str(py), "-c", "import numpy"], capture_output=True).returncode == 0
-    if not ok:
-        shutil.rmtree(venv, ignore_errors=True)
-        venv.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([base, "-m", "venv", str(venv)], check=True)
-        _pip(py, "install", *PY36_NUMPY_PINS)
-    return str(py)
+    return _pinned_venv("3.6", "venv36-numpy", PY36_NUMPY_PINS, "numpy")
 
 
 @pytest.fixture(scope="session")

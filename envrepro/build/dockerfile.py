@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 from envrepro.build.pipconfig import PipSettings, render_pip_conf
 from envrepro.build.templates import WHEELS_DIR, fill, template_text
@@ -149,7 +150,10 @@ def render(spec: BuildSpec) -> str:
 
 
 # -- the build context -------------------------------------------------------------------------
-def _add(tar: tarfile.TarFile, name: str, data: Optional[bytes], mode: int = 0o644) -> None:
+def add_member(tar: tarfile.TarFile, name: str, data: "Optional[Union[bytes, Path]]", mode: int = 0o644) -> None:
+    """One context entry, the same bytes for the same content (root-owned, mtime 0, so the layer
+    cache hits): ``data`` bytes, a file on disk (streamed, never held in memory) or None for a
+    folder."""
     ti = tarfile.TarInfo(name)
     ti.uid = ti.gid = 0
     ti.uname = ti.gname = ""
@@ -158,8 +162,14 @@ def _add(tar: tarfile.TarFile, name: str, data: Optional[bytes], mode: int = 0o6
         ti.type, ti.mode = tarfile.DIRTYPE, 0o755
         tar.addfile(ti)
         return
-    ti.size, ti.mode = len(data), mode
-    tar.addfile(ti, io.BytesIO(data))
+    ti.mode = mode
+    if isinstance(data, bytes):
+        ti.size = len(data)
+        tar.addfile(ti, io.BytesIO(data))
+        return
+    ti.size = os.path.getsize(data)
+    with open(data, "rb") as f:
+        tar.addfile(ti, f)
 
 
 def build_context(spec: BuildSpec, dockerfile: Optional[str] = None) -> bytes:
@@ -180,5 +190,5 @@ def build_context(spec: BuildSpec, dockerfile: Optional[str] = None) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for name in sorted(files):
-            _add(tar, name, files[name])
+            add_member(tar, name, files[name])
     return buf.getvalue()

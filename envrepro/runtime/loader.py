@@ -27,7 +27,7 @@ from . import drift
 from .facts import short_error
 from .failures import classify
 from .optimizer import check_optimizer
-from .planload import PlanError, PlanLoad, new_state, read_plan, resolve_attr  # noqa: F401
+from .planload import PlanError, PlanLoad, entry_arguments, new_state, read_plan, resolve_attr  # noqa: F401
 from .reference import DEFAULT_SEED, FLOAT_TOLERANCE, assemble_inputs, compare, flatten_outputs, predict
 from .resume import replay
 
@@ -198,11 +198,7 @@ def finish(report, t0):
 
 def main(argv=None, environ=None):
     """Run the plan and print the one report line; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    environ = os.environ if environ is None else environ
-    debug = environ.get("ENVREPRO_DEBUG") == "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if debug else "2")
-    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    argv, environ, debug = entry_arguments(argv, environ)
 
     # Only the report may reach stdout: point fd 1 at stderr for everything else.
     sys.stdout.flush()

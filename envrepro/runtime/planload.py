@@ -28,6 +28,17 @@ class PlanError(Exception):
     """The plan is unusable: a bug or version skew on the host side, not the model's fault."""
 
 
+def entry_arguments(argv, environ):
+    """``(argv, environ, debug)`` of an entry point that runs a plan (loader, server), with
+    TensorFlow's C++ logging quiet unless ENVREPRO_DEBUG=1 and no bytecode written."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    environ = os.environ if environ is None else environ
+    debug = environ.get("ENVREPRO_DEBUG") == "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if debug else "2")
+    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    return argv, environ, debug
+
+
 def read_plan(argv, environ):
     """The plan from ``--plan FILE`` or ``$ENVREPRO_PLAN``; PlanError when unusable."""
     path = None

@@ -28,7 +28,7 @@ import traceback
 
 from . import serveconfig
 from .facts import short_error
-from .planload import PlanError, PlanLoad, read_plan
+from .planload import PlanError, PlanLoad, entry_arguments, read_plan
 from .serveapp import App, State
 from .servehttp import HTTPServer
 from .servemetrics import Metrics
@@ -252,11 +252,7 @@ def run(opts, load, name, version="", lock="", debug=False):
 
 def main(argv=None, environ=None):
     """Read the settings and the plan, then serve; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    environ = os.environ if environ is None else environ
-    debug = environ.get("ENVREPRO_DEBUG") == "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if debug else "2")
-    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    argv, environ, debug = entry_arguments(argv, environ)
     try:
         opts = options(argv, environ)
     except UsageError as exc:

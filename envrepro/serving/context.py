@@ -15,7 +15,6 @@ image).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -25,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple, Union
 
-from envrepro.build.templates import USER_UID, VENV, fill, template_text
+from envrepro.build.dockerfile import add_member
+from envrepro.build.templates import fill, template_text
 from envrepro.errors import EnvreproError
 from envrepro.fsutil import sha256_file
 from envrepro.runtime import launch, serveconfig
@@ -224,29 +224,12 @@ def dockerfile(ctx: ServeContext, env_dockerfile: Optional[str] = None, env_imag
 
 
 # -- writing it ----------------------------------------------------------------------------
-def _tar_add(tar: tarfile.TarFile, name: str, src: Source) -> None:
-    ti = tarfile.TarInfo(name)
-    ti.uid = ti.gid = 0
-    ti.uname = ti.gname = ""
-    ti.mtime = 0
-    if src is None:
-        ti.type, ti.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(ti)
-    elif isinstance(src, bytes):
-        ti.size, ti.mode = len(src), 0o644
-        tar.addfile(ti, io.BytesIO(src))
-    else:
-        ti.size, ti.mode = os.path.getsize(src), 0o644
-        with open(src, "rb") as f:
-            tar.addfile(ti, f)
-
-
 def write_tar(out: BinaryIO, text: str, files: List[Tuple[str, Source]]) -> None:
     """The build context as a tar stream (model files streamed from disk, not held in memory)."""
     with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        _tar_add(tar, "Dockerfile", text.encode())
+        add_member(tar, "Dockerfile", text.encode())
         for name, src in files:
-            _tar_add(tar, name, src)
+            add_member(tar, name, src)
 
 
 def write_dir(folder: Path, text: str, files: List[Tuple[str, Source]]) -> None:
@@ -271,7 +254,3 @@ def write_dir(folder: Path, text: str, files: List[Tuple[str, Source]]) -> None:
                             break
                         fo.write(chunk)
         dest.chmod(0o644)
-
-
-__all__ = ["ServeContext", "ServeError", "serve_context", "dockerfile", "write_tar", "write_dir",
-           "serve_name", "entrypoint", "USER_UID", "VENV"]
