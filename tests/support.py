@@ -1,4 +1,6 @@
 """Helpers shared by the test folders (importable as ``support``: conftest modules aren't)."""
+import http.client
+import json
 import os
 import shutil
 import subprocess
@@ -77,3 +79,23 @@ def envrepro_cli(*args, python=None, env=None, cwd=None, timeout=1800):
         full_env.update(env)
     return subprocess.run([exe, "-m", "envrepro", *map(str, args)], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=timeout)
+
+
+def http_json(port, method, path, body=None, headers=None, conn=None, timeout=60):
+    """One request to the model server on 127.0.0.1:``port``: ``body`` as bytes (sent as is) or
+    a value (sent as JSON); ``conn`` reuses a keep-alive connection. (status, headers, payload):
+    the payload parsed as JSON, else the text."""
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    hdrs = {"Content-Type": "application/json"} if data is not None else {}
+    hdrs.update(headers or {})
+    c.request(method, path, body=data, headers=hdrs)
+    r = c.getresponse()
+    raw = r.read()
+    if conn is None:
+        c.close()
+    try:
+        payload = json.loads(raw.decode())
+    except ValueError:
+        payload = raw.decode()
+    return r.status, dict(r.getheaders()), payload

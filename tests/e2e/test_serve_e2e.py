@@ -10,7 +10,6 @@ serve`` in the foreground stopped with Ctrl-C.
 """
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -28,6 +27,7 @@ import numpy as np
 import pytest
 
 from support import envrepro_cli as cli  # noqa: E402
+from support import http_json  # noqa: E402
 
 from envrepro.runtime import serveconfig
 from envrepro.sidecar import layout, manifest
@@ -47,18 +47,7 @@ def docker(*args, check=True, timeout=600):
 
 
 def request(port, method, path, body=None, headers=None, timeout=60):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-    hdrs = {"Content-Type": "application/json"} if data is not None else {}
-    hdrs.update(headers or {})
-    conn.request(method, path, body=data, headers=hdrs)
-    resp = conn.getresponse()
-    raw = resp.read()
-    conn.close()
-    try:
-        return resp.status, dict(resp.getheaders()), json.loads(raw.decode())
-    except ValueError:
-        return resp.status, dict(resp.getheaders()), raw.decode()
+    return http_json(port, method, path, body, headers, timeout=timeout)
 
 
 def start(tag, *env):

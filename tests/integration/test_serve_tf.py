@@ -22,6 +22,7 @@ from envrepro.runtime import launch, serveconfig
 from envrepro.sandbox import plan as plans
 from envrepro.sidecar import layout, manifest
 
+from support import http_json  # noqa: E402
 from tf_helpers import CUSTOM_LAYERS, write_module
 
 pytestmark = pytest.mark.tf
@@ -161,17 +162,8 @@ def server(environment, capture, tmp_path_factory):
 
 
 def call(srv, method, path, body=None, conn=None):
-    c = conn or http.client.HTTPConnection("127.0.0.1", srv["port"], timeout=60)
-    data = json.dumps(body).encode() if body is not None else None
-    c.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
-    r = c.getresponse()
-    raw = r.read()
-    if conn is None:
-        c.close()
-    try:
-        return r.status, json.loads(raw.decode())
-    except ValueError:
-        return r.status, raw.decode()
+    status, _headers, payload = http_json(srv["port"], method, path, body, conn=conn, timeout=60)
+    return status, payload
 
 
 def close(got, want):

@@ -2,7 +2,6 @@
 serveapp.py) with a fake numpy model in process: every status a bad request gets, the next good
 request still answered, readiness before and after the warm-up, concurrent clients, logs."""
 import http.client
-import json
 import os
 import socket
 import sys
@@ -15,6 +14,7 @@ from envrepro.runtime import serve, servetensors
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve_fake import FAIL_VALUE, FakeServable  # noqa: E402
+from support import http_json  # noqa: E402
 
 SECRET = 987654.321
 GOOD = {"instances": [[1, 2, 3]]}
@@ -56,20 +56,7 @@ def server():
 
 
 def call(serving, method, path, body=None, headers=None, conn=None):
-    c = conn or http.client.HTTPConnection("127.0.0.1", serving.port, timeout=10)
-    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-    hdrs = {"Content-Type": "application/json"} if data is not None else {}
-    hdrs.update(headers or {})
-    c.request(method, path, body=data, headers=hdrs)
-    r = c.getresponse()
-    raw = r.read()
-    if conn is None:
-        c.close()
-    try:
-        payload = json.loads(raw.decode())
-    except ValueError:
-        payload = raw.decode()
-    return r.status, dict(r.getheaders()), payload
+    return http_json(serving.port, method, path, body, headers, conn, timeout=10)
 
 
 def raw_request(serving, head, body=b""):

@@ -2,7 +2,6 @@
 and exits 0 with readiness 503 meanwhile, a failed warm-up exits 5 after one log line, bad
 settings and plans exit 2 and 70, and the whole server runs under Python 3.6 (numpy 1.19)."""
 import http.client
-import json
 import os
 import re
 import signal
@@ -17,7 +16,7 @@ import pytest
 from envrepro.runtime import launch, serve, serveconfig
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from support import need, pyenv_python  # noqa: E402
+from support import http_json, need, pyenv_python  # noqa: E402
 
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_fake.py")
 GOOD = {"instances": [[1, 2, 3]]}
@@ -52,17 +51,8 @@ class Server(object):
         return "".join(self.lines)
 
     def call(self, method, path, body=None, conn=None):
-        c = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
-        data = json.dumps(body).encode() if body is not None else None
-        c.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
-        r = c.getresponse()
-        raw = r.read()
-        if conn is None:
-            c.close()
-        try:
-            return r.status, json.loads(raw.decode())
-        except ValueError:
-            return r.status, raw.decode()
+        status, _headers, payload = http_json(self.port, method, path, body, conn=conn, timeout=20)
+        return status, payload
 
     def wait_ready(self, timeout=30):
         end = time.time() + timeout
