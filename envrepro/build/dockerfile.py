@@ -93,7 +93,8 @@ class BuildSpec:
     python_from_source: bool = False    # base has no Python (CUDA bases): build it in a stage
 
 
-def _label_lines(labels: Dict[str, str]) -> str:
+def label_lines(labels: Dict[str, str]) -> str:
+    """A LABEL instruction for ``labels``: values JSON-quoted, ``$`` escaped ("" for none)."""
     if not labels:
         return ""
     items = [f"{k}={json.dumps(str(v), ensure_ascii=False).replace('$', chr(92) + '$')}" for k, v in sorted(labels.items())]
@@ -145,7 +146,7 @@ def render(spec: BuildSpec) -> str:
         rest_overlay = fill("fragments/rest-overlay.Dockerfile")
     text = fill("env.Dockerfile", PYTHON_VERSION=spec.python_version, PYTHON_STAGE=python_stage,
                 PYTHON_BASE=python_base, PIP_ENV=pip_env, HEAVY_STEPS="\n".join(heavy_steps),
-                REST_STAGE=rest_stage, REST_OVERLAY=rest_overlay, LABELS=_label_lines(spec.labels))
+                REST_STAGE=rest_stage, REST_OVERLAY=rest_overlay, LABELS=label_lines(spec.labels))
     return re.sub(r"\n{3,}", "\n\n", text)
 
 

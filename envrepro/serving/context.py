@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple, Union
 
-from envrepro.build.dockerfile import add_member
+from envrepro.build.dockerfile import add_member, label_lines
 from envrepro.build.templates import fill, template_text
 from envrepro.errors import EnvreproError
 from envrepro.fsutil import sha256_file
@@ -162,12 +162,6 @@ def _env_lines(capture: manifest.Capture, name: str) -> str:
     return "ENV " + " \\\n    ".join(f"{k}={json.dumps(v)}" for k, v in sorted(env.items()))
 
 
-def _label_lines(labels: Dict[str, str]) -> str:
-    items = [f"{k}={json.dumps(str(v), ensure_ascii=False).replace('$', chr(92) + '$')}"
-             for k, v in sorted(labels.items())]
-    return "LABEL " + " \\\n      ".join(items) if items else ""
-
-
 def entrypoint() -> List[str]:
     return serveconfig.server_argv("python")
 
@@ -177,7 +171,7 @@ def serving_layers(capture: manifest.Capture, name: str, labels: Dict[str, str])
                 PLAN_FILE=serveconfig.PLAN_FILE, MODEL_DIR=serveconfig.MODEL_DIR,
                 SERVE_ENV=_env_lines(capture, name), PORT=str(serveconfig.PORT),
                 LIVE_PATH=serveconfig.LIVE_PATH, ENTRYPOINT=json.dumps(entrypoint()),
-                LABELS=_label_lines(labels))
+                LABELS=label_lines(labels))
 
 
 @dataclass

@@ -69,12 +69,10 @@ def _build(engine: ContainerEngine, text: str, files: List[Any], tag: str, say: 
 
 def _label_image(engine: ContainerEngine, image_id: str, labels: Dict[str, str], tag: str) -> str:
     """``FROM image`` + LABELs: a metadata-only image (no layer) carrying the verdict."""
-    text = f"FROM {image_id}\n{sc._label_lines(labels)}\n".encode()
+    text = f"FROM {image_id}\n{df.label_lines(labels)}\n".encode()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        ti = tarfile.TarInfo("Dockerfile")
-        ti.size = len(text)
-        tar.addfile(ti, io.BytesIO(text))
+        df.add_member(tar, "Dockerfile", text)
     return engine.build(buf.getvalue(), tag)
 
 

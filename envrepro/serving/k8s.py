@@ -119,31 +119,32 @@ def resource_name(text: str) -> str:
     return name[:MAX_NAME].rstrip("-")
 
 
+def _matching(value: str, pattern: Any, limit: int, flag: str, why: str, fix: str) -> str:
+    """``value`` as given when it matches ``pattern`` within ``limit`` characters, else BadOption."""
+    if len(value) > limit or not pattern.fullmatch(value):
+        raise _bad(flag, value, why, fix)
+    return value
+
+
 def check_name(value: str, flag: str = "--name") -> str:
     """``value`` as given, if it is a DNS-1035 label (what a Service name must be; Deployment and
     autoscaler names then are too)."""
-    if len(value) > MAX_NAME or not _LABEL.fullmatch(value):
-        raise _bad(flag, value, "is not a valid Kubernetes name",
-                   "use lowercase letters, digits and '-', starting with a letter and ending with a "
-                   f"letter or digit, at most {MAX_NAME} characters")
-    return value
+    return _matching(value, _LABEL, MAX_NAME, flag, "is not a valid Kubernetes name",
+                     "use lowercase letters, digits and '-', starting with a letter and ending with a "
+                     f"letter or digit, at most {MAX_NAME} characters")
 
 
 def check_namespace(value: str) -> str:
-    if len(value) > MAX_NAME or not _NAMESPACE.fullmatch(value):
-        raise _bad("--namespace", value, "is not a valid Kubernetes namespace",
-                   "use lowercase letters, digits and '-', starting and ending with a letter or "
-                   f"digit, at most {MAX_NAME} characters")
-    return value
+    return _matching(value, _NAMESPACE, MAX_NAME, "--namespace", "is not a valid Kubernetes namespace",
+                     "use lowercase letters, digits and '-', starting and ending with a letter or "
+                     f"digit, at most {MAX_NAME} characters")
 
 
 def check_image(value: str) -> str:
     """``value`` as given, if it reads as an image reference (``registry/repo:tag@sha256:...``)."""
-    if len(value) > MAX_IMAGE or not _IMAGE.fullmatch(value):
-        raise _bad("--image", value, "is not an image reference",
-                   "give the serving image's tag or digest, e.g. registry.example/team/model:1.0, "
-                   "as tagged by `envrepro build MODEL --serve -t TAG`")
-    return value
+    return _matching(value, _IMAGE, MAX_IMAGE, "--image", "is not an image reference",
+                     "give the serving image's tag or digest, e.g. registry.example/team/model:1.0, "
+                     "as tagged by `envrepro build MODEL --serve -t TAG`")
 
 
 def _amount(flag: str, text: str, cpu: bool) -> Tuple[str, Decimal]:
