@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from envrepro import config
 from envrepro.build import dockerfile as df
+from envrepro.build import wheelhouse_builder
 from envrepro.build.bases import base_digest, cuda_base_needed, ensure_base, resolve_base
 from envrepro.build.pipconfig import PipSettings
 from envrepro.build.spec import (IMAGE_REPO, LABEL, LABEL_KEY, RUNTIME_VERSION, Progress, build_spec,
@@ -85,6 +86,8 @@ class ImageInfo:
     python: str = VENV + "/bin/python"    # the environment's interpreter inside the image
     unverified: List[str] = field(default_factory=list)  # installed without a hash check
     translation: Optional[Dict[str, Any]] = None  # lock translated for Linux or for GPUs
+    builder: str = ""                # "wheelhouse" | "dockerfile" (when built)
+    wheelhouse: Optional[Dict[str, Any]] = None   # what the wheelhouse fetched and built
 
     @property
     def built(self) -> bool:
@@ -188,24 +191,40 @@ def _ensure(capture: Capture, engine: ContainerEngine, base_image: Optional[str]
     spec = build_spec(capture, base, base_digest(base_info), key,
                       cuda_base_needed(capture, base_image, gpus), pip, runtime_version, lock_text,
                       translation)
-    dockerfile = df.render(spec)
-    context = df.build_context(spec, dockerfile)
+    why_not = wheelhouse_builder.unsupported(spec)
     logs = config.cache_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"build-{key[:16]}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     lines: List[str] = []
-    say(f"Building {tag} (base {base}, Python {python_version}); log: {log_path}")
     if unverified:
         say("Installing without hash verification (no hash in the lock): " + ", ".join(unverified))
     with open(log_path, "w", encoding="utf-8") as log:
-        log.write(dockerfile + "\n# ---- build output ----\n")
-
         def on_line(line: str) -> None:
             lines.append(line)
             log.write(line + "\n")
             log.flush()
             say(line)
 
+        if why_not is None:
+            say(f"Building {tag} from the wheelhouse (base {base}, Python {python_version}); log: {log_path}")
+            try:
+                built = wheelhouse_builder.build_image(capture, engine, spec, base_info, tag, on_line,
+                                                       runtime_version, nocache=nocache)
+            except wheelhouse_builder.NotFromWheelhouse as e:
+                why_not = str(e)
+            except BuildFailed as e:
+                raise _failure_message(tag, log_path, lines, e) from None
+            else:
+                final = engine.inspect_image(tag) or {"Id": built.image_id}
+                return ImageInfo(tag, key, str(final.get("Id", built.image_id)), "built", base,
+                                 spec.labels.get(LABEL + "base-digest", ""),
+                                 image_labels(final) or dict(spec.labels), log_path,
+                                 built.wheelhouse.built, builder="wheelhouse",
+                                 wheelhouse=built.wheelhouse.summary(), **extras)
+        dockerfile = df.render(spec)
+        context = df.build_context(spec, dockerfile)
+        on_line(f"Building {tag} with the Dockerfile builder ({why_not}); base {base}, Python {python_version}")
+        log.write(dockerfile + "\n# ---- build output ----\n")
         try:
             image_id = engine.build(context, tag, labels=None, on_line=on_line, nocache=nocache)
         except BuildFailed as e:
@@ -215,11 +234,12 @@ def _ensure(capture: Capture, engine: ContainerEngine, base_image: Optional[str]
     final = engine.inspect_image(tag) or {"Id": image_id}
     return ImageInfo(tag, key, str(final.get("Id", image_id)), "built", base,
                      spec.labels.get(LABEL + "base-digest", ""), image_labels(final) or dict(spec.labels),
-                     log_path, sdists, **extras)
+                     log_path, sdists, builder="dockerfile", **extras)
 
 def summarize(info: ImageInfo) -> Dict[str, Any]:
     return {"tag": info.tag, "key": info.key, "id": info.image_id, "source": info.source,
             "base": info.base_image, "base_digest": info.base_digest,
             "log": str(info.log_path) if info.log_path else None,
             "built_from_source": info.built_from_source, "seconds": info.seconds,
-            "unverified": info.unverified, "translation": info.translation}
+            "unverified": info.unverified, "translation": info.translation,
+            "builder": info.builder, "wheelhouse": info.wheelhouse}

@@ -44,7 +44,8 @@ TEMPLATES = ("env.Dockerfile", "python-from-source.Dockerfile", "pip.sh",
              "fragments/copy-wheels.Dockerfile", "fragments/install-heavy.Dockerfile",
              "fragments/install-tools.Dockerfile", "fragments/install-unverified.Dockerfile",
              "fragments/install.Dockerfile", "fragments/pip-env.Dockerfile",
-             "fragments/rest-overlay.Dockerfile", "fragments/rest-stage.Dockerfile")
+             "fragments/rest-overlay.Dockerfile", "fragments/rest-stage.Dockerfile",
+             "wheelhouse-install.sh")
 
 
 @functools.lru_cache(maxsize=1)

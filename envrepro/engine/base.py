@@ -144,3 +144,14 @@ class ContainerEngine(Protocol):
         """Run to completion in a fresh container, removed afterwards: (exit, stdout, stderr).
         The defaults are the load-time sandbox (no network, read-only root, no capabilities)."""
         ...
+
+    def commit_run(self, image: str, command: Sequence[str], tag: str, mounts: Iterable[MountSpec] = (),
+                   environment: Optional[Dict[str, str]] = None, changes: Sequence[str] = (),
+                   tmpfs: Optional[Dict[str, str]] = None, on_line: Optional[LineCallback] = None,
+                   timeout: Optional[float] = None) -> str:
+        """Run ``command`` as root in a container of ``image`` with no network, then commit its
+        file system as a new image tagged ``tag`` (``changes``: Dockerfile instructions such as
+        USER or LABEL applied to its config); the image id. Mounts and tmpfs contents are not
+        committed. BuildFailed when the command exits non-zero (nothing is tagged); the container
+        is removed either way."""
+        ...

@@ -340,6 +340,58 @@ class DockerEngine(ServiceMixin):
             except Exception:
                 pass
 
+    # -- commit builds ----------------------------------------------------------------------
+    def commit_run(self, image: str, command: Sequence[str], tag: str, mounts: Iterable[MountSpec] = (),
+                   environment: Optional[Dict[str, str]] = None, changes: Sequence[str] = (),
+                   tmpfs: Optional[Dict[str, str]] = None, on_line: Optional[LineCallback] = None,
+                   timeout: Optional[float] = None) -> str:
+        """Run ``command`` (no network) in a container of ``image``, commit it as ``tag``."""
+        from docker.types import Mount as DockerMount
+
+        try:
+            container = self.client.containers.create(
+                image, list(command), network_mode="none", detach=True, stdin_open=False, tty=False,
+                mounts=[DockerMount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+                        for m in map(as_mount, mounts)],
+                environment=environment or {}, tmpfs=tmpfs or None, user="0:0",
+                security_opt=["no-new-privileges"])
+        except Exception as e:
+            raise self._fail(e, f"creating a build container from {image}", BuildFailed) from None
+        tail: List[str] = []
+        try:
+            try:
+                frames = container.attach(stdout=True, stderr=True, stream=True, logs=True)
+                container.start()
+                pending = ""
+                for chunk in frames:
+                    pending += _ANSI.sub("", chunk.decode("utf-8", "replace"))
+                    *lines, pending = pending.split("\n")
+                    for line in lines:
+                        tail.append(line)
+                        del tail[:-200]
+                        if on_line:
+                            on_line(line)
+                if pending and on_line:
+                    on_line(pending)
+                status = container.wait(timeout=timeout)
+            except Exception as e:
+                raise self._fail(e, f"running a build container from {image}", BuildFailed) from None
+            code = int(status.get("StatusCode", -1)) if isinstance(status, dict) else int(status)
+            if code != 0:
+                raise BuildFailed(f"image build failed: the install step returned a non-zero code: {code}",
+                                  None, explain("\n".join(tail[-20:])))
+            repo, name = _split_ref(tag)
+            try:
+                committed = container.commit(repository=repo, tag=name, changes=list(changes) or None)
+            except Exception as e:
+                raise self._fail(e, f"committing {tag}", BuildFailed) from None
+            return str(committed.id)
+        finally:
+            try:
+                container.remove(force=True)
+            except Exception:
+                pass
+
 
 class _PullStreamError(Exception):
     pass

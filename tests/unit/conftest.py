@@ -12,6 +12,15 @@ def isolated(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def dockerfile_builder_by_default(request, monkeypatch):
+    """The fake engine builds from Dockerfiles: image tests read the context they send. Tests of
+    the wheelhouse builder (test_wheelhouse*.py, test_commitbuild.py) choose it themselves."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    if not (name.startswith("test_wheelhouse") or name == "test_commitbuild"):
+        monkeypatch.setenv("ENVREPRO_BUILDER", "dockerfile")
+
+
+@pytest.fixture(autouse=True)
 def no_real_resolution(request, monkeypatch):
     """Unit tests never resolve against the index with pip-compile: a translated lock (a macOS or
     Windows capture, ``--gpus``) comes from a fake resolver or was put in the cache first."""

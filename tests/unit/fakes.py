@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 
 import pytest
 
-from envrepro.engine.base import ContainerEngine, LineCallback, PullFailed, image_labels
+from envrepro.engine.base import ContainerEngine, LineCallback, MountSpec, PullFailed, image_labels
 from envrepro.errors import BuildFailed, EnvreproError
 from envrepro.fsutil import sha256_tree
 from envrepro.runtime import loader as rt
@@ -239,6 +239,34 @@ class FakeEngine:
     def run(self, image: str, command: Any = None, **kwargs: Any) -> Tuple[int, str, str]:
         self.runs.append(dict(kwargs, image=image, command=command))
         return self.run_result
+
+    def commit_run(self, image: str, command: Sequence[str], tag: str, mounts: Iterable[MountSpec] = (),
+                   environment: Optional[Dict[str, str]] = None, changes: Sequence[str] = (),
+                   tmpfs: Optional[Dict[str, str]] = None, on_line: Optional[LineCallback] = None,
+                   timeout: Optional[float] = None) -> str:
+        """Records ``commits``; the new image inherits ``image``'s labels plus the LABEL changes;
+        ``commit_error``: the install step fails."""
+        commits = getattr(self, "commits", None)
+        if commits is None:
+            commits = self.commits = []
+        commits.append(dict(image=image, command=list(command), tag=tag, mounts=list(mounts),
+                            environment=environment, changes=list(changes), tmpfs=tmpfs))
+        for line in getattr(self, "commit_lines", []):
+            if on_line:
+                on_line(line)
+        if getattr(self, "commit_error", None):
+            raise BuildFailed("image build failed: the install step returned a non-zero code: 1")
+        found = dict(image_labels(self._find(image)))
+        for change in changes:
+            m = re.match(r'LABEL (\S+)=(".*")$', change)
+            if m:
+                found[m.group(1)] = json.loads(m.group(2))
+        img = globals()["image"](tag, found)   # the module's image(), shadowed here
+        for other in self.store:
+            if tag in (other.get("RepoTags") or []):
+                other["RepoTags"] = [t for t in other["RepoTags"] if t != tag]
+        self.store.append(img)
+        return img["Id"]
 
     def raise_pull(self, ref: str, message: str = "dial tcp: lookup registry.example: no such host") -> None:
         self.pull_error[ref] = PullFailed(f"pulling {ref} failed: {message}")

@@ -1,0 +1,99 @@
+"""The wheelhouse builder: an environment image installed from the host's wheelhouse in
+containers with no network, each committed as one layer. The default way ``ensure_image`` builds.
+
+Why containers and commits rather than a Dockerfile build: the Docker SDK's classic builder has no
+build-time mounts, so wheels sent in the build context would land in a layer (or need a builder
+stage, whose copy the engine keeps: each environment then occupied about twice its image size), and
+serving them over loopback HTTP would need ``--network host`` for the build and a port in the RUN
+line (which defeats the layer cache). A container can bind-mount the wheelhouse read-only and run
+with ``--network none``, so the install provably reaches no index, and what it commits is exactly
+the files the install wrote (mounts and the /tmp tmpfs are not committed).
+
+Two layers on the base, as the Dockerfile builder makes them:
+
+- ``envrepro-heavy:<key>``: the envrepro user, the venv, the captured setuptools/wheel and
+  TensorFlow's dependency closure, keyed by what goes into it, so every environment with the same
+  closure on the same base reuses it;
+- the environment image: the rest of the lock on top, committed with the image config (user,
+  working directory, environment, labels) the runtime relies on.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from envrepro.build.spec import LABEL, RUNTIME_VERSION, templates_digest
+from envrepro.build.templates import USER_UID, VENV, WHEELS_DIR
+from envrepro.engine.base import ContainerEngine, Mount, image_labels
+from envrepro.wheelhouse.plan import Wheelhouse
+
+HEAVY_REPO = "envrepro-heavy"
+HEAVY_LABEL = LABEL + "heavy"
+BUILDER_LABEL = LABEL + "builder"
+TMPFS = {"/tmp": "rw,exec,size=8g"}
+INSTALL = ["sh", "/mnt/install.sh"]
+Say = Callable[[str], None]
+
+
+def _config(base_info: Dict[str, Any]) -> Dict[str, Any]:
+    return dict(base_info.get("Config") or {})
+
+
+def environment(base_info: Dict[str, Any]) -> Dict[str, str]:
+    """The image's environment: the venv first on the base's PATH."""
+    path = next((e.split("=", 1)[1] for e in _config(base_info).get("Env") or [] if e.startswith("PATH=")),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    return {"VIRTUAL_ENV": VENV, "PATH": f"{VENV}/bin:{path}", "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/home/envrepro"}
+
+
+def label_change(key: str, value: str) -> str:
+    """One ``LABEL`` instruction for ``docker commit --change``: the value JSON-quoted, ``$`` escaped."""
+    return f"LABEL {key}=" + json.dumps(str(value), ensure_ascii=False).replace("$", "\\$")
+
+
+def _restore_command(base_info: Dict[str, Any]) -> List[str]:
+    """The base's CMD and ENTRYPOINT again (a commit would keep the install command)."""
+    cfg = _config(base_info)
+    return [f"CMD {json.dumps(cfg.get('Cmd') or ['python3'])}",
+            f"ENTRYPOINT {json.dumps(cfg.get('Entrypoint') or [])}"]
+
+
+def heavy_key(base: str, base_info: Dict[str, Any], wh: Wheelhouse, runtime_version: str) -> str:
+    fields = {"base": base, "base_id": str(base_info.get("Id", "")), "target": wh.target.ident(),
+              "tools": wh.plan.tools, "heavy": wh.plan.heavy, "hashes": wh.plan.require_hashes,
+              "templates": templates_digest(), "runtime": runtime_version}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build(engine: ContainerEngine, base: str, base_info: Dict[str, Any], wh: Wheelhouse, staging: Path,
+          tag: str, labels: Dict[str, str], say: Say, capture_wheels: Optional[Path] = None,
+          runtime_version: str = RUNTIME_VERSION, reuse_heavy: bool = True) -> str:
+    """Build the environment image ``tag`` from the staged wheelhouse; its image id."""
+    env = environment(base_info)
+    hkey = heavy_key(base, base_info, wh, runtime_version)
+    heavy_tag = f"{HEAVY_REPO}:{hkey}"
+    mounts = [Mount(str(staging), "/mnt")]
+    found = engine.inspect_image(heavy_tag)
+    if reuse_heavy and found and image_labels(found).get(HEAVY_LABEL) == hkey:
+        say(f"Using {heavy_tag} (TensorFlow's closure, installed before)")
+    else:
+        say(f"Installing TensorFlow's closure from the wheelhouse into {heavy_tag} (no network)")
+        engine.commit_run(base, INSTALL + ["heavy"], heavy_tag, mounts, env,
+                          [label_change(HEAVY_LABEL, hkey)] + _restore_command(base_info), TMPFS, on_line=say)
+    if capture_wheels is not None and capture_wheels.is_dir():
+        mounts.append(Mount(str(capture_wheels), WHEELS_DIR))
+    changes = [f"USER {USER_UID}:{USER_UID}", "WORKDIR /home/envrepro"] + _restore_command(base_info)
+    all_labels = dict(labels, **{HEAVY_LABEL: hkey, BUILDER_LABEL: "wheelhouse"})
+    changes += [label_change(k, v) for k, v in sorted(all_labels.items())]
+    say(f"Installing the rest of the lock into {tag} (no network)")
+    return engine.commit_run(heavy_tag, INSTALL + ["rest"], tag, mounts, env, changes, TMPFS, on_line=say)
+
+
+def engine_is_local() -> bool:
+    """Bind mounts need the wheelhouse on the engine's machine: a local socket, not a remote host."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return not host or host.startswith(("unix://", "npipe://"))

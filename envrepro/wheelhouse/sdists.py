@@ -1,0 +1,187 @@
+"""Source-only pins (a release with no wheel for the image, e.g. TF 2.4.1's ``termcolor`` and
+``wrapt``) built into wheels once per target, in a throwaway container, and cached.
+
+1. The sdist is found on the host's index (pip's own finder, through pip-tools, on the user's pip
+   configuration) and downloaded by the host, checked against the lock's sha256. Nothing of it is
+   run on the host: ``pip download`` of an sdist would run its ``setup.py`` to read metadata.
+2. It is built by ``pip wheel --no-deps --no-build-isolation --no-index`` inside a container of the
+   base image: no network, read-only root, an unprivileged user, no host file but the sdist and
+   the build tools (setuptools, wheel and the sdist's declared build requirements, fetched as
+   wheels for the target by the host) mounted read-only, and an empty output folder.
+3. The wheel goes into the store; a record ``built/<base>/<sdist sha256>.json`` says which one, so
+   the next build of any lock pinning that sdist on that base finds it at once.
+
+The lock pins the sdist's hash, not the built wheel's: the install lock given to the image build
+carries the built wheel's sha256 instead (``envrepro.wheelhouse.plan``), so pip still installs with
+``--require-hashes``.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from envrepro.engine.base import ContainerEngine, Mount
+from envrepro.errors import BuildFailed
+from envrepro.sidecar.lockfile import LockEntry
+from envrepro.wheelhouse.fetch import Runner, _redact, _run
+from envrepro.wheelhouse.store import StoreError, WheelStore, digests, safe_filename, sha256_of
+from envrepro.wheelhouse.target import Target
+
+Say = Callable[[str], None]
+BUILD_TIMEOUT = 1200
+BUILD_TOOLS = ("setuptools", "wheel")
+_SCRIPT = ('set -e; python3 -m pip install -q --no-index --find-links /mnt/tools --target /tmp/tools {tools}; '
+           'PYTHONPATH=/tmp/tools python3 -m pip wheel --no-deps --no-build-isolation --no-index '
+           '--no-cache-dir -w /mnt/out "/mnt/src/{sdist}"')
+
+
+def record_parts(target: Target, key: str) -> List[str]:
+    """Where the record of an sdist built for ``target`` is (``key``: the sdist's sha256, or
+    name-version for a pin without hashes). Keyed by target, not by base image id, so a wheelhouse
+    carried in a bundle is found on another machine with its own copy of the base."""
+    return ["built", target.ident(), key + ".json"]
+
+
+def built_wheel(store: WheelStore, target: Target, entry: LockEntry) -> Optional[Path]:
+    """The wheel built before from this entry's sdist for this target, or None."""
+    keys = digests(entry.hashes) or [f"{entry.name}-{entry.version}"]
+    for key in keys:
+        rec = store.read_record(*record_parts(target, key))
+        if rec and isinstance(rec.get("sha256"), str):
+            found = store.get(rec["sha256"])
+            if found is not None:
+                return found
+    return None
+
+
+# -- find and download the sdist (host, no code run) --------------------------------------------
+def download_sdist(entry: LockEntry, dest: Path, pip_settings: Mapping[str, Any]) -> Path:
+    """The entry's sdist downloaded into ``dest`` (the file whose sha256 the lock pins)."""
+    from envrepro.capturing import indexhashes
+
+    warnings: List[str] = []
+    try:
+        repo, urls, _conn = indexhashes._make_repository(pip_settings, warnings)
+        if urls:
+            indexhashes._use_only(repo, urls, warnings)
+        from pip._internal.req.constructors import install_req_from_line
+
+        with repo.allow_all_wheels():
+            candidates = list(repo._get_matching_candidates(install_req_from_line(f"{entry.name}=={entry.version}")))
+    except BuildFailed:
+        raise
+    except Exception as e:
+        raise BuildFailed(f"could not look up the sdist of {entry.name}=={entry.version} on the index: "
+                          f"{_redact(str(e))[:200]}", None, "check the host's pip index settings") from None
+    wanted = set(digests(entry.hashes))
+    links = [c.link for c in candidates if not c.link.is_wheel and safe_filename(c.link.filename)]
+    if wanted:
+        links = [lk for lk in links if (indexhashes._link_sha256(lk) or "") in wanted] or links
+    if not links:
+        raise BuildFailed(f"{entry.name}=={entry.version} has neither a wheel for the image nor an sdist "
+                          "on the index", None, "check the pin, or the index the host's pip uses")
+    last = ""
+    for link in links:
+        target = dest / link.filename
+        try:
+            with repo.session.get(link.url.split("#", 1)[0], stream=True, timeout=120) as r:
+                r.raise_for_status()
+                with open(target, "wb") as f:
+                    for chunk in r.iter_content(1 << 20):
+                        f.write(chunk)
+        except Exception as e:
+            last = _redact(str(e))[:200]
+            continue
+        if not wanted or sha256_of(target) in wanted:
+            return target
+        last = f"{link.filename} does not have a sha256 the lock pins"
+        target.unlink()
+    raise BuildFailed(f"could not download the sdist of {entry.name}=={entry.version}: {last}", None,
+                      "check the index and the lock's hashes")
+
+
+def build_requires(sdist: Path) -> List[str]:
+    """The sdist's declared build requirements (pyproject.toml ``[build-system] requires``),
+    read as data from the archive, never run; setuptools and wheel when it declares none."""
+    try:
+        import tomllib  # type: ignore[import-not-found]
+    except ImportError:  # Python < 3.11 hosts: setuptools only
+        return list(BUILD_TOOLS)
+    try:
+        with tarfile.open(sdist) as tar:
+            member = next((m for m in tar.getmembers()
+                           if m.isfile() and m.name.count("/") == 1 and m.name.endswith("/pyproject.toml")
+                           and m.size < 1 << 20), None)
+            if member is None:
+                return list(BUILD_TOOLS)
+            data = tar.extractfile(member).read()  # type: ignore[union-attr]
+        requires = tomllib.load(io.BytesIO(data)).get("build-system", {}).get("requires")
+    except Exception:
+        return list(BUILD_TOOLS)
+    reqs = [str(r) for r in requires] if isinstance(requires, list) else []
+    return sorted(set(reqs) | {"wheel"}) if reqs else list(BUILD_TOOLS)
+
+
+def fetch_tools(requires: List[str], target: Target, dest: Path, run: Runner = _run) -> None:
+    """The build requirements as wheels for the target (with their dependencies), into ``dest``."""
+    argv = [sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "--no-cache-dir",
+            "--progress-bar", "off", "--dest", str(dest), *target.pip_args(), *requires]
+    code, out = run(argv)
+    if code != 0:
+        last = _redact(out).strip().splitlines()[-1][:200] if out.strip() else f"pip exited {code}"
+        raise BuildFailed(f"could not fetch the build tools {', '.join(requires)} for Python {target.xy}: "
+                          f"{last}", None, "check the host's pip index settings")
+
+
+# -- build in a container -------------------------------------------------------------------
+def build(engine: ContainerEngine, base: str, target: Target, entry: LockEntry,
+          store: WheelStore, pip_settings: Mapping[str, Any], say: Say, run: Runner = _run) -> Path:
+    """Build the entry's sdist into a wheel for ``base`` and store it; the stored wheel."""
+    tmp = store.tmp_dir()
+    try:
+        src, tools, out = tmp / "src", tmp / "tools", tmp / "out"
+        for d in (src, tools, out):
+            d.mkdir()
+        sdist = download_sdist(entry, src, pip_settings)
+        sdist_sha = sha256_of(sdist)
+        requires = build_requires(sdist)
+        fetch_tools(requires, target, tools, run)
+        os.chmod(out, 0o777)
+        for d in (src, tools):
+            os.chmod(d, 0o755)
+        for f in list(src.iterdir()) + list(tools.iterdir()):
+            os.chmod(f, 0o644)
+        names = " ".join(sorted({re.split(r"[<>=!~;\[ ]", r, 1)[0] for r in requires}))
+        say(f"Building {entry.name}=={entry.version} from source in a container of {base} "
+            "(no network, no host files but the sdist)")
+        code, stdout, stderr = engine.run(
+            base, ["sh", "-c", _SCRIPT.format(tools=names, sdist=sdist.name)],
+            mounts=[Mount(str(src), "/mnt/src"), Mount(str(tools), "/mnt/tools"),
+                    Mount(str(out), "/mnt/out", read_only=False)],
+            environment={"HOME": "/tmp", "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+            user="65534:65534", network_disabled=True, read_only=True,
+            tmpfs={"/tmp": "rw,exec,size=2g"}, mem_limit="4g", stream=False, timeout=BUILD_TIMEOUT)
+        wheels = [p for p in out.iterdir() if p.name.endswith(".whl")]
+        if code != 0 or len(wheels) != 1:
+            tail = "\n".join("  | " + line for line in (stdout + stderr).strip().splitlines()[-12:])
+            raise BuildFailed(f"building {entry.name}=={entry.version} from its sdist failed "
+                              f"(exit {code}):\n{tail}", None,
+                              "it may need a compiler or headers the base image lacks: use a base image "
+                              "that has them (--base-image), or ENVREPRO_BUILDER=dockerfile")
+        try:
+            stored = store.add(wheels[0])
+        except StoreError as e:
+            raise BuildFailed(f"the wheel built from {entry.name} has an unexpected name: {e}") from None
+        doc: Dict[str, Any] = {"wheel": stored.name, "sha256": stored.parent.name, "sdist": sdist.name,
+                               "sdist_sha256": sdist_sha, "base": base, "target": target.ident()}
+        for key in digests(entry.hashes) or [f"{entry.name}-{entry.version}"]:
+            store.write_record(doc, *record_parts(target, key))
+        return stored
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
