@@ -25,13 +25,12 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from envrepro.build.spec import LABEL, RUNTIME_VERSION, templates_digest
+from envrepro.build.spec import HEAVY_LABEL, LABEL, RUNTIME_VERSION, templates_digest
 from envrepro.build.templates import USER_UID, VENV, WHEELS_DIR
 from envrepro.engine.base import ContainerEngine, Mount, image_labels
 from envrepro.wheelhouse.plan import Wheelhouse
 
 HEAVY_REPO = "envrepro-heavy"
-HEAVY_LABEL = LABEL + "heavy"
 BUILDER_LABEL = LABEL + "builder"
 TMPFS = {"/tmp": "rw,exec,size=8g"}
 INSTALL = ["sh", "/mnt/install.sh"]

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from envrepro.build.spec import LABEL_KEY
+from envrepro.build.spec import HEAVY_LABEL, LABEL_KEY
 from envrepro.config import cache_dir
 from envrepro.engine.base import ContainerEngine
 from envrepro.sidecar import layout, manifest
@@ -226,6 +226,28 @@ def builder_cache(engine: ContainerEngine) -> List[Dict[str, Any]]:
     return out
 
 
+def _prune_heavy(engine: ContainerEngine, result: PruneResult) -> None:
+    """Remove the wheelhouse builder's shared TensorFlow-closure images (``envrepro-heavy``) that
+    no remaining environment image was built on (their label ``org.envrepro.heavy``)."""
+    removed = {r.id for r in result.removed}
+    envs = [i for i in engine.images(LABEL_KEY) if str(i.get("Id", "")) not in removed]
+    used = {str((i.get("Labels") or {}).get(HEAVY_LABEL, "")) for i in envs}
+    for img in engine.images(HEAVY_LABEL):
+        labels = img.get("Labels") or {}
+        if LABEL_KEY in labels or labels.get(HEAVY_LABEL) in used:
+            continue
+        entry = {"id": str(img.get("Id", "")), "size": int(img.get("Size") or 0),
+                 "tag": next(iter(img.get("RepoTags") or []), "")}
+        if not result.dry_run:
+            try:
+                for ref in [t for t in img.get("RepoTags") or [] if t != "<none>:<none>"] or [entry["id"]]:
+                    engine.remove_image(ref)
+            except EnvreproError as e:
+                result.failed[entry["tag"] or entry["id"][:19]] = str(e)
+                continue
+        result.cache.append(entry)
+
+
 def prune(engine: ContainerEngine, dry_run: bool = False, key_for: Optional[KeyFor] = None,
           path: Optional[Path] = None, cache: bool = False) -> PruneResult:
     """Remove the envrepro images no capture in the index still uses, and forget stale entries.
@@ -262,6 +284,7 @@ def prune(engine: ContainerEngine, dry_run: bool = False, key_for: Optional[KeyF
             result.failed[row.tag if row.tags else row.id] = str(e)
     if not dry_run:
         _forget(path, result.removed, result.kept + result.removed)
+    _prune_heavy(engine, result)
     if cache:
         for entry in builder_cache(engine):
             if not dry_run:
@@ -314,7 +337,7 @@ def render_images(rows: List[ImageRow]) -> str:
 def render_prune(result: PruneResult) -> str:
     verb = "would remove" if result.dry_run else "removed"
     lines = [f"{verb} {r.tag} ({human_size(r.size)})" for r in result.removed]
-    lines += [f"{verb} builder cache {c['id'][7:19] or c['id'][:12]} ({human_size(c['size'])})" for c in result.cache]
+    lines += [f"{verb} {'shared closure image ' + c['tag'] if c.get('tag') else 'builder cache ' + (c['id'][7:19] or c['id'][:12])} ({human_size(c['size'])})" for c in result.cache]
     lines += [f"could not remove {tag}: {why}" for tag, why in sorted(result.failed.items())]
     lines += [f"kept {r.tag}: used by container(s) {', '.join(r.containers)}" for r in result.kept if r.containers]
     cache = f" and {len(result.cache)} builder stage(s)" if result.cache else ""

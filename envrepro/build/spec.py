@@ -36,6 +36,7 @@ RUNTIME_VERSION = "2"
 IMAGE_REPO = "envrepro-env"
 LABEL = "org.envrepro."
 LABEL_KEY = LABEL + "key"   # the label ``envrepro images`` and prune find environment images by
+HEAVY_LABEL = LABEL + "heavy"   # the wheelhouse builder's shared TensorFlow-closure image (commitbuild)
 Progress = Callable[[str], None]
 
 

@@ -1,0 +1,265 @@
+"""The host wheelhouse (envrepro.wheelhouse): the store, fetching with pip for the image's
+platform, sdist-only pins, the install plan, and the folder a bundle carries. pip and Docker are
+faked: ``pip download`` by a runner that writes the files a test chose, the engine by FakeEngine."""
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from envrepro.errors import BuildFailed, InvalidCapture
+from envrepro.sidecar import lockfile
+from envrepro.sidecar.manifest import Capture
+from envrepro.wheelhouse import fetch, plan, portable, sdists
+from envrepro.wheelhouse.store import StoreError, WheelStore, safe_filename
+from envrepro.wheelhouse.target import Target, parse_probe
+
+try:
+    from .fakes import FakeEngine, image
+except ImportError:
+    from fakes import FakeEngine, image
+
+TARGET = Target(python="3.8.18", glibc=(2, 36))
+FILES = {  # what the fake index serves: file name -> bytes
+    "six-1.16.0-py2.py3-none-any.whl": b"six wheel",
+    "numpy-1.19.5-cp38-cp38-manylinux2010_x86_64.whl": b"numpy wheel",
+    "tensorflow_cpu-2.4.1-cp38-cp38-manylinux2010_x86_64.whl": b"tf wheel",
+    "setuptools-56.0.0-py3-none-any.whl": b"setuptools wheel",
+    "termcolor-1.1.0.tar.gz": b"termcolor sdist",
+}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def entry(filename: str) -> str:
+    name, version = fetch.dist_name(filename), re.split(r"-", filename)[1].replace(".tar.gz", "")
+    return f"{name}=={version} \\\n    --hash=sha256:{sha(FILES[filename])}\n"
+
+
+LOCK = (entry("numpy-1.19.5-cp38-cp38-manylinux2010_x86_64.whl") + entry("six-1.16.0-py2.py3-none-any.whl")
+        + entry("tensorflow_cpu-2.4.1-cp38-cp38-manylinux2010_x86_64.whl").replace(
+            "\n", "\n    # via -r requirements.in\n", 1).replace("\\\n    # via -r requirements.in\n", "\\\n")
+        + "termcolor==1.1.0 \\\n    --hash=sha256:" + sha(FILES["termcolor-1.1.0.tar.gz"]) + "\n"
+        + "\n# The following packages are considered to be unsafe in a requirements file:\n# setuptools==56.0.0\n")
+
+
+class FakePip:
+    """``pip download``: writes each requested pin's wheel into --dest; a pin with only an sdist
+    fails the way pip does; records every argv."""
+
+    def __init__(self, files=None, fail=None):
+        self.files = dict(FILES if files is None else files)
+        self.calls = []
+        self.fail = fail
+
+    def __call__(self, argv):
+        self.calls.append(argv)
+        self.reqs = getattr(self, "reqs", [])
+        self.reqs.append(Path(argv[argv.index("-r") + 1]).read_text() if "-r" in argv else "")
+        if self.fail:
+            return 1, self.fail
+        dest = Path(argv[argv.index("--dest") + 1])
+        if "-r" not in argv:            # build tools for an sdist build
+            for req in argv[argv.index("--abi") + 2:]:
+                (dest / f"{req}-1.0-py3-none-any.whl").write_bytes(req.encode())
+            return 0, ""
+        pins = [line.split()[0] for line in Path(argv[argv.index("-r") + 1]).read_text().splitlines()]
+        for pin in pins:
+            name, version = pin.split("==")
+            wheels = [f for f in self.files if f.endswith(".whl") and fetch.dist_name(f) == name and f"-{version}-" in f]
+            if not wheels:
+                return 1, f"ERROR: Could not find a version that satisfies the requirement {pin} (from versions: none)"
+        for pin in pins:
+            name, version = pin.split("==")
+            for f in self.files:
+                if f.endswith(".whl") and fetch.dist_name(f) == name:
+                    (dest / f).write_bytes(self.files[f])
+        return 0, ""
+
+
+@pytest.fixture
+def store(tmp_path):
+    return WheelStore(tmp_path / "wheels")
+
+
+def test_the_store_keeps_files_by_sha256_and_refuses_what_the_lock_does_not_pin(store, tmp_path):
+    f = tmp_path / "six-1.16.0-py2.py3-none-any.whl"
+    f.write_bytes(b"six wheel")
+    with pytest.raises(StoreError, match="which the lock does not pin"):
+        store.add(f, {"0" * 64})
+    assert store.get(sha(b"six wheel")) is None
+    stored = store.add(f, {sha(b"six wheel")})
+    assert stored.read_bytes() == b"six wheel" and stored.parent.name == sha(b"six wheel")
+    assert store.find(["sha256:" + "1" * 64, "sha256:" + sha(b"six wheel")]) == stored
+    assert store.add(f) == stored                       # adding it again is a no-op
+    assert not safe_filename("../x.whl") and not safe_filename("a/b.whl") and not safe_filename("x.sh")
+    with pytest.raises(StoreError):
+        store.add(f, None, "../evil.whl")
+
+
+def test_large_distributions_download_alone_and_hashed_pins_never_share_with_hashless():
+    entries = lockfile.parse_lock(LOCK, include_unsafe=True)
+    groups = fetch.batches(entries, jobs=4)
+    assert ["tensorflow-cpu"] in [[e.name for e in g] for g in groups]
+    assert ["numpy"] in [[e.name for e in g] for g in groups]
+    for g in groups:
+        assert len({bool(e.hashes) for e in g}) == 1
+
+
+def test_markers_are_evaluated_for_the_image_not_for_this_host():
+    old = lockfile.parse_lock('backports-zoneinfo==0.2.1 ; python_version < "3.9"\n')[0]
+    mac = lockfile.parse_lock('appnope==0.1.3 ; sys_platform == "darwin"\n')[0]
+    assert fetch.applies(old, TARGET) and not fetch.applies(mac, TARGET)
+    assert not fetch.applies(old, Target(python="3.11.7"))
+
+
+def test_fetch_downloads_for_the_target_platform_verifies_and_hands_back_sdist_only_pins(store):
+    pip = FakePip()
+    entries = plan.entries_for(LOCK, TARGET)
+    got = fetch.fetch(entries, TARGET, store, lambda line: None, run=pip)
+    assert sorted(got.files) == ["numpy", "setuptools", "six", "tensorflow-cpu"]
+    assert [e.name for e in got.source_only] == ["termcolor"]
+    for argv in pip.calls:
+        assert "--only-binary" in argv and ":all:" in argv and "--no-deps" in argv
+        assert argv[argv.index("--python-version") + 1] == "3.8" and argv[argv.index("--abi") + 1] == "cp38"
+        assert "manylinux_2_36_x86_64" in argv and "manylinux2014_x86_64" in argv
+    assert all("--require-hashes" in a for a, req in zip(pip.calls, pip.reqs) if "setuptools" not in req)
+    assert not any("--require-hashes" in a for a, req in zip(pip.calls, pip.reqs) if "setuptools" in req)
+    again = FakePip()
+    assert fetch.fetch(entries, TARGET, store, lambda line: None, run=again).downloaded == 0
+    assert [req for req in again.reqs if "termcolor" not in req] == []
+
+
+def test_a_file_the_lock_does_not_pin_is_refused_and_pip_failures_are_one_paragraph(store):
+    evil = dict(FILES, **{"six-1.16.0-py2.py3-none-any.whl": b"not the pinned six"})
+    entries = [e for e in plan.entries_for(LOCK, TARGET) if e.name == "six"]
+    with pytest.raises(BuildFailed, match="does not pin"):
+        fetch.fetch(entries, TARGET, store, lambda line: None, run=FakePip(evil))
+    assert store.find(entries[0].hashes) is None
+    failing = FakePip(fail="ERROR: HTTP error 401 while getting https://user:s3cret@index.example/six.whl")
+    with pytest.raises(BuildFailed) as e:
+        fetch.fetch(entries, TARGET, store, lambda line: None, run=failing)
+    assert "s3cret" not in str(e.value) and "401" in str(e.value)
+
+
+def test_the_install_plan_pins_the_built_wheel_of_an_sdist_by_its_own_hash(store, tmp_path):
+    built = tmp_path / "termcolor-1.1.0-py3-none-any.whl"
+    built.write_bytes(b"built termcolor")
+    stored = store.add(built)
+    p = plan._with_built_hashes(plan.df.install_plan(LOCK), {"termcolor": stored})
+    assert f"--hash=sha256:{sha(b'built termcolor')}" in p.heavy + p.rest
+    assert sha(FILES["termcolor-1.1.0.tar.gz"]) not in p.heavy + p.rest and p.require_hashes
+    assert "tensorflow-cpu==2.4.1" in p.heavy and p.tools == "setuptools==56.0.0\n"
+
+
+def test_direct_references_go_to_the_dockerfile_builder_and_capture_wheels_are_mounted():
+    with pytest.raises(plan.NotFromWheelhouse, match="direct reference"):
+        plan.entries_for("mylib @ git+https://example.com/mylib.git@abc\n", TARGET)
+    local = "mylib @ file:///envrepro/capture/wheels/mylib-1.0-py3-none-any.whl\nsix==1.16.0\n"
+    assert [e.name for e in plan.entries_for(local, TARGET)] == ["six"]
+
+
+def test_sdist_only_pins_are_built_in_a_container_without_network_once(store, monkeypatch, tmp_path):
+    def download(entry, dest, settings):
+        f = dest / "termcolor-1.1.0.tar.gz"
+        f.write_bytes(FILES["termcolor-1.1.0.tar.gz"])
+        return f
+    monkeypatch.setattr(sdists, "download_sdist", download)
+    engine = FakeEngine([image("python:3.8-slim")])
+
+    def build_run(image_, command=None, **kw):
+        engine.runs.append(dict(kw, image=image_, command=command))
+        out = next(m.source for m in kw["mounts"] if m.target == "/mnt/out")
+        Path(out, "termcolor-1.1.0-py3-none-any.whl").write_bytes(b"built termcolor")
+        return 0, "", ""
+    monkeypatch.setattr(engine, "run", build_run)
+    wh = plan.prepare(LOCK, TARGET, engine, "python:3.8-slim", store, {}, lambda line: None, run=FakePip())
+    assert wh.built == ["termcolor"] and wh.files["termcolor"].read_bytes() == b"built termcolor"
+    (run,) = engine.runs
+    assert run["network_disabled"] is True and run["read_only"] is True and run["user"] == "65534:65534"
+    assert {m.target: m.read_only for m in run["mounts"]} == {"/mnt/src": True, "/mnt/tools": True, "/mnt/out": False}
+    assert "--no-build-isolation" in run["command"][-1] and "--no-index" in run["command"][-1]
+    assert not any("PIP_CERT" in k or "INDEX" in k for k in (run["environment"] or {}))
+    again = plan.prepare(LOCK, TARGET, engine, "python:3.8-slim", store, {}, lambda line: None, run=FakePip())
+    assert len(engine.runs) == 1 and again.built == ["termcolor"] and again.downloaded == 0
+
+
+def test_the_base_image_says_which_wheels_fit():
+    t = parse_probe('{"version": "3.6.15", "machine": "x86_64", "implementation": "CPython", '
+                    '"abiflags": "m", "libc": "glibc 2.28"}', "python:3.6-slim")
+    assert t.abi == "cp36m" and t.platforms()[0] == "manylinux_2_28_x86_64" and "manylinux1_x86_64" in t.platforms()
+    with pytest.raises(BuildFailed, match="no glibc"):
+        parse_probe('{"version": "3.8.1", "machine": "x86_64", "implementation": "CPython", "libc": ""}', "alpine")
+    with pytest.raises(BuildFailed, match="could not read the platform"):
+        parse_probe("Traceback ...", "weird:latest")
+
+
+def _stocked(store, tmp_path):
+    """A store holding LOCK's files, termcolor built from its sdist, as after a real build."""
+    entries = plan.entries_for(LOCK, TARGET)
+    fetch.fetch(entries, TARGET, store, lambda line: None, run=FakePip())
+    built = tmp_path / "termcolor-1.1.0-py3-none-any.whl"
+    built.write_bytes(b"built termcolor")
+    stored = store.add(built)
+    store.write_record({"wheel": stored.name, "sha256": stored.parent.name},
+                       *sdists.record_parts(TARGET, sha(FILES["termcolor-1.1.0.tar.gz"])))
+    return plan.prepare(LOCK, TARGET, FakeEngine(), "python:3.8-slim", store, {}, lambda line: None, run=FakePip())
+
+
+def _capture(tmp_path):
+    root = tmp_path / "m.envrepro"
+    root.mkdir()
+    (root / "requirements.lock").write_text(LOCK)
+    return Capture(root=root, data={"python": {"version": "3.8.18"}})
+
+
+def _export(wh, dest):
+    dest.mkdir()
+    for p in set(wh.files.values()):
+        (dest / p.name).write_bytes(p.read_bytes())
+    built = [{"name": "termcolor", "version": "1.1.0", "wheel": wh.files["termcolor"].name,
+              "sha256": wh.files["termcolor"].parent.name, "sdist_sha256": [sha(FILES["termcolor-1.1.0.tar.gz"])]}]
+    (dest / portable.INDEX).write_text(json.dumps({
+        "format": 1, "target": {"python": "3.8.18", "machine": "x86_64", "implementation": "CPython",
+                                "abiflags": "", "glibc": [2, 36]},
+        "files": {p.name: p.parent.name for p in wh.files.values()}, "built": built}))
+
+
+def test_a_carried_wheelhouse_is_imported_only_when_the_lock_accounts_for_every_file(tmp_path, monkeypatch):
+    wh = _stocked(WheelStore(tmp_path / "here"), tmp_path)
+    carried = tmp_path / "carried"
+    _export(wh, carried)
+    other = WheelStore(tmp_path / "there")
+    cap = _capture(tmp_path)
+    assert portable.import_dir(carried, cap, lambda line: None, other) == 5
+    offline = plan.prepare(LOCK, TARGET, FakeEngine(), "python:3.8-slim", other, {}, lambda line: None,
+                           run=FakePip(fail="network is unreachable"))
+    assert offline.downloaded == 0 and offline.built == ["termcolor"]
+    # tampered: a byte changed in a wheel
+    six = carried / "six-1.16.0-py2.py3-none-any.whl"
+    six.write_bytes(b"six wheeL")
+    with pytest.raises(InvalidCapture, match="not the .* its index says"):
+        portable.import_dir(carried, cap, lambda line: None, WheelStore(tmp_path / "t1"))
+    # a file the lock doesn't pin, declared with its true hash
+    six.write_bytes(b"evil six")
+    doc = json.loads((carried / portable.INDEX).read_text())
+    doc["files"][six.name] = sha(b"evil six")
+    (carried / portable.INDEX).write_text(json.dumps(doc))
+    with pytest.raises(InvalidCapture, match="does not pin"):
+        portable.import_dir(carried, cap, lambda line: None, WheelStore(tmp_path / "t2"))
+    # a link in place of a file, and a name with a path
+    six.unlink()
+    os.symlink("/etc/passwd", six)
+    with pytest.raises(InvalidCapture, match="not a regular distribution file"):
+        portable.import_dir(carried, cap, lambda line: None, WheelStore(tmp_path / "t3"))
+    doc["files"] = {"../../x.whl": "0" * 64}
+    (carried / portable.INDEX).write_text(json.dumps(doc))
+    with pytest.raises(InvalidCapture, match="not a regular distribution file"):
+        portable.import_dir(carried, cap, lambda line: None, WheelStore(tmp_path / "t4"))
+    (carried / portable.INDEX).write_text("[1, 2")
+    with pytest.raises(InvalidCapture, match="no readable index.json"):
+        portable.import_dir(carried, cap, lambda line: None, WheelStore(tmp_path / "t5"))
