@@ -10,7 +10,7 @@ method below with the same signature. Standard library only: importing this is f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import (Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union)
+from typing import (Any, BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union)
 
 from envrepro.errors import BuildFailed, LoadFailed
 
@@ -143,4 +143,12 @@ class ContainerEngine(Protocol):
             timeout: Optional[float] = None) -> Tuple[int, str, str]:
         """Run to completion in a fresh container, removed afterwards: (exit, stdout, stderr).
         The defaults are the load-time sandbox (no network, read-only root, no capabilities)."""
+        ...
+
+    def save_image(self, tag: str, fileobj: BinaryIO) -> None:
+        """``docker save TAG``, streamed into the binary file ``fileobj`` (never held in memory)."""
+        ...
+
+    def load_images(self, fileobj: BinaryIO) -> List[str]:
+        """``docker load`` from the binary file ``fileobj``: what it loaded (tags, else image ids)."""
         ...
