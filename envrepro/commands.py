@@ -298,9 +298,12 @@ def images_prune(dry_run: bool = False, cache: bool = False,
 # --------------------------------------------------------------------------------------------
 
 def _is_bundle(model: str) -> bool:
-    from envrepro.bundling.unpack import is_bundle
+    """A regular ``.tar`` file: a bundle, or refused as not one (a model is never a .tar)."""
+    import os
 
-    return is_bundle(model)
+    from envrepro.bundling.layout import SUFFIX
+
+    return model.endswith(SUFFIX) and os.path.isfile(model)
 
 
 def bundle(model: str, output: str, wheels: bool = False, base_image: Optional[str] = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import shutil
 import stat
@@ -27,7 +28,6 @@ from envrepro.fsutil import fsync_dir, sha256_file
 from envrepro.sidecar import layout as sidecar_layout
 from envrepro.sidecar.manifest import Capture
 
-_CHUNK = 1 << 20
 Say = Callable[[str], None]
 
 
@@ -119,8 +119,6 @@ def write_tar(out: Path, bundle: BundleManifest, sources: List[Tuple[Member, Opt
                 raw = bundle.to_json()
                 head = tarfile.TarInfo(MANIFEST_NAME)
                 head.size, head.mtime, head.mode = len(raw), int(time.time()), 0o644
-                import io
-
                 tar.addfile(head, io.BytesIO(raw))
                 now = time.time()
                 for member, src in sources:

@@ -11,7 +11,6 @@ import pytest
 from envrepro import cli, commands
 from envrepro.bundling import extract, layout, unpack, verify
 from envrepro.bundling.layout import BundleError
-from envrepro.sidecar import layout as sidecar_layout
 
 try:
     from .fakes import FakeEngine, cache_home, image, loader_report, make_capture, report_stdout
@@ -266,7 +265,7 @@ def test_a_tar_that_is_not_a_bundle(tmp_path, capsys, monkeypatch):
     assert not unpack.is_bundle(str(plain))
     monkeypatch.setattr(commands, "default_engine", lambda: airgapped())
     with pytest.raises(SystemExit) as e:
-        cli.main(["load", str(plain), "--into", str(tmp_path / "x")])
+        cli.main(["load", str(plain)])
     assert e.value.code == 2 and "not an envrepro bundle" in capsys.readouterr().err
 
 
@@ -347,3 +346,35 @@ def test_wheels_without_the_wheelhouse_package_is_one_line(tmp_path, monkeypatch
     with pytest.raises(BundleError) as e:
         commands.bundle(str(cap.model_path), str(tmp_path / "w.tar"), wheels=True, quiet=True)
     assert "wheelhouse" in str(e.value)
+
+
+# -- property: any truncation, any changed byte, is refused -------------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    path, _, _ = written_bundle(tmp_path_factory.mktemp("prop"))
+    return path.read_bytes()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_truncation_or_changed_byte_is_refused(pristine, tmp_path_factory, data):
+    raw = bytearray(pristine)
+    if data.draw(st.booleans(), label="truncate"):
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1), label="keep")]
+    else:
+        at = data.draw(st.integers(0, len(raw) - 1), label="at")
+        raw[at] ^= data.draw(st.integers(1, 255), label="xor")
+    folder = tmp_path_factory.mktemp("case")
+    path = folder / "m.tar"
+    path.write_bytes(bytes(raw))
+    staging = folder / "staging"
+    staging.mkdir()
+    with pytest.raises(BundleError):
+        if not unpack.is_bundle(str(path)):      # load refuses it as not a bundle at all
+            commands.load_bundle(str(path), engine_factory=lambda: pytest.fail("no engine needed"))
+        verify.stage(path, staging)
+
