@@ -120,13 +120,29 @@ def load(
     memory: str = _MEMORY,
     allow_model_change: bool = _ALLOW_CHANGE,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    into: Optional[str] = typer.Option(None, "--into", help="MODEL is a bundle (FILE.tar): extract it into this folder (default FILE.bundle/ beside it)."),
 ) -> None:
-    """Build or find the captured environment's image, load the model inside it and verify it."""
+    """Build or find the captured environment's image, load the model inside it and verify it.
+    MODEL may be a bundle (FILE.tar from `envrepro bundle`): verified, extracted, loaded offline."""
     from envrepro import commands
 
     _emit(commands.load(model, base_image=base_image, registry=registry, gpus=gpus, unsafe=unsafe,
                         memory=memory, quiet=as_json, debug=_DEBUG["on"],
-                        allow_model_change=allow_model_change), as_json)
+                        allow_model_change=allow_model_change, into=into), as_json)
+
+
+@app.command()
+def bundle(
+    model: str = _MODEL,
+    output: str = typer.Option(..., "-o", "--output", help="The bundle to write (NAME.tar)."),
+    wheels: bool = typer.Option(False, "--wheels", help="Hold the wheelhouse the image builds from instead of the image."),
+    base_image: Optional[str] = _BASE_IMAGE,
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Write one tar (model, capture, environment image) that `envrepro load FILE.tar` loads offline."""
+    from envrepro import commands
+
+    _emit(commands.bundle(model, output, wheels=wheels, base_image=base_image, quiet=as_json), as_json)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -158,11 +158,15 @@ def _environment(model: str, base_image: Optional[str], registry: Optional[str],
 def load(model: str, base_image: Optional[str] = None, registry: Optional[str] = None,
          gpus: Optional[str] = None, unsafe: bool = False, memory: str = "4g", quiet: bool = False,
          engine_factory: Optional[EngineFactory] = None, debug: bool = False,
-         allow_model_change: bool = False) -> LoadReport:
+         allow_model_change: bool = False, into: Optional[str] = None) -> LoadReport:
     """``envrepro load``: the environment image (found, pulled or built), the model loaded in the
-    sandbox and verified. Returns the LoadReport."""
+    sandbox and verified. Returns the LoadReport. ``MODEL`` may be a bundle (``FILE.tar``, see
+    ``load_bundle``; ``into``: where it is extracted)."""
     from envrepro.sandbox import run as sandbox
 
+    if into is not None or _is_bundle(model):
+        return load_bundle(model, into=into, base_image=base_image, gpus=gpus, unsafe=unsafe, memory=memory,
+                           quiet=quiet, engine_factory=engine_factory, debug=debug)
     env = _environment(model, base_image, registry, gpus, engine_factory, quiet=quiet,
                        allow_model_change=allow_model_change)
     return sandbox.load(env.capture, env.engine, env.image, unsafe=unsafe, json=quiet, memory=memory,
@@ -287,3 +291,71 @@ def images_prune(dry_run: bool = False, cache: bool = False,
     from envrepro.build import imageindex
 
     return imageindex.prune((engine_factory or default_engine)(), dry_run=dry_run, cache=cache)
+
+
+# --------------------------------------------------------------------------------------------
+# air-gapped bundles: envrepro bundle MODEL -o FILE.tar; envrepro load FILE.tar
+# --------------------------------------------------------------------------------------------
+
+def _is_bundle(model: str) -> bool:
+    """A regular ``.tar`` file: a bundle, or refused as not one (a model is never a .tar)."""
+    import os
+
+    from envrepro.bundling.layout import SUFFIX
+
+    return model.endswith(SUFFIX) and os.path.isfile(model)
+
+
+def bundle(model: str, output: str, wheels: bool = False, base_image: Optional[str] = None,
+           engine_factory: Optional[EngineFactory] = None, quiet: bool = False) -> Any:
+    """``envrepro bundle``: the model, its capture and its environment image (found or built
+    first) or, with ``wheels``, its wheelhouse, in one tar written atomically."""
+    from envrepro.bundling import write
+    from envrepro.bundling.unpack import refuse_foreign
+    from envrepro.sandbox.run import prepare
+
+    cap = prepare(model)
+    write.check_output(output, cap)
+    say = (lambda line: None) if quiet else _stderr_line
+    refuse_foreign(cap)
+    if wheels:
+        return write.bundle(cap, output, wheels=True, say=say)
+    from envrepro.build import images
+
+    engine = (engine_factory or default_engine)()
+    info = images.ensure_image(cap, engine, base_image=base_image, on_progress=say)
+    return write.bundle(cap, output, engine=engine, image_info=info, say=say)
+
+
+def load_bundle(path: str, into: Optional[str] = None, base_image: Optional[str] = None,
+                gpus: Optional[str] = None, unsafe: bool = False, memory: str = "4g", quiet: bool = False,
+                engine_factory: Optional[EngineFactory] = None, debug: bool = False) -> "LoadReport":
+    """``envrepro load FILE.tar``: verify the bundle (every member), extract it safely beside it
+    (or into ``into``), load its image (or import its wheels), then the normal load of its model;
+    the report names the bundle. No registry is asked: the image is local after ``docker load``."""
+    from envrepro.bundling.layout import BundleError
+    from envrepro.bundling.unpack import is_bundle, open_bundle
+
+    if not is_bundle(path):
+        raise BundleError("not an envrepro bundle (a regular .tar file starting with envrepro-bundle.json)",
+                          path, "write one with `envrepro bundle MODEL -o FILE.tar`")
+    if wants_gpus(gpus):
+        raise BundleError("bundles hold the CPU environment: --gpus does not apply", path,
+                          "load without --gpus")
+    engines: List[ContainerEngine] = []
+
+    def engine() -> ContainerEngine:     # reached only once the bundle verified
+        if not engines:
+            engines.append((engine_factory or default_engine)())
+        return engines[0]
+
+    say = (lambda line: None) if quiet else _stderr_line
+    opened = open_bundle(path, engine, into=into, say=say)
+    if opened.base_image and base_image and base_image != opened.base_image:
+        raise BundleError(f"the bundle's image is built on {opened.base_image}, not {base_image}", path,
+                          "load without --base-image")
+    report = load(str(opened.model), base_image=opened.base_image or base_image, registry=None,
+                  unsafe=unsafe, memory=memory, quiet=quiet, engine_factory=engine, debug=debug)
+    report.image["bundle"] = str(opened.bundle)
+    report.image["bundle_kind"] = opened.manifest.kind
+    return report

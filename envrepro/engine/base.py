@@ -10,7 +10,7 @@ method below with the same signature. Standard library only: importing this is f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import (Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union)
+from typing import (Any, BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union)
 
 from envrepro.errors import BuildFailed, LoadFailed
 
@@ -154,4 +154,12 @@ class ContainerEngine(Protocol):
         USER or LABEL applied to its config); the image id. Mounts and tmpfs contents are not
         committed. BuildFailed when the command exits non-zero (nothing is tagged); the container
         is removed either way."""
+        ...
+
+    def save_image(self, tag: str, fileobj: BinaryIO) -> None:
+        """``docker save TAG``, streamed into the binary file ``fileobj`` (never held in memory)."""
+        ...
+
+    def load_images(self, fileobj: BinaryIO) -> List[str]:
+        """``docker load`` from the binary file ``fileobj``: what it loaded (tags, else image ids)."""
         ...

@@ -16,7 +16,7 @@ import io
 import os
 import re
 import sys
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, BinaryIO, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from envrepro.engine.base import (LineCallback, MountSpec, OutputCallback, PullFailed, RunFailed,
                                   as_mount)
@@ -391,6 +391,38 @@ class DockerEngine(ServiceMixin):
                 container.remove(force=True)
             except Exception:
                 pass
+
+    # -- image archives (bundles) -------------------------------------------------------------
+    def save_image(self, tag: str, fileobj: BinaryIO) -> None:
+        """``docker save TAG`` streamed into ``fileobj`` chunk by chunk (images can be > 1 GB)."""
+        try:
+            for chunk in self.api.get_image(tag):
+                fileobj.write(chunk)
+        except EnvreproError:
+            raise
+        except Exception as e:
+            raise self._fail(e, f"saving image {tag}") from None
+
+    def load_images(self, fileobj: BinaryIO) -> List[str]:
+        """``docker load`` from ``fileobj`` (streamed by requests); the tags it loaded, else the
+        image ids ("Loaded image: TAG" / "Loaded image ID: sha256:...")."""
+        loaded: List[str] = []
+        try:
+            for item in self.api.load_image(fileobj, quiet=True) or ():
+                if isinstance(item, dict) and (item.get("error") or item.get("errorDetail")):
+                    detail = item.get("error") or (item.get("errorDetail") or {}).get("message", "")
+                    raise EnvreproError(f"loading images failed: {str(detail).strip()}", None,
+                                        explain(str(detail)))
+                text = str(item.get("stream", "")) if isinstance(item, dict) else ""
+                for line in text.splitlines():
+                    m = re.match(r"^Loaded image(?: ID)?: (\S+)$", line.strip())
+                    if m:
+                        loaded.append(m.group(1))
+        except EnvreproError:
+            raise
+        except Exception as e:
+            raise self._fail(e, "loading images") from None
+        return loaded
 
 
 class _PullStreamError(Exception):

@@ -168,6 +168,9 @@ def render_report(report: LoadReport) -> str:
         f"numpy {v['numpy']}" if v.get("numpy") else "") if x)
     row("environment", env or "unknown (the loader did not report)")
     how = {"built": "built", "pulled": "pulled"}.get(img.get("source") or "", "found locally")
+    if img.get("bundle"):
+        how = (f"loaded from bundle {img['bundle']}" if img.get("bundle_kind") != "wheels"
+               else f"built offline from the wheels of bundle {img['bundle']}")
     secs = report.timings.get("image")
     row("image", f"{img.get('tag') or '?'} ({how}" + (f", {_secs(secs)})" if secs is not None else ")"))
     base = img.get("base_image") or "?"

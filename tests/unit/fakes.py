@@ -18,7 +18,7 @@ import re
 import stat
 import tarfile
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import pytest
 
@@ -270,6 +270,41 @@ class FakeEngine:
 
     def raise_pull(self, ref: str, message: str = "dial tcp: lookup registry.example: no such host") -> None:
         self.pull_error[ref] = PullFailed(f"pulling {ref} failed: {message}")
+
+    def save_image(self, tag: str, fileobj: BinaryIO) -> None:
+        """A ``docker save``-shaped archive: manifest.json (Config, RepoTags) + the config JSON."""
+        img = self._find(tag)
+        if img is None:
+            raise EnvreproError(f"saving image {tag} failed: No such image: {tag}")
+        hex_id = img["Id"].split(":", 1)[-1]
+        config = json.dumps({"config": {"Labels": image_labels(img)}}).encode()
+        entries = {"manifest.json": json.dumps([{"Config": f"{hex_id}.json", "RepoTags": [tag],
+                                                 "Layers": []}]).encode(),
+                   f"{hex_id}.json": config, "layer/padding.bin": b"\0" * 4096}
+        with tarfile.open(fileobj=fileobj, mode="w|") as tar:
+            for name, data in entries.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        self.saved = getattr(self, "saved", []) + [tag]
+
+    def load_images(self, fileobj: BinaryIO) -> List[str]:
+        """Reads what ``save_image`` wrote; the image (id, labels, tags) joins ``store``."""
+        with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+            files = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+        loaded: List[str] = []
+        for entry in json.loads(files["manifest.json"]):
+            config = json.loads(files[entry["Config"]])
+            iid = "sha256:" + entry["Config"][: -len(".json")]
+            tags = list(entry.get("RepoTags") or [])
+            for other in self.store:                  # a loaded tag moves to the loaded image
+                other["RepoTags"] = [t for t in other.get("RepoTags") or [] if t not in tags]
+            self.store = [i for i in self.store if i["Id"] != iid]
+            self.store.append(image(None, config["config"]["Labels"], image_id=iid))
+            self.store[-1]["RepoTags"] = tags
+            loaded += tags or [iid]
+        self.loads = getattr(self, "loads", []) + [loaded]
+        return loaded
 
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from envrepro.engine.base import PullFailed
 from envrepro.engine.docker import DockerEngine
-from envrepro.errors import EXIT_NO_ENGINE, BuildFailed, NoEngine
+from envrepro.errors import EXIT_NO_ENGINE, BuildFailed, EnvreproError, NoEngine
 
 
 def test_no_engine_is_one_line_with_the_fix(monkeypatch):
@@ -89,3 +89,33 @@ def test_engine_pull_denied_and_not_found():
     assert "docker login" in str(e.value)
     missing = docker_errors.NotFound("404", explanation="manifest for reg.example/a:b not found: manifest unknown")
     assert DockerEngine(client=_StubClient(_StubAPI(pull_exc=missing))).pull("reg.example/a:b") is False
+
+
+def test_save_image_streams_chunks_and_load_images_reads_what_was_loaded():
+    import io
+    from types import SimpleNamespace
+
+    class API:
+        def get_image(self, tag):
+            yield b"ab"
+            yield b"cd"
+
+        def load_image(self, data, quiet=None):
+            assert data.read() == b"abcd" and quiet is True
+            return iter([{"stream": "Loaded image: envrepro-env:0123\n"},
+                         {"stream": "Loaded image ID: sha256:" + "e" * 64 + "\n"}])
+
+    eng = DockerEngine(client=SimpleNamespace(api=API()))
+    out = io.BytesIO()
+    eng.save_image("envrepro-env:0123", out)
+    assert out.getvalue() == b"abcd"
+    out.seek(0)
+    assert eng.load_images(out) == ["envrepro-env:0123", "sha256:" + "e" * 64]
+
+    class Failing(API):
+        def load_image(self, data, quiet=None):
+            return iter([{"errorDetail": {"message": "no space left on device"}}])
+
+    with pytest.raises(EnvreproError) as e:
+        DockerEngine(client=SimpleNamespace(api=Failing())).load_images(io.BytesIO(b""))
+    assert "no space left" in str(e.value)

@@ -26,9 +26,10 @@ def _signature(method):
 
 
 def test_the_protocol_declares_what_envrepro_calls():
-    assert PROTOCOL_METHODS == ["build", "commit_run", "connect", "container_logs", "container_state", "containers_using",
-                                "follow_logs", "host_port", "image_exists", "images", "inspect_image", "pull",
-                                "push", "remove_image", "run", "start", "stop", "tag"]
+    assert PROTOCOL_METHODS == ["build", "commit_run", "connect", "container_logs", "container_state",
+                                "containers_using", "follow_logs", "host_port", "image_exists", "images",
+                                "inspect_image", "load_images", "pull", "push", "remove_image", "run",
+                                "save_image", "start", "stop", "tag"]
 
 
 @pytest.mark.parametrize("engine", [DockerEngine, FakeEngine], ids=["DockerEngine", "FakeEngine"])

@@ -53,13 +53,20 @@ class FakePip:
 
     def __init__(self, files=None, fail=None):
         self.files = dict(FILES if files is None else files)
-        self.calls = []
+        self.seen = []
         self.fail = fail
 
+    @property
+    def calls(self):
+        return [argv for argv, _ in self.seen]
+
+    @property
+    def reqs(self):
+        return [req for _, req in self.seen]
+
     def __call__(self, argv):
-        self.calls.append(argv)
-        self.reqs = getattr(self, "reqs", [])
-        self.reqs.append(Path(argv[argv.index("-r") + 1]).read_text() if "-r" in argv else "")
+        # one append per call: batches run in threads, so two lists could pair up wrongly
+        self.seen.append((argv, Path(argv[argv.index("-r") + 1]).read_text() if "-r" in argv else ""))
         if self.fail:
             return 1, self.fail
         dest = Path(argv[argv.index("--dest") + 1])
@@ -127,8 +134,8 @@ def test_fetch_downloads_for_the_target_platform_verifies_and_hands_back_sdist_o
         assert "--only-binary" in argv and ":all:" in argv and "--no-deps" in argv
         assert argv[argv.index("--python-version") + 1] == "3.8" and argv[argv.index("--abi") + 1] == "cp38"
         assert "manylinux_2_36_x86_64" in argv and "manylinux2014_x86_64" in argv
-    assert all("--require-hashes" in a for a, req in zip(pip.calls, pip.reqs) if "setuptools" not in req)
-    assert not any("--require-hashes" in a for a, req in zip(pip.calls, pip.reqs) if "setuptools" in req)
+    assert all("--require-hashes" in a for a, req in pip.seen if "setuptools" not in req)
+    assert not any("--require-hashes" in a for a, req in pip.seen if "setuptools" in req)
     again = FakePip()
     assert fetch.fetch(entries, TARGET, store, lambda line: None, run=again).downloaded == 0
     assert [req for req in again.reqs if "termcolor" not in req] == []
