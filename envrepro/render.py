@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, TextIO
 
 from envrepro import commands
 from envrepro.build import imageindex
+from envrepro.build.push import PushResult, render as push_text
 from envrepro.capturing.capture import CaptureResult
 from envrepro.diagnose import doctor
 from envrepro.sandbox import report as sandbox
@@ -271,3 +272,8 @@ def capture_summary(cap: Capture) -> str:
         lines.append("Warnings")
         lines.extend(f"  - {w}" for w in d["warnings"])
     return "\n".join(lines)
+
+
+@to_text.register
+def _(result: PushResult, verbose: bool = False) -> str:
+    return push_text(result)
