@@ -267,6 +267,23 @@ def k8s(
                        grace=grace, startup_seconds=startup_seconds, prestop_seconds=prestop_seconds))
 
 
+@app.command()
+def push(
+    model: str = _MODEL,
+    registry: Optional[str] = typer.Option(None, "--registry", help="HOST[:PORT][/NAMESPACE] to push to (env ENVREPRO_REGISTRY, config registry); credentials come from `docker login`."),
+    base_image: Optional[str] = _BASE_IMAGE,
+    gpus: Optional[str] = _GPUS,
+    allow_model_change: bool = _ALLOW_CHANGE,
+    as_json: bool = typer.Option(False, "--json", help="Print what was pushed as JSON."),
+) -> None:
+    """Push the environment image (built if missing) and the model's self-checked serving images to
+    a registry under their content keys, for `envrepro load --registry` elsewhere."""
+    from envrepro import commands
+
+    _emit(commands.push(model, registry=registry, base_image=base_image, gpus=gpus,
+                        allow_model_change=allow_model_change, quiet=as_json), as_json)
+
+
 @images_app.callback()
 def images_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """List envrepro's environment images with their size and the captures they serve."""

@@ -359,3 +359,27 @@ def load_bundle(path: str, into: Optional[str] = None, base_image: Optional[str]
     report.image["bundle"] = str(opened.bundle)
     report.image["bundle_kind"] = opened.manifest.kind
     return report
+
+
+# --------------------------------------------------------------------------------------------
+# registry: push by content key (build/push.py, build/registry.py)
+# --------------------------------------------------------------------------------------------
+
+def push(model: str, registry: Optional[str] = None, base_image: Optional[str] = None,
+         gpus: Optional[str] = None, allow_model_change: bool = False,
+         engine_factory: Optional[EngineFactory] = None, quiet: bool = False) -> Any:
+    """``envrepro push MODEL --registry R``: the environment image (built if missing) and the
+    model's self-checked serving images, pushed under their keys. The registry is checked before
+    the capture, the capture before the engine."""
+    from envrepro.build import push as pushing
+    from envrepro.build import registry as registry_images
+    from envrepro.sandbox.run import prepare
+
+    reg = registry_images.resolve(registry)
+    if reg is None:
+        raise registry_images.RegistryError("no registry to push to", None,
+                                            "pass --registry HOST[:PORT][/NAMESPACE] or set ENVREPRO_REGISTRY")
+    cap = prepare(model, allow_model_change=allow_model_change)
+    engine = (engine_factory or default_engine)()
+    say = (lambda line: None) if quiet else _stderr_line
+    return pushing.push(cap, engine, reg, base_image=base_image, gpus=wants_gpus(gpus), say=say)

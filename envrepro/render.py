@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, TextIO
 from envrepro import commands
 from envrepro.build import imageindex
 from envrepro.bundling.layout import Written
+from envrepro.build.push import PushResult, render as push_text
 from envrepro.capturing.capture import CaptureResult
 from envrepro.diagnose import doctor
 from envrepro.sandbox import report as sandbox
@@ -277,3 +278,8 @@ def capture_summary(cap: Capture) -> str:
 @to_text.register
 def _(result: "Written", verbose: bool = False) -> str:
     return result.text()
+
+
+@to_text.register
+def _(result: PushResult, verbose: bool = False) -> str:
+    return push_text(result)

@@ -19,8 +19,9 @@ from envrepro.build import dockerfile as df
 from envrepro.build import wheelhouse_builder
 from envrepro.build.bases import base_digest, cuda_base_needed, ensure_base, resolve_base
 from envrepro.build.pipconfig import PipSettings
-from envrepro.build.spec import (IMAGE_REPO, LABEL, LABEL_KEY, RUNTIME_VERSION, Progress, build_spec,
-                                 capture_key, image_tag, lock_for)
+from envrepro.build import registry as registry_images
+from envrepro.build.spec import (LABEL, LABEL_KEY, RUNTIME_VERSION, Progress, build_spec, capture_key,
+                                 env_labels, image_tag, lock_for)
 from envrepro.build.templates import VENV
 from envrepro.engine.base import ContainerEngine, image_labels
 from envrepro.errors import BuildFailed, EnvreproError
@@ -88,6 +89,7 @@ class ImageInfo:
     translation: Optional[Dict[str, Any]] = None  # lock translated for Linux or for GPUs
     builder: str = ""                # "wheelhouse" | "dockerfile" (when built)
     wheelhouse: Optional[Dict[str, Any]] = None   # what the wheelhouse fetched and built
+    registry: Optional[Dict[str, Any]] = None    # the pull tried: ref, outcome, reason (build/registry.py)
 
     @property
     def built(self) -> bool:
@@ -96,6 +98,10 @@ class ImageInfo:
     @property
     def pulled(self) -> bool:
         return self.source == "pulled"
+
+    @property
+    def pulled_from(self) -> Optional[str]:
+        return (self.registry or {}).get("ref") if self.pulled else None
 
 def _noise(line: str) -> bool:
     s = line.strip()
@@ -172,21 +178,12 @@ def _ensure(capture: Capture, engine: ContainerEngine, base_image: Optional[str]
     if info and image_labels(info).get(LABEL_KEY) == key:
         say(f"Using local image {tag}")
         return found(info, "local")
-    reg = config.configured_registry(registry)
-    if reg:
-        ref = f"{reg}/{IMAGE_REPO}:{key}"
-        say(f"Pulling {ref}")
-        try:
-            if engine.pull(ref, on_line=say):
-                pulled = engine.inspect_image(ref)
-                if pulled and image_labels(pulled).get(LABEL_KEY) == key:
-                    engine.tag(ref, tag)
-                    return found(pulled, "pulled")
-                say(f"{ref} is not an envrepro image for this environment (label mismatch); building")
-            else:
-                say(f"{ref} is not in the registry; building")
-        except BuildFailed as e:
-            say(f"Could not pull {ref} ({e}); building instead")
+    reg = registry_images.resolve(registry)
+    if reg:   # used only when its labels match the capture (build/registry.py)
+        expected = env_labels(capture, base, key, lock_text, runtime_version, translation)
+        pulled, extras["registry"] = registry_images.pull_verified(engine, reg, tag, expected, say)
+        if pulled is not None:
+            return found(pulled, "pulled")
     base_info = ensure_base(engine, base, say)
     spec = build_spec(capture, base, base_digest(base_info), key,
                       cuda_base_needed(capture, base_image, gpus), pip, runtime_version, lock_text,
@@ -242,4 +239,5 @@ def summarize(info: ImageInfo) -> Dict[str, Any]:
             "log": str(info.log_path) if info.log_path else None,
             "built_from_source": info.built_from_source, "seconds": info.seconds,
             "unverified": info.unverified, "translation": info.translation,
-            "builder": info.builder, "wheelhouse": info.wheelhouse}
+            "builder": info.builder, "wheelhouse": info.wheelhouse,
+            "pulled_from": info.pulled_from, "registry": info.registry}

@@ -125,15 +125,24 @@ def build_spec(capture: Capture, base_image: str, base_digest: str, key: str,
     ca = b""
     if pip.cert and os.path.isfile(pip.cert):
         ca = Path(pip.cert).read_bytes()
-    labels = {LABEL_KEY: key, LABEL + "python": python_version,
-              LABEL + "tensorflow": str(capture.get("frameworks.tensorflow") or ""),
-              LABEL + "base": base_image, LABEL + "runtime-version": runtime_version,
-              LABEL + "lock-sha256": hashlib.sha256(lock_text.encode()).hexdigest()}
+    labels = env_labels(capture, base_image, key, lock_text, runtime_version, translation)
     if base_digest:
         labels[LABEL + "base-digest"] = base_digest
-    if translation is not None:
-        labels[LABEL + "translated-from"] = translation.platform
-        labels[LABEL + "translated-for"] = translation.target
     return df.BuildSpec(base_image=base_image, python_version=python_version, lock_text=lock_text,
                         labels=labels, pip=pip, ca_bundle=ca, wheels=_wheels(capture),
                         python_from_source=python_from_source)
+
+
+def env_labels(capture: Capture, base_image: str, key: str, lock_text: str,
+               runtime_version: str = RUNTIME_VERSION,
+               translation: Optional[platforms.Translation] = None) -> Dict[str, str]:
+    """The labels an environment image of ``capture`` carries (all but ``base-digest``, known
+    only once the base is pulled): what a pulled image is checked against (``build.registry``)."""
+    labels = {LABEL_KEY: key, LABEL + "python": str(capture.get("python.version")),
+              LABEL + "tensorflow": str(capture.get("frameworks.tensorflow") or ""),
+              LABEL + "base": base_image, LABEL + "runtime-version": runtime_version,
+              LABEL + "lock-sha256": hashlib.sha256(lock_text.encode()).hexdigest()}
+    if translation is not None:
+        labels[LABEL + "translated-from"] = translation.platform
+        labels[LABEL + "translated-for"] = translation.target
+    return labels

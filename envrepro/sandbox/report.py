@@ -139,6 +139,8 @@ def image_dict(image_info: Any) -> Dict[str, Any]:
         "built_from_source": list(getattr(image_info, "built_from_source", None) or []),
         "unverified": list(getattr(image_info, "unverified", None) or []),
         "translation": getattr(image_info, "translation", None),
+        "pulled_from": getattr(image_info, "pulled_from", None),
+        "registry": getattr(image_info, "registry", None),
     }
 
 
@@ -167,7 +169,8 @@ def render_report(report: LoadReport) -> str:
         f"Keras {v['keras']} ({v.get('keras_module')})" if v.get("keras") else "",
         f"numpy {v['numpy']}" if v.get("numpy") else "") if x)
     row("environment", env or "unknown (the loader did not report)")
-    how = {"built": "built", "pulled": "pulled"}.get(img.get("source") or "", "found locally")
+    how = {"built": "built", "pulled": f"pulled from {img.get('pulled_from') or 'the registry'}"
+           }.get(img.get("source") or "", "found locally")
     if img.get("bundle"):
         how = (f"loaded from bundle {img['bundle']}" if img.get("bundle_kind") != "wheels"
                else f"built offline from the wheels of bundle {img['bundle']}")
@@ -175,6 +178,7 @@ def render_report(report: LoadReport) -> str:
     row("image", f"{img.get('tag') or '?'} ({how}" + (f", {_secs(secs)})" if secs is not None else ")"))
     base = img.get("base_image") or "?"
     row("base image", f"{base}@{img['base_digest']}" if img.get("base_digest") else base)
+    lines.extend(_registry_lines(img))
     lines.extend(_lock_lines(img))
 
     err = d.get("error")
@@ -218,6 +222,16 @@ def render_report(report: LoadReport) -> str:
         row("warning", w)
     lines.append(_verdict(report))
     return "\n".join(lines) + "\n"
+
+
+def _registry_lines(img: Dict[str, Any]) -> List[str]:
+    """A registry pull that did not give the image: refused (labels differ) or unreachable."""
+    reg = img.get("registry") or {}
+    if reg.get("outcome") not in ("refused", "unreachable"):
+        return []
+    what = "refused" if reg["outcome"] == "refused" else "could not be pulled"
+    return [f"  {'registry':<13}{reg.get('ref')} {what}: {reg.get('reason')}; "
+            f"the image was {img.get('source') or 'built'} here instead"]
 
 
 def _lock_lines(img: Dict[str, Any]) -> List[str]:

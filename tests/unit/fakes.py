@@ -204,9 +204,16 @@ class FakeEngine:
         return True
 
     def push(self, ref: str) -> None:
+        """Records ``pushes``; raises ``push_error[ref]`` when set; the pushed image gets a
+        RepoDigests entry, as Docker adds one after a push."""
+        self.pushes = getattr(self, "pushes", []) + [ref]
+        if ref in getattr(self, "push_error", {}):
+            raise self.push_error[ref]
         img = self._find(ref)
         assert img is not None, f"no image {ref} to push"
-        self.registry[ref] = dict(img)
+        digest = ref.rsplit(":", 1)[0] + "@sha256:" + hashlib.sha256((ref + img["Id"]).encode()).hexdigest()
+        img["RepoDigests"] = list(img.get("RepoDigests") or []) + [digest]
+        self.registry[ref] = dict(img, RepoDigests=[digest])
 
     def build(self, context_tar_bytes: bytes, tag: str, buildargs: Optional[Dict[str, str]] = None,
               labels: Optional[Dict[str, str]] = None, on_line: Optional[LineCallback] = None,

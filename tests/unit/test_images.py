@@ -94,10 +94,11 @@ def test_missing_base_that_cannot_be_pulled(capture):
 def test_registry_image_is_pulled_and_tagged(capture, monkeypatch):
     key = spec.image_key("python:3.8-slim", "3.8.18", LOCK)
     ref = f"reg.example/envrepro-env:{key}"
-    engine = FakeEngine(registry={ref: image(ref, {"org.envrepro.key": key})})
+    labels = spec.env_labels(capture, "python:3.8-slim", key, LOCK)   # a pulled image must match them all
+    engine = FakeEngine(registry={ref: image(ref, labels)})
     monkeypatch.setenv("ENVREPRO_REGISTRY", "reg.example")
     info, _ = ensure(capture, engine)
-    assert info.source == "pulled" and engine.builds == []
+    assert info.source == "pulled" and engine.builds == [] and info.pulled_from == ref
     assert engine.image_exists(spec.image_tag(key))
 
 
