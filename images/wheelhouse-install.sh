@@ -14,7 +14,7 @@ FIND="--find-links /mnt/wheels"
 if [ -d ${WHEELS_DIR} ]; then FIND="$$FIND --find-links ${WHEELS_DIR}"; fi
 install() {   # lock file, extra pip flags
   if [ -f "/mnt/$$1" ]; then
-    echo "envrepro: installing $$1 from the wheelhouse (no index)"
+    echo "envrepro: installing $$1 from the wheelhouse (no index) $$2"
     sh /mnt/pip.sh install --no-index --no-deps $$FIND $$2 -r "/mnt/$$1"
   fi
 }

@@ -110,10 +110,10 @@ def _noise(line: str) -> bool:
 
 
 def _failure_message(tag: str, log: Path, lines: List[str], err: EnvreproError) -> BuildFailed:
-    text = "\n".join(lines)
+    text = "\n".join(lines) + "\n" + err.what
     tail = [line for line in lines if not _noise(line)][-LOG_TAIL:]
     fix = err.fix
-    if "THESE PACKAGES DO NOT MATCH THE HASHES" in text:
+    if "THESE PACKAGES DO NOT MATCH THE HASHES" in text or "(hash mismatch)" in text or "does not pin" in text:
         fix = ("pip's hash check failed: a file the index serves differs from the one the lock "
                "pins. Check the capture's requirements.lock (edited?) and the index, or capture again")
     elif "no matching distribution found" in text.lower() or "could not find a version" in text.lower():

@@ -57,7 +57,8 @@ def build_image(capture: Capture, engine: ContainerEngine, spec: BuildSpec, base
     store = store or WheelStore()
     target = whtarget.probe(engine, spec.base_image, base_info, store)
     whplan.entries_for(spec.lock_text, target)          # NotFromWheelhouse before any download
-    wh = whplan.prepare(spec.lock_text, target, engine, spec.base_image, store, _pip_mapping(spec.pip), say)
+    wh = whplan.prepare(spec.lock_text, target, engine, spec.base_image, store, _pip_mapping(spec.pip), say,
+                        pip=spec.pip)
     say(f"Wheelhouse ready in {wh.seconds:.1f} s: {len(wh.files)} file(s), {wh.downloaded} downloaded"
         + (f", built from source: {', '.join(wh.built)}" if wh.built else ""))
     staging = whplan.stage(wh, store)

@@ -141,6 +141,8 @@ def image_dict(image_info: Any) -> Dict[str, Any]:
         "translation": getattr(image_info, "translation", None),
         "pulled_from": getattr(image_info, "pulled_from", None),
         "registry": getattr(image_info, "registry", None),
+        "builder": getattr(image_info, "builder", None) or None,
+        "wheelhouse": getattr(image_info, "wheelhouse", None),
     }
 
 
@@ -249,8 +251,13 @@ def _lock_lines(img: Dict[str, Any]) -> List[str]:
         lines.append(f"  {'unverified':<13}installed without hash check (no hash in the lock): "
                      + ", ".join(img["unverified"]))
     if img.get("built_from_source"):
-        lines.append(f"  {'from source':<13}built from sdists at image build time: "
-                     + ", ".join(img["built_from_source"]))
+        how = ("built from sdists in a container with no network, kept in the wheelhouse"
+               if img.get("builder") == "wheelhouse" else "built from sdists at image build time")
+        lines.append(f"  {'from source':<13}{how}: " + ", ".join(img["built_from_source"]))
+    wh = img.get("wheelhouse") or {}
+    if img.get("builder") == "wheelhouse" and img.get("source") == "built":
+        lines.append(f"  {'wheelhouse':<13}{wh.get('files', '?')} file(s), {wh.get('downloaded', '?')} downloaded "
+                     f"in {_secs(wh.get('seconds'))}; installed with no network")
     return lines
 
 

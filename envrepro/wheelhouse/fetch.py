@@ -22,7 +22,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from envrepro.capturing.indexhashes import packaging_module
 from envrepro.errors import BuildFailed
@@ -105,7 +105,7 @@ def _redact(text: str) -> str:
     return re.sub(r"(//)[^/@\s]+@", r"\1", text)
 
 
-def _download(batch: List[LockEntry], target: Target, dest: Path, run: Runner
+def _download(batch: List[LockEntry], target: Target, dest: Path, run: Runner, index: Sequence[str] = ()
               ) -> Tuple[List[LockEntry], str]:
     """Download one batch into ``dest``; (pins without a wheel, "" or the failure text)."""
     todo = list(batch)
@@ -115,7 +115,7 @@ def _download(batch: List[LockEntry], target: Target, dest: Path, run: Runner
         req.write_text("".join(requirement_line(e) + "\n" for e in todo), encoding="utf-8")
         argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
                 "--no-cache-dir", "--progress-bar", "off", "--dest", str(dest), *target.pip_args(),
-                "-r", str(req)]
+                *index, "-r", str(req)]
         if all(e.hashes for e in todo):
             argv.append("--require-hashes")
         code, out = run(argv)
@@ -145,9 +145,11 @@ def _unhashed(store: WheelStore, target: Target, e: LockEntry) -> Optional[Path]
 
 
 def fetch(entries: Sequence[LockEntry], target: Target, store: WheelStore, say: Say,
-          run: Runner = _run, jobs: int = JOBS) -> Fetched:
+          run: Runner = _run, jobs: int = JOBS, pip: Any = None) -> Fetched:
     """Every entry's file in the store (already there, or downloaded now), and the pins that
-    have no wheel for ``target``. BuildFailed (exit 4) naming the pins when pip fails otherwise."""
+    have no wheel for ``target``. BuildFailed (exit 4) naming the pins when pip fails otherwise.
+    ``pip``: the build's ``PipSettings`` (index URLs, trusted hosts, CA), passed to ``pip
+    download`` on top of the host's own pip configuration, which it reads as always."""
     result = Fetched()
     todo: List[LockEntry] = []
     for e in entries:
@@ -158,7 +160,12 @@ def fetch(entries: Sequence[LockEntry], target: Target, store: WheelStore, say: 
             todo.append(e)
     if not todo:
         return result
-    say(f"Fetching {len(todo)} distribution(s) into the wheelhouse ({target.ident()}): "
+    from envrepro.build.resolve import index_args
+
+    index = index_args(pip) if pip is not None else []
+    where = [_redact(u) for u in (getattr(pip, "index_url", None), *(getattr(pip, "extra_index_urls", ()) or ())) if u]
+    say(f"Fetching {len(todo)} distribution(s) into the wheelhouse ({target.ident()}) from "
+        + (", ".join(where) if where else "the indexes of the host's pip configuration") + ": "
         + ", ".join(f"{e.name}=={e.version}" for e in todo[:8]) + (" ..." if len(todo) > 8 else ""))
     tmp = store.tmp_dir()
     try:
@@ -167,9 +174,11 @@ def fetch(entries: Sequence[LockEntry], target: Target, store: WheelStore, say: 
         for f in folders:
             f.mkdir()
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(jobs, len(groups)))) as pool:
-            outcomes = list(pool.map(lambda gf: _download(gf[0], target, gf[1], run), zip(groups, folders)))
+            outcomes = list(pool.map(lambda gf: _download(gf[0], target, gf[1], run, index), zip(groups, folders)))
         failures = [text for _, text in outcomes if text]
         if failures:
+            for line in failures[0].strip().splitlines()[-40:]:
+                say(line)                          # into the build log, and on the console
             tail = "\n".join("  | " + line for line in failures[0].strip().splitlines()[-12:])
             raise BuildFailed(f"fetching wheels for {target.ident()} failed:\n{tail}", None,
                               "check the host's pip index settings (pip config list) and that the "

@@ -78,8 +78,11 @@ def _with_built_hashes(plan: df.InstallPlan, built: Mapping[str, Path]) -> df.In
 
 
 def prepare(lock_text: str, target: Target, engine: ContainerEngine, base: str, store: WheelStore,
-            pip_settings: Mapping[str, Any], say: Say, run: fetching.Runner = fetching._run) -> Wheelhouse:
-    """Every file the lock's image needs, in the store (fetched or built now if missing)."""
+            pip_settings: Mapping[str, Any], say: Say, run: fetching.Runner = fetching._run,
+            pip: Any = None) -> Wheelhouse:
+    """Every file the lock's image needs, in the store (fetched or built now if missing);
+    ``pip``: the build's PipSettings for ``pip download`` (``pip_settings``: the same as a
+    mapping, for the sdist lookup)."""
     t0 = time.perf_counter()
     entries = entries_for(lock_text, target)
     files: Dict[str, Path] = {}
@@ -95,7 +98,7 @@ def prepare(lock_text: str, target: Target, engine: ContainerEngine, base: str, 
             files[e.name] = have
         else:
             todo.append(e)
-    fetched = fetching.fetch(todo, target, store, say, run=run) if todo else fetching.Fetched()
+    fetched = fetching.fetch(todo, target, store, say, run=run, pip=pip) if todo else fetching.Fetched()
     files.update(fetched.files)
     for e in fetched.source_only:
         files[e.name] = built[e.name] = sdists.build(engine, base, target, e, store, pip_settings, say, run)

@@ -98,9 +98,11 @@ def download_sdist(entry: LockEntry, dest: Path, pip_settings: Mapping[str, Any]
         except Exception as e:
             last = _redact(str(e))[:200]
             continue
-        if not wanted or sha256_of(target) in wanted:
+        got = sha256_of(target)
+        if not wanted or got in wanted:
             return target
-        last = f"{link.filename} does not have a sha256 the lock pins"
+        last = (f"{link.filename} has sha256 {got}, but the lock pins "
+                + " or ".join(sorted(wanted)) + " (hash mismatch)")
         target.unlink()
     raise BuildFailed(f"could not download the sdist of {entry.name}=={entry.version}: {last}", None,
                       "check the index and the lock's hashes")

@@ -1,9 +1,10 @@
-"""Environment images built by a real Docker engine (docs/architecture.md).
+"""Environment images built by a real Docker engine (docs/architecture.md), by each builder.
 
 Small locks on the local ``python:3.8-slim`` stand-in (tests/e2e/standins.py): a wheel (six) and
-an sdist-only pin (termcolor 1.1.0, as in TensorFlow 2.4.1's lock), with hashes. PyPI is reached
-from the builder stage through the host's pip settings and CA bundle. The heavy TensorFlow build
-is exercised by the flagship test elsewhere.
+an sdist-only pin (termcolor 1.1.0, as in TensorFlow 2.4.1's lock), with hashes. The wheelhouse
+builder (the default) fetches from PyPI on the host with the host's pip settings and CA bundle and
+installs in containers with no network; the Dockerfile builder (``ENVREPRO_BUILDER=dockerfile``)
+reaches PyPI from its builder stage. The heavy TensorFlow build is exercised by the flagship test.
 """
 from __future__ import annotations
 
@@ -42,8 +43,18 @@ print(json.dumps({"uid": os.getuid(), "prefix": sys.prefix, "version": sys.versi
 def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    for var in ("ENVREPRO_BASE_IMAGE", "ENVREPRO_REGISTRY"):
+    for var in ("ENVREPRO_BASE_IMAGE", "ENVREPRO_REGISTRY", "ENVREPRO_BUILDER"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(params=["wheelhouse", "dockerfile"])
+def builder(request, monkeypatch):
+    monkeypatch.setenv("ENVREPRO_BUILDER", request.param)
+    return request.param
+
+
+def stage_images(engine) -> set:
+    return {i["Id"] for i in engine.images("org.envrepro.stage=builder")}
 
 
 def make_capture(tmp_path: Path, lock: str, name: str = "m") -> Capture:
@@ -60,13 +71,15 @@ def fresh(engine, capture: Capture, base: str) -> str:
     return tag
 
 
-def test_small_env_is_built_labelled_and_runs_as_non_root(engine, standin_38, tmp_path):
+def test_small_env_is_built_labelled_and_runs_as_non_root(engine, standin_38, tmp_path, builder):
     capture = make_capture(tmp_path, LOCK)
     tag = fresh(engine, capture, standin_38)
     lines = []
+    stages_before = stage_images(engine)
     info = images.ensure_image(capture, engine, on_progress=lines.append)
     assert info.source == "built" and info.tag == tag and engine.image_exists(tag)
-    assert any(line.startswith("Step ") for line in lines)
+    assert info.builder == builder
+    assert any(line.startswith("Step ") for line in lines) == (builder == "dockerfile")
 
     labels = engine.inspect_image(tag)["Config"]["Labels"]
     base = engine.inspect_image(standin_38)
@@ -77,6 +90,7 @@ def test_small_env_is_built_labelled_and_runs_as_non_root(engine, standin_38, tm
     assert labels["org.envrepro.base-digest"] == (base.get("RepoDigests") or [base["Id"]])[0]
     assert labels["org.envrepro.runtime-version"] == spec.RUNTIME_VERSION
     assert labels["org.envrepro.lock-sha256"] == __import__("hashlib").sha256(LOCK.encode()).hexdigest()
+    assert labels.get("org.envrepro.builder", "dockerfile") == builder
     log = info.log_path.read_text()
     assert "termcolor" in info.built_from_source or "Using cache" in log
 
@@ -93,6 +107,16 @@ def test_small_env_is_built_labelled_and_runs_as_non_root(engine, standin_38, tm
     again = images.ensure_image(capture, engine, on_progress=lambda line: None)
     assert again.source == "local" and again.image_id == info.image_id
 
+    if builder == "wheelhouse":
+        # no builder stage is kept: the environment costs its image and nothing more on the
+        # engine; termcolor (sdist-only) was built once in a container and is in the wheelhouse
+        assert stage_images(engine) == stages_before
+        assert info.built_from_source == ["termcolor"] and info.wheelhouse["downloaded"] == 1
+        assert "no network, no host files but the sdist" in log
+        history = subprocess.run(["docker", "history", "--format", "{{.CreatedBy}}", tag], capture_output=True,
+                                 text=True, check=True).stdout.splitlines()
+        assert history[:2] == ["sh /mnt/install.sh rest", "sh /mnt/install.sh heavy"]
+        return
     # the builder stages are labelled, so `envrepro images prune --cache` can find them
     from envrepro.build import imageindex as images_cmd
     cache = images_cmd.builder_cache(engine)
@@ -100,7 +124,7 @@ def test_small_env_is_built_labelled_and_runs_as_non_root(engine, standin_38, tm
     assert {c["id"] for c in images_cmd.prune(engine, dry_run=True, cache=True).cache} >= {c["id"] for c in cache}
 
 
-def test_altered_hash_fails_with_pips_hash_error_and_tags_nothing(engine, standin_38, tmp_path):
+def test_altered_hash_fails_with_pips_hash_error_and_tags_nothing(engine, standin_38, tmp_path, builder):
     bad = LOCK.replace("1d6d69ce66211143803fbc56652b41d73b4a400a2891d7bf7a1cdf4c02de613b",
                        "1d6d69ce66211143803fbc56652b41d73b4a400a2891d7bf7a1cdf4c02de6130")
     capture = make_capture(tmp_path, bad)
@@ -108,10 +132,14 @@ def test_altered_hash_fails_with_pips_hash_error_and_tags_nothing(engine, standi
     with pytest.raises(BuildFailed) as e:
         images.ensure_image(capture, engine, on_progress=lambda line: None)
     msg = str(e.value)
-    assert "THESE PACKAGES DO NOT MATCH THE HASHES" in msg
     assert "full build log: " in msg and "hash check failed" in msg
     log = Path(msg.split("full build log: ")[1].split()[0])
-    assert log.is_file() and "Expected sha256 1d6d69ce66211143803fbc56652b41d73b4a400a2891d7bf7a1cdf4c02de6130" in log.read_text()
+    bad = "1d6d69ce66211143803fbc56652b41d73b4a400a2891d7bf7a1cdf4c02de6130"
+    if builder == "dockerfile":
+        assert "THESE PACKAGES DO NOT MATCH THE HASHES" in msg
+        assert log.is_file() and f"Expected sha256 {bad}" in log.read_text()
+    else:   # the host refuses the downloaded sdist before anything is built or installed
+        assert f"the lock pins {bad} (hash mismatch)" in msg and log.is_file()
     assert not engine.image_exists(tag)
 
 
@@ -119,7 +147,7 @@ def _hits(data: bytes, needles) -> list:
     return [n for n in needles if n.encode() in data]
 
 
-def test_index_credentials_and_ca_never_reach_the_final_image(engine, standin_38, tmp_path):
+def test_index_credentials_and_ca_never_reach_the_final_image(engine, standin_38, tmp_path, builder):
     token = f"envrepro-sentinel-token-{uuid.uuid4().hex}"
     ca_mark = f"envrepro-sentinel-ca-{uuid.uuid4().hex}"
     ca = tmp_path / "sentinel-ca.pem"
@@ -130,8 +158,9 @@ def test_index_credentials_and_ca_never_reach_the_final_image(engine, standin_38
     capture = make_capture(tmp_path, SIX, "sentinel")
     tag = fresh(engine, capture, standin_38)
     info = images.ensure_image(capture, engine, pip=pip, on_progress=lambda line: None)
-    assert info.source == "built"
+    assert info.source == "built" and info.builder == builder
     assert "127.0.0.1:9" in info.log_path.read_text(), "the builder must have used the sentinel index"
+    assert token not in info.log_path.read_text(), "credentials are never written to the log"
     needles = (token, ca_mark)
 
     history = subprocess.run(["docker", "history", "--no-trunc", tag], capture_output=True, check=True).stdout
@@ -161,7 +190,7 @@ def test_index_credentials_and_ca_never_reach_the_final_image(engine, standin_38
     assert not any("envrepro-build" in line for line in history.decode().splitlines())
 
 
-def test_heavy_layer_is_reused_when_only_the_rest_differs(engine, standin_38, tmp_path):
+def test_heavy_layer_is_reused_when_only_the_rest_differs(engine, standin_38, tmp_path, builder):
     """Two environments sharing the TensorFlow closure (here: keras, a heavy root, and six it
     needs) but not the rest: the second build takes the heavy install step from the cache."""
     heavy = ("keras==2.4.3 \\\n"
@@ -178,6 +207,10 @@ def test_heavy_layer_is_reused_when_only_the_rest_differs(engine, standin_38, tm
     lines = []
     info = images.ensure_image(second, engine, on_progress=lines.append)
     assert info.source == "built"
+    if builder == "wheelhouse":
+        assert any(line.startswith("Using envrepro-heavy:") for line in lines), lines
+        assert info.wheelhouse["downloaded"] == 0          # every file was already in the wheelhouse
+        return
     heavy_step = next(i for i, line in enumerate(lines) if line.startswith("Step ") and "heavy.lock" in line
                       and " RUN " in line)
     after = [line for line in lines[heavy_step + 1:] if line.strip()]
@@ -198,7 +231,7 @@ def _local_wheel(tmp_path: Path, wheels: Path) -> str:
     return item["wheel"].split("/", 1)[1]
 
 
-def test_mixed_lock_installs_hashless_entries_unverified(engine, standin_38, tmp_path):
+def test_mixed_lock_installs_hashless_entries_unverified(engine, standin_38, tmp_path, builder):
     """Hashed six with --require-hashes, then a local wheel without hash in its own step."""
     built = tmp_path / "built"
     wheel = _local_wheel(tmp_path, built)
@@ -211,9 +244,14 @@ def test_mixed_lock_installs_hashless_entries_unverified(engine, standin_38, tmp
     assert info.source == "built" and info.unverified == ["mypkg"]
     assert any("without hash verification" in line and "mypkg" in line for line in lines)
     log = info.log_path.read_text()
-    runs = [line for line in log.splitlines() if line.startswith("RUN ") and "pip.sh install" in line]
-    assert [("--require-hashes" in r, r.split(" -r ")[-1]) for r in runs] == [
-        (True, "/etc/envrepro-build/rest.lock"), (False, "/etc/envrepro-build/unverified.lock")]
+    if builder == "dockerfile":
+        runs = [line for line in log.splitlines() if line.startswith("RUN ") and "pip.sh install" in line]
+        assert [("--require-hashes" in r, r.split(" -r ")[-1]) for r in runs] == [
+            (True, "/etc/envrepro-build/rest.lock"), (False, "/etc/envrepro-build/unverified.lock")]
+    else:
+        steps = [line for line in log.splitlines() if line.startswith("envrepro: installing ")]
+        assert [("--require-hashes" in r, r.split()[2]) for r in steps] == [
+            (True, "rest.lock"), (False, "unverified.lock")], steps
     assert "installed without hash verification: mypkg" in log
     code, out, err = engine.run(tag, ["python", "-c", INSIDE.replace('"termcolor": __import__("termcolor")'
                                                                       '.colored("x", "red")',

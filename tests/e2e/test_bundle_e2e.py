@@ -100,3 +100,30 @@ def test_tampered_and_truncated_bundles_load_no_image(engine, shipped, tmp_path)
     assert not engine.image_exists(tag) and not (tmp_path / "cut.bundle").exists()
     # the good bundle still loads (and leaves the image in place for others)
     assert cli("load", bundle, "--into", tmp_path / "y", env=OFFLINE).returncode == 0
+
+
+def test_a_wheels_bundle_builds_its_image_offline_from_the_carried_wheelhouse(engine, shipped, tmp_path):
+    """``bundle --wheels`` carries the wheelhouse instead of the image. On the other machine (an
+    empty wheel cache, no environment or closure image, every proxy and index closed) the image
+    is built from the carried wheels only: nothing downloaded, the installs ran with no network."""
+    bundle, tag = shipped
+    model = bundle.with_name("tiny.bundle") / "tiny.keras"
+    if not model.exists():
+        assert cli("load", bundle, env=OFFLINE).returncode == 0
+    here = dict(XDG_CACHE_HOME=str(tmp_path / "here-cache"))
+    wheels = tmp_path / "tiny-wheels.tar"
+    out = cli("bundle", model, "-o", wheels, "--wheels", "--json", env=here)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert json.loads(out.stdout)["kind"] == "wheels"
+    heavy = engine.inspect_image(tag)["Config"]["Labels"].get("org.envrepro.heavy")
+    engine.remove_image(tag, force=True)
+    if heavy:
+        engine.remove_image(f"envrepro-heavy:{heavy}", force=True)
+    there = dict(OFFLINE, XDG_CACHE_HOME=str(tmp_path / "there-cache"))
+    out = cli("load", wheels, "--into", tmp_path / "there", "--json", env=there)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["image"]["tag"] == tag and report["image"]["source"] == "built"
+    assert report["image"]["builder"] == "wheelhouse" and report["image"]["wheelhouse"]["downloaded"] == 0
+    assert report["verdict"] == "verified" and report["image"]["bundle"] == str(wheels)
+    assert "Fetching" not in out.stderr and "Imported" in out.stderr
