@@ -345,7 +345,9 @@ def main(argv=None):
             for side in order:
                 if side == "envrepro":
                     variant = f"bench-{pid}-{i}"
-                    say(f"cold build #{i + 1}, envrepro (runtime variant {variant}, nocache)")
+                    # cold: an empty wheelhouse (pip's own cache is never used: --no-cache-dir)
+                    os.environ["XDG_CACHE_HOME"] = str(work / f"xdg-cache-{i}")
+                    say(f"cold build #{i + 1}, envrepro (runtime variant {variant}, nocache, empty wheelhouse)")
                     secs, steps, rec, info = build_envrepro(engine, cap, variant, nocache=True)
                     made_tags.append(info.tag)
                     tips = rec.stage_tips()

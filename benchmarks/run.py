@@ -18,5 +18,6 @@ for py in pythons:
     rc |= subprocess.call([py, str(HERE / "capture_bench.py")])
 if (HERE / "load_bench.py").exists():
     rc |= subprocess.call([sys.executable, str(HERE / "load_bench.py")] + sys.argv[1:])
+rc |= subprocess.call([sys.executable, str(HERE / "build_bench.py")])
 rc |= subprocess.call([sys.executable, str(HERE / "serve_bench.py")])
 sys.exit(rc)

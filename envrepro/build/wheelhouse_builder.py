@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
 from envrepro.build import commitbuild
-from envrepro.build import dockerfile as df
 from envrepro.build.dockerfile import BuildSpec
 from envrepro.build.platforms import _pip_mapping
 from envrepro.build.spec import RUNTIME_VERSION
