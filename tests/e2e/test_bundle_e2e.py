@@ -102,7 +102,39 @@ def test_tampered_and_truncated_bundles_load_no_image(engine, shipped, tmp_path)
     assert cli("load", bundle, "--into", tmp_path / "y", env=OFFLINE).returncode == 0
 
 
-def test_a_wheels_bundle_builds_its_image_offline_from_the_carried_wheelhouse(engine, shipped, tmp_path):
+@pytest.fixture
+def trap():
+    """A listener that counts connections: every proxy and index points at it, so any request
+    envrepro (or pip under it) made on the way would be counted."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    srv.settimeout(0.2)
+    seen, stop = [], threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            seen.append(1)
+            conn.close()
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}"
+    env = {k: url for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY")}
+    env.update(PIP_INDEX_URL=url + "/simple", PIP_EXTRA_INDEX_URL="", PIP_FIND_LINKS="", ENVREPRO_REGISTRY="")
+    yield env, seen
+    stop.set()
+    t.join(2)
+    srv.close()
+
+
+def test_a_wheels_bundle_builds_its_image_offline_from_the_carried_wheelhouse(engine, shipped, tmp_path, trap):
     """``bundle --wheels`` carries the wheelhouse instead of the image. On the other machine (an
     empty wheel cache, no environment or closure image, every proxy and index closed) the image
     is built from the carried wheels only: nothing downloaded, the installs ran with no network."""
@@ -119,11 +151,12 @@ def test_a_wheels_bundle_builds_its_image_offline_from_the_carried_wheelhouse(en
     engine.remove_image(tag, force=True)
     if heavy:
         engine.remove_image(f"envrepro-heavy:{heavy}", force=True)
-    there = dict(OFFLINE, XDG_CACHE_HOME=str(tmp_path / "there-cache"))
+    offline, requests = trap
+    there = dict(offline, XDG_CACHE_HOME=str(tmp_path / "there-cache"))
     out = cli("load", wheels, "--into", tmp_path / "there", "--json", env=there)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     report = json.loads(out.stdout)
     assert report["image"]["tag"] == tag and report["image"]["source"] == "built"
     assert report["image"]["builder"] == "wheelhouse" and report["image"]["wheelhouse"]["downloaded"] == 0
     assert report["verdict"] == "verified" and report["image"]["bundle"] == str(wheels)
-    assert "Fetching" not in out.stderr and "Imported" in out.stderr
+    assert requests == [], f"{len(requests)} request(s) left for a proxy or an index"
