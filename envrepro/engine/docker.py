@@ -1,5 +1,5 @@
-"""The container engine: with its service part (``services.py``), the only code that imports
-the Docker SDK.
+"""The container engine: with its service part (``services.py``) and its commit/archive part
+(``imagework.py``), the only code that imports the Docker SDK.
 
 ``DockerEngine`` implements ``envrepro.engine.base.ContainerEngine`` (repo2docker-style), the
 interface everything else is typed against, so the engine can be faked in unit tests
@@ -16,10 +16,11 @@ import io
 import os
 import re
 import sys
-from typing import Any, BinaryIO, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from envrepro.engine.base import (LineCallback, MountSpec, OutputCallback, PullFailed, RunFailed,
                                   as_mount)
+from envrepro.engine.imagework import ImageWorkMixin
 from envrepro.engine.services import ServiceMixin
 from envrepro.errors import BuildFailed, EnvreproError, NoEngine
 
@@ -82,7 +83,7 @@ def explain(text: str) -> Optional[str]:
     return None
 
 
-class DockerEngine(ServiceMixin):
+class DockerEngine(ServiceMixin, ImageWorkMixin):
     """A Docker engine reached through the Docker SDK (``docker.from_env``)."""
 
     def __init__(self, client: Any = None, timeout: int = 600):
@@ -339,90 +340,6 @@ class DockerEngine(ServiceMixin):
                 container.remove(force=True)
             except Exception:
                 pass
-
-    # -- commit builds ----------------------------------------------------------------------
-    def commit_run(self, image: str, command: Sequence[str], tag: str, mounts: Iterable[MountSpec] = (),
-                   environment: Optional[Dict[str, str]] = None, changes: Sequence[str] = (),
-                   tmpfs: Optional[Dict[str, str]] = None, on_line: Optional[LineCallback] = None,
-                   timeout: Optional[float] = None) -> str:
-        """Run ``command`` (no network) in a container of ``image``, commit it as ``tag``."""
-        from docker.types import Mount as DockerMount
-
-        try:
-            container = self.client.containers.create(
-                image, list(command), network_mode="none", detach=True, stdin_open=False, tty=False,
-                mounts=[DockerMount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
-                        for m in map(as_mount, mounts)],
-                environment=environment or {}, tmpfs=tmpfs or None, user="0:0",
-                security_opt=["no-new-privileges"])
-        except Exception as e:
-            raise self._fail(e, f"creating a build container from {image}", BuildFailed) from None
-        tail: List[str] = []
-        try:
-            try:
-                frames = container.attach(stdout=True, stderr=True, stream=True, logs=True)
-                container.start()
-                pending = ""
-                for chunk in frames:
-                    pending += _ANSI.sub("", chunk.decode("utf-8", "replace"))
-                    *lines, pending = pending.split("\n")
-                    for line in lines:
-                        tail.append(line)
-                        del tail[:-200]
-                        if on_line:
-                            on_line(line)
-                if pending and on_line:
-                    on_line(pending)
-                status = container.wait(timeout=timeout)
-            except Exception as e:
-                raise self._fail(e, f"running a build container from {image}", BuildFailed) from None
-            code = int(status.get("StatusCode", -1)) if isinstance(status, dict) else int(status)
-            if code != 0:
-                raise BuildFailed(f"image build failed: the install step returned a non-zero code: {code}",
-                                  None, explain("\n".join(tail[-20:])))
-            repo, name = _split_ref(tag)
-            try:
-                committed = container.commit(repository=repo, tag=name, changes=list(changes) or None)
-            except Exception as e:
-                raise self._fail(e, f"committing {tag}", BuildFailed) from None
-            return str(committed.id)
-        finally:
-            try:
-                container.remove(force=True)
-            except Exception:
-                pass
-
-    # -- image archives (bundles) -------------------------------------------------------------
-    def save_image(self, tag: str, fileobj: BinaryIO) -> None:
-        """``docker save TAG`` streamed into ``fileobj`` chunk by chunk (images can be > 1 GB)."""
-        try:
-            for chunk in self.api.get_image(tag):
-                fileobj.write(chunk)
-        except EnvreproError:
-            raise
-        except Exception as e:
-            raise self._fail(e, f"saving image {tag}") from None
-
-    def load_images(self, fileobj: BinaryIO) -> List[str]:
-        """``docker load`` from ``fileobj`` (streamed by requests); the tags it loaded, else the
-        image ids ("Loaded image: TAG" / "Loaded image ID: sha256:...")."""
-        loaded: List[str] = []
-        try:
-            for item in self.api.load_image(fileobj, quiet=True) or ():
-                if isinstance(item, dict) and (item.get("error") or item.get("errorDetail")):
-                    detail = item.get("error") or (item.get("errorDetail") or {}).get("message", "")
-                    raise EnvreproError(f"loading images failed: {str(detail).strip()}", None,
-                                        explain(str(detail)))
-                text = str(item.get("stream", "")) if isinstance(item, dict) else ""
-                for line in text.splitlines():
-                    m = re.match(r"^Loaded image(?: ID)?: (\S+)$", line.strip())
-                    if m:
-                        loaded.append(m.group(1))
-        except EnvreproError:
-            raise
-        except Exception as e:
-            raise self._fail(e, "loading images") from None
-        return loaded
 
 
 class _PullStreamError(Exception):

@@ -1,0 +1,109 @@
+"""Images made and moved without a Dockerfile: a container's work committed as an image (the
+wheelhouse builder, ``envrepro.build.commitbuild``), and images saved to or loaded from an
+archive (bundles, ``envrepro.bundling``).
+
+``ImageWorkMixin`` is part of ``DockerEngine`` (envrepro.engine.docker), kept in its own module like
+``ServiceMixin``. It imports the Docker SDK lazily and turns every failure into an envrepro error.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, BinaryIO, Dict, Iterable, List, Optional, Sequence
+
+from envrepro.engine.base import LineCallback, MountSpec, as_mount
+from envrepro.errors import BuildFailed, EnvreproError
+
+
+class ImageWorkMixin:
+    """Commit builds and image archives on a Docker engine (needs ``self.client``, ``self.api``
+    and ``self._fail``)."""
+
+    client: Any
+    api: Any
+    _fail: Any     # DockerEngine._fail: an SDK exception -> an envrepro error
+
+    def commit_run(self, image: str, command: Sequence[str], tag: str, mounts: Iterable[MountSpec] = (),
+                   environment: Optional[Dict[str, str]] = None, changes: Sequence[str] = (),
+                   tmpfs: Optional[Dict[str, str]] = None, on_line: Optional[LineCallback] = None,
+                   timeout: Optional[float] = None) -> str:
+        """Run ``command`` (no network) in a container of ``image``, commit it as ``tag``."""
+        from docker.types import Mount as DockerMount
+
+        from envrepro.engine.docker import _ANSI, _split_ref, explain
+
+        try:
+            container = self.client.containers.create(
+                image, list(command), network_mode="none", detach=True, stdin_open=False, tty=False,
+                mounts=[DockerMount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+                        for m in map(as_mount, mounts)],
+                environment=environment or {}, tmpfs=tmpfs or None, user="0:0",
+                security_opt=["no-new-privileges"])
+        except Exception as e:
+            raise self._fail(e, f"creating a build container from {image}", BuildFailed) from None
+        tail: List[str] = []
+        try:
+            try:
+                frames = container.attach(stdout=True, stderr=True, stream=True, logs=True)
+                container.start()
+                pending = ""
+                for chunk in frames:
+                    pending += _ANSI.sub("", chunk.decode("utf-8", "replace"))
+                    *lines, pending = pending.split("\n")
+                    for line in lines:
+                        tail.append(line)
+                        del tail[:-200]
+                        if on_line:
+                            on_line(line)
+                if pending and on_line:
+                    on_line(pending)
+                status = container.wait(timeout=timeout)
+            except Exception as e:
+                raise self._fail(e, f"running a build container from {image}", BuildFailed) from None
+            code = int(status.get("StatusCode", -1)) if isinstance(status, dict) else int(status)
+            if code != 0:
+                raise BuildFailed(f"image build failed: the install step returned a non-zero code: {code}",
+                                  None, explain("\n".join(tail[-20:])))
+            repo, name = _split_ref(tag)
+            try:
+                committed = container.commit(repository=repo, tag=name, changes=list(changes) or None)
+            except Exception as e:
+                raise self._fail(e, f"committing {tag}", BuildFailed) from None
+            return str(committed.id)
+        finally:
+            try:
+                container.remove(force=True)
+            except Exception:
+                pass
+
+    def save_image(self, tag: str, fileobj: BinaryIO) -> None:
+        """``docker save TAG`` streamed into ``fileobj`` chunk by chunk (images can be > 1 GB)."""
+        try:
+            for chunk in self.api.get_image(tag):
+                fileobj.write(chunk)
+        except EnvreproError:
+            raise
+        except Exception as e:
+            raise self._fail(e, f"saving image {tag}") from None
+
+    def load_images(self, fileobj: BinaryIO) -> List[str]:
+        """``docker load`` from ``fileobj`` (streamed by requests); the tags it loaded, else the
+        image ids ("Loaded image: TAG" / "Loaded image ID: sha256:...")."""
+        from envrepro.engine.docker import explain
+
+        loaded: List[str] = []
+        try:
+            for item in self.api.load_image(fileobj, quiet=True) or ():
+                if isinstance(item, dict) and (item.get("error") or item.get("errorDetail")):
+                    detail = item.get("error") or (item.get("errorDetail") or {}).get("message", "")
+                    raise EnvreproError(f"loading images failed: {str(detail).strip()}", None,
+                                        explain(str(detail)))
+                text = str(item.get("stream", "")) if isinstance(item, dict) else ""
+                for line in text.splitlines():
+                    m = re.match(r"^Loaded image(?: ID)?: (\S+)$", line.strip())
+                    if m:
+                        loaded.append(m.group(1))
+        except EnvreproError:
+            raise
+        except Exception as e:
+            raise self._fail(e, "loading images") from None
+        return loaded
