@@ -297,7 +297,7 @@ def images_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
 @images_app.command("prune")
 def images_prune(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be removed."),
-    cache: bool = typer.Option(False, "--cache", help="Also remove the builder stages kept as build cache."),
+    cache: bool = typer.Option(False, "--cache", help="Also remove the build cache: TensorFlow-closure images no environment uses, and Dockerfile builder stages."),
 ) -> None:
     """Remove envrepro images that no known capture uses any more."""
     from envrepro import commands

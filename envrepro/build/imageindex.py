@@ -228,7 +228,9 @@ def builder_cache(engine: ContainerEngine) -> List[Dict[str, Any]]:
 
 def _prune_heavy(engine: ContainerEngine, result: PruneResult) -> None:
     """Remove the wheelhouse builder's shared TensorFlow-closure images (``envrepro-heavy``) that
-    no remaining environment image was built on (their label ``org.envrepro.heavy``)."""
+    no remaining environment image was built on (their label ``org.envrepro.heavy``). Only with
+    ``--cache``: like the Dockerfile builder's stages, they are the build cache that makes the
+    next environment with that closure (or this one, rebuilt) take seconds."""
     removed = {r.id for r in result.removed}
     envs = [i for i in engine.images(LABEL_KEY) if str(i.get("Id", "")) not in removed]
     used = {str((i.get("Labels") or {}).get(HEAVY_LABEL, "")) for i in envs}
@@ -284,8 +286,8 @@ def prune(engine: ContainerEngine, dry_run: bool = False, key_for: Optional[KeyF
             result.failed[row.tag if row.tags else row.id] = str(e)
     if not dry_run:
         _forget(path, result.removed, result.kept + result.removed)
-    _prune_heavy(engine, result)
     if cache:
+        _prune_heavy(engine, result)
         for entry in builder_cache(engine):
             if not dry_run:
                 try:

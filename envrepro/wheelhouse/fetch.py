@@ -105,8 +105,8 @@ def _redact(text: str) -> str:
     return re.sub(r"(//)[^/@\s]+@", r"\1", text)
 
 
-def _download(batch: List[LockEntry], target: Target, dest: Path, run: Runner, index: Sequence[str] = ()
-              ) -> Tuple[List[LockEntry], str]:
+def _download(batch: List[LockEntry], target: Target, dest: Path, run: Runner, index: Sequence[str] = (),
+              on_no_wheel: Optional[Callable[[LockEntry], None]] = None) -> Tuple[List[LockEntry], str]:
     """Download one batch into ``dest``; (pins without a wheel, "" or the failure text)."""
     todo = list(batch)
     no_wheel: List[LockEntry] = []
@@ -126,6 +126,9 @@ def _download(batch: List[LockEntry], target: Target, dest: Path, run: Runner, i
         if not missing:
             return no_wheel, _redact(out)
         no_wheel += missing
+        for e in missing:
+            if on_no_wheel is not None:
+                on_no_wheel(e)          # its sdist can be fetched while this batch goes on
         todo = [e for e in todo if e not in missing]
     return no_wheel, ""
 
@@ -145,11 +148,13 @@ def _unhashed(store: WheelStore, target: Target, e: LockEntry) -> Optional[Path]
 
 
 def fetch(entries: Sequence[LockEntry], target: Target, store: WheelStore, say: Say,
-          run: Runner = _run, jobs: int = JOBS, pip: Any = None) -> Fetched:
+          run: Runner = _run, jobs: int = JOBS, pip: Any = None,
+          on_no_wheel: Optional[Callable[[LockEntry], None]] = None) -> Fetched:
     """Every entry's file in the store (already there, or downloaded now), and the pins that
     have no wheel for ``target``. BuildFailed (exit 4) naming the pins when pip fails otherwise.
     ``pip``: the build's ``PipSettings`` (index URLs, trusted hosts, CA), passed to ``pip
-    download`` on top of the host's own pip configuration, which it reads as always."""
+    download`` on top of the host's own pip configuration, which it reads as always;
+    ``on_no_wheel``: called (from a worker thread) for each pin found to have no wheel."""
     result = Fetched()
     todo: List[LockEntry] = []
     for e in entries:
@@ -174,7 +179,7 @@ def fetch(entries: Sequence[LockEntry], target: Target, store: WheelStore, say: 
         for f in folders:
             f.mkdir()
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(jobs, len(groups)))) as pool:
-            outcomes = list(pool.map(lambda gf: _download(gf[0], target, gf[1], run, index), zip(groups, folders)))
+            outcomes = list(pool.map(lambda gf: _download(gf[0], target, gf[1], run, index, on_no_wheel), zip(groups, folders)))
         failures = [text for _, text in outcomes if text]
         if failures:
             for line in failures[0].strip().splitlines()[-40:]:

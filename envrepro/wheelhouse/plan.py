@@ -98,10 +98,16 @@ def prepare(lock_text: str, target: Target, engine: ContainerEngine, base: str, 
             files[e.name] = have
         else:
             todo.append(e)
-    fetched = fetching.fetch(todo, target, store, say, run=run, pip=pip) if todo else fetching.Fetched()
-    files.update(fetched.files)
-    for e in fetched.source_only:
-        files[e.name] = built[e.name] = sdists.build(engine, base, target, e, store, pip_settings, say, run)
+    builds = sdists.SdistBuilds(store, pip_settings, target, run)
+    try:
+        fetched = (fetching.fetch(todo, target, store, say, run=run, pip=pip, on_no_wheel=builds.start)
+                   if todo else fetching.Fetched())
+        files.update(fetched.files)
+        made = builds.build(engine, base, target, fetched.source_only, say, run)
+    finally:
+        builds.close()
+    files.update(made)
+    built.update(made)
     plan = _with_built_hashes(df.install_plan(lock_text), built)
     return Wheelhouse(target, files, plan, sorted(built), fetched.downloaded,
                       round(time.perf_counter() - t0, 3))

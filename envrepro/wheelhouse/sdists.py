@@ -2,12 +2,14 @@
 ``wrapt``) built into wheels once per target, in a throwaway container, and cached.
 
 1. The sdist is found on the host's index (pip's own finder, through pip-tools, on the user's pip
-   configuration) and downloaded by the host, checked against the lock's sha256. Nothing of it is
-   run on the host: ``pip download`` of an sdist would run its ``setup.py`` to read metadata.
-2. It is built by ``pip wheel --no-deps --no-build-isolation --no-index`` inside a container of the
-   base image: no network, read-only root, an unprivileged user, no host file but the sdist and
-   the build tools (setuptools, wheel and the sdist's declared build requirements, fetched as
-   wheels for the target by the host) mounted read-only, and an empty output folder.
+   configuration) and downloaded by the host, checked against the lock's sha256, as soon as the
+   fetch finds the pin has no wheel (while the other downloads go on). Nothing of it is run on
+   the host: ``pip download`` of an sdist would run its ``setup.py`` to read metadata.
+2. All of a build's sdists are built by ``pip wheel --no-deps --no-build-isolation --no-index`` in
+   one container of the base image: no network, read-only root, an unprivileged user, no host file
+   but the sdists and the build tools (setuptools, wheel and the sdists' declared build
+   requirements, fetched as wheels for the target by the host) mounted read-only, and an empty
+   output folder.
 3. The wheel goes into the store; a record ``built/<base>/<sdist sha256>.json`` says which one, so
    the next build of any lock pinning that sdist on that base finds it at once.
 
@@ -17,12 +19,14 @@ carries the built wheel's sha256 instead (``envrepro.wheelhouse.plan``), so pip 
 """
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import os
 import re
 import shutil
 import sys
 import tarfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -36,9 +40,9 @@ from envrepro.wheelhouse.target import Target
 Say = Callable[[str], None]
 BUILD_TIMEOUT = 1200
 BUILD_TOOLS = ("setuptools", "wheel")
-_SCRIPT = ('set -e; python3 -m pip install -q --no-index --find-links /mnt/tools --target /tmp/tools {tools}; '
-           'PYTHONPATH=/tmp/tools python3 -m pip wheel --no-deps --no-build-isolation --no-index '
-           '--no-cache-dir -w /mnt/out "/mnt/src/{sdist}"')
+_TOOLS = "python3 -m pip install -q --no-index --find-links /mnt/tools --target /tmp/tools {tools}"
+_WHEEL = ('mkdir /mnt/out/{name} && PYTHONPATH=/tmp/tools python3 -m pip wheel --no-deps '
+          '--no-build-isolation --no-index --no-cache-dir -w /mnt/out/{name} "/mnt/src/{sdist}"')
 
 
 def record_parts(target: Target, key: str) -> List[str]:
@@ -142,48 +146,82 @@ def fetch_tools(requires: List[str], target: Target, dest: Path, run: Runner = _
 
 
 # -- build in a container -------------------------------------------------------------------
-def build(engine: ContainerEngine, base: str, target: Target, entry: LockEntry,
-          store: WheelStore, pip_settings: Mapping[str, Any], say: Say, run: Runner = _run) -> Path:
-    """Build the entry's sdist into a wheel for ``base`` and store it; the stored wheel."""
-    tmp = store.tmp_dir()
-    try:
-        src, tools, out = tmp / "src", tmp / "tools", tmp / "out"
-        for d in (src, tools, out):
+class SdistBuilds:
+    """The source-only pins of one build: each sdist is downloaded (host, checked against the
+    lock) as soon as the pin is known to have no wheel (``start``, from the fetch's threads), then
+    one container builds them all (``build``). ``close`` removes the working folder."""
+
+    def __init__(self, store: WheelStore, pip_settings: Mapping[str, Any], target: Target, run: Runner = _run):
+        self.store, self.pip_settings, self.target, self.run = store, pip_settings, target, run
+        self.tmp = store.tmp_dir()
+        self.src, self.tools, self.out = self.tmp / "src", self.tmp / "tools", self.tmp / "out"
+        for d in (self.src, self.tools, self.out):
             d.mkdir()
-        sdist = download_sdist(entry, src, pip_settings)
-        sdist_sha = sha256_of(sdist)
-        requires = build_requires(sdist)
-        fetch_tools(requires, target, tools, run)
-        os.chmod(out, 0o777)
-        for d in (src, tools):
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)
+        self._jobs: Dict[str, "concurrent.futures.Future[Path]"] = {}
+        self._tools: "Optional[concurrent.futures.Future[None]]" = None
+        self._lock = threading.Lock()
+
+    def start(self, entry: LockEntry) -> None:
+        with self._lock:
+            if self._tools is None:    # what nearly every sdist needs, fetched meanwhile
+                self._tools = self._pool.submit(fetch_tools, list(BUILD_TOOLS), self.target, self.tools, self.run)
+            if entry.name not in self._jobs:
+                self._jobs[entry.name] = self._pool.submit(download_sdist, entry, self.src, self.pip_settings)
+
+    def build(self, engine: ContainerEngine, base: str, target: Target, entries: List[LockEntry],
+              say: Say, run: Runner = _run) -> Dict[str, Path]:
+        """Build every entry's sdist into a wheel for ``base`` in one container; name -> stored wheel."""
+        if not entries:
+            return {}
+        for e in entries:
+            self.start(e)
+        sdists = {e.name: self._jobs[e.name].result() for e in entries}
+        assert self._tools is not None
+        self._tools.result()
+        requires = sorted({r for s in sdists.values() for r in build_requires(s)})
+        extra = [r for r in requires if r not in BUILD_TOOLS]
+        if extra:                      # declared build backends (flit_core, hatchling...)
+            fetch_tools(extra, target, self.tools, run)
+        os.chmod(self.out, 0o777)
+        for d in (self.src, self.tools):
             os.chmod(d, 0o755)
-        for f in list(src.iterdir()) + list(tools.iterdir()):
+        for f in list(self.src.iterdir()) + list(self.tools.iterdir()):
             os.chmod(f, 0o644)
-        names = " ".join(sorted({re.split(r"[<>=!~;\[ ]", r, 1)[0] for r in requires}))
-        say(f"Building {entry.name}=={entry.version} from source in a container of {base} "
-            "(no network, no host files but the sdist)")
+        tools = " ".join(sorted({re.split(r"[<>=!~;\[ ]", r, 1)[0] for r in requires}))
+        steps = [_TOOLS.format(tools=tools)] + [_WHEEL.format(name=name, sdist=sdist.name)
+                                               for name, sdist in sorted(sdists.items())]
+        pins = ", ".join(f"{e.name}=={e.version}" for e in entries)
+        say(f"Building {pins} from source in a container of {base} "
+            "(no network, no host files but the sdists and their build tools)")
         code, stdout, stderr = engine.run(
-            base, ["sh", "-c", _SCRIPT.format(tools=names, sdist=sdist.name)],
-            mounts=[Mount(str(src), "/mnt/src"), Mount(str(tools), "/mnt/tools"),
-                    Mount(str(out), "/mnt/out", read_only=False)],
+            base, ["sh", "-c", "set -e; " + " && ".join(steps)],
+            mounts=[Mount(str(self.src), "/mnt/src"), Mount(str(self.tools), "/mnt/tools"),
+                    Mount(str(self.out), "/mnt/out", read_only=False)],
             environment={"HOME": "/tmp", "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
             user="65534:65534", network_disabled=True, read_only=True,
             tmpfs={"/tmp": "rw,exec,size=2g"}, mem_limit="4g", stream=False, timeout=BUILD_TIMEOUT)
-        wheels = [p for p in out.iterdir() if p.name.endswith(".whl")]
-        if code != 0 or len(wheels) != 1:
-            tail = "\n".join("  | " + line for line in (stdout + stderr).strip().splitlines()[-12:])
-            raise BuildFailed(f"building {entry.name}=={entry.version} from its sdist failed "
-                              f"(exit {code}):\n{tail}", None,
-                              "it may need a compiler or headers the base image lacks: use a base image "
-                              "that has them (--base-image), or ENVREPRO_BUILDER=dockerfile")
-        try:
-            stored = store.add(wheels[0])
-        except StoreError as e:
-            raise BuildFailed(f"the wheel built from {entry.name} has an unexpected name: {e}") from None
-        doc: Dict[str, Any] = {"wheel": stored.name, "sha256": stored.parent.name, "sdist": sdist.name,
-                               "sdist_sha256": sdist_sha, "base": base, "target": target.ident()}
-        for key in digests(entry.hashes) or [f"{entry.name}-{entry.version}"]:
-            store.write_record(doc, *record_parts(target, key))
-        return stored
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        built: Dict[str, Path] = {}
+        for e in entries:
+            folder = self.out / e.name
+            wheels = [p for p in folder.iterdir() if p.name.endswith(".whl")] if folder.is_dir() else []
+            if code != 0 or len(wheels) != 1:
+                tail = "\n".join("  | " + line for line in (stdout + stderr).strip().splitlines()[-12:])
+                raise BuildFailed(f"building {pins} from source failed (exit {code}):\n{tail}", None,
+                                  "it may need a compiler or headers the base image lacks: use a base "
+                                  "image that has them (--base-image), or ENVREPRO_BUILDER=dockerfile")
+            try:
+                stored = self.store.add(wheels[0])
+            except StoreError as err:
+                raise BuildFailed(f"the wheel built from {e.name} has an unexpected name: {err}") from None
+            doc: Dict[str, Any] = {"wheel": stored.name, "sha256": stored.parent.name,
+                                   "sdist": sdists[e.name].name, "sdist_sha256": sha256_of(sdists[e.name]),
+                                   "base": base, "target": target.ident()}
+            for key in digests(e.hashes) or [f"{e.name}-{e.version}"]:
+                self.store.write_record(doc, *record_parts(target, key))
+            built[e.name] = stored
+        return built
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)

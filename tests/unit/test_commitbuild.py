@@ -89,10 +89,11 @@ def test_a_second_environment_on_the_same_closure_reuses_its_layer_and_prune_rem
     assert fresh.source == "local"                      # present: nocache only matters for builds
     heavy_tag = eng.commits[0]["tag"]
     assert images_in(eng, heavy_tag)
-    kept = imageindex.prune(eng, dry_run=True)
+    kept = imageindex.prune(eng, dry_run=True, cache=True)
     assert kept.cache == []                              # the env image still stands on it
     eng.remove_image(again.tag)
-    res = imageindex.prune(eng)
+    assert imageindex.prune(eng).cache == [] and images_in(eng, heavy_tag)   # the build cache stays
+    res = imageindex.prune(eng, cache=True)
     assert [c["tag"] for c in res.cache] == [heavy_tag] and not images_in(eng, heavy_tag)
     assert "shared closure image " + heavy_tag in imageindex.render_prune(res)
 

@@ -181,7 +181,8 @@ def test_sdist_only_pins_are_built_in_a_container_without_network_once(store, mo
     def build_run(image_, command=None, **kw):
         engine.runs.append(dict(kw, image=image_, command=command))
         out = next(m.source for m in kw["mounts"] if m.target == "/mnt/out")
-        Path(out, "termcolor-1.1.0-py3-none-any.whl").write_bytes(b"built termcolor")
+        Path(out, "termcolor").mkdir()          # the script's `mkdir /mnt/out/NAME`
+        Path(out, "termcolor", "termcolor-1.1.0-py3-none-any.whl").write_bytes(b"built termcolor")
         return 0, "", ""
     monkeypatch.setattr(engine, "run", build_run)
     wh = plan.prepare(LOCK, TARGET, engine, "python:3.8-slim", store, {}, lambda line: None, run=FakePip())
@@ -190,6 +191,7 @@ def test_sdist_only_pins_are_built_in_a_container_without_network_once(store, mo
     assert run["network_disabled"] is True and run["read_only"] is True and run["user"] == "65534:65534"
     assert {m.target: m.read_only for m in run["mounts"]} == {"/mnt/src": True, "/mnt/tools": True, "/mnt/out": False}
     assert "--no-build-isolation" in run["command"][-1] and "--no-index" in run["command"][-1]
+    assert '-w /mnt/out/termcolor "/mnt/src/termcolor-1.1.0.tar.gz"' in run["command"][-1]
     assert not any("PIP_CERT" in k or "INDEX" in k for k in (run["environment"] or {}))
     again = plan.prepare(LOCK, TARGET, engine, "python:3.8-slim", store, {}, lambda line: None, run=FakePip())
     assert len(engine.runs) == 1 and again.built == ["termcolor"] and again.downloaded == 0
