@@ -7,7 +7,8 @@
 #   heavy: the envrepro user, the venv, the captured setuptools/wheel, TensorFlow's closure
 #   rest:  the rest of the lock (its hashless entries last, named)
 set -e
-unset PYTHONDONTWRITEBYTECODE   # pip compiles what it installs, as in a Dockerfile build
+# PYTHONDONTWRITEBYTECODE=1 stays set: the base's own pip modules leave no .pyc in the layer,
+# while pip still compiles what it installs (it calls compileall, which ignores the setting).
 export PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
        PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore PIP_PROGRESS_BAR=off
 FIND="--find-links /mnt/wheels"

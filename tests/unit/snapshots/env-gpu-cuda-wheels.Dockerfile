@@ -52,7 +52,7 @@ FROM envrepro-heavy
 USER 10001:10001
 WORKDIR /home/envrepro
 LABEL org.envrepro.base="python:3.11-slim" \
-      org.envrepro.key="47ed7ab81cdb025ad9958f4a683b422f" \
+      org.envrepro.key="091867f26b3416bdc0a062464bc7462f" \
       org.envrepro.lock-sha256="f86b9af280fa3ea9b40347318eff839a9b6533497a624492d331f78fa2a43f0c" \
       org.envrepro.python="3.11.7" \
       org.envrepro.runtime-version="2" \
