@@ -23,7 +23,7 @@ if ! command -v dockerd >/dev/null 2>&1; then
 fi
 log="${TMPDIR:-/tmp}/envrepro-dockerd.log"
 echo "ensure-docker: starting dockerd (log: $log) ..." >&2
-nohup dockerd >"$log" 2>&1 &
+nohup dockerd >>"$log" 2>&1 &   # appended: an earlier engine's last words stay readable
 for _ in $(seq 1 60); do
   if docker info >/dev/null 2>&1; then
     echo "ensure-docker: engine up ($(docker info --format '{{.ServerVersion}} {{.Driver}}'))" >&2
