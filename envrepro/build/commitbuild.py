@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from envrepro.build.dockerfile import label_lines
 from envrepro.build.spec import HEAVY_LABEL, LABEL, RUNTIME_VERSION, templates_digest
 from envrepro.build.templates import USER_UID, VENV, WHEELS_DIR
 from envrepro.engine.base import ContainerEngine, Mount, image_labels
@@ -50,8 +51,8 @@ def environment(base_info: Dict[str, Any]) -> Dict[str, str]:
 
 
 def label_change(key: str, value: str) -> str:
-    """One ``LABEL`` instruction for ``docker commit --change``: the value JSON-quoted, ``$`` escaped."""
-    return f"LABEL {key}=" + json.dumps(str(value), ensure_ascii=False).replace("$", "\\$")
+    """One ``LABEL`` instruction for ``docker commit --change`` (quoted as the Dockerfile's are)."""
+    return label_lines({key: value})
 
 
 def _restore_command(base_info: Dict[str, Any]) -> List[str]:

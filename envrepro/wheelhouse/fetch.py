@@ -16,7 +16,6 @@ it is taken out of its batch, which is run again, and handed back as "source onl
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import re
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from envrepro.capturing.indexhashes import packaging_module
+from envrepro.capturing.indexhashes import _redact, packaging_module, pip_subprocess_env
 from envrepro.errors import BuildFailed
 from envrepro.sidecar.lockfile import LockEntry, canonical_name
 from envrepro.wheelhouse.store import StoreError, WheelStore, digests
@@ -91,18 +90,13 @@ def batches(entries: Sequence[LockEntry], jobs: int = JOBS) -> List[List[LockEnt
 
 
 def _run(argv: List[str]) -> Tuple[int, str]:
-    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
-    env.pop("PYTHONPATH", None)
+    env = pip_subprocess_env()
     try:
         p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            env=env, timeout=PIP_TIMEOUT)
     except subprocess.TimeoutExpired:
         return 124, f"pip download did not finish within {PIP_TIMEOUT} s"
     return p.returncode, p.stdout
-
-
-def _redact(text: str) -> str:
-    return re.sub(r"(//)[^/@\s]+@", r"\1", text)
 
 
 def _download(batch: List[LockEntry], target: Target, dest: Path, run: Runner, index: Sequence[str] = (),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from envrepro.sidecar import lockfile
 from envrepro.sidecar.lockfile import LockEntry
 from envrepro.wheelhouse import fetch as fetching
 from envrepro.wheelhouse import sdists
-from envrepro.wheelhouse.store import WheelStore
+from envrepro.wheelhouse.store import WheelStore, link_or_copy
 from envrepro.wheelhouse.target import Target
 
 Say = Callable[[str], None]
@@ -121,11 +120,7 @@ def stage(wh: Wheelhouse, store: WheelStore) -> Path:
     wheels = folder / "wheels"
     wheels.mkdir()
     for path in sorted(set(wh.files.values())):
-        dest = wheels / path.name
-        try:
-            os.link(path, dest)
-        except OSError:
-            shutil.copyfile(path, dest)
+        link_or_copy(path, wheels / path.name)
     texts = dict(wh.plan.files())
     texts["install.sh"] = fill("wheelhouse-install.sh")
     texts["pip.sh"] = template_text("pip.sh")

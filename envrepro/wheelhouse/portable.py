@@ -13,9 +13,6 @@ an import, ``envrepro load`` finds every file locally and builds with no index a
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set
 
@@ -24,7 +21,7 @@ from envrepro.sidecar import lockfile
 from envrepro.sidecar.manifest import Capture
 from envrepro.wheelhouse import sdists
 from envrepro.wheelhouse.plan import Wheelhouse, entries_for
-from envrepro.wheelhouse.store import StoreError, WheelStore, digests, safe_filename, sha256_of
+from envrepro.wheelhouse.store import StoreError, WheelStore, digests, link_or_copy, safe_filename, sha256_of
 from envrepro.wheelhouse.target import Target
 
 Say = Callable[[str], None]
@@ -62,21 +59,14 @@ def export_for_capture(capture: Capture, dest_dir: Path, say: Say, engine: Any =
     written: List[Path] = []
     files: Dict[str, str] = {}
     for path in sorted(set(wh.files.values())):
-        out = dest_dir / path.name
-        try:
-            os.link(path, out)
-        except OSError:
-            shutil.copyfile(path, out)
+        link_or_copy(path, dest_dir / path.name)
         files[path.name] = path.parent.name
-        written.append(out)
-    built = []
-    for name in wh.built:
-        wheel = wh.files[name]
-        entry = next(e for e in lockfile.parse_lock(_lock_text(capture), include_unsafe=True) if e.name == name)
-        built.append({"name": name, "version": entry.version, "wheel": wheel.name, "sha256": wheel.parent.name,
-                      "sdist_sha256": digests(entry.hashes)})
-    doc = {"format": FORMAT, "target": dict(asdict(wh.target), glibc=list(wh.target.glibc)),
-           "files": files, "built": built}
+        written.append(dest_dir / path.name)
+    entries = {e.name: e for e in lockfile.parse_lock(_lock_text(capture), include_unsafe=True)}
+    built = [{"name": name, "version": entries[name].version, "wheel": wh.files[name].name,
+              "sha256": wh.files[name].parent.name, "sdist_sha256": digests(entries[name].hashes)}
+             for name in wh.built]
+    doc = {"format": FORMAT, "target": wh.target.to_doc(), "files": files, "built": built}
     (dest_dir / INDEX).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     written.append(dest_dir / INDEX)
     return written
@@ -114,10 +104,8 @@ def import_dir(src_dir: Path, capture: Capture, say: Say, store: Optional[WheelS
     src = Path(src_dir)
     doc = _read_index(src)
     try:
-        t = doc["target"]
-        target = Target(python=str(t["python"]), machine=str(t["machine"]), implementation=str(t["implementation"]),
-                        abiflags=str(t.get("abiflags") or ""), glibc=(int(t["glibc"][0]), int(t["glibc"][1])))
-    except (KeyError, TypeError, ValueError, IndexError):
+        target = Target.from_doc(doc["target"])
+    except ValueError:
         raise _bad(src, f"has an {INDEX} without a readable target") from None
     entries = entries_for(_lock_text(capture), target)
     pinned: Set[str] = {d for e in entries for d in digests(e.hashes)}

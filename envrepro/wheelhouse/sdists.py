@@ -33,7 +33,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 from envrepro.engine.base import ContainerEngine, Mount
 from envrepro.errors import BuildFailed
 from envrepro.sidecar.lockfile import LockEntry
-from envrepro.wheelhouse.fetch import Runner, _redact, _run
+from envrepro.capturing.indexhashes import _redact
+from envrepro.wheelhouse.fetch import Runner, _run
 from envrepro.wheelhouse.store import StoreError, WheelStore, digests, safe_filename, sha256_of
 from envrepro.wheelhouse.target import Target
 

@@ -134,7 +134,7 @@ class WheelStore:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix="." + sha[:8], dir=folder.parent))
         try:
-            shutil.copyfile(path, staging / name) if not _same_fs(path, staging) else os.link(path, staging / name)
+            link_or_copy(path, staging / name)
             with open(staging / name, "rb") as f:
                 os.fsync(f.fileno())
             try:
@@ -170,8 +170,9 @@ class WheelStore:
         return total
 
 
-def _same_fs(a: Path, b: Path) -> bool:
+def link_or_copy(src: Path, dest: Path) -> None:
+    """A hard link (same file system: no bytes copied), else a copy."""
     try:
-        return os.stat(a).st_dev == os.stat(b).st_dev
+        os.link(src, dest)
     except OSError:
-        return False
+        shutil.copyfile(src, dest)

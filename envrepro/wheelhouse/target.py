@@ -64,6 +64,20 @@ class Target:
                  "cp" if self.implementation == "CPython" else "pp", "--abi", self.abi]
         return args
 
+    def to_doc(self) -> Dict[str, Any]:
+        return dict(asdict(self), glibc=list(self.glibc))
+
+    @classmethod
+    def from_doc(cls, doc: Dict[str, Any]) -> "Target":
+        """From ``to_doc``'s output (a record, or a carried wheelhouse's index); ValueError when
+        it isn't one."""
+        try:
+            return cls(python=str(doc["python"]), machine=str(doc["machine"]),
+                       implementation=str(doc["implementation"]), abiflags=str(doc.get("abiflags") or ""),
+                       glibc=(int(doc["glibc"][0]), int(doc["glibc"][1])))
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise ValueError("not a target") from None
+
     def ident(self) -> str:
         """A short name for records: cp38-manylinux_2_36_x86_64."""
         return f"{self.abi}-{self.platforms()[0] if self.platforms() else self.machine}"
@@ -91,8 +105,8 @@ def probe(engine: ContainerEngine, base: str, base_info: Dict[str, Any], store: 
     cached: Optional[Dict[str, Any]] = store.read_record("targets", image_id + ".json") if image_id else None
     if cached:
         try:
-            return Target(**dict(cached, glibc=tuple(cached["glibc"])))
-        except (TypeError, KeyError, ValueError):
+            return Target.from_doc(cached)
+        except ValueError:
             pass
     code, out, err = engine.run(base, ["python3", "-c", PROBE], user="65534:65534",
                                 network_disabled=True, read_only=True, stream=False, timeout=120)
@@ -101,5 +115,5 @@ def probe(engine: ContainerEngine, base: str, base_info: Dict[str, Any], store: 
                           f"{(err or out).strip()[-200:]}", None, "check the base image (--base-image)")
     target = parse_probe(out, base)
     if image_id:
-        store.write_record(dict(asdict(target), glibc=list(target.glibc)), "targets", image_id + ".json")
+        store.write_record(target.to_doc(), "targets", image_id + ".json")
     return target
