@@ -152,7 +152,7 @@ def fetch(entries: Sequence[LockEntry], target: Target, store: WheelStore, say: 
     result = Fetched()
     todo: List[LockEntry] = []
     for e in entries:
-        found = store.find(e.hashes) if e.hashes else _unhashed(store, target, e)
+        found = store.find(e.hashes, target.accepts) if e.hashes else _unhashed(store, target, e)
         if found is not None:
             result.files[e.name] = found
         else:

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 from envrepro import config
 from envrepro.fsutil import atomic_write_text
@@ -89,11 +89,12 @@ class WheelStore:
             return None
         return folder / names[0] if len(names) == 1 and safe_filename(names[0]) else None
 
-    def find(self, hashes: Iterable[str]) -> Optional[Path]:
-        """The first stored file among a lock entry's ``--hash`` values."""
+    def find(self, hashes: Iterable[str], accept: Optional[Callable[[str], bool]] = None) -> Optional[Path]:
+        """The first stored file among a lock entry's ``--hash`` values that ``accept`` takes (by
+        file name: a wheel for the image's platform, ``Target.accepts``)."""
         for sha in digests(hashes):
             found = self.get(sha)
-            if found is not None:
+            if found is not None and (accept is None or accept(found.name)):
                 return found
         return None
 

@@ -9,10 +9,11 @@ itself (one short container, no network, cached by the base's image id), not fro
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from envrepro.engine.base import ContainerEngine
 from envrepro.errors import BuildFailed
@@ -78,9 +79,27 @@ class Target:
         except (KeyError, TypeError, ValueError, IndexError):
             raise ValueError("not a target") from None
 
+    def accepts(self, filename: str) -> bool:
+        """Whether pip in the image would install this wheel (its tags against the target's).
+        A lock entry's hashes cover every file of the release (other Pythons, macOS...): the
+        store may hold another build's file for the same pin."""
+        if not filename.endswith(".whl"):
+            return False
+        from envrepro.capturing.indexhashes import wheel_tags
+
+        return bool(wheel_tags(filename) & _tags(self))
+
     def ident(self) -> str:
         """A short name for records: cp38-manylinux_2_36_x86_64."""
         return f"{self.abi}-{self.platforms()[0] if self.platforms() else self.machine}"
+
+
+@functools.lru_cache(maxsize=16)
+def _tags(target: Target) -> FrozenSet[Tuple[str, str, str]]:
+    from envrepro.capturing.indexhashes import linux_target_tags
+
+    return frozenset(linux_target_tags({"version": target.python, "machine": target.machine,
+                                        "implementation": target.implementation, "target_glibc": target.glibc}))
 
 
 def parse_probe(text: str, where: str) -> Target:

@@ -272,3 +272,19 @@ def test_a_carried_wheelhouse_is_imported_only_when_the_lock_accounts_for_every_
     (carried / portable.INDEX).write_text("[1, 2")
     with pytest.raises(InvalidCapture, match="no readable index.json"):
         portable.import_dir(carried, cap, lambda line: None, WheelStore(tmp_path / "t5"))
+
+
+def test_a_stored_file_of_the_same_release_for_another_python_is_not_taken(store, tmp_path):
+    """A lock pins every file of a release: the store may hold the cp311 wheel another build
+    fetched. A cp38 image must get its own file, fetched now, not that one."""
+    other = "numpy-1.19.5-cp311-cp311-manylinux_2_17_x86_64.whl"
+    f = tmp_path / other
+    f.write_bytes(b"numpy for 3.11")
+    lock = ("numpy==1.19.5 \\\n    --hash=sha256:" + sha(b"numpy for 3.11")
+            + " \\\n    --hash=sha256:" + sha(FILES["numpy-1.19.5-cp38-cp38-manylinux2010_x86_64.whl"]) + "\n")
+    entries = plan.entries_for(lock, TARGET)
+    store.add(f, {sha(b"numpy for 3.11")})
+    assert store.find(entries[0].hashes) is not None and store.find(entries[0].hashes, TARGET.accepts) is None
+    got = fetch.fetch(entries, TARGET, store, lambda line: None, run=FakePip())
+    assert got.downloaded == 1 and got.files["numpy"].name == "numpy-1.19.5-cp38-cp38-manylinux2010_x86_64.whl"
+    assert TARGET.accepts("six-1.16.0-py2.py3-none-any.whl") and not TARGET.accepts("x-1.0-cp38-cp38-macosx_11_0_arm64.whl")
