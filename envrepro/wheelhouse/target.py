@@ -61,7 +61,9 @@ class Target:
         args: List[str] = []
         for p in self.platforms():
             args += ["--platform", p]
-        args += ["--python-version", self.xy, "--implementation",
+        # the full version: Requires-Python such as "!=3.9.0,!=3.9.1,>=3.9" (cryptography) is
+        # judged against it, and "3.9" would mean 3.9.0
+        args += ["--python-version", self.python, "--implementation",
                  "cp" if self.implementation == "CPython" else "pp", "--abi", self.abi]
         return args
 
