@@ -21,7 +21,8 @@ from envrepro.sidecar import lockfile
 from envrepro.sidecar.manifest import Capture
 from envrepro.wheelhouse import sdists
 from envrepro.wheelhouse.plan import Wheelhouse, entries_for
-from envrepro.wheelhouse.store import StoreError, WheelStore, digests, link_or_copy, safe_filename, sha256_of
+from envrepro.fsutil import sha256_file
+from envrepro.wheelhouse.store import StoreError, WheelStore, digests, link_or_copy, safe_filename
 from envrepro.wheelhouse.target import Target
 
 Say = Callable[[str], None]
@@ -120,7 +121,7 @@ def import_dir(src_dir: Path, capture: Capture, say: Say, store: Optional[WheelS
         path = src / str(name)
         if not safe_filename(str(name)) or path.is_symlink() or not path.is_file():
             raise _bad(src, f"lists {str(name)[:80]!r}, which is not a regular distribution file there")
-        sha = sha256_of(path)
+        sha = sha256_file(path)
         if sha != declared:
             raise _bad(src, f"has {name} with sha256 {sha[:16]}..., not the {str(declared)[:16]}... its index says")
         from envrepro.wheelhouse.fetch import dist_name

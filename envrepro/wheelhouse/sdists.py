@@ -35,7 +35,8 @@ from envrepro.errors import BuildFailed
 from envrepro.sidecar.lockfile import LockEntry
 from envrepro.capturing.indexhashes import _redact
 from envrepro.wheelhouse.fetch import Runner, _run
-from envrepro.wheelhouse.store import StoreError, WheelStore, digests, safe_filename, sha256_of
+from envrepro.fsutil import sha256_file
+from envrepro.wheelhouse.store import StoreError, WheelStore, digests, safe_filename
 from envrepro.wheelhouse.target import Target
 
 Say = Callable[[str], None]
@@ -103,7 +104,7 @@ def download_sdist(entry: LockEntry, dest: Path, pip_settings: Mapping[str, Any]
         except Exception as e:
             last = _redact(str(e))[:200]
             continue
-        got = sha256_of(target)
+        got = sha256_file(target)
         if not wanted or got in wanted:
             return target
         last = (f"{link.filename} has sha256 {got}, but the lock pins "
@@ -216,7 +217,7 @@ class SdistBuilds:
             except StoreError as err:
                 raise BuildFailed(f"the wheel built from {e.name} has an unexpected name: {err}") from None
             doc: Dict[str, Any] = {"wheel": stored.name, "sha256": stored.parent.name,
-                                   "sdist": sdists[e.name].name, "sdist_sha256": sha256_of(sdists[e.name]),
+                                   "sdist": sdists[e.name].name, "sdist_sha256": sha256_file(sdists[e.name]),
                                    "base": base, "target": target.ident()}
             for key in digests(e.hashes) or [f"{e.name}-{e.version}"]:
                 self.store.write_record(doc, *record_parts(target, key))

@@ -18,7 +18,6 @@ Everything here can be deleted; it is fetched or built again when needed.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -29,12 +28,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Optional
 
 from envrepro import config
-from envrepro.fsutil import atomic_write_text
+from envrepro.fsutil import atomic_write_text, sha256_file
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*\.(whl|tar\.gz|zip|tar\.bz2|tgz)$")
 STALE_TMP_SECONDS = 24 * 3600
-CHUNK = 1 << 20
 
 
 class StoreError(Exception):
@@ -58,14 +56,6 @@ def digests(hashes: Iterable[str]) -> list:
         if algo == "sha256" and is_sha256(hexd.lower()):
             out.append(hexd.lower())
     return out
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class WheelStore:
@@ -122,7 +112,7 @@ class WheelStore:
         name = name or path.name
         if not safe_filename(name):
             raise StoreError(f"{name!r} is not a distribution file name")
-        sha = sha256_of(path)
+        sha = sha256_file(path)
         if allowed is not None:
             allowed = set(allowed)
             if sha not in allowed:
