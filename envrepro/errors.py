@@ -83,3 +83,15 @@ class PlatformError(BuildFailed):
     Raised before anything is built. Exit code 4, as a failed build: the capture itself is valid
     (not bad input), but its environment can't be built here; the message names the packages.
     """
+
+
+class BrokenInstall(EnvreproError):
+    """A file or module envrepro ships is missing from its install (a deleted template, a
+    half-copied site-packages). Exit 70, like an internal error, with the one fix that works."""
+
+    exit_code = EXIT_INTERNAL
+    FIX = "pip install --force-reinstall envrepro"
+
+    @classmethod
+    def missing(cls, shipped_path: str) -> "BrokenInstall":
+        return cls(f"envrepro's install is incomplete: {shipped_path} is missing", None, cls.FIX)

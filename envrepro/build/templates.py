@@ -8,10 +8,10 @@ templates, so the Python side and the Dockerfile text cannot disagree.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from string import Template
 from typing import Dict
 
+from envrepro import shipped
 from envrepro.sidecar import layout
 
 VENV = "/opt/envrepro/venv"
@@ -24,21 +24,8 @@ LAYOUT = {"VENV": VENV, "BUILD_DIR": BUILD_DIR, "WHEELS_DIR": WHEELS_DIR, "USER_
 
 
 def package_text(package: str, name: str) -> str:
-    """A data file shipped in ``package`` (importlib.resources; Python 3.8 has no ``files``)."""
-    import importlib
-
-    try:
-        from importlib import resources
-
-        return (resources.files(package) / name).read_text(encoding="utf-8")
-    except (ImportError, AttributeError, FileNotFoundError, TypeError, NotADirectoryError):
-        pass
-    try:
-        mod = importlib.import_module(package)
-        return (Path(mod.__file__).parent / name).read_text(encoding="utf-8")  # type: ignore[arg-type]
-    except (ImportError, OSError, TypeError):
-        folder = "images" if package == "envrepro.images" else package.replace(".", "/")
-        return (Path(__file__).resolve().parent.parent.parent / folder / name).read_text(encoding="utf-8")
+    """A data file shipped in ``package``, read through the package (``envrepro.shipped``)."""
+    return shipped.text(package, name)
 
 
 def template_text(name: str = "env.Dockerfile") -> str:

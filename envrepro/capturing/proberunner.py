@@ -30,6 +30,7 @@ from envrepro.errors import CaptureError, ProbeError
 from envrepro.runtime import launch
 from envrepro.runtime.probe import ERROR_FILE, FACTS_FILE, PROBE_VERSION
 from envrepro.runtime.reference import REFERENCE_DIR
+from envrepro import shipped
 
 DEBUG_HINT = "rerun with --debug for the probe's full output"
 
@@ -64,7 +65,8 @@ def run_probe(python: str, model_path: Path, out_dir: Path, options: Sequence[st
     probe and every process it started have been killed; ``stderr`` holds what it said): the
     callers say what that means for them."""
     timeout = config.probe_timeout() if timeout is None else timeout
-    cmd = launch.host_argv(python, "probe", ["--model", model_path, "--out", out_dir, *options])
+    cmd = launch.host_argv(python, "probe", ["--model", model_path, "--out", out_dir, *options],
+                            root=shipped.runtime_dir())
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONNOUSERSITE="1")
     returncode, stderr = _run_in_own_group(cmd, env, timeout)
     facts, problem = None, None

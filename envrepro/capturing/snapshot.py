@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from envrepro.capturing import snapshotpolicy as policy
 from envrepro.errors import CaptureError
-from envrepro.fsutil import is_within, sha256_file
+from envrepro.fsutil import is_within
 from envrepro.sidecar.layout import SIDECAR_SUFFIX
 
 SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache", ".ipynb_checkpoints",

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import functools
 import re
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "compat.yaml"
+from envrepro import shipped
+
+DATA = ("envrepro.data", "compat.yaml")   # read through the package (envrepro.shipped)
 
 
 def vtuple(version: Optional[str]) -> Tuple[int, ...]:
@@ -39,7 +40,7 @@ def minor_of(version: Optional[str]) -> Optional[str]:
 @functools.lru_cache(maxsize=1)
 def table() -> Dict[str, Dict[str, Any]]:
     """Rows keyed by TensorFlow minor ('2.4'), in file order (oldest first)."""
-    data = yaml.safe_load(DATA.read_text(encoding="utf-8"))
+    data = yaml.safe_load(shipped.text(*DATA))
     return {str(k): dict(v) for k, v in (data.get("tensorflow") or {}).items()}
 
 

@@ -30,6 +30,7 @@ from envrepro.fsutil import sha256_bytes
 from envrepro.runtime import launch
 from envrepro.sidecar import manifest
 from envrepro.sidecar.layout import SNAPSHOT_DIR
+from envrepro import shipped
 
 TRY_TIMEOUT = float(os.environ.get("ENVREPRO_TRY_TIMEOUT", "900"))
 
@@ -39,7 +40,7 @@ def _plan(model_path: Path, cap: Optional[manifest.Capture], info: ModelFileInfo
     if cap is not None:
         from envrepro.sandbox.plan import ContainerPaths, make_plan
 
-        plan = make_plan(cap, ContainerPaths(model=str(model_path), capture=str(cap.root), runtime=launch.HOST_DIR))
+        plan = make_plan(cap, ContainerPaths(model=str(model_path), capture=str(cap.root), runtime=shipped.runtime_dir()))
     else:
         flavor = "keras3" if (info.keras_major or 0) >= 3 else None
         plan = {"plan_version": 1, "model_path": str(model_path), "model_name": model_path.name,
@@ -121,7 +122,7 @@ def run_try(model_path: Path, cap: Optional[manifest.Capture], info: ModelFileIn
         plan_file = Path(tmp) / "plan.json"
         plan_file.write_text(json.dumps(plan), encoding="utf-8")
         try:
-            proc = subprocess.run(launch.host_argv(exe, "loader", ["--plan", plan_file]),
+            proc = subprocess.run(launch.host_argv(exe, "loader", ["--plan", plan_file], root=shipped.runtime_dir()),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp,
                                   timeout=TRY_TIMEOUT, check=False)
             out, err, code = proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"), proc.returncode

@@ -42,9 +42,11 @@ def _argv(python, root, entry, args):
     return [python, "-B", "-c", code] + [str(a) for a in args]
 
 
-def host_argv(python, entry, args=()):
-    """argv that runs ``entry`` (e.g. "probe") under ``python`` on this machine."""
-    return _argv(python, HOST_DIR, entry, args)
+def host_argv(python, entry, args=(), root=None):
+    """argv that runs ``entry`` (e.g. "probe") under ``python`` on this machine, from the runtime
+    folder ``root`` (default: this package's own; the host passes ``envrepro.shipped.runtime_dir()``,
+    which is a real folder even when envrepro is imported from a zip)."""
+    return _argv(python, root or HOST_DIR, entry, args)
 
 
 def container_argv(python, entry, args=(), root=CONTAINER_DIR):

@@ -19,9 +19,9 @@ from typing import Any, Dict, List, Optional, Sequence
 from envrepro import errors
 from envrepro.build.templates import USER_UID
 from envrepro.engine.base import Mount
-from envrepro.runtime import launch
 from envrepro.sandbox.plan import ContainerPaths, container_paths, make_plan
 from envrepro.sidecar import manifest
+from envrepro import shipped
 
 SANDBOX_USER = f"{USER_UID}:{USER_UID}"   # the image's envrepro user, never root
 DEFAULT_MEMORY = "4g"
@@ -46,7 +46,7 @@ def sandbox_mounts(capture: manifest.Capture, paths: ContainerPaths) -> List[Mou
     return [
         Mount(str(capture.model_path), paths.model),
         Mount(str(capture.root), paths.capture),
-        Mount(launch.HOST_DIR, paths.runtime),
+        Mount(shipped.runtime_dir(), paths.runtime),
     ]
 
 

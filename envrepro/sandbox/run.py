@@ -23,6 +23,7 @@ from envrepro.sandbox.plan import container_paths, make_plan
 from envrepro.sandbox.policy import DEFAULT_MEMORY, check_readable, docker_run_argv, run_args
 from envrepro.sandbox.report import LoadReport, image_dict, no_report, parse_report
 from envrepro.sidecar import layout, manifest
+from envrepro import shipped
 
 def prepare(model_path: "os.PathLike[str] | str | manifest.Capture",
             allow_model_change: bool = False) -> manifest.Capture:
@@ -37,7 +38,7 @@ def prepare(model_path: "os.PathLike[str] | str | manifest.Capture",
     model = layout.resolve_model(model_path)
     capture = manifest.read(layout.sidecar_for(model))
     capture.model_check = check_model(capture, allow_model_change).to_dict()
-    trees = [capture.model_path, Path(launch.HOST_DIR)] + [
+    trees = [capture.model_path, Path(shipped.runtime_dir())] + [
         capture.root / d for d in (layout.SNAPSHOT_DIR, layout.REFERENCE_DIR) if (capture.root / d).is_dir()]
     check_readable(trees, folders=[capture.root])
     return capture

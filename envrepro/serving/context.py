@@ -31,6 +31,7 @@ from envrepro.fsutil import sha256_file
 from envrepro.runtime import launch, serveconfig
 from envrepro.sandbox.plan import ContainerPaths, captured_env, make_plan
 from envrepro.sidecar import layout, manifest
+from envrepro import shipped
 
 LABEL = "org.envrepro.serve."
 SERVE_REPO = "envrepro-serve"
@@ -107,7 +108,7 @@ def _model_files(model: Path) -> Iterator[Tuple[str, Source]]:
 
 
 def _runtime_files() -> Iterator[Tuple[str, Source]]:
-    root = Path(launch.HOST_DIR)
+    root = Path(shipped.runtime_dir())
     yield "serve/lib", None
     yield f"serve/lib/{launch.PACKAGE}", None
     for p in sorted(root.glob("*.py")):
