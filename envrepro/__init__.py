@@ -3,7 +3,22 @@
 Import cost matters: this module is imported by the save hook inside training jobs, so it pulls
 in neither TensorFlow, the Docker SDK, typer nor pip-tools. The heavy parts load lazily.
 """
-__version__ = "0.1.0"
+
+
+def _installed_version() -> str:
+    """envrepro's version, from its package metadata: pyproject.toml is the one place it is
+    written. A bare checkout on sys.path (never installed) has none and says so."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover - Python < 3.8
+        return "0+unknown"
+    try:
+        return version("envrepro")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = _installed_version()
 
 __all__ = ["__version__", "save", "capture", "install_hook", "uninstall_hook"]
 

@@ -24,9 +24,21 @@ app.add_typer(images_app, name="images")
 _DEBUG = {"on": False}
 
 
+def version_line() -> str:
+    """envrepro's version (package metadata), the runtime's, the capture format it writes and the
+    Python it runs on: what a bug report needs."""
+    import platform
+
+    from envrepro.build.spec import RUNTIME_VERSION
+    from envrepro.sidecar.layout import SCHEMA
+
+    return (f"envrepro {__version__} (runtime {RUNTIME_VERSION}, capture format {SCHEMA}) "
+            f"on Python {platform.python_version()} ({sys.executable})")
+
+
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"envrepro {__version__}")
+        typer.echo(version_line())
         raise typer.Exit(0)
 
 
@@ -270,7 +282,7 @@ def k8s(
 @app.command()
 def push(
     model: str = _MODEL,
-    registry: Optional[str] = typer.Option(None, "--registry", help="HOST[:PORT][/NAMESPACE] to push to (env ENVREPRO_REGISTRY, config registry); credentials come from `docker login`."),
+    registry: Optional[str] = typer.Option(None, "--registry", help="HOST[:PORT]\\[/NAMESPACE] to push to (env ENVREPRO_REGISTRY, config registry); credentials come from `docker login`."),
     base_image: Optional[str] = _BASE_IMAGE,
     gpus: Optional[str] = _GPUS,
     allow_model_change: bool = _ALLOW_CHANGE,
@@ -326,6 +338,15 @@ def _click_exception_types():
     return tuple(exits), tuple(aborts), tuple(usage)
 
 
+def _missing_module(e: BaseException) -> Optional[errors.BrokenInstall]:
+    """An envrepro module that can't be imported means a broken install (a deleted file, a wheel
+    that misses a package): say which, and the fix."""
+    name = getattr(e, "name", None) or ""
+    if isinstance(e, ModuleNotFoundError) and (name == "envrepro" or name.startswith("envrepro.")):
+        return errors.BrokenInstall.missing(f"module {name}")
+    return None
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point: run typer without its exception handling, and handle errors ourselves."""
     exit_types, abort_types, usage_types = _click_exception_types()
@@ -354,6 +375,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         typer.echo("envrepro: interrupted", err=True)
         code = 130
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        broken = _missing_module(e)
+        if broken is not None and not debug:
+            typer.echo(f"envrepro: error: {broken}", err=True)
+            sys.exit(broken.exit_code)
         if debug:
             import traceback
 
