@@ -2,18 +2,20 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 
-.PHONY: venv test unit integration e2e demo bench matrix standins clean
+.PHONY: venv test unit integration e2e demo bench matrix standins dist clean
 
 venv:
 	@bash scripts/dev-venv.sh
 
 # Unit tests (no Docker, no TensorFlow), integration (real TensorFlow on the host and in a
-# Python 3.8 + TF 2.4.1 env), end-to-end (real Docker engine). CI=true makes missing pieces fail.
+# Python 3.8 + TF 2.4.1 env), end-to-end (real Docker engine, driving the `envrepro` command of the
+# built wheel installed in a clean venv: scripts/check-dist.sh). CI=true makes missing pieces fail.
 test:
 	@set -e; v=$$(PYTHON=$(PYTHON) bash scripts/dev-venv.sh); \
 	if docker info >/dev/null 2>&1 || [ "$$CI" = "true" ]; then bash scripts/ensure-docker.sh; \
 	  $$v/bin/python tests/e2e/standins.py 3.8 3.11; fi; \
-	$$v/bin/python -m pytest -ra $(PYTEST_ARGS)
+	exe=$$(PYTHON=$(PYTHON) bash scripts/check-dist.sh); \
+	ENVREPRO_UNDER_TEST=$$exe $$v/bin/python -m pytest -ra $(PYTEST_ARGS)
 
 unit:
 	@v=$$(bash scripts/dev-venv.sh); $$v/bin/python -m pytest -q tests/unit
@@ -30,8 +32,13 @@ demo:
 bench:
 	@v=$$(bash scripts/dev-venv.sh); $$v/bin/python benchmarks/run.py
 
+# The sdist and the wheel built the PyPA way, checked (twine, check-wheel-contents, no build
+# warning), installed from each and by pipx/uv; prints the wheel's installed envrepro command.
+dist:
+	@PYTHON=$(PYTHON) bash scripts/check-dist.sh
+
 standins:
 	@v=$$(bash scripts/dev-venv.sh); bash scripts/ensure-docker.sh; $$v/bin/python tests/e2e/standins.py 3.8 3.11
 
 clean:
-	rm -rf demo-out build *.egg-info .pytest_cache
+	rm -rf demo-out build dist *.egg-info .pytest_cache

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -73,11 +74,30 @@ def probe_environment(python, workdir):
 def envrepro_cli(*args, python=None, env=None, cwd=None, timeout=1800):
     """Run the envrepro CLI as a user would (a separate process), return CompletedProcess."""
     exe = python or sys.executable
+    return _run_cli([exe, "-m", "envrepro"], args, env, cwd, timeout)
+
+
+def installed_cli(*args, python=None, env=None, cwd=None, timeout=1800):
+    """The end-to-end tests' CLI: the ``envrepro`` command of the built wheel installed in a clean
+    virtualenv when ``make test`` made one (ENVREPRO_UNDER_TEST), as users run it; ``python``
+    (a training environment with envrepro installed) runs that one instead."""
+    if python:
+        return envrepro_cli(*args, python=python, env=env, cwd=cwd, timeout=timeout)
+    return _run_cli(installed_argv(), args, env, cwd, timeout)
+
+
+def installed_argv():
+    """argv that starts the CLI ``installed_cli`` runs (for tests that drive the process)."""
+    exe = os.environ.get("ENVREPRO_UNDER_TEST")
+    return [exe] if exe else [sys.executable, "-m", "envrepro"]
+
+
+def _run_cli(argv, args, env, cwd, timeout):
     full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     full_env.pop("ENVREPRO_DEBUG", None)
     if env:
         full_env.update(env)
-    return subprocess.run([exe, "-m", "envrepro", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([*argv, *map(str, args)], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=timeout)
 
 
@@ -99,3 +119,21 @@ def http_json(port, method, path, body=None, headers=None, conn=None, timeout=60
     except ValueError:
         payload = raw.decode()
     return r.status, dict(r.getheaders()), payload
+
+
+def installed_envrepro(tmp_path_factory=None):
+    """The ``envrepro`` command of the built wheel installed in a clean virtualenv: the one
+    ``make test`` made (ENVREPRO_UNDER_TEST, from scripts/check-dist.sh), else made now. Under
+    CI=true it must have been made by ``make test``."""
+    exe = os.environ.get("ENVREPRO_UNDER_TEST")
+    if exe:
+        assert os.access(exe, os.X_OK), f"ENVREPRO_UNDER_TEST={exe} is not an executable"
+        return exe
+    if CI:
+        pytest.fail("CI=true and ENVREPRO_UNDER_TEST is not set: run the tests with `make test`, "
+                    "which installs the built wheel", pytrace=False)
+    out = (tmp_path_factory.mktemp("dist") if tmp_path_factory else Path(tempfile.mkdtemp())) / "envrepro-dist"
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "check-dist.sh"), str(out)], capture_output=True,
+                          text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]

@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from support import envrepro_cli as cli  # noqa: E402
+from support import installed_cli as cli  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support import envrepro_cli as cli  # noqa: E402
+from support import installed_cli as cli  # noqa: E402
 
 from envrepro.sidecar import layout, manifest, writer
 from envrepro.fsutil import sha256_tree

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO, envrepro_cli as cli  # noqa: E402
+from support import REPO, installed_cli as cli  # noqa: E402
 
 from envrepro.sidecar import layout, manifest
 

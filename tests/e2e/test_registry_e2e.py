@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from support import CI, need  # noqa: E402
-from support import envrepro_cli as cli  # noqa: E402
+from support import installed_cli as cli  # noqa: E402
 
 from envrepro.build import images, spec
 from envrepro.sidecar.manifest import Capture

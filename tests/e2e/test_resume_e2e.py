@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from support import envrepro_cli as cli  # noqa: E402
+from support import installed_cli as cli  # noqa: E402
 
 from envrepro.fsutil import sha256_tree
 from envrepro.sidecar import layout, manifest

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support import envrepro_cli as cli  # noqa: E402
-from support import http_json  # noqa: E402
+from support import installed_cli as cli  # noqa: E402
+from support import http_json, installed_argv  # noqa: E402
 
 from envrepro.runtime import serveconfig
 from envrepro.sidecar import layout, manifest
@@ -301,7 +301,7 @@ def test_envrepro_serve_runs_in_the_foreground_until_ctrl_c(seed, built):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen([sys.executable, "-m", "envrepro", "serve", str(seed["model"]), "--port", str(port)],
+    proc = subprocess.Popen([*installed_argv(), "serve", str(seed["model"]), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         end = time.time() + 600
