@@ -65,13 +65,14 @@ if ! diff <(files "$out/venv-wheel") <(files "$out/venv-sdist") >&2; then
   say "the install from the sdist holds other files than the install from the wheel (diff above)"; exit 1
 fi
 
-# pipx (and uv) give a working `envrepro` command.
+# `pipx install .` and `uv tool install .` (the README's commands, run on the clone's copy) give a
+# working `envrepro` command.
 PIPX_HOME="$out/pipx" PIPX_BIN_DIR="$out/pipx/bin" PIPX_MAN_DIR="$out/pipx/man" \
-  "$tools/bin/pipx" install --python "$py" "$wheel" >"$out/pipx.log" 2>&1 || { cat "$out/pipx.log" >&2; say "pipx install failed"; exit 1; }
+  "$tools/bin/pipx" install --python "$py" "$src" >"$out/pipx.log" 2>&1 || { cat "$out/pipx.log" >&2; say "pipx install failed"; exit 1; }
 "$out/pipx/bin/envrepro" --version >&2
 if [ -x "$tools/bin/uv" ]; then
   UV_TOOL_DIR="$out/uv/tools" UV_TOOL_BIN_DIR="$out/uv/bin" UV_CACHE_DIR="${ENVREPRO_DEV_CACHE:-$HOME/.cache/envrepro-dev}/uv-cache" \
-    "$tools/bin/uv" tool install --python "$py" "$wheel" >"$out/uv.log" 2>&1 || { cat "$out/uv.log" >&2; say "uv tool install failed"; exit 1; }
+    "$tools/bin/uv" tool install --python "$py" "$src" >"$out/uv.log" 2>&1 || { cat "$out/uv.log" >&2; say "uv tool install failed"; exit 1; }
   "$out/uv/bin/envrepro" --version >&2
 fi
 
