@@ -120,6 +120,8 @@ _UNSAFE = typer.Option(False, "--unsafe", help="Keras 3 safe_mode off (Lambda la
 _MEMORY = typer.Option("4g", "--memory", help="Memory limit of the container.")
 _ALLOW_CHANGE = typer.Option(False, "--allow-model-change",
                              help="Load a model that changed since its capture (the report says so; never 'verified').")
+_VERBOSE = typer.Option(False, "--verbose", "-v",
+                        help="Also show the build's full output (pip, docker); it always goes to the build log.")
 
 
 @app.command()
@@ -133,6 +135,7 @@ def load(
     allow_model_change: bool = _ALLOW_CHANGE,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     into: Optional[str] = typer.Option(None, "--into", help="MODEL is a bundle (FILE.tar): extract it into this folder (default FILE.bundle/ beside it)."),
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Build or find the captured environment's image, load the model inside it and verify it.
     MODEL may be a bundle (FILE.tar from `envrepro bundle`): verified, extracted, loaded offline."""
@@ -140,7 +143,7 @@ def load(
 
     _emit(commands.load(model, base_image=base_image, registry=registry, gpus=gpus, unsafe=unsafe,
                         memory=memory, quiet=as_json, debug=_DEBUG["on"],
-                        allow_model_change=allow_model_change, into=into), as_json)
+                        allow_model_change=allow_model_change, into=into, verbose=verbose), as_json)
 
 
 @app.command()
@@ -150,11 +153,13 @@ def bundle(
     wheels: bool = typer.Option(False, "--wheels", help="Hold the wheelhouse the image builds from instead of the image."),
     base_image: Optional[str] = _BASE_IMAGE,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Write one tar (model, capture, environment image) that `envrepro load FILE.tar` loads offline."""
     from envrepro import commands
 
-    _emit(commands.bundle(model, output, wheels=wheels, base_image=base_image, quiet=as_json), as_json)
+    _emit(commands.bundle(model, output, wheels=wheels, base_image=base_image, quiet=as_json, verbose=verbose),
+          as_json)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -167,12 +172,13 @@ def run(
     unsafe: bool = _UNSAFE,
     memory: str = _MEMORY,
     allow_model_change: bool = _ALLOW_CHANGE,
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Run a command in the reproduced environment: envrepro run MODEL -- python predict.py"""
     from envrepro import commands
 
     _emit(commands.run(model, list(ctx.args), base_image=base_image, memory=memory, unsafe=unsafe,
-                       gpus=gpus, registry=registry, allow_model_change=allow_model_change))
+                       gpus=gpus, registry=registry, allow_model_change=allow_model_change, verbose=verbose))
 
 
 @app.command()
@@ -184,12 +190,13 @@ def shell(
     unsafe: bool = _UNSAFE,
     memory: str = _MEMORY,
     allow_model_change: bool = _ALLOW_CHANGE,
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Open a shell in the reproduced environment (model at /envrepro/model/NAME)."""
     from envrepro import commands
 
     _emit(commands.shell(model, base_image=base_image, memory=memory, unsafe=unsafe, gpus=gpus,
-                         registry=registry, allow_model_change=allow_model_change))
+                         registry=registry, allow_model_change=allow_model_change, verbose=verbose))
 
 
 _NAME = typer.Option(None, "--name", help="Model name in the URLs (default: the model's file or folder name).")
@@ -227,6 +234,7 @@ def build(
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Self-check the image over HTTP before tagging it."),
     allow_model_change: bool = _ALLOW_CHANGE,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Build the serving image of a captured model, start it once, check that both protocols
     answer the capture's reference prediction, and only then tag it."""
@@ -234,7 +242,7 @@ def build(
 
     _emit(commands.build(model, serve=serve, tag=tag, name=name, base_image=base_image, gpus=gpus,
                          unsafe=unsafe, memory=memory, verify=verify, allow_model_change=allow_model_change,
-                         quiet=as_json), as_json)
+                         quiet=as_json, verbose=verbose), as_json)
 
 
 @app.command()
@@ -248,12 +256,13 @@ def serve(
     unsafe: bool = _UNSAFE,
     memory: str = _MEMORY,
     allow_model_change: bool = _ALLOW_CHANGE,
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Serve the model from its reproduced environment (builds the image if needed); Ctrl-C stops."""
     from envrepro import commands
 
     _emit(commands.serve(model, port=port, host=host, name=name, base_image=base_image, gpus=gpus,
-                         unsafe=unsafe, memory=memory, allow_model_change=allow_model_change))
+                         unsafe=unsafe, memory=memory, allow_model_change=allow_model_change, verbose=verbose))
 
 
 @app.command()
@@ -287,13 +296,14 @@ def push(
     gpus: Optional[str] = _GPUS,
     allow_model_change: bool = _ALLOW_CHANGE,
     as_json: bool = typer.Option(False, "--json", help="Print what was pushed as JSON."),
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Push the environment image (built if missing) and the model's self-checked serving images to
     a registry under their content keys, for `envrepro load --registry` elsewhere."""
     from envrepro import commands
 
     _emit(commands.push(model, registry=registry, base_image=base_image, gpus=gpus,
-                        allow_model_change=allow_model_change, quiet=as_json), as_json)
+                        allow_model_change=allow_model_change, quiet=as_json, verbose=verbose), as_json)
 
 
 @images_app.callback()

@@ -9,7 +9,6 @@ engine second (exit 3), so a broken capture is reported even on a machine withou
 """
 from __future__ import annotations
 
-import sys
 import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
@@ -19,6 +18,7 @@ from envrepro.engine.base import ContainerEngine
 from envrepro.sidecar import layout, manifest, recovery
 
 if TYPE_CHECKING:
+    from envrepro.reporter import Reporter
     from envrepro.build.imageindex import ImageRow, PruneResult
     from envrepro.build.images import ImageInfo
     from envrepro.capturing.capture import CaptureResult
@@ -138,9 +138,18 @@ class _Environment:
     gpus: bool
 
 
+def _reporter(quiet: bool = False, verbose: bool = False) -> Reporter:
+    """Progress on stderr (``envrepro.progress``): the steps live on a terminal, as plain lines
+    elsewhere; with --json (``quiet``: stdout holds the JSON) plain step lines only, no messages;
+    tools' output with --verbose."""
+    from envrepro.reporter import Reporter
+
+    return Reporter(verbose=verbose, live=False if quiet else None, messages=not quiet)
+
+
 def _environment(model: str, base_image: Optional[str], registry: Optional[str],
-                 gpus: Optional[str], engine_factory: Optional[EngineFactory],
-                 quiet: bool = False, allow_model_change: bool = False) -> _Environment:
+                 gpus: Optional[str], engine_factory: Optional[EngineFactory], say: Reporter,
+                 allow_model_change: bool = False) -> _Environment:
     """The capture is checked (hash-verified, readable by the sandbox user) before the engine is
     reached and any image built, so a bad capture costs nothing and is exit 2 even without Docker."""
     from envrepro.build import images
@@ -149,41 +158,53 @@ def _environment(model: str, base_image: Optional[str], registry: Optional[str],
     cap = sandbox.prepare(model, allow_model_change=allow_model_change)
     engine = (engine_factory or default_engine)()
     use_gpus = wants_gpus(gpus)
-    progress = (lambda line: None) if quiet else None   # None: images.ConsoleProgress on stderr
     info = images.ensure_image(cap, engine, base_image=base_image, registry=registry, gpus=use_gpus,
-                               on_progress=progress)
+                               on_progress=say)
     return _Environment(cap, engine, info, use_gpus)
 
 
 def load(model: str, base_image: Optional[str] = None, registry: Optional[str] = None,
          gpus: Optional[str] = None, unsafe: bool = False, memory: str = "4g", quiet: bool = False,
          engine_factory: Optional[EngineFactory] = None, debug: bool = False,
-         allow_model_change: bool = False, into: Optional[str] = None) -> LoadReport:
+         allow_model_change: bool = False, into: Optional[str] = None, verbose: bool = False) -> LoadReport:
     """``envrepro load``: the environment image (found, pulled or built), the model loaded in the
     sandbox and verified. Returns the LoadReport. ``MODEL`` may be a bundle (``FILE.tar``, see
-    ``load_bundle``; ``into``: where it is extracted)."""
+    ``load_bundle``; ``into``: where it is extracted). ``verbose``: the build's output on stderr."""
+    from envrepro import progress
     from envrepro.sandbox import run as sandbox
 
     if into is not None or _is_bundle(model):
         return load_bundle(model, into=into, base_image=base_image, gpus=gpus, unsafe=unsafe, memory=memory,
-                           quiet=quiet, engine_factory=engine_factory, debug=debug)
-    env = _environment(model, base_image, registry, gpus, engine_factory, quiet=quiet,
-                       allow_model_change=allow_model_change)
-    return sandbox.load(env.capture, env.engine, env.image, unsafe=unsafe, json=quiet, memory=memory,
-                        debug=debug, image_seconds=env.image.seconds, gpus=env.gpus)
+                           quiet=quiet, engine_factory=engine_factory, debug=debug, verbose=verbose)
+    say = _reporter(quiet, verbose)
+    try:
+        env = _environment(model, base_image, registry, gpus, engine_factory, say,
+                           allow_model_change=allow_model_change)
+        with progress.step(say, "Loading the model in a sandbox container") as shown:
+            report = sandbox.load(env.capture, env.engine, env.image, unsafe=unsafe, json=quiet, memory=memory,
+                                  debug=debug, image_seconds=env.image.seconds, gpus=env.gpus)
+            if not report.ok:
+                shown.fail("the report says why")
+        return report
+    finally:
+        say.close()
 
 
 def run(model: str, command: List[str], base_image: Optional[str] = None, memory: str = "4g",
         unsafe: bool = False, engine_factory: Optional[EngineFactory] = None,
         gpus: Optional[str] = None, registry: Optional[str] = None,
-        allow_model_change: bool = False) -> Exited:
+        allow_model_change: bool = False, verbose: bool = False) -> Exited:
     from envrepro.build import imageindex
     from envrepro.sandbox import run as sandbox
 
     if command and command[0] == "--":
         command = command[1:]
-    env = _environment(model, base_image, registry, gpus, engine_factory,
-                       allow_model_change=allow_model_change)
+    say = _reporter(verbose=verbose)
+    try:
+        env = _environment(model, base_image, registry, gpus, engine_factory, say,
+                           allow_model_change=allow_model_change)
+    finally:
+        say.close()         # the command's own output comes next
     imageindex.record_use(env.image, env.capture)
     return Exited(sandbox.run_command(env.capture, env.engine, env.image, command, memory=memory,
                                       unsafe=unsafe, gpus=env.gpus))
@@ -192,12 +213,16 @@ def run(model: str, command: List[str], base_image: Optional[str] = None, memory
 def shell(model: str, base_image: Optional[str] = None, memory: str = "4g", unsafe: bool = False,
           engine_factory: Optional[EngineFactory] = None, gpus: Optional[str] = None,
           registry: Optional[str] = None, runner: Optional[Callable[[List[str]], int]] = None,
-          allow_model_change: bool = False) -> Exited:
+          allow_model_change: bool = False, verbose: bool = False) -> Exited:
     from envrepro.build import imageindex
     from envrepro.sandbox import run as sandbox
 
-    env = _environment(model, base_image, registry, gpus, engine_factory,
-                       allow_model_change=allow_model_change)
+    say = _reporter(verbose=verbose)
+    try:
+        env = _environment(model, base_image, registry, gpus, engine_factory, say,
+                           allow_model_change=allow_model_change)
+    finally:
+        say.close()         # the shell comes next
     imageindex.record_use(env.image, env.capture)
     extra: Dict[str, Any] = {"runner": runner} if runner is not None else {}
     return Exited(sandbox.shell(env.capture, env.image, memory=memory, unsafe=unsafe, gpus=env.gpus,
@@ -235,7 +260,8 @@ def dockerfile(model: str, base_image: Optional[str] = None, gpus: "Optional[str
 def build(model: str, serve: bool = True, tag: Optional[str] = None, name: Optional[str] = None,
           base_image: Optional[str] = None, gpus: Optional[str] = None, unsafe: bool = False,
           memory: str = "4g", verify: bool = True, allow_model_change: bool = False,
-          engine_factory: Optional[EngineFactory] = None, quiet: bool = False) -> "ServeBuild":
+          engine_factory: Optional[EngineFactory] = None, quiet: bool = False,
+          verbose: bool = False) -> "ServeBuild":
     """``envrepro build MODEL --serve``: the serving image, self-checked, tagged when proven."""
     from envrepro.sandbox.run import prepare
     from envrepro.serving import image as serving
@@ -246,28 +272,31 @@ def build(model: str, serve: bool = True, tag: Optional[str] = None, name: Optio
     serving.check_tag(tag)
     cap = prepare(model, allow_model_change=allow_model_change)
     engine = (engine_factory or default_engine)()
-    say = (lambda line: None) if quiet else _stderr_line
-    return serving.build(cap, engine, tag=tag, name=name, base_image=base_image, gpus=wants_gpus(gpus),
-                         unsafe=unsafe, memory=memory, say=say, verify=verify)
+    say = _reporter(quiet, verbose)
+    try:
+        return serving.build(cap, engine, tag=tag, name=name, base_image=base_image, gpus=wants_gpus(gpus),
+                             unsafe=unsafe, memory=memory, say=say, verify=verify)
+    finally:
+        say.close()
 
 
 def serve(model: str, port: int = 8501, host: str = "127.0.0.1", name: Optional[str] = None,
           base_image: Optional[str] = None, gpus: Optional[str] = None, unsafe: bool = False,
           memory: str = "4g", allow_model_change: bool = False,
-          engine_factory: Optional[EngineFactory] = None) -> Exited:
-    """``envrepro serve MODEL``: build if needed, run in the foreground until Ctrl-C."""
+          engine_factory: Optional[EngineFactory] = None, verbose: bool = False) -> Exited:
+    """``envrepro serve MODEL``: build if needed, run in the foreground until Ctrl-C (the
+    server's log lines are shown as messages)."""
     from envrepro.sandbox.run import prepare
     from envrepro.serving import run as serving_run
 
     cap = prepare(model, allow_model_change=allow_model_change)
     engine = (engine_factory or default_engine)()
-    return Exited(serving_run.serve(cap, engine, port=port, host=host, name=name, base_image=base_image,
-                                    gpus=wants_gpus(gpus), unsafe=unsafe, memory=memory, say=_stderr_line))
-
-
-def _stderr_line(line: str) -> None:
-    sys.stderr.write(line.rstrip("\n") + "\n")
-    sys.stderr.flush()
+    say = _reporter(verbose=verbose)
+    try:
+        return Exited(serving_run.serve(cap, engine, port=port, host=host, name=name, base_image=base_image,
+                                        gpus=wants_gpus(gpus), unsafe=unsafe, memory=memory, say=say))
+    finally:
+        say.close()
 
 
 def k8s(model: str, image: str, **options: Any) -> KubernetesManifests:
@@ -307,7 +336,7 @@ def _is_bundle(model: str) -> bool:
 
 
 def bundle(model: str, output: str, wheels: bool = False, base_image: Optional[str] = None,
-           engine_factory: Optional[EngineFactory] = None, quiet: bool = False) -> Any:
+           engine_factory: Optional[EngineFactory] = None, quiet: bool = False, verbose: bool = False) -> Any:
     """``envrepro bundle``: the model, its capture and its environment image (found or built
     first) or, with ``wheels``, its wheelhouse, in one tar written atomically."""
     from envrepro.bundling import write
@@ -316,20 +345,24 @@ def bundle(model: str, output: str, wheels: bool = False, base_image: Optional[s
 
     cap = prepare(model)
     write.check_output(output, cap)
-    say = (lambda line: None) if quiet else _stderr_line
     refuse_foreign(cap)
-    if wheels:
-        return write.bundle(cap, output, wheels=True, say=say)
-    from envrepro.build import images
+    say = _reporter(quiet, verbose)
+    try:
+        if wheels:
+            return write.bundle(cap, output, wheels=True, say=say)
+        from envrepro.build import images
 
-    engine = (engine_factory or default_engine)()
-    info = images.ensure_image(cap, engine, base_image=base_image, on_progress=say)
-    return write.bundle(cap, output, engine=engine, image_info=info, say=say)
+        engine = (engine_factory or default_engine)()
+        info = images.ensure_image(cap, engine, base_image=base_image, on_progress=say)
+        return write.bundle(cap, output, engine=engine, image_info=info, say=say)
+    finally:
+        say.close()
 
 
 def load_bundle(path: str, into: Optional[str] = None, base_image: Optional[str] = None,
                 gpus: Optional[str] = None, unsafe: bool = False, memory: str = "4g", quiet: bool = False,
-                engine_factory: Optional[EngineFactory] = None, debug: bool = False) -> "LoadReport":
+                engine_factory: Optional[EngineFactory] = None, debug: bool = False,
+                verbose: bool = False) -> "LoadReport":
     """``envrepro load FILE.tar``: verify the bundle (every member), extract it safely beside it
     (or into ``into``), load its image (or import its wheels), then the normal load of its model;
     the report names the bundle. No registry is asked: the image is local after ``docker load``."""
@@ -349,13 +382,17 @@ def load_bundle(path: str, into: Optional[str] = None, base_image: Optional[str]
             engines.append((engine_factory or default_engine)())
         return engines[0]
 
-    say = (lambda line: None) if quiet else _stderr_line
-    opened = open_bundle(path, engine, into=into, say=say)
+    say = _reporter(quiet, verbose)
+    try:
+        opened = open_bundle(path, engine, into=into, say=say)
+    finally:
+        say.close()
     if opened.base_image and base_image and base_image != opened.base_image:
         raise BundleError(f"the bundle's image is built on {opened.base_image}, not {base_image}", path,
                           "load without --base-image")
     report = load(str(opened.model), base_image=opened.base_image or base_image, registry=None,
-                  unsafe=unsafe, memory=memory, quiet=quiet, engine_factory=engine, debug=debug)
+                  unsafe=unsafe, memory=memory, quiet=quiet, engine_factory=engine, debug=debug,
+                  verbose=verbose)
     report.image["bundle"] = str(opened.bundle)
     report.image["bundle_kind"] = opened.manifest.kind
     return report
@@ -367,7 +404,7 @@ def load_bundle(path: str, into: Optional[str] = None, base_image: Optional[str]
 
 def push(model: str, registry: Optional[str] = None, base_image: Optional[str] = None,
          gpus: Optional[str] = None, allow_model_change: bool = False,
-         engine_factory: Optional[EngineFactory] = None, quiet: bool = False) -> Any:
+         engine_factory: Optional[EngineFactory] = None, quiet: bool = False, verbose: bool = False) -> Any:
     """``envrepro push MODEL --registry R``: the environment image (built if missing) and the
     model's self-checked serving images, pushed under their keys. The registry is checked before
     the capture, the capture before the engine."""
@@ -381,5 +418,8 @@ def push(model: str, registry: Optional[str] = None, base_image: Optional[str] =
                                             "pass --registry HOST[:PORT][/NAMESPACE] or set ENVREPRO_REGISTRY")
     cap = prepare(model, allow_model_change=allow_model_change)
     engine = (engine_factory or default_engine)()
-    say = (lambda line: None) if quiet else _stderr_line
-    return pushing.push(cap, engine, reg, base_image=base_image, gpus=wants_gpus(gpus), say=say)
+    say = _reporter(quiet, verbose)
+    try:
+        return pushing.push(cap, engine, reg, base_image=base_image, gpus=wants_gpus(gpus), say=say)
+    finally:
+        say.close()

@@ -22,13 +22,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from envrepro import progress
 from envrepro.build.dockerfile import label_lines
 from envrepro.build.spec import HEAVY_LABEL, LABEL, RUNTIME_VERSION, templates_digest
 from envrepro.build.templates import USER_UID, VENV, WHEELS_DIR
 from envrepro.engine.base import ContainerEngine, Mount, image_labels
+from envrepro.sidecar import lockfile
 from envrepro.wheelhouse.plan import Wheelhouse
 
 HEAVY_REPO = "envrepro-heavy"
@@ -69,6 +72,57 @@ def heavy_key(base: str, base_info: Dict[str, Any], wh: Wheelhouse, runtime_vers
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
+class _Install:
+    """``on_line`` of one install container: pip's lines into the log, its progress onto a step
+    (a package per ``Processing`` line, then the long unpack), and once pip has installed the
+    container's last lock file (``last``), the commit as a step of its own."""
+
+    def __init__(self, say: Say, title: str, total: int, last: str, tag: str):
+        self.say, self.last, self.tag = say, last, tag
+        self.step = progress.step(say, title, total=total, unit="packages")
+        self.commit: Optional[progress.Step] = None
+        self.current = ""
+
+    def __call__(self, line: str) -> None:
+        progress.log(self.say, line)
+        text = line.strip()
+        m = re.match(r"envrepro: installing (\S+)", text)
+        if m:
+            self.current = m.group(1)
+            self.step.update(detail=f"pip install -r {self.current}")
+        elif text.startswith("Processing "):
+            name = text.split()[1].rsplit("/", 1)[-1]
+            self.step.advance(1, detail="-".join(name.split("-")[:2]))
+        elif text.startswith("Installing collected packages:"):
+            n = len([p for p in text.split(":", 1)[1].split(",") if p.strip()])
+            self.step.update(detail=f"unpacking and installing {n} packages")
+        elif text.startswith("Successfully installed") and self.current == self.last and self.commit is None:
+            self.step.done()
+            self.commit = progress.step(self.say, f"Committing {self.tag}")
+
+    def run(self, engine: ContainerEngine, image: str, command: List[str], mounts: List[Mount],
+            env: Dict[str, str], changes: List[str]) -> str:
+        """``engine.commit_run`` with this as its ``on_line``; the image id."""
+        try:
+            image_id = engine.commit_run(image, command, self.tag, mounts, env, changes, TMPFS, on_line=self)
+        except BaseException:
+            (self.commit or self.step).fail()
+            raise
+        self.step.done()          # pip said nothing of its last file: the commit was in the step
+        if self.commit is not None:
+            self.commit.done()
+        return image_id
+
+
+def _packages(*texts: str) -> int:
+    return sum(len(lockfile.parse_lock(t, include_unsafe=True)) for t in texts if t)
+
+
+def _last_file(wh: Wheelhouse, names: List[str]) -> str:
+    files = wh.plan.files()
+    return next((n for n in reversed(names) if n in files), names[-1])
+
+
 def build(engine: ContainerEngine, base: str, base_info: Dict[str, Any], wh: Wheelhouse, staging: Path,
           tag: str, labels: Dict[str, str], say: Say, capture_wheels: Optional[Path] = None,
           runtime_version: str = RUNTIME_VERSION, reuse_heavy: bool = True) -> str:
@@ -79,18 +133,23 @@ def build(engine: ContainerEngine, base: str, base_info: Dict[str, Any], wh: Whe
     mounts = [Mount(str(staging), "/mnt")]
     found = engine.inspect_image(heavy_tag)
     if reuse_heavy and found and image_labels(found).get(HEAVY_LABEL) == hkey:
-        say(f"Using {heavy_tag} (TensorFlow's closure, installed before)")
+        progress.note(say, f"Using {heavy_tag} (TensorFlow's closure, installed before)")
     else:
-        say(f"Installing TensorFlow's closure from the wheelhouse into {heavy_tag} (no network)")
-        engine.commit_run(base, INSTALL + ["heavy"], heavy_tag, mounts, env,
-                          [label_change(HEAVY_LABEL, hkey)] + _restore_command(base_info), TMPFS, on_line=say)
+        progress.log(say, f"Installing TensorFlow's closure from the wheelhouse into {heavy_tag} (no network)")
+        heavy = _Install(say, "Installing TensorFlow's closure",
+                         _packages(wh.plan.tools, wh.plan.heavy), _last_file(wh, ["tools.lock", "heavy.lock"]),
+                         heavy_tag)
+        heavy.run(engine, base, INSTALL + ["heavy"], mounts, env,
+                  [label_change(HEAVY_LABEL, hkey)] + _restore_command(base_info))
     if capture_wheels is not None and capture_wheels.is_dir():
         mounts.append(Mount(str(capture_wheels), WHEELS_DIR))
     changes = [f"USER {USER_UID}:{USER_UID}", "WORKDIR /home/envrepro"] + _restore_command(base_info)
     all_labels = dict(labels, **{HEAVY_LABEL: hkey, BUILDER_LABEL: "wheelhouse"})
     changes += [label_change(k, v) for k, v in sorted(all_labels.items())]
-    say(f"Installing the rest of the lock into {tag} (no network)")
-    return engine.commit_run(heavy_tag, INSTALL + ["rest"], tag, mounts, env, changes, TMPFS, on_line=say)
+    progress.log(say, f"Installing the rest of the lock into {tag} (no network)")
+    rest = _Install(say, "Installing the rest of the lock", _packages(wh.plan.rest, wh.plan.unverified),
+                    _last_file(wh, ["rest.lock", "unverified.lock"]), tag)
+    return rest.run(engine, heavy_tag, INSTALL + ["rest"], mounts, env, changes)
 
 
 def engine_is_local() -> bool:

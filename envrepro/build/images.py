@@ -8,13 +8,12 @@ failures users meet (hash mismatch, a pin the index doesn't have), what to do ab
 from __future__ import annotations
 
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from envrepro import config
+from envrepro import config, progress, reporter
 from envrepro.build import dockerfile as df
 from envrepro.build import wheelhouse_builder
 from envrepro.build.bases import base_digest, cuda_base_needed, ensure_base, resolve_base
@@ -31,44 +30,9 @@ LOG_TAIL = 30
 
 
 # -- progress ----------------------------------------------------------------------------------
-_MILESTONE = re.compile(r"^(Step \d+/\d+ :|Using local image|Pulling |Building |Could not pull)")
-
-
-class ConsoleProgress:
-    """A rich spinner with the current step on a terminal; plain streamed lines otherwise."""
-
-    def __init__(self, stream: Any = None):
-        self.stream = stream or sys.stderr
-        self.status: Any = None
-        if getattr(self.stream, "isatty", lambda: False)():
-            try:
-                from rich.console import Console
-
-                self.console = Console(file=self.stream)
-                self.status = self.console.status("starting")
-                self.status.start()
-            except ImportError:  # pragma: no cover
-                self.status = None
-        self.step = ""
-
-    def __call__(self, line: str) -> None:
-        line = line.rstrip()
-        if not line:
-            return
-        if self.status is None:
-            self.stream.write(line + "\n")
-            self.stream.flush()
-            return
-        from rich.markup import escape
-
-        if _MILESTONE.match(line):
-            self.step = line
-            self.console.print(escape(line[:200]), highlight=False)
-        self.status.update(f"{escape(self.step[:70])}  [dim]{escape(line.strip()[:70])}[/dim]")
-
-    def close(self) -> None:
-        if self.status is not None:
-            self.status.stop()
+# What the screen shows of a build (steps, counts, elapsed time) is envrepro.progress; the name
+# stays for callers that made one themselves.
+ConsoleProgress = reporter.Reporter
 
 
 # -- ensure_image ------------------------------------------------------------------------------
@@ -141,28 +105,36 @@ def dockerfile_for(capture: Capture, base_image: Optional[str] = None, gpus: boo
 def ensure_image(capture: Capture, engine: ContainerEngine, base_image: Optional[str] = None,
                  registry: Optional[str] = None, gpus: bool = False,
                  on_progress: Optional[Progress] = None, pip: Optional[PipSettings] = None,
-                 runtime_version: str = RUNTIME_VERSION, nocache: bool = False) -> ImageInfo:
-    """Return the capture's environment image: local tag, else pulled, else built."""
-    console = ConsoleProgress() if on_progress is None else None
-    say: Progress = on_progress or console  # type: ignore[assignment]
+                 runtime_version: str = RUNTIME_VERSION, nocache: bool = False,
+                 verbose: bool = False) -> ImageInfo:
+    """Return the capture's environment image: local tag, else pulled, else built.
+
+    ``on_progress`` gets the steps (``envrepro.progress``) and, as log lines, the tools' output,
+    all of which also goes to the build log; None: a ``reporter.Reporter`` on stderr, showing
+    the tools' output only when ``verbose``."""
+    console = reporter.Reporter(verbose=verbose) if on_progress is None else None
+    out = progress.BuildLog(on_progress or console)  # type: ignore[arg-type]
     t0 = time.perf_counter()
     try:
-        info = _ensure(capture, engine, base_image, registry, gpus, say, pip, runtime_version, nocache)
+        info = _ensure(capture, engine, base_image, registry, gpus, out, pip, runtime_version, nocache)
         info.seconds = round(time.perf_counter() - t0, 3)
         return info
+    except BaseException:
+        out.abort()
+        raise
     finally:
         if console is not None:
             console.close()
 
 
 def _ensure(capture: Capture, engine: ContainerEngine, base_image: Optional[str], registry: Optional[str],
-            gpus: bool, say: Progress, pip: Optional[PipSettings], runtime_version: str,
+            gpus: bool, say: progress.BuildLog, pip: Optional[PipSettings], runtime_version: str,
             nocache: bool) -> ImageInfo:
-    python_version = str(capture.get("python.version"))
     base = resolve_base(capture, base_image, gpus)
-    lock_text, translation = lock_for(capture, gpus, pip, say)
+    with progress.LazyStep(say) as translating:       # a step only when the lock is translated
+        lock_text, translation = lock_for(capture, gpus, pip, translating)
     if translation is not None:
-        say(translation.summary())
+        say.note(translation.summary())
     unverified = df.unverified_names(lock_text)
     key = capture_key(capture, base, lock_text, runtime_version)
     tag = image_tag(key)
@@ -176,15 +148,19 @@ def _ensure(capture: Capture, engine: ContainerEngine, base_image: Optional[str]
 
     info = engine.inspect_image(tag)
     if info and image_labels(info).get(LABEL_KEY) == key:
-        say(f"Using local image {tag}")
+        say.note(f"Using local image {tag}")
         return found(info, "local")
     reg = registry_images.resolve(registry)
     if reg:   # used only when its labels match the capture (build/registry.py)
         expected = env_labels(capture, base, key, lock_text, runtime_version, translation)
-        pulled, extras["registry"] = registry_images.pull_verified(engine, reg, tag, expected, say)
+        with progress.LazyStep(say) as pulling:       # its first line: "Pulling REF"
+            pulled, extras["registry"] = registry_images.pull_verified(engine, reg, tag, expected, pulling)
+            outcome = extras["registry"]
+            pulling.close(ok=outcome.get("outcome") in ("pulled", "absent"), note=_pull_note(outcome))
         if pulled is not None:
             return found(pulled, "pulled")
-    base_info = ensure_base(engine, base, say)
+    with progress.LazyStep(say) as pulling_base:      # a step only when the base must be pulled
+        base_info = ensure_base(engine, base, pulling_base)
     spec = build_spec(capture, base, base_digest(base_info), key,
                       cuda_base_needed(capture, base_image, gpus), pip, runtime_version, lock_text,
                       translation)
@@ -192,46 +168,69 @@ def _ensure(capture: Capture, engine: ContainerEngine, base_image: Optional[str]
     logs = config.cache_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"build-{key[:16]}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    lines: List[str] = []
     if unverified:
-        say("Installing without hash verification (no hash in the lock): " + ", ".join(unverified))
+        say.note("Installing without hash verification (no hash in the lock): " + ", ".join(unverified))
     with open(log_path, "w", encoding="utf-8") as log:
-        def on_line(line: str) -> None:
-            lines.append(line)
-            log.write(line + "\n")
-            log.flush()
-            say(line)
-
-        if why_not is None:
-            say(f"Building {tag} from the wheelhouse (base {base}, Python {python_version}); log: {log_path}")
-            try:
-                built = wheelhouse_builder.build_image(capture, engine, spec, base_info, tag, on_line,
-                                                       runtime_version, nocache=nocache)
-            except wheelhouse_builder.NotFromWheelhouse as e:
-                why_not = str(e)
-            except BuildFailed as e:
-                raise _failure_message(tag, log_path, lines, e) from None
-            else:
-                final = engine.inspect_image(tag) or {"Id": built.image_id}
-                return ImageInfo(tag, key, str(final.get("Id", built.image_id)), "built", base,
-                                 spec.labels.get(LABEL + "base-digest", ""),
-                                 image_labels(final) or dict(spec.labels), log_path,
-                                 built.wheelhouse.built, builder="wheelhouse",
-                                 wheelhouse=built.wheelhouse.summary(), **extras)
-        dockerfile = df.render(spec)
-        context = df.build_context(spec, dockerfile)
-        on_line(f"Building {tag} with the Dockerfile builder ({why_not}); base {base}, Python {python_version}")
-        log.write(dockerfile + "\n# ---- build output ----\n")
+        say.attach(log)
         try:
-            image_id = engine.build(context, tag, labels=None, on_line=on_line, nocache=nocache)
+            return _build(capture, engine, spec, base_info, tag, key, why_not, say, log, log_path,
+                          runtime_version, nocache, extras)
+        finally:
+            say.detach()
+
+
+def _build(capture: Capture, engine: ContainerEngine, spec: df.BuildSpec, base_info: Dict[str, Any],
+           tag: str, key: str, why_not: Optional[str], say: progress.BuildLog, log: Any, log_path: Path,
+           runtime_version: str, nocache: bool, extras: Dict[str, Any]) -> ImageInfo:
+    """Build ``tag`` with the wheelhouse builder, else (``why_not``) the Dockerfile builder;
+    ``say`` writes into the open build log ``log``."""
+    base, python_version = spec.base_image, str(capture.get("python.version"))
+    if why_not is None:
+        say.note(f"Building {tag} from the wheelhouse (base {base}, Python {python_version})")
+        say.note(f"build log: {log_path}")
+        try:
+            built = wheelhouse_builder.build_image(capture, engine, spec, base_info, tag, say,
+                                                   runtime_version, nocache=nocache)
+        except wheelhouse_builder.NotFromWheelhouse as e:
+            why_not = str(e)
         except BuildFailed as e:
-            raise _failure_message(tag, log_path, lines, e) from None
-    sdists = sorted({m.group(1) for line in lines
+            raise _failure_message(tag, log_path, say.lines, e) from None
+        else:
+            final = engine.inspect_image(tag) or {"Id": built.image_id}
+            return ImageInfo(tag, key, str(final.get("Id", built.image_id)), "built", base,
+                             spec.labels.get(LABEL + "base-digest", ""),
+                             image_labels(final) or dict(spec.labels), log_path,
+                             built.wheelhouse.built, builder="wheelhouse",
+                             wheelhouse=built.wheelhouse.summary(), **extras)
+    dockerfile = df.render(spec)
+    context = df.build_context(spec, dockerfile)
+    say.note(f"Building {tag} with the Dockerfile builder ({why_not}); base {base}, Python {python_version}")
+    say.note(f"build log: {log_path}")
+    log.write(dockerfile + "\n# ---- build output ----\n")
+    steps = progress.DockerSteps(say)     # each Dockerfile step one step on the screen
+    try:
+        image_id = engine.build(context, tag, labels=None, on_line=steps, nocache=nocache)
+    except BuildFailed as e:
+        steps.close(ok=False)
+        raise _failure_message(tag, log_path, say.lines, e) from None
+    steps.close()
+    sdists = sorted({m.group(1) for line in say.lines
                      for m in [re.search(r"Building wheel for (\S+)", line)] if m})
     final = engine.inspect_image(tag) or {"Id": image_id}
     return ImageInfo(tag, key, str(final.get("Id", image_id)), "built", base,
                      spec.labels.get(LABEL + "base-digest", ""), image_labels(final) or dict(spec.labels),
                      log_path, sdists, builder="dockerfile", **extras)
+
+
+def _pull_note(outcome: Dict[str, Any]) -> str:
+    """How a registry pull ended, on its step's line."""
+    what = outcome.get("outcome")
+    if what == "pulled":
+        return "labels match the capture"
+    if what == "absent":
+        return "not in the registry: building it"
+    return f"{outcome.get('reason') or what}: building instead"
+
 
 def summarize(info: ImageInfo) -> Dict[str, Any]:
     return {"tag": info.tag, "key": info.key, "id": info.image_id, "source": info.source,

@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
+from envrepro import progress
 from envrepro.build import commitbuild
 from envrepro.build.dockerfile import BuildSpec
 from envrepro.build.platforms import _pip_mapping
@@ -58,8 +59,8 @@ def build_image(capture: Capture, engine: ContainerEngine, spec: BuildSpec, base
     whplan.entries_for(spec.lock_text, target)          # NotFromWheelhouse before any download
     wh = whplan.prepare(spec.lock_text, target, engine, spec.base_image, store, _pip_mapping(spec.pip), say,
                         pip=spec.pip)
-    say(f"Wheelhouse ready in {wh.seconds:.1f} s: {len(wh.files)} file(s), {wh.downloaded} downloaded"
-        + (f", built from source: {', '.join(wh.built)}" if wh.built else ""))
+    progress.log(say, f"Wheelhouse ready in {wh.seconds:.1f} s: {len(wh.files)} file(s), {wh.downloaded} downloaded"
+                 + (f", built from source: {', '.join(wh.built)}" if wh.built else ""))
     staging = whplan.stage(wh, store)
     try:
         wheels = capture.root / "wheels"

@@ -19,10 +19,12 @@ import concurrent.futures
 import re
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from envrepro import progress
 from envrepro.capturing.indexhashes import _redact, packaging_module, pip_subprocess_env
 from envrepro.errors import BuildFailed
 from envrepro.sidecar.lockfile import LockEntry, canonical_name
@@ -31,11 +33,14 @@ from envrepro.wheelhouse.target import Target
 
 Say = Callable[[str], None]
 Runner = Callable[[List[str]], Tuple[int, str]]      # argv -> (exit code, combined output)
+OnFile = Callable[[str], None]
 JOBS = 4
 PIP_TIMEOUT = 1800
 # Distributions large enough to deserve a download of their own.
 LARGE = re.compile(r"^(tensorflow.*|tf-nightly.*|tensorboard|jax|jaxlib|torch|grpcio|h5py|numpy|scipy|"
                    r"pandas|nvidia-.*|keras|tf-keras|libclang|ml-dtypes|opencv.*)$")
+# pip starting on a file (or, "Saved", done with it); ".metadata" downloads are not the file.
+_FILE_EVENT = re.compile(r"^(Processing|Downloading|File was already downloaded|Saved)\s+(\S+)(.*)$")
 _NO_WHEEL = re.compile(r"(?:Could not find a version that satisfies the requirement|"
                        r"No matching distribution found for) ([A-Za-z0-9._-]+)")
 
@@ -89,21 +94,95 @@ def batches(entries: Sequence[LockEntry], jobs: int = JOBS) -> List[List[LockEnt
     return out
 
 
-def _run(argv: List[str]) -> Tuple[int, str]:
+def _run(argv: List[str], on_line: Optional[Callable[[str], None]] = None) -> Tuple[int, str]:
+    """Run pip; with ``on_line``, each output line as pip prints it (for the progress display
+    and the build log), else all at the end."""
     env = pip_subprocess_env()
+    if on_line is None:
+        try:
+            p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=env, timeout=PIP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return 124, f"pip download did not finish within {PIP_TIMEOUT} s"
+        return p.returncode, p.stdout
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace", env=env)
+    timed_out: List[bool] = []
+    timer = threading.Timer(PIP_TIMEOUT, lambda: (timed_out.append(True), proc.kill()))
+    timer.daemon = True
+    timer.start()
+    out: List[str] = []
     try:
-        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           env=env, timeout=PIP_TIMEOUT)
-    except subprocess.TimeoutExpired:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.append(line)
+            on_line(line.rstrip("\n"))
+        code = proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if timed_out:
         return 124, f"pip download did not finish within {PIP_TIMEOUT} s"
-    return p.returncode, p.stdout
+    return code, "".join(out)
+
+
+def _streams(run: Runner) -> bool:
+    """Whether ``run`` takes ``on_line`` (pip itself; test fakes may say so with ``streams``)."""
+    return run is _run or bool(getattr(run, "streams", False))
+
+
+class _Files:
+    """Which of a batch's pins pip is done with, read from its output: pip starting on a file
+    means the one before is done, ``Saved`` that this one is; the batch's end, that all are."""
+
+    def __init__(self, batch: Sequence[LockEntry], on_file: Optional[OnFile], on_start: Optional[OnFile]):
+        self.names = {e.name for e in batch}
+        self.done: set = set()
+        self.current = ""
+        self.on_file, self.on_start = on_file, on_start
+
+    def line(self, line: str) -> None:
+        m = _FILE_EVENT.match(line.strip())
+        if not m or m.group(2).endswith(".metadata"):
+            return
+        filename = m.group(2).rstrip("/").rsplit("/", 1)[-1]
+        name = dist_name(filename)
+        if name not in self.names:
+            return
+        if m.group(1) == "Saved":
+            self.finished([name])
+            return
+        if self.current and self.current != name:
+            self.finished([self.current])
+        self.current = name
+        if self.on_start is not None and name not in self.done:
+            self.on_start(filename + m.group(3).split(" (from ")[0].rstrip())
+
+    def finished(self, names: Sequence[str]) -> None:
+        for name in names:
+            if name in self.names and name not in self.done:
+                self.done.add(name)
+                if self.on_file is not None:
+                    self.on_file(name)
 
 
 def _download(batch: List[LockEntry], target: Target, dest: Path, run: Runner, index: Sequence[str] = (),
-              on_no_wheel: Optional[Callable[[LockEntry], None]] = None) -> Tuple[List[LockEntry], str]:
-    """Download one batch into ``dest``; (pins without a wheel, "" or the failure text)."""
+              on_no_wheel: Optional[Callable[[LockEntry], None]] = None, say: Optional[Say] = None,
+              on_file: Optional[OnFile] = None, on_start: Optional[OnFile] = None) -> Tuple[List[LockEntry], str]:
+    """Download one batch into ``dest``; (pins without a wheel, "" or the failure text). pip's
+    lines go to ``say``'s log as they come when ``run`` streams; ``on_file`` is called with each
+    pin's name once its file is there, ``on_start`` with the file pip starts on."""
     todo = list(batch)
     no_wheel: List[LockEntry] = []
+    files = _Files(batch, on_file, on_start)
+
+    def on_line(line: str) -> None:
+        if say is not None:
+            progress.log(say, _redact(line))
+        files.line(line)
+
     while todo:
         req = dest / f"req-{todo[0].name}.txt"
         req.write_text("".join(requirement_line(e) + "\n" for e in todo), encoding="utf-8")
@@ -112,8 +191,9 @@ def _download(batch: List[LockEntry], target: Target, dest: Path, run: Runner, i
                 *index, "-r", str(req)]
         if all(e.hashes for e in todo):
             argv.append("--require-hashes")
-        code, out = run(argv)
+        code, out = run(argv, on_line=on_line) if _streams(run) else run(argv)  # type: ignore[call-arg]
         if code == 0:
+            files.finished([e.name for e in todo])
             return no_wheel, ""
         names = {canonical_name(n) for n in _NO_WHEEL.findall(out)}
         missing = [e for e in todo if e.name in names]
@@ -143,18 +223,23 @@ def _unhashed(store: WheelStore, target: Target, e: LockEntry) -> Optional[Path]
 
 def fetch(entries: Sequence[LockEntry], target: Target, store: WheelStore, say: Say,
           run: Runner = _run, jobs: int = JOBS, pip: Any = None,
-          on_no_wheel: Optional[Callable[[LockEntry], None]] = None) -> Fetched:
+          on_no_wheel: Optional[Callable[[LockEntry], None]] = None,
+          on_file: Optional[OnFile] = None, on_start: Optional[OnFile] = None) -> Fetched:
     """Every entry's file in the store (already there, or downloaded now), and the pins that
     have no wheel for ``target``. BuildFailed (exit 4) naming the pins when pip fails otherwise.
     ``pip``: the build's ``PipSettings`` (index URLs, trusted hosts, CA), passed to ``pip
     download`` on top of the host's own pip configuration, which it reads as always;
-    ``on_no_wheel``: called (from a worker thread) for each pin found to have no wheel."""
+    ``on_no_wheel``: called (from a worker thread) for each pin found to have no wheel;
+    ``on_file``: with each pin's name once its file is in hand (from worker threads too),
+    ``on_start``: with the name of each file pip starts on (when pip's output is streamed)."""
     result = Fetched()
     todo: List[LockEntry] = []
     for e in entries:
         found = store.find(e.hashes, target.accepts) if e.hashes else _unhashed(store, target, e)
         if found is not None:
             result.files[e.name] = found
+            if on_file is not None:
+                on_file(e.name)
         else:
             todo.append(e)
     if not todo:
@@ -163,9 +248,9 @@ def fetch(entries: Sequence[LockEntry], target: Target, store: WheelStore, say: 
 
     index = index_args(pip) if pip is not None else []
     where = [_redact(u) for u in (getattr(pip, "index_url", None), *(getattr(pip, "extra_index_urls", ()) or ())) if u]
-    say(f"Fetching {len(todo)} distribution(s) into the wheelhouse ({target.ident()}) from "
-        + (", ".join(where) if where else "the indexes of the host's pip configuration") + ": "
-        + ", ".join(f"{e.name}=={e.version}" for e in todo[:8]) + (" ..." if len(todo) > 8 else ""))
+    progress.log(say, f"Fetching {len(todo)} distribution(s) into the wheelhouse ({target.ident()}) from "
+                 + (", ".join(where) if where else "the indexes of the host's pip configuration") + ": "
+                 + ", ".join(f"{e.name}=={e.version}" for e in todo[:8]) + (" ..." if len(todo) > 8 else ""))
     tmp = store.tmp_dir()
     try:
         groups = batches(todo, jobs)
@@ -173,11 +258,12 @@ def fetch(entries: Sequence[LockEntry], target: Target, store: WheelStore, say: 
         for f in folders:
             f.mkdir()
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(jobs, len(groups)))) as pool:
-            outcomes = list(pool.map(lambda gf: _download(gf[0], target, gf[1], run, index, on_no_wheel), zip(groups, folders)))
+            outcomes = list(pool.map(lambda gf: _download(gf[0], target, gf[1], run, index, on_no_wheel, say,
+                                                          on_file, on_start), zip(groups, folders)))
         failures = [text for _, text in outcomes if text]
         if failures:
-            for line in failures[0].strip().splitlines()[-40:]:
-                say(line)                          # into the build log, and on the console
+            for line in ([] if _streams(run) else failures[0].strip().splitlines()[-40:]):
+                progress.log(say, line)             # into the build log (streamed ones are there)
             tail = "\n".join("  | " + line for line in failures[0].strip().splitlines()[-12:])
             raise BuildFailed(f"fetching wheels for {target.ident()} failed:\n{tail}", None,
                               "check the host's pip index settings (pip config list) and that the "

@@ -1,8 +1,8 @@
 """One lock's wheelhouse: every file its image build installs, in the store, and the install plan
 that names them (``prepare``); then the read-only folder a build container mounts (``stage``).
 
-Order for each pin: a stored file with a sha256 the lock pins; else a wheel built before from
-its sdist for this target; else fetched now (``fetch``), several at a time; a pin without any
+Order for each pin: a stored file with a sha256 the lock pins (for a pin without hashes, the
+file fetched for it before); else a wheel built before from its sdist for this target; else fetched now (``fetch``), several at a time; a pin without any
 wheel is built from its sdist in a container (``sdists``). The install plan is the lock split as
 for a Dockerfile build (``envrepro.build.dockerfile.install_plan``), with each built wheel's
 sha256 in place of its sdist's, so every hashed pin is still installed with ``--require-hashes``.
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping
 
+from envrepro import progress
 from envrepro.build import dockerfile as df
 from envrepro.build.templates import WHEELS_DIR, fill, template_text
 from envrepro.engine.base import ContainerEngine
@@ -88,7 +89,7 @@ def prepare(lock_text: str, target: Target, engine: ContainerEngine, base: str, 
     built: Dict[str, Path] = {}
     todo = []
     for e in entries:
-        have = store.find(e.hashes, target.accepts) if e.hashes else None
+        have = store.find(e.hashes, target.accepts) if e.hashes else fetching._unhashed(store, target, e)
         if have is None:
             have = sdists.built_wheel(store, target, e)
             if have is not None:
@@ -99,8 +100,18 @@ def prepare(lock_text: str, target: Target, engine: ContainerEngine, base: str, 
             todo.append(e)
     builds = sdists.SdistBuilds(store, pip_settings, target, run)
     try:
-        fetched = (fetching.fetch(todo, target, store, say, run=run, pip=pip, on_no_wheel=builds.start)
-                   if todo else fetching.Fetched())
+        if todo:
+            of = f" of {len(entries)}" if files else ""       # the others are stored already
+            with progress.step(say, f"Fetching {len(todo)}{of} files into the wheelhouse",
+                               total=len(todo), unit="files") as s:
+                fetched = fetching.fetch(todo, target, store, say, run=run, pip=pip, on_no_wheel=builds.start,
+                                         on_file=lambda name: s.advance(1),
+                                         on_start=lambda what: s.update(detail=what))
+                s.done(f"{fetched.downloaded} downloaded"
+                       + (f", {len(fetched.source_only)} to build from source" if fetched.source_only else ""))
+        else:
+            fetched = fetching.Fetched()
+            progress.note(say, f"Wheelhouse: all {len(entries)} files stored already")
         files.update(fetched.files)
         made = builds.build(engine, base, target, fetched.source_only, say, run)
     finally:

@@ -30,6 +30,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
+from envrepro import progress
 from envrepro.engine.base import ContainerEngine, Mount
 from envrepro.errors import BuildFailed
 from envrepro.sidecar.lockfile import LockEntry
@@ -176,14 +177,24 @@ class SdistBuilds:
         """Build every entry's sdist into a wheel for ``base`` in one container; name -> stored wheel."""
         if not entries:
             return {}
+        names = ", ".join(e.name for e in entries)
+        with progress.step(say, f"Building from source: {names}", total=len(entries), unit="wheels") as shown:
+            built = self._build(engine, base, target, entries, say, run, shown)
+            shown.update(completed=len(built))
+        return built
+
+    def _build(self, engine: ContainerEngine, base: str, target: Target, entries: List[LockEntry],
+               say: Say, run: Runner, shown: progress.Step) -> Dict[str, Path]:
         for e in entries:
             self.start(e)
+        shown.update(detail="downloading the sdists and the build tools")
         sdists = {e.name: self._jobs[e.name].result() for e in entries}
         assert self._tools is not None
         self._tools.result()
         requires = sorted({r for s in sdists.values() for r in build_requires(s)})
         extra = [r for r in requires if r not in BUILD_TOOLS]
         if extra:                      # declared build backends (flit_core, hatchling...)
+            shown.update(detail="fetching their build backends: " + ", ".join(extra))
             fetch_tools(extra, target, self.tools, run)
         os.chmod(self.out, 0o777)
         for d in (self.src, self.tools):
@@ -194,8 +205,9 @@ class SdistBuilds:
         steps = [_TOOLS.format(tools=tools)] + [_WHEEL.format(name=name, sdist=sdist.name)
                                                for name, sdist in sorted(sdists.items())]
         pins = ", ".join(f"{e.name}=={e.version}" for e in entries)
-        say(f"Building {pins} from source in a container of {base} "
-            "(no network, no host files but the sdists and their build tools)")
+        progress.log(say, f"Building {pins} from source in a container of {base} "
+                     "(no network, no host files but the sdists and their build tools)")
+        shown.update(detail=f"in a container of {base}, no network")
         code, stdout, stderr = engine.run(
             base, ["sh", "-c", "set -e; " + " && ".join(steps)],
             mounts=[Mount(str(self.src), "/mnt/src"), Mount(str(self.tools), "/mnt/tools"),
@@ -203,6 +215,8 @@ class SdistBuilds:
             environment={"HOME": "/tmp", "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
             user="65534:65534", network_disabled=True, read_only=True,
             tmpfs={"/tmp": "rw,exec,size=2g"}, mem_limit="4g", stream=False, timeout=BUILD_TIMEOUT)
+        for line in (stdout + stderr).splitlines():
+            progress.log(say, line)            # pip's output, into the build log
         built: Dict[str, Path] = {}
         for e in entries:
             folder = self.out / e.name

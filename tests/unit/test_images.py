@@ -1,6 +1,7 @@
 """Getting an environment image (envrepro.build.images) with the fake engine: the local -> registry
 -> build order, labels, logs and build failures. No Docker, no network."""
 import io
+import re
 
 import pytest
 
@@ -154,10 +155,16 @@ def test_second_identical_build_gives_identical_context(capture):
     assert a.builds[0][0] == b.builds[0][0]
 
 
-def test_console_progress_without_a_terminal_prints_plain_lines():
+def test_console_progress_without_a_terminal_prints_plain_step_lines():
+    """Off a terminal a Docker step is a plain line when it starts and one when it ends; what
+    Docker prints in between is the build log's, not the screen's (envrepro.progress)."""
     out = io.StringIO()
     p = images.ConsoleProgress(out)
     p("Step 3/12 : RUN pip install")
+    p("Collecting six==1.16.0")
     p("")
+    p("Successfully built 0123abcd")
     p.close()
-    assert out.getvalue() == "Step 3/12 : RUN pip install\n"
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "[step] Step 3/12 : RUN pip install" and len(lines) == 2
+    assert re.fullmatch(r"\[ ok \] Step 3/12 : RUN pip install \(\d+\.\d s\)", lines[1])

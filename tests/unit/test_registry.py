@@ -3,6 +3,7 @@ fake engine: the registry setting checked, the refs push writes and load pulls, 
 refused when a label differs from the capture, the load report naming the ref it pulled, and no
 credential from Docker's config ever reaching an output or a file. No Docker, no network."""
 import json
+import re
 
 import pytest
 
@@ -162,7 +163,9 @@ def test_push_denied_is_one_line_with_what_to_do_and_exit_4(capsys, cap, monkeyp
     monkeypatch.setattr(commands, "default_engine", lambda: engine)
     code, out, err = run_cli(capsys, "push", cap.model_path, "--registry", REG, "--json")
     assert code == 4 and out == ""
-    assert len(err.strip().splitlines()) == 1 and "docker login" in err and ref in err
+    *steps, error = err.strip().splitlines()        # --json: plain step lines, then the error
+    assert "docker login" in error and ref in error and error.startswith("envrepro: error: ")
+    assert steps and all(re.match(r"\[(step| ok |fail)\] ", line) for line in steps), steps
 
 
 # -- pull: labels checked ------------------------------------------------------------------
