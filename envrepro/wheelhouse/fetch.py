@@ -215,7 +215,7 @@ def dist_name(filename: str) -> str:
     return canonical_name(stem.rsplit("-", 1)[0])
 
 
-def _unhashed(store: WheelStore, target: Target, e: LockEntry) -> Optional[Path]:
+def stored_unhashed(store: WheelStore, target: Target, e: LockEntry) -> Optional[Path]:
     """A pin the lock has no hash for, fetched before for this target (by name and version)."""
     rec = store.read_record("unhashed", target.ident(), f"{e.name}-{e.version}.json")
     return store.get(str(rec.get("sha256", ""))) if rec else None
@@ -235,7 +235,7 @@ def fetch(entries: Sequence[LockEntry], target: Target, store: WheelStore, say: 
     result = Fetched()
     todo: List[LockEntry] = []
     for e in entries:
-        found = store.find(e.hashes, target.accepts) if e.hashes else _unhashed(store, target, e)
+        found = store.find(e.hashes, target.accepts) if e.hashes else stored_unhashed(store, target, e)
         if found is not None:
             result.files[e.name] = found
             if on_file is not None:

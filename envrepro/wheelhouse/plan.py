@@ -89,7 +89,7 @@ def prepare(lock_text: str, target: Target, engine: ContainerEngine, base: str, 
     built: Dict[str, Path] = {}
     todo = []
     for e in entries:
-        have = store.find(e.hashes, target.accepts) if e.hashes else fetching._unhashed(store, target, e)
+        have = store.find(e.hashes, target.accepts) if e.hashes else fetching.stored_unhashed(store, target, e)
         if have is None:
             have = sdists.built_wheel(store, target, e)
             if have is not None:
