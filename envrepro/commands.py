@@ -349,7 +349,7 @@ def bundle(model: str, output: str, wheels: bool = False, base_image: Optional[s
     say = _reporter(quiet, verbose)
     try:
         if wheels:
-            return write.bundle(cap, output, wheels=True, say=say)
+            return write.bundle(cap, output, wheels=True, say=say, engine_factory=engine_factory or default_engine)
         from envrepro.build import images
 
         engine = (engine_factory or default_engine)()

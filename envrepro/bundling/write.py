@@ -162,10 +162,12 @@ def save_image(engine: ContainerEngine, tag: str, folder: Path) -> Tuple[Member,
 
 
 def bundle(capture: Capture, output: str, engine: Optional[ContainerEngine] = None,
-           image_info: Any = None, wheels: bool = False, say: Optional[Say] = None) -> Written:
+           image_info: Any = None, wheels: bool = False, say: Optional[Say] = None,
+           engine_factory: Optional[Callable[[], ContainerEngine]] = None) -> Written:
     """Write the bundle of ``capture`` (already verified by the caller) to ``output``.
     ``image_info``: what ``ensure_image`` returned (image bundles); ``wheels``: a wheelhouse
-    instead of the image (``envrepro.wheelhouse.export_for_capture``)."""
+    instead of the image (``envrepro.wheelhouse.export_for_capture``, which connects to the
+    engine through ``engine_factory`` when it has to probe the base image)."""
     say = say or (lambda line: None)
     out = check_output(output, capture)
     model = capture.model_path
@@ -181,7 +183,7 @@ def bundle(capture: Capture, output: str, engine: Optional[ContainerEngine] = No
             wheelhouse = wheelhouse_module()
             house = staging / WHEELS_DIR
             house.mkdir()
-            count = len(wheelhouse.export_for_capture(capture, house, say))
+            count = len(wheelhouse.export_for_capture(capture, house, say, engine_factory=engine_factory))
             sources += tree_members(house, WHEELS_DIR)
         else:
             assert engine is not None and image_info is not None

@@ -31,17 +31,14 @@ FORMAT = 1
 MAX_INDEX_BYTES = 4 << 20
 
 
-def _capture_wheelhouse(capture: Capture, say: Say, store: WheelStore, engine: Any = None) -> Wheelhouse:
+def _capture_wheelhouse(capture: Capture, say: Say, store: WheelStore, engine_factory: Any) -> Wheelhouse:
     from envrepro.build.bases import ensure_base, resolve_base
     from envrepro.build.platforms import _pip_mapping
     from envrepro.build.pipconfig import host_pip_settings
     from envrepro.build.spec import lock_for
     from envrepro.wheelhouse import plan, target
 
-    if engine is None:
-        from envrepro.commands import default_engine
-
-        engine = default_engine()
+    engine = engine_factory()
     base = resolve_base(capture)
     base_info = ensure_base(engine, base, say)
     pip = host_pip_settings()
@@ -50,11 +47,12 @@ def _capture_wheelhouse(capture: Capture, say: Say, store: WheelStore, engine: A
     return plan.prepare(lock_text, tgt, engine, base, store, _pip_mapping(pip), say)
 
 
-def export_for_capture(capture: Capture, dest_dir: Path, say: Say, engine: Any = None,
+def export_for_capture(capture: Capture, dest_dir: Path, say: Say, engine_factory: Any,
                        store: Optional[WheelStore] = None) -> List[Path]:
-    """Write the files the capture's image build installs, and ``index.json``, into ``dest_dir``."""
+    """Write the files the capture's image build installs, and ``index.json``, into ``dest_dir``
+    (``engine_factory``: the caller's way to reach the engine, which probes the base image)."""
     store = store or WheelStore()
-    wh = _capture_wheelhouse(capture, say, store, engine)
+    wh = _capture_wheelhouse(capture, say, store, engine_factory)
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     written: List[Path] = []

@@ -303,7 +303,7 @@ class FakeWheelhouse:
     def __init__(self):
         self.imported = []
 
-    def export_for_capture(self, capture, dest_dir, say):
+    def export_for_capture(self, capture, dest_dir, say, **kwargs):
         (dest_dir / "six-1.16.0-py2.py3-none-any.whl").write_bytes(b"wheel bytes")
         (dest_dir / "index.json").write_text("{}")
         return [dest_dir / "six-1.16.0-py2.py3-none-any.whl", dest_dir / "index.json"]
