@@ -122,6 +122,9 @@ _ALLOW_CHANGE = typer.Option(False, "--allow-model-change",
                              help="Load a model that changed since its capture (the report says so; never 'verified').")
 _VERBOSE = typer.Option(False, "--verbose", "-v",
                         help="Also show the build's full output (pip, docker); it always goes to the build log.")
+# `run` passes the rest of its line to the user's command: no short -v there to take from it.
+_VERBOSE_LONG = typer.Option(False, "--verbose",
+                             help="Also show the build's full output (pip, docker); it always goes to the build log.")
 
 
 @app.command()
@@ -172,7 +175,7 @@ def run(
     unsafe: bool = _UNSAFE,
     memory: str = _MEMORY,
     allow_model_change: bool = _ALLOW_CHANGE,
-    verbose: bool = _VERBOSE,
+    verbose: bool = _VERBOSE_LONG,
 ) -> None:
     """Run a command in the reproduced environment: envrepro run MODEL -- python predict.py"""
     from envrepro import commands

@@ -137,3 +137,17 @@ def installed_envrepro(tmp_path_factory=None):
                           text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.strip().splitlines()[-1]
+
+
+# Prints every command and subcommand of the envrepro CLI it imports, as JSON argv prefixes.
+LIST_COMMANDS = """
+import json, typer.main
+from envrepro.cli import app
+out = []
+def walk(cmd, prefix):
+    out.append(prefix)
+    for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+        walk(sub, prefix + [name])
+walk(typer.main.get_command(app), [])
+print(json.dumps(out))
+"""

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support import http_json, installed_envrepro
+from support import LIST_COMMANDS, http_json, installed_envrepro
 
 pytestmark = pytest.mark.e2e
 
@@ -36,17 +36,6 @@ SAVE = textwrap.dedent('''
     from custom_layers import MyCustomLayer
     m = keras.Sequential([keras.Input(shape=(16,)), keras.layers.Dense(8), MyCustomLayer(units=4)])
     m.save(sys.argv[1])    # no hook: captured from outside, by the installed envrepro
-''')
-COMMANDS = textwrap.dedent('''
-    import json, typer.main
-    from envrepro.cli import app
-    out = []
-    def walk(cmd, prefix):
-        out.append(prefix)
-        for name, sub in sorted(getattr(cmd, "commands", {}).items()):
-            walk(sub, prefix + [name])
-    walk(typer.main.get_command(app), [])
-    print(json.dumps(out))
 ''')
 HIDE = ('mount -t tmpfs -o size=1m,mode=0555 envrepro-clone-hidden "$0" && '
         'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"')
@@ -110,7 +99,7 @@ def test_the_installed_wheel_captures_loads_bundles_and_serves(installed, tmp_pa
     version = step("version", "--version").stdout
     assert version.startswith("envrepro ") and str(installed["venv"]) in version and "envrepro/v1" in version
     # --help of every command and subcommand, from the installed package's own command tree
-    listing = subprocess.run([str(installed["venv"] / "bin" / "python"), "-c", COMMANDS], capture_output=True,
+    listing = subprocess.run([str(installed["venv"] / "bin" / "python"), "-c", LIST_COMMANDS], capture_output=True,
                              text=True, cwd=str(work))
     assert listing.returncode == 0, listing.stderr
     commands = json.loads(listing.stdout)

@@ -18,6 +18,9 @@ import pytest
 
 from fakes import make_capture
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support import LIST_COMMANDS  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 _CACHES = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", "*.egg-info", ".pytest_cache", ".venv*", ".cache")
 _OUTPUTS = {"build", "dist", "demo-out", "matrix-out"}   # build outputs at the top (envrepro/build/ is a room)
@@ -116,24 +119,17 @@ def test_version_comes_from_the_package_metadata(site):
     assert "capture format envrepro/v1" in line and f"Python {sys.version.split()[0]}" in line
 
 
-def _commands():
-    """Every command and subcommand, as argv prefixes (from the CLI's own click tree)."""
-    import typer.main
-
-    from envrepro.cli import app
-
-    out = []
-
-    def walk(cmd, prefix):
-        out.append(prefix)
-        for name, sub in sorted(getattr(cmd, "commands", {}).items()):
-            walk(sub, prefix + [name])
-    walk(typer.main.get_command(app), [])
-    return out
+def _commands(site):
+    """Every command and subcommand, as argv prefixes (from the wheel's own click tree)."""
+    proc = subprocess.run([sys.executable, "-S", "-c", "import sys; sys.path[:0] = sys.argv[1:3]; del sys.argv[1:3]\n"
+                           + LIST_COMMANDS, str(site), sysconfig.get_paths()["purelib"]],
+                          capture_output=True, text=True, cwd=str(site.parent))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
 
 
 def test_every_commands_help_renders_from_the_wheel(site):
-    commands = _commands()
+    commands = _commands(site)
     assert ["push"] in commands and ["images", "prune"] in commands and len(commands) >= 15
     for argv in commands:
         out = run_from(site, *argv, "--help")
