@@ -40,7 +40,8 @@ def test_installs_and_hook_path_is_light(minor, tmp_path):
     proc = subprocess.run([str(py), "-m", "pip", "install", "-q", str(REPO)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = subprocess.run([str(venv / "bin" / "envrepro"), "--version"], capture_output=True, text=True)
-    assert out.returncode == 0 and out.stdout.strip() == "envrepro 0.1.0", out.stderr
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("envrepro 0.1.0 (runtime ") and f"on Python {minor}." in out.stdout, out.stdout
     out = subprocess.run([str(py), "-c", HOOK_CHECK], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=""))
     assert out.returncode == 0, out.stderr[-2000:]
