@@ -14,6 +14,7 @@ test:
 	@set -e; v=$$(PYTHON=$(PYTHON) bash scripts/dev-venv.sh); \
 	if docker info >/dev/null 2>&1 || [ "$$CI" = "true" ]; then bash scripts/ensure-docker.sh; \
 	  $$v/bin/python tests/e2e/standins.py 3.8 3.11; fi; \
+	$$v/bin/lint-imports; \
 	exe=$$(PYTHON=$(PYTHON) bash scripts/check-dist.sh); \
 	ENVREPRO_UNDER_TEST=$$exe $$v/bin/python -m pytest -ra $(PYTEST_ARGS)
 
