@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import sys
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from envrepro.engine.base import (LineCallback, MountSpec, OutputCallback, PullFailed, RunFailed,
                                   as_mount)
 from envrepro.engine.imagework import ImageWorkMixin
+from envrepro.engine.messages import ANSI as _ANSI, explain, split_ref as _split_ref
 from envrepro.engine.services import ServiceMixin
 from envrepro.errors import BuildFailed, EnvreproError, NoEngine
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 START_HINT = ("start one: `sudo dockerd &` (Linux) or Docker Desktop (macOS/Windows), or point "
               "DOCKER_HOST at a running engine; `envrepro doctor` needs no engine")
 
@@ -65,22 +64,6 @@ def _is_connection_error(e: BaseException) -> bool:
         return isinstance(e, ProtocolError)
     except ImportError:  # pragma: no cover
         return False
-
-
-def explain(text: str) -> Optional[str]:
-    """A readable sentence for the engine errors users actually meet, or None."""
-    low = text.lower()
-    if "no space left on device" in low:
-        return ("the Docker engine ran out of disk space (no space left on device); free some with "
-                "`docker system prune` (or `envrepro gc`) and retry")
-    if "denied" in low or "unauthorized" in low or "authentication required" in low:
-        return "the registry refused access; run `docker login <registry>` or check the image name"
-    if any(s in low for s in ("dial tcp", "no such host", "i/o timeout", "tls handshake timeout",
-                              "connection refused", "network is unreachable", "temporary failure in name resolution")):
-        return "the registry could not be reached from the Docker engine (network, proxy or DNS)"
-    if "manifest unknown" in low or ("not found" in low and "manifest" in low):
-        return "the registry has no such image"
-    return None
 
 
 class DockerEngine(ServiceMixin, ImageWorkMixin):
@@ -344,15 +327,3 @@ class DockerEngine(ServiceMixin, ImageWorkMixin):
 
 class _PullStreamError(Exception):
     pass
-
-
-def _split_ref(ref: str) -> Tuple[str, str]:
-    """'reg:5000/a/b:tag' -> ('reg:5000/a/b', 'tag'); digests stay whole."""
-    if "@" in ref:
-        repo, digest = ref.split("@", 1)
-        return repo, digest
-    last = ref.rsplit("/", 1)[-1]
-    if ":" in last:
-        repo, tag = ref.rsplit(":", 1)
-        return repo, tag
-    return ref, "latest"

@@ -11,6 +11,7 @@ import re
 from typing import Any, BinaryIO, Dict, Iterable, List, Optional, Sequence
 
 from envrepro.engine.base import LineCallback, MountSpec, as_mount
+from envrepro.engine.messages import ANSI as _ANSI, explain, split_ref as _split_ref
 from envrepro.errors import BuildFailed, EnvreproError
 
 
@@ -29,7 +30,6 @@ class ImageWorkMixin:
         """Run ``command`` (no network) in a container of ``image``, commit it as ``tag``."""
         from docker.types import Mount as DockerMount
 
-        from envrepro.engine.docker import _ANSI, _split_ref, explain
 
         try:
             container = self.client.containers.create(
@@ -88,7 +88,6 @@ class ImageWorkMixin:
     def load_images(self, fileobj: BinaryIO) -> List[str]:
         """``docker load`` from ``fileobj`` (streamed by requests); the tags it loaded, else the
         image ids ("Loaded image: TAG" / "Loaded image ID: sha256:...")."""
-        from envrepro.engine.docker import explain
 
         loaded: List[str] = []
         try:
