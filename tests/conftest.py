@@ -113,6 +113,7 @@ def tf():
 
 _E2E = {"passed": 0, "collected": 0}
 _SKIPPED = []
+_FIGURES = []     # lines a test records with record_property("figure", ...), printed at the end
 
 
 def pytest_collection_modifyitems(config, items):
@@ -122,6 +123,8 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_logreport(report):
     if report.when == "call" and report.passed and "e2e" in report.keywords:
         _E2E["passed"] += 1
+    if report.when == "call":
+        _FIGURES.extend(v for k, v in report.user_properties if k == "figure")
     if report.skipped:
         _SKIPPED.append(f"{report.nodeid}: {report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr}")
 
@@ -137,5 +140,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_terminal_summary(terminalreporter):
+    for line in _FIGURES:
+        terminalreporter.write_line(line)
     if _E2E["collected"]:
         terminalreporter.write_line(f"end-to-end tests passed: {_E2E['passed']} of {_E2E['collected']} collected")

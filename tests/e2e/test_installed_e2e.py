@@ -68,7 +68,7 @@ def run(inst, *args, cwd, timeout=1800):
     return subprocess.run(argv, capture_output=True, text=True, cwd=str(cwd), env=env, timeout=timeout)
 
 
-def test_the_installed_wheel_captures_loads_bundles_and_serves(installed, tmp_path):
+def test_the_installed_wheel_captures_loads_bundles_and_serves(installed, tmp_path, record_property):
     t0 = time.perf_counter()
     work = tmp_path / "outside-the-clone"
     (work / "src").mkdir(parents=True)
@@ -157,5 +157,5 @@ def test_the_installed_wheel_captures_loads_bundles_and_serves(installed, tmp_pa
             subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
     total = round(time.perf_counter() - t0, 1)
-    print(f"\nsmoke from the installed wheel ({'clone hidden, venv read-only' if installed['hide'] else 'clone visible'}): "
-          f"{total} s; " + ", ".join(f"{k} {v} s" for k, v in steps.items()))
+    record_property("figure", f"smoke from the installed wheel ({'clone hidden, venv read-only' if installed['hide'] else 'clone visible'}): "
+                    f"{total} s; " + ", ".join(f"{k} {v} s" for k, v in steps.items()))
