@@ -31,7 +31,6 @@ from envrepro.build.dockerfile import label_lines
 from envrepro.build.spec import HEAVY_LABEL, LABEL, RUNTIME_VERSION, templates_digest
 from envrepro.build.templates import USER_UID, VENV, WHEELS_DIR
 from envrepro.engine.base import ContainerEngine, Mount, image_labels
-from envrepro.sidecar import lockfile
 from envrepro.wheelhouse.plan import Wheelhouse
 
 HEAVY_REPO = "envrepro-heavy"
@@ -114,10 +113,6 @@ class _Install:
         return image_id
 
 
-def _packages(*texts: str) -> int:
-    return sum(len(lockfile.parse_lock(t, include_unsafe=True)) for t in texts if t)
-
-
 def _last_file(wh: Wheelhouse, names: List[str]) -> str:
     files = wh.plan.files()
     return next((n for n in reversed(names) if n in files), names[-1])
@@ -137,7 +132,7 @@ def build(engine: ContainerEngine, base: str, base_info: Dict[str, Any], wh: Whe
     else:
         progress.log(say, f"Installing TensorFlow's closure from the wheelhouse into {heavy_tag} (no network)")
         heavy = _Install(say, "Installing TensorFlow's closure",
-                         _packages(wh.plan.tools, wh.plan.heavy), _last_file(wh, ["tools.lock", "heavy.lock"]),
+                         wh.plan.packages("tools.lock", "heavy.lock"), _last_file(wh, ["tools.lock", "heavy.lock"]),
                          heavy_tag)
         heavy.run(engine, base, INSTALL + ["heavy"], mounts, env,
                   [label_change(HEAVY_LABEL, hkey)] + _restore_command(base_info))
@@ -147,7 +142,7 @@ def build(engine: ContainerEngine, base: str, base_info: Dict[str, Any], wh: Whe
     all_labels = dict(labels, **{HEAVY_LABEL: hkey, BUILDER_LABEL: "wheelhouse"})
     changes += [label_change(k, v) for k, v in sorted(all_labels.items())]
     progress.log(say, f"Installing the rest of the lock into {tag} (no network)")
-    rest = _Install(say, "Installing the rest of the lock", _packages(wh.plan.rest, wh.plan.unverified),
+    rest = _Install(say, "Installing the rest of the lock", wh.plan.packages("rest.lock", "unverified.lock"),
                     _last_file(wh, ["rest.lock", "unverified.lock"]), tag)
     return rest.run(engine, heavy_tag, INSTALL + ["rest"], mounts, env, changes)
 

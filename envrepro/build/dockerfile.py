@@ -45,12 +45,17 @@ class InstallPlan:
     unverified_names: Tuple[str, ...] = ()
     tools: str = ""             # the lock's commented "unsafe" pins (setuptools, wheel): installed
                                 # first, without hashes, so the venv matches the captured one
+    sizes: Tuple[Tuple[str, int], ...] = ()   # (file, how many packages it installs)
 
     def files(self) -> Dict[str, str]:
         """Non-empty files, by context name."""
         return {name: text for name, text in (("tools.lock", self.tools), ("heavy.lock", self.heavy),
                                               ("rest.lock", self.rest),
                                               ("unverified.lock", self.unverified)) if text}
+
+    def packages(self, *files: str) -> int:
+        """How many packages the files named (``heavy.lock``...) install together."""
+        return sum(n for name, n in self.sizes if name in files)
 
 
 def install_plan(lock_text: str) -> InstallPlan:
@@ -70,7 +75,9 @@ def install_plan(lock_text: str) -> InstallPlan:
                        unverified=lockfile.render_entries(hashless, options),
                        require_hashes=bool(hashed),
                        unverified_names=tuple(sorted(e.name for e in hashless)),
-                       tools="".join(f"{e.name}=={e.version}\n" for e in sorted(tools, key=lambda e: e.name)))
+                       tools="".join(f"{e.name}=={e.version}\n" for e in sorted(tools, key=lambda e: e.name)),
+                       sizes=(("tools.lock", len(tools)), ("heavy.lock", len(heavy)), ("rest.lock", len(rest)),
+                              ("unverified.lock", len(hashless))))
 
 
 def unverified_names(lock_text: str) -> List[str]:
