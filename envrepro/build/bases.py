@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from envrepro import config
 from envrepro.build.gpu import cuda_as_wheels
-from envrepro.build.templates import package_text
+from envrepro import shipped
 from envrepro.engine.base import ContainerEngine, LineCallback
 from envrepro.errors import BuildFailed, EnvreproError
 from envrepro.sidecar.manifest import Capture
@@ -55,7 +55,7 @@ def _minor(v: str) -> Tuple[int, int]:
 def gpu_bases() -> List[Dict[str, Any]]:
     import yaml
 
-    return list(yaml.safe_load(package_text("envrepro.data", "gpu_bases.yaml"))["bases"])
+    return list(yaml.safe_load(shipped.text("envrepro.data", "gpu_bases.yaml"))["bases"])
 
 
 def gpu_base(tf_version: str) -> GpuBase:

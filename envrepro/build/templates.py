@@ -23,14 +23,9 @@ USER_UID = 10001   # the image's envrepro user; the sandbox runs as it (sandbox.
 LAYOUT = {"VENV": VENV, "BUILD_DIR": BUILD_DIR, "WHEELS_DIR": WHEELS_DIR, "USER_UID": str(USER_UID)}
 
 
-def package_text(package: str, name: str) -> str:
-    """A data file shipped in ``package``, read through the package (``envrepro.shipped``)."""
-    return shipped.text(package, name)
-
-
 def template_text(name: str = "env.Dockerfile") -> str:
     """A template from package ``envrepro.images`` (pyproject maps it to the ``images/`` folder)."""
-    return package_text("envrepro.images", name)
+    return shipped.text("envrepro.images", name)
 
 
 def fill(name: str, **values: str) -> str:
