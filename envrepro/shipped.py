@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from envrepro.errors import BrokenInstall
 
@@ -95,17 +94,17 @@ def runtime_dir() -> str:
     return _materialize(_runtime_sources())
 
 
-def _materialize(files: Dict[str, bytes], cache: Optional[Path] = None) -> str:
+def _materialize(files: Dict[str, bytes]) -> str:
     """Copy the runtime's files into ``<cache>/runtime/<digest>/`` once (atomically: a temp folder
     renamed into place) and return that folder."""
     if "__init__.py" not in files:
         raise BrokenInstall.missing("envrepro/runtime/__init__.py")
-    from envrepro import config
+    from envrepro import config, fsutil
 
     h = hashlib.sha256()
     for name in sorted(files):
         h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    root = (cache or config.cache_dir()) / "runtime"
+    root = config.cache_dir() / "runtime"
     final = root / h.hexdigest()[:16]
     if (final / "__init__.py").is_file():
         return str(final)
@@ -114,10 +113,10 @@ def _materialize(files: Dict[str, bytes], cache: Optional[Path] = None) -> str:
     try:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        os.chmod(tmp, 0o755)
+        fsutil.make_readable(tmp)     # the sandbox user mounts and reads it
         try:
-            os.rename(tmp, final)
-        except OSError:   # another process put the same files there first
+            fsutil.rename_noreplace(tmp, final)
+        except FileExistsError:   # another process put the same files there first
             if not (final / "__init__.py").is_file():
                 raise
     finally:
