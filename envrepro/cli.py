@@ -388,16 +388,17 @@ def main(argv: Optional[List[str]] = None) -> None:
         typer.echo("envrepro: interrupted", err=True)
         code = 130
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
-        broken = _missing_module(e)
-        if broken is not None and not debug:
+        broken = None if debug else _missing_module(e)
+        if broken is not None:
             typer.echo(f"envrepro: error: {broken}", err=True)
-            sys.exit(broken.exit_code)
-        if debug:
-            import traceback
+            code = broken.exit_code
+        else:
+            if debug:
+                import traceback
 
-            traceback.print_exc()
-        typer.echo(f"envrepro: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", err=True)
-        code = errors.EXIT_INTERNAL
+                traceback.print_exc()
+            typer.echo(f"envrepro: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", err=True)
+            code = errors.EXIT_INTERNAL
     sys.exit(code)
 
 

@@ -176,8 +176,7 @@ def load(model: str, base_image: Optional[str] = None, registry: Optional[str] =
     if into is not None or _is_bundle(model):
         return load_bundle(model, into=into, base_image=base_image, gpus=gpus, unsafe=unsafe, memory=memory,
                            quiet=quiet, engine_factory=engine_factory, debug=debug, verbose=verbose)
-    say = _reporter(quiet, verbose)
-    try:
+    with _reporter(quiet, verbose) as say:
         env = _environment(model, base_image, registry, gpus, engine_factory, say,
                            allow_model_change=allow_model_change)
         with progress.step(say, "Loading the model in a sandbox container") as shown:
@@ -186,8 +185,6 @@ def load(model: str, base_image: Optional[str] = None, registry: Optional[str] =
             if not report.ok:
                 shown.fail("the report says why")
         return report
-    finally:
-        say.close()
 
 
 def run(model: str, command: List[str], base_image: Optional[str] = None, memory: str = "4g",
@@ -199,12 +196,9 @@ def run(model: str, command: List[str], base_image: Optional[str] = None, memory
 
     if command and command[0] == "--":
         command = command[1:]
-    say = _reporter(verbose=verbose)
-    try:
+    with _reporter(verbose=verbose) as say:  # the command's own output comes next
         env = _environment(model, base_image, registry, gpus, engine_factory, say,
                            allow_model_change=allow_model_change)
-    finally:
-        say.close()         # the command's own output comes next
     imageindex.record_use(env.image, env.capture)
     return Exited(sandbox.run_command(env.capture, env.engine, env.image, command, memory=memory,
                                       unsafe=unsafe, gpus=env.gpus))
@@ -217,12 +211,9 @@ def shell(model: str, base_image: Optional[str] = None, memory: str = "4g", unsa
     from envrepro.build import imageindex
     from envrepro.sandbox import run as sandbox
 
-    say = _reporter(verbose=verbose)
-    try:
+    with _reporter(verbose=verbose) as say:  # the shell comes next
         env = _environment(model, base_image, registry, gpus, engine_factory, say,
                            allow_model_change=allow_model_change)
-    finally:
-        say.close()         # the shell comes next
     imageindex.record_use(env.image, env.capture)
     extra: Dict[str, Any] = {"runner": runner} if runner is not None else {}
     return Exited(sandbox.shell(env.capture, env.image, memory=memory, unsafe=unsafe, gpus=env.gpus,
@@ -272,12 +263,9 @@ def build(model: str, serve: bool = True, tag: Optional[str] = None, name: Optio
     serving.check_tag(tag)
     cap = prepare(model, allow_model_change=allow_model_change)
     engine = (engine_factory or default_engine)()
-    say = _reporter(quiet, verbose)
-    try:
+    with _reporter(quiet, verbose) as say:
         return serving.build(cap, engine, tag=tag, name=name, base_image=base_image, gpus=wants_gpus(gpus),
                              unsafe=unsafe, memory=memory, say=say, verify=verify)
-    finally:
-        say.close()
 
 
 def serve(model: str, port: int = 8501, host: str = "127.0.0.1", name: Optional[str] = None,
@@ -291,12 +279,9 @@ def serve(model: str, port: int = 8501, host: str = "127.0.0.1", name: Optional[
 
     cap = prepare(model, allow_model_change=allow_model_change)
     engine = (engine_factory or default_engine)()
-    say = _reporter(verbose=verbose)
-    try:
+    with _reporter(verbose=verbose) as say:
         return Exited(serving_run.serve(cap, engine, port=port, host=host, name=name, base_image=base_image,
                                         gpus=wants_gpus(gpus), unsafe=unsafe, memory=memory, say=say))
-    finally:
-        say.close()
 
 
 def k8s(model: str, image: str, **options: Any) -> KubernetesManifests:
@@ -346,8 +331,7 @@ def bundle(model: str, output: str, wheels: bool = False, base_image: Optional[s
     cap = prepare(model)
     write.check_output(output, cap)
     refuse_foreign(cap)
-    say = _reporter(quiet, verbose)
-    try:
+    with _reporter(quiet, verbose) as say:
         if wheels:
             return write.bundle(cap, output, wheels=True, say=say, engine_factory=engine_factory or default_engine)
         from envrepro.build import images
@@ -355,8 +339,6 @@ def bundle(model: str, output: str, wheels: bool = False, base_image: Optional[s
         engine = (engine_factory or default_engine)()
         info = images.ensure_image(cap, engine, base_image=base_image, on_progress=say)
         return write.bundle(cap, output, engine=engine, image_info=info, say=say)
-    finally:
-        say.close()
 
 
 def load_bundle(path: str, into: Optional[str] = None, base_image: Optional[str] = None,
@@ -382,11 +364,8 @@ def load_bundle(path: str, into: Optional[str] = None, base_image: Optional[str]
             engines.append((engine_factory or default_engine)())
         return engines[0]
 
-    say = _reporter(quiet, verbose)
-    try:
+    with _reporter(quiet, verbose) as say:
         opened = open_bundle(path, engine, into=into, say=say)
-    finally:
-        say.close()
     if opened.base_image and base_image and base_image != opened.base_image:
         raise BundleError(f"the bundle's image is built on {opened.base_image}, not {base_image}", path,
                           "load without --base-image")
@@ -418,8 +397,5 @@ def push(model: str, registry: Optional[str] = None, base_image: Optional[str] =
                                             "pass --registry HOST[:PORT][/NAMESPACE] or set ENVREPRO_REGISTRY")
     cap = prepare(model, allow_model_change=allow_model_change)
     engine = (engine_factory or default_engine)()
-    say = _reporter(quiet, verbose)
-    try:
+    with _reporter(quiet, verbose) as say:
         return pushing.push(cap, engine, reg, base_image=base_image, gpus=wants_gpus(gpus), say=say)
-    finally:
-        say.close()

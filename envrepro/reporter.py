@@ -161,6 +161,12 @@ class Reporter:
                         self._print("  | " + line, style="dim")
             self._stop_live()
 
+    def __enter__(self) -> "Reporter":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close()
+
     # output
     def _write(self, text: str) -> None:
         self.stream.write(text + "\n")
