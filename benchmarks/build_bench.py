@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import load_bench as lb  # noqa: E402
 from envrepro.build import bases, images, spec  # noqa: E402
-from envrepro.build.pipconfig import host_pip_settings  # noqa: E402
+from envrepro.packages.pipconfig import host_pip_settings  # noqa: E402
 from envrepro.engine.docker import DockerEngine  # noqa: E402
 from envrepro.errors import EnvreproError  # noqa: E402
 from envrepro.sidecar import layout, manifest  # noqa: E402

@@ -58,8 +58,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from envrepro.build import bases, images, spec  # noqa: E402
-from envrepro.build.pipconfig import host_pip_settings  # noqa: E402
-from envrepro.build.templates import VENV  # noqa: E402
+from envrepro.packages.pipconfig import host_pip_settings  # noqa: E402
+from envrepro.image.templates import VENV  # noqa: E402
 from envrepro.sidecar import layout, manifest, writer  # noqa: E402
 from envrepro.engine.base import Mount  # noqa: E402
 from envrepro.engine.docker import DockerEngine  # noqa: E402

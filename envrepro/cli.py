@@ -29,7 +29,7 @@ def version_line() -> str:
     Python it runs on: what a bug report needs."""
     import platform
 
-    from envrepro.build.spec import RUNTIME_VERSION
+    from envrepro.image.spec import RUNTIME_VERSION
     from envrepro.sidecar.layout import SCHEMA
 
     return (f"envrepro {__version__} (runtime {RUNTIME_VERSION}, capture format {SCHEMA}) "

@@ -19,11 +19,11 @@ from envrepro.sidecar import layout, manifest, recovery
 
 if TYPE_CHECKING:
     from envrepro.reporter import Reporter
-    from envrepro.build.imageindex import ImageRow, PruneResult
-    from envrepro.build.images import ImageInfo
+    from envrepro.image.inventory import ImageRow, PruneResult
+    from envrepro.image.ensure import ImageInfo
     from envrepro.capturing.capture import CaptureResult
     from envrepro.diagnose.doctor import DoctorReport
-    from envrepro.diagnose.modelfiles import ModelFileInfo
+    from envrepro.modelfiles.read import ModelFileInfo
     from envrepro.sandbox.report import LoadReport
     from envrepro.serving.image import ServeBuild
 
@@ -112,7 +112,7 @@ def inspect(model: str) -> Inspection:
     recovery.recover(sidecar)        # a capture killed while replacing this one is put back first
     if sidecar.exists():
         return Inspection(model, capture=manifest.read(sidecar))
-    from envrepro.diagnose.modelfiles import read_model_file
+    from envrepro.modelfiles.read import read_model_file
 
     return Inspection(model, file_info=read_model_file(model_path))
 
@@ -152,8 +152,8 @@ def _environment(model: str, base_image: Optional[str], registry: Optional[str],
                  allow_model_change: bool = False) -> _Environment:
     """The capture is checked (hash-verified, readable by the sandbox user) before the engine is
     reached and any image built, so a bad capture costs nothing and is exit 2 even without Docker."""
-    from envrepro.build import images
-    from envrepro.sandbox import run as sandbox
+    from envrepro.image import ensure as images
+    from envrepro.sandbox import container as sandbox
 
     cap = sandbox.prepare(model, allow_model_change=allow_model_change)
     engine = (engine_factory or default_engine)()
@@ -171,7 +171,7 @@ def load(model: str, base_image: Optional[str] = None, registry: Optional[str] =
     sandbox and verified. Returns the LoadReport. ``MODEL`` may be a bundle (``FILE.tar``, see
     ``load_bundle``; ``into``: where it is extracted). ``verbose``: the build's output on stderr."""
     from envrepro import progress
-    from envrepro.sandbox import run as sandbox
+    from envrepro.sandbox import container as sandbox
 
     if into is not None or _is_bundle(model):
         return load_bundle(model, into=into, base_image=base_image, gpus=gpus, unsafe=unsafe, memory=memory,
@@ -191,8 +191,8 @@ def run(model: str, command: List[str], base_image: Optional[str] = None, memory
         unsafe: bool = False, engine_factory: Optional[EngineFactory] = None,
         gpus: Optional[str] = None, registry: Optional[str] = None,
         allow_model_change: bool = False, verbose: bool = False) -> Exited:
-    from envrepro.build import imageindex
-    from envrepro.sandbox import run as sandbox
+    from envrepro.image import inventory as imageindex
+    from envrepro.sandbox import container as sandbox
 
     if command and command[0] == "--":
         command = command[1:]
@@ -208,8 +208,8 @@ def shell(model: str, base_image: Optional[str] = None, memory: str = "4g", unsa
           engine_factory: Optional[EngineFactory] = None, gpus: Optional[str] = None,
           registry: Optional[str] = None, runner: Optional[Callable[[List[str]], int]] = None,
           allow_model_change: bool = False, verbose: bool = False) -> Exited:
-    from envrepro.build import imageindex
-    from envrepro.sandbox import run as sandbox
+    from envrepro.image import inventory as imageindex
+    from envrepro.sandbox import container as sandbox
 
     with _reporter(verbose=verbose) as say:  # the shell comes next
         env = _environment(model, base_image, registry, gpus, engine_factory, say,
@@ -228,14 +228,14 @@ def dockerfile(model: str, base_image: Optional[str] = None, gpus: "Optional[str
     there (``docker build DIR`` builds it on a machine without envrepro)."""
     from pathlib import Path
 
-    from envrepro.build import images
+    from envrepro.image import ensure as images
 
     if not serve:
         if output or name:
             raise errors.EnvreproError("-o and --name go with --serve", None, "envrepro dockerfile MODEL --serve -o DIR")
         cap = manifest.read(layout.sidecar_for(layout.resolve_model(model)))
         return DockerfileText(images.dockerfile_for(cap, base_image=base_image, gpus=wants_gpus(gpus)))
-    from envrepro.sandbox.run import prepare
+    from envrepro.sandbox.container import prepare
     from envrepro.serving import image as serving
 
     cap = prepare(model, allow_model_change=allow_model_change)
@@ -254,7 +254,7 @@ def build(model: str, serve: bool = True, tag: Optional[str] = None, name: Optio
           engine_factory: Optional[EngineFactory] = None, quiet: bool = False,
           verbose: bool = False) -> "ServeBuild":
     """``envrepro build MODEL --serve``: the serving image, self-checked, tagged when proven."""
-    from envrepro.sandbox.run import prepare
+    from envrepro.sandbox.container import prepare
     from envrepro.serving import image as serving
 
     if not serve:
@@ -274,8 +274,8 @@ def serve(model: str, port: int = 8501, host: str = "127.0.0.1", name: Optional[
           engine_factory: Optional[EngineFactory] = None, verbose: bool = False) -> Exited:
     """``envrepro serve MODEL``: build if needed, run in the foreground until Ctrl-C (the
     server's log lines are shown as messages)."""
-    from envrepro.sandbox.run import prepare
-    from envrepro.serving import run as serving_run
+    from envrepro.sandbox.container import prepare
+    from envrepro.serving import foreground as serving_run
 
     cap = prepare(model, allow_model_change=allow_model_change)
     engine = (engine_factory or default_engine)()
@@ -295,14 +295,14 @@ def k8s(model: str, image: str, **options: Any) -> KubernetesManifests:
 
 
 def images_list(engine_factory: Optional[EngineFactory] = None) -> ImageList:
-    from envrepro.build import imageindex
+    from envrepro.image import inventory as imageindex
 
     return ImageList(imageindex.list_images((engine_factory or default_engine)()))
 
 
 def images_prune(dry_run: bool = False, cache: bool = False,
                  engine_factory: Optional[EngineFactory] = None) -> PruneResult:
-    from envrepro.build import imageindex
+    from envrepro.image import inventory as imageindex
 
     return imageindex.prune((engine_factory or default_engine)(), dry_run=dry_run, cache=cache)
 
@@ -315,7 +315,7 @@ def _is_bundle(model: str) -> bool:
     """A regular ``.tar`` file: a bundle, or refused as not one (a model is never a .tar)."""
     import os
 
-    from envrepro.bundling.layout import SUFFIX
+    from envrepro.bundling.members import SUFFIX
 
     return model.endswith(SUFFIX) and os.path.isfile(model)
 
@@ -326,7 +326,7 @@ def bundle(model: str, output: str, wheels: bool = False, base_image: Optional[s
     first) or, with ``wheels``, its wheelhouse, in one tar written atomically."""
     from envrepro.bundling import write
     from envrepro.bundling.unpack import refuse_foreign
-    from envrepro.sandbox.run import prepare
+    from envrepro.sandbox.container import prepare
 
     cap = prepare(model)
     write.check_output(output, cap)
@@ -334,7 +334,7 @@ def bundle(model: str, output: str, wheels: bool = False, base_image: Optional[s
     with _reporter(quiet, verbose) as say:
         if wheels:
             return write.bundle(cap, output, wheels=True, say=say, engine_factory=engine_factory or default_engine)
-        from envrepro.build import images
+        from envrepro.image import ensure as images
 
         engine = (engine_factory or default_engine)()
         info = images.ensure_image(cap, engine, base_image=base_image, on_progress=say)
@@ -348,7 +348,7 @@ def load_bundle(path: str, into: Optional[str] = None, base_image: Optional[str]
     """``envrepro load FILE.tar``: verify the bundle (every member), extract it safely beside it
     (or into ``into``), load its image (or import its wheels), then the normal load of its model;
     the report names the bundle. No registry is asked: the image is local after ``docker load``."""
-    from envrepro.bundling.layout import BundleError
+    from envrepro.bundling.members import BundleError
     from envrepro.bundling.unpack import is_bundle, open_bundle
 
     if not is_bundle(path):
@@ -387,9 +387,9 @@ def push(model: str, registry: Optional[str] = None, base_image: Optional[str] =
     """``envrepro push MODEL --registry R``: the environment image (built if missing) and the
     model's self-checked serving images, pushed under their keys. The registry is checked before
     the capture, the capture before the engine."""
-    from envrepro.build import push as pushing
-    from envrepro.build import registry as registry_images
-    from envrepro.sandbox.run import prepare
+    from envrepro.image import push as pushing
+    from envrepro.image import registry as registry_images
+    from envrepro.sandbox.container import prepare
 
     reg = registry_images.resolve(registry)
     if reg is None:

@@ -4,7 +4,7 @@ Why: a first ``envrepro load`` runs pip on the host and in containers for a minu
 pip's ~50 ``Processing /mnt/wheels/...`` lines tell a user neither what is happening nor how far
 along it is, while burying the lines that matter. So the work announces *steps* ("Fetching 50
 files into the wheelhouse", "Installing TensorFlow's closure"), each with a count, and the tools'
-output goes to the build log (``envrepro.build.images``), shown only with ``--verbose``.
+output goes to the build log (``envrepro.image.ensure``), shown only with ``--verbose``.
 
 The protocol stays the one everything already takes, ``Progress = Callable[[str], None]`` (unit
 tests pass ``lines.append``). A callable may also have these methods, which the helpers below use

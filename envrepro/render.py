@@ -13,9 +13,9 @@ import sys
 from typing import Any, Dict, List, Optional, TextIO
 
 from envrepro import commands
-from envrepro.build import imageindex
-from envrepro.bundling.layout import Written
-from envrepro.build.push import PushResult, render as push_text
+from envrepro.image import inventory as imageindex
+from envrepro.bundling.members import Written
+from envrepro.image.push import PushResult, render as push_text
 from envrepro.capturing.capture import CaptureResult
 from envrepro.diagnose import doctor
 from envrepro.sandbox import report as sandbox
@@ -100,7 +100,7 @@ def _(result: CaptureResult, verbose: bool = False) -> str:
 def _(result: commands.Inspection, verbose: bool = False) -> str:
     if result.capture is not None:
         return capture_summary(result.capture)
-    from envrepro.diagnose.modelfiles import describe
+    from envrepro.modelfiles.read import describe
 
     return (describe(result.file_info).rstrip("\n")
             + f"\n\nnot captured: `envrepro capture --infer {result.model}` writes a best-effort capture "

@@ -60,7 +60,7 @@ print("\n".join(sorted(str(f) for f in metadata.files("envrepro") if str(f).star
                        and "__pycache__" not in str(f))))
 EOF
 }
-"$out/venv-sdist/bin/python" -c "import envrepro.cli, envrepro.bundling.write, envrepro.wheelhouse.store, envrepro.images; from envrepro import shipped; shipped.text('envrepro.images', 'env.Dockerfile'); shipped.runtime_dir()"
+"$out/venv-sdist/bin/python" -c "import envrepro.cli, envrepro.bundling.write, envrepro.packages.wheelhouse.store, envrepro.images; from envrepro import shipped; shipped.text('envrepro.images', 'env.Dockerfile'); shipped.runtime_dir()"
 if ! diff <(files "$out/venv-wheel") <(files "$out/venv-sdist") >&2; then
   say "the install from the sdist holds other files than the install from the wheel (diff above)"; exit 1
 fi

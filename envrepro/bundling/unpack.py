@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from envrepro.bundling import verify
-from envrepro.bundling.layout import IMAGE_MEMBER, SUFFIX, WHEELS_DIR, BundleError, BundleManifest
+from envrepro.bundling.members import IMAGE_MEMBER, SUFFIX, WHEELS_DIR, BundleError, BundleManifest
 from envrepro.engine.base import ContainerEngine, image_labels
 from envrepro.fsutil import fsync_dir, sha256_tree
 from envrepro.sidecar import layout as sidecar_layout
@@ -82,7 +82,7 @@ def _archive_tags(path: Path, bundle: str) -> List[str]:
 def refuse_foreign(capture: capture_manifest.Capture) -> None:
     """A macOS/Windows capture's image key needs its lock translated for Linux, which needs an
     index: such a bundle could not be loaded offline, so none is written or read."""
-    from envrepro.build import platforms
+    from envrepro.packages import platforms
 
     if platforms.is_foreign(capture):
         raise BundleError("bundles hold Linux captures only (this one's lock would need an index to be "
@@ -91,8 +91,8 @@ def refuse_foreign(capture: capture_manifest.Capture) -> None:
 
 def expected_key(capture: capture_manifest.Capture, base_image: str) -> str:
     """The key ``ensure_image`` computes for this capture on this base (same code)."""
-    from envrepro.build.bases import resolve_base
-    from envrepro.build.spec import capture_key, lock_for
+    from envrepro.image.bases import resolve_base
+    from envrepro.image.spec import capture_key, lock_for
 
     refuse_foreign(capture)
     base = resolve_base(capture, base_image, False)
@@ -102,7 +102,7 @@ def expected_key(capture: capture_manifest.Capture, base_image: str) -> str:
 
 def _load_image(m: BundleManifest, staging: Path, capture: capture_manifest.Capture,
                 engine: ContainerEngine, name: str, say: Say) -> List[str]:
-    from envrepro.build.spec import LABEL_KEY, image_tag
+    from envrepro.image.spec import LABEL_KEY, image_tag
 
     key = expected_key(capture, m.image["base_image"])
     if key != m.image["key"] or m.image["tag"] != image_tag(key):
@@ -126,11 +126,11 @@ def _load_image(m: BundleManifest, staging: Path, capture: capture_manifest.Capt
 
 
 def wheelhouse_module():
-    """``envrepro.wheelhouse`` (export_for_capture, import_dir), or one line saying it is missing."""
+    """``envrepro.packages.wheelhouse`` (export_for_capture, import_dir), or one line saying it is missing."""
     try:
-        from envrepro import wheelhouse
+        from envrepro.packages import wheelhouse
     except ImportError:
-        raise BundleError("this envrepro has no wheelhouse support (envrepro.wheelhouse)", None,
+        raise BundleError("this envrepro has no wheelhouse support (envrepro.packages.wheelhouse)", None,
                           "use an image bundle: envrepro bundle MODEL -o FILE.tar") from None
     return wheelhouse
 

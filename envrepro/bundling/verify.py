@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Optional, Set
 
 from envrepro.bundling import extract
-from envrepro.bundling.layout import MANIFEST_MAX, MANIFEST_NAME, BundleError, BundleManifest, parse
+from envrepro.bundling.members import MANIFEST_MAX, MANIFEST_NAME, BundleError, BundleManifest, parse
 
 FIX = "copy the bundle again from its source, or write it again with `envrepro bundle`"
 BLOCK = tarfile.BLOCKSIZE

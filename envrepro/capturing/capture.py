@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from envrepro import __version__, config
-from envrepro.capturing import proberunner
-from envrepro.capturing.indexhashes import hashes_wanted
+from envrepro import proberunner
+from envrepro.packages.indexhashes import hashes_wanted
 from envrepro.errors import ProbeError
 from envrepro.fsutil import sha256_tree
 from envrepro.runtime import reference as probe_reference
-from envrepro.sidecar import layout, modelformat, writer
+from envrepro.sidecar import layout, writer
+from envrepro.modelfiles import format as modelformat
 
 
 @dataclass
@@ -188,7 +189,7 @@ def capture(model_path: "os.PathLike[str] | str", *, model: Any = None, sample_i
 
     ``resume_check`` records one training step on the reference batch, run on a copy loaded
     from the file (runtime/resume.py), for ``envrepro load`` to replay."""
-    from envrepro.capturing.lock import write_lock
+    from envrepro.packages.lockwriter import write_lock
     from envrepro.capturing.snapshot import copy_modules
 
     t0 = time.perf_counter()

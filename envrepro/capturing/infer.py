@@ -11,7 +11,7 @@ Nothing of the training environment is left, so everything is inferred, and the 
 * The lock: ``tensorflow-cpu==X.Y.Z`` (plus the Keras / tf-keras / Addons the file needs) resolved
   with compat.yaml's known-good pins as constraints, so numpy 2 or protobuf 4 never sneak in, by
   pip's resolver for the target Python (capturing/resolution.py, which caches the result), and
-  written by envrepro.capturing.lock.write_lock, the writer real captures use (pip-tools' format,
+  written by envrepro.packages.lockwriter.write_lock, the writer real captures use (pip-tools' format,
   ``# via`` lines evaluated for the target, hashes from the index through pip-tools).
 * Custom objects: every name the model's config gives one (capturing/sourcetree.py), found under
   the ``--code-path`` folders, snapshotted like a real capture's modules and mapped
@@ -27,16 +27,17 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from envrepro.capturing.capture import CaptureResult, build_manifest
-from envrepro.capturing.indexhashes import hashes_wanted
-from envrepro.capturing.resolution import resolve
+from envrepro.packages.indexhashes import hashes_wanted
+from envrepro.packages.resolution import resolve
 from envrepro.capturing.snapshot import copy_modules
 from envrepro.capturing.sourcetree import find_definitions, missing_report, wanted_names
 from envrepro.diagnose import tfversions as compat
 from envrepro.diagnose.bytecode import common_pythons
-from envrepro.diagnose.modelfiles import ModelFileInfo, read_model_file
+from envrepro.modelfiles.read import ModelFileInfo, read_model_file
 from envrepro.errors import CaptureError
 from envrepro.interpreters import find_interpreter
-from envrepro.sidecar import layout, manifest, modelformat, writer
+from envrepro.sidecar import layout, manifest, writer
+from envrepro.modelfiles import format as modelformat
 
 @dataclass
 class InferencePlan:
@@ -149,7 +150,7 @@ def infer_capture(model_path: "os.PathLike[str] | str", code_paths: Iterable[str
                   hashes: Optional[bool] = None, tensorflow: Optional[str] = None,
                   python: Optional[str] = None) -> CaptureResult:
     """Write ``<model>.envrepro/`` for a model saved without envrepro (``inferred: true``)."""
-    from envrepro.capturing.lock import write_lock
+    from envrepro.packages.lockwriter import write_lock
 
     model = layout.resolve_model(model_path)
     fmt = modelformat.detect_format(model)

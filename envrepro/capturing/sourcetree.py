@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from envrepro.capturing.snapshot import skipped_dir
-from envrepro.diagnose.kerasconfig import BUILTIN_NAMES, keras_registration
+from envrepro.modelfiles.kerasconfig import BUILTIN_NAMES, keras_registration
 
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
 DEFAULT_PACKAGE = "Custom"        # register_keras_serializable's default package

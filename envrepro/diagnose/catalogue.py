@@ -4,7 +4,7 @@ The classes themselves (ids, titles, the exact messages users see, versions, fix
 needles) are one table in envrepro/runtime/failures.py, shared with the loader that classifies
 errors inside containers. Here each class gets a detector that looks only at facts gathered
 without importing TensorFlow: what the model file says
-(:class:`~envrepro.diagnose.modelfiles.ModelFileInfo`), the saving environment (capture, or
+(:class:`~envrepro.modelfiles.read.ModelFileInfo`), the saving environment (capture, or
 inferred) and the target environment (probe facts). ``classify_exception`` maps a real error from
 ``--try`` back to a class through the same table.
 """
@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from envrepro.diagnose.tfversions import for_tf, minor_of, vtuple
 from envrepro.diagnose.findings import ERROR, WARNING
-from envrepro.diagnose.modelfiles import ModelFileInfo
+from envrepro.modelfiles.read import ModelFileInfo
 from envrepro.runtime import failures
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from envrepro import errors
 from envrepro.diagnose import catalogue
 from envrepro.diagnose import tfversions as compat
-from envrepro.capturing import proberunner
+from envrepro import proberunner
 from envrepro.diagnose.catalogue import Env
 from envrepro.diagnose.checks import (check_env_requirements, compare_frameworks, compare_packages,
                                       custom_providers)
@@ -34,7 +34,7 @@ from envrepro.diagnose.codedrift import snapshot_drift
 from envrepro.diagnose.findings import ERROR, INFO, WARNING, Finding, by_severity
 from envrepro.diagnose.lambdas import check_lambdas
 from envrepro.sidecar import layout
-from envrepro.diagnose.modelfiles import ModelFileInfo, read_model_file
+from envrepro.modelfiles.read import ModelFileInfo, read_model_file
 from envrepro.diagnose.trial import run_try, try_findings
 from envrepro.sidecar import manifest, recovery
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from typing import List, Optional
 
-from envrepro.diagnose.modelfiles import ModelFileInfo
+from envrepro.modelfiles.read import ModelFileInfo
 
 _MARSHAL_SCRIPT = (
     "import base64, json, marshal, sys\n"

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from envrepro.diagnose import catalogue
 from envrepro.diagnose.findings import ERROR, INFO, Finding
-from envrepro.diagnose.modelfiles import ModelFileInfo
+from envrepro.modelfiles.read import ModelFileInfo
 from envrepro.errors import InvalidCapture
 from envrepro.fsutil import sha256_bytes
 from envrepro.runtime import launch
@@ -38,7 +38,7 @@ TRY_TIMEOUT = float(os.environ.get("ENVREPRO_TRY_TIMEOUT", "900"))
 def _plan(model_path: Path, cap: Optional[manifest.Capture], info: ModelFileInfo,
           snapshot_dir: Optional[Path] = None) -> Dict[str, Any]:
     if cap is not None:
-        from envrepro.sandbox.plan import ContainerPaths, make_plan
+        from envrepro.sandbox.loadplan import ContainerPaths, make_plan
 
         plan = make_plan(cap, ContainerPaths(model=str(model_path), capture=str(cap.root), runtime=shipped.runtime_dir()))
     else:

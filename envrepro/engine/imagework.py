@@ -1,5 +1,5 @@
 """Images made and moved without a Dockerfile: a container's work committed as an image (the
-wheelhouse builder, ``envrepro.build.commitbuild``), and images saved to or loaded from an
+wheelhouse builder, ``envrepro.image.commitbuild``), and images saved to or loaded from an
 archive (bundles, ``envrepro.bundling``).
 
 ``ImageWorkMixin`` is part of ``DockerEngine`` (envrepro.engine.docker), kept in its own module like

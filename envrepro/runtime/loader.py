@@ -6,7 +6,7 @@ TensorFlow only, Python 3.6 syntax. Started as a module of the runtime package (
 
     python -B -c "<launch bootstrap>" --plan /path/plan.json     # or the plan in $ENVREPRO_PLAN
 
-The host (envrepro/sandbox/run.py) writes the plan; this module imports the custom modules, calls
+The host (envrepro/sandbox/container.py) writes the plan; this module imports the custom modules, calls
 load_model (planload.py: the one way of loading a plan's model, shared with the model server
 serve.py), re-runs the reference prediction (an inferred capture has none: its source tree is
 compared with the SavedModel's traced graphs instead, drift.py), checks the restored optimizer,

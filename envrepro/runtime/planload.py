@@ -1,6 +1,6 @@
 """Loading the model a plan names, the one way the loader and the model server both do it.
 
-The plan (written by the host, envrepro/sandbox/plan.py ``make_plan``) says where the model is,
+The plan (written by the host, envrepro/sandbox/loadplan.py ``make_plan``) says where the model is,
 which Keras saved it, which environment switches and user modules it needs, which custom objects
 to pass and which ``load_model`` recipe worked at capture. ``PlanLoad.run`` applies the switches,
 puts the capture's snapshot on sys.path, imports TensorFlow and the user's modules, resolves the

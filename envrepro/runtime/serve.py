@@ -6,7 +6,7 @@ of the runtime package (see launch.py and serveconfig.server_argv):
 
     python -B -c "<launch bootstrap>" --plan /opt/envrepro/serve/plan.json [--name NAME]
 
-Startup: read the plan (envrepro/sandbox/plan.py's, with image paths), start listening (liveness
+Startup: read the plan (envrepro/sandbox/loadplan.py's, with image paths), start listening (liveness
 answers from then on), load the model exactly as the loader does (planload.py) in a background
 thread, warm it up with one prediction (servemodel.py), then start the prediction workers and
 answer ready. SIGTERM or SIGINT: readiness answers 503, the listening socket closes, the requests

@@ -43,7 +43,7 @@ SETTINGS = {
                                              # ("" = the plan's PLAN_LOCK_KEY)
 }
 
-# Plan keys the server reads besides the loader's (envrepro/sandbox/plan.py make_plan), both
+# Plan keys the server reads besides the loader's (envrepro/sandbox/loadplan.py make_plan), both
 # optional: the capture's lock sha256 (envrepro_build_info's ``lock`` label; ENVREPRO_SERVE_LOCK
 # wins) and envrepro's version (``GET /v2``'s ``version``).
 PLAN_LOCK_KEY = "lock_sha256"

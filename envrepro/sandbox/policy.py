@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from envrepro import errors
-from envrepro.build.templates import USER_UID
+from envrepro.image.templates import USER_UID
 from envrepro.engine.base import Mount
-from envrepro.sandbox.plan import ContainerPaths, container_paths, make_plan
+from envrepro.sandbox.loadplan import ContainerPaths, container_paths, make_plan
 from envrepro.sidecar import manifest
 from envrepro import shipped
 

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple, Union
 
-from envrepro.build.dockerfile import add_member, label_lines
-from envrepro.build.templates import fill, template_text
+from envrepro.image.dockerfile import add_member, label_lines
+from envrepro.image.templates import fill, template_text
 from envrepro.errors import EnvreproError
 from envrepro.fsutil import sha256_file
 from envrepro.runtime import launch, serveconfig
-from envrepro.sandbox.plan import ContainerPaths, captured_env, make_plan
+from envrepro.sandbox.loadplan import ContainerPaths, captured_env, make_plan
 from envrepro.sidecar import layout, manifest
 from envrepro import shipped
 

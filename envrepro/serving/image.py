@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from envrepro import errors
-from envrepro.build import dockerfile as df
-from envrepro.build import images
-from envrepro.build.bases import cuda_base_needed, resolve_base
-from envrepro.build.pipconfig import PipSettings
-from envrepro.build.spec import RUNTIME_VERSION, build_spec, capture_key, lock_for
+from envrepro.image import dockerfile as df
+from envrepro.image import ensure as images
+from envrepro.image.bases import cuda_base_needed, resolve_base
+from envrepro.packages.pipconfig import PipSettings
+from envrepro.image.spec import RUNTIME_VERSION, build_spec, capture_key, lock_for
 from envrepro.engine.base import ContainerEngine, image_labels
 from envrepro.serving import context as sc
 from envrepro.serving.proof import Proof, prove

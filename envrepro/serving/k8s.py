@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-from envrepro.build.templates import USER_UID
+from envrepro.image.templates import USER_UID
 from envrepro.errors import EnvreproError
 from envrepro.runtime import serveconfig
 from envrepro.sandbox.policy import DEFAULT_MEMORY as LOAD_MEMORY

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from envrepro.build.templates import USER_UID
+from envrepro.image.templates import USER_UID
 from envrepro.engine.base import ContainerEngine
 from envrepro.runtime import serveconfig
 from envrepro.sidecar import manifest

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from envrepro.build import images, spec
-from envrepro.build.pipconfig import PipSettings
+from envrepro.image import ensure as images, spec
+from envrepro.packages.pipconfig import PipSettings
 from envrepro.errors import BuildFailed
 from envrepro.sidecar.manifest import Capture
 
@@ -118,7 +118,7 @@ def test_small_env_is_built_labelled_and_runs_as_non_root(engine, standin_38, tm
         assert history[:2] == ["sh /mnt/install.sh rest", "sh /mnt/install.sh heavy"]
         return
     # the builder stages are labelled, so `envrepro images prune --cache` can find them
-    from envrepro.build import imageindex as images_cmd
+    from envrepro.image import inventory as images_cmd
     cache = images_cmd.builder_cache(engine)
     assert cache and all(c["size"] > 0 for c in cache)
     assert {c["id"] for c in images_cmd.prune(engine, dry_run=True, cache=True).cache} >= {c["id"] for c in cache}
@@ -220,7 +220,7 @@ def test_heavy_layer_is_reused_when_only_the_rest_differs(engine, standin_38, tm
 def _local_wheel(tmp_path: Path, wheels: Path) -> str:
     """A pure-Python wheel built the way a capture builds local installs (no hash asked of any
     index: the lock line carries none, as a capture written offline would)."""
-    from envrepro.capturing import localwheels
+    from envrepro.packages import localwheels
     proj = tmp_path / "mypkg-src"
     (proj / "mypkg").mkdir(parents=True)
     (proj / "mypkg" / "__init__.py").write_text("ANSWER = 42\n")
@@ -268,7 +268,7 @@ def test_prune_keeps_images_a_container_uses(engine, standin_38, tmp_path):
     prune keeps that one, named with the container (dry run: other tests' images stay)."""
     import io
 
-    from envrepro.build import imageindex as images_cmd
+    from envrepro.image import inventory as images_cmd
 
     run = uuid.uuid4().hex
     ids = {}

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from envrepro import commands
-from envrepro.build import spec
+from envrepro.image import spec
 from envrepro.sandbox import report as reports
 from envrepro.sidecar import layout, lockfile, manifest
 

@@ -25,7 +25,7 @@ import pytest
 from support import CI, need  # noqa: E402
 from support import installed_cli as cli  # noqa: E402
 
-from envrepro.build import images, spec
+from envrepro.image import ensure as images, spec
 from envrepro.sidecar.manifest import Capture
 
 pytestmark = pytest.mark.e2e

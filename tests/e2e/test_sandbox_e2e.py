@@ -18,7 +18,7 @@ import pytest
 from envrepro import errors
 from envrepro.sandbox import policy
 from envrepro.sandbox import report as reports
-from envrepro.sandbox import run as load
+from envrepro.sandbox import container as load
 from envrepro.sidecar import layout, manifest, writer
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from envrepro.build import pipconfig, platforms, spec
-from envrepro.capturing import indexhashes
+from envrepro.packages import pipconfig, platforms
+from envrepro.image import spec
+from envrepro.packages import indexhashes
 from envrepro.sidecar import lockfile, manifest
 from support import need
 

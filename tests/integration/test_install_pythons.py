@@ -18,7 +18,7 @@ import envrepro
 from envrepro.capturing import hook
 from envrepro.capturing import capture as capturing
 from envrepro.sidecar import manifest
-from envrepro.capturing import lock
+from envrepro.packages import lockwriter as lock
 from envrepro.capturing import snapshot
 from envrepro.runtime import probe
 heavy = [m for m in ("docker", "typer", "piptools", "rich", "tensorflow") if m in sys.modules]

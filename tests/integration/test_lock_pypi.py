@@ -1,4 +1,4 @@
-"""envrepro.capturing.lock and indexhashes against the real index (PyPI): hashes for a Python 3.8 / TF 2.4.1 venv, pip's
+"""envrepro.packages.lockwriter and indexhashes against the real index (PyPI): hashes for a Python 3.8 / TF 2.4.1 venv, pip's
 hash checking on them, and an editable install turned into a wheel."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from envrepro.capturing import indexhashes, lock
+from envrepro.packages import indexhashes, lockwriter as lock
 from envrepro.fsutil import sha256_file
 from envrepro.sidecar import lockfile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from envrepro.build import pipconfig
+from envrepro.packages import pipconfig
 from envrepro.sidecar import lockfile
 from envrepro.sidecar import manifest
-from envrepro.capturing import indexhashes
-from envrepro.build import platforms
+from envrepro.packages import indexhashes
+from envrepro.packages import platforms
 from support import need
 pytestmark = pytest.mark.network
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from envrepro.runtime import launch, serveconfig
-from envrepro.sandbox import plan as plans
+from envrepro.sandbox import loadplan as plans
 from envrepro.sidecar import layout, manifest
 
 from support import http_json  # noqa: E402

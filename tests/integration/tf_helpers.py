@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 from envrepro.runtime import launch
-from envrepro.sandbox import plan as plans
+from envrepro.sandbox import loadplan as plans
 from envrepro.sandbox import report as reports
 
 REPO = Path(__file__).resolve().parents[2]

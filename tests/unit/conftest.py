@@ -26,7 +26,7 @@ def no_real_resolution(request, monkeypatch):
     Windows capture, ``--gpus``) comes from a fake resolver or was put in the cache first."""
     if request.module.__name__.rsplit(".", 1)[-1] == "test_resolve":
         return
-    from envrepro.build import resolve
+    from envrepro.packages import compile as resolve
 
     def refuse(*args, **kwargs):
         raise AssertionError("a unit test reached the real pip-compile: pass platforms.translate a "

@@ -319,7 +319,7 @@ class FakeEngine:
 
 def fake_lookup(pins, facts):
     """``indexhashes.lookup_index`` stand-in: every pin has a Linux wheel and one hash."""
-    from envrepro.capturing import indexhashes
+    from envrepro.packages import indexhashes
 
     return {name: indexhashes.IndexInfo({"sha256:" + hashlib.sha256(f"{name}=={v}".encode()).hexdigest()},
                                         found=True, wheel_ok=True)
@@ -341,7 +341,7 @@ def translate_into_cache(capture, resolution: str, gpu: bool = True, lookup=fake
     """Translate ``capture`` into envrepro's cache with ``resolution`` as pip-compile's answer, as
     a real load would have (later loads read it from there). Returns (Translation, resolver)."""
     from envrepro import config
-    from envrepro.build import platforms
+    from envrepro.packages import platforms
 
     resolver = FakeResolver(resolution)
     t = platforms.translate(capture, config.cache_dir(), gpu=gpu, resolver=resolver, lookup=lookup,

@@ -1,5 +1,5 @@
 """Model files built by hand for the model-file readers' tests: a tiny protobuf wire-format writer
-(the inverse of envrepro/diagnose/protowire.py) for SavedModel messages, and a Keras 2 root JSON."""
+(the inverse of envrepro/modelfiles/protowire.py) for SavedModel messages, and a Keras 2 root JSON."""
 import json
 
 

@@ -1,8 +1,8 @@
-"""Base images (envrepro.build.bases): the default for the captured Python, the user's choice, and
+"""Base images (envrepro.image.bases): the default for the captured Python, the user's choice, and
 the CUDA/cuDNN base for the captured TensorFlow."""
 import pytest
 
-from envrepro.build import bases
+from envrepro.image import bases
 from envrepro.errors import EnvreproError
 
 

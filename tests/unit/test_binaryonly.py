@@ -6,7 +6,7 @@ import zipfile
 import pytest
 from packaging.requirements import Requirement
 
-from envrepro.build import binaryonly as bo
+from envrepro.packages import binaryonly as bo
 
 PIP_FAILURE = """\
 WARNING: Location 'file:///x/' is ignored
@@ -117,7 +117,7 @@ def _evil_sdist(folder, marker):
 def test_an_sdist_in_a_resolution_never_runs_on_the_host(tmp_path, monkeypatch):
     """The infer resolution with a hostile sdist on the index: its setup.py never runs, and the
     pin still resolves (through a stand-in), with the note."""
-    from envrepro.capturing import resolution
+    from envrepro.packages import resolution
     from envrepro.capturing.infer import InferencePlan
 
     marker = tmp_path / "setup-py-ran"

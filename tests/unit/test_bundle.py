@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from envrepro import cli, commands
-from envrepro.bundling import extract, layout, unpack, verify
-from envrepro.bundling.layout import BundleError
+from envrepro.bundling import extract, members as layout, unpack, verify
+from envrepro.bundling.members import BundleError
 
 try:
     from .fakes import FakeEngine, cache_home, image, loader_report, make_capture, report_stdout
@@ -297,7 +297,7 @@ def test_a_symlink_in_the_model_is_not_bundled(tmp_path):
     assert "link" in str(e.value) or "changed" in str(e.value)
 
 
-# -- --wheels: envrepro.wheelhouse is another engineer's package; faked here ---------------------
+# -- --wheels: envrepro.packages.wheelhouse is another engineer's package; faked here ---------------------
 
 class FakeWheelhouse:
     def __init__(self):
@@ -338,7 +338,7 @@ def test_wheels_without_the_wheelhouse_package_is_one_line(tmp_path, monkeypatch
     real = builtins.__import__
 
     def no_wheelhouse(name, *a, **k):
-        if name == "envrepro.wheelhouse" or (name == "envrepro" and a and a[2] and "wheelhouse" in a[2]):
+        if name == "envrepro.packages.wheelhouse" or (name == "envrepro.packages" and a and a[2] and "wheelhouse" in a[2]):
             raise ImportError(name)
         return real(name, *a, **k)
     monkeypatch.setattr(builtins, "__import__", no_wheelhouse)

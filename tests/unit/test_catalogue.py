@@ -5,8 +5,8 @@ from envrepro.diagnose import catalogue
 from envrepro.diagnose import tfversions as compat
 from envrepro.diagnose.catalogue import Context, Env, classify_exception
 from envrepro.diagnose.findings import ERROR, WARNING
-from envrepro.diagnose.kerasconfig import LambdaInfo, TrainingConfigSummary
-from envrepro.diagnose.modelfiles import ModelFileInfo
+from envrepro.modelfiles.kerasconfig import LambdaInfo, TrainingConfigSummary
+from envrepro.modelfiles.read import ModelFileInfo
 
 # Error texts as users report them (docs/failures.md, Keras sources), one or more per class.
 REAL_ERRORS = [

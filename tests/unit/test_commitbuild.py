@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from envrepro.build import imageindex, images
-from envrepro.build.pipconfig import PipSettings
+from envrepro.image import inventory as imageindex, ensure as images
+from envrepro.packages.pipconfig import PipSettings
 from envrepro.sidecar.manifest import Capture
-from envrepro.wheelhouse import plan
+from envrepro.packages.wheelhouse import prepare as plan
 
 try:
     from .fakes import FakeEngine, image

@@ -1,5 +1,5 @@
-"""envrepro.capturing.depgraph: markers evaluated for the training interpreter."""
-from envrepro.capturing import depgraph
+"""envrepro.packages.depgraph: markers evaluated for the training interpreter."""
+from envrepro.packages import depgraph
 
 try:
     from .fake_dists import PY38, PY311

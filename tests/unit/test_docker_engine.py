@@ -22,8 +22,8 @@ def test_import_engine_does_not_import_docker():
     import subprocess
     import sys
 
-    code = ("import sys, envrepro.engine.docker, envrepro.build.images, envrepro.build.imageindex, "
-            "envrepro.sandbox.run; print('docker' in sys.modules)")
+    code = ("import sys, envrepro.engine.docker, envrepro.image.ensure, envrepro.image.inventory, "
+            "envrepro.sandbox.container; print('docker' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

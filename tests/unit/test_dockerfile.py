@@ -1,4 +1,4 @@
-"""Dockerfile rendering and build contexts (envrepro.build.dockerfile): pure functions, no Docker.
+"""Dockerfile rendering and build contexts (envrepro.image.dockerfile): pure functions, no Docker.
 
 Snapshots live in tests/unit/snapshots/; after an intended template change, refresh them with
 ``ENVREPRO_UPDATE_SNAPSHOTS=1 pytest tests/unit/test_dockerfile.py`` and review the diff.
@@ -8,9 +8,9 @@ import os
 import tarfile
 from pathlib import Path
 
-from envrepro.build import dockerfile as df
-from envrepro.build.pipconfig import PipSettings
-from envrepro.build.templates import BUILD_DIR, template_text
+from envrepro.image import dockerfile as df
+from envrepro.packages.pipconfig import PipSettings
+from envrepro.image.templates import BUILD_DIR, template_text
 from envrepro.sidecar import layout, lockfile
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 H = lambda c: "sha256:" + c * 64  # noqa: E731  (a fake, well-formed hash)
@@ -102,7 +102,7 @@ def check_snapshot(name, text):
         "of the image key, so a changed template already gives every environment a new image")
 
 
-# -- the lock (parsed by envrepro.capturing.lock, split and rendered for the build) -------------------------
+# -- the lock (parsed by envrepro.packages.lockwriter, split and rendered for the build) -------------------------
 def test_parse_lock_reads_pins_hashes_and_both_via_styles():
     entries = lockfile.parse_lock(TF_LOCK + "wrapt==1.12.1  # via tensorflow-cpu\nrich==13.0.0\n    # via keras, tensorflow-cpu\n")
     by = {e.name: e for e in entries}

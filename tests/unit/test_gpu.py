@@ -1,4 +1,4 @@
-"""``--gpus`` builds TensorFlow's GPU build (envrepro.build.gpu, ``platforms.translate(gpu=True)``),
+"""``--gpus`` builds TensorFlow's GPU build (envrepro.packages.gpu, ``platforms.translate(gpu=True)``),
 with a fake resolver and index (tests/unit/fakes.py): a tensorflow-cpu 2.4.1 capture gets
 ``tensorflow==2.4.1`` on the CUDA base with Python built from source; a 2.15.1 capture gets
 ``tensorflow[and-cuda]==2.15.1`` (CUDA as pip wheels) on plain ``python:3.11-slim``; the other
@@ -9,8 +9,9 @@ import json
 
 import pytest
 
-from envrepro.build import bases, gpu, imageindex, images, platforms, spec, translation
-from envrepro.build.pipconfig import PipSettings
+from envrepro.image import bases, inventory as imageindex, ensure as images, spec
+from envrepro.packages import gpu, platforms, translation
+from envrepro.packages.pipconfig import PipSettings
 from envrepro.errors import PlatformError
 from envrepro.sandbox import report as reports
 from envrepro.sidecar import lockfile

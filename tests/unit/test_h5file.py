@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from envrepro.diagnose.modelfiles import read_model_file
-from envrepro.sidecar.modelformat import HDF5_MAGIC
+from envrepro.modelfiles.read import read_model_file
+from envrepro.modelfiles.format import HDF5_MAGIC
 
 
 def _h5py():

@@ -1,5 +1,5 @@
-"""The images index and prune (envrepro.build.imageindex) with the fake engine."""
-from envrepro.build import imageindex as images_cmd
+"""The images index and prune (envrepro.image.inventory) with the fake engine."""
+from envrepro.image import inventory as images_cmd
 from envrepro.sidecar import manifest
 from envrepro.sidecar import writer
 
@@ -16,7 +16,7 @@ def docker_image(key, tag, size=100_000_000):
 
 def env_key(cap, base="python:3.8-slim"):
     """The key build.spec gives this capture's environment on ``base``."""
-    from envrepro.build.spec import image_key
+    from envrepro.image.spec import image_key
 
     return image_key(base, str(cap.get("python.version")), cap.lock_path.read_text())
 

@@ -1,12 +1,12 @@
-"""Getting an environment image (envrepro.build.images) with the fake engine: the local -> registry
+"""Getting an environment image (envrepro.image.ensure) with the fake engine: the local -> registry
 -> build order, labels, logs and build failures. No Docker, no network."""
 import io
 import re
 
 import pytest
 
-from envrepro.build import images, spec
-from envrepro.build.pipconfig import PipSettings
+from envrepro.image import ensure as images, spec
+from envrepro.packages.pipconfig import PipSettings
 from envrepro.errors import EXIT_BUILD_FAILED, BuildFailed
 from envrepro.sidecar.manifest import Capture
 

@@ -2,8 +2,8 @@
 import pytest
 
 from envrepro.capturing import infer
-from envrepro.diagnose.kerasconfig import LambdaInfo
-from envrepro.diagnose.modelfiles import ModelFileInfo
+from envrepro.modelfiles.kerasconfig import LambdaInfo
+from envrepro.modelfiles.read import ModelFileInfo
 
 
 def test_infer_plan_savedmodel():

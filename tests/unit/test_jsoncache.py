@@ -2,7 +2,7 @@
 import time
 
 from envrepro import jsoncache
-from envrepro.capturing import indexhashes
+from envrepro.packages import indexhashes
 
 
 def test_round_trip_expiry_and_unreadable_entries(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from envrepro import cli, commands, render
-from envrepro.build.templates import USER_UID
+from envrepro.image.templates import USER_UID
 from envrepro.runtime import serveconfig
 from envrepro.sandbox.policy import DEFAULT_MEMORY
 from envrepro.serving import context, k8s

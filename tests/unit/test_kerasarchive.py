@@ -4,8 +4,8 @@ import zipfile
 
 import pytest
 
-from envrepro.diagnose import kerasarchive
-from envrepro.diagnose.modelfiles import read_model_file
+from envrepro.modelfiles import kerasarchive
+from envrepro.modelfiles.read import read_model_file
 
 
 KERAS3_CONFIG = {

@@ -1,5 +1,5 @@
 """diagnose/kerasconfig.py: which classes are Keras's own, and what a compile config asks of the loader."""
-from envrepro.diagnose.kerasconfig import is_builtin, summarize_training_config
+from envrepro.modelfiles.kerasconfig import is_builtin, summarize_training_config
 
 
 def test_builtin_detection_and_summary():
@@ -13,8 +13,8 @@ def test_builtin_detection_and_summary():
 
 
 def test_every_name_a_config_gives_a_custom_object_is_found_with_where():
-    from envrepro.diagnose.kerasconfig import TRAINING_CONFIG, walk_config
-    from envrepro.diagnose.modelfiles import ModelFileInfo
+    from envrepro.modelfiles.kerasconfig import TRAINING_CONFIG, walk_config
+    from envrepro.modelfiles.read import ModelFileInfo
 
     info = ModelFileInfo(path="/m")
     walk_config({"class_name": "Functional", "config": {"name": "f", "layers": [

@@ -3,8 +3,8 @@ import base64
 import marshal
 
 from envrepro.diagnose.lambdas import check_lambdas
-from envrepro.diagnose.kerasconfig import LambdaInfo
-from envrepro.diagnose.modelfiles import ModelFileInfo
+from envrepro.modelfiles.kerasconfig import LambdaInfo
+from envrepro.modelfiles.read import ModelFileInfo
 
 
 def test_check_lambdas_here():

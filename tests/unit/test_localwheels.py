@@ -1,9 +1,9 @@
-"""envrepro.capturing.localwheels: local and editable installs, and their wheels (offline)."""
+"""envrepro.packages.localwheels: local and editable installs, and their wheels (offline)."""
 import sys
 
 import pytest
 
-from envrepro.capturing import localwheels
+from envrepro.packages import localwheels
 from envrepro.errors import CaptureError
 
 try:

@@ -1,4 +1,4 @@
-"""envrepro.capturing.lock (write_lock) without network and without TensorFlow: fake distribution lists."""
+"""envrepro.packages.lockwriter (write_lock) without network and without TensorFlow: fake distribution lists."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 
-from envrepro.capturing import depgraph, indexhashes, lock
+from envrepro.packages import depgraph, indexhashes, lockwriter as lock
 from envrepro.sidecar import lockfile
 from envrepro.fsutil import sha256_file
 
@@ -241,7 +241,7 @@ def test_only_http_indexes_are_used(tmp_path):
 
 
 def test_import_does_not_pull_pip_or_piptools():
-    code = ("import sys, envrepro.capturing.lock; "
+    code = ("import sys, envrepro.packages.lockwriter; "
             "bad = [m for m in ('pip', 'piptools', 'packaging') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(lock.__file__).parents[1]))

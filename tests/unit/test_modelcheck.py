@@ -9,7 +9,7 @@ import pytest
 from envrepro import errors
 from envrepro.fsutil import sha256_tree
 from envrepro.sandbox import report as rep
-from envrepro.sandbox import run as load
+from envrepro.sandbox import container as load
 
 try:
     from .fakes import FakeEngine, cache_home, image_info, loader_report, make_capture, report_stdout

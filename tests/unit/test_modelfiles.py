@@ -5,8 +5,8 @@ test_kerasarchive.py, test_kerasconfig.py, test_protowire.py).
 """
 import json
 
-from envrepro.diagnose import modelfiles
-from envrepro.diagnose.modelfiles import read_model_file
+from envrepro.modelfiles import read as modelfiles
+from envrepro.modelfiles.read import read_model_file
 
 from modelfile_builders import KERAS2_ROOT, saved_model_pb
 

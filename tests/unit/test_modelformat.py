@@ -1,8 +1,8 @@
-"""envrepro.sidecar.modelformat: the model format from the magic bytes."""
+"""envrepro.modelfiles.format: the model format from the magic bytes."""
 import pytest
 
 from envrepro.errors import ModelNotFound
-from envrepro.sidecar import modelformat
+from envrepro.modelfiles import format as modelformat
 
 
 def test_detect_format(tmp_path):

@@ -23,7 +23,7 @@ from support import LIST_COMMANDS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 _CACHES = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", "*.egg-info", ".pytest_cache", ".venv*", ".cache")
-_OUTPUTS = {"build", "dist", "demo-out", "matrix-out"}   # build outputs at the top (envrepro/build/ is a room)
+_OUTPUTS = {"build", "dist", "demo-out", "matrix-out"}   # build outputs at the top (no room is called build)
 
 
 def IGNORED(folder, names):
@@ -91,7 +91,7 @@ def test_the_wheel_holds_every_module_and_data_file_and_nothing_else(wheel):
     assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"
     assert not names - expected, f"in the wheel but not in the source tree: {sorted(names - expected)}"
     # every room of the package, the runtime that runs in old interpreters, templates, tables
-    for must in ("envrepro/bundling/write.py", "envrepro/wheelhouse/store.py", "envrepro/runtime/loader.py",
+    for must in ("envrepro/bundling/write.py", "envrepro/packages/wheelhouse/store.py", "envrepro/runtime/loader.py",
                  "envrepro/images/env.Dockerfile", "envrepro/images/fragments/install.Dockerfile",
                  "envrepro/images/wheelhouse-install.sh", "envrepro/data/compat.yaml"):
         assert must in names

@@ -1,9 +1,9 @@
-"""The host's pip settings carried into the build (envrepro.build.pipconfig): read like pip reads
+"""The host's pip settings carried into the build (envrepro.packages.pipconfig): read like pip reads
 them, http(s) only, rendered as the builder stage's pip.conf."""
 import pytest
 
-from envrepro.build import pipconfig
-from envrepro.build.templates import BUILD_DIR
+from envrepro.packages import pipconfig
+from envrepro.image.templates import BUILD_DIR
 
 
 HOST_PIP_CONFIG_LIST = """:env:.cert='/etc/ssl/certs/ca-certificates.crt'

@@ -1,7 +1,7 @@
-"""The plan contract (envrepro.sandbox.plan): container paths and what the loader is asked to do."""
+"""The plan contract (envrepro.sandbox.loadplan): container paths and what the loader is asked to do."""
 import json
 
-from envrepro.sandbox import plan as plans
+from envrepro.sandbox import loadplan as plans
 
 try:
     from .fakes import cap, cache_home, make_capture

@@ -1,4 +1,4 @@
-"""Captures made on macOS or Windows, translated for Linux (envrepro.build.platforms), without network:
+"""Captures made on macOS or Windows, translated for Linux (envrepro.packages.platforms), without network:
 the fixture capture tests/fixtures/macos-capture/, the mapping table, a fake resolver and a fake
 index. The real re-resolution is tests/integration/test_platforms_pypi.py (marked network)."""
 import hashlib
@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from envrepro.build import images, spec
+from envrepro.image import ensure as images, spec
 from envrepro.sandbox import report as reports
 from envrepro.sidecar import lockfile
 from envrepro.sidecar import manifest
-from envrepro.capturing import indexhashes
-from envrepro.build import platforms
-from envrepro.build.pipconfig import PipSettings
+from envrepro.packages import indexhashes
+from envrepro.packages import platforms
+from envrepro.packages.pipconfig import PipSettings
 from envrepro.errors import EXIT_BUILD_FAILED, PlatformError
-from envrepro.build.resolve import ResolutionFailed
+from envrepro.packages.compile import ResolutionFailed
 
 try:
     from .fakes import FakeEngine, context_files, image

@@ -7,9 +7,9 @@ import pytest
 
 from envrepro import errors
 from envrepro.engine.base import Mount
-from envrepro.sandbox import plan as plans
+from envrepro.sandbox import loadplan as plans
 from envrepro.sandbox import policy
-from envrepro.sandbox import run as load
+from envrepro.sandbox import container as load
 from envrepro.sidecar import layout
 
 try:

@@ -1,11 +1,11 @@
-"""envrepro.capturing.proberunner: the probe under another interpreter (this one, --no-load), and
+"""envrepro.proberunner: the probe under another interpreter (this one, --no-load), and
 fake probes (fake_probes.py) that crash, hang, are killed or write garbage: one ProbeError each."""
 import sys
 import time
 
 import pytest
 
-from envrepro.capturing import proberunner
+from envrepro import proberunner
 from envrepro.errors import CaptureError, ProbeError
 from fake_probes import alive, fake_probe
 

@@ -9,12 +9,12 @@ import time
 import pytest
 
 from envrepro import cli, progress, reporter
-from envrepro.build import images
-from envrepro.build.pipconfig import PipSettings
+from envrepro.image import ensure as images
+from envrepro.packages.pipconfig import PipSettings
 from envrepro.sidecar import lockfile
 from envrepro.sidecar.manifest import Capture
-from envrepro.wheelhouse import fetch
-from envrepro.wheelhouse.store import WheelStore
+from envrepro.packages.wheelhouse import fetch
+from envrepro.packages.wheelhouse.store import WheelStore
 
 try:
     from .fakes import LOCK, FakeEngine, image

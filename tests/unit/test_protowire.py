@@ -1,7 +1,7 @@
 """diagnose/protowire.py: the minimal protobuf wire-format decoder."""
 import pytest
 
-from envrepro.diagnose.protowire import fields, iter_fields
+from envrepro.modelfiles.protowire import fields, iter_fields
 
 from modelfile_builders import fld, varint
 

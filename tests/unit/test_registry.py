@@ -1,4 +1,4 @@
-"""Registry push and pull by content key (envrepro.build.registry, envrepro.build.push) with the
+"""Registry push and pull by content key (envrepro.image.registry, envrepro.image.push) with the
 fake engine: the registry setting checked, the refs push writes and load pulls, a pulled image
 refused when a label differs from the capture, the load report naming the ref it pulled, and no
 credential from Docker's config ever reaching an output or a file. No Docker, no network."""
@@ -8,9 +8,9 @@ import re
 import pytest
 
 from envrepro import cli, commands, render
-from envrepro.build import registry as reg
-from envrepro.build import images, spec
-from envrepro.build.push import push as do_push
+from envrepro.image import registry as reg
+from envrepro.image import ensure as images, spec
+from envrepro.image.push import push as do_push
 from envrepro.engine.base import PullFailed
 from envrepro.engine.docker import DockerEngine, explain
 from envrepro.sandbox import report as sandbox_report

@@ -3,10 +3,10 @@ import io
 import json
 
 from envrepro import commands, render
-from envrepro.build import imageindex
+from envrepro.image import inventory as imageindex
 from envrepro.capturing.capture import CaptureResult
 from envrepro.diagnose import doctor
-from envrepro.sandbox import run as sandbox
+from envrepro.sandbox import container as sandbox
 from envrepro.sidecar.manifest import Capture
 
 

@@ -4,7 +4,7 @@ import json
 from envrepro import errors
 from envrepro.runtime import launch, loader as rt
 from envrepro.sandbox import report as reports
-from envrepro.sandbox import run as load
+from envrepro.sandbox import container as load
 
 try:
     from .fakes import cap, FakeEngine, cache_home, image_info, loader_report, make_capture, report_stdout

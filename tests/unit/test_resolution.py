@@ -1,8 +1,9 @@
 """capturing/resolution.py: the resolution commands and the resolution cache (no network)."""
 import time
 
-from envrepro.capturing import infer, resolution
-from envrepro.diagnose.modelfiles import ModelFileInfo
+from envrepro.capturing import infer
+from envrepro.packages import resolution
+from envrepro.modelfiles.read import ModelFileInfo
 
 
 def _plan(tf="2.4.1"):

@@ -1,12 +1,12 @@
-"""envrepro.build.resolve without network: interpreter choice, the clean pip environment, index options,
+"""envrepro.packages.compile without network: interpreter choice, the clean pip environment, index options,
 and how a failed pip-compile is reported (a stand-in interpreter prints pip's error)."""
 import os
 import stat
 
 import pytest
 
-from envrepro.build import resolve
-from envrepro.build.pipconfig import PipSettings
+from envrepro.packages import compile as resolve
+from envrepro.packages.pipconfig import PipSettings
 from envrepro.errors import PlatformError
 
 

@@ -1,10 +1,10 @@
-"""Load, run and shell (envrepro.sandbox.run) with the fake engine: the capture is checked before
+"""Load, run and shell (envrepro.sandbox.container) with the fake engine: the capture is checked before
 anything runs, the command runs in the sandbox, the images index never fails a load."""
 import pytest
 
 from envrepro import errors
 from envrepro.sandbox import report as reports
-from envrepro.sandbox import run as load
+from envrepro.sandbox import container as load
 
 try:
     from .fakes import cap, FakeEngine, cache_home, image_info, loader_report, make_capture, report_stdout
@@ -53,7 +53,7 @@ def test_index_failure_never_fails_the_load(cap):
 
 
 def test_build_image_info_is_understood(cap):
-    from envrepro.build.images import ImageInfo
+    from envrepro.image.ensure import ImageInfo
 
     info = ImageInfo("envrepro-env:abc", "abc" * 10, "sha256:1", "pulled", "python:3.8-slim", "sha256:d")
     d = reports.image_dict(info)

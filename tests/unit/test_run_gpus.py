@@ -4,9 +4,10 @@ envrepro asks the engine for (the CUDA base Dockerfile has its snapshot in test_
 GPU lock its tests in test_gpu.py)."""
 import pytest
 
-from envrepro.build import bases, pipconfig
+from envrepro.image import bases
+from envrepro.packages import pipconfig
 from envrepro.sandbox import policy
-from envrepro.sandbox import run as load
+from envrepro.sandbox import container as load
 from envrepro import commands
 try:
     from .fakes import FakeEngine, image, image_info, make_capture, translate_into_cache

@@ -1,5 +1,5 @@
 """diagnose/savedmodel.py: versions, ops and Keras JSON from SavedModel folders built by hand."""
-from envrepro.diagnose.modelfiles import read_model_file
+from envrepro.modelfiles.read import read_model_file
 
 from modelfile_builders import KERAS2_ROOT, fld, keras_metadata_pb, saved_model_pb
 

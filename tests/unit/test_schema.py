@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from envrepro.errors import InvalidCapture
 from envrepro.sidecar import layout, locktrust, manifest, schema, writer
-from envrepro.build import images, platforms
-from envrepro.sandbox import plan
+from envrepro.image import ensure as images
+from envrepro.packages import platforms
+from envrepro.sandbox import loadplan as plan
 
 from fakes import make_capture
 

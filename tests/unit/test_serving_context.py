@@ -84,7 +84,7 @@ def test_a_model_with_a_link_or_special_file_is_refused(tmp_path, bad):
 def test_self_contained_context_builds_without_envrepro(tmp_path, monkeypatch):
     """-o DIR: the environment's own Dockerfile then the serving layers; credentials are not
     written to disk; a non-empty folder is refused."""
-    from envrepro.build.pipconfig import PipSettings
+    from envrepro.packages.pipconfig import PipSettings
 
     cap = make_capture(tmp_path / "c")
     pip = PipSettings(index_url="https://user:s3cret@pypi.example/simple")

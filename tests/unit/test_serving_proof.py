@@ -93,8 +93,8 @@ def test_a_server_that_dies_before_ready_fails_with_its_exit(tmp_path):
 def test_build_tags_only_a_proven_image(tmp_path, stand_in, monkeypatch):
     """Verified: the requested tag gets a label layer with the verdict. Mismatch: no tag, exit 6,
     the candidate stays for inspection."""
-    from envrepro.build import images
-    from envrepro.build.images import ImageInfo
+    from envrepro.image import ensure as images
+    from envrepro.image.ensure import ImageInfo
 
     cap = make_capture(tmp_path)
     monkeypatch.setattr(images, "ensure_image", lambda *a, **k: ImageInfo("envrepro-env:k", "k" * 32, "sha256:e", "local", "python:3.8-slim", "", {}))

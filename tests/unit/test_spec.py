@@ -1,9 +1,9 @@
-"""Image keys, tags and labels (envrepro.build.spec): what identifies an environment image."""
+"""Image keys, tags and labels (envrepro.image.spec): what identifies an environment image."""
 from pathlib import Path
 
 import pytest
 
-from envrepro.build import spec
+from envrepro.image import spec
 
 try:
     from .fakes import LOCK, make_capture

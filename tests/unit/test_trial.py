@@ -10,7 +10,7 @@ import pytest
 from envrepro import errors
 from envrepro.diagnose import doctor, trial
 from envrepro.diagnose.findings import ERROR, INFO
-from envrepro.diagnose.modelfiles import ModelFileInfo
+from envrepro.modelfiles.read import ModelFileInfo
 from envrepro.sidecar import layout, manifest
 
 from test_doctor import LAYER_V1, facts, make_capture, make_model, use_facts

@@ -1,4 +1,4 @@
-"""The host wheelhouse (envrepro.wheelhouse): the store, fetching with pip for the image's
+"""The host wheelhouse (envrepro.packages.wheelhouse): the store, fetching with pip for the image's
 platform, sdist-only pins, the install plan, and the folder a bundle carries. pip and Docker are
 faked: ``pip download`` by a runner that writes the files a test chose, the engine by FakeEngine."""
 import hashlib
@@ -12,9 +12,9 @@ import pytest
 from envrepro.errors import BuildFailed, InvalidCapture
 from envrepro.sidecar import lockfile
 from envrepro.sidecar.manifest import Capture
-from envrepro.wheelhouse import fetch, plan, portable, sdists
-from envrepro.wheelhouse.store import StoreError, WheelStore, safe_filename
-from envrepro.wheelhouse.target import Target, parse_probe
+from envrepro.packages.wheelhouse import fetch, prepare as plan, portable, sdists
+from envrepro.packages.wheelhouse.store import StoreError, WheelStore, safe_filename
+from envrepro.packages.wheelhouse.target import Target, parse_probe
 
 try:
     from .fakes import FakeEngine, image

@@ -1,0 +1,153 @@
+"""The wheelhouse builder: an environment image installed from the host's wheelhouse in
+containers with no network, each committed as one layer. The default way ``ensure_image`` builds.
+
+Why containers and commits rather than a Dockerfile build: the Docker SDK's classic builder has no
+build-time mounts, so wheels sent in the build context would land in a layer (or need a builder
+stage, whose copy the engine keeps: each environment then occupied about twice its image size), and
+serving them over loopback HTTP would need ``--network host`` for the build and a port in the RUN
+line (which defeats the layer cache). A container can bind-mount the wheelhouse read-only and run
+with ``--network none``, so the install provably reaches no index, and what it commits is exactly
+the files the install wrote (mounts and the /tmp tmpfs are not committed).
+
+Two layers on the base, as the Dockerfile builder makes them:
+
+- ``envrepro-heavy:<key>``: the envrepro user, the venv, the captured setuptools/wheel and
+  TensorFlow's dependency closure, keyed by what goes into it, so every environment with the same
+  closure on the same base reuses it;
+- the environment image: the rest of the lock on top, committed with the image config (user,
+  working directory, environment, labels) the runtime relies on.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from envrepro import progress
+from envrepro.image.dockerfile import label_lines
+from envrepro.image.spec import HEAVY_LABEL, LABEL, RUNTIME_VERSION, templates_digest
+from envrepro.image.templates import USER_UID, VENV, WHEELS_DIR
+from envrepro.engine.base import ContainerEngine, Mount, image_labels
+from envrepro.packages.wheelhouse.prepare import Wheelhouse
+
+HEAVY_REPO = "envrepro-heavy"
+BUILDER_LABEL = LABEL + "builder"
+TMPFS = {"/tmp": "rw,exec,size=8g"}
+INSTALL = ["sh", "/mnt/install.sh"]
+Say = Callable[[str], None]
+
+
+def _config(base_info: Dict[str, Any]) -> Dict[str, Any]:
+    return dict(base_info.get("Config") or {})
+
+
+def environment(base_info: Dict[str, Any]) -> Dict[str, str]:
+    """The image's environment: the venv first on the base's PATH."""
+    path = next((e.split("=", 1)[1] for e in _config(base_info).get("Env") or [] if e.startswith("PATH=")),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    return {"VIRTUAL_ENV": VENV, "PATH": f"{VENV}/bin:{path}", "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/home/envrepro"}
+
+
+def label_change(key: str, value: str) -> str:
+    """One ``LABEL`` instruction for ``docker commit --change`` (quoted as the Dockerfile's are)."""
+    return label_lines({key: value})
+
+
+def _restore_command(base_info: Dict[str, Any]) -> List[str]:
+    """The base's CMD and ENTRYPOINT again (a commit would keep the install command)."""
+    cfg = _config(base_info)
+    return [f"CMD {json.dumps(cfg.get('Cmd') or ['python3'])}",
+            f"ENTRYPOINT {json.dumps(cfg.get('Entrypoint') or [])}"]
+
+
+def heavy_key(base: str, base_info: Dict[str, Any], wh: Wheelhouse, runtime_version: str) -> str:
+    fields = {"base": base, "base_id": str(base_info.get("Id", "")), "target": wh.target.ident(),
+              "tools": wh.plan.tools, "heavy": wh.plan.heavy, "hashes": wh.plan.require_hashes,
+              "templates": templates_digest(), "runtime": runtime_version}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class _Install:
+    """``on_line`` of one install container: pip's lines into the log, its progress onto a step
+    (a package per ``Processing`` line, then the long unpack), and once pip has installed the
+    container's last lock file (``last``), the commit as a step of its own."""
+
+    def __init__(self, say: Say, title: str, total: int, last: str, tag: str):
+        self.say, self.last, self.tag = say, last, tag
+        self.step = progress.step(say, title, total=total, unit="packages")
+        self.commit: Optional[progress.Step] = None
+        self.current = ""
+
+    def __call__(self, line: str) -> None:
+        progress.log(self.say, line)
+        text = line.strip()
+        m = re.match(r"envrepro: installing (\S+)", text)
+        if m:
+            self.current = m.group(1)
+            self.step.update(detail=f"pip install -r {self.current}")
+        elif text.startswith("Processing "):
+            name = text.split()[1].rsplit("/", 1)[-1]
+            self.step.advance(1, detail="-".join(name.split("-")[:2]))
+        elif text.startswith("Installing collected packages:"):
+            n = len([p for p in text.split(":", 1)[1].split(",") if p.strip()])
+            self.step.update(detail=f"unpacking and installing {n} packages")
+        elif text.startswith("Successfully installed") and self.current == self.last and self.commit is None:
+            self.step.done()
+            self.commit = progress.step(self.say, f"Committing {self.tag}")
+
+    def run(self, engine: ContainerEngine, image: str, command: List[str], mounts: List[Mount],
+            env: Dict[str, str], changes: List[str]) -> str:
+        """``engine.commit_run`` with this as its ``on_line``; the image id."""
+        try:
+            image_id = engine.commit_run(image, command, self.tag, mounts, env, changes, TMPFS, on_line=self)
+        except BaseException:
+            (self.commit or self.step).fail()
+            raise
+        self.step.done()          # pip said nothing of its last file: the commit was in the step
+        if self.commit is not None:
+            self.commit.done()
+        return image_id
+
+
+def _last_file(wh: Wheelhouse, names: List[str]) -> str:
+    files = wh.plan.files()
+    return next((n for n in reversed(names) if n in files), names[-1])
+
+
+def build(engine: ContainerEngine, base: str, base_info: Dict[str, Any], wh: Wheelhouse, staging: Path,
+          tag: str, labels: Dict[str, str], say: Say, capture_wheels: Optional[Path] = None,
+          runtime_version: str = RUNTIME_VERSION, reuse_heavy: bool = True) -> str:
+    """Build the environment image ``tag`` from the staged wheelhouse; its image id."""
+    env = environment(base_info)
+    hkey = heavy_key(base, base_info, wh, runtime_version)
+    heavy_tag = f"{HEAVY_REPO}:{hkey}"
+    mounts = [Mount(str(staging), "/mnt")]
+    found = engine.inspect_image(heavy_tag)
+    if reuse_heavy and found and image_labels(found).get(HEAVY_LABEL) == hkey:
+        progress.note(say, f"Using {heavy_tag} (TensorFlow's closure, installed before)")
+    else:
+        progress.log(say, f"Installing TensorFlow's closure from the wheelhouse into {heavy_tag} (no network)")
+        heavy = _Install(say, "Installing TensorFlow's closure",
+                         wh.plan.packages("tools.lock", "heavy.lock"), _last_file(wh, ["tools.lock", "heavy.lock"]),
+                         heavy_tag)
+        heavy.run(engine, base, INSTALL + ["heavy"], mounts, env,
+                  [label_change(HEAVY_LABEL, hkey)] + _restore_command(base_info))
+    if capture_wheels is not None and capture_wheels.is_dir():
+        mounts.append(Mount(str(capture_wheels), WHEELS_DIR))
+    changes = [f"USER {USER_UID}:{USER_UID}", "WORKDIR /home/envrepro"] + _restore_command(base_info)
+    all_labels = dict(labels, **{HEAVY_LABEL: hkey, BUILDER_LABEL: "wheelhouse"})
+    changes += [label_change(k, v) for k, v in sorted(all_labels.items())]
+    progress.log(say, f"Installing the rest of the lock into {tag} (no network)")
+    rest = _Install(say, "Installing the rest of the lock", wh.plan.packages("rest.lock", "unverified.lock"),
+                    _last_file(wh, ["rest.lock", "unverified.lock"]), tag)
+    return rest.run(engine, heavy_tag, INSTALL + ["rest"], mounts, env, changes)
+
+
+def engine_is_local() -> bool:
+    """Bind mounts need the wheelhouse on the engine's machine: a local socket, not a remote host."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return not host or host.startswith(("unix://", "npipe://"))

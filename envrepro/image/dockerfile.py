@@ -1,0 +1,202 @@
+"""Render environment Dockerfiles and their build contexts. Pure: strings and bytes, no Docker.
+
+The Dockerfile text is in ``images/`` (``env.Dockerfile`` and the fragments in
+``images/fragments/``); this module decides which fragments go in and fills in their values
+(``envrepro.image.templates``).
+The lock is read by ``envrepro.packages.lockwriter`` (one parser for the whole tool) and installed in up to
+three steps (:func:`install_plan`):
+
+- ``heavy.lock``: TensorFlow's dependency closure, first, so environments that differ only
+  outside it share the expensive cached layer;
+- ``rest.lock``: everything else;
+- ``unverified.lock``: only when the lock mixes hashed and hashless entries (VCS checkouts, local
+  wheels locked offline, pins the index had no file for). pip's hash checking is all-or-nothing,
+  so the hashed entries keep ``--require-hashes`` and the hashless ones are installed after them
+  without it, and named in the build output and the load report.
+
+The context is an in-memory tar whose owners, modes and times are normalised, so identical inputs
+give identical bytes and the engine's cache hits.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+from envrepro.packages.pipconfig import PipSettings, render_pip_conf
+from envrepro.image.templates import WHEELS_DIR, fill, template_text
+from envrepro.sidecar import lockfile
+
+
+# -- the lock ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InstallPlan:
+    """The lock as the files the builder stage installs, each a canonical text ("" when empty)."""
+
+    heavy: str                  # TensorFlow's closure (hashed entries only when the lock mixes)
+    rest: str                   # the others (idem)
+    unverified: str             # hashless entries of a mixed lock, installed without hash check
+    require_hashes: bool        # heavy and rest are installed with --require-hashes
+    unverified_names: Tuple[str, ...] = ()
+    tools: str = ""             # the lock's commented "unsafe" pins (setuptools, wheel): installed
+                                # first, without hashes, so the venv matches the captured one
+    sizes: Tuple[Tuple[str, int], ...] = ()   # (file, how many packages it installs)
+
+    def files(self) -> Dict[str, str]:
+        """Non-empty files, by context name."""
+        return {name: text for name, text in (("tools.lock", self.tools), ("heavy.lock", self.heavy),
+                                              ("rest.lock", self.rest),
+                                              ("unverified.lock", self.unverified)) if text}
+
+    def packages(self, *files: str) -> int:
+        """How many packages the files named (``heavy.lock``...) install together."""
+        return sum(n for name, n in self.sizes if name in files)
+
+
+def install_plan(lock_text: str) -> InstallPlan:
+    """Split a lock for the build: all hashed -> ``--require-hashes`` throughout; none hashed ->
+    neither; mixed -> hashed heavy/rest with ``--require-hashes``, then the hashless ones."""
+    entries = lockfile.parse_lock(lock_text)
+    options = lockfile.lock_options(lock_text)
+    hashed = [e for e in entries if e.hashes]
+    mixed = bool(hashed) and len(hashed) < len(entries)
+    heavy, rest = lockfile.split_closure(entries)   # the closure over all entries, then filtered
+    hashless = [e for e in entries if not e.hashes] if mixed else []
+    if mixed:
+        heavy, rest = [e for e in heavy if e.hashes], [e for e in rest if e.hashes]
+    tools = [e for e in lockfile.parse_lock(lock_text, include_unsafe=True) if e.unsafe]
+    return InstallPlan(heavy=lockfile.render_entries(heavy, options),
+                       rest=lockfile.render_entries(rest, options),
+                       unverified=lockfile.render_entries(hashless, options),
+                       require_hashes=bool(hashed),
+                       unverified_names=tuple(sorted(e.name for e in hashless)),
+                       tools="".join(f"{e.name}=={e.version}\n" for e in sorted(tools, key=lambda e: e.name)),
+                       sizes=(("tools.lock", len(tools)), ("heavy.lock", len(heavy)), ("rest.lock", len(rest)),
+                              ("unverified.lock", len(hashless))))
+
+
+def unverified_names(lock_text: str) -> List[str]:
+    """Entries the build installs without a hash check (empty unless the lock mixes)."""
+    return list(install_plan(lock_text).unverified_names)
+
+
+# -- the Dockerfile ----------------------------------------------------------------------------
+@dataclass
+class BuildSpec:
+    """Everything one environment image is built from."""
+
+    base_image: str
+    python_version: str
+    lock_text: str
+    labels: Dict[str, str] = field(default_factory=dict)
+    pip: PipSettings = field(default_factory=PipSettings)
+    ca_bundle: bytes = b""
+    wheels: Dict[str, bytes] = field(default_factory=dict)   # file name -> bytes (capture wheels/)
+    python_from_source: bool = False    # base has no Python (CUDA bases): build it in a stage
+
+
+def label_lines(labels: Dict[str, str]) -> str:
+    """A LABEL instruction for ``labels``: values JSON-quoted, ``$`` escaped ("" for none)."""
+    if not labels:
+        return ""
+    items = [f"{k}={json.dumps(str(v), ensure_ascii=False).replace('$', chr(92) + '$')}" for k, v in sorted(labels.items())]
+    return "LABEL " + " \\\n      ".join(items)
+
+
+def _install_step(fname: str, require_hashes: bool, find_links: bool) -> str:
+    flags = "--no-deps --no-cache-dir" + (" --require-hashes" if require_hashes else "")
+    if find_links:
+        flags += f" --find-links {WHEELS_DIR}"
+    return fill("fragments/install.Dockerfile", FILE=fname, FLAGS=flags)
+
+
+def install_steps(plan: InstallPlan, wheels: bool) -> Tuple[List[str], List[str]]:
+    """The install instructions of the heavy builder stage and of the rest builder stage
+    (``wheels``: the capture has local wheels, copied where the lock's ``file://`` URLs point)."""
+    heavy: List[str] = []
+    rest: List[str] = []
+    if plan.tools:
+        heavy.append(fill("fragments/install-tools.Dockerfile",
+                          INSTALL=_install_step("tools.lock", False, False)))
+    if plan.heavy:
+        heavy.append(fill("fragments/install-heavy.Dockerfile",
+                          INSTALL=_install_step("heavy.lock", plan.require_hashes, False)))
+    if wheels:
+        rest.append(fill("fragments/copy-wheels.Dockerfile"))
+    if plan.rest:
+        rest.append(_install_step("rest.lock", plan.require_hashes, wheels))
+    if plan.unverified:
+        rest.append(fill("fragments/install-unverified.Dockerfile",
+                         INSTALL=_install_step("unverified.lock", False, wheels),
+                         NAMES=", ".join(plan.unverified_names)))
+    return heavy, rest
+
+
+def render(spec: BuildSpec) -> str:
+    """The Dockerfile text for ``spec`` (what ``envrepro dockerfile`` prints)."""
+    heavy_steps, rest_steps = install_steps(install_plan(spec.lock_text), bool(spec.wheels))
+    xy = ".".join(spec.python_version.split(".")[:2])
+    pip_env = fill("fragments/pip-env.Dockerfile")
+    python_stage, python_base = "", spec.base_image
+    if spec.python_from_source:
+        python_stage = fill("python-from-source.Dockerfile", CUDA_BASE=spec.base_image,
+                            PYTHON_VERSION=spec.python_version, PYTHON_XY=xy)
+        python_base = "envrepro-python"
+    rest_stage = rest_overlay = ""
+    if rest_steps:
+        rest_stage = fill("fragments/rest-stage.Dockerfile", PIP_ENV=pip_env, STEPS="\n".join(rest_steps))
+        rest_overlay = fill("fragments/rest-overlay.Dockerfile")
+    text = fill("env.Dockerfile", PYTHON_VERSION=spec.python_version, PYTHON_STAGE=python_stage,
+                PYTHON_BASE=python_base, PIP_ENV=pip_env, HEAVY_STEPS="\n".join(heavy_steps),
+                REST_STAGE=rest_stage, REST_OVERLAY=rest_overlay, LABELS=label_lines(spec.labels))
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+# -- the build context -------------------------------------------------------------------------
+def add_member(tar: tarfile.TarFile, name: str, data: "Optional[Union[bytes, Path]]", mode: int = 0o644) -> None:
+    """One context entry, the same bytes for the same content (root-owned, mtime 0, so the layer
+    cache hits): ``data`` bytes, a file on disk (streamed, never held in memory) or None for a
+    folder."""
+    ti = tarfile.TarInfo(name)
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    ti.mtime = 0
+    if data is None:
+        ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(ti)
+        return
+    ti.mode = mode
+    if isinstance(data, bytes):
+        ti.size = len(data)
+        tar.addfile(ti, io.BytesIO(data))
+        return
+    ti.size = os.path.getsize(data)
+    with open(data, "rb") as f:
+        tar.addfile(ti, f)
+
+
+def build_context(spec: BuildSpec, dockerfile: Optional[str] = None) -> bytes:
+    """The build context as tar bytes: same spec, same bytes (so the layer cache hits)."""
+    files: Dict[str, Optional[bytes]] = {
+        "Dockerfile": (dockerfile if dockerfile is not None else render(spec)).encode(),
+        "build": None,
+        "build/pip.conf": render_pip_conf(spec.pip, bool(spec.ca_bundle)).encode(),
+        "build/ca.crt": spec.ca_bundle,
+        "build/pip.sh": template_text("pip.sh").encode(),
+    }
+    for fname, text in install_plan(spec.lock_text).files().items():
+        files[fname] = text.encode()
+    if spec.wheels:
+        files["wheels"] = None
+        for fname, data in spec.wheels.items():
+            files["wheels/" + Path(fname).name] = data
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name in sorted(files):
+            add_member(tar, name, files[name])
+    return buf.getvalue()

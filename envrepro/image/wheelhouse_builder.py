@@ -1,0 +1,72 @@
+"""``ensure_image``'s choice of builder, and the wheelhouse build end to end: the base's platform
+(``wheelhouse.target``), the lock's files in the host wheelhouse (``wheelhouse.plan``), the
+read-only staging folder, and the committed layers (``build.commitbuild``).
+
+The Dockerfile builder is used instead, and the build output says why, when:
+- ``ENVREPRO_BUILDER=dockerfile`` asks for it;
+- the base has no Python (CUDA bases build one in a Dockerfile stage);
+- the engine is remote (``DOCKER_HOST=tcp://...``): it can't bind-mount this host's wheelhouse;
+- the lock has entries the wheelhouse can't hold (VCS checkouts, remote URLs).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional
+
+from envrepro import progress
+from envrepro.image import commitbuild
+from envrepro.image.dockerfile import BuildSpec
+from envrepro.packages.platforms import _pip_mapping
+from envrepro.image.spec import RUNTIME_VERSION
+from envrepro.engine.base import ContainerEngine
+from envrepro.sidecar.manifest import Capture
+from envrepro.packages.wheelhouse import prepare as whplan
+from envrepro.packages.wheelhouse import target as whtarget
+from envrepro.packages.wheelhouse.prepare import NotFromWheelhouse, Wheelhouse
+from envrepro.packages.wheelhouse.store import WheelStore
+
+__all__ = ["NotFromWheelhouse", "unsupported", "build_image", "Built"]
+Say = Callable[[str], None]
+
+
+@dataclass
+class Built:
+    image_id: str
+    wheelhouse: Wheelhouse
+
+
+def unsupported(spec: BuildSpec) -> Optional[str]:
+    """Why this build can't come from the wheelhouse, or None when it can."""
+    choice = os.environ.get("ENVREPRO_BUILDER", "").strip().lower()
+    if choice == "dockerfile":
+        return "ENVREPRO_BUILDER=dockerfile"
+    if spec.python_from_source:
+        return "the base image has no Python (built in a Dockerfile stage)"
+    if not commitbuild.engine_is_local():
+        return "the engine is remote (DOCKER_HOST) and can't mount this host's wheelhouse"
+    return None
+
+
+def build_image(capture: Capture, engine: ContainerEngine, spec: BuildSpec, base_info: Dict[str, Any],
+                tag: str, say: Say, runtime_version: str = RUNTIME_VERSION,
+                store: Optional[WheelStore] = None, nocache: bool = False) -> Built:
+    """Fill the wheelhouse for ``spec``'s lock, then build ``tag`` from it with no network
+    (``nocache``: install TensorFlow's closure again even when its image exists)."""
+    store = store or WheelStore()
+    target = whtarget.probe(engine, spec.base_image, base_info, store)
+    whplan.entries_for(spec.lock_text, target)          # NotFromWheelhouse before any download
+    wh = whplan.prepare(spec.lock_text, target, engine, spec.base_image, store, _pip_mapping(spec.pip), say,
+                        pip=spec.pip)
+    progress.log(say, f"Wheelhouse ready in {wh.seconds:.1f} s: {len(wh.files)} file(s), {wh.downloaded} downloaded"
+                 + (f", built from source: {', '.join(wh.built)}" if wh.built else ""))
+    staging = whplan.stage(wh, store)
+    try:
+        wheels = capture.root / "wheels"
+        image_id = commitbuild.build(engine, spec.base_image, base_info, wh, staging, tag, spec.labels, say,
+                                     wheels if wheels.is_dir() and any(wheels.glob("*.whl")) else None,
+                                     runtime_version, reuse_heavy=not nocache)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Built(image_id, wh)

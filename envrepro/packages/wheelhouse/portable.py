@@ -1,0 +1,144 @@
+"""A capture's wheelhouse as a folder that travels (``envrepro bundle --wheels``), and back.
+
+``export_for_capture`` fills the wheelhouse for the capture's image on this host (fetching what
+is missing) and copies exactly the files its build installs into a folder, with ``index.json``:
+the target platform, each file's sha256, and which wheels were built from which sdists.
+
+``import_dir`` is the other machine's side, and treats the folder as untrusted: a file is taken
+into the local store only when its sha256 is one the capture's lock pins, or it is the declared
+build of an sdist whose sha256 the lock pins (those run only inside the image, like the capture's
+own wheels), or a pin the lock has no hash for. Anything else is refused with one line. After
+an import, ``envrepro load`` finds every file locally and builds with no index at all.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Set
+
+from envrepro.errors import InvalidCapture
+from envrepro.sidecar import lockfile
+from envrepro.sidecar.manifest import Capture
+from envrepro.packages.wheelhouse import sdists
+from envrepro.packages.wheelhouse.prepare import Wheelhouse, entries_for
+from envrepro.fsutil import sha256_file
+from envrepro.packages.wheelhouse.store import StoreError, WheelStore, digests, link_or_copy, safe_filename
+from envrepro.packages.wheelhouse.target import Target
+
+Say = Callable[[str], None]
+INDEX = "index.json"
+FORMAT = 1
+MAX_INDEX_BYTES = 4 << 20
+
+
+def _capture_wheelhouse(capture: Capture, say: Say, store: WheelStore, engine_factory: Any) -> Wheelhouse:
+    from envrepro.image.bases import ensure_base, resolve_base
+    from envrepro.packages.platforms import _pip_mapping
+    from envrepro.packages.pipconfig import host_pip_settings
+    from envrepro.image.spec import lock_for
+    from envrepro.packages.wheelhouse import prepare as plan, target
+
+    engine = engine_factory()
+    base = resolve_base(capture)
+    base_info = ensure_base(engine, base, say)
+    pip = host_pip_settings()
+    lock_text, _ = lock_for(capture, False, pip, say)
+    tgt = target.probe(engine, base, base_info, store)
+    return plan.prepare(lock_text, tgt, engine, base, store, _pip_mapping(pip), say)
+
+
+def export_for_capture(capture: Capture, dest_dir: Path, say: Say, engine_factory: Any,
+                       store: Optional[WheelStore] = None) -> List[Path]:
+    """Write the files the capture's image build installs, and ``index.json``, into ``dest_dir``
+    (``engine_factory``: the caller's way to reach the engine, which probes the base image)."""
+    store = store or WheelStore()
+    wh = _capture_wheelhouse(capture, say, store, engine_factory)
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    written: List[Path] = []
+    files: Dict[str, str] = {}
+    for path in sorted(set(wh.files.values())):
+        link_or_copy(path, dest_dir / path.name)
+        files[path.name] = path.parent.name
+        written.append(dest_dir / path.name)
+    entries = {e.name: e for e in lockfile.parse_lock(_lock_text(capture), include_unsafe=True)}
+    built = [{"name": name, "version": entries[name].version, "wheel": wh.files[name].name,
+              "sha256": wh.files[name].parent.name, "sdist_sha256": digests(entries[name].hashes)}
+             for name in wh.built]
+    doc = {"format": FORMAT, "target": wh.target.to_doc(), "files": files, "built": built}
+    (dest_dir / INDEX).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    written.append(dest_dir / INDEX)
+    return written
+
+
+def _lock_text(capture: Capture) -> str:
+    from envrepro.image.spec import lock_for
+
+    return lock_for(capture)[0]
+
+
+def _bad(src: Path, what: str) -> InvalidCapture:
+    return InvalidCapture(f"the wheelhouse in {src} {what}", str(src),
+                          "make the bundle again with `envrepro bundle MODEL --wheels`")
+
+
+def _read_index(src: Path) -> Dict[str, Any]:
+    path = src / INDEX
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_INDEX_BYTES:
+            raise _bad(src, f"has no readable {INDEX}")
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise _bad(src, f"has no readable {INDEX}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("files"), dict) \
+            or not isinstance(doc.get("built", []), list) or not isinstance(doc.get("target"), dict):
+        raise _bad(src, f"has an {INDEX} of an unknown format")
+    return doc
+
+
+def import_dir(src_dir: Path, capture: Capture, say: Say, store: Optional[WheelStore] = None) -> int:
+    """Verify the folder's files against the capture's lock and add them to the local store;
+    the number of files taken. InvalidCapture (exit 2) for any file the lock doesn't account for."""
+    store = store or WheelStore()
+    src = Path(src_dir)
+    doc = _read_index(src)
+    try:
+        target = Target.from_doc(doc["target"])
+    except ValueError:
+        raise _bad(src, f"has an {INDEX} without a readable target") from None
+    entries = entries_for(_lock_text(capture), target)
+    pinned: Set[str] = {d for e in entries for d in digests(e.hashes)}
+    unhashed = {f"{e.name}-{e.version}": e for e in entries if not e.hashes}
+    built_ok: Dict[str, Dict[str, Any]] = {}
+    for b in doc.get("built") or []:
+        if isinstance(b, dict) and isinstance(b.get("sha256"), str) and isinstance(b.get("sdist_sha256"), list) \
+                and set(map(str, b["sdist_sha256"])) & pinned:
+            built_ok[b["sha256"]] = b
+    taken = 0
+    for name, declared in sorted(doc["files"].items()):
+        path = src / str(name)
+        if not safe_filename(str(name)) or path.is_symlink() or not path.is_file():
+            raise _bad(src, f"lists {str(name)[:80]!r}, which is not a regular distribution file there")
+        sha = sha256_file(path)
+        if sha != declared:
+            raise _bad(src, f"has {name} with sha256 {sha[:16]}..., not the {str(declared)[:16]}... its index says")
+        from envrepro.packages.wheelhouse.fetch import dist_name
+
+        loose = next((e for key, e in unhashed.items() if e.name == dist_name(str(name))), None)
+        if sha not in pinned and sha not in built_ok and loose is None:
+            raise _bad(src, f"has {name}, which the capture's lock does not pin")
+        try:
+            store.add(path, None, str(name)) if sha not in pinned else store.add(path, {sha}, str(name))
+        except StoreError as e:
+            raise _bad(src, str(e)) from None
+        if sha in built_ok:
+            b = built_ok[sha]
+            for key in b["sdist_sha256"]:
+                if key in pinned:
+                    store.write_record({"wheel": str(name), "sha256": sha, "imported": True},
+                                       *sdists.record_parts(target, key))
+        elif loose is not None and sha not in pinned:
+            store.write_record({"sha256": sha}, "unhashed", target.ident(), f"{loose.name}-{loose.version}.json")
+        taken += 1
+    say(f"Imported {taken} file(s) into the wheelhouse ({target.ident()}), each checked against the lock")
+    return taken
