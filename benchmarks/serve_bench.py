@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from envrepro import commands  # noqa: E402
-from envrepro.runtime import launch, serveconfig  # noqa: E402
+from envrepro.runtime import launch  # noqa: E402
+from envrepro.runtime.serve import config as serveconfig  # noqa: E402
 from envrepro.serving.proof import service_args, wait_ready  # noqa: E402
 
 N_REQUESTS = int(os.environ.get("ENVREPRO_BENCH_REQUESTS", "400"))
@@ -45,8 +46,8 @@ INPROCESS = textwrap.dedent('''
     root = %(root)r
     spec = importlib.util.spec_from_file_location(%(pkg)r, root + "/__init__.py", submodule_search_locations=[root])
     pkg = importlib.util.module_from_spec(spec); sys.modules[spec.name] = pkg; spec.loader.exec_module(pkg)
-    from envrepro_runtime.serve import plan_servable
-    from envrepro_runtime.servemodel import seeded_inputs
+    from envrepro_runtime.serve.main import plan_servable
+    from envrepro_runtime.serve.model import seeded_inputs
     s = plan_servable(json.load(open(%(plan)r)))
     s.warmup()
     out = {}

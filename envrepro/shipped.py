@@ -60,8 +60,16 @@ def text(package: str, name: str) -> str:
 
 
 def _runtime_sources() -> Dict[str, bytes]:
-    root = _resource(RUNTIME_PACKAGE, "")
-    return {p.name: p.read_bytes() for p in root.iterdir() if p.name.endswith(".py") and p.is_file()}
+    """Every ``.py`` of the runtime package, its subpackages too (``serve/``), by relative path."""
+    def walk(node, prefix: str) -> Dict[str, bytes]:
+        found: Dict[str, bytes] = {}
+        for p in node.iterdir():
+            if p.is_dir() and p.name != "__pycache__":
+                found.update(walk(p, prefix + p.name + "/"))
+            elif p.name.endswith(".py") and p.is_file():
+                found[prefix + p.name] = p.read_bytes()
+        return found
+    return walk(_resource(RUNTIME_PACKAGE, ""), "")
 
 
 def _expected_runtime_files() -> List[str]:
@@ -75,7 +83,7 @@ def _expected_runtime_files() -> List[str]:
         return []
     prefix = RUNTIME_PACKAGE.replace(".", "/") + "/"
     return sorted(str(f)[len(prefix):] for f in files
-                  if str(f).startswith(prefix) and str(f).endswith(".py") and "/" not in str(f)[len(prefix):])
+                  if str(f).startswith(prefix) and str(f).endswith(".py") and "__pycache__" not in str(f))
 
 
 @functools.lru_cache(maxsize=1)
@@ -112,6 +120,7 @@ def _materialize(files: Dict[str, bytes]) -> str:
     tmp = Path(tempfile.mkdtemp(prefix=".runtime-", dir=str(root)))
     try:
         for name, data in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_bytes(data)
         fsutil.make_readable(tmp)     # the sandbox user mounts and reads it
         try:

@@ -1,12 +1,13 @@
-"""How the host starts a runtime entry point (probe, loader) under a foreign interpreter.
+"""How the host starts a runtime entry point (probe, loader, serve.main) under a foreign interpreter.
 
 The one place that knows where the runtime lives, on the host and inside a container, and how an
 entry point is invoked. Standard library only and Python 3.6 syntax, like the rest of runtime/.
 
-An entry point runs as a module of the runtime package, imported under the name ``PACKAGE`` (one
-no user module can have), not as a script: the modules share code through relative imports, and
-a script's folder on sys.path would let ``loader.py`` or ``probe.py`` shadow a user module of that
-name. The package is loaded from its folder by path, so neither that folder nor its parent (which
+An entry point is a module of the runtime package with a ``main()``, named by its dotted path in
+the package (``probe``, ``serve.main``; ``sys.argv[0]`` is its file, ``serve/main.py``). It runs
+as that module, imported under the package name ``PACKAGE`` (one no user module can have), not as
+a script: the modules share code through relative imports, and a script's folder on sys.path
+would let ``loader.py`` or ``probe.py`` shadow a user module of that name. The package is loaded from its folder by path, so neither that folder nor its parent (which
 on the host holds the host's own ``envrepro``, maybe another version than the training
 environment's) is put on sys.path. The interpreter runs with ``-B`` (no bytecode written next to
 the runtime, which is read-only in a container) but not ``-I``: the training PYTHONPATH is part of
@@ -36,14 +37,20 @@ sys.exit(main())
 """
 
 
+def script_path(root, entry):
+    """The file of ``entry`` under the runtime folder ``root`` (``root/serve/main.py`` for
+    ``serve.main``): what the entry point sees as ``sys.argv[0]``."""
+    return root + "/" + entry.replace(".", "/") + ".py"
+
+
 def _argv(python, root, entry, args):
     code = _BOOTSTRAP % {"package": PACKAGE, "root": root, "init": root + "/__init__.py",
-                         "script": root + "/" + entry + ".py", "entry": entry}
+                         "script": script_path(root, entry), "entry": entry}
     return [python, "-B", "-c", code] + [str(a) for a in args]
 
 
 def host_argv(python, entry, args=(), root=None):
-    """argv that runs ``entry`` (e.g. "probe") under ``python`` on this machine, from the runtime
+    """argv that runs ``entry`` (e.g. "probe", "serve.main") under ``python`` on this machine, from the runtime
     folder ``root`` (default: this package's own; the host passes ``envrepro.shipped.runtime_dir()``,
     which is a real folder even when envrepro is imported from a zip)."""
     return _argv(python, root or HOST_DIR, entry, args)

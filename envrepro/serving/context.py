@@ -28,7 +28,8 @@ from envrepro.image.dockerfile import add_member, label_lines
 from envrepro.image.templates import fill, template_text
 from envrepro.errors import EnvreproError
 from envrepro.fsutil import sha256_file
-from envrepro.runtime import launch, serveconfig
+from envrepro.runtime import launch
+from envrepro.runtime.serve import config as serveconfig
 from envrepro.sandbox.loadplan import ContainerPaths, captured_env, make_plan
 from envrepro.sidecar import layout, manifest
 from envrepro import shipped
@@ -63,7 +64,7 @@ def serve_plan(capture: manifest.Capture, name: str, unsafe: bool = False) -> Di
     plan = make_plan(capture, serve_paths(capture), unsafe=unsafe)
     plan["resume_check"] = None
     plan["drift"] = False
-    from envrepro import __version__
+    from envrepro.version import __version__
 
     plan[serveconfig.PLAN_LOCK_KEY] = lock_sha256(capture)          # envrepro_build_info{lock=...}
     plan[serveconfig.PLAN_VERSION_KEY] = __version__
@@ -108,11 +109,19 @@ def _model_files(model: Path) -> Iterator[Tuple[str, Source]]:
 
 
 def _runtime_files() -> Iterator[Tuple[str, Source]]:
+    """The runtime package's modules, its subpackages (the server is ``serve/``) included."""
     root = Path(shipped.runtime_dir())
+    top = f"serve/lib/{launch.PACKAGE}"
     yield "serve/lib", None
-    yield f"serve/lib/{launch.PACKAGE}", None
-    for p in sorted(root.glob("*.py")):
-        yield f"serve/lib/{launch.PACKAGE}/{p.name}", p
+    yield top, None
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if (Path(folder, d) / "__init__.py").is_file())
+        rel = Path(folder).relative_to(root).as_posix()
+        dest = top if rel == "." else f"{top}/{rel}"
+        if rel != ".":
+            yield dest, None
+        for name in sorted(f for f in files if f.endswith(".py")):
+            yield f"{dest}/{name}", Path(folder, name)
 
 
 def _capture_files(capture: manifest.Capture) -> Iterator[Tuple[str, Source]]:

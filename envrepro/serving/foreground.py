@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 from envrepro import errors
 from envrepro.engine.base import ContainerEngine
-from envrepro.runtime import serveconfig
+from envrepro.runtime.serve import config as serveconfig
 from envrepro.serving import image as serving
 from envrepro.serving.proof import service_args
 from envrepro.sidecar import manifest

@@ -3,7 +3,7 @@
 Three documents, in the order ``kubectl apply`` wants them: a Deployment (the model server, with
 probes, resources and the sandbox's restrictions), a ClusterIP Service in front of it and a
 HorizontalPodAutoscaler (``autoscaling/v2``) on CPU. Everything the server decides (port, health
-and metrics paths, the drain setting) comes from ``envrepro.runtime.serveconfig``, the module the
+and metrics paths, the drain setting) comes from ``envrepro.runtime.serve.config``, the module the
 server itself reads, so the probes point at endpoints the server has.
 
 Values from flags and from the capture only ever reach the output as data through
@@ -24,7 +24,7 @@ import yaml
 
 from envrepro.image.templates import USER_UID
 from envrepro.errors import EnvreproError
-from envrepro.runtime import serveconfig
+from envrepro.runtime.serve import config as serveconfig
 from envrepro.sandbox.policy import DEFAULT_MEMORY as LOAD_MEMORY
 from envrepro.sidecar.manifest import Capture
 

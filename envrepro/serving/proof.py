@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from envrepro.image.templates import USER_UID
 from envrepro.engine.base import ContainerEngine
-from envrepro.runtime import serveconfig
+from envrepro.runtime.serve import config as serveconfig
 from envrepro.sidecar import manifest
 
 Say = Callable[[str], None]

@@ -1,14 +1,14 @@
 """A fake model for the model server's tests, numpy only, and a script that serves it.
 
-``FakeServable`` has what the server needs of a servable (servemodel.Servable): a signature, a
+``FakeServable`` has what the server needs of a servable (serve/model.py Servable): a signature, a
 ``predict`` over ``{input name: array}``, ``warmup`` and ``info``. It takes the runtime's
-servetensors module, imported under whichever name the caller uses (``envrepro.runtime`` in
+serve.tensors module, imported under whichever name the caller uses (``envrepro.runtime`` in
 process, ``envrepro_runtime`` in a subprocess). Run as a script (any Python >= 3.6 with numpy):
 
     python serve_fake.py RUNTIME_DIR [--port 0 ...]      # settings from ENVREPRO_SERVE_*
 
-it serves the fake through the real entry code (serve.run, signals, drain); FAKE_DELAY makes each
-prediction sleep that many seconds, FAKE_MULTI=1 serves the multi-input model and
+it serves the fake through the real entry code (serve/main.py: run, signals, drain); FAKE_DELAY
+makes each prediction sleep that many seconds, FAKE_MULTI=1 serves the multi-input model and
 FAKE_WARM_FAIL=1 makes the warm-up fail.
 """
 import os
@@ -82,7 +82,8 @@ def _load_runtime(root):
 
 def main(argv):
     _load_runtime(argv[0])
-    from envrepro_runtime import serve, servetensors
+    from envrepro_runtime.serve import main as serve
+    from envrepro_runtime.serve import tensors as servetensors
 
     fake = FakeServable(servetensors, delay=float(os.environ.get("FAKE_DELAY") or 0),
                         multi=os.environ.get("FAKE_MULTI") == "1",

@@ -12,7 +12,7 @@ import yaml
 
 from envrepro import cli, commands, render
 from envrepro.image.templates import USER_UID
-from envrepro.runtime import serveconfig
+from envrepro.runtime.serve import config as serveconfig
 from envrepro.sandbox.policy import DEFAULT_MEMORY
 from envrepro.serving import context, k8s
 

@@ -14,14 +14,14 @@ from envrepro.runtime import launch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from support import need, pyenv_python  # noqa: E402
 
-RUNTIME_FILES = sorted(Path(launch.HOST_DIR).glob("*.py"))
+RUNTIME_FILES = sorted(Path(launch.HOST_DIR).rglob("*.py"))   # the serve/ subpackage included
 
 
 @pytest.mark.parametrize("minor", ["3.6", None])
 def test_every_runtime_file_is_python36_syntax(minor):
     python = pyenv_python(minor) if minor else sys.executable
     need(python, "no Python %s interpreter (pyenv's build)" % minor)
-    assert len(RUNTIME_FILES) > 5
+    assert len(RUNTIME_FILES) > 5 and Path(launch.HOST_DIR, "serve", "main.py") in RUNTIME_FILES
     for path in RUNTIME_FILES:
         proc = subprocess.run([python, "-c", "import ast, sys; ast.parse(open(sys.argv[1]).read())", str(path)],
                               capture_output=True, text=True)
@@ -67,3 +67,23 @@ def test_container_argv_uses_the_mounted_runtime():
     assert launch.CONTAINER_DIR == "/envrepro/lib/envrepro_runtime"
     assert repr(launch.CONTAINER_DIR + "/__init__.py") in argv[3] and launch.HOST_DIR not in argv[3]
     assert "from envrepro_runtime.loader import main" in argv[3]
+
+
+def test_dotted_entry_runs_its_module_with_its_file_as_argv0():
+    """``serve.main`` is the module serve/main.py of the runtime package: imported as such, and the
+    path its argv[0] shows is that real file."""
+    argv = launch.container_argv("python", "serve.main", ["--plan", "p"], root="/opt/rt/envrepro_runtime")
+    assert "from envrepro_runtime.serve.main import main" in argv[3] and argv[4:] == ["--plan", "p"]
+    assert repr("/opt/rt/envrepro_runtime/serve/main.py") in argv[3]
+    assert launch.script_path(launch.HOST_DIR, "serve.main") == os.path.join(launch.HOST_DIR, "serve", "main.py")
+    assert os.path.isfile(launch.script_path(launch.HOST_DIR, "serve.main"))
+    # the real bootstrap, with the call of main() swapped for a print of argv[0] and the module's file
+    spy = ("import sys, json; print(json.dumps([sys.argv[0], sys.modules['envrepro_runtime.serve.main'].__file__]))"
+           "; sys.exit(0)")
+    code = launch.host_argv(sys.executable, "serve.main")[3].replace("from envrepro_runtime.serve.main import main\n",
+                                                                     "import envrepro_runtime.serve.main\n")
+    code = code.replace("sys.exit(main())", spy)
+    proc = subprocess.run([sys.executable, "-B", "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    argv0, module_file = json.loads(proc.stdout)
+    assert argv0 == module_file == os.path.join(launch.HOST_DIR, "serve", "main.py")

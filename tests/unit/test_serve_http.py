@@ -1,5 +1,5 @@
-"""The model server over real HTTP on 127.0.0.1 (runtime/serve.py Serving, servehttp.py,
-serveapp.py) with a fake numpy model in process: every status a bad request gets, the next good
+"""The model server over real HTTP on 127.0.0.1 (runtime/serve/main.py Serving, http.py,
+app.py) with a fake numpy model in process: every status a bad request gets, the next good
 request still answered, readiness before and after the warm-up, concurrent clients, logs."""
 import http.client
 import os
@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from envrepro.runtime import serve, servetensors
+from envrepro.runtime.serve import main as serve
+from envrepro.runtime.serve import tensors as servetensors
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve_fake import FAIL_VALUE, FakeServable  # noqa: E402

@@ -1,12 +1,13 @@
-"""The model server's Prometheus text (runtime/servemetrics.py) and its prediction queue
-(runtime/servequeue.py): format 0.0.4, histogram buckets, deadlines, a full queue."""
+"""The model server's Prometheus text (runtime/serve/metrics.py) and its prediction queue
+(runtime/serve/queue.py): format 0.0.4, histogram buckets, deadlines, a full queue."""
 import re
 import threading
 import time
 
 import pytest
 
-from envrepro.runtime import servemetrics, servequeue
+from envrepro.runtime.serve import metrics as servemetrics
+from envrepro.runtime.serve import queue as servequeue
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*\})? '
                     r'(-?[0-9.e+-]+|\+Inf|-Inf|NaN)$')

@@ -1,10 +1,10 @@
-"""What the server makes of a loaded Keras model (runtime/servemodel.py), with Keras-shaped fakes
+"""What the server makes of a loaded Keras model (runtime/serve/model.py), with Keras-shaped fakes
 instead of TensorFlow: input structure and names, output names, the warm-up's reference check and
 its choice between model(x, training=False) and predict_on_batch."""
 import numpy as np
 import pytest
 
-from envrepro.runtime import servemodel
+from envrepro.runtime.serve import model as servemodel
 
 
 class Sym(object):
@@ -109,7 +109,7 @@ def test_reference_check_and_output_layer_names(tmp_path):
 
 
 def test_seeded_inputs_cover_every_dtype():
-    from envrepro.runtime.servetensors import Signature, TensorSpec
+    from envrepro.runtime.serve.tensors import Signature, TensorSpec
 
     sig = Signature([TensorSpec("f", "float16", [None, 2]), TensorSpec("i", "int32", [None, None]),
                      TensorSpec("t", "string", [None]), TensorSpec("k", "bool", [])], [])

@@ -1,4 +1,4 @@
-"""The model server as a process (runtime/serve.py run/main): SIGTERM drains the requests in flight
+"""The model server as a process (runtime/serve/main.py run/main): SIGTERM drains the requests in flight
 and exits 0 with readiness 503 meanwhile, a failed warm-up exits 5 after one log line, bad
 settings and plans exit 2 and 70, and the whole server runs under Python 3.6 (numpy 1.19)."""
 import http.client
@@ -13,14 +13,17 @@ import time
 
 import pytest
 
-from envrepro.runtime import launch, serve, serveconfig
+from envrepro.runtime import launch
+from envrepro.runtime.serve import config as serveconfig
+from envrepro.runtime.serve import main as serve
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from support import http_json, need, pyenv_python  # noqa: E402
 
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_fake.py")
 GOOD = {"instances": [[1, 2, 3]]}
-SERVE_MODULES = sorted(f[:-3] for f in os.listdir(launch.HOST_DIR) if f.startswith("serve") and f.endswith(".py"))
+SERVE_MODULES = sorted("serve." + f[:-3] for f in os.listdir(os.path.join(launch.HOST_DIR, "serve"))
+                       if f.endswith(".py") and f != "__init__.py")
 
 
 class Server(object):
@@ -138,7 +141,7 @@ def test_failed_warm_up_exits_5_after_one_line(servers):
 def test_main_refuses_bad_settings_and_plans(args, env, code, words):
     full = {k: v for k, v in os.environ.items() if not k.startswith("ENVREPRO_")}
     full.update(env)
-    proc = subprocess.run(launch.host_argv(sys.executable, "serve", args), capture_output=True, text=True,
+    proc = subprocess.run(launch.host_argv(sys.executable, serveconfig.ENTRY, args), capture_output=True, text=True,
                           env=full, timeout=60)
     assert proc.returncode == code and words in proc.stderr, proc.stderr
     assert proc.stdout == "" and "Traceback" not in proc.stderr
@@ -157,7 +160,7 @@ def test_options_and_server_argv():
     assert opts["deadline"] == 30.0 and opts["max_body"] == 64 * 1024 * 1024 and opts["grace"] == 20.0
     argv = serveconfig.server_argv("/usr/local/bin/python")
     assert argv[:3] == ["/usr/local/bin/python", "-B", "-c"] and argv[-2:] == ["--plan", serveconfig.PLAN_FILE]
-    assert serveconfig.RUNTIME_DIR + "/__init__.py" in argv[3] and "from envrepro_runtime.serve import main" in argv[3]
+    assert serveconfig.RUNTIME_DIR + "/__init__.py" in argv[3] and "from envrepro_runtime.serve.main import main" in argv[3]
     assert serveconfig.model_name("/m/my_model.keras") == "my_model"
 
 
@@ -178,13 +181,14 @@ def test_server_modules_import_under_bare_pythons(minor):
             "assert 'numpy' not in sys.modules\n"
             "import py_compile, glob, os, shutil, tempfile\n"
             "out = tempfile.mkdtemp()\n"
-            "for path in glob.glob(root + '/*.py'):\n"
-            "    py_compile.compile(path, cfile=os.path.join(out, os.path.basename(path) + 'c'), doraise=True)\n"
+            "for path in glob.glob(root + '/**/*.py', recursive=True):\n"
+            "    py_compile.compile(path, cfile=os.path.join(out, os.path.relpath(path, root).replace('/', '_') + 'c'),\n"
+            "                       doraise=True)\n"
             "shutil.rmtree(out)\n")
     proc = subprocess.run([python, "-B", "-c", code, launch.HOST_DIR] + SERVE_MODULES + ["planload", "loader"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert len(SERVE_MODULES) >= 7
+    assert len(SERVE_MODULES) >= 10 and "serve.main" in SERVE_MODULES
 
 
 def test_fake_model_served_by_python36(servers, py36_numpy):
@@ -209,7 +213,7 @@ def test_fake_model_served_by_python36(servers, py36_numpy):
 
 
 def test_contract_paths_are_routed():
-    from envrepro.runtime.serveapp import App
+    from envrepro.runtime.serve.app import App
 
     app = App("m", {"deadline": 1, "max_body": 10}, None, None)
     for path, endpoint in ((serveconfig.LIVE_PATH, "v2_health_live"), (serveconfig.READY_PATH, "v2_health_ready"),

@@ -1,13 +1,14 @@
-"""The model server's protocols as pure functions (runtime/servetensors.py, servev1.py,
-servev2.py): TF Serving REST v1 rows and columns, multi-input/output, b64, the Open Inference
+"""The model server's protocols as pure functions (runtime/serve/tensors.py, v1.py,
+v2.py): TF Serving REST v1 rows and columns, multi-input/output, b64, the Open Inference
 Protocol's datatypes and shapes, and errors that name the signature without echoing the payload."""
 import base64
 
 import numpy as np
 import pytest
 
-from envrepro.runtime import servev1, servev2
-from envrepro.runtime.servetensors import InputError, Signature, TensorSpec, to_array, v1_dtype, v2_dtype
+from envrepro.runtime.serve import v1 as servev1
+from envrepro.runtime.serve import v2 as servev2
+from envrepro.runtime.serve.tensors import InputError, Signature, TensorSpec, to_array, v1_dtype, v2_dtype
 
 SINGLE = Signature([TensorSpec("x", "float32", [None, 3])], [TensorSpec("y", "float32", [None, 2])])
 MULTI = Signature([TensorSpec("a", "float32", [None, 2]), TensorSpec("ids", "int64", [None]),
@@ -209,7 +210,7 @@ def test_v2_missing_input():
     assert "missing input(s): ids, text" in error_of(servev2.parse_infer, body, MULTI)
 
 
-# -- numeric outputs written as JSON text (servetensors.raw_json, serveapp.dumps) ------------------
+# -- numeric outputs written as JSON text (tensors.raw_json, app.dumps) ------------------
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "int32", "int64", "uint8"])
 @pytest.mark.parametrize("shape", [(32, 64), (4, 5, 6), (17,)])
 def test_raw_json_round_trips_exactly_in_the_declared_dtype(dtype, shape):
@@ -217,7 +218,7 @@ def test_raw_json_round_trips_exactly_in_the_declared_dtype(dtype, shape):
 
     import numpy as np
 
-    from envrepro.runtime import serveapp, servetensors
+    from envrepro.runtime.serve import app as serveapp, tensors as servetensors
 
     rng = np.random.RandomState(0)
     arr = (rng.standard_normal(shape) * 1000).astype(dtype)
@@ -234,7 +235,7 @@ def test_raw_json_round_trips_exactly_in_the_declared_dtype(dtype, shape):
 def test_raw_json_falls_back_where_it_does_not_apply():
     import numpy as np
 
-    from envrepro.runtime import servetensors
+    from envrepro.runtime.serve import tensors as servetensors
 
     assert servetensors.raw_json(np.array([np.nan] * 20, "float32")) is None      # JSON has no NaN
     assert servetensors.raw_json(np.ones(4, "float32")) is None                   # small: not worth it
@@ -247,7 +248,7 @@ def test_dumps_splices_only_its_own_markers():
 
     import numpy as np
 
-    from envrepro.runtime import serveapp, servetensors
+    from envrepro.runtime.serve import app as serveapp, tensors as servetensors
 
     raw = servetensors.raw_json(np.arange(20, dtype="int64"))
     lookalike = "\x00deadbeefdeadbeef-0\x00"

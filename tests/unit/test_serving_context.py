@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from envrepro.runtime import launch, serveconfig
+from envrepro.runtime import launch
+from envrepro.runtime.serve import config as serveconfig
 from envrepro.serving import context as sc
 from envrepro.serving import image as serving
 
@@ -40,7 +41,7 @@ def test_files_layers_and_key(tmp_path):
     assert "serve/model/my_model/saved_model.pb" in names
     assert "serve/capture/snapshot/custom_layers.py" in names
     assert "serve/capture/reference/input_0.npy" in names
-    assert f"serve/lib/{launch.PACKAGE}/serveconfig.py" in names
+    assert f"serve/lib/{launch.PACKAGE}/serve/config.py" in names
     assert not [n for n in names if "manifest" in n or n.endswith((".lock", "pip.conf", "ca.crt"))]
     assert json.loads(dict(ctx.files)["serve/plan.json"])["serve"]["name"] == "my_model"
     assert ctx.key == sc.serve_context(cap, "e" * 32).key            # stable

@@ -1,20 +1,20 @@
-"""The model server: serve a captured model from inside its reproduced environment.
+"""The model server's process: serve a captured model from inside its reproduced environment.
 
 Runs INSIDE the serving image, under the captured interpreter (Python 3.6 .. 3.13, TensorFlow
-2.4 .. 2.21): standard library, numpy and TensorFlow only, Python 3.6 syntax. Started as a module
-of the runtime package (see launch.py and serveconfig.server_argv):
+2.4 .. 2.21): standard library, numpy and TensorFlow only, Python 3.6 syntax. Started as the
+runtime entry point ``serve.main`` (config.ENTRY; see launch.py and config.server_argv):
 
     python -B -c "<launch bootstrap>" --plan /opt/envrepro/serve/plan.json [--name NAME]
 
 Startup: read the plan (envrepro/sandbox/loadplan.py's, with image paths), start listening (liveness
 answers from then on), load the model exactly as the loader does (planload.py) in a background
-thread, warm it up with one prediction (servemodel.py), then start the prediction workers and
+thread, warm it up with one prediction (model.py), then start the prediction workers and
 answer ready. SIGTERM or SIGINT: readiness answers 503, the listening socket closes, the requests
 in flight are answered within ENVREPRO_SERVE_GRACE seconds, exit 0 (a second signal stops
 waiting). A model that fails to load or warm up: one log line, then exit 5, as TF Serving exits,
 so the orchestrator restarts it and shows the failure. Logs go to stderr, one line per request
 (client, method, path, status, milliseconds) and per event; never a payload or a traceback
-(ENVREPRO_DEBUG=1 prints the traceback of a failed load). Exit codes: serveconfig.EXIT_CODES.
+(ENVREPRO_DEBUG=1 prints the traceback of a failed load). Exit codes: config.EXIT_CODES.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -26,19 +26,19 @@ import threading
 import time
 import traceback
 
-from . import serveconfig
-from .facts import short_error
-from .planload import PlanError, PlanLoad, entry_arguments, read_plan
-from .serveapp import App, State
-from .servehttp import HTTPServer
-from .servemetrics import Metrics
-from .servequeue import PredictQueue, clock
+from ..facts import short_error
+from ..planload import PlanError, PlanLoad, entry_arguments, read_plan
+from . import config
+from .app import App, State
+from .http import HTTPServer
+from .metrics import Metrics
+from .queue import PredictQueue, clock
 
-EXIT_OK = serveconfig.EXIT_CODES["ok"]
-EXIT_USAGE = serveconfig.EXIT_CODES["usage"]
-EXIT_LISTEN = serveconfig.EXIT_CODES["listen"]
-EXIT_LOAD_FAILED = serveconfig.EXIT_CODES["load_failed"]
-EXIT_PLAN = serveconfig.EXIT_CODES["plan"]
+EXIT_OK = config.EXIT_CODES["ok"]
+EXIT_USAGE = config.EXIT_CODES["usage"]
+EXIT_LISTEN = config.EXIT_CODES["listen"]
+EXIT_LOAD_FAILED = config.EXIT_CODES["load_failed"]
+EXIT_PLAN = config.EXIT_CODES["plan"]
 
 _log_lock = threading.Lock()
 
@@ -66,9 +66,9 @@ _FLAGS = {"--plan": "plan", "--name": "ENVREPRO_SERVE_NAME", "--host": "ENVREPRO
 
 
 def options(argv, environ):
-    """The settings (serveconfig.SETTINGS from ``environ``, ``--name/--host/--port`` over them) and
+    """The settings (config.SETTINGS from ``environ``, ``--name/--host/--port`` over them) and
     ``--plan``, as a dict; UsageError names the bad one."""
-    env = dict((k, serveconfig.setting(k, environ)) for k in serveconfig.SETTINGS)
+    env = dict((k, config.setting(k, environ)) for k in config.SETTINGS)
     opts = {"plan": None}
     args = list(argv)
     while args:
@@ -103,7 +103,7 @@ def options(argv, environ):
 def plan_servable(plan):
     """Load the plan's model the loader's way and wrap it for serving. An exception says the
     stage it failed at (``serve_stage``)."""
-    from .servemodel import KerasServable
+    from .model import KerasServable
 
     loading = PlanLoad(plan)
     try:
@@ -119,7 +119,7 @@ def plan_servable(plan):
 
 class Serving(object):
     """One server: HTTP listener, state, metrics, and the model loaded by ``load()`` (a callable
-    returning a servemodel.Servable) in a background thread."""
+    returning a model.Servable) in a background thread."""
 
     def __init__(self, opts, load, name, version="", lock="", debug=False):
         self.opts = opts
@@ -149,7 +149,7 @@ class Serving(object):
         self.http = HTTPServer((self.opts["host"], self.opts["port"]), self.app, self.metrics, log)
         self.http.start()
         log("listening on %s:%d for model '%s' (live: %s, ready: %s)"
-            % (self.opts["host"], self.port, self.name, serveconfig.LIVE_PATH, serveconfig.READY_PATH))
+            % (self.opts["host"], self.port, self.name, config.LIVE_PATH, config.READY_PATH))
 
     def start_loading(self):
         self._loader = threading.Thread(target=self._load, name="envrepro-load")
@@ -263,11 +263,11 @@ def main(argv=None, environ=None):
     except PlanError as exc:
         log("unusable plan: %s" % exc)
         return EXIT_PLAN
-    name = opts["name"] or serveconfig.model_name(plan["model_path"])
-    lock = opts["lock"] or plan.get(serveconfig.PLAN_LOCK_KEY) or ""
+    name = opts["name"] or config.model_name(plan["model_path"])
+    lock = opts["lock"] or plan.get(config.PLAN_LOCK_KEY) or ""
     log("serving %s as '%s' (Python %s)" % (plan["model_path"], name, platform.python_version()))
     return run(opts, lambda: plan_servable(plan), name,
-               version=plan.get(serveconfig.PLAN_VERSION_KEY) or "", lock=lock, debug=debug)
+               version=plan.get(config.PLAN_VERSION_KEY) or "", lock=lock, debug=debug)
 
 
 if __name__ == "__main__":

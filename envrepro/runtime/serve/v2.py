@@ -1,20 +1,83 @@
-"""The Open Inference Protocol (KServe V2) over REST/JSON: server and model metadata, and infer
-requests parsed into the model's inputs and formatted back.
+"""The Open Inference Protocol (KServe V2) over REST/JSON, an adapter over the data plane (app.py):
+its routes, server and model metadata, model readiness, and infer requests parsed into the model's
+inputs and formatted back.
 
-Pure functions over decoded JSON and numpy arrays (servetensors.py); standard library otherwise,
-Python 3.6 syntax. The binary tensor data extension is not supported: tensor data is JSON, flat
-(row-major) or nested. Errors are servetensors.InputError (answered 400) naming the signature,
-never the request's values.
+``route(path)`` finds a V2 endpoint and its handler, ``handler(plane, body, started)`` ->
+``(status, JSON object)``. The rest are pure functions over decoded JSON and numpy arrays
+(tensors.py); standard library otherwise, Python 3.6 syntax. The binary tensor data extension is
+not supported: tensor data is JSON, flat (row-major) or nested. Errors are tensors.InputError
+(400) naming the signature, never the request's values. (The health endpoints, which probes use
+whatever the protocol, are the data plane's: config.LIVE_PATH, config.READY_PATH.)
 """
 from __future__ import absolute_import, division, print_function
 
 import base64
 
-from .servetensors import InputError, dims, raw_json, to_array, v2_dtype
+try:
+    from urllib.parse import unquote
+except ImportError:  # pragma: no cover
+    from urllib import unquote
+
+from .config import MODEL_VERSION
+from .tensors import InputError, dims, raw_json, to_array, v2_dtype
 
 SERVER_NAME = "envrepro"
 PLATFORM = "tensorflow_keras"
-VERSION = "1"
+VERSION = MODEL_VERSION
+SERVER_PATH = "/v2"
+PREFIX = "/v2/models/"
+
+
+# -- endpoints -----------------------------------------------------------------------------------
+
+def route(path):
+    """``(endpoint, method, handler, model name, version)`` for a V2 path (no query string, no
+    trailing slash), or None: ``/v2``, ``/v2/models/NAME[/versions/V]``, its ``/ready`` and
+    ``/infer``."""
+    if path == SERVER_PATH:
+        return "v2_server_metadata", "GET", handle_server_metadata, None, None
+    if not path.startswith(PREFIX):
+        return None
+    parts = path[len(PREFIX):].split("/")
+    version = None
+    if len(parts) >= 3 and parts[1] == "versions":
+        version = parts[2]
+        parts = [parts[0]] + parts[3:]
+    if not parts[0]:
+        return None
+    name = unquote(parts[0])
+    tail = parts[1:]
+    if not tail:
+        return "v2_model_metadata", "GET", handle_model_metadata, name, version
+    if tail == ["ready"]:
+        return "v2_model_ready", "GET", handle_model_ready, name, version
+    if tail == ["infer"]:
+        return "v2_infer", "POST", handle_infer, name, version
+    return None
+
+
+def handle_server_metadata(plane, body, started):
+    return 200, server_metadata(plane.version)
+
+
+def handle_model_metadata(plane, body, started):
+    return 200, model_metadata(plane.name, plane.servable().signature)
+
+
+def handle_model_ready(plane, body, started):
+    ok = plane.state.ready()
+    return (200 if ok else 503), {"name": plane.name, "ready": ok}
+
+
+def handle_infer(plane, body, started):
+    def parse(obj, signature):
+        inputs, requested, request_id = parse_infer(obj, signature)
+        return inputs, lambda outputs: format_infer(plane.name, outputs, requested, request_id)
+
+    return 200, plane.predict(body, started, parse, describe)
+
+
+# -- the protocol's JSON -------------------------------------------------------------------------
 
 
 def server_metadata(version):

@@ -2,14 +2,16 @@
 values turned into numpy arrays the model's inputs accept (and back).
 
 Pure functions over numpy (imported lazily); standard library otherwise, Python 3.6 syntax (see
-launch.py). Errors are InputError with a message that names what the signature expects and never
-quotes the request's values.
+launch.py). Errors are InputError (errors.BadRequest: 400) with a message that names what the
+signature expects and never quotes the request's values.
 """
 from __future__ import absolute_import, division, print_function
 
 import base64
 import binascii
 import warnings
+
+from .errors import BadRequest
 
 # numpy < 1.24 warns (and makes an object array) on ragged nested lists: those are refused below.
 warnings.filterwarnings("ignore", message=".*ragged nested sequences.*")
@@ -34,7 +36,7 @@ def _np():
     return numpy
 
 
-class InputError(Exception):
+class InputError(BadRequest):
     """A request the signature can't accept: answered 400 with this message."""
 
 
@@ -252,7 +254,7 @@ def _map_nested(node, leaf):
 
 
 class RawJSON(object):
-    """JSON text already written for a numeric array (serveapp.dumps splices it in)."""
+    """JSON text already written for a numeric array (app.dumps splices it in)."""
 
     __slots__ = ("text",)
 

@@ -2,9 +2,10 @@
 with a deadline per request.
 
 A request thread submits a job and waits for it until the request's deadline. Submitting to a full
-queue raises QueueFull (answered 503); a job still waiting when its deadline passes is dropped by
-the worker that takes it, never run; a job running when its waiter gives up finishes and its
-result is discarded (a prediction can't be interrupted). Standard library only, Python 3.6 syntax.
+queue raises QueueFull (503); a job still waiting when its deadline passes is dropped by the worker
+that takes it, never run; a job running when its waiter gives up finishes and its result is
+discarded (a prediction can't be interrupted). The errors are errors.ServeError: the HTTP layer
+answers them as they are. Standard library only, Python 3.6 syntax.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -12,22 +13,29 @@ import collections
 import threading
 import time
 
+from ..facts import short_error
+from .errors import GatewayTimeout, InternalError, Overloaded
+
 clock = time.monotonic
 
 
-class QueueFull(Exception):
-    """Every worker is busy and the queue holds its maximum of waiting jobs."""
+class QueueFull(Overloaded):
+    """Every worker is busy and the queue holds its maximum of waiting jobs (503, Retry-After)."""
 
 
-class DeadlineExceeded(Exception):
-    """The request's deadline passed before its prediction finished."""
+class DeadlineExceeded(GatewayTimeout):
+    """The request's deadline passed before its prediction finished (504; the data plane, which
+    knows the setting, says which deadline)."""
+
+    def __init__(self, message="the prediction did not finish within its deadline"):
+        GatewayTimeout.__init__(self, message)
 
 
-class PredictFailed(Exception):
-    """The model raised; ``cause`` is its exception."""
+class PredictFailed(InternalError):
+    """The model raised (500); ``cause`` is its exception."""
 
     def __init__(self, cause):
-        Exception.__init__(self, str(cause))
+        InternalError.__init__(self, "the model failed: %s" % short_error(cause))
         self.cause = cause
 
 
@@ -81,7 +89,7 @@ class PredictQueue(object):
         job = Job(inputs, deadline)
         with self._cond:
             if self._stopped or len(self._waiting) + 1 - self._idle > self.size:
-                raise QueueFull()
+                raise QueueFull("the server is busy: the queue of %d requests is full" % self.size)
             self._waiting.append(job)
             self._cond.notify()
         return job

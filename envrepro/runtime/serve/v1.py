@@ -1,17 +1,83 @@
-"""TensorFlow Serving's REST API (v1): model status, metadata, and predict requests in row
-(``instances``) or columnar (``inputs``) format, parsed into the model's inputs and formatted back.
+"""TensorFlow Serving's REST API (v1), an adapter over the data plane (app.py): its routes, model
+status, metadata, and predict requests in row (``instances``) or columnar (``inputs``) format,
+parsed into the model's inputs and formatted back.
 
-Pure functions over decoded JSON and numpy arrays (servetensors.py); standard library otherwise,
-Python 3.6 syntax. Errors are servetensors.InputError (answered 400) naming the signature, never
-the request's values.
+``route(path)`` finds a v1 endpoint and its handler, ``handler(plane, body, started)`` ->
+``(status, JSON object)``. The rest are pure functions over decoded JSON and numpy arrays
+(tensors.py); standard library otherwise, Python 3.6 syntax. Errors are tensors.InputError (400)
+naming the signature, never the request's values.
 """
 from __future__ import absolute_import, division, print_function
 
-from .servetensors import InputError, dims, raw_json, to_array, to_json, v1_dtype
+try:
+    from urllib.parse import unquote
+except ImportError:  # pragma: no cover
+    from urllib import unquote
+
+from .config import MODEL_VERSION
+from .tensors import InputError, dims, raw_json, to_array, to_json, v1_dtype
 
 SIGNATURE_NAME = "serving_default"
 METHOD_NAME = "tensorflow/serving/predict"
-VERSION = "1"
+VERSION = MODEL_VERSION
+PREFIX = "/v1/models/"
+
+
+# -- endpoints -----------------------------------------------------------------------------------
+
+def route(path):
+    """``(endpoint, method, handler, model name, version)`` for a v1 path (no query string, no
+    trailing slash), or None: ``/v1/models/NAME[/versions/V]``, its ``/metadata`` and
+    ``:predict``."""
+    if not path.startswith(PREFIX):
+        return None
+    rest = path[len(PREFIX):]
+    predict = rest.endswith(":predict")
+    if predict:
+        rest = rest[:-len(":predict")]
+    parts = rest.split("/")
+    version = None
+    if len(parts) >= 3 and parts[1] == "versions":
+        version = parts[2]
+        parts = [parts[0]] + parts[3:]
+    if not parts[0] or ":" in parts[-1]:
+        return None
+    name = unquote(parts[0])
+    if predict and len(parts) == 1:
+        return "v1_predict", "POST", handle_predict, name, version
+    if not predict and len(parts) == 1:
+        return "v1_status", "GET", handle_status, name, version
+    if not predict and parts[1:] == ["metadata"]:
+        return "v1_metadata", "GET", handle_metadata, name, version
+    return None
+
+
+def handle_status(plane, body, started):
+    """``GET /v1/models/NAME``: the server's phase as TF Serving's version states; 503 unless
+    ready."""
+    phase = plane.state.phase
+    if phase == "ready":
+        return 200, status("AVAILABLE")
+    if phase == "failed":
+        return 503, status("END", "UNKNOWN", plane.state.error)
+    if phase == "draining":
+        return 503, status("UNLOADING", "UNAVAILABLE", "the server is stopping")
+    return 503, status("LOADING", "UNAVAILABLE", "the model is loading")
+
+
+def handle_metadata(plane, body, started):
+    return 200, metadata(plane.name, plane.servable().signature)
+
+
+def handle_predict(plane, body, started):
+    def parse(obj, signature):
+        inputs, columnar = parse_predict(obj, signature)
+        return inputs, lambda outputs: format_predict(outputs, columnar)
+
+    return 200, plane.predict(body, started, parse, lambda sig: sig.describe())
+
+
+# -- the protocol's JSON -------------------------------------------------------------------------
 
 
 def status(state, error_code="OK", error_message=""):

@@ -1,12 +1,14 @@
 """The model server's HTTP/1.1 layer: a threaded server (one thread per connection, keep-alive),
-the limits decided before a body is read, one log line per request, in-flight accounting for the
-drain on SIGTERM.
+the limits decided before a body is read (by the data plane, app.py), one log line per request,
+in-flight accounting for the drain on SIGTERM. Every errors.ServeError raised under it is answered
+here, with its status and headers and ``{"error": message}`` (``error_response``).
 
 Python 3.6 has no ``http.server.ThreadingHTTPServer``: ``socketserver.ThreadingMixIn`` over
 ``HTTPServer`` is the same thing. Nothing a client sends can raise out of a handler or print a
 traceback: a failure is answered 500 with one line and logged as one line. Responses are written
 with one send (status line, headers and body) and Nagle's algorithm off, so a keep-alive client
-never waits on a delayed ACK. Standard library only, Python 3.6 syntax.
+never waits on a delayed ACK. Standard library only, Python 3.6 syntax. (``import http.server``
+below is the standard library's: this module is ``envrepro_runtime.serve.http``, never top-level.)
 """
 from __future__ import absolute_import, division, print_function
 
@@ -16,12 +18,18 @@ import socketserver
 import sys
 import threading
 
-from .facts import short_error
-from .serveapp import error
-from .servequeue import clock
+from ..facts import short_error
+from .app import json_response
+from .errors import InternalError, ServeError
+from .queue import clock
 
 IDLE_TIMEOUT = 60      # seconds a connection may sit between requests or stall mid-read
 _PHRASES = dict((s.value, s.phrase) for s in http.server.HTTPStatus)
+
+
+def error_response(err):
+    """The answer to an errors.ServeError: its status and headers, ``{"error": message}``."""
+    return json_response(err.status, {"error": err.message}, err.headers)
 
 
 def _printable(text, limit=200):
@@ -58,21 +66,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def handle_expect_100(self):
         """``Expect: 100-continue``: refuse before the body is sent when the headers already
         say no (404, 411, 413, 415...)."""
-        route, early = self.server.app.check(self.command, self.path, self.headers)
-        if early is not None:
+        app = self.server.app
+        route = app.route(self.path)
+        try:
+            app.check(route, self.command, self.headers)
+        except ServeError as err:
             self.close_connection = True
-            self._send(route, early)
+            self._send(route, error_response(err))
             return False
         return http.server.BaseHTTPRequestHandler.handle_expect_100(self)
 
     def _serve(self):
         app = self.server.app
-        route, early = app.check(self.command, self.path, self.headers)
+        route = app.route(self.path)
         sent_length = self.headers.get("Content-Length")
-        if early is not None:
+        try:
+            app.check(route, self.command, self.headers)
+        except ServeError as err:
             if self.command == "POST" or (sent_length not in (None, "0")):
                 self.close_connection = True   # the body stays unread
-            return self._send(route, early)
+            return self._send(route, error_response(err))
         body = b""
         if route.method == "POST":
             length = int(sent_length.strip())
@@ -84,10 +97,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
         try:
             response = app.answer(route, body, self._t0)
+        except ServeError as err:
+            response = error_response(err)
         except Exception as exc:   # a bug: one line, never a traceback
             self.server.log("internal error on %s %s: %s" % (self.command, _printable(self.path.split("?")[0]),
                                                              short_error(exc)))
-            response = error(500, "internal error: %s" % short_error(exc))
+            response = error_response(InternalError("internal error: %s" % short_error(exc)))
         self._send(route, response)
 
     do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve
@@ -97,7 +112,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         method): a JSON answer without the offending text."""
         self._begin()
         self.close_connection = True
-        self._send(None, error(int(code), _PHRASES.get(int(code), "error")))
+        self._send(None, error_response(ServeError(int(code), _PHRASES.get(int(code), "error"))))
 
     def _send(self, route, response):
         if self.server.draining:

@@ -7,9 +7,9 @@ really has.
 """
 import os
 
-from . import launch
+from .. import launch
 
-ENTRY = "serve"                 # runtime entry point: ``server_argv(python)`` below
+ENTRY = "serve.main"            # runtime entry point (serve/main.py): ``server_argv(python)`` below
 PORT = 8501                     # TF Serving's REST port, the default of ``envrepro serve --port``
 
 # Where the serving image holds what it serves (copied in by the serving Dockerfile).
@@ -28,6 +28,9 @@ MODEL_READY_PATH = "/v2/models/{name}/ready"
 V2_INFER_PATH = "/v2/models/{name}/infer"
 V1_STATUS_PATH = "/v1/models/{name}"
 V1_PREDICT_PATH = "/v1/models/{name}:predict"
+# The served model's one version: the VERSION of ``.../versions/VERSION`` in both protocols' URLs
+# (any other is 404) and in their answers.
+MODEL_VERSION = "1"
 
 # Settings: environment variables of the serving container, with their defaults.
 SETTINGS = {

@@ -12,16 +12,16 @@ from __future__ import absolute_import, division, print_function
 import os
 import time
 
-from .reference import DEFAULT_SEED, FLOAT_TOLERANCE, _input_structure, compare, generate_sample
-from .reference import predict as reference_predict
-from .savedinputs import saved_input_specs
-from .servetensors import Signature, TensorSpec, normalize_dtype, output_array
+from ..reference import DEFAULT_SEED, FLOAT_TOLERANCE, _input_structure, compare, generate_sample
+from ..reference import predict as reference_predict
+from ..savedinputs import saved_input_specs
+from .tensors import Signature, TensorSpec, normalize_dtype, output_array
 
 TIMING_RUNS = 5
 
 
 class Servable(object):
-    """A signature (servetensors.Signature) and ``predict({input name: array}) -> [(output name,
+    """A signature (tensors.Signature) and ``predict({input name: array}) -> [(output name,
     array)]`` in signature order. ``info`` holds what the metrics' build_info reports."""
 
     signature = None

@@ -1,0 +1,21 @@
+"""The model server: serve a captured model from inside its reproduced environment.
+
+Laid out as KServe's model server is: a protocol-neutral core, the protocols as thin adapters over
+it, and HTTP as one layer around both.
+
+- ``main``: the process (the runtime entry point ``serve.main``: settings, plan, load, signals,
+  drain, exit codes);
+- ``app``: the data plane: readiness, routing to the protocols, the limits decided before a body
+  is read, and the one predict path (parse, queue, deadline, format);
+- ``http``: HTTP/1.1 over sockets; turns any ``errors.ServeError`` into its answer;
+- ``v1`` (TF Serving REST) and ``v2`` (Open Inference Protocol): their routes, request parsing and
+  response formatting;
+- ``errors`` (every error a request can get, with its HTTP status), ``queue`` (bounded queue and
+  workers, deadlines), ``model`` (the servable made of the loaded Keras model), ``tensors``
+  (signatures, dtypes, JSON <-> arrays), ``metrics`` (Prometheus text), ``config`` (the contract
+  with the host side: paths, port, settings, exit codes).
+
+Standard library only (numpy and TensorFlow come from the load), Python 3.6 syntax, relative
+imports. This module imports nothing, so the host side, which imports ``config`` (as
+``serveconfig``), loads the contract alone.
+"""
