@@ -3,22 +3,7 @@
 Import cost matters: this module is imported by the save hook inside training jobs, so it pulls
 in neither TensorFlow, the Docker SDK, typer nor pip-tools. The heavy parts load lazily.
 """
-
-
-def _installed_version() -> str:
-    """envrepro's version, from its package metadata: pyproject.toml is the one place it is
-    written. A bare checkout on sys.path (never installed) has none and says so."""
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # pragma: no cover - Python < 3.8
-        return "0+unknown"
-    try:
-        return version("envrepro")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
-__version__ = _installed_version()
+from envrepro.version import __version__
 
 __all__ = ["__version__", "save", "capture", "install_hook", "uninstall_hook"]
 
@@ -26,7 +11,7 @@ __all__ = ["__version__", "save", "capture", "install_hook", "uninstall_hook"]
 def save(model, path, sample_input=None, resume_check=False, **save_kwargs):
     """``model.save(path, **save_kwargs)``, then capture its environment beside it;
     ``resume_check=True`` also records one training step on a copy loaded from ``path``."""
-    from envrepro.capturing.capture import save as _save
+    from envrepro.capturing.hook import save as _save
 
     return _save(model, path, sample_input=sample_input, resume_check=resume_check, **save_kwargs)
 

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from envrepro import __version__
+from envrepro.version import __version__
 from envrepro import errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from envrepro.diagnose.tfversions import for_tf, minor_of, vtuple
+from envrepro.packages.tfversions import for_tf, minor_of, vtuple
 from envrepro.diagnose.findings import ERROR, WARNING
 from envrepro.modelfiles.read import ModelFileInfo
 from envrepro.runtime import failures

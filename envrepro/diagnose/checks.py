@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
 
-from envrepro.diagnose import tfversions as compat
+from envrepro.packages import tfversions as compat
 from envrepro.diagnose.catalogue import Env
 from envrepro.diagnose.findings import ERROR, INFO, WARNING, Finding
 from envrepro.sidecar import manifest
@@ -74,11 +74,11 @@ def compare_frameworks(saved: Env, target: Env, inferred: bool) -> List[Finding]
 def _importance(cap: manifest.Capture, saved: Env) -> Dict[str, Tuple[int, str]]:
     """canonical name -> (rank, why): 0 frameworks, 1 custom-object providers, 2 the TF
     dependencies docs/failures.md names, 3 the rest of TF's closure, 4 everything else."""
-    from envrepro.sidecar.lockfile import parse_lock, split_closure
+    from envrepro.sidecar.lockfile import split_closure
 
     ranks: Dict[str, Tuple[int, str]] = {}
     if cap.lock_path.is_file():
-        heavy, _rest = split_closure(parse_lock(cap.lock_path.read_text(encoding="utf-8")))
+        heavy, _rest = split_closure(cap.lock)
         for e in heavy:
             ranks[e.name] = (2 if e.name in KEY_CLOSURE else 3, "TensorFlow's dependency closure")
     for module, dist in custom_providers(cap).items():

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from envrepro import errors
 from envrepro.diagnose import catalogue
-from envrepro.diagnose import tfversions as compat
+from envrepro.packages import tfversions as compat
 from envrepro import proberunner
 from envrepro.diagnose.catalogue import Env
 from envrepro.diagnose.checks import (check_env_requirements, compare_frameworks, compare_packages,
@@ -110,11 +110,9 @@ def target_env(facts: Dict[str, Any]) -> Env:
 def saved_env(cap: Optional[manifest.Capture], info: ModelFileInfo) -> Tuple[Env, bool]:
     """The saving environment: the capture's, else what the file says (second value: inferred)."""
     if cap is not None:
-        from envrepro.sidecar.lockfile import parse_lock
-
         pkgs: Dict[str, str] = {}
         if cap.lock_path.is_file():
-            pkgs = {e.name: e.version or "" for e in parse_lock(cap.lock_path.read_text(encoding="utf-8"))}
+            pkgs = {e.name: e.version or "" for e in cap.lock.entries}
         fw = cap.get("frameworks") or {}
         return Env(python=cap.get("python.version"), tensorflow=fw.get("tensorflow"), keras=fw.get("keras"),
                    keras_flavor=fw.get("keras_flavor"), packages=pkgs,

@@ -28,7 +28,7 @@ from envrepro.modelfiles.read import ModelFileInfo
 from envrepro.errors import InvalidCapture
 from envrepro.fsutil import sha256_bytes
 from envrepro.runtime import launch
-from envrepro.sidecar import manifest
+from envrepro.sidecar import manifest, seal
 from envrepro.sidecar.layout import SNAPSHOT_DIR
 from envrepro import shipped
 
@@ -62,7 +62,7 @@ def copy_snapshot(cap: manifest.Capture, dest: Path) -> List[str]:
     for rel, digest in sorted(files.items()):
         if not rel.startswith(prefix):
             continue
-        src = manifest.inside(cap.root, rel)
+        src = seal.inside(cap.root, rel)
         data = src.read_bytes() if (src.is_file() and not src.is_symlink()) else None
         if data is None or sha256_bytes(data) != digest:
             raise InvalidCapture("doctor --try refuses the capture: snapshot file edited after the capture "

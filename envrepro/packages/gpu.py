@@ -78,7 +78,7 @@ def needs_gpu_lock(capture: Capture) -> bool:
     """True when the capture's lock (made on Linux) doesn't pin a TensorFlow GPU build with
     its CUDA libraries: ``--gpus`` then builds from a GPU lock (see the module docstring)."""
     try:
-        entries = lockfile.parse_lock(capture.lock_path.read_text(encoding="utf-8"))
+        entries = list(capture.lock.entries)
     except OSError:
         return False
     return any(mapped_for_gpu(e, entries) for e in entries)

@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, 
 
 from envrepro.packages import gpu as gpus
 from envrepro.packages.compile import ResolutionFailed
+from envrepro.packages.pipconfig import pip_mapping
 from envrepro.packages.translation import (FOREIGN, TARGET_NAMES, Change, Translation, cache_folder, cached,
                                         diff, platform_name, store)
 from envrepro.packages import indexhashes
@@ -193,13 +194,6 @@ def make_plan(entries: Sequence[lockfile.LockEntry], platform: str,
 
 
 # -- translate -----------------------------------------------------------------------------------
-def _pip_mapping(pip: Any) -> Dict[str, Any]:
-    return {"index_url": getattr(pip, "index_url", None),
-            "extra_index_urls": list(getattr(pip, "extra_index_urls", ()) or ()),
-            "trusted_hosts": list(getattr(pip, "trusted_hosts", ()) or ()),
-            "cert": getattr(pip, "cert", None)}
-
-
 def _refuse(capture: Capture, where: str, gpu: bool, items: Sequence[str]) -> PlatformError:
     what = "Linux GPU build" if gpu else "Linux build"
     fix = ("load it without --gpus, or capture with a TensorFlow version that has a Linux GPU "
@@ -218,7 +212,7 @@ def _target(gpu: bool) -> str:
 def _lookup_with(pip: Any) -> Lookup:
     def lookup(pins: Mapping[str, str], facts: Mapping[str, Any]
                ) -> Tuple[Optional[Dict[str, indexhashes.IndexInfo]], str]:
-        return indexhashes.lookup_index(pins, facts, _pip_mapping(pip))
+        return indexhashes.lookup_index(pins, facts, pip_mapping(pip))
     return lookup
 
 
@@ -248,7 +242,7 @@ def translate(capture: Capture, cache: Path, gpu: bool = False, pip: Any = None,
             return resolve.pip_compile(requirements, constraints, python_xy, pip, cache, say,
                                        notes=resolver_notes)
 
-    captured = lockfile.parse_lock(capture.lock_path.read_text(encoding="utf-8"), include_unsafe=True)
+    captured = capture.lock.every
     say(f"The capture was made on {where}: translating its lock for {TARGET_NAMES[_target(gpu)]}"
         if foreign else "Translating the capture's lock for GPUs: the GPU build of its "
         "TensorFlow, under the captured pins")

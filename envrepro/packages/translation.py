@@ -65,6 +65,10 @@ class Translation:
     python: str = ""
     notes: List[str] = field(default_factory=list)
     target: str = "linux"
+    lock: lockfile.Lock = field(init=False, repr=False, compare=False)   # lock_text, parsed once
+
+    def __post_init__(self) -> None:
+        self.lock = lockfile.Lock.parse(self.lock_text)
 
     @property
     def source(self) -> str:

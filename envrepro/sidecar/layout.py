@@ -29,6 +29,7 @@ MODEL_MOUNT = "/envrepro/model"         # the folder holding the model
 # Local wheels are locked as ``name @ file:///envrepro/capture/wheels/<file>``; the image build
 # puts them at the same path.
 WHEELS_MOUNT = f"{CAPTURE_MOUNT}/{WHEELS_DIR}"
+BUILD_DIR = "/etc/envrepro-build"    # an image build's pip configuration and CA bundle
 
 
 def sidecar_for(model_path: "os.PathLike[str] | str") -> Path:

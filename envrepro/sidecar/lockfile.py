@@ -306,24 +306,64 @@ def render_entries(entries: Iterable[LockEntry], options: Sequence[str] = ()) ->
     return "".join(out)
 
 
-def canonical_lock(text: str) -> str:
+@dataclass(frozen=True)
+class Lock:
+    """A lock parsed once: its text, its entries (the commented setuptools/wheel pins apart) and
+    its pip options. A capture's is parsed when the capture is read (``Capture.lock``), a
+    translated one when it is made; from there the lock travels parsed (image key, Dockerfile,
+    install plan, wheelhouse, doctor), never as text to parse again."""
+
+    text: str
+    entries: Tuple[LockEntry, ...]          # the requirements, in lock order
+    tools: Tuple[LockEntry, ...] = ()       # the commented "unsafe" pins (setuptools, wheel)
+    options: Tuple[str, ...] = ()           # pip options still valid in an image (lock_options)
+
+    @classmethod
+    def parse(cls, text: str) -> "Lock":
+        every = parse_lock(text, include_unsafe=True)
+        return cls(text, tuple(e for e in every if not e.unsafe), tuple(e for e in every if e.unsafe),
+                   tuple(lock_options(text)))
+
+    @property
+    def every(self) -> List[LockEntry]:
+        """Requirements and commented pins together (``parse_lock(text, include_unsafe=True)``)."""
+        return list(self.entries) + list(self.tools)
+
+    @property
+    def canonical(self) -> str:
+        """Without comments or ordering noise: what the image key hashes."""
+        return render_entries(self.entries, self.options)
+
+
+def as_lock(lock: "Union[str, Lock]") -> Lock:
+    """``lock`` as a :class:`Lock`: parsed when it is still text (tests, tools), else as it is."""
+    return lock if isinstance(lock, Lock) else Lock.parse(lock)
+
+
+def canonical_lock(lock: "Union[str, Lock]") -> str:
     """The lock without comments or ordering noise: what the image key hashes."""
-    return render_entries(parse_lock(text), lock_options(text))
+    return as_lock(lock).canonical
 
 
-def has_hashes(lock_entries: Union[str, Sequence[LockEntry]]) -> bool:
+def _entries(lock_entries: "Union[str, Lock, Sequence[LockEntry]]") -> List[LockEntry]:
+    if isinstance(lock_entries, (str, Lock)):
+        return list(as_lock(lock_entries).entries)
+    return list(lock_entries)
+
+
+def has_hashes(lock_entries: "Union[str, Lock, Sequence[LockEntry]]") -> bool:
     """True when every requirement of the lock carries a hash (so ``--require-hashes`` works).
 
     pip's hash checking is all-or-nothing: a lock where only some lines have hashes can't be
     installed in one ``pip install`` call (see ``LockResult.missing_hashes``; the image build
     installs the hashless ones in a separate, unverified step).
     """
-    entries = parse_lock(lock_entries) if isinstance(lock_entries, str) else list(lock_entries)
+    entries = _entries(lock_entries)
     entries = [e for e in entries if not e.unsafe]
     return bool(entries) and all(e.hashes for e in entries)
 
 
-def split_closure(lock_entries: Union[str, Sequence[LockEntry]],
+def split_closure(lock_entries: "Union[str, Lock, Sequence[LockEntry]]",
                   roots: Sequence[str] = HEAVY_ROOTS) -> Tuple[List[LockEntry], List[LockEntry]]:
     """(heavy, rest): the roots present in the lock and everything they pull in (from the
     ``# via`` graph), then the others, each in lock order. For a two-layer image build.
@@ -331,7 +371,7 @@ def split_closure(lock_entries: Union[str, Sequence[LockEntry]],
     A lock without any ``# via`` parent (pip-freeze style) puts the roots and TensorFlow's
     usual dependencies (``HEAVY_KNOWN_DEPS``) in the heavy part.
     """
-    entries = parse_lock(lock_entries) if isinstance(lock_entries, str) else list(lock_entries)
+    entries = _entries(lock_entries)
     children: Dict[str, Set[str]] = {}
     for e in entries:
         for parent in e.parents:

@@ -1,7 +1,7 @@
 """The capture's ``requirements.lock`` checked on read, with ``packaging`` (not by hand).
 
 The lock of a capture is untrusted input like its manifest (docs/threat-model.md). It may hold
-only what envrepro's lock writer (``capturing/lock.py``, ``capturing/localwheels.py``) writes:
+only what envrepro's lock writer (``packages/lockwriter.py``, ``packages/localwheels.py``) writes:
 
 - ``name==version`` (canonical name, PEP 440 version, an optional environment marker), with
   ``--hash=sha256:<64 hex>`` options;
@@ -97,8 +97,9 @@ def _requirement_lines(text: str) -> "list[tuple[int, str]]":
     return out
 
 
-def check_lock(text: str, path: str) -> None:
-    """Raise InvalidCapture (one line) unless every line of the lock is one envrepro writes."""
+def check_lock(text: str, path: str) -> lockfile.Lock:
+    """The lock parsed; raises InvalidCapture (one line) unless every line of it is one envrepro
+    writes."""
     def bad(line_no: int, why: str) -> None:
         raise InvalidCapture(f"lock line {line_no} refused: {why}", path, FIX)
 
@@ -118,6 +119,8 @@ def check_lock(text: str, path: str) -> None:
         why = check_requirement(spec)
         if why:
             bad(line_no, why)
-    for entry in lockfile.parse_lock(text, include_unsafe=True):
-        if entry.unsafe and not (entry.name in lockfile.UNSAFE and _pep440(entry.version)):
+    lock = lockfile.Lock.parse(text)
+    for entry in lock.tools:
+        if not (entry.name in lockfile.UNSAFE and _pep440(entry.version)):
             bad(0, f"commented pin {shown(entry.spec)} is not setuptools/wheel/distribute==version")
+    return lock

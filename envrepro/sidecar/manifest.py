@@ -16,15 +16,15 @@ from typing import Any, Callable, Dict, List, Optional
 
 import yaml
 
-# libyaml's C loader/dumper when present (several times faster: the hook runs on every save)
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# libyaml's C dumper when present (several times faster: the hook runs on every save)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
-from envrepro import __version__
+from envrepro.version import __version__
 from envrepro.errors import InvalidCapture
-from envrepro.fsutil import sha256_file
+from envrepro.sidecar.lockfile import Lock
+from envrepro.sidecar.seal import check_tree, load_manifest, verify_tree
 from envrepro.sidecar.layout import (LOCK_FILE, MANIFEST, REFERENCE_DIR, SCHEMA, SIDECAR_SUFFIX,
-                                     SNAPSHOT_DIR, model_for, sidecar_for)
+                                     model_for, sidecar_for)
 
 # Schema upgrades: each function takes a manifest of schema N and returns schema N+1.
 # ``envrepro/v0`` never shipped; the table exists so old captures keep loading when v2 comes.
@@ -38,8 +38,9 @@ class Capture:
 
     root: Path
     data: Dict[str, Any] = field(default_factory=dict)
-    # Set by ``sandbox.run.prepare``: the model's hash against the recorded one (modelcheck).
+    # Set by ``sandbox.container.prepare``: the model's hash against the recorded one (modelcheck).
     model_check: Optional[Dict[str, Any]] = None
+    parsed_lock: Optional[Lock] = field(default=None, repr=False, compare=False)
 
     @property
     def model_path(self) -> Path:
@@ -59,6 +60,14 @@ class Capture:
     @property
     def lock_path(self) -> Path:
         return self.root / LOCK_FILE
+
+    @property
+    def lock(self) -> Lock:
+        """The capture's lock, parsed once: by :func:`read` when it verified the capture's files,
+        else on first use (``verify=False``, a capture made in memory). OSError: no lock file."""
+        if self.parsed_lock is None:
+            self.parsed_lock = Lock.parse(self.lock_path.read_text(encoding="utf-8"))
+        return self.parsed_lock
 
 
 def read(sidecar: "os.PathLike[str] | str", verify: bool = True) -> Capture:
@@ -91,50 +100,18 @@ def read_folder(root: Path, verify: bool = True) -> Capture:
     check_tree(root)
     cap = Capture(root=root, data=data)
     lock = root / LOCK_FILE
+    checked: Optional[Lock] = None
     if lock.is_file():
         try:
             lock_text = lock.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise InvalidCapture(f"lock is unreadable ({type(e).__name__})", str(lock),
                                  "run `envrepro capture MODEL` again") from None
-        locktrust.check_lock(lock_text, str(lock))
+        checked = locktrust.check_lock(lock_text, str(lock))
     if verify:
         verify_files(cap)
+        cap.parsed_lock = checked   # the sealed lock, checked: it travels parsed from here
     return cap
-
-
-def load_manifest(root: Path) -> Dict[str, Any]:
-    """The manifest of the folder ``root`` parsed (a mapping), not yet upgraded or checked."""
-    manifest = root / MANIFEST
-    if not manifest.is_file():
-        raise InvalidCapture("capture is incomplete (no envrepro.yaml: the capture was interrupted)",
-                             str(root), "run `envrepro capture MODEL` again")
-    try:
-        data = yaml.load(manifest.read_text(encoding="utf-8"), Loader=_Loader)
-    except (OSError, ValueError, RecursionError, yaml.YAMLError) as e:  # ValueError: a 5000-digit int
-        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-        raise InvalidCapture(f"manifest is unreadable ({reason})", str(manifest),
-                             "run `envrepro capture MODEL` again") from None
-    if not isinstance(data, dict):
-        raise InvalidCapture("manifest is not a mapping", str(manifest),
-                             "run `envrepro capture MODEL` again")
-    return data
-
-
-def sealed(root: Path) -> bool:
-    """The folder ``root`` holds a capture that was written whole: its manifest parses and every
-    file matches the hashes it lists, nothing unlisted, no link. That is what a kill can break
-    (the manifest goes last); the schema is not judged (a newer envrepro's capture is whole too),
-    and nothing beyond yaml is imported (the save hook runs where packaging may be missing)."""
-    try:
-        if root.is_symlink() or not root.is_dir():
-            return False
-        cap = Capture(root=root, data=load_manifest(root))
-        check_tree(root)
-        verify_files(cap)
-        return True
-    except Exception:  # noqa: BLE001 - whatever stops the check, the folder is not known whole
-        return False
 
 
 def upgrade(data: Dict[str, Any], manifest: Path) -> Dict[str, Any]:
@@ -150,59 +127,10 @@ def upgrade(data: Dict[str, Any], manifest: Path) -> Dict[str, Any]:
     return data
 
 
-def check_tree(root: Path) -> None:
-    """No symbolic link anywhere in the capture (checked with lstat, never followed): a link
-    would let a listed path read or shadow a file outside the capture."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        for name in dirnames + filenames:
-            p = Path(dirpath, name)
-            if p.is_symlink():
-                raise InvalidCapture("capture holds a symbolic link (a capture never does)", str(p),
-                                     "remove it or run `envrepro capture MODEL` again")
-
-
-def inside(root: Path, rel: str) -> Path:
-    """``root / rel`` when it resolves inside the capture, else InvalidCapture."""
-    p = root / rel
-    real_root = str(root.resolve())
-    if os.path.commonpath([str(p.resolve()), real_root]) != real_root or PurePosixPath(rel).is_absolute():
-        raise InvalidCapture("manifest names a path outside the capture", str(p),
-                             "run `envrepro capture MODEL` again")
-    return p
-
-
 def verify_files(cap: Capture) -> None:
-    """Every file the manifest lists exists with its hash, and no unlisted file sneaked in."""
-    files = cap.data.get("files") or {}
-    if not isinstance(files, dict):
-        raise InvalidCapture("manifest 'files' is not a mapping", str(cap.root / MANIFEST),
-                             "run `envrepro capture MODEL` again")
-    for rel, digest in sorted(files.items()):
-        p = inside(cap.root, rel)
-        if p.is_symlink():
-            raise InvalidCapture("capture holds a symbolic link (a capture never does)", str(p),
-                                 "remove it or run `envrepro capture MODEL` again")
-        if not p.is_file():
-            raise InvalidCapture("file listed in the manifest is missing", str(p),
-                                 "run `envrepro capture MODEL` again")
-        if sha256_file(p) != digest:
-            hint = "restore it from the capture or run `envrepro capture MODEL` again"
-            what = "file changed since the capture (sha256 mismatch)"
-            if rel.startswith(SNAPSHOT_DIR + "/"):
-                what = "snapshot file edited after the capture (sha256 mismatch)"
-            raise InvalidCapture(what, str(p), hint)
-    for p in sorted(cap.root.rglob("*")):
-        if p.is_file() and p.name != MANIFEST:
-            rel = p.relative_to(cap.root).as_posix()
-            if "__pycache__" in rel.split("/") or rel.endswith((".pyc", ".pyo")):
-                # compiled bytecode is never part of a capture; Python would run it instead of
-                # the sealed source when its header matches
-                raise InvalidCapture("compiled bytecode in the capture (a capture holds sources only; "
-                                     "Python could run it instead of the checked source)", str(p),
-                                     f"remove it: rm -r '{p.parent if p.parent.name == '__pycache__' else p}'")
-            if rel not in files:
-                raise InvalidCapture("file not listed in the manifest (added after the capture)",
-                                     str(p), "remove it or run `envrepro capture MODEL` again")
+    """Every file the capture's manifest lists exists with its hash, and no unlisted file
+    sneaked in (``seal.verify_tree``)."""
+    verify_tree(cap.root, cap.data)
 
 
 def _number(value: Any) -> bool:

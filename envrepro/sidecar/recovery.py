@@ -3,7 +3,7 @@
 A capture is written into ``.<name>.tmp-*`` and swapped into place (``fsutil.replace_dir``). A
 kill at any step leaves at most, beside ``<name>``:
 
-- ``.<name>.tmp-*`` that is not sealed (``manifest.sealed``: its manifest, written last, lists
+- ``.<name>.tmp-*`` that is not sealed (``seal.sealed``: its manifest, written last, lists
   every file with its hash): a capture still being written, or the old capture half removed
   after the swap. Garbage.
 - ``.<name>.tmp-*`` that is sealed: the new capture, killed before its swap (or its first
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from envrepro import fsutil
-from envrepro.sidecar import manifest
+from envrepro.sidecar.seal import sealed
 from envrepro.sidecar.layout import MANIFEST
 
 
@@ -64,7 +64,7 @@ def survey(sidecar: Path) -> List[Leftover]:
     """Every leftover of ``sidecar``, read (hashes verified)."""
     out = []
     for p in fsutil.leftovers(sidecar.parent, sidecar.name):
-        ok = manifest.sealed(p)
+        ok = sealed(p)
         mtime = 0.0
         if ok:
             try:
@@ -106,7 +106,7 @@ def recover_locked(sidecar: Path) -> List[Path]:
     if not found:
         return []
     if os.path.lexists(str(sidecar)):
-        current_sealed = not sidecar.is_symlink() and manifest.sealed(sidecar)
+        current_sealed = not sidecar.is_symlink() and sealed(sidecar)
     else:
         back = pick(found)
         current_sealed = False
