@@ -130,7 +130,7 @@ def parse(raw: bytes, bundle: str) -> BundleManifest:
         raise bad("is not an object")
     fmt = data.get("format")
     if fmt not in KNOWN_FORMATS:
-        from envrepro import __version__
+        from envrepro.version import __version__
 
         raise BundleError(f"unknown bundle format {str(fmt)[:40]!r} (this envrepro {__version__} reads "
                           f"{', '.join(KNOWN_FORMATS)})", bundle, "upgrade envrepro, or write the bundle again")

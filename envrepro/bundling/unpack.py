@@ -91,13 +91,10 @@ def refuse_foreign(capture: capture_manifest.Capture) -> None:
 
 def expected_key(capture: capture_manifest.Capture, base_image: str) -> str:
     """The key ``ensure_image`` computes for this capture on this base (same code)."""
-    from envrepro.image.bases import resolve_base
-    from envrepro.image.spec import capture_key, lock_for
+    from envrepro.image.environment import environment_for
 
     refuse_foreign(capture)
-    base = resolve_base(capture, base_image, False)
-    lock_text, _ = lock_for(capture, False)
-    return capture_key(capture, base, lock_text)
+    return environment_for(capture, base_image).key
 
 
 def _load_image(m: BundleManifest, staging: Path, capture: capture_manifest.Capture,
@@ -126,13 +123,15 @@ def _load_image(m: BundleManifest, staging: Path, capture: capture_manifest.Capt
 
 
 def wheelhouse_module():
-    """``envrepro.packages.wheelhouse`` (export_for_capture, import_dir), or one line saying it is missing."""
+    """``envrepro.bundling.wheels`` (export_for_capture, import_dir), or one line saying the
+    wheelhouse (``envrepro.packages.wheelhouse``) is missing."""
     try:
-        from envrepro.packages import wheelhouse
+        from envrepro.packages import wheelhouse  # noqa: F401 - the check
+        from envrepro.bundling import wheels
     except ImportError:
         raise BundleError("this envrepro has no wheelhouse support (envrepro.packages.wheelhouse)", None,
                           "use an image bundle: envrepro bundle MODEL -o FILE.tar") from None
-    return wheelhouse
+    return wheels
 
 
 def open_bundle(path: str, engine_factory: Callable[[], ContainerEngine], into: Optional[str] = None,

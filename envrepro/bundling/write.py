@@ -1,7 +1,7 @@
 """``envrepro bundle MODEL -o FILE.tar``: one tar with the model, its capture and its environment.
 
 The environment is the image (``docker save`` of what ``ensure_image`` found or built), or with
-``--wheels`` the wheelhouse ``envrepro.packages.wheelhouse.export_for_capture`` writes. Every member is
+``--wheels`` the wheelhouse ``envrepro.bundling.wheels.export_for_capture`` writes. Every member is
 hashed before the manifest (the first member) is written, and hashed again while it is copied
 into the tar: a file that changed in between fails the bundle. The tar is written to a temp file
 beside FILE.tar, fsynced and renamed: a failure never leaves half a bundle under that name.
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, List, Optional, Tuple
 
-from envrepro import __version__
+from envrepro.version import __version__
 from envrepro.bundling.members import (IMAGE_MEMBER, MANIFEST_NAME, MODEL_DIR, SUFFIX, WHEELS_DIR,
                                       BundleError, BundleManifest, Member, Written)
 from envrepro.engine.base import ContainerEngine
@@ -166,7 +166,7 @@ def bundle(capture: Capture, output: str, engine: Optional[ContainerEngine] = No
            engine_factory: Optional[Callable[[], ContainerEngine]] = None) -> Written:
     """Write the bundle of ``capture`` (already verified by the caller) to ``output``.
     ``image_info``: what ``ensure_image`` returned (image bundles); ``wheels``: a wheelhouse
-    instead of the image (``envrepro.packages.wheelhouse.export_for_capture``, which connects to the
+    instead of the image (``envrepro.bundling.wheels.export_for_capture``, which connects to the
     engine through ``engine_factory`` when it has to probe the base image)."""
     say = say or (lambda line: None)
     out = check_output(output, capture)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from envrepro import __version__, config
+from envrepro import config
+from envrepro.version import __version__
 from envrepro import proberunner
 from envrepro.packages.indexhashes import hashes_wanted
 from envrepro.errors import ProbeError
@@ -243,24 +244,6 @@ def capture(model_path: "os.PathLike[str] | str", *, model: Any = None, sample_i
     seconds["total"] = time.perf_counter() - t0
     return CaptureResult(sidecar=written.sidecar, manifest=written.manifest, warnings=notes,
                          seconds=seconds)
-
-
-def save(model: Any, path: "os.PathLike[str] | str", sample_input: Any = None,
-         resume_check: bool = False, **save_kwargs: Any) -> Optional[CaptureResult]:
-    """``model.save(path, **save_kwargs)`` then capture; a failed capture warns, never raises.
-
-    The model save is the user's data: it must succeed even when the capture can't.
-    ``resume_check`` records one training step, run on a copy loaded from ``path``.
-    """
-    from envrepro.capturing.hook import capture_guard, original_save
-
-    orig = original_save(model)
-    if orig is not None:
-        orig(model, path, **save_kwargs)  # the hook, if installed, must not capture twice
-    else:
-        with capture_guard():
-            model.save(path, **save_kwargs)
-    return safe_capture(path, model=model, sample_input=sample_input, resume_check=resume_check)
 
 
 def safe_capture(path: Any, **kwargs: Any) -> Optional[CaptureResult]:

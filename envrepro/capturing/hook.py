@@ -2,13 +2,15 @@
 
 Covered: tf.keras in TF 2.x (``tensorflow.python.keras`` up to 2.5, ``keras`` 2.6-2.15),
 Keras 3 (``keras.src.models.Model``) and tf_keras. Only classes whose modules are already
-importable are patched; nothing here imports the Docker SDK, typer or pip-tools.
+importable are patched; nothing here imports the Docker SDK, typer or pip-tools. ``envrepro.save``
+(save, then capture, never breaking the save) is here too.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import importlib
+import os
 import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -114,3 +116,21 @@ def original_save(model: Any) -> Optional[Callable[..., Any]]:
         if fn is not None:
             return getattr(fn, _MARK, None)
     return None
+
+
+def save(model: Any, path: "os.PathLike[str] | str", sample_input: Any = None,
+         resume_check: bool = False, **save_kwargs: Any) -> Any:
+    """``model.save(path, **save_kwargs)`` then capture; a failed capture warns, never raises.
+
+    The model save is the user's data: it must succeed even when the capture can't.
+    ``resume_check`` records one training step, run on a copy loaded from ``path``.
+    """
+    from envrepro.capturing.capture import safe_capture
+
+    orig = original_save(model)
+    if orig is not None:
+        orig(model, path, **save_kwargs)  # the hook, if installed, must not capture twice
+    else:
+        with capture_guard():
+            model.save(path, **save_kwargs)
+    return safe_capture(path, model=model, sample_input=sample_input, resume_check=resume_check)

@@ -10,7 +10,7 @@ Nothing of the training environment is left, so everything is inferred, and the 
   ``python_likely``: TF 2.4 -> 3.8, TF 2.8 -> 3.10).
 * The lock: ``tensorflow-cpu==X.Y.Z`` (plus the Keras / tf-keras / Addons the file needs) resolved
   with compat.yaml's known-good pins as constraints, so numpy 2 or protobuf 4 never sneak in, by
-  pip's resolver for the target Python (capturing/resolution.py, which caches the result), and
+  pip's resolver for the target Python (packages/resolution.py, which caches the result), and
   written by envrepro.packages.lockwriter.write_lock, the writer real captures use (pip-tools' format,
   ``# via`` lines evaluated for the target, hashes from the index through pip-tools).
 * Custom objects: every name the model's config gives one (capturing/sourcetree.py), found under
@@ -22,35 +22,21 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from envrepro.capturing.capture import CaptureResult, build_manifest
 from envrepro.packages.indexhashes import hashes_wanted
-from envrepro.packages.resolution import resolve
+from envrepro.packages.resolution import InferencePlan, resolve
 from envrepro.capturing.snapshot import copy_modules
 from envrepro.capturing.sourcetree import find_definitions, missing_report, wanted_names
-from envrepro.diagnose import tfversions as compat
+from envrepro.packages import tfversions as compat
 from envrepro.diagnose.bytecode import common_pythons
 from envrepro.modelfiles.read import ModelFileInfo, read_model_file
 from envrepro.errors import CaptureError
 from envrepro.interpreters import find_interpreter
 from envrepro.sidecar import layout, manifest, writer
 from envrepro.modelfiles import format as modelformat
-
-@dataclass
-class InferencePlan:
-    """What --infer decided before touching the network."""
-
-    tensorflow: str
-    python: str                     # X.Y
-    keras_flavor: str
-    requirements: List[str]
-    constraints: List[str]
-    env: Dict[str, str] = field(default_factory=dict)
-    reasons: List[str] = field(default_factory=list)   # how each version was inferred
-
 
 def plan(info: ModelFileInfo, tensorflow: Optional[str] = None,
          python: Optional[str] = None) -> InferencePlan:

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from envrepro.modelfiles.kerasconfig import TRAINING_CONFIG, as_str, summarize_training_config, walk_config
 
-if TYPE_CHECKING:   # annotations only: modelfiles imports this module
-    from envrepro.modelfiles.read import ModelFileInfo
+from envrepro.modelfiles.info import ModelFileInfo
 
 
 def read_h5(path: Path, info: ModelFileInfo) -> None:

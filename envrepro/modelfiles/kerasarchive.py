@@ -10,12 +10,11 @@ import json
 import re
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from envrepro.modelfiles.kerasconfig import MAX_JSON_BYTES, as_str, summarize_training_config, walk_config
 
-if TYPE_CHECKING:   # annotations only: modelfiles imports this module
-    from envrepro.modelfiles.read import ModelFileInfo
+from envrepro.modelfiles.info import ModelFileInfo
 
 MAX_ZIP_ENTRIES = 100_000
 

@@ -8,11 +8,9 @@ whether ``compile=True`` loading works in another Keras (docs/failures.md classe
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
-if TYPE_CHECKING:   # annotations only: modelfiles imports this module
-    from envrepro.modelfiles.read import ModelFileInfo
+from envrepro.modelfiles.info import LambdaInfo, ModelFileInfo, TrainingConfigSummary
 
 MAX_JSON_BYTES = 64 * 1024 * 1024      # a Keras JSON read whole: config.json / metadata.json / keras_metadata.pb
 
@@ -90,29 +88,6 @@ _FRAMEWORK_MODULE = re.compile(r"^(keras|tf_keras|tensorflow)(\.|$)")
 _NAME_KEYS = ("activation", "recurrent_activation", "fn", "loss", "metrics", "weighted_metrics")
 _NAME_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 TRAINING_CONFIG = "training_config"
-
-
-@dataclass
-class TrainingConfigSummary:
-    """What the compile() config asks of the loader (docs/failures.md classes 4a, 4b, 4c)."""
-
-    optimizer: Optional[str] = None          # optimizer_config.class_name ('Adam', 'Custom>Adam')
-    optimizer_keys: List[str] = field(default_factory=list)
-    legacy_keys: List[str] = field(default_factory=list)   # 'lr', 'decay' (Keras 2 only)
-    losses: List[str] = field(default_factory=list)        # string losses ('mse')
-    metrics: List[str] = field(default_factory=list)       # string metrics
-    is_legacy_optimizer: Optional[bool] = None
-    schedule: Optional[str] = None           # learning_rate schedule class_name
-
-
-@dataclass
-class LambdaInfo:
-    """A Lambda layer: its function is bytecode or source of the saving Python (class 5)."""
-
-    layer: str
-    function_type: str          # 'lambda' (Keras 2 base64 marshal), '__lambda__' (Keras 3), 'function', ...
-    code: Optional[str] = None  # base64 of the marshalled code object, when the config has it
-    has_output_shape: bool = False
 
 
 def as_str(value: Any) -> Optional[str]:

@@ -13,52 +13,14 @@ Where each format keeps each fact is documented in docs/failures.md ("Where the 
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from envrepro.modelfiles.h5file import read_h5
 from envrepro.modelfiles.kerasarchive import read_keras_zip
-from envrepro.modelfiles.kerasconfig import LambdaInfo, TrainingConfigSummary
+from envrepro.modelfiles.info import ModelFileInfo
 from envrepro.modelfiles.savedmodel import read_savedmodel
 from envrepro.modelfiles.format import HDF5_MAGIC, LFS_MAGIC, ZIP_MAGIC  # the capture format owns the magic
-
-
-@dataclass
-class ModelFileInfo:
-    """Everything the model's own files say about how (and by what) they were written."""
-
-    path: str
-    format: Optional[str] = None                 # savedmodel | h5 | keras | None (not a model)
-    tensorflow_version: Optional[str] = None     # SavedModel only
-    tensorflow_git_version: Optional[str] = None
-    keras_version: Optional[str] = None
-    backend: Optional[str] = None
-    model_class: Optional[str] = None
-    date_saved: Optional[str] = None             # .keras metadata.json
-    class_names: List[str] = field(default_factory=list)
-    custom_classes: List[str] = field(default_factory=list)
-    named_by: Dict[str, str] = field(default_factory=dict)       # custom name -> where the config names it
-    registered_names: List[str] = field(default_factory=list)   # 'pkg>Name'
-    config_modules: List[str] = field(default_factory=list)     # 'module' fields (Keras 3 / .keras)
-    ops: List[str] = field(default_factory=list)
-    custom_ops: List[str] = field(default_factory=list)         # 'Addons>Mish', 'TFRA>...'
-    lambdas: List[LambdaInfo] = field(default_factory=list)
-    training_config: Optional[TrainingConfigSummary] = None
-    optimizer_weights: Optional[bool] = None
-    markers: List[str] = field(default_factory=list)  # batch_shape, dtype_policy, list_config, input_dtype, gpu_device, fingerprint, keras_metadata
-    weights_only: bool = False
-    problems: List[str] = field(default_factory=list)  # why this is not a loadable model
-    notes: List[str] = field(default_factory=list)     # what could not be read, and why
-
-    @property
-    def keras_major(self) -> Optional[int]:
-        m = re.match(r"(\d+)", self.keras_version or "")
-        return int(m.group(1)) if m else None
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
 
 
 def read_model_file(path: "os.PathLike[str] | str") -> ModelFileInfo:

@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import List, Optional
 
 from envrepro.modelfiles.kerasconfig import (MAX_JSON_BYTES, TRAINING_CONFIG, as_str, summarize_training_config,
                                            walk_config)
 from envrepro.modelfiles.protowire import fields, first_text
 from envrepro.modelfiles.format import LFS_MAGIC
 
-if TYPE_CHECKING:   # annotations only: modelfiles imports this module
-    from envrepro.modelfiles.read import ModelFileInfo
+from envrepro.modelfiles.info import ModelFileInfo
 
 MAX_PB_BYTES = 2 * 1024 * 1024 * 1024  # saved_model.pb is read whole; larger is not a model we handle
 

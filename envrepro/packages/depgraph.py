@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from envrepro.packages.indexhashes import packaging_module
+from envrepro.packages.pipcmd import packaging_module
 from envrepro.packages.localwheels import classify
 from envrepro.sidecar.lockfile import canonical_name
 

@@ -19,6 +19,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
+from envrepro.packages.pipcmd import packaging_module, redact
 from envrepro.jsoncache import JsonCache, key_of
 from envrepro.sidecar.lockfile import canonical_name, is_http_url
 
@@ -30,24 +31,6 @@ HASH_WORKERS = 8
 REACHABILITY_TIMEOUT = 3.0
 INDEX_TIMEOUT = 15           # pip's per-socket timeout while hashing
 INDEX_RETRIES = 2
-
-
-def packaging_module(name: str) -> Any:
-    """``packaging.<name>``, or the copy vendored in pip when packaging isn't installed."""
-    import importlib
-
-    try:
-        return importlib.import_module(f"packaging.{name}")
-    except ImportError:  # pragma: no cover - pip-tools depends on packaging
-        return importlib.import_module(f"pip._vendor.packaging.{name}")
-
-
-def pip_subprocess_env(**extra: str) -> Dict[str, str]:
-    """Environment for running pip under another interpreter: no version check, no prompt, and
-    none of this process's PYTHONPATH leaking into that interpreter's imports."""
-    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", **extra)
-    env.pop("PYTHONPATH", None)
-    return env
 
 
 def hashes_wanted() -> bool:
@@ -320,13 +303,8 @@ def _index_info(repo: Any, name: str, version: str, target_tags: Set[Tuple[str, 
                 info.sdist = True
         info.hashes = set(repo.get_hashes(ireq))
     except Exception as exc:
-        info.error = _redact(f"{type(exc).__name__}: {exc}")
+        info.error = redact(f"{type(exc).__name__}: {exc}")
     return info
-
-
-def _redact(text: str) -> str:
-    """Drop credentials from URLs in a message."""
-    return re.sub(r"(//)[^/@\s]+@", r"\1", text)
 
 
 def lookup_index(pins: Mapping[str, str], python_facts: Mapping[str, Any],
@@ -345,7 +323,7 @@ def lookup_index(pins: Mapping[str, str], python_facts: Mapping[str, Any],
     try:
         repo, http_urls, conn = _make_repository(pip_settings, warnings)
     except Exception as exc:
-        return None, _redact(f"could not set up pip-tools ({type(exc).__name__}: {exc})")
+        return None, redact(f"could not set up pip-tools ({type(exc).__name__}: {exc})")
     if not http_urls:
         return None, "no http(s) package index configured"
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(http_urls)) as pool:

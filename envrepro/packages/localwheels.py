@@ -14,7 +14,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-from envrepro.packages.indexhashes import INDEX_TIMEOUT, pip_subprocess_env
+from envrepro.packages.indexhashes import INDEX_TIMEOUT
+from envrepro.packages.pipcmd import pip_subprocess_env
 from envrepro.errors import CaptureError
 from envrepro.fsutil import sha256_file
 from envrepro.sidecar.layout import WHEELS_DIR, WHEELS_MOUNT

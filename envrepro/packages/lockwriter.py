@@ -23,7 +23,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, 
 
 from envrepro.packages.depgraph import (Dist, collect_distributions, dependency_graph,
                                          marker_environment, top_level_names)
-from envrepro.packages.indexhashes import IndexInfo, lookup_index, packaging_module
+from envrepro.packages.indexhashes import IndexInfo, lookup_index
+from envrepro.packages.pipcmd import packaging_module
 from envrepro.packages.localwheels import archive_sha256, build_local_wheels, wheel_url
 from envrepro.fsutil import atomic_write_text
 from envrepro.sidecar.layout import CAPTURE_MOUNT, LOCK_FILE, REQUIREMENTS_IN, WHEELS_DIR

@@ -15,9 +15,9 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from envrepro.image.templates import BUILD_DIR
+from envrepro.sidecar.layout import BUILD_DIR
 from envrepro.sidecar.lockfile import is_http_url
 
 _PIP_KEYS = ("index-url", "extra-index-url", "trusted-host", "find-links", "cert")
@@ -137,3 +137,11 @@ def host_pip_settings(runner: Optional[Callable[[], str]] = None) -> PipSettings
             if os.environ.get(var) and os.path.isfile(os.environ[var]):
                 return dataclasses.replace(settings, cert=os.environ[var])
     return settings
+
+
+def pip_mapping(pip: Any) -> Dict[str, Any]:
+    """``pip``'s index settings as the mapping the index lookups take (``indexhashes``)."""
+    return {"index_url": getattr(pip, "index_url", None),
+            "extra_index_urls": list(getattr(pip, "extra_index_urls", ()) or ()),
+            "trusted_hosts": list(getattr(pip, "trusted_hosts", ()) or ()),
+            "cert": getattr(pip, "cert", None)}

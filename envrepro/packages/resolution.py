@@ -23,18 +23,30 @@ import re
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from envrepro.packages import binaryonly
-from envrepro.packages.indexhashes import pip_subprocess_env
-from envrepro.diagnose.tfversions import vtuple
+from envrepro.packages.pipcmd import pip_subprocess_env
+from envrepro.packages.tfversions import vtuple
 from envrepro.errors import CaptureError
 from envrepro.jsoncache import JsonCache, age_text, key_of
 from envrepro.sidecar import layout
 
-if TYPE_CHECKING:   # annotations only: infer imports this module
-    from envrepro.capturing.infer import InferencePlan
+
+@dataclass
+class InferencePlan:
+    """What --infer decided before touching the network."""
+
+    tensorflow: str
+    python: str                     # X.Y
+    keras_flavor: str
+    requirements: List[str]
+    constraints: List[str]
+    env: Dict[str, str] = field(default_factory=dict)
+    reasons: List[str] = field(default_factory=list)   # how each version was inferred
+
 
 RESOLVE_TIMEOUT = float(os.environ.get("ENVREPRO_RESOLVE_TIMEOUT", "900"))
 LINUX_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",

@@ -2,10 +2,10 @@
 import pytest
 
 from envrepro.diagnose import catalogue
-from envrepro.diagnose import tfversions as compat
+from envrepro.packages import tfversions as compat
 from envrepro.diagnose.catalogue import Context, Env, classify_exception
 from envrepro.diagnose.findings import ERROR, WARNING
-from envrepro.modelfiles.kerasconfig import LambdaInfo, TrainingConfigSummary
+from envrepro.modelfiles.info import LambdaInfo, TrainingConfigSummary
 from envrepro.modelfiles.read import ModelFileInfo
 
 # Error texts as users report them (docs/failures.md, Keras sources), one or more per class.

@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 from envrepro.image import dockerfile as df
+from envrepro.packages import installplan
 from envrepro.packages.pipconfig import PipSettings
 from envrepro.image.templates import BUILD_DIR, template_text
 from envrepro.sidecar import layout, lockfile
@@ -225,7 +226,7 @@ def test_mixed_lock_installs_hashless_entries_in_a_separate_unverified_step():
     assert "installed without hash verification: fromgit, mypkg, wrapt" in text
     files = members(df.build_context(spec(lock_text=MIXED_LOCK)))
     assert files["unverified.lock"][1].decode() == plan.unverified
-    assert df.unverified_names(MIXED_LOCK) == ["fromgit", "mypkg", "wrapt"]
+    assert installplan.unverified_names(MIXED_LOCK) == ["fromgit", "mypkg", "wrapt"]
 
 
 # -- pip.conf -----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 import pytest
 
 from envrepro.capturing import infer
-from envrepro.modelfiles.kerasconfig import LambdaInfo
+from envrepro.modelfiles.info import LambdaInfo
 from envrepro.modelfiles.read import ModelFileInfo
 
 

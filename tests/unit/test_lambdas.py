@@ -3,7 +3,7 @@ import base64
 import marshal
 
 from envrepro.diagnose.lambdas import check_lambdas
-from envrepro.modelfiles.kerasconfig import LambdaInfo
+from envrepro.modelfiles.info import LambdaInfo
 from envrepro.modelfiles.read import ModelFileInfo
 
 

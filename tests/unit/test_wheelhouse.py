@@ -12,6 +12,7 @@ import pytest
 from envrepro.errors import BuildFailed, InvalidCapture
 from envrepro.sidecar import lockfile
 from envrepro.sidecar.manifest import Capture
+from envrepro.packages import installplan
 from envrepro.packages.wheelhouse import fetch, prepare as plan, portable, sdists
 from envrepro.packages.wheelhouse.store import StoreError, WheelStore, safe_filename
 from envrepro.packages.wheelhouse.target import Target, parse_probe
@@ -157,7 +158,7 @@ def test_the_install_plan_pins_the_built_wheel_of_an_sdist_by_its_own_hash(store
     built = tmp_path / "termcolor-1.1.0-py3-none-any.whl"
     built.write_bytes(b"built termcolor")
     stored = store.add(built)
-    p = plan._with_built_hashes(plan.df.install_plan(LOCK), {"termcolor": stored})
+    p = installplan.install_plan(LOCK, {"termcolor": stored.parent.name})
     assert f"--hash=sha256:{sha(b'built termcolor')}" in p.heavy + p.rest
     assert sha(FILES["termcolor-1.1.0.tar.gz"]) not in p.heavy + p.rest and p.require_hashes
     assert "tensorflow-cpu==2.4.1" in p.heavy and p.tools == "setuptools==56.0.0\n"

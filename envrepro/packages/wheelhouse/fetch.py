@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import re
-import subprocess
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from envrepro import progress
-from envrepro.packages.indexhashes import _redact, packaging_module, pip_subprocess_env
+from envrepro.packages.pipcmd import packaging_module, redact, run_pip as _run
 from envrepro.errors import BuildFailed
 from envrepro.sidecar.lockfile import LockEntry, canonical_name
 from envrepro.packages.wheelhouse.store import StoreError, WheelStore, digests
@@ -35,7 +33,6 @@ Say = Callable[[str], None]
 Runner = Callable[[List[str]], Tuple[int, str]]      # argv -> (exit code, combined output)
 OnFile = Callable[[str], None]
 JOBS = 4
-PIP_TIMEOUT = 1800
 # Distributions large enough to deserve a download of their own.
 LARGE = re.compile(r"^(tensorflow.*|tf-nightly.*|tensorboard|jax|jaxlib|torch|grpcio|h5py|numpy|scipy|"
                    r"pandas|nvidia-.*|keras|tf-keras|libclang|ml-dtypes|opencv.*)$")
@@ -94,39 +91,6 @@ def batches(entries: Sequence[LockEntry], jobs: int = JOBS) -> List[List[LockEnt
     return out
 
 
-def _run(argv: List[str], on_line: Optional[Callable[[str], None]] = None) -> Tuple[int, str]:
-    """Run pip; with ``on_line``, each output line as pip prints it (for the progress display
-    and the build log), else all at the end."""
-    env = pip_subprocess_env()
-    if on_line is None:
-        try:
-            p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=env, timeout=PIP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            return 124, f"pip download did not finish within {PIP_TIMEOUT} s"
-        return p.returncode, p.stdout
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            errors="replace", env=env)
-    timed_out: List[bool] = []
-    timer = threading.Timer(PIP_TIMEOUT, lambda: (timed_out.append(True), proc.kill()))
-    timer.daemon = True
-    timer.start()
-    out: List[str] = []
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            out.append(line)
-            on_line(line.rstrip("\n"))
-        code = proc.wait()
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if timed_out:
-        return 124, f"pip download did not finish within {PIP_TIMEOUT} s"
-    return code, "".join(out)
-
 
 def _streams(run: Runner) -> bool:
     """Whether ``run`` takes ``on_line`` (pip itself; test fakes may say so with ``streams``)."""
@@ -180,7 +144,7 @@ def _download(batch: List[LockEntry], target: Target, dest: Path, run: Runner, i
 
     def on_line(line: str) -> None:
         if say is not None:
-            progress.log(say, _redact(line))
+            progress.log(say, redact(line))
         files.line(line)
 
     while todo:
@@ -198,7 +162,7 @@ def _download(batch: List[LockEntry], target: Target, dest: Path, run: Runner, i
         names = {canonical_name(n) for n in _NO_WHEEL.findall(out)}
         missing = [e for e in todo if e.name in names]
         if not missing:
-            return no_wheel, _redact(out)
+            return no_wheel, redact(out)
         no_wheel += missing
         for e in missing:
             if on_no_wheel is not None:
@@ -247,7 +211,7 @@ def fetch(entries: Sequence[LockEntry], target: Target, store: WheelStore, say: 
     from envrepro.packages.compile import index_args
 
     index = index_args(pip) if pip is not None else []
-    where = [_redact(u) for u in (getattr(pip, "index_url", None), *(getattr(pip, "extra_index_urls", ()) or ())) if u]
+    where = [redact(u) for u in (getattr(pip, "index_url", None), *(getattr(pip, "extra_index_urls", ()) or ())) if u]
     progress.log(say, f"Fetching {len(todo)} distribution(s) into the wheelhouse ({target.ident()}) from "
                  + (", ".join(where) if where else "the indexes of the host's pip configuration") + ": "
                  + ", ".join(f"{e.name}=={e.version}" for e in todo[:8]) + (" ..." if len(todo) > 8 else ""))

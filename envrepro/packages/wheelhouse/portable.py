@@ -1,8 +1,8 @@
 """A capture's wheelhouse as a folder that travels (``envrepro bundle --wheels``), and back.
 
-``export_for_capture`` fills the wheelhouse for the capture's image on this host (fetching what
-is missing) and copies exactly the files its build installs into a folder, with ``index.json``:
-the target platform, each file's sha256, and which wheels were built from which sdists.
+``export`` copies exactly the files an image build installs (the wheelhouse filled for the
+capture's environment, ``bundling.wheels``) into a folder, with ``index.json``: the target
+platform, each file's sha256, and which wheels were built from which sdists.
 
 ``import_dir`` is the other machine's side, and treats the folder as untrusted: a file is taken
 into the local store only when its sha256 is one the capture's lock pins, or it is the declared
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from envrepro.errors import InvalidCapture
-from envrepro.sidecar import lockfile
+from envrepro.sidecar.lockfile import Lock
 from envrepro.sidecar.manifest import Capture
 from envrepro.packages.wheelhouse import sdists
 from envrepro.packages.wheelhouse.prepare import Wheelhouse, entries_for
@@ -31,28 +31,9 @@ FORMAT = 1
 MAX_INDEX_BYTES = 4 << 20
 
 
-def _capture_wheelhouse(capture: Capture, say: Say, store: WheelStore, engine_factory: Any) -> Wheelhouse:
-    from envrepro.image.bases import ensure_base, resolve_base
-    from envrepro.packages.platforms import _pip_mapping
-    from envrepro.packages.pipconfig import host_pip_settings
-    from envrepro.image.spec import lock_for
-    from envrepro.packages.wheelhouse import prepare as plan, target
-
-    engine = engine_factory()
-    base = resolve_base(capture)
-    base_info = ensure_base(engine, base, say)
-    pip = host_pip_settings()
-    lock_text, _ = lock_for(capture, False, pip, say)
-    tgt = target.probe(engine, base, base_info, store)
-    return plan.prepare(lock_text, tgt, engine, base, store, _pip_mapping(pip), say)
-
-
-def export_for_capture(capture: Capture, dest_dir: Path, say: Say, engine_factory: Any,
-                       store: Optional[WheelStore] = None) -> List[Path]:
-    """Write the files the capture's image build installs, and ``index.json``, into ``dest_dir``
-    (``engine_factory``: the caller's way to reach the engine, which probes the base image)."""
-    store = store or WheelStore()
-    wh = _capture_wheelhouse(capture, say, store, engine_factory)
+def export(wh: Wheelhouse, lock: Lock, dest_dir: Path) -> List[Path]:
+    """Write the files of the wheelhouse ``wh`` (filled for ``lock``, ``image.wheelhouse_builder``)
+    and ``index.json`` into ``dest_dir``."""
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     written: List[Path] = []
@@ -61,7 +42,7 @@ def export_for_capture(capture: Capture, dest_dir: Path, say: Say, engine_factor
         link_or_copy(path, dest_dir / path.name)
         files[path.name] = path.parent.name
         written.append(dest_dir / path.name)
-    entries = {e.name: e for e in lockfile.parse_lock(_lock_text(capture), include_unsafe=True)}
+    entries = {e.name: e for e in lock.every}
     built = [{"name": name, "version": entries[name].version, "wheel": wh.files[name].name,
               "sha256": wh.files[name].parent.name, "sdist_sha256": digests(entries[name].hashes)}
              for name in wh.built]
@@ -69,12 +50,6 @@ def export_for_capture(capture: Capture, dest_dir: Path, say: Say, engine_factor
     (dest_dir / INDEX).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     written.append(dest_dir / INDEX)
     return written
-
-
-def _lock_text(capture: Capture) -> str:
-    from envrepro.image.spec import lock_for
-
-    return lock_for(capture)[0]
 
 
 def _bad(src: Path, what: str) -> InvalidCapture:
@@ -106,7 +81,7 @@ def import_dir(src_dir: Path, capture: Capture, say: Say, store: Optional[WheelS
         target = Target.from_doc(doc["target"])
     except ValueError:
         raise _bad(src, f"has an {INDEX} without a readable target") from None
-    entries = entries_for(_lock_text(capture), target)
+    entries = entries_for(capture.lock, target)
     pinned: Set[str] = {d for e in entries for d in digests(e.hashes)}
     unhashed = {f"{e.name}-{e.version}": e for e in entries if not e.hashes}
     built_ok: Dict[str, Dict[str, Any]] = {}

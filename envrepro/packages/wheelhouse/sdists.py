@@ -34,8 +34,8 @@ from envrepro import progress
 from envrepro.engine.base import ContainerEngine, Mount
 from envrepro.errors import BuildFailed
 from envrepro.sidecar.lockfile import LockEntry
-from envrepro.packages.indexhashes import _redact
-from envrepro.packages.wheelhouse.fetch import Runner, _run
+from envrepro.packages.pipcmd import redact, run_pip
+from envrepro.packages.wheelhouse.fetch import Runner
 from envrepro.fsutil import sha256_file
 from envrepro.packages.wheelhouse.store import StoreError, WheelStore, digests, safe_filename
 from envrepro.packages.wheelhouse.target import Target
@@ -85,7 +85,7 @@ def download_sdist(entry: LockEntry, dest: Path, pip_settings: Mapping[str, Any]
         raise
     except Exception as e:
         raise BuildFailed(f"could not look up the sdist of {entry.name}=={entry.version} on the index: "
-                          f"{_redact(str(e))[:200]}", None, "check the host's pip index settings") from None
+                          f"{redact(str(e))[:200]}", None, "check the host's pip index settings") from None
     wanted = set(digests(entry.hashes))
     links = [c.link for c in candidates if not c.link.is_wheel and safe_filename(c.link.filename)]
     if wanted:
@@ -103,7 +103,7 @@ def download_sdist(entry: LockEntry, dest: Path, pip_settings: Mapping[str, Any]
                     for chunk in r.iter_content(1 << 20):
                         f.write(chunk)
         except Exception as e:
-            last = _redact(str(e))[:200]
+            last = redact(str(e))[:200]
             continue
         got = sha256_file(target)
         if not wanted or got in wanted:
@@ -137,13 +137,13 @@ def build_requires(sdist: Path) -> List[str]:
     return sorted(set(reqs) | {"wheel"}) if reqs else list(BUILD_TOOLS)
 
 
-def fetch_tools(requires: List[str], target: Target, dest: Path, run: Runner = _run) -> None:
+def fetch_tools(requires: List[str], target: Target, dest: Path, run: Runner = run_pip) -> None:
     """The build requirements as wheels for the target (with their dependencies), into ``dest``."""
     argv = [sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "--no-cache-dir",
             "--progress-bar", "off", "--dest", str(dest), *target.pip_args(), *requires]
     code, out = run(argv)
     if code != 0:
-        last = _redact(out).strip().splitlines()[-1][:200] if out.strip() else f"pip exited {code}"
+        last = redact(out).strip().splitlines()[-1][:200] if out.strip() else f"pip exited {code}"
         raise BuildFailed(f"could not fetch the build tools {', '.join(requires)} for Python {target.xy}: "
                           f"{last}", None, "check the host's pip index settings")
 
@@ -154,7 +154,7 @@ class SdistBuilds:
     lock) as soon as the pin is known to have no wheel (``start``, from the fetch's threads), then
     one container builds them all (``build``). ``close`` removes the working folder."""
 
-    def __init__(self, store: WheelStore, pip_settings: Mapping[str, Any], target: Target, run: Runner = _run):
+    def __init__(self, store: WheelStore, pip_settings: Mapping[str, Any], target: Target, run: Runner = run_pip):
         self.store, self.pip_settings, self.target, self.run = store, pip_settings, target, run
         self.tmp = store.tmp_dir()
         self.src, self.tools, self.out = self.tmp / "src", self.tmp / "tools", self.tmp / "out"
@@ -173,7 +173,7 @@ class SdistBuilds:
                 self._jobs[entry.name] = self._pool.submit(download_sdist, entry, self.src, self.pip_settings)
 
     def build(self, engine: ContainerEngine, base: str, target: Target, entries: List[LockEntry],
-              say: Say, run: Runner = _run) -> Dict[str, Path]:
+              say: Say, run: Runner = run_pip) -> Dict[str, Path]:
         """Build every entry's sdist into a wheel for ``base`` in one container; name -> stored wheel."""
         if not entries:
             return {}
