@@ -152,13 +152,13 @@ def _environment(model: str, base_image: Optional[str], registry: Optional[str],
                  allow_model_change: bool = False) -> _Environment:
     """The capture is checked (hash-verified, readable by the sandbox user) before the engine is
     reached and any image built, so a bad capture costs nothing and is exit 2 even without Docker."""
-    from envrepro.image import ensure as images
+    from envrepro.image import ensure
     from envrepro.sandbox import container as sandbox
 
     cap = sandbox.prepare(model, allow_model_change=allow_model_change)
     engine = (engine_factory or default_engine)()
     use_gpus = wants_gpus(gpus)
-    info = images.ensure_image(cap, engine, base_image=base_image, registry=registry, gpus=use_gpus,
+    info = ensure.ensure_image(cap, engine, base_image=base_image, registry=registry, gpus=use_gpus,
                                on_progress=say)
     return _Environment(cap, engine, info, use_gpus)
 
@@ -191,7 +191,7 @@ def run(model: str, command: List[str], base_image: Optional[str] = None, memory
         unsafe: bool = False, engine_factory: Optional[EngineFactory] = None,
         gpus: Optional[str] = None, registry: Optional[str] = None,
         allow_model_change: bool = False, verbose: bool = False) -> Exited:
-    from envrepro.image import inventory as imageindex
+    from envrepro.image import inventory
     from envrepro.sandbox import container as sandbox
 
     if command and command[0] == "--":
@@ -199,7 +199,7 @@ def run(model: str, command: List[str], base_image: Optional[str] = None, memory
     with _reporter(verbose=verbose) as say:  # the command's own output comes next
         env = _environment(model, base_image, registry, gpus, engine_factory, say,
                            allow_model_change=allow_model_change)
-    imageindex.record_use(env.image, env.capture)
+    inventory.record_use(env.image, env.capture)
     return Exited(sandbox.run_command(env.capture, env.engine, env.image, command, memory=memory,
                                       unsafe=unsafe, gpus=env.gpus))
 
@@ -208,13 +208,13 @@ def shell(model: str, base_image: Optional[str] = None, memory: str = "4g", unsa
           engine_factory: Optional[EngineFactory] = None, gpus: Optional[str] = None,
           registry: Optional[str] = None, runner: Optional[Callable[[List[str]], int]] = None,
           allow_model_change: bool = False, verbose: bool = False) -> Exited:
-    from envrepro.image import inventory as imageindex
+    from envrepro.image import inventory
     from envrepro.sandbox import container as sandbox
 
     with _reporter(verbose=verbose) as say:  # the shell comes next
         env = _environment(model, base_image, registry, gpus, engine_factory, say,
                            allow_model_change=allow_model_change)
-    imageindex.record_use(env.image, env.capture)
+    inventory.record_use(env.image, env.capture)
     extra: Dict[str, Any] = {"runner": runner} if runner is not None else {}
     return Exited(sandbox.shell(env.capture, env.image, memory=memory, unsafe=unsafe, gpus=env.gpus,
                                 **extra))
@@ -228,13 +228,13 @@ def dockerfile(model: str, base_image: Optional[str] = None, gpus: "Optional[str
     there (``docker build DIR`` builds it on a machine without envrepro)."""
     from pathlib import Path
 
-    from envrepro.image import ensure as images
+    from envrepro.image import ensure
 
     if not serve:
         if output or name:
             raise errors.EnvreproError("-o and --name go with --serve", None, "envrepro dockerfile MODEL --serve -o DIR")
         cap = manifest.read(layout.sidecar_for(layout.resolve_model(model)))
-        return DockerfileText(images.dockerfile_for(cap, base_image=base_image, gpus=wants_gpus(gpus)))
+        return DockerfileText(ensure.dockerfile_for(cap, base_image=base_image, gpus=wants_gpus(gpus)))
     from envrepro.sandbox.container import prepare
     from envrepro.serving import image as serving
 
@@ -295,16 +295,16 @@ def k8s(model: str, image: str, **options: Any) -> KubernetesManifests:
 
 
 def images_list(engine_factory: Optional[EngineFactory] = None) -> ImageList:
-    from envrepro.image import inventory as imageindex
+    from envrepro.image import inventory
 
-    return ImageList(imageindex.list_images((engine_factory or default_engine)()))
+    return ImageList(inventory.list_images((engine_factory or default_engine)()))
 
 
 def images_prune(dry_run: bool = False, cache: bool = False,
                  engine_factory: Optional[EngineFactory] = None) -> PruneResult:
-    from envrepro.image import inventory as imageindex
+    from envrepro.image import inventory
 
-    return imageindex.prune((engine_factory or default_engine)(), dry_run=dry_run, cache=cache)
+    return inventory.prune((engine_factory or default_engine)(), dry_run=dry_run, cache=cache)
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,10 +334,10 @@ def bundle(model: str, output: str, wheels: bool = False, base_image: Optional[s
     with _reporter(quiet, verbose) as say:
         if wheels:
             return write.bundle(cap, output, wheels=True, say=say, engine_factory=engine_factory or default_engine)
-        from envrepro.image import ensure as images
+        from envrepro.image import ensure
 
         engine = (engine_factory or default_engine)()
-        info = images.ensure_image(cap, engine, base_image=base_image, on_progress=say)
+        info = ensure.ensure_image(cap, engine, base_image=base_image, on_progress=say)
         return write.bundle(cap, output, engine=engine, image_info=info, say=say)
 
 
@@ -378,7 +378,7 @@ def load_bundle(path: str, into: Optional[str] = None, base_image: Optional[str]
 
 
 # --------------------------------------------------------------------------------------------
-# registry: push by content key (build/push.py, build/registry.py)
+# registry: push by content key (image/push.py, image/registry.py)
 # --------------------------------------------------------------------------------------------
 
 def push(model: str, registry: Optional[str] = None, base_image: Optional[str] = None,

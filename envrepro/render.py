@@ -13,7 +13,7 @@ import sys
 from typing import Any, Dict, List, Optional, TextIO
 
 from envrepro import commands
-from envrepro.image import inventory as imageindex
+from envrepro.image import inventory
 from envrepro.bundling.members import Written
 from envrepro.image.push import PushResult, render as push_text
 from envrepro.capturing.capture import CaptureResult
@@ -35,7 +35,7 @@ def emit(result: Any, as_json: bool = False, verbose: bool = False, out: Optiona
 def exit_code(result: Any) -> int:
     if isinstance(result, sandbox.LoadReport):
         return sandbox.exit_code(result)
-    if isinstance(result, imageindex.PruneResult):
+    if isinstance(result, inventory.PruneResult):
         return 1 if result.failed else 0
     return int(getattr(result, "exit_code", 0))
 
@@ -119,12 +119,12 @@ def _(result: sandbox.LoadReport, verbose: bool = False) -> str:
 
 @to_text.register
 def _(result: commands.ImageList, verbose: bool = False) -> str:
-    return imageindex.render_images(result.rows)
+    return inventory.render_images(result.rows)
 
 
 @to_text.register
-def _(result: imageindex.PruneResult, verbose: bool = False) -> str:
-    return imageindex.render_prune(result)
+def _(result: inventory.PruneResult, verbose: bool = False) -> str:
+    return inventory.render_prune(result)
 
 
 @to_text.register

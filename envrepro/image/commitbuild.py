@@ -29,9 +29,10 @@ from typing import Any, Callable, Dict, List, Optional
 from envrepro import progress
 from envrepro.image.dockerfile import label_lines
 from envrepro.image.spec import HEAVY_LABEL, LABEL, RUNTIME_VERSION, templates_digest
-from envrepro.image.templates import USER_UID, VENV, WHEELS_DIR
+from envrepro.image.templates import USER_UID, VENV, WHEELS_DIR, fill, template_text
 from envrepro.engine.base import ContainerEngine, Mount, image_labels
 from envrepro.packages.wheelhouse.prepare import Wheelhouse
+from envrepro.packages.wheelhouse.store import WheelStore, link_or_copy
 
 HEAVY_REPO = "envrepro-heavy"
 BUILDER_LABEL = LABEL + "builder"
@@ -151,3 +152,28 @@ def engine_is_local() -> bool:
     """Bind mounts need the wheelhouse on the engine's machine: a local socket, not a remote host."""
     host = os.environ.get("DOCKER_HOST", "")
     return not host or host.startswith(("unix://", "npipe://"))
+
+
+def stage(wh: Wheelhouse, store: WheelStore) -> Path:
+    """A private folder for the build containers to mount read-only at /mnt: the install script,
+    pip.sh, the lock files of each step and, in wheels/, links to exactly the stored files the
+    lock pins. The caller removes it (``shutil.rmtree``) after the build."""
+    folder = store.tmp_dir()
+    wheels = folder / "wheels"
+    wheels.mkdir()
+    for path in sorted(set(wh.files.values())):
+        link_or_copy(path, wheels / path.name)
+    texts = dict(wh.plan.files())
+    texts["install.sh"] = fill("wheelhouse-install.sh")
+    texts["pip.sh"] = template_text("pip.sh")
+    if wh.plan.require_hashes:
+        texts["require-hashes"] = ""
+    if wh.plan.unverified_names:
+        texts["unverified-names"] = ", ".join(wh.plan.unverified_names) + "\n"
+    for name, text in texts.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    for dirpath, dirs, names in os.walk(folder):
+        os.chmod(dirpath, 0o755)
+        for n in names:
+            os.chmod(os.path.join(dirpath, n), 0o644)
+    return folder

@@ -3,16 +3,8 @@
 The Dockerfile text is in ``images/`` (``env.Dockerfile`` and the fragments in
 ``images/fragments/``); this module decides which fragments go in and fills in their values
 (``envrepro.image.templates``).
-The lock is read by ``envrepro.packages.lockwriter`` (one parser for the whole tool) and installed in up to
-three steps (:func:`install_plan`):
-
-- ``heavy.lock``: TensorFlow's dependency closure, first, so environments that differ only
-  outside it share the expensive cached layer;
-- ``rest.lock``: everything else;
-- ``unverified.lock``: only when the lock mixes hashed and hashless entries (VCS checkouts, local
-  wheels locked offline, pins the index had no file for). pip's hash checking is all-or-nothing,
-  so the hashed entries keep ``--require-hashes`` and the hashless ones are installed after them
-  without it, and named in the build output and the load report.
+The lock is installed in the steps of its install plan (``envrepro.packages.installplan``):
+heavy (TensorFlow's closure, a shared cached layer), rest, and the hashless entries of a mixed lock.
 
 The context is an in-memory tar whose owners, modes and times are normalised, so identical inputs
 give identical bytes and the engine's cache hits.
@@ -28,61 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
+from envrepro.packages.installplan import InstallPlan, install_plan
 from envrepro.packages.pipconfig import PipSettings, render_pip_conf
+from envrepro.sidecar.lockfile import Lock
 from envrepro.image.templates import WHEELS_DIR, fill, template_text
-from envrepro.sidecar import lockfile
-
-
-# -- the lock ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class InstallPlan:
-    """The lock as the files the builder stage installs, each a canonical text ("" when empty)."""
-
-    heavy: str                  # TensorFlow's closure (hashed entries only when the lock mixes)
-    rest: str                   # the others (idem)
-    unverified: str             # hashless entries of a mixed lock, installed without hash check
-    require_hashes: bool        # heavy and rest are installed with --require-hashes
-    unverified_names: Tuple[str, ...] = ()
-    tools: str = ""             # the lock's commented "unsafe" pins (setuptools, wheel): installed
-                                # first, without hashes, so the venv matches the captured one
-    sizes: Tuple[Tuple[str, int], ...] = ()   # (file, how many packages it installs)
-
-    def files(self) -> Dict[str, str]:
-        """Non-empty files, by context name."""
-        return {name: text for name, text in (("tools.lock", self.tools), ("heavy.lock", self.heavy),
-                                              ("rest.lock", self.rest),
-                                              ("unverified.lock", self.unverified)) if text}
-
-    def packages(self, *files: str) -> int:
-        """How many packages the files named (``heavy.lock``...) install together."""
-        return sum(n for name, n in self.sizes if name in files)
-
-
-def install_plan(lock_text: str) -> InstallPlan:
-    """Split a lock for the build: all hashed -> ``--require-hashes`` throughout; none hashed ->
-    neither; mixed -> hashed heavy/rest with ``--require-hashes``, then the hashless ones."""
-    entries = lockfile.parse_lock(lock_text)
-    options = lockfile.lock_options(lock_text)
-    hashed = [e for e in entries if e.hashes]
-    mixed = bool(hashed) and len(hashed) < len(entries)
-    heavy, rest = lockfile.split_closure(entries)   # the closure over all entries, then filtered
-    hashless = [e for e in entries if not e.hashes] if mixed else []
-    if mixed:
-        heavy, rest = [e for e in heavy if e.hashes], [e for e in rest if e.hashes]
-    tools = [e for e in lockfile.parse_lock(lock_text, include_unsafe=True) if e.unsafe]
-    return InstallPlan(heavy=lockfile.render_entries(heavy, options),
-                       rest=lockfile.render_entries(rest, options),
-                       unverified=lockfile.render_entries(hashless, options),
-                       require_hashes=bool(hashed),
-                       unverified_names=tuple(sorted(e.name for e in hashless)),
-                       tools="".join(f"{e.name}=={e.version}\n" for e in sorted(tools, key=lambda e: e.name)),
-                       sizes=(("tools.lock", len(tools)), ("heavy.lock", len(heavy)), ("rest.lock", len(rest)),
-                              ("unverified.lock", len(hashless))))
-
-
-def unverified_names(lock_text: str) -> List[str]:
-    """Entries the build installs without a hash check (empty unless the lock mixes)."""
-    return list(install_plan(lock_text).unverified_names)
 
 
 # -- the Dockerfile ----------------------------------------------------------------------------
@@ -98,6 +39,11 @@ class BuildSpec:
     ca_bundle: bytes = b""
     wheels: Dict[str, bytes] = field(default_factory=dict)   # file name -> bytes (capture wheels/)
     python_from_source: bool = False    # base has no Python (CUDA bases): build it in a stage
+    lock: Optional[Lock] = field(default=None, compare=False, repr=False)   # lock_text, parsed
+
+    def __post_init__(self) -> None:
+        if self.lock is None:
+            self.lock = Lock.parse(self.lock_text)
 
 
 def label_lines(labels: Dict[str, str]) -> str:
@@ -139,7 +85,7 @@ def install_steps(plan: InstallPlan, wheels: bool) -> Tuple[List[str], List[str]
 
 def render(spec: BuildSpec) -> str:
     """The Dockerfile text for ``spec`` (what ``envrepro dockerfile`` prints)."""
-    heavy_steps, rest_steps = install_steps(install_plan(spec.lock_text), bool(spec.wheels))
+    heavy_steps, rest_steps = install_steps(install_plan(spec.lock), bool(spec.wheels))
     xy = ".".join(spec.python_version.split(".")[:2])
     pip_env = fill("fragments/pip-env.Dockerfile")
     python_stage, python_base = "", spec.base_image
@@ -189,7 +135,7 @@ def build_context(spec: BuildSpec, dockerfile: Optional[str] = None) -> bytes:
         "build/ca.crt": spec.ca_bundle,
         "build/pip.sh": template_text("pip.sh").encode(),
     }
-    for fname, text in install_plan(spec.lock_text).files().items():
+    for fname, text in install_plan(spec.lock).files().items():
         files[fname] = text.encode()
     if spec.wheels:
         files["wheels"] = None

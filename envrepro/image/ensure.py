@@ -16,11 +16,11 @@ from typing import Any, Dict, List, Optional
 from envrepro import config, progress, reporter
 from envrepro.image import dockerfile as df
 from envrepro.image import wheelhouse_builder
-from envrepro.image.bases import base_digest, cuda_base_needed, ensure_base, resolve_base
+from envrepro.image.bases import base_digest, ensure_base
+from envrepro.image.environment import environment_for
 from envrepro.packages.pipconfig import PipSettings
 from envrepro.image import registry as registry_images
-from envrepro.image.spec import (LABEL, LABEL_KEY, RUNTIME_VERSION, Progress, build_spec, capture_key,
-                                 env_labels, image_tag, lock_for)
+from envrepro.image.spec import LABEL, LABEL_KEY, RUNTIME_VERSION, Progress
 from envrepro.image.templates import VENV
 from envrepro.engine.base import ContainerEngine, image_labels
 from envrepro.errors import BuildFailed, EnvreproError
@@ -53,7 +53,7 @@ class ImageInfo:
     translation: Optional[Dict[str, Any]] = None  # lock translated for Linux or for GPUs
     builder: str = ""                # "wheelhouse" | "dockerfile" (when built)
     wheelhouse: Optional[Dict[str, Any]] = None   # what the wheelhouse fetched and built
-    registry: Optional[Dict[str, Any]] = None    # the pull tried: ref, outcome, reason (build/registry.py)
+    registry: Optional[Dict[str, Any]] = None    # the pull tried: ref, outcome, reason (image/registry.py)
 
     @property
     def built(self) -> bool:
@@ -95,12 +95,10 @@ def _failure_message(tag: str, log: Path, lines: List[str], err: EnvreproError) 
 def dockerfile_for(capture: Capture, base_image: Optional[str] = None, gpus: bool = False,
                    runtime_version: str = RUNTIME_VERSION) -> str:
     """The Dockerfile ``ensure_image`` would build (``envrepro dockerfile``); no engine needed."""
-    base = resolve_base(capture, base_image, gpus)
-    lock_text, t = lock_for(capture, gpus)
-    key = capture_key(capture, base, lock_text, runtime_version)
+    env = environment_for(capture, base_image, gpus, runtime_version=runtime_version)
     # pip settings only reach build/pip.conf in the context, never the Dockerfile text.
-    return df.render(build_spec(capture, base, "", key, cuda_base_needed(capture, base_image, gpus),
-                                PipSettings(), runtime_version, lock_text, t))
+    return df.render(env.spec(pip=PipSettings()))
+
 
 def ensure_image(capture: Capture, engine: ContainerEngine, base_image: Optional[str] = None,
                  registry: Optional[str] = None, gpus: bool = False,
@@ -130,16 +128,13 @@ def ensure_image(capture: Capture, engine: ContainerEngine, base_image: Optional
 def _ensure(capture: Capture, engine: ContainerEngine, base_image: Optional[str], registry: Optional[str],
             gpus: bool, say: progress.BuildLog, pip: Optional[PipSettings], runtime_version: str,
             nocache: bool) -> ImageInfo:
-    base = resolve_base(capture, base_image, gpus)
     with progress.LazyStep(say) as translating:       # a step only when the lock is translated
-        lock_text, translation = lock_for(capture, gpus, pip, translating)
-    if translation is not None:
-        say.note(translation.summary())
-    unverified = df.unverified_names(lock_text)
-    key = capture_key(capture, base, lock_text, runtime_version)
-    tag = image_tag(key)
+        env = environment_for(capture, base_image, gpus, pip, translating, runtime_version)
+    if env.translation is not None:
+        say.note(env.translation.summary())
+    base, key, tag, unverified = env.base, env.key, env.tag, env.unverified
     extras: Dict[str, Any] = {"unverified": unverified,
-                              "translation": translation.to_dict() if translation else None}
+                              "translation": env.translation.to_dict() if env.translation else None}
 
     def found(info: Dict[str, Any], source: str) -> ImageInfo:
         labels = image_labels(info)
@@ -151,8 +146,8 @@ def _ensure(capture: Capture, engine: ContainerEngine, base_image: Optional[str]
         say.note(f"Using local image {tag}")
         return found(info, "local")
     reg = registry_images.resolve(registry)
-    if reg:   # used only when its labels match the capture (build/registry.py)
-        expected = env_labels(capture, base, key, lock_text, runtime_version, translation)
+    if reg:   # used only when its labels match the capture (image/registry.py)
+        expected = env.labels()
         with progress.LazyStep(say) as pulling:       # its first line: "Pulling REF"
             pulled, extras["registry"] = registry_images.pull_verified(engine, reg, tag, expected, pulling)
             outcome = extras["registry"]
@@ -161,9 +156,7 @@ def _ensure(capture: Capture, engine: ContainerEngine, base_image: Optional[str]
             return found(pulled, "pulled")
     with progress.LazyStep(say) as pulling_base:      # a step only when the base must be pulled
         base_info = ensure_base(engine, base, pulling_base)
-    spec = build_spec(capture, base, base_digest(base_info), key,
-                      cuda_base_needed(capture, base_image, gpus), pip, runtime_version, lock_text,
-                      translation)
+    spec = env.spec(base_digest(base_info), pip)
     why_not = wheelhouse_builder.unsupported(spec)
     logs = config.cache_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)

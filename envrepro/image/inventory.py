@@ -133,7 +133,7 @@ def key_with_recorded_base(capture: manifest.Capture, entry: Dict[str, Any]) -> 
     try:
         from envrepro.image.spec import capture_key
 
-        return capture_key(capture, base, capture.lock_path.read_text(encoding="utf-8"))
+        return capture_key(capture, base, capture.lock)
     except (ImportError, OSError, ValueError):
         return None
 

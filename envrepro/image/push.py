@@ -2,10 +2,10 @@
 pushed to a registry under their content keys, so ``envrepro load --registry`` elsewhere pulls
 instead of building.
 
-The environment image is found or built first (``images.ensure_image``, never pulled from the
+The environment image is found or built first (``ensure.ensure_image``, never pulled from the
 registry being pushed to); serving images are pushed only when they already exist here and passed
 their self-check (``envrepro build --serve``): push never builds one. Refs are
-``build.registry.env_ref`` / ``serve_ref``: the refs load pulls. The engine authenticates with its
+``image.registry.env_ref`` / ``serve_ref``: the refs load pulls. The engine authenticates with its
 own credentials (``docker login``): none are read, passed or printed here.
 """
 from __future__ import annotations
@@ -83,11 +83,11 @@ def serving_images(engine: ContainerEngine, env_key: str, capture: Capture) -> L
 def push(capture: Capture, engine: ContainerEngine, registry: str, base_image: Optional[str] = None,
          gpus: bool = False, say: Optional[Progress] = None) -> PushResult:
     """Push the environment image of ``capture`` (built if missing) and its serving images."""
-    from envrepro.image import ensure as images
+    from envrepro.image import ensure
 
     say = say or (lambda line: None)
     registry = reg.check_registry(registry)
-    env = images.ensure_image(capture, engine, base_image=base_image, registry=None, gpus=gpus,
+    env = ensure.ensure_image(capture, engine, base_image=base_image, registry=None, gpus=gpus,
                               on_progress=say)
     result = PushResult(registry, env.key, env.source)
     labels = image_labels(engine.inspect_image(env.tag))

@@ -1,7 +1,7 @@
 """Environment images in a registry, by content key: the registry setting checked, the refs, and a
 pull whose image is checked against the capture before it is used.
 
-``<registry>/envrepro-env:<key>`` holds the environment image of key ``key`` (``build.spec``),
+``<registry>/envrepro-env:<key>`` holds the environment image of key ``key`` (``image.spec``),
 ``<registry>/envrepro-serve:<key>`` a serving image (``serving.context``). A pulled image is used
 only when its labels say it was built for this capture: key, Python, TensorFlow, base image,
 runtime version, the sha256 of the lock actually installed (the translated one for a macOS,

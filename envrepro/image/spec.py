@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, Mapping, Optional, Tuple, Union
 
 from envrepro import config
 from envrepro.image import dockerfile as df
@@ -28,7 +28,7 @@ from envrepro.packages.pipconfig import PipSettings
 from envrepro.image.templates import template_text
 from envrepro.fsutil import sha256_file
 from envrepro.sidecar.manifest import Capture
-from envrepro.sidecar import lockfile
+from envrepro.sidecar.lockfile import Lock, as_lock
 
 # Bump when the image layout the runtime scripts rely on changes (venv path, user, labels,
 # templates in images/, dockerfile.py): every environment then gets a new key and is rebuilt.
@@ -57,17 +57,18 @@ def templates_digest() -> str:
     return h.hexdigest()
 
 
-def image_key(base_image: str, python_version: str, lock_text: str,
+def image_key(base_image: str, python_version: str, lock_text: "Union[str, Lock]",
               runtime_version: str = RUNTIME_VERSION, wheels: Optional[Mapping[str, str]] = None) -> str:
     """32 hex chars of sha256 over what defines the environment (comments in the lock don't);
-    ``wheels``: file name -> sha256 of the local wheels copied into the build."""
+    ``wheels``: file name -> sha256 of the local wheels copied into the build; ``lock_text``:
+    the lock, parsed (``Lock``) or as text."""
+    lock = as_lock(lock_text)
     fields = {"base": base_image, "python": python_version,
-              "lock": lockfile.canonical_lock(lock_text), "runtime": runtime_version,
+              "lock": lock.canonical, "runtime": runtime_version,
               "templates": templates_digest()}
     if wheels:
         fields["wheels"] = dict(sorted(wheels.items()))
-    tools = sorted(f"{e.name}=={e.version}" for e in lockfile.parse_lock(lock_text, include_unsafe=True)
-                   if e.unsafe)
+    tools = sorted(f"{e.name}=={e.version}" for e in lock.tools)
     if tools:  # setuptools/wheel pins (commented in the lock) are installed too
         fields["tools"] = tools
     payload = json.dumps(fields, sort_keys=True)
@@ -92,56 +93,62 @@ def wheel_hashes(capture: Capture) -> Dict[str, str]:
     return {name: sha256_file(p) for name, p in _wheel_files(capture).items()}
 
 
-def capture_key(capture: Capture, base_image: str, lock_text: str,
+def capture_key(capture: Capture, base_image: str, lock_text: "Union[str, Lock]",
                 runtime_version: str = RUNTIME_VERSION) -> str:
-    """The image key of ``capture`` built on ``base_image`` from ``lock_text``."""
+    """The image key of ``capture`` built on ``base_image`` from its lock (or a translation)."""
     return image_key(base_image, str(capture.get("python.version")), lock_text, runtime_version,
                      wheel_hashes(capture))
 
 
-def lock_for(capture: Capture, gpus: bool = False, pip: Optional[PipSettings] = None,
-             say: Optional[Progress] = None) -> Tuple[str, Optional[platforms.Translation]]:
+def locked(capture: Capture, gpus: bool = False, pip: Optional[PipSettings] = None,
+           say: Optional[Progress] = None) -> Tuple[Lock, Optional[platforms.Translation]]:
     """The lock the image is built from: the capture's own, or its translation (made once, then
     read from the cache) for Linux when it was made on macOS or Windows, for GPUs when ``gpus``
     and it doesn't pin TensorFlow's GPU build with its CUDA libraries (``envrepro.packages.gpu``)."""
     if not platforms.is_foreign(capture) and not (gpus and gpu_builds.needs_gpu_lock(capture)):
-        return capture.lock_path.read_text(encoding="utf-8"), None
+        return capture.lock, None
     t = platforms.translate(capture, config.cache_dir(), gpu=gpus,
                             pip=pip if pip is not None else pipconfig.host_pip_settings(), say=say)
-    return t.lock_text, t
+    return t.lock, t
+
+
+def lock_for(capture: Capture, gpus: bool = False, pip: Optional[PipSettings] = None,
+             say: Optional[Progress] = None) -> Tuple[str, Optional[platforms.Translation]]:
+    """:func:`locked`, with the lock as its text."""
+    lock, t = locked(capture, gpus, pip, say)
+    return lock.text, t
 
 
 def build_spec(capture: Capture, base_image: str, base_digest: str, key: str,
                python_from_source: bool = False, pip: Optional[PipSettings] = None,
-               runtime_version: str = RUNTIME_VERSION, lock_text: Optional[str] = None,
+               runtime_version: str = RUNTIME_VERSION, lock_text: "Union[str, Lock, None]" = None,
                translation: Optional[platforms.Translation] = None) -> df.BuildSpec:
     """Everything the Dockerfile and the context are rendered from, for one capture
     (``python_from_source``: the base has no Python, ``bases.builds_python``; ``lock_text``: a
     translated lock instead of the capture's, ``translation`` its origin for the labels)."""
-    if lock_text is None:
-        lock_text = capture.lock_path.read_text(encoding="utf-8")
+    lock = capture.lock if lock_text is None else as_lock(lock_text)
     python_version = str(capture.get("python.version"))
     pip = pip if pip is not None else pipconfig.host_pip_settings()
     ca = b""
     if pip.cert and os.path.isfile(pip.cert):
         ca = Path(pip.cert).read_bytes()
-    labels = env_labels(capture, base_image, key, lock_text, runtime_version, translation)
+    labels = env_labels(capture, base_image, key, lock, runtime_version, translation)
     if base_digest:
         labels[LABEL + "base-digest"] = base_digest
-    return df.BuildSpec(base_image=base_image, python_version=python_version, lock_text=lock_text,
-                        labels=labels, pip=pip, ca_bundle=ca, wheels=_wheels(capture),
+    return df.BuildSpec(base_image=base_image, python_version=python_version, lock_text=lock.text,
+                        lock=lock, labels=labels, pip=pip, ca_bundle=ca, wheels=_wheels(capture),
                         python_from_source=python_from_source)
 
 
-def env_labels(capture: Capture, base_image: str, key: str, lock_text: str,
+def env_labels(capture: Capture, base_image: str, key: str, lock_text: "Union[str, Lock]",
                runtime_version: str = RUNTIME_VERSION,
                translation: Optional[platforms.Translation] = None) -> Dict[str, str]:
     """The labels an environment image of ``capture`` carries (all but ``base-digest``, known
-    only once the base is pulled): what a pulled image is checked against (``build.registry``)."""
+    only once the base is pulled): what a pulled image is checked against (``image.registry``)."""
     labels = {LABEL_KEY: key, LABEL + "python": str(capture.get("python.version")),
               LABEL + "tensorflow": str(capture.get("frameworks.tensorflow") or ""),
               LABEL + "base": base_image, LABEL + "runtime-version": runtime_version,
-              LABEL + "lock-sha256": hashlib.sha256(lock_text.encode()).hexdigest()}
+              LABEL + "lock-sha256": hashlib.sha256(as_lock(lock_text).text.encode()).hexdigest()}
     if translation is not None:
         labels[LABEL + "translated-from"] = translation.platform
         labels[LABEL + "translated-for"] = translation.target

@@ -15,7 +15,7 @@ from envrepro import shipped
 from envrepro.sidecar import layout
 
 VENV = "/opt/envrepro/venv"
-BUILD_DIR = "/etc/envrepro-build"
+BUILD_DIR = layout.BUILD_DIR
 # Local wheels are locked as ``name @ file:///envrepro/capture/wheels/<file>`` (the capture's
 # mount point at run time); the builder stage puts them at the same path.
 WHEELS_DIR = layout.WHEELS_MOUNT

@@ -1,6 +1,7 @@
 """``ensure_image``'s choice of builder, and the wheelhouse build end to end: the base's platform
-(``wheelhouse.target``), the lock's files in the host wheelhouse (``wheelhouse.plan``), the
-read-only staging folder, and the committed layers (``build.commitbuild``).
+(``packages.wheelhouse.target``), the lock's files in the host wheelhouse
+(``packages.wheelhouse.prepare``), the read-only staging folder, and the committed layers
+(``image.commitbuild``).
 
 The Dockerfile builder is used instead, and the build output says why, when:
 - ``ENVREPRO_BUILDER=dockerfile`` asks for it;
@@ -18,7 +19,7 @@ from typing import Any, Callable, Dict, Optional
 from envrepro import progress
 from envrepro.image import commitbuild
 from envrepro.image.dockerfile import BuildSpec
-from envrepro.packages.platforms import _pip_mapping
+from envrepro.packages.pipconfig import PipSettings, pip_mapping
 from envrepro.image.spec import RUNTIME_VERSION
 from envrepro.engine.base import ContainerEngine
 from envrepro.sidecar.manifest import Capture
@@ -26,8 +27,9 @@ from envrepro.packages.wheelhouse import prepare as whplan
 from envrepro.packages.wheelhouse import target as whtarget
 from envrepro.packages.wheelhouse.prepare import NotFromWheelhouse, Wheelhouse
 from envrepro.packages.wheelhouse.store import WheelStore
+from envrepro.sidecar.lockfile import Lock
 
-__all__ = ["NotFromWheelhouse", "unsupported", "build_image", "Built"]
+__all__ = ["NotFromWheelhouse", "unsupported", "wheelhouse_for", "build_image", "Built"]
 Say = Callable[[str], None]
 
 
@@ -49,19 +51,26 @@ def unsupported(spec: BuildSpec) -> Optional[str]:
     return None
 
 
+def wheelhouse_for(lock: Lock, engine: ContainerEngine, base: str, base_info: Dict[str, Any],
+                   pip: PipSettings, say: Say, store: WheelStore) -> Wheelhouse:
+    """Every file ``lock`` installs on ``base``, in the host wheelhouse ``store`` (fetched with
+    ``pip``'s settings, sdists built in a container of the base): what an image build from the
+    wheelhouse mounts, and what ``envrepro bundle --wheels`` carries."""
+    target = whtarget.probe(engine, base, base_info, store)
+    whplan.entries_for(lock, target)          # NotFromWheelhouse before any download
+    return whplan.prepare(lock, target, engine, base, store, pip_mapping(pip), say, pip=pip)
+
+
 def build_image(capture: Capture, engine: ContainerEngine, spec: BuildSpec, base_info: Dict[str, Any],
                 tag: str, say: Say, runtime_version: str = RUNTIME_VERSION,
                 store: Optional[WheelStore] = None, nocache: bool = False) -> Built:
     """Fill the wheelhouse for ``spec``'s lock, then build ``tag`` from it with no network
     (``nocache``: install TensorFlow's closure again even when its image exists)."""
     store = store or WheelStore()
-    target = whtarget.probe(engine, spec.base_image, base_info, store)
-    whplan.entries_for(spec.lock_text, target)          # NotFromWheelhouse before any download
-    wh = whplan.prepare(spec.lock_text, target, engine, spec.base_image, store, _pip_mapping(spec.pip), say,
-                        pip=spec.pip)
+    wh = wheelhouse_for(spec.lock, engine, spec.base_image, base_info, spec.pip, say, store)
     progress.log(say, f"Wheelhouse ready in {wh.seconds:.1f} s: {len(wh.files)} file(s), {wh.downloaded} downloaded"
                  + (f", built from source: {', '.join(wh.built)}" if wh.built else ""))
-    staging = whplan.stage(wh, store)
+    staging = commitbuild.stage(wh, store)
     try:
         wheels = capture.root / "wheels"
         image_id = commitbuild.build(engine, spec.base_image, base_info, wh, staging, tag, spec.labels, say,

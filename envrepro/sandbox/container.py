@@ -1,7 +1,7 @@
 """Load a captured model in its reproduced environment, or run a command or a shell there.
 
 The host never deserializes the model (TensorFlow is not a sandbox; H5 Lambda layers carry
-bytecode, SavedModels are programs). It writes a plan (``sandbox.plan``), starts the in-container
+bytecode, SavedModels are programs). It writes a plan (``sandbox.loadplan``), starts the in-container
 loader (``envrepro/runtime/loader.py``) in the sandbox (``sandbox.policy``) and turns the one
 ``ENVREPRO-REPORT {json}`` line the loader prints into a report (``sandbox.report``).
 """
@@ -102,9 +102,9 @@ def _to_stderr(_name: str, text: str) -> None:
 
 
 def _record_default(image_info: Any, capture: manifest.Capture) -> None:
-    from envrepro.image import inventory as images_cmd
+    from envrepro.image import inventory
 
-    images_cmd.record_use(image_info, capture)
+    inventory.record_use(image_info, capture)
 
 
 def run_command(model_path: "os.PathLike[str] | str", engine: ContainerEngine, image_info: Any,

@@ -123,7 +123,7 @@ def verdict(report: LoadReport) -> str:
 
 
 def image_dict(image_info: Any) -> Dict[str, Any]:
-    """Duck-typed ImageInfo -> dict. build.images.ImageInfo says ``source`` (local|pulled|built);
+    """Duck-typed ImageInfo -> dict. image.ensure.ImageInfo says ``source`` (local|pulled|built);
     ``built``/``seconds`` are accepted too."""
     source = getattr(image_info, "source", None)
     built = getattr(image_info, "built", None)

@@ -18,10 +18,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 from envrepro import errors
 from envrepro.image import dockerfile as df
-from envrepro.image import ensure as images
-from envrepro.image.bases import cuda_base_needed, resolve_base
+from envrepro.image import ensure
+from envrepro.image.environment import environment_for
 from envrepro.packages.pipconfig import PipSettings
-from envrepro.image.spec import RUNTIME_VERSION, build_spec, capture_key, lock_for
 from envrepro.engine.base import ContainerEngine, image_labels
 from envrepro.serving import context as sc
 from envrepro.serving.proof import Proof, prove
@@ -82,7 +81,7 @@ def build(capture: manifest.Capture, engine: ContainerEngine, tag: Optional[str]
           verify: bool = True) -> ServeBuild:
     say = say or (lambda line: None)
     check_tag(tag)
-    env = images.ensure_image(capture, engine, base_image=base_image, gpus=gpus, on_progress=say)
+    env = ensure.ensure_image(capture, engine, base_image=base_image, gpus=gpus, on_progress=say)
     ctx = sc.serve_context(capture, env.key, name, unsafe)
     final_tag = tag or ctx.tag
     have = engine.inspect_image(final_tag)
@@ -134,12 +133,9 @@ def write_context(capture: manifest.Capture, folder: Path, name: Optional[str] =
     """``envrepro dockerfile --serve -o DIR``: a context ``docker build DIR`` builds anywhere."""
     if folder.exists() and any(folder.iterdir()):
         raise sc.ServeError("the output folder is not empty", str(folder), "pass a new or empty folder with -o")
-    base = resolve_base(capture, base_image, gpus)
-    lock_text, t = lock_for(capture, gpus, pip)
-    key = capture_key(capture, base, lock_text)
-    spec = build_spec(capture, base, "", key, cuda_base_needed(capture, base_image, gpus), pip, RUNTIME_VERSION,
-                      lock_text, t)
-    ctx = sc.serve_context(capture, key, name, unsafe)
+    env = environment_for(capture, base_image, gpus, pip)
+    spec = env.spec(pip=pip)
+    ctx = sc.serve_context(capture, env.key, name, unsafe)
     text = sc.dockerfile(ctx, env_dockerfile=df.render(spec))
     sc.write_dir(folder, text, env_context_files(spec) + ctx.files)
     return ctx
