@@ -29,7 +29,7 @@ import pytest
 from support import installed_cli as cli  # noqa: E402
 from support import http_json, installed_argv  # noqa: E402
 
-from envrepro.runtime import serveconfig
+from envrepro.runtime.serve import config as serveconfig
 from envrepro.sidecar import layout, manifest
 
 pytestmark = pytest.mark.e2e

@@ -18,7 +18,8 @@ import time
 import numpy as np
 import pytest
 
-from envrepro.runtime import launch, serveconfig
+from envrepro.runtime import launch
+from envrepro.runtime.serve import config as serveconfig
 from envrepro.sandbox import loadplan as plans
 from envrepro.sidecar import layout, manifest
 
