@@ -46,7 +46,7 @@ def cache_dir() -> Path:
 
 def base_image_setting(base_image: Optional[str] = None) -> Optional[str]:
     """The base image the user asked for: flag, else ENVREPRO_BASE_IMAGE, else config
-    ``base_image``; None means the default for the captured Python (``build.bases``)."""
+    ``base_image``; None means the default for the captured Python (``image.bases``)."""
     chosen = base_image or os.environ.get("ENVREPRO_BASE_IMAGE") or load_config().get("base_image")
     return str(chosen) if chosen else None
 

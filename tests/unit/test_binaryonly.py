@@ -1,4 +1,4 @@
-"""build/binaryonly.py: host resolutions never build an sdist (no setup.py runs on the host)."""
+"""packages/binaryonly.py: host resolutions never build an sdist (no setup.py runs on the host)."""
 import subprocess
 import sys
 import zipfile

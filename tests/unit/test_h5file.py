@@ -1,4 +1,4 @@
-"""diagnose/h5file.py: H5 root attributes (bytes or str, as h5py versions differ), weights-only files, no h5py."""
+"""modelfiles/h5file.py: H5 root attributes (bytes or str, as h5py versions differ), weights-only files, no h5py."""
 import json
 import sys
 

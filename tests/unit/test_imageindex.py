@@ -15,7 +15,7 @@ def docker_image(key, tag, size=100_000_000):
 
 
 def env_key(cap, base="python:3.8-slim"):
-    """The key build.spec gives this capture's environment on ``base``."""
+    """The key image.spec gives this capture's environment on ``base``."""
     from envrepro.image.spec import image_key
 
     return image_key(base, str(cap.get("python.version")), cap.lock_path.read_text())

@@ -1,4 +1,4 @@
-"""envrepro/jsoncache.py, and the index answers capturing/indexhashes.py keeps in it."""
+"""envrepro/jsoncache.py, and the index answers packages/indexhashes.py keeps in it."""
 import time
 
 from envrepro import jsoncache

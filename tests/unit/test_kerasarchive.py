@@ -1,4 +1,4 @@
-""".keras zips read by diagnose/kerasarchive.py, including hostile ones."""
+""".keras zips read by modelfiles/kerasarchive.py, including hostile ones."""
 import json
 import zipfile
 

@@ -1,4 +1,4 @@
-"""diagnose/kerasconfig.py: which classes are Keras's own, and what a compile config asks of the loader."""
+"""modelfiles/kerasconfig.py: which classes are Keras's own, and what a compile config asks of the loader."""
 from envrepro.modelfiles.kerasconfig import is_builtin, summarize_training_config
 
 

@@ -1,4 +1,4 @@
-"""diagnose/modelfiles.py: the format dispatcher (magic bytes, LFS pointers) and the human summary.
+"""modelfiles/read.py: the format dispatcher (magic bytes, LFS pointers) and the human summary.
 
 The per-format readers have their own tests (test_savedmodel.py, test_h5file.py,
 test_kerasarchive.py, test_kerasconfig.py, test_protowire.py).

@@ -1,4 +1,4 @@
-"""diagnose/protowire.py: the minimal protobuf wire-format decoder."""
+"""modelfiles/protowire.py: the minimal protobuf wire-format decoder."""
 import pytest
 
 from envrepro.modelfiles.protowire import fields, iter_fields

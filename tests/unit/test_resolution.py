@@ -1,4 +1,4 @@
-"""capturing/resolution.py: the resolution commands and the resolution cache (no network)."""
+"""packages/resolution.py: the resolution commands and the resolution cache (no network)."""
 import time
 
 from envrepro.capturing import infer

@@ -47,7 +47,7 @@ def test_script_bad_module_and_debug_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "cannot import module no_such_mod_xyz" in proc.stderr and "--code-path" in proc.stderr
-    # the same failure as data, for the host (capturing/proberunner.py)
+    # the same failure as data, for the host (proberunner.py)
     assert json.loads((tmp_path / "out" / "error.json").read_text()) == {
         "error": "cannot import module no_such_mod_xyz: ModuleNotFoundError: No module named "
                  "'no_such_mod_xyz'", "fix": "check --module and add its folder with --code-path"}

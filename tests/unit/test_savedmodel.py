@@ -1,4 +1,4 @@
-"""diagnose/savedmodel.py: versions, ops and Keras JSON from SavedModel folders built by hand."""
+"""modelfiles/savedmodel.py: versions, ops and Keras JSON from SavedModel folders built by hand."""
 from envrepro.modelfiles.read import read_model_file
 
 from modelfile_builders import KERAS2_ROOT, fld, keras_metadata_pb, saved_model_pb
