@@ -4,7 +4,7 @@ values that cross it (``Mount``) and the errors it raises (``PullFailed``, ``Run
 Everything outside ``envrepro.engine`` is typed against this protocol, not against Docker, so the
 image and sandbox code can be exercised with the one fake in ``tests/unit/fakes.py`` and another
 engine could be added without touching them. ``envrepro.engine.docker.DockerEngine`` is the
-implementation; a unit test (tests/unit/test_engine_base.py) checks that it and the fake have every
+implementation; a unit test (tests/unit/engine/test_engine_base.py) checks that it and the fake have every
 method below with the same signature. Standard library only: importing this is free.
 """
 from __future__ import annotations

@@ -23,7 +23,7 @@ from envrepro.sidecar.layout import MANIFEST, SCHEMA, sidecar_for
 from envrepro.sidecar.manifest import dump
 
 # The steps of the transaction, in order, where ENVREPRO_TEST_CRASH_AT=<step> kills the process
-# (``fsutil.crash_point``; tests/unit/test_crash_safety.py kills a capture at each). Killed up to
+# (``fsutil.crash_point``; tests/unit/sidecar/test_crash_safety.py kills a capture at each). Killed up to
 # ``before-swap``, the old capture is the one in place; from ``between-renames`` (the fallback
 # when the folders can't be swapped in one step: recovery finishes the move) on, the new one.
 # ``atomic-write:*`` are the steps of every atomic file write: the first such write of a capture

@@ -9,9 +9,9 @@ the CUDA base of 2.4 can't be pulled. The 2.14+ variant, ``tensorflow[and-cuda]`
 ``python:3.11-slim``, was left out on purpose: its nvidia wheels are about 2.5 GB to download
 (about 5 GB installed, twice over in the build's stages) on every CI run without a warm Docker
 cache. Its lock is resolved for real in tests/integration/test_gpu_pypi.py, and its Dockerfile
-has a golden in tests/unit/test_gpu.py. This machine has no GPU, so the engine below runs
+has a golden in tests/unit/packages/test_gpu.py. This machine has no GPU, so the engine below runs
 containers without ``--gpus all``; the run arguments with GPUs are unit-tested in
-tests/unit/test_run_gpus.py.
+tests/unit/sandbox/test_run_gpus.py.
 """
 from __future__ import annotations
 

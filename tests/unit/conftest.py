@@ -1,5 +1,19 @@
-"""Unit tests never read or write the developer's home, config, cache or registry settings."""
+"""Unit tests never read or write the developer's home, config, cache or registry settings.
+
+They live in one folder per room (``tests/unit/<room>/``, as ``envrepro/<room>/``); the tests of
+the top-level modules and the shared helpers (``fakes.py``, ``fake_dists.py``...) are here. Every
+folder is put on sys.path, so a test imports the helpers and a few fixtures of its neighbours by
+module name (test modules have unique names across folders).
+"""
+import sys
+from pathlib import Path
+
 import pytest
+
+_HERE = Path(__file__).resolve().parent
+for _folder in [_HERE] + sorted(p for p in _HERE.iterdir() if p.is_dir() and p.name not in ("snapshots", "__pycache__")):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
 
 @pytest.fixture(autouse=True)

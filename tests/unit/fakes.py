@@ -5,7 +5,7 @@ Images are dicts shaped like ``docker image inspect`` output (``Id``, ``RepoTags
 ``RepoDigests``, ``Config.Labels``); ``images()`` answers like ``docker images`` (top-level
 ``Labels``). Builds read the labels from the Dockerfile's LABEL lines, so tests see what a real
 build would label. Runs are recorded and answered with ``run_result``. Failures are injected per
-call. tests/unit/test_engine_base.py checks this fake against the protocol, signature by signature.
+call. tests/unit/engine/test_engine_base.py checks this fake against the protocol, signature by signature.
 """
 from __future__ import annotations
 

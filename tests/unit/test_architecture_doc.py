@@ -455,3 +455,19 @@ def test_every_entry_of_the_readme_tree_exists():
         if not (PKG / rel.rstrip("/")).exists():
             gone.append(rel)
     assert not gone, f"README.md's '{HOW_IT_WORKS}' tree lists what envrepro/ doesn't hold: {gone}"
+
+
+def test_unit_tests_mirror_the_rooms():
+    """tests/unit/<room>/ holds the tests of envrepro/<room>/: no test folder for a room that
+    doesn't exist, and no test file of a room left at the top of tests/unit."""
+    unit = REPO / "tests" / "unit"
+    folders = sorted(p.name for p in unit.iterdir() if p.is_dir() and p.name not in ("snapshots", "__pycache__"))
+    package_rooms = sorted(p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").is_file())
+    stray = [f for f in folders if f not in package_rooms]
+    assert not stray, f"tests/unit/ has folders that are no room of envrepro/: {stray}"
+    empty = [room for room in folders if not any((unit / room).glob("test_*.py"))]
+    assert not empty, f"test folders without tests: {empty}"
+    top = sorted(p.stem[len("test_"):] for p in unit.glob("test_*.py"))
+    top_level = {p.stem for p in PKG.glob("*.py")}
+    misplaced = [name for name in top if name.split("_")[0] in package_rooms and name not in top_level]
+    assert not misplaced, f"tests of a room's modules left in tests/unit/ (move them to tests/unit/<room>/): {misplaced}"

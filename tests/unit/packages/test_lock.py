@@ -13,7 +13,7 @@ from envrepro.packages import depgraph, indexhashes, lockwriter as lock
 from envrepro.sidecar import lockfile
 from envrepro.fsutil import sha256_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from support import probe_environment  # noqa: E402
 
 try:

@@ -17,10 +17,10 @@ from envrepro.runtime import launch
 from envrepro.runtime.serve import config as serveconfig
 from envrepro.runtime.serve import main as serve
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from support import http_json, need, pyenv_python  # noqa: E402
 
-FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_fake.py")
+FAKE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "serve_fake.py")
 GOOD = {"instances": [[1, 2, 3]]}
 SERVE_MODULES = sorted("serve." + f[:-3] for f in os.listdir(os.path.join(launch.HOST_DIR, "serve"))
                        if f.endswith(".py") and f != "__init__.py")

@@ -48,7 +48,7 @@ def test_a_failed_capture_leaves_the_previous_one(tmp_path):
 
 
 def test_leftovers_of_a_killed_capture_are_recovered_first(tmp_path, capsys):
-    """Read before anything is decided (tests/unit/test_recovery.py has the rules): an empty temp
+    """Read before anything is decided (tests/unit/sidecar/test_recovery.py has the rules): an empty temp
     folder is garbage; the folder set aside was the capture, so it goes back, and the new
     capture then replaces it."""
     m = model(tmp_path)

@@ -36,7 +36,7 @@ def test_image_tag():
 
 def test_templates_digest_covers_every_template_in_images():
     """Editing any file the image is rendered from changes every key: the list is complete."""
-    images = Path(__file__).resolve().parents[2] / "images"
+    images = Path(__file__).resolve().parents[3] / "images"
     on_disk = sorted(p.relative_to(images).as_posix() for p in images.rglob("*")
                      if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts)
     # serve.Dockerfile makes the serving layers, not the environment: the serving key covers it

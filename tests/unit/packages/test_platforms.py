@@ -22,7 +22,7 @@ try:
 except ImportError:
     from fakes import FakeEngine, context_files, image
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "macos-capture" / "model.keras.envrepro"
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "macos-capture" / "model.keras.envrepro"
 H = lambda c: "sha256:" + c * 64  # noqa: E731
 
 # What pip-compile prints for the fixture's requirements on Linux (no hashes, --no-header).

@@ -9,7 +9,7 @@ import pytest
 from envrepro.diagnose import bytecode
 
 SAMPLES = {p.stem.split("-")[1]: json.loads(p.read_text())
-           for p in (Path(__file__).resolve().parents[1] / "fixtures" / "lambda-bytecode").glob("python-*.json")}
+           for p in (Path(__file__).resolve().parents[2] / "fixtures" / "lambda-bytecode").glob("python-*.json")}
 
 # What each payload fits: exact for most, two adjacent minors when the bytecode is the same.
 EXPECTED = {

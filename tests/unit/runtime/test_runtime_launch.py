@@ -11,7 +11,7 @@ import pytest
 
 from envrepro.runtime import launch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from support import need, pyenv_python  # noqa: E402
 
 RUNTIME_FILES = sorted(Path(launch.HOST_DIR).rglob("*.py"))   # the serve/ subpackage included

@@ -1,7 +1,7 @@
 """Dockerfile rendering and build contexts (envrepro.image.dockerfile): pure functions, no Docker.
 
 Snapshots live in tests/unit/snapshots/; after an intended template change, refresh them with
-``ENVREPRO_UPDATE_SNAPSHOTS=1 pytest tests/unit/test_dockerfile.py`` and review the diff.
+``ENVREPRO_UPDATE_SNAPSHOTS=1 pytest tests/unit/image/test_dockerfile.py`` and review the diff.
 """
 import io
 import os
@@ -13,7 +13,7 @@ from envrepro.packages import installplan
 from envrepro.packages.pipconfig import PipSettings
 from envrepro.image.templates import BUILD_DIR, template_text
 from envrepro.sidecar import layout, lockfile
-SNAPSHOTS = Path(__file__).parent / "snapshots"
+SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots"
 H = lambda c: "sha256:" + c * 64  # noqa: E731  (a fake, well-formed hash)
 
 TF_LOCK = f"""#

@@ -13,7 +13,7 @@ import pytest
 from envrepro.runtime.serve import main as serve
 from envrepro.runtime.serve import tensors as servetensors
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from serve_fake import FAIL_VALUE, FakeServable  # noqa: E402
 from support import http_json  # noqa: E402
 

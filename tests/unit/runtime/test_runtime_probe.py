@@ -8,8 +8,8 @@ from pathlib import Path
 
 from envrepro.runtime import launch
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from support import need, pyenv_python  # noqa: E402
 
 
