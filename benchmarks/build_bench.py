@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import load_bench as lb  # noqa: E402
-from envrepro.build import bases, images, spec  # noqa: E402
+from envrepro.image import bases, ensure as images, spec  # noqa: E402
 from envrepro.packages.pipconfig import host_pip_settings  # noqa: E402
 from envrepro.engine.docker import DockerEngine  # noqa: E402
 from envrepro.errors import EnvreproError  # noqa: E402

@@ -57,13 +57,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from envrepro.build import bases, images, spec  # noqa: E402
+from envrepro.image import bases, ensure as images, spec  # noqa: E402
 from envrepro.packages.pipconfig import host_pip_settings  # noqa: E402
 from envrepro.image.templates import VENV  # noqa: E402
 from envrepro.sidecar import layout, manifest, writer  # noqa: E402
 from envrepro.engine.base import Mount  # noqa: E402
 from envrepro.engine.docker import DockerEngine  # noqa: E402
-from envrepro.sandbox import plan as plans  # noqa: E402
+from envrepro.sandbox import loadplan as plans  # noqa: E402
 from envrepro.sandbox import policy  # noqa: E402
 from envrepro.errors import EnvreproError  # noqa: E402
 
