@@ -4,12 +4,12 @@ Nothing of the training environment is left, so everything is inferred, and the 
 (``inferred: true``):
 
 * TensorFlow: the SavedModel's ``tensorflow_version``; for H5/.keras (which store none) the TF
-  minor whose Keras wrote the file's ``keras_version`` (compat.yaml), at its last patch release.
+  minor whose Keras wrote the file's ``keras_version`` (tfversions.yaml), at its last patch release.
 * Python: no model format records it. Lambda layers' marshalled bytecode tells which Python
-  wrote it (diagnose/bytecode.py); without them, the one most users of that TF had (compat.yaml
+  wrote it (diagnose/bytecode.py); without them, the one most users of that TF had (tfversions.yaml
   ``python_likely``: TF 2.4 -> 3.8, TF 2.8 -> 3.10).
 * The lock: ``tensorflow-cpu==X.Y.Z`` (plus the Keras / tf-keras / Addons the file needs) resolved
-  with compat.yaml's known-good pins as constraints, so numpy 2 or protobuf 4 never sneak in, by
+  with tfversions.yaml's known-good pins as constraints, so numpy 2 or protobuf 4 never sneak in, by
   pip's resolver for the target Python (packages/resolution.py, which caches the result), and
   written by envrepro.packages.lockwriter.write_lock, the writer real captures use (pip-tools' format,
   ``# via`` lines evaluated for the target, hashes from the index through pip-tools).
@@ -30,7 +30,7 @@ from envrepro.packages.indexhashes import hashes_wanted
 from envrepro.packages.resolution import InferencePlan, resolve
 from envrepro.capturing.snapshot import copy_modules
 from envrepro.capturing.sourcetree import find_definitions, missing_report, wanted_names
-from envrepro.packages import tfversions as compat
+from envrepro.packages import tfversions
 from envrepro.diagnose.bytecode import common_pythons
 from envrepro.modelfiles.read import ModelFileInfo, read_model_file
 from envrepro.errors import CaptureError
@@ -47,14 +47,14 @@ def plan(info: ModelFileInfo, tensorflow: Optional[str] = None,
         tf = pep440(tf, "TensorFlow version", "given" if tensorflow else "saved_model.pb", info.path)
         reasons.append(f"TensorFlow {tf}: " + ("given" if tensorflow else "saved_model.pb tensorflow_version"))
     else:
-        minor = compat.tf_for_keras(info.keras_version)
+        minor = tfversions.tf_for_keras(info.keras_version)
         if not minor:
             raise CaptureError("can't tell which TensorFlow saved this model (no TF or Keras version in "
                                "the file)", info.path, "pass the TensorFlow version explicitly")
-        tf = compat.for_tf(minor)["latest"]
+        tf = tfversions.for_tf(minor)["latest"]
         reasons.append(f"TensorFlow {tf}: the last {minor}.x, whose Keras writes keras_version "
                        f"{info.keras_version}")
-    row = compat.for_tf(tf)
+    row = tfversions.for_tf(tf)
     if not row:
         raise CaptureError(f"TensorFlow {tf} is not in envrepro's compatibility table", info.path,
                            "upgrade envrepro")
@@ -66,7 +66,7 @@ def plan(info: ModelFileInfo, tensorflow: Optional[str] = None,
     reqs = [f"{row['cpu_distribution']}=={tf}"]
     flavor = str(row["keras_flavor"])
     env: Dict[str, str] = {}
-    kv = compat.vtuple(info.keras_version)
+    kv = tfversions.vtuple(info.keras_version)
     if kv and kv[0] >= 3:
         reqs.append(f"keras=={pep440(info.keras_version, 'Keras version', 'the file', info.path)}")
         flavor = "keras3"
@@ -78,8 +78,8 @@ def plan(info: ModelFileInfo, tensorflow: Optional[str] = None,
             reqs.append(f"tensorflow-addons=={row['tensorflow_addons']}")
         else:
             reasons.append(f"the model uses TensorFlow Addons, which has no release for TF {row['minor']}")
-    pins = compat.pins(tf)
-    named = {compat.canonical(re.split(r"[=<>~!]", r, 1)[0]) for r in reqs}
+    pins = tfversions.pins(tf)
+    named = {tfversions.canonical(re.split(r"[=<>~!]", r, 1)[0]) for r in reqs}
     constraints = [f"{n}=={v}" for n, v in sorted(pins.items()) if n not in named]
     return InferencePlan(tensorflow=tf, python=py, keras_flavor=flavor, requirements=reqs,
                          constraints=constraints, env=env, reasons=reasons)
@@ -102,9 +102,9 @@ def pep440(value: Any, what: str, source: str, path: Any) -> str:
 def pick_python(info: ModelFileInfo, row: Dict[str, Any], python: Optional[str]) -> Tuple[str, str]:
     """The Python X.Y to reproduce, and why: the one given; else the one the Lambda layers'
     bytecode was written by (diagnose/bytecode.py: exact, or two adjacent minors), within what
-    this TF has wheels for; else the likeliest for the TF (compat.yaml ``python_likely``)."""
+    this TF has wheels for; else the likeliest for the TF (tfversions.yaml ``python_likely``)."""
     if python:
-        return str(compat.minor_of(python)), "given"
+        return str(tfversions.minor_of(python)), "given"
     likely, supported = row["python_likely"], list(row.get("python") or [])
     default = f"the likeliest for TF {row['minor']} (supports {', '.join(supported)})"
     codes = [l.code for l in info.lambdas if l.code]
@@ -171,7 +171,7 @@ def infer_capture(model_path: "os.PathLike[str] | str", code_paths: Iterable[str
     custom_objects = [{"name": n, "module": d.module, "attr": d.attr} for n, d in sorted(defs.items())]
     if any(r.startswith("tensorflow-addons") for r in p.requirements):
         modules.append({"module": "tensorflow_addons", "distribution": "tensorflow-addons"})
-    row = compat.for_tf(p.tensorflow)
+    row = tfversions.for_tf(p.tensorflow)
     keras_version = info.keras_version or row.get("keras")
     facts = {
         "python": python_facts,

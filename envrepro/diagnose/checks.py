@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
 
-from envrepro.packages import tfversions as compat
+from envrepro.packages import tfversions
 from envrepro.diagnose.catalogue import Env
 from envrepro.diagnose.findings import ERROR, INFO, WARNING, Finding
 from envrepro.sidecar import manifest
@@ -27,7 +27,7 @@ def compare_frameworks(saved: Env, target: Env, inferred: bool) -> List[Finding]
     out: List[Finding] = []
     guess = " (inferred from the model file)" if inferred else ""
     if saved.python and target.python:
-        if compat.minor_of(saved.python) != compat.minor_of(target.python):
+        if tfversions.minor_of(saved.python) != tfversions.minor_of(target.python):
             out.append(Finding(WARNING, f"Python {target.python} here, the model was saved under "
                                f"{saved.python}", "bytecode (Lambda layers), pickles and wheels differ "
                                "between Python minors", "`envrepro load MODEL` runs the saving Python",
@@ -40,10 +40,10 @@ def compare_frameworks(saved: Env, target: Env, inferred: bool) -> List[Finding]
                            fix=f"pip install tensorflow-cpu=={saved.tensorflow}" if saved.tensorflow
                            else "pip install tensorflow-cpu", kind="framework"))
     elif saved.tensorflow:
-        sv, tv = compat.vtuple(saved.tensorflow)[:2], compat.vtuple(target.tensorflow)[:2]
+        sv, tv = tfversions.vtuple(saved.tensorflow)[:2], tfversions.vtuple(target.tensorflow)[:2]
         if sv != tv:
             older = tv < sv
-            pin = saved.tensorflow + (".*" if len(compat.vtuple(saved.tensorflow)) == 2 else "")
+            pin = saved.tensorflow + (".*" if len(tfversions.vtuple(saved.tensorflow)) == 2 else "")
             out.append(Finding(WARNING, f"TensorFlow {target.tensorflow} here, saved with "
                                f"{saved.tensorflow}{guess}",
                                ("an older TF than the saving one: ops and config keys may be missing"
@@ -59,12 +59,12 @@ def compare_frameworks(saved: Env, target: Env, inferred: bool) -> List[Finding]
         out.append(Finding(WARNING, f"load_model here is {target.keras_flavor} {target.keras or ''}".rstrip()
                            + f", the model was saved by {saved.keras_flavor} {saved.keras or ''}".rstrip(),
                            "Keras 2 and Keras 3 serialize models differently",
-                           (f"TF_USE_LEGACY_KERAS=1 with pip install tf-keras~={compat.minor_of(target.tensorflow)}.0 "
+                           (f"TF_USE_LEGACY_KERAS=1 with pip install tf-keras~={tfversions.minor_of(target.tensorflow)}.0 "
                             "loads Keras-2 files here; or `envrepro load MODEL`"
                             if saved.keras_flavor != "keras3" and target.keras_flavor == "keras3"
                             else "`envrepro load MODEL`"), kind="framework"))
     elif saved.keras and target.keras and saved.keras_flavor == "keras3" == target.keras_flavor:
-        if compat.vtuple(target.keras)[:2] < compat.vtuple(saved.keras)[:2]:
+        if tfversions.vtuple(target.keras)[:2] < tfversions.vtuple(saved.keras)[:2]:
             out.append(Finding(WARNING, f"Keras {target.keras} here is older than the saving {saved.keras}",
                                "Keras 3.12 changed variable keys: newer files may not load in older "
                                "Keras 3 (k#21681)", f"pip install keras=={saved.keras}", kind="framework"))
@@ -82,7 +82,7 @@ def _importance(cap: manifest.Capture, saved: Env) -> Dict[str, Tuple[int, str]]
         for e in heavy:
             ranks[e.name] = (2 if e.name in KEY_CLOSURE else 3, "TensorFlow's dependency closure")
     for module, dist in custom_providers(cap).items():
-        ranks[compat.canonical(dist)] = (1, f"provides custom objects (module {module})")
+        ranks[tfversions.canonical(dist)] = (1, f"provides custom objects (module {module})")
     for name in FRAMEWORK_DISTS:
         ranks[name] = (0, "framework")
     return ranks
@@ -102,7 +102,7 @@ def compare_packages(cap: manifest.Capture, saved: Env, target: Env) -> Tuple[Li
     ranks = _importance(cap, saved)
     rows: List[Dict[str, Any]] = []
     findings: List[Finding] = []
-    req = compat.requirements(target.tensorflow)
+    req = tfversions.requirements(target.tensorflow)
     for name, ver in saved.packages.items():
         have = target.packages.get(name)
         status = "same" if have == ver else ("missing" if have is None else "other")
@@ -114,7 +114,7 @@ def compare_packages(cap: manifest.Capture, saved: Env, target: Env) -> Tuple[Li
             findings.append(Finding(WARNING, f"{name} {have} here (captured {ver}); it {why}",
                                     "the custom objects' code may differ from the saving version",
                                     f"pip install {name}=={ver}", kind="package", class_id="2"))
-        elif rank in (2, 3) and name in req and have and compat.satisfies(have, req[name]) is False:
+        elif rank in (2, 3) and name in req and have and tfversions.satisfies(have, req[name]) is False:
             findings.append(Finding(WARNING, f"{name} {have} here; TensorFlow {target.tensorflow} expects "
                                     f"{name}{req[name]}", "outside the tested range of this TensorFlow",
                                     f"pip install '{name}{req[name]}'", kind="package"))
@@ -133,11 +133,11 @@ def compare_packages(cap: manifest.Capture, saved: Env, target: Env) -> Tuple[Li
 
 
 def check_env_requirements(target: Env) -> List[Finding]:
-    """The target's own TensorFlow against its known-good ranges (compat.yaml)."""
+    """The target's own TensorFlow against its known-good ranges (tfversions.yaml)."""
     out = []
-    for name, spec in compat.requirements(target.tensorflow).items():
+    for name, spec in tfversions.requirements(target.tensorflow).items():
         have = target.packages.get(name)
-        if name in ("numpy", "h5py", "protobuf") and have and compat.satisfies(have, spec) is False:
+        if name in ("numpy", "h5py", "protobuf") and have and tfversions.satisfies(have, spec) is False:
             out.append(Finding(WARNING, f"{name} {have} is outside {name}{spec}, the range TensorFlow "
                                f"{target.tensorflow} needs", "TF was built and tested against that range",
                                f"pip install '{name}{spec}'", kind="env"))

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from envrepro import errors
 from envrepro.diagnose import catalogue
-from envrepro.packages import tfversions as compat
+from envrepro.packages import tfversions
 from envrepro import proberunner
 from envrepro.diagnose.catalogue import Env
 from envrepro.diagnose.checks import (check_env_requirements, compare_frameworks, compare_packages,
@@ -97,10 +97,10 @@ def environment_facts(model_path: Path, python: Optional[str] = None) -> Dict[st
 
 def target_env(facts: Dict[str, Any]) -> Env:
     fw = facts.get("frameworks") or {}
-    pkgs = {compat.canonical(d["name"]): str(d.get("version")) for d in facts.get("distributions") or []
+    pkgs = {tfversions.canonical(d["name"]): str(d.get("version")) for d in facts.get("distributions") or []
             if d.get("name")}
     tf = fw.get("tensorflow")
-    keras = fw.get("keras") or (compat.for_tf(tf).get("keras") if fw.get("keras_flavor") == "tf.keras" else None)
+    keras = fw.get("keras") or (tfversions.for_tf(tf).get("keras") if fw.get("keras_flavor") == "tf.keras" else None)
     gpu = any(k.startswith("nvidia-cudnn") for k in pkgs) and os.path.exists("/dev/nvidia0")
     return Env(python=(facts.get("python") or {}).get("version"), tensorflow=tf, keras=keras,
                keras_flavor=fw.get("keras_flavor"), packages=pkgs, env=dict(facts.get("env") or {}),
@@ -119,11 +119,11 @@ def saved_env(cap: Optional[manifest.Capture], info: ModelFileInfo) -> Tuple[Env
                    env=dict(cap.get("env") or {})), bool(cap.get("inferred"))
     tf = info.tensorflow_version
     if not tf and info.keras_version:
-        tf = compat.tf_for_keras(info.keras_version)   # a minor ('2.4'): H5 stores no TF version
+        tf = tfversions.tf_for_keras(info.keras_version)   # a minor ('2.4'): H5 stores no TF version
     major = info.keras_major
     flavor = None
     if major is not None:
-        flavor = "keras3" if major >= 3 else ("tf_keras" if compat.vtuple(info.keras_version)[:2] >= (2, 16)
+        flavor = "keras3" if major >= 3 else ("tf_keras" if tfversions.vtuple(info.keras_version)[:2] >= (2, 16)
                                               else "tf.keras")
     return Env(python=None, tensorflow=tf, keras=info.keras_version, keras_flavor=flavor), True
 
@@ -202,7 +202,7 @@ def diagnose(model_path: "os.PathLike[str] | str", python: Optional[str] = None,
         findings += df
         custom = manifest.model_custom_objects(cap)
         missing_modules = {m: d for m, d in custom_providers(cap).items()
-                           if compat.canonical(d) not in target.packages}
+                           if tfversions.canonical(d) not in target.packages}
     ctx = catalogue.Context(info=info, saved=saved, target=target,
                             compile=info.training_config is not None, custom_objects=custom,
                             missing_modules=missing_modules)
