@@ -179,6 +179,24 @@ def dist_name(filename: str) -> str:
     return canonical_name(stem.rsplit("-", 1)[0])
 
 
+def dist_version(filename: str) -> str:
+    """The version in a wheel or sdist file name ("" when it has none)."""
+    if filename.endswith(".whl"):
+        parts = filename.split("-")
+        return parts[1] if len(parts) >= 5 else ""
+    stem = re.sub(r"\.(tar\.gz|tar\.bz2|tgz|zip)$", "", filename)
+    return stem.rsplit("-", 1)[1] if "-" in stem else ""
+
+
+def same_version(a: str, b: str) -> bool:
+    """``a`` and ``b`` name one release (PEP 440 normalised: ``1.0`` is ``1.0.0``)."""
+    version = packaging_module("version")
+    try:
+        return bool(a) and version.Version(a) == version.Version(b)
+    except version.InvalidVersion:
+        return a == b
+
+
 def stored_unhashed(store: WheelStore, target: Target, e: LockEntry) -> Optional[Path]:
     """A pin the lock has no hash for, fetched before for this target (by name and version)."""
     rec = store.read_record("unhashed", target.ident(), f"{e.name}-{e.version}.json")

@@ -97,9 +97,10 @@ def import_dir(src_dir: Path, capture: Capture, say: Say, store: Optional[WheelS
         sha = sha256_file(path)
         if sha != declared:
             raise _bad(src, f"has {name} with sha256 {sha[:16]}..., not the {str(declared)[:16]}... its index says")
-        from envrepro.packages.wheelhouse.fetch import dist_name
+        from envrepro.packages.wheelhouse.fetch import dist_name, dist_version, same_version
 
-        loose = next((e for key, e in unhashed.items() if e.name == dist_name(str(name))), None)
+        loose = next((e for e in unhashed.values() if e.name == dist_name(str(name))
+                      and same_version(dist_version(str(name)), e.version or "")), None)
         if sha not in pinned and sha not in built_ok and loose is None:
             raise _bad(src, f"has {name}, which the capture's lock does not pin")
         try:

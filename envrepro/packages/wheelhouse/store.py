@@ -31,6 +31,7 @@ from envrepro import config
 from envrepro.fsutil import atomic_write_text, sha256_file
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
+_RECORD_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+:-]{0,200}$")
 _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*\.(whl|tar\.gz|zip|tar\.bz2|tgz)$")
 STALE_TMP_SECONDS = 24 * 3600
 
@@ -138,15 +139,23 @@ class WheelStore:
         return folder / name
 
     # -- records ----------------------------------------------------------------------------
+    def _record_path(self, parts: Iterable[str]) -> Path:
+        """``root/part/...``, each part one plain name (no separator, no leading dot): a record
+        path never leaves the store, whatever a carried index said."""
+        parts = list(parts)
+        if not parts or not all(isinstance(p, str) and _RECORD_PART.match(p) for p in parts):
+            raise StoreError(f"not a record name: {'/'.join(map(str, parts))[:120]!r}")
+        return self.root.joinpath(*parts)
+
     def read_record(self, *parts: str) -> Optional[Dict[str, Any]]:
         try:
-            doc = json.loads((self.root.joinpath(*parts)).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            doc = json.loads(self._record_path(parts).read_text(encoding="utf-8"))
+        except (OSError, ValueError, StoreError):
             return None
         return doc if isinstance(doc, dict) else None
 
     def write_record(self, doc: Dict[str, Any], *parts: str) -> None:
-        path = self.root.joinpath(*parts)
+        path = self._record_path(parts)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
 

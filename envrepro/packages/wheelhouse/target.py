@@ -28,6 +28,12 @@ PROBE = (
     "  'libc': libc}))\n")
 
 
+_PYTHON = re.compile(r"\A\d{1,2}\.\d{1,3}(\.\d{1,3})?([a-z]{1,2}\d{0,3})?\+?\Z")
+_MACHINE = re.compile(r"\A[a-z0-9_]{1,20}\Z")
+_ABIFLAGS = re.compile(r"\A[a-z]{0,4}\Z")
+IMPLEMENTATIONS = ("CPython", "PyPy")
+
+
 @dataclass(frozen=True)
 class Target:
     """What a base image's Python accepts."""
@@ -37,6 +43,21 @@ class Target:
     implementation: str = "CPython"
     abiflags: str = ""
     glibc: Tuple[int, int] = (2, 36)
+
+    def __post_init__(self) -> None:
+        """Every field is a tag fragment of a known shape: a target read from a carried
+        wheelhouse's index is untrusted, and ``ident`` names record folders."""
+        if not _PYTHON.match(self.python):
+            raise ValueError(f"python {self.python[:40]!r} is not a version")
+        if not _MACHINE.match(self.machine):
+            raise ValueError(f"machine {self.machine[:40]!r} is not a machine name")
+        if self.implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation {self.implementation[:40]!r} is not one of {IMPLEMENTATIONS}")
+        if not _ABIFLAGS.match(self.abiflags):
+            raise ValueError(f"abiflags {self.abiflags[:40]!r} are not ABI flags")
+        if not (isinstance(self.glibc, tuple) and len(self.glibc) == 2
+                and all(isinstance(v, int) and 0 <= v < 1000 for v in self.glibc)):
+            raise ValueError(f"glibc {self.glibc!r} is not a version")
 
     @property
     def xy(self) -> str:
