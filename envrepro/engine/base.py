@@ -1,5 +1,6 @@
 """What envrepro asks of a container engine, declared once: the ``ContainerEngine`` protocol, the
-values that cross it (``Mount``) and the errors it raises (``PullFailed``, ``RunFailed``).
+values that cross it (``Mount``, a build container's ``Limits``) and the errors it raises
+(``PullFailed``, ``RunFailed``, ``TimedOut``).
 
 Everything outside ``envrepro.engine`` is typed against this protocol, not against Docker, so the
 image and sandbox code can be exercised with the one fake in ``tests/unit/fakes.py`` and another
@@ -9,10 +10,12 @@ method below with the same signature. Standard library only: importing this is f
 """
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from typing import (Any, BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union)
 
-from envrepro.errors import BuildFailed, LoadFailed
+from envrepro.errors import BuildFailed, EnvreproError, LoadFailed
 
 try:  # Python 3.8 has typing.Protocol; the guard keeps `import envrepro` working on 3.7 hosts
     from typing import Protocol
@@ -29,6 +32,48 @@ class PullFailed(BuildFailed):
 
 class RunFailed(LoadFailed):
     """A container could not be created or started (not: the command inside it failed)."""
+
+
+class TimedOut(RunFailed):
+    """``run(timeout=...)``: the container was still running after that many seconds and was
+    killed (``seconds``). Its output so far is in ``stdout``/``stderr`` (bounded like ``run``'s)."""
+
+    def __init__(self, what: str, seconds: float, stdout: str = "", stderr: str = ""):
+        super().__init__(what)
+        self.seconds, self.stdout, self.stderr = seconds, stdout, stderr
+
+
+_MEMORY = re.compile(r"^[1-9][0-9]*[bkmg]?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one build container may use: ``memory`` (Docker's notation: ``4g``, ``512m``),
+    ``pids`` (processes and threads) and ``seconds`` of wall-clock time (then it is killed)."""
+
+    memory: str
+    pids: int
+    seconds: float
+
+    def from_env(self, prefix: str) -> "Limits":
+        """These limits with ``{prefix}_MEMORY``, ``{prefix}_PIDS`` and ``{prefix}_TIMEOUT``
+        (seconds) from the environment, when set; EnvreproError naming a value that isn't one."""
+        memory = os.environ.get(prefix + "_MEMORY", "").strip() or self.memory
+        if not _MEMORY.match(memory):
+            raise EnvreproError(f"{prefix}_MEMORY={memory!r} is not an amount of memory", None,
+                                f"set it like {self.memory} (a number with b, k, m or g)")
+        values: List[float] = []
+        for name, kind, default in (("_PIDS", int, self.pids), ("_TIMEOUT", float, self.seconds)):
+            text = os.environ.get(prefix + name, "").strip()
+            try:
+                value = kind(text) if text else default
+            except ValueError:
+                value = -1
+            if not 0 < value < float("inf"):
+                raise EnvreproError(f"{prefix}{name}={text!r} is not a positive number", None,
+                                    f"set it like {default:g}" + (" (seconds)" if name == "_TIMEOUT" else ""))
+            values.append(value)
+        return Limits(memory, int(values[0]), float(values[1]))
 
 
 @dataclass(frozen=True)
@@ -108,9 +153,11 @@ class ContainerEngine(Protocol):
               read_only: bool = True, tmpfs: Optional[Dict[str, str]] = None,
               cap_drop: Sequence[str] = ("ALL",), security_opt: Sequence[str] = ("no-new-privileges",),
               mem_limit: Optional[str] = None, pids_limit: Optional[int] = None,
-              name: Optional[str] = None, gpus: bool = False) -> str:
+              name: Optional[str] = None, gpus: bool = False, network_disabled: bool = True) -> str:
         """Start a detached service container (``ports``: container port -> (host address, host
-        port, 0 for any)); its id. The caller stops it (``stop``)."""
+        port, 0 for any)); its id. The caller stops it (``stop``). ``network_disabled`` (the
+        default, as ``run``'s): the container has no network, only a loopback interface, and its
+        ``ports`` are still published (the engine carries them: DockerEngine's relay)."""
         ...
 
     def host_port(self, container: str, port: int) -> Optional[int]:
@@ -140,20 +187,28 @@ class ContainerEngine(Protocol):
             security_opt: Sequence[str] = ("no-new-privileges",), mem_limit: Optional[str] = None,
             pids_limit: Optional[int] = None, workdir: Optional[str] = None, stream: bool = True,
             on_output: Optional[OutputCallback] = None, gpus: bool = False,
-            timeout: Optional[float] = None) -> Tuple[int, str, str]:
+            timeout: Optional[float] = None, cap_add: Sequence[str] = (),
+            output_limit: Optional[int] = None) -> Tuple[int, str, str]:
         """Run to completion in a fresh container, removed afterwards: (exit, stdout, stderr).
-        The defaults are the load-time sandbox (no network, read-only root, no capabilities)."""
+        The defaults are the load-time sandbox (no network, read-only root, no capabilities).
+        ``cap_add``: capabilities given back after ``cap_drop``. ``timeout``: wall-clock seconds,
+        then the container is killed and TimedOut raised. ``output_limit``: keep only the last
+        that many characters of each stream in memory (``on_output`` still sees all of it)."""
         ...
 
     def commit_run(self, image: str, command: Sequence[str], tag: str, mounts: Iterable[MountSpec] = (),
                    environment: Optional[Dict[str, str]] = None, changes: Sequence[str] = (),
                    tmpfs: Optional[Dict[str, str]] = None, on_line: Optional[LineCallback] = None,
-                   timeout: Optional[float] = None) -> str:
+                   timeout: Optional[float] = None, cap_add: Sequence[str] = (),
+                   mem_limit: Optional[str] = None, pids_limit: Optional[int] = None) -> str:
         """Run ``command`` as root in a container of ``image`` with no network, then commit its
         file system as a new image tagged ``tag`` (``changes``: Dockerfile instructions such as
         USER or LABEL applied to its config); the image id. Mounts and tmpfs contents are not
-        committed. BuildFailed when the command exits non-zero (nothing is tagged); the container
-        is removed either way."""
+        committed. BuildFailed when the command exits non-zero or is still running after
+        ``timeout`` seconds (it is killed; nothing is tagged); the container is removed either way.
+        The container has every capability dropped but ``cap_add``, no-new-privileges, and
+        ``mem_limit``/``pids_limit``. Every output line goes to ``on_line`` (long lines split);
+        only the last few are kept in memory, for the error."""
         ...
 
     def save_image(self, tag: str, fileobj: BinaryIO) -> None:

@@ -18,8 +18,9 @@ import sys
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from envrepro.engine.base import (LineCallback, MountSpec, OutputCallback, PullFailed, RunFailed,
-                                  as_mount)
+                                  TimedOut, as_mount)
 from envrepro.engine.imagework import ImageWorkMixin
+from envrepro.engine.output import Deadline, Kept, wait_timeout
 from envrepro.engine.messages import ANSI as _ANSI, explain, split_ref as _split_ref
 from envrepro.engine.services import ServiceMixin
 from envrepro.errors import BuildFailed, EnvreproError, NoEngine
@@ -263,12 +264,15 @@ class DockerEngine(ServiceMixin, ImageWorkMixin):
             security_opt: Sequence[str] = ("no-new-privileges",), mem_limit: Optional[str] = None,
             pids_limit: Optional[int] = None, workdir: Optional[str] = None, stream: bool = True,
             on_output: Optional[OutputCallback] = None, gpus: bool = False,
-            timeout: Optional[float] = None) -> Tuple[int, str, str]:
+            timeout: Optional[float] = None, cap_add: Sequence[str] = (),
+            output_limit: Optional[int] = None) -> Tuple[int, str, str]:
         """Run a command to completion in a fresh, sandboxed container; remove it afterwards.
 
         Defaults are the load-time sandbox: no network, read-only root, every capability dropped,
         no-new-privileges. ``stream`` forwards output as it comes (to ``on_output(name, text)``,
-        else to this process's stdout/stderr) while still collecting it for the caller.
+        else to this process's stdout/stderr) while still collecting it for the caller (the
+        last ``output_limit`` characters of each stream, when given). ``timeout``: wall-clock
+        seconds, then the container is killed and TimedOut raised.
         """
         from docker.types import DeviceRequest
         from docker.types import Mount as DockerMount
@@ -277,8 +281,8 @@ class DockerEngine(ServiceMixin, ImageWorkMixin):
             mounts=[DockerMount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
                     for m in map(as_mount, mounts)],
             environment=environment or {}, read_only=read_only, tmpfs=tmpfs or None,
-            cap_drop=list(cap_drop) or None, security_opt=list(security_opt) or None,
-            detach=True, stdin_open=False, tty=False)
+            cap_drop=list(cap_drop) or None, cap_add=list(cap_add) or None,
+            security_opt=list(security_opt) or None, detach=True, stdin_open=False, tty=False)
         if network_disabled:
             kwargs["network_mode"] = "none"
         for key, value in (("user", user), ("mem_limit", mem_limit), ("pids_limit", pids_limit),
@@ -291,8 +295,8 @@ class DockerEngine(ServiceMixin, ImageWorkMixin):
             container = self.client.containers.create(image, command, **kwargs)
         except Exception as e:
             raise self._fail(e, f"creating a container from {image}", RunFailed) from None
-        out: List[str] = []
-        err: List[str] = []
+        out, err = Kept(output_limit), Kept(output_limit)
+        deadline: Optional[Deadline] = None
         try:
             try:
                 # Attach before starting: attaching to a running container can miss a short
@@ -300,30 +304,42 @@ class DockerEngine(ServiceMixin, ImageWorkMixin):
                 frames = container.attach(stdout=True, stderr=True, stream=True, logs=True,
                                           demux=True) if stream else None
                 container.start()
+                deadline = Deadline(container, timeout)
                 if stream:
                     for o, e in frames:
                         for name, chunk, sink in (("stdout", o, out), ("stderr", e, err)):
                             if chunk:
                                 text = chunk.decode("utf-8", "replace")
-                                sink.append(text)
+                                sink.add(text)
                                 if on_output:
                                     on_output(name, text)
                                 else:
                                     (sys.stdout if name == "stdout" else sys.stderr).write(text)
-                status = container.wait(timeout=timeout)
+                status = container.wait(timeout=wait_timeout(timeout))
                 if not stream:
-                    out.append(container.logs(stdout=True, stderr=False).decode("utf-8", "replace"))
-                    err.append(container.logs(stdout=False, stderr=True).decode("utf-8", "replace"))
+                    for sink, which in ((out, dict(stdout=True, stderr=False)), (err, dict(stdout=False, stderr=True))):
+                        if output_limit is None:
+                            sink.add(container.logs(**which).decode("utf-8", "replace"))
+                            continue
+                        for chunk in container.logs(stream=True, follow=False, **which):
+                            sink.add(chunk.decode("utf-8", "replace"))
             except Exception as e:
+                if deadline is not None and deadline.stop():
+                    raise TimedOut(f"a container of {image} was still running after {timeout:g} s and "
+                                   "was stopped", float(timeout or 0), out.text(), err.text()) from None
                 raise self._fail(e, f"running a container from {image}", RunFailed) from None
+            if deadline.stop():
+                raise TimedOut(f"a container of {image} was still running after {timeout:g} s and was "
+                               "stopped", float(timeout or 0), out.text(), err.text())
             code = int(status.get("StatusCode", -1)) if isinstance(status, dict) else int(status)
-            return code, "".join(out), "".join(err)
+            return code, out.text(), err.text()
         finally:
+            if deadline is not None:
+                deadline.stop()
             try:
                 container.remove(force=True)
             except Exception:
                 pass
-
 
 class _PullStreamError(Exception):
     pass

@@ -11,7 +11,8 @@ import re
 from typing import Any, BinaryIO, Dict, Iterable, List, Optional, Sequence
 
 from envrepro.engine.base import LineCallback, MountSpec, as_mount
-from envrepro.engine.messages import ANSI as _ANSI, explain, split_ref as _split_ref
+from envrepro.engine.messages import explain, split_ref as _split_ref
+from envrepro.engine.output import Deadline, Lines, wait_timeout
 from envrepro.errors import BuildFailed, EnvreproError
 
 
@@ -26,43 +27,55 @@ class ImageWorkMixin:
     def commit_run(self, image: str, command: Sequence[str], tag: str, mounts: Iterable[MountSpec] = (),
                    environment: Optional[Dict[str, str]] = None, changes: Sequence[str] = (),
                    tmpfs: Optional[Dict[str, str]] = None, on_line: Optional[LineCallback] = None,
-                   timeout: Optional[float] = None) -> str:
-        """Run ``command`` (no network) in a container of ``image``, commit it as ``tag``."""
+                   timeout: Optional[float] = None, cap_add: Sequence[str] = (),
+                   mem_limit: Optional[str] = None, pids_limit: Optional[int] = None) -> str:
+        """Run ``command`` as root in a container of ``image`` with no network, every capability
+        dropped but ``cap_add``, no-new-privileges and the limits, then commit it as ``tag``.
+
+        The build container is hardened like ``run``'s and shares its deadline and bounded output
+        (``engine.output``).
+        """
         from docker.types import Mount as DockerMount
 
-
+        kwargs: Dict[str, Any] = dict(
+            network_mode="none", detach=True, stdin_open=False, tty=False,
+            mounts=[DockerMount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+                    for m in map(as_mount, mounts)],
+            environment=environment or {}, tmpfs=tmpfs or None, user="0:0",
+            cap_drop=["ALL"], cap_add=list(cap_add) or None, security_opt=["no-new-privileges"])
+        for key, value in (("mem_limit", mem_limit), ("pids_limit", pids_limit)):
+            if value is not None:
+                kwargs[key] = value
         try:
-            container = self.client.containers.create(
-                image, list(command), network_mode="none", detach=True, stdin_open=False, tty=False,
-                mounts=[DockerMount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
-                        for m in map(as_mount, mounts)],
-                environment=environment or {}, tmpfs=tmpfs or None, user="0:0",
-                security_opt=["no-new-privileges"])
+            container = self.client.containers.create(image, list(command), **kwargs)
         except Exception as e:
             raise self._fail(e, f"creating a build container from {image}", BuildFailed) from None
-        tail: List[str] = []
+        lines = Lines(on_line)
+        deadline: Optional[Deadline] = None
         try:
             try:
                 frames = container.attach(stdout=True, stderr=True, stream=True, logs=True)
                 container.start()
-                pending = ""
+                deadline = Deadline(container, timeout)
                 for chunk in frames:
-                    pending += _ANSI.sub("", chunk.decode("utf-8", "replace"))
-                    *lines, pending = pending.split("\n")
-                    for line in lines:
-                        tail.append(line)
-                        del tail[:-200]
-                        if on_line:
-                            on_line(line)
-                if pending and on_line:
-                    on_line(pending)
-                status = container.wait(timeout=timeout)
+                    lines.feed(chunk)
+                lines.close()
+                status = container.wait(timeout=wait_timeout(timeout))
             except Exception as e:
-                raise self._fail(e, f"running a build container from {image}", BuildFailed) from None
+                if deadline is not None and deadline.stop():
+                    status = {"StatusCode": 137}
+                else:
+                    raise self._fail(e, f"running a build container from {image}", BuildFailed) from None
+            if deadline.stop():
+                raise BuildFailed(f"image build failed: the install step was still running after {timeout:g} s "
+                                  "and was stopped", None, "a slow disk or a very large lock: allow it more time")
             code = int(status.get("StatusCode", -1)) if isinstance(status, dict) else int(status)
             if code != 0:
+                why = explain("\n".join(list(lines.tail)[-20:]))
+                if self._oom_killed(container):
+                    why = f"it ran out of memory (the limit is {mem_limit}): allow it more"
                 raise BuildFailed(f"image build failed: the install step returned a non-zero code: {code}",
-                                  None, explain("\n".join(tail[-20:])))
+                                  None, why)
             repo, name = _split_ref(tag)
             try:
                 committed = container.commit(repository=repo, tag=name, changes=list(changes) or None)
@@ -70,10 +83,21 @@ class ImageWorkMixin:
                 raise self._fail(e, f"committing {tag}", BuildFailed) from None
             return str(committed.id)
         finally:
+            if deadline is not None:
+                deadline.stop()
             try:
                 container.remove(force=True)
             except Exception:
                 pass
+
+    @staticmethod
+    def _oom_killed(container: Any) -> bool:
+        try:
+            container.reload()
+            return bool(((container.attrs or {}).get("State") or {}).get("OOMKilled"))
+        except Exception:
+            return False
+
 
     def save_image(self, tag: str, fileobj: BinaryIO) -> None:
         """``docker save TAG`` streamed into ``fileobj`` chunk by chunk (images can be > 1 GB)."""

@@ -16,6 +16,24 @@ Two layers on the base, as the Dockerfile builder makes them:
   closure on the same base reuses it;
 - the environment image: the rest of the lock on top, committed with the image config (user,
   working directory, environment, labels) the runtime relies on.
+
+The install containers are hardened like the load sandbox as far as installing allows: root (the
+venv and the envrepro user belong to root's files), but every capability dropped except, for the
+heavy step, CHOWN, DAC_OVERRIDE and FOWNER (``useradd`` chowns the new home and copies
+/etc/skel into it: without them the committed files differ), none for the rest; no-new-privileges;
+memory, pids and wall-clock limits (``INSTALL_LIMITS``, ``ENVREPRO_BUILD_MEMORY``/``_PIDS``/
+``_TIMEOUT``); a 1 GB noexec /tmp. Each container's output goes line by line into the build log
+(at most ``LOG_LINES`` lines); the engine keeps only its last lines in memory.
+
+One step runs pip more than once (tools.lock then heavy.lock; rest.lock then unverified.lock), and
+each run starts the venv's interpreter, which runs the ``.pth`` files the earlier runs installed.
+Splitting the runs into containers would not stop that (the venv is committed between them, so
+the rest step already runs the heavy step's ``.pth`` files), nor would ``python -I`` (isolated
+mode skips the user site and PYTHON* variables, not site-packages' ``.pth`` files; only ``-S``
+does). pip is started by the templates (``images/pip.sh``), which are hashed into every image key,
+so that is left as it is: such code runs as root in a container with no network, no capability
+but the three above, the limits and a read-only wheelhouse, and only ever belongs to a pin of
+the same lock (the image's key), whose code the image runs anyway.
 """
 from __future__ import annotations
 
@@ -24,20 +42,31 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from envrepro import progress
 from envrepro.image.dockerfile import label_lines
 from envrepro.image.spec import HEAVY_LABEL, LABEL, RUNTIME_VERSION, templates_digest
 from envrepro.image.templates import USER_UID, VENV, WHEELS_DIR, fill, template_text
-from envrepro.engine.base import ContainerEngine, Mount, image_labels
+from envrepro.engine.base import ContainerEngine, Limits, Mount, image_labels
+from envrepro.errors import BuildFailed
 from envrepro.packages.wheelhouse.prepare import Wheelhouse
 from envrepro.packages.wheelhouse.store import WheelStore, link_or_copy
 
 HEAVY_REPO = "envrepro-heavy"
 BUILDER_LABEL = LABEL + "builder"
-TMPFS = {"/tmp": "rw,exec,size=8g"}
+# pip installs wheels without running anything from /tmp; TensorFlow 2.21's closure left it empty
+TMPFS = {"/tmp": "rw,size=1g"}               # Docker adds noexec, nosuid, nodev
 INSTALL = ["sh", "/mnt/install.sh"]
+# Measured with the real engine against the default set: the heavy step's useradd needs CHOWN
+# (groupadd fails without it), DAC_OVERRIDE and FOWNER (else /etc/skel is not copied into the new
+# home); the rest step only writes root's own venv and needs none.
+HEAVY_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER")
+REST_CAPS: Sequence[str] = ()
+# TensorFlow 2.21's closure installed within 1 GB (peak 1.9 GB when allowed, mostly page cache),
+# 25 s; ENVREPRO_BUILD_MEMORY, ENVREPRO_BUILD_PIDS, ENVREPRO_BUILD_TIMEOUT (seconds) override.
+INSTALL_LIMITS = Limits(memory="4g", pids=512, seconds=3600.0)
+LOG_LINES = 20000         # lines of one container's output written to the build log, at most
 Say = Callable[[str], None]
 
 
@@ -82,9 +111,12 @@ class _Install:
         self.step = progress.step(say, title, total=total, unit="packages")
         self.commit: Optional[progress.Step] = None
         self.current = ""
+        self.lines = 0
 
     def __call__(self, line: str) -> None:
-        progress.log(self.say, line)
+        self.lines += 1
+        if self.lines <= LOG_LINES:
+            progress.log(self.say, line)
         text = line.strip()
         m = re.match(r"envrepro: installing (\S+)", text)
         if m:
@@ -101,13 +133,24 @@ class _Install:
             self.commit = progress.step(self.say, f"Committing {self.tag}")
 
     def run(self, engine: ContainerEngine, image: str, command: List[str], mounts: List[Mount],
-            env: Dict[str, str], changes: List[str]) -> str:
-        """``engine.commit_run`` with this as its ``on_line``; the image id."""
+            env: Dict[str, str], changes: List[str], caps: Sequence[str]) -> str:
+        """``engine.commit_run`` with this as its ``on_line``, capabilities ``caps`` and the
+        install limits; the image id."""
+        limits = INSTALL_LIMITS.from_env("ENVREPRO_BUILD")
         try:
-            image_id = engine.commit_run(image, command, self.tag, mounts, env, changes, TMPFS, on_line=self)
-        except BaseException:
+            image_id = engine.commit_run(image, command, self.tag, mounts, env, changes, TMPFS, on_line=self,
+                                         timeout=limits.seconds, cap_add=tuple(caps), mem_limit=limits.memory,
+                                         pids_limit=limits.pids)
+        except BaseException as e:
             (self.commit or self.step).fail()
+            if isinstance(e, BuildFailed) and "still running after" in e.what:
+                e.fix = f"{e.fix}: ENVREPRO_BUILD_TIMEOUT=SECONDS (now {limits.seconds:g})"
+            elif isinstance(e, BuildFailed) and "ran out of memory" in (e.fix or ""):
+                e.fix = f"{e.fix}: ENVREPRO_BUILD_MEMORY (e.g. 8g)"
             raise
+        finally:
+            if self.lines > LOG_LINES:
+                progress.log(self.say, f"envrepro: {self.lines - LOG_LINES} more lines of this step not logged")
         self.step.done()          # pip said nothing of its last file: the commit was in the step
         if self.commit is not None:
             self.commit.done()
@@ -136,7 +179,7 @@ def build(engine: ContainerEngine, base: str, base_info: Dict[str, Any], wh: Whe
                          wh.plan.packages("tools.lock", "heavy.lock"), _last_file(wh, ["tools.lock", "heavy.lock"]),
                          heavy_tag)
         heavy.run(engine, base, INSTALL + ["heavy"], mounts, env,
-                  [label_change(HEAVY_LABEL, hkey)] + _restore_command(base_info))
+                  [label_change(HEAVY_LABEL, hkey)] + _restore_command(base_info), HEAVY_CAPS)
     if capture_wheels is not None and capture_wheels.is_dir():
         mounts.append(Mount(str(capture_wheels), WHEELS_DIR))
     changes = [f"USER {USER_UID}:{USER_UID}", "WORKDIR /home/envrepro"] + _restore_command(base_info)
@@ -145,7 +188,7 @@ def build(engine: ContainerEngine, base: str, base_info: Dict[str, Any], wh: Whe
     progress.log(say, f"Installing the rest of the lock into {tag} (no network)")
     rest = _Install(say, "Installing the rest of the lock", wh.plan.packages("rest.lock", "unverified.lock"),
                     _last_file(wh, ["rest.lock", "unverified.lock"]), tag)
-    return rest.run(engine, heavy_tag, INSTALL + ["rest"], mounts, env, changes)
+    return rest.run(engine, heavy_tag, INSTALL + ["rest"], mounts, env, changes, REST_CAPS)
 
 
 def engine_is_local() -> bool:

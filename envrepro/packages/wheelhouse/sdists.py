@@ -1,17 +1,30 @@
 """Source-only pins (a release with no wheel for the image, e.g. TF 2.4.1's ``termcolor`` and
-``wrapt``) built into wheels once per target, in a throwaway container, and cached.
+``wrapt``) built into wheels once per target and toolset, each in a throwaway container of its
+own, and cached.
 
 1. The sdist is found on the host's index (pip's own finder, through pip-tools, on the user's pip
    configuration) and downloaded by the host, checked against the lock's sha256, as soon as the
    fetch finds the pin has no wheel (while the other downloads go on). Nothing of it is run on
    the host: ``pip download`` of an sdist would run its ``setup.py`` to read metadata.
-2. All of a build's sdists are built by ``pip wheel --no-deps --no-build-isolation --no-index`` in
-   one container of the base image: no network, read-only root, an unprivileged user, no host file
-   but the sdists and the build tools (setuptools, wheel and the sdists' declared build
-   requirements, fetched as wheels for the target by the host) mounted read-only, and an empty
-   output folder.
-3. The wheel goes into the store; a record ``built/<base>/<sdist sha256>.json`` says which one, so
-   the next build of any lock pinning that sdist on that base finds it at once.
+2. Each sdist is built by ``pip wheel --no-deps --no-build-isolation --no-index`` in a container
+   of the base image of its own, one after the other: no network, read-only root, an
+   unprivileged user, no capability, no-new-privileges, memory, pids and wall-clock limits
+   (``SDIST_LIMITS``; ``ENVREPRO_SDIST_MEMORY``, ``_PIDS``, ``_TIMEOUT``), a fresh /tmp, and no
+   host file but that sdist and its build tools (setuptools, wheel and its declared build
+   requirements, fetched as wheels for the target by the host), both read-only, and an empty
+   output folder of its own. A hostile sdist can spoil no tool and no other pin's wheel: only
+   its own, whose source the lock's hash chose. Its output goes line by line into the build log
+   (at most ``LOG_LINES`` lines); only its last ``OUTPUT_LIMIT`` characters stay in memory.
+3. The output is checked first: exactly one file, a wheel named for the pin that the image's pip
+   takes. Then the wheel goes into the store and a record
+   ``built/<target>/<sdist sha256>-<toolset>.json`` says which one; ``<toolset>`` is the sha256 of
+   the build tools' file names and hashes (``toolset_digest``), so a build with other tools never
+   reuses it. The toolset each set of build requirements got last is kept beside it
+   (``toolsets/<target>/<requirements>.json``): the next build of any lock pinning that sdist on
+   that target finds the wheel at once, without fetching anything, until the tools fetched for a
+   new build differ. A record without a toolset (``built/<target>/<sdist sha256>.json``) is taken
+   only when a carried wheelhouse wrote it (``portable.import_dir``, ``"imported": true``): the
+   records of older builds, all sdists in one container, are not trusted.
 
 The lock pins the sdist's hash, not the built wheel's: the install lock given to the image build
 carries the built wheel's sha256 instead (``envrepro.packages.wheelhouse.prepare``), so pip still installs with
@@ -20,51 +33,155 @@ carries the built wheel's sha256 instead (``envrepro.packages.wheelhouse.prepare
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import io
 import os
 import re
+import shlex
 import shutil
 import sys
 import tarfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from envrepro import progress
-from envrepro.engine.base import ContainerEngine, Mount
+from envrepro.engine.base import ContainerEngine, Limits, Mount, TimedOut
 from envrepro.errors import BuildFailed
-from envrepro.sidecar.lockfile import LockEntry
+from envrepro.sidecar.lockfile import LockEntry, canonical_name
 from envrepro.packages.pipcmd import redact, run_pip
-from envrepro.packages.wheelhouse.fetch import Runner
+from envrepro.packages.wheelhouse.fetch import Runner, dist_name, dist_version, same_version
 from envrepro.fsutil import sha256_file
-from envrepro.packages.wheelhouse.store import StoreError, WheelStore, digests, safe_filename
+from envrepro.packages.wheelhouse.store import (StoreError, WheelStore, digests, is_sha256, link_or_copy,
+                                                safe_filename)
 from envrepro.packages.wheelhouse.target import Target
 
 Say = Callable[[str], None]
-BUILD_TIMEOUT = 1200
 BUILD_TOOLS = ("setuptools", "wheel")
+# One sdist's container: what pip wheel needs of a C extension's build, and then some; the
+# environment variables ENVREPRO_SDIST_MEMORY, ENVREPRO_SDIST_PIDS, ENVREPRO_SDIST_TIMEOUT override.
+SDIST_LIMITS = Limits(memory="4g", pids=512, seconds=1200.0)
+SDIST_TMPFS = {"/tmp": "rw,exec,size=2g"}     # fresh for each sdist; a build may run its scripts there
+OUTPUT_LIMIT = 64 * 1024    # characters of each of a build's streams kept in memory (for its error)
+LOG_LINES = 20000           # lines of a build's output written to the build log, at most
+MAX_LINE = 8192             # characters of one logged line (a longer one is cut into pieces)
+BUILD_ENV = {"HOME": "/tmp", "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+             "PIP_CONFIG_FILE": "/dev/null"}
 _TOOLS = "python3 -m pip install -q --no-index --find-links /mnt/tools --target /tmp/tools {tools}"
-_WHEEL = ('mkdir /mnt/out/{name} && PYTHONPATH=/tmp/tools python3 -m pip wheel --no-deps '
-          '--no-build-isolation --no-index --no-cache-dir -w /mnt/out/{name} "/mnt/src/{sdist}"')
+_WHEEL = ("PYTHONPATH=/tmp/tools python3 -m pip wheel --no-deps --no-build-isolation --no-index "
+          "--no-cache-dir -w /mnt/out {sdist}")
 
 
-def record_parts(target: Target, key: str) -> List[str]:
+def record_parts(target: Target, key: str, tools: Optional[str] = None) -> List[str]:
     """Where the record of an sdist built for ``target`` is (``key``: the sdist's sha256, or
-    name-version for a pin without hashes). Keyed by target, not by base image id, so a wheelhouse
-    carried in a bundle is found on another machine with its own copy of the base."""
-    return ["built", target.ident(), key + ".json"]
+    name-version for a pin without hashes; ``tools``: the digest of the toolset it was built with,
+    ``toolset_digest``; None: a wheel imported with a carried wheelhouse). Keyed by target, not by
+    base image id, so a wheelhouse carried in a bundle is found on another machine with its own
+    copy of the base."""
+    return ["built", target.ident(), f"{key}-{tools}.json" if tools else key + ".json"]
 
 
-def built_wheel(store: WheelStore, target: Target, entry: LockEntry) -> Optional[Path]:
-    """The wheel built before from this entry's sdist for this target, or None."""
-    keys = digests(entry.hashes) or [f"{entry.name}-{entry.version}"]
+def toolset_digest(files: Mapping[str, str]) -> str:
+    """The sha256 of a toolset: the file names of the build tools with their sha256s."""
+    return hashlib.sha256("".join(f"{name} {sha}\n" for name, sha in sorted(files.items())).encode()).hexdigest()
+
+
+def toolset_parts(target: Target, requires: Sequence[str]) -> List[str]:
+    """Where the toolset last fetched for a set of build requirements on ``target`` is recorded."""
+    ident = hashlib.sha256("\n".join(sorted(requires)).encode()).hexdigest()[:32]
+    return ["toolsets", target.ident(), ident + ".json"]
+
+
+def current_toolsets(store: WheelStore, target: Target) -> List[str]:
+    """The digests of the toolsets this store fetched last for ``target``, one per set of build
+    requirements it has built with."""
+    try:
+        names = sorted(p.name for p in (store.root / "toolsets" / target.ident()).iterdir())
+    except OSError:
+        return []
+    found: List[str] = []
+    for name in names:
+        rec = store.read_record("toolsets", target.ident(), name) if name.endswith(".json") else None
+        digest = rec.get("digest") if rec else None
+        if isinstance(digest, str) and is_sha256(digest) and digest not in found:
+            found.append(digest)
+    return found
+
+
+def _keys(entry: LockEntry) -> List[str]:
+    return digests(entry.hashes) or [f"{entry.name}-{entry.version}"]
+
+
+def _recorded(store: WheelStore, target: Target, keys: List[str], tools: Optional[str]) -> Optional[Path]:
+    """The stored wheel a record names for one of ``keys`` built with the toolset ``tools`` (None:
+    imported with a carried wheelhouse, the only records without a toolset that are taken)."""
     for key in keys:
-        rec = store.read_record(*record_parts(target, key))
-        if rec and isinstance(rec.get("sha256"), str):
+        rec = store.read_record(*record_parts(target, key, tools))
+        if rec and isinstance(rec.get("sha256"), str) and (tools is not None or rec.get("imported") is True):
             found = store.get(rec["sha256"])
             if found is not None:
                 return found
     return None
+
+
+def built_wheel(store: WheelStore, target: Target, entry: LockEntry) -> Optional[Path]:
+    """The wheel built before from this entry's sdist for this target with a toolset this store
+    still uses (``current_toolsets``), or imported for it with a carried wheelhouse; None."""
+    keys = _keys(entry)
+    for tools in current_toolsets(store, target):
+        found = _recorded(store, target, keys, tools)
+        if found is not None:
+            return found
+    return _recorded(store, target, keys, None)
+
+
+def check_output(out: Path, entry: LockEntry, target: Target) -> Optional[str]:
+    """What is wrong with a build's output folder (None: exactly one regular file, a wheel of this
+    pin's name and version that the image's pip takes)."""
+    found = sorted(out.iterdir()) if out.is_dir() else []
+    names = ", ".join(p.name[:80] for p in found[:5]) or "nothing"
+    if len(found) != 1:
+        return f"{len(found)} files instead of one wheel ({names})"
+    wheel = found[0]
+    if wheel.is_symlink() or not wheel.is_file() or not wheel.name.endswith(".whl") or not safe_filename(wheel.name):
+        return f"{names}, not a wheel file"
+    if dist_name(wheel.name) != canonical_name(entry.name) or not same_version(dist_version(wheel.name), entry.version or ""):
+        return f"a wheel of another distribution: {wheel.name}"
+    if not target.accepts(wheel.name):
+        return f"{wheel.name}, a wheel the image's pip would not install"
+    return None
+
+
+class _LogLines:
+    """``on_output`` of a build: its output line by line into the build log, at most LOG_LINES
+    lines of at most MAX_LINE characters; a partial line waits for the rest of its stream."""
+
+    def __init__(self, say: Say):
+        self.say, self.count = say, 0
+        self.pending: Dict[str, str] = {}
+
+    def _log(self, line: str) -> None:
+        for i in range(0, max(len(line), 1), MAX_LINE):
+            self.count += 1
+            if self.count <= LOG_LINES:
+                progress.log(self.say, line[i:i + MAX_LINE])
+
+    def __call__(self, stream: str, text: str) -> None:
+        *lines, rest = (self.pending.get(stream, "") + text).split("\n")
+        for line in lines:
+            self._log(line)
+        while len(rest) > MAX_LINE:
+            self._log(rest[:MAX_LINE])
+            rest = rest[MAX_LINE:]
+        self.pending[stream] = rest
+
+    def close(self) -> None:
+        for stream in sorted(self.pending):
+            if self.pending[stream]:
+                self._log(self.pending[stream])
+        self.pending = {}
+        if self.count > LOG_LINES:
+            progress.log(self.say, f"envrepro: {self.count - LOG_LINES} more lines of this build not logged")
 
 
 # -- find and download the sdist (host, no code run) --------------------------------------------
@@ -151,14 +268,15 @@ def fetch_tools(requires: List[str], target: Target, dest: Path, run: Runner = r
 # -- build in a container -------------------------------------------------------------------
 class SdistBuilds:
     """The source-only pins of one build: each sdist is downloaded (host, checked against the
-    lock) as soon as the pin is known to have no wheel (``start``, from the fetch's threads), then
-    one container builds them all (``build``). ``close`` removes the working folder."""
+    lock) as soon as the pin is known to have no wheel (``start``, from the fetch's threads), with
+    setuptools and wheel for the target; then each is built in a container of its own (``build``).
+    ``close`` removes the working folder."""
 
     def __init__(self, store: WheelStore, pip_settings: Mapping[str, Any], target: Target, run: Runner = run_pip):
         self.store, self.pip_settings, self.target, self.run = store, pip_settings, target, run
         self.tmp = store.tmp_dir()
-        self.src, self.tools, self.out = self.tmp / "src", self.tmp / "tools", self.tmp / "out"
-        for d in (self.src, self.tools, self.out):
+        self.src, self.tools = self.tmp / "src", self.tmp / "tools"
+        for d in (self.src, self.tools):
             d.mkdir()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)
         self._jobs: Dict[str, "concurrent.futures.Future[Path]"] = {}
@@ -174,69 +292,106 @@ class SdistBuilds:
 
     def build(self, engine: ContainerEngine, base: str, target: Target, entries: List[LockEntry],
               say: Say, run: Runner = run_pip) -> Dict[str, Path]:
-        """Build every entry's sdist into a wheel for ``base`` in one container; name -> stored wheel."""
+        """Build each entry's sdist into a wheel for ``base``, one container each; name -> stored wheel."""
         if not entries:
             return {}
         names = ", ".join(e.name for e in entries)
         with progress.step(say, f"Building from source: {names}", total=len(entries), unit="wheels") as shown:
-            built = self._build(engine, base, target, entries, say, run, shown)
-            shown.update(completed=len(built))
+            for e in entries:
+                self.start(e)
+            shown.update(detail="downloading the sdists and the build tools")
+            sdists = {e.name: self._jobs[e.name].result() for e in entries}
+            assert self._tools is not None
+            self._tools.result()
+            limits = SDIST_LIMITS.from_env("ENVREPRO_SDIST")
+            built: Dict[str, Path] = {}
+            for n, e in enumerate(sorted(entries, key=lambda e: e.name)):
+                built[e.name] = self._build_one(engine, base, target, e, sdists[e.name], self.tmp / f"build-{n}",
+                                                say, run, shown, limits)
+                shown.update(completed=len(built))
         return built
 
-    def _build(self, engine: ContainerEngine, base: str, target: Target, entries: List[LockEntry],
-               say: Say, run: Runner, shown: progress.Step) -> Dict[str, Path]:
-        for e in entries:
-            self.start(e)
-        shown.update(detail="downloading the sdists and the build tools")
-        sdists = {e.name: self._jobs[e.name].result() for e in entries}
-        assert self._tools is not None
-        self._tools.result()
-        requires = sorted({r for s in sdists.values() for r in build_requires(s)})
+    def _toolset(self, sdist: Path, target: Target, folder: Path, run: Runner, shown: progress.Step) -> Dict[str, str]:
+        """The sdist's build tools in ``folder`` (setuptools and wheel, plus the build backends it
+        declares, fetched now), recorded as the toolset its requirements get on this target;
+        file name -> sha256."""
+        for f in sorted(self.tools.iterdir()):
+            link_or_copy(f, folder / f.name)
+        requires = build_requires(sdist)
         extra = [r for r in requires if r not in BUILD_TOOLS]
         if extra:                      # declared build backends (flit_core, hatchling...)
-            shown.update(detail="fetching their build backends: " + ", ".join(extra))
-            fetch_tools(extra, target, self.tools, run)
-        os.chmod(self.out, 0o777)
-        for d in (self.src, self.tools):
+            shown.update(detail="fetching its build backends: " + ", ".join(extra))
+            fetch_tools(extra, target, folder, run)
+        files = {f.name: sha256_file(f) for f in sorted(folder.iterdir())}
+        self.store.write_record({"requires": requires, "files": files, "digest": toolset_digest(files)},
+                                *toolset_parts(target, requires))
+        return files
+
+    def _build_one(self, engine: ContainerEngine, base: str, target: Target, e: LockEntry, sdist: Path,
+                   work: Path, say: Say, run: Runner, shown: progress.Step, limits: Limits) -> Path:
+        """One sdist built in a container of its own: its wheel, checked and stored, and recorded
+        under the sdist's hash and its toolset's."""
+        pin = f"{e.name}=={e.version}"
+        src, tools, out = work / "src", work / "tools", work / "out"
+        for d in (src, tools, out):
+            d.mkdir(parents=True)
+        link_or_copy(sdist, src / sdist.name)
+        shown.update(detail=f"{e.name}: its build tools")
+        files = self._toolset(sdist, target, tools, run, shown)
+        digest = toolset_digest(files)
+        keys = _keys(e)
+        have = _recorded(self.store, target, keys, digest)
+        if have is not None:           # built with these very tools before
+            return have
+        os.chmod(out, 0o777)           # the build's user (nobody) writes there, nowhere else
+        for d in (work, src, tools):
             os.chmod(d, 0o755)
-        for f in list(self.src.iterdir()) + list(self.tools.iterdir()):
+        for f in [src / sdist.name, *tools.iterdir()]:
             os.chmod(f, 0o644)
-        tools = " ".join(sorted({re.split(r"[<>=!~;\[ ]", r, 1)[0] for r in requires}))
-        steps = [_TOOLS.format(tools=tools)] + [_WHEEL.format(name=name, sdist=sdist.name)
-                                               for name, sdist in sorted(sdists.items())]
-        pins = ", ".join(f"{e.name}=={e.version}" for e in entries)
-        progress.log(say, f"Building {pins} from source in a container of {base} "
-                     "(no network, no host files but the sdists and their build tools)")
-        shown.update(detail=f"in a container of {base}, no network")
-        code, stdout, stderr = engine.run(
-            base, ["sh", "-c", "set -e; " + " && ".join(steps)],
-            mounts=[Mount(str(self.src), "/mnt/src"), Mount(str(self.tools), "/mnt/tools"),
-                    Mount(str(self.out), "/mnt/out", read_only=False)],
-            environment={"HOME": "/tmp", "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-            user="65534:65534", network_disabled=True, read_only=True,
-            tmpfs={"/tmp": "rw,exec,size=2g"}, mem_limit="4g", stream=False, timeout=BUILD_TIMEOUT)
-        for line in (stdout + stderr).splitlines():
-            progress.log(say, line)            # pip's output, into the build log
-        built: Dict[str, Path] = {}
-        for e in entries:
-            folder = self.out / e.name
-            wheels = [p for p in folder.iterdir() if p.name.endswith(".whl")] if folder.is_dir() else []
-            if code != 0 or len(wheels) != 1:
-                tail = "\n".join("  | " + line for line in (stdout + stderr).strip().splitlines()[-12:])
-                raise BuildFailed(f"building {pins} from source failed (exit {code}):\n{tail}", None,
-                                  "it may need a compiler or headers the base image lacks: use a base "
-                                  "image that has them (--base-image), or ENVREPRO_BUILDER=dockerfile")
-            try:
-                stored = self.store.add(wheels[0])
-            except StoreError as err:
-                raise BuildFailed(f"the wheel built from {e.name} has an unexpected name: {err}") from None
-            doc: Dict[str, Any] = {"wheel": stored.name, "sha256": stored.parent.name,
-                                   "sdist": sdists[e.name].name, "sdist_sha256": sha256_file(sdists[e.name]),
-                                   "base": base, "target": target.ident()}
-            for key in digests(e.hashes) or [f"{e.name}-{e.version}"]:
-                self.store.write_record(doc, *record_parts(target, key))
-            built[e.name] = stored
-        return built
+        names = " ".join(sorted({re.split(r"[<>=!~;\[ ]", r, 1)[0] for r in build_requires(sdist)}))
+        script = "set -e; " + _TOOLS.format(tools=names) + " && " + _WHEEL.format(
+            sdist=shlex.quote("/mnt/src/" + sdist.name))
+        progress.log(say, f"Building {pin} from source in a container of {base} of its own (no network, no host "
+                     "files but the sdist, its build tools read-only and an empty output folder; no capability, "
+                     f"at most {limits.memory} of memory, {limits.pids} processes, {limits.seconds:g} s)")
+        shown.update(detail=f"{e.name} in a container of {base}, no network")
+        log = _LogLines(say)
+        try:
+            code, stdout, stderr = engine.run(
+                base, ["sh", "-c", script],
+                mounts=[Mount(str(src), "/mnt/src"), Mount(str(tools), "/mnt/tools"),
+                        Mount(str(out), "/mnt/out", read_only=False)],
+                environment=dict(BUILD_ENV), user="65534:65534", network_disabled=True, read_only=True,
+                tmpfs=dict(SDIST_TMPFS), cap_drop=("ALL",), cap_add=(), security_opt=("no-new-privileges",),
+                mem_limit=limits.memory, pids_limit=limits.pids, stream=True, on_output=log,
+                timeout=limits.seconds, output_limit=OUTPUT_LIMIT)
+        except TimedOut as t:
+            raise BuildFailed(f"building {pin} from source was still running after {t.seconds:g} s and was "
+                              "stopped", None, "allow more with ENVREPRO_SDIST_TIMEOUT=SECONDS") from None
+        finally:
+            log.close()
+        fix = ("it may need a compiler or headers the base image lacks: use a base image that has them "
+               "(--base-image), or ENVREPRO_BUILDER=dockerfile")
+        if code != 0:
+            tail = "\n".join("  | " + line[:300] for line in (stdout + stderr).strip().splitlines()[-12:])
+            if code == 137:
+                fix = (f"it was killed: out of memory? (the limit is {limits.memory}: allow more with "
+                       "ENVREPRO_SDIST_MEMORY)")
+            raise BuildFailed(f"building {pin} from source failed (exit {code}):\n{tail}", None, fix)
+        problem = check_output(out, e, target)
+        if problem is not None:
+            raise BuildFailed(f"building {pin} from source left {problem}", None, fix)
+        (wheel,) = list(out.iterdir())
+        try:
+            stored = self.store.add(wheel)
+        except StoreError as err:
+            raise BuildFailed(f"the wheel built from {e.name} has an unexpected name: {err}") from None
+        doc: Dict[str, Any] = {"wheel": stored.name, "sha256": stored.parent.name, "sdist": sdist.name,
+                               "sdist_sha256": sha256_file(sdist), "base": base, "target": target.ident(),
+                               "tools": files, "tools_sha256": digest}
+        for key in keys:
+            self.store.write_record(doc, *record_parts(target, key, digest))
+        return stored
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -45,10 +45,10 @@ def engine_with_base():
     seen = []
     real = eng.commit_run
 
-    def commit_run(img, command, tag, mounts=(), environment=None, changes=(), tmpfs=None, on_line=None, timeout=None):
+    def commit_run(img, command, tag, mounts=(), *args, **kwargs):
         staged = next(m.source for m in mounts if m.target == "/mnt")
         seen.append(sorted(str(p.relative_to(staged)) for p in Path(staged).rglob("*")))
-        return real(img, command, tag, mounts, environment, changes, tmpfs, on_line, timeout)
+        return real(img, command, tag, mounts, *args, **kwargs)
     eng.commit_run = commit_run
     return eng, seen
 
@@ -62,11 +62,14 @@ def test_the_image_is_installed_from_the_wheelhouse_in_two_committed_layers(capt
     assert heavy["image"] == "python:3.8-slim" and heavy["command"][-1] == "heavy"
     assert final["image"] == heavy["tag"] and final["tag"] == info.tag and final["command"][-1] == "rest"
     for c in (heavy, final):
-        assert all(m.read_only for m in c["mounts"]) and c["tmpfs"] == {"/tmp": "rw,exec,size=8g"}
+        assert all(m.read_only for m in c["mounts"]) and c["tmpfs"] == {"/tmp": "rw,size=1g"}   # noexec
+        assert (c["mem_limit"], c["pids_limit"], c["timeout"]) == ("4g", 512, 3600.0)
         env = json.dumps(c["environment"])
         assert "s3cret" not in env and "PIP_" not in env and "ca-certificates" not in env
         assert c["environment"]["PATH"] == "/opt/envrepro/venv/bin:/usr/local/bin:/usr/bin:/bin"
     assert "USER 10001:10001" in final["changes"] and 'CMD ["python3"]' in final["changes"]
+    # useradd needs CHOWN, DAC_OVERRIDE and FOWNER in the heavy step; the rest step gets no capability
+    assert heavy["cap_add"] == ["CHOWN", "DAC_OVERRIDE", "FOWNER"] and final["cap_add"] == []
     labels = eng.inspect_image(info.tag)["Config"]["Labels"]
     assert labels["org.envrepro.key"] == info.key and labels["org.envrepro.builder"] == "wheelhouse"
     assert labels["org.envrepro.heavy"] == heavy["tag"].split(":")[1]
@@ -131,3 +134,44 @@ def test_a_failed_install_step_names_the_log_and_tags_nothing(capture):
     assert "full build log" in str(e.value) and "hash check failed" in (e.value.fix or "")
     assert [t for i in eng.store for t in i.get("RepoTags") or [] if t.startswith("envrepro-env:")] == []
     assert not os.listdir(Path(os.environ["XDG_CACHE_HOME"]) / "envrepro" / "wheels" / "tmp")
+
+
+def test_install_limits_come_from_the_environment_and_a_chatty_step_is_logged_in_bounded_lines(capture, monkeypatch):
+    from envrepro.image import commitbuild
+    from envrepro.errors import EnvreproError
+
+    monkeypatch.setenv("ENVREPRO_BUILD_MEMORY", "12g")
+    monkeypatch.setenv("ENVREPRO_BUILD_PIDS", "2048")
+    monkeypatch.setenv("ENVREPRO_BUILD_TIMEOUT", "7200")
+    monkeypatch.setattr(commitbuild, "LOG_LINES", 3)
+    eng, _ = engine_with_base()
+    eng.commit_lines = [f"line {i}" for i in range(10)]
+    lines = []
+    images.ensure_image(capture, eng, pip=PIP, on_progress=lines.append)
+    for c in eng.commits:
+        assert (c["mem_limit"], c["pids_limit"], c["timeout"]) == ("12g", 2048, 7200.0)
+    assert "line 2" in lines and "line 3" not in lines
+    assert lines.count("envrepro: 7 more lines of this step not logged") == 2
+    monkeypatch.setenv("ENVREPRO_BUILD_MEMORY", "a lot")
+    eng, _ = engine_with_base()
+    with pytest.raises(EnvreproError, match="ENVREPRO_BUILD_MEMORY='a lot' is not an amount of memory"):
+        images.ensure_image(capture, eng, pip=PIP, on_progress=lambda line: None, nocache=True)
+
+
+@pytest.mark.parametrize("error, fix", [
+    (images.BuildFailed("image build failed: the install step was still running after 3600 s and was stopped",
+                        None, "a slow disk or a very large lock: allow it more time"),
+     "allow it more time: ENVREPRO_BUILD_TIMEOUT=SECONDS (now 3600)"),
+    (images.BuildFailed("image build failed: the install step returned a non-zero code: 137", None,
+                        "it ran out of memory (the limit is 4g): allow it more"),
+     "allow it more: ENVREPRO_BUILD_MEMORY (e.g. 8g)"),
+])
+def test_a_step_stopped_by_its_limits_names_the_setting_to_raise(capture, error, fix):
+    eng, _ = engine_with_base()
+
+    def stopped(*args, **kwargs):
+        raise error
+    eng.commit_run = stopped
+    with pytest.raises(images.BuildFailed) as e:
+        images.ensure_image(capture, eng, pip=PIP, on_progress=lambda line: None)
+    assert fix in (e.value.fix or "")

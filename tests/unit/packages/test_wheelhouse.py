@@ -171,31 +171,185 @@ def test_direct_references_go_to_the_dockerfile_builder_and_capture_wheels_are_m
     assert [e.name for e in plan.entries_for(local, TARGET)] == ["six"]
 
 
-def test_sdist_only_pins_are_built_in_a_container_without_network_once(store, monkeypatch, tmp_path):
-    def download(entry, dest, settings):
-        f = dest / "termcolor-1.1.0.tar.gz"
-        f.write_bytes(FILES["termcolor-1.1.0.tar.gz"])
-        return f
-    monkeypatch.setattr(sdists, "download_sdist", download)
-    engine = FakeEngine([image("python:3.8-slim")])
+def _download(entry, dest, settings):
+    """``sdists.download_sdist`` stand-in: the pin's sdist, as the index serves it."""
+    f = dest / f"{entry.name}-{entry.version}.tar.gz"
+    f.write_bytes(FILES.get(f.name, f"{entry.name} sdist".encode()))
+    return f
 
+
+def builder(engine, wheels=None):
+    """``engine.run`` for sdist builds: records the call (and what its mounts held), and leaves in
+    /mnt/out what ``wheels`` says for the sdist mounted (default: its wheel, py3-none-any)."""
     def build_run(image_, command=None, **kw):
-        engine.runs.append(dict(kw, image=image_, command=command))
-        out = next(m.source for m in kw["mounts"] if m.target == "/mnt/out")
-        Path(out, "termcolor").mkdir()          # the script's `mkdir /mnt/out/NAME`
-        Path(out, "termcolor", "termcolor-1.1.0-py3-none-any.whl").write_bytes(b"built termcolor")
-        return 0, "", ""
-    monkeypatch.setattr(engine, "run", build_run)
-    wh = plan.prepare(LOCK, TARGET, engine, "python:3.8-slim", store, {}, lambda line: None, run=FakePip())
+        mounts = {m.target: m for m in kw["mounts"]}
+        held = {t: sorted(p.name for p in Path(m.source).iterdir()) for t, m in mounts.items()}
+        engine.runs.append(dict(kw, image=image_, command=command, held=held))
+        (sdist,) = held["/mnt/src"]
+        name, version = sdist[: -len(".tar.gz")].rsplit("-", 1)
+        made = (wheels or {}).get(name, {f"{name}-{version}-py3-none-any.whl": f"built {name}".encode()})
+        for fname, data in made.items():
+            Path(mounts["/mnt/out"].source, fname).write_bytes(data)
+        if kw.get("on_output"):
+            kw["on_output"]("stdout", f"Successfully built {name}\npartial line")
+        return 0, f"Successfully built {name}\n", ""
+    return build_run
+
+
+def test_sdist_only_pins_are_built_in_a_hardened_container_without_network_once(store, monkeypatch):
+    monkeypatch.setattr(sdists, "download_sdist", _download)
+    engine = FakeEngine([image("python:3.8-slim")])
+    monkeypatch.setattr(engine, "run", builder(engine))
+    lines = []
+    wh = plan.prepare(LOCK, TARGET, engine, "python:3.8-slim", store, {}, lines.append, run=FakePip())
     assert wh.built == ["termcolor"] and wh.files["termcolor"].read_bytes() == b"built termcolor"
     (run,) = engine.runs
     assert run["network_disabled"] is True and run["read_only"] is True and run["user"] == "65534:65534"
     assert {m.target: m.read_only for m in run["mounts"]} == {"/mnt/src": True, "/mnt/tools": True, "/mnt/out": False}
-    assert "--no-build-isolation" in run["command"][-1] and "--no-index" in run["command"][-1]
-    assert '-w /mnt/out/termcolor "/mnt/src/termcolor-1.1.0.tar.gz"' in run["command"][-1]
+    assert run["held"] == {"/mnt/src": ["termcolor-1.1.0.tar.gz"], "/mnt/out": [],
+                           "/mnt/tools": ["setuptools-1.0-py3-none-any.whl", "wheel-1.0-py3-none-any.whl"]}
+    # no capability, no new privileges, memory, pids and wall-clock limits, bounded output
+    assert list(run["cap_drop"]) == ["ALL"] and list(run.get("cap_add", ())) == []
+    assert list(run["security_opt"]) == ["no-new-privileges"]
+    assert (run["mem_limit"], run["pids_limit"], run["timeout"]) == ("4g", 512, 1200.0)
+    assert run["output_limit"] == sdists.OUTPUT_LIMIT and run["stream"] is True
+    assert run["tmpfs"] == {"/tmp": "rw,exec,size=2g"}
+    script = run["command"][-1]
+    assert "--no-build-isolation" in script and "--no-index" in script
+    assert "--find-links /mnt/tools --target /tmp/tools setuptools wheel" in script
+    assert script.endswith("-w /mnt/out /mnt/src/termcolor-1.1.0.tar.gz")
     assert not any("PIP_CERT" in k or "INDEX" in k for k in (run["environment"] or {}))
+    assert "Successfully built termcolor" in lines and "partial line" in lines     # into the build log
     again = plan.prepare(LOCK, TARGET, engine, "python:3.8-slim", store, {}, lambda line: None, run=FakePip())
     assert len(engine.runs) == 1 and again.built == ["termcolor"] and again.downloaded == 0
+
+
+def test_each_sdist_is_built_alone_in_a_container_of_its_own(store, monkeypatch):
+    """A hostile sdist built first can't reach the tools or the wheel of the next: each build has
+    its own container (so its own /tmp), its own sdist, tools and output folder."""
+    monkeypatch.setattr(sdists, "download_sdist", _download)
+    lock = LOCK + "wrapt==1.12.1\n"
+    engine = FakeEngine([image("python:3.8-slim")])
+    monkeypatch.setattr(engine, "run", builder(engine))
+    wh = plan.prepare(lock, TARGET, engine, "python:3.8-slim", store, {}, lambda line: None, run=FakePip())
+    assert wh.built == ["termcolor", "wrapt"]
+    first, second = engine.runs
+    assert first["held"]["/mnt/src"] == ["termcolor-1.1.0.tar.gz"] and second["held"]["/mnt/src"] == ["wrapt-1.12.1.tar.gz"]
+    assert second["held"]["/mnt/out"] == []                      # termcolor's wheel is not there
+    sources = [{m.target: m.source for m in r["mounts"]} for r in (first, second)]
+    assert all(sources[0][t] != sources[1][t] for t in ("/mnt/src", "/mnt/tools", "/mnt/out"))
+    for r in (first, second):
+        assert r["tmpfs"] == {"/tmp": "rw,exec,size=2g"} and list(r["cap_drop"]) == ["ALL"]
+        assert {m.target: m.read_only for m in r["mounts"]} == {"/mnt/src": True, "/mnt/tools": True, "/mnt/out": False}
+    assert wh.files["wrapt"].read_bytes() == b"built wrapt"
+
+
+class ToolsPip(FakePip):
+    """FakePip whose build tools are another release (other bytes) of the same names."""
+
+    def __init__(self, release):
+        super().__init__()
+        self.release = release
+
+    def __call__(self, argv):
+        code, out = super().__call__(argv)
+        if "-r" not in argv:
+            dest = Path(argv[argv.index("--dest") + 1])
+            for f in dest.iterdir():
+                f.write_bytes(f.read_bytes() + self.release)
+        return code, out
+
+
+def test_the_record_of_a_built_wheel_is_keyed_by_the_sdist_and_the_tools_it_was_built_with(store, monkeypatch):
+    monkeypatch.setattr(sdists, "download_sdist", _download)
+    engine = FakeEngine([image("python:3.8-slim")])
+    monkeypatch.setattr(engine, "run", builder(engine))
+    plan.prepare(LOCK, TARGET, engine, "python:3.8-slim", store, {}, lambda line: None, run=FakePip())
+    tools = {"setuptools-1.0-py3-none-any.whl": sha(b"setuptools"), "wheel-1.0-py3-none-any.whl": sha(b"wheel")}
+    digest = sdists.toolset_digest(tools)
+    sdist_sha = sha(FILES["termcolor-1.1.0.tar.gz"])
+    assert sdists.record_parts(TARGET, sdist_sha, digest)[-1] == f"{sdist_sha}-{digest}.json"
+    rec = store.read_record(*sdists.record_parts(TARGET, sdist_sha, digest))
+    assert rec["tools"] == tools and rec["tools_sha256"] == digest and rec["sdist_sha256"] == sdist_sha
+    assert store.read_record(*sdists.record_parts(TARGET, sdist_sha)) is None     # no record without tools
+    assert sdists.current_toolsets(store, TARGET) == [digest]
+    # the same sdist, other tools: built again, recorded apart; the first record stays as it was
+    plan.prepare(LOCK, TARGET, engine, "python:3.8-slim", store, {}, lambda line: None, run=FakePip())
+    assert len(engine.runs) == 1                                 # found with the toolset in use
+    monkeypatch.setattr(sdists, "built_wheel", lambda *a: None)  # as if looked up before the tools changed
+    plan.prepare(LOCK, TARGET, engine, "python:3.8-slim", store, {}, lambda line: None, run=ToolsPip(b" 2.0"))
+    assert len(engine.runs) == 2
+    other = sdists.toolset_digest({n: sha(n.split("-")[0].encode() + b" 2.0") for n in tools})
+    assert store.read_record(*sdists.record_parts(TARGET, sdist_sha, other))["tools_sha256"] == other
+    assert store.read_record(*sdists.record_parts(TARGET, sdist_sha, digest)) == rec
+    assert sdists.current_toolsets(store, TARGET) == [other]
+    # the same tools once more: that record is reused, no third container
+    plan.prepare(LOCK, TARGET, engine, "python:3.8-slim", store, {}, lambda line: None, run=ToolsPip(b" 2.0"))
+    assert len(engine.runs) == 2
+
+
+def test_a_record_from_before_tools_were_keyed_is_not_trusted_an_imported_one_is(store, tmp_path):
+    entry = next(e for e in plan.entries_for(LOCK, TARGET) if e.name == "termcolor")
+    f = tmp_path / "termcolor-1.1.0-py3-none-any.whl"
+    f.write_bytes(b"trojaned termcolor")
+    stored = store.add(f)
+    old = sdists.record_parts(TARGET, sha(FILES["termcolor-1.1.0.tar.gz"]))
+    store.write_record({"wheel": stored.name, "sha256": stored.parent.name}, *old)
+    assert sdists.built_wheel(store, TARGET, entry) is None
+    store.write_record({"wheel": stored.name, "sha256": stored.parent.name, "imported": True}, *old)
+    assert sdists.built_wheel(store, TARGET, entry) == stored
+
+
+@pytest.mark.parametrize("made, said", [
+    ({}, "0 files instead of one wheel"),
+    ({"termcolor-1.1.0-py3-none-any.whl": b"a", "six-1.16.0-py2.py3-none-any.whl": b"b"}, "2 files instead of one"),
+    ({"six-1.16.0-py2.py3-none-any.whl": b"evil six"}, "a wheel of another distribution"),
+    ({"termcolor-9.9-py3-none-any.whl": b"x"}, "a wheel of another distribution"),
+    ({"termcolor-1.1.0-cp38-cp38-macosx_11_0_arm64.whl": b"x"}, "the image's pip would not install"),
+    ({"termcolor-1.1.0.tar.gz": b"x"}, "not a wheel file"),
+])
+def test_a_build_is_recorded_only_when_it_left_exactly_its_own_wheel(store, monkeypatch, made, said):
+    monkeypatch.setattr(sdists, "download_sdist", _download)
+    engine = FakeEngine([image("python:3.8-slim")])
+    monkeypatch.setattr(engine, "run", builder(engine, {"termcolor": made}))
+    with pytest.raises(BuildFailed, match=said):
+        plan.prepare(LOCK, TARGET, engine, "python:3.8-slim", store, {}, lambda line: None, run=FakePip())
+    assert not (store.root / "built").exists() and all(store.get(sha(d)) is None for d in made.values())
+
+
+def test_build_limits_come_from_the_environment_and_a_timeout_is_one_error(store, monkeypatch):
+    from envrepro.engine.base import TimedOut
+    from envrepro.errors import EnvreproError
+
+    monkeypatch.setattr(sdists, "download_sdist", _download)
+    monkeypatch.setenv("ENVREPRO_SDIST_MEMORY", "6g")
+    monkeypatch.setenv("ENVREPRO_SDIST_PIDS", "64")
+    monkeypatch.setenv("ENVREPRO_SDIST_TIMEOUT", "30")
+    engine = FakeEngine([image("python:3.8-slim")])
+
+    def too_slow(image_, command=None, **kw):
+        engine.runs.append(kw)
+        raise TimedOut("a container of python:3.8-slim was still running after 30 s", 30.0)
+    monkeypatch.setattr(engine, "run", too_slow)
+    with pytest.raises(BuildFailed, match="still running after 30 s") as e:
+        plan.prepare(LOCK, TARGET, engine, "python:3.8-slim", store, {}, lambda line: None, run=FakePip())
+    assert "ENVREPRO_SDIST_TIMEOUT" in e.value.fix
+    assert (engine.runs[0]["mem_limit"], engine.runs[0]["pids_limit"], engine.runs[0]["timeout"]) == ("6g", 64, 30.0)
+    monkeypatch.setenv("ENVREPRO_SDIST_PIDS", "lots")
+    with pytest.raises(EnvreproError, match="ENVREPRO_SDIST_PIDS"):
+        plan.prepare(LOCK, TARGET, engine, "python:3.8-slim", store, {}, lambda line: None, run=FakePip())
+
+
+def test_a_build_that_prints_without_end_is_logged_in_bounded_lines(monkeypatch):
+    monkeypatch.setattr(sdists, "LOG_LINES", 5)
+    lines = []
+    log = sdists._LogLines(lines.append)
+    log("stdout", "x" * (3 * sdists.MAX_LINE + 10))        # no newline: still cut into pieces
+    assert [len(line) for line in lines] == [sdists.MAX_LINE] * 3
+    log("stderr", "a\nb\nc\nd\n")
+    log.close()
+    # 3 pieces, a, b logged; c, d and the 10 characters left after the pieces are not
+    assert len(lines) == 6 and lines[3:5] == ["a", "b"] and lines[-1] == "envrepro: 3 more lines of this build not logged"
 
 
 def test_the_base_image_says_which_wheels_fit():
@@ -215,8 +369,11 @@ def _stocked(store, tmp_path):
     built = tmp_path / "termcolor-1.1.0-py3-none-any.whl"
     built.write_bytes(b"built termcolor")
     stored = store.add(built)
-    store.write_record({"wheel": stored.name, "sha256": stored.parent.name},
-                       *sdists.record_parts(TARGET, sha(FILES["termcolor-1.1.0.tar.gz"])))
+    tools = {"setuptools-1.0-py3-none-any.whl": sha(b"setuptools"), "wheel-1.0-py3-none-any.whl": sha(b"wheel")}
+    digest = sdists.toolset_digest(tools)
+    store.write_record({"files": tools, "digest": digest}, *sdists.toolset_parts(TARGET, sdists.BUILD_TOOLS))
+    store.write_record({"wheel": stored.name, "sha256": stored.parent.name, "tools": tools},
+                       *sdists.record_parts(TARGET, sha(FILES["termcolor-1.1.0.tar.gz"]), digest))
     return plan.prepare(LOCK, TARGET, FakeEngine(), "python:3.8-slim", store, {}, lambda line: None, run=FakePip())
 
 
