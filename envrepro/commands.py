@@ -44,7 +44,7 @@ class DockerfileText:
 
 @dataclass
 class KubernetesManifests:
-    """``k8s``: the Deployment, Service and HorizontalPodAutoscaler, printed as one YAML stream."""
+    """``k8s``: the Deployment, Service, HorizontalPodAutoscaler and NetworkPolicy, printed as one YAML stream."""
 
     documents: List[Dict[str, Any]]
 
@@ -253,7 +253,10 @@ def build(model: str, serve: bool = True, tag: Optional[str] = None, name: Optio
           memory: str = "4g", verify: bool = True, allow_model_change: bool = False,
           engine_factory: Optional[EngineFactory] = None, quiet: bool = False,
           verbose: bool = False) -> "ServeBuild":
-    """``envrepro build MODEL --serve``: the serving image, self-checked, tagged when proven."""
+    """``envrepro build MODEL --serve``: the serving image, self-checked, tagged when proven. The
+    images index records that the capture uses its environment, as a load does, so
+    ``envrepro images prune`` keeps the environment and the serving images built on it."""
+    from envrepro.image import inventory
     from envrepro.sandbox.container import prepare
     from envrepro.serving import image as serving
 
@@ -264,8 +267,12 @@ def build(model: str, serve: bool = True, tag: Optional[str] = None, name: Optio
     cap = prepare(model, allow_model_change=allow_model_change)
     engine = (engine_factory or default_engine)()
     with _reporter(quiet, verbose) as say:
-        return serving.build(cap, engine, tag=tag, name=name, base_image=base_image, gpus=wants_gpus(gpus),
-                             unsafe=unsafe, memory=memory, say=say, verify=verify)
+        result = serving.build(cap, engine, tag=tag, name=name, base_image=base_image, gpus=wants_gpus(gpus),
+                               unsafe=unsafe, memory=memory, say=say, verify=verify)
+    not_recorded = inventory.record_image_use(engine, result.env_tag, cap)
+    if not_recorded:
+        result.warnings.append(not_recorded)
+    return result
 
 
 def serve(model: str, port: int = 8501, host: str = "127.0.0.1", name: Optional[str] = None,
@@ -273,19 +280,22 @@ def serve(model: str, port: int = 8501, host: str = "127.0.0.1", name: Optional[
           memory: str = "4g", allow_model_change: bool = False,
           engine_factory: Optional[EngineFactory] = None, verbose: bool = False) -> Exited:
     """``envrepro serve MODEL``: build if needed, run in the foreground until Ctrl-C (the
-    server's log lines are shown as messages)."""
+    server's log lines are shown as messages). The images index records that the capture uses
+    the served image's environment as the server starts (it runs until stopped or killed)."""
+    from envrepro.image import inventory
     from envrepro.sandbox.container import prepare
     from envrepro.serving import foreground as serving_run
 
     cap = prepare(model, allow_model_change=allow_model_change)
     engine = (engine_factory or default_engine)()
     with _reporter(verbose=verbose) as say:
-        return Exited(serving_run.serve(cap, engine, port=port, host=host, name=name, base_image=base_image,
+        recording = inventory.RecordingStarts(engine, cap, say)
+        return Exited(serving_run.serve(cap, recording, port=port, host=host, name=name, base_image=base_image,
                                         gpus=wants_gpus(gpus), unsafe=unsafe, memory=memory, say=say))
 
 
 def k8s(model: str, image: str, **options: Any) -> KubernetesManifests:
-    """``envrepro k8s``: Deployment, Service and autoscaler running the serving image ``image`` of
+    """``envrepro k8s``: Deployment, Service, autoscaler and a deny-egress NetworkPolicy running the serving image ``image`` of
     a captured model (``options``: the other fields of ``serving.k8s.Options``). No engine and no
     cluster needed; the capture is read (and verified) first, then every flag is checked."""
     from envrepro.serving import k8s as kube

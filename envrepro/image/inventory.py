@@ -1,11 +1,14 @@
 """``envrepro images`` and ``envrepro images prune``: which environment images serve which captures.
 
 Images are per environment, not per model, and Docker can't tell which captures still need one.
-So every load records ``image key -> capture`` in a small index
-(``$XDG_CACHE_HOME/envrepro/index.json``, default ``~/.cache/envrepro/index.json``), written
-atomically under a file lock since several loads may run at once. ``prune`` removes the envrepro
-images (label ``org.envrepro.key``) that no capture in the index still uses: the capture's folder
-is gone, its manifest unreadable, or it was captured again into a different environment.
+So every load, run, shell, ``build --serve`` and ``serve`` records ``image key -> capture`` in a
+small index (``$XDG_CACHE_HOME/envrepro/index.json``, default ``~/.cache/envrepro/index.json``),
+written atomically under a file lock since several commands may run at once. ``prune`` removes
+envrepro's images (label ``org.envrepro.key``) that no capture in the index still uses: the
+capture's folder is gone, its manifest unreadable, or it was captured again into a different
+environment. Labels are inherited through ``FROM``, so the label only finds candidates: prune
+removes only tags in envrepro's own repositories (``own_tag``), and never an image another image
+is built on (``_stands_on``).
 """
 from __future__ import annotations
 
@@ -14,11 +17,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from envrepro.image.spec import HEAVY_LABEL, LABEL_KEY
+from envrepro.image.registry import SERVE_REPO
+from envrepro.image.spec import HEAVY_LABEL, IMAGE_REPO, LABEL, LABEL_KEY, image_tag
 from envrepro.config import cache_dir
-from envrepro.engine.base import ContainerEngine
+from envrepro.engine.base import ContainerEngine, image_labels
 from envrepro.sidecar import layout, manifest
 from envrepro.errors import EnvreproError
 from envrepro.fsutil import atomic_write_text, file_lock
@@ -138,6 +142,99 @@ def key_with_recorded_base(capture: manifest.Capture, entry: Dict[str, Any]) -> 
         return None
 
 
+# Which tags are envrepro's. Labels are inherited through FROM, so an image the user built on an
+# environment image (``envrepro build --serve -t team/model:1``, any ``FROM envrepro-env:...``)
+# carries every envrepro label: the label finds candidates, only the tag says whose image it is.
+HEAVY_REPO = "envrepro-heavy"           # image.commitbuild.HEAVY_REPO (that module pulls the wheelhouse)
+OWN_REPOS = (IMAGE_REPO, SERVE_REPO, HEAVY_REPO)
+SERVE_KEY_LABEL = LABEL + "serve.key"   # serving.context.LABEL + "key"
+
+
+def own_tag(tag: str, labels: Dict[str, str]) -> bool:
+    """Whether envrepro made ``tag``: a tag in one of its repositories (``envrepro-env:*``,
+    ``envrepro-serve:*``, ``envrepro-heavy:*``), or the registry copy that ``push`` and ``load
+    --registry`` leave (``REGISTRY/envrepro-env:KEY``, ``REGISTRY/envrepro-serve:KEY``, KEY being
+    the image's own key label). Any other tag is the user's, and prune never removes it."""
+    repo, _, name = tag.rpartition(":")
+    if not repo or "/" in name:          # no tag part ("registry:5000/repo")
+        repo, name = tag, "latest"
+    if repo in OWN_REPOS:
+        return True
+    host, _, last = repo.rpartition("/")
+    return bool(host) and ((last == IMAGE_REPO and name == labels.get(LABEL_KEY))
+                           or (last == SERVE_REPO and name == labels.get(SERVE_KEY_LABEL)))
+
+
+@dataclass(eq=False)
+class _Image:
+    """A listed image with what tells what it stands on: its parent (classic builds, commits) and
+    its layer chain (every builder; a pulled or loaded image has no parent)."""
+
+    id: str
+    tags: List[str]
+    labels: Dict[str, str]
+    parent: str
+    layers: List[str]
+    listed: Dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """A tag of the user's first (it outlives prune), else envrepro's, else the short id."""
+        users = [t for t in self.tags if not own_tag(t, self.labels)]
+        return (users or self.tags or [f"an untagged image ({self.id.split(':')[-1][:12]})"])[0]
+
+
+def _listing(img: Any) -> Dict[str, Any]:
+    """A ``docker images`` entry as a dict (an SDK Image too)."""
+    if isinstance(img, dict):
+        return img
+    attrs = dict(getattr(img, "attrs", {}) or {})
+    return {"Id": getattr(img, "id", attrs.get("Id")), "RepoTags": getattr(img, "tags", None),
+            "Labels": getattr(img, "labels", None), "Size": attrs.get("Size"),
+            "Created": attrs.get("Created"), "ParentId": attrs.get("Parent")}
+
+
+def _tags(img: Dict[str, Any]) -> List[str]:
+    return [t for t in (img.get("RepoTags") or []) if t and t != "<none>:<none>"]
+
+
+def _survey(engine: ContainerEngine, label: str) -> List[_Image]:
+    """The images carrying ``label``, each inspected once for its parent and layers. Every image
+    built on one of them carries the label too (inherited), so its children are among them."""
+    out = []
+    for raw in engine.images(label):
+        img = _listing(raw)
+        iid = str(img.get("Id") or "")
+        info = (engine.inspect_image(iid) if iid else None) or {}
+        labels = img.get("Labels") or image_labels(info)
+        out.append(_Image(iid, _tags(img), dict(labels), str(info.get("Parent") or img.get("ParentId") or ""),
+                          [str(x) for x in (info.get("RootFS") or {}).get("Layers") or []], img))
+    return out
+
+
+def _stands_on(child: _Image, parent: _Image, both_envrepro: bool) -> bool:
+    """Whether ``child`` is built on ``parent``: ``parent`` is its Parent, or ``parent``'s layers
+    begin its layer chain. The same layers and no Parent link: FROM plus metadata only (LABEL,
+    ENV), so built on it, unless both are envrepro's own images, which are then siblings (one
+    install labelled for two keys by a cached Dockerfile build)."""
+    if child.id == parent.id:
+        return False
+    if child.parent and child.parent == parent.id:
+        return True
+    n = len(parent.layers)
+    if not n or child.layers[:n] != parent.layers:
+        return False
+    return len(child.layers) > n or not both_envrepro
+
+
+def _names(images: Iterable[_Image]) -> List[str]:
+    return sorted(i.name for i in images)
+
+
+def _are(names: List[str]) -> str:
+    return f"{', '.join(names)} {'is' if len(names) == 1 else 'are'}"
+
+
 @dataclass
 class ImageRow:
     tag: str
@@ -147,8 +244,11 @@ class ImageRow:
     created: str
     captures: List[str] = field(default_factory=list)
     stale: Dict[str, str] = field(default_factory=dict)
-    tags: List[str] = field(default_factory=list)
+    tags: List[str] = field(default_factory=list)         # envrepro's own tags (own_tag): what prune removes
     containers: List[str] = field(default_factory=list)   # containers created from it (prune keeps it)
+    other_tags: List[str] = field(default_factory=list)   # the user's tags on the same image: never removed
+    children: List[str] = field(default_factory=list)     # images built on it (prune keeps it)
+    full_id: str = ""
 
     @property
     def in_use(self) -> bool:
@@ -162,12 +262,8 @@ class ImageRow:
 
 def _row(img: Any) -> ImageRow:
     """A Docker images entry (dict from the low-level API, or an SDK Image) -> ImageRow."""
-    if not isinstance(img, dict):
-        attrs = dict(getattr(img, "attrs", {}) or {})
-        img = {"Id": getattr(img, "id", attrs.get("Id")), "RepoTags": getattr(img, "tags", None),
-               "Labels": getattr(img, "labels", None), "Size": attrs.get("Size"),
-               "Created": attrs.get("Created")}
-    tags = [t for t in (img.get("RepoTags") or []) if t and t != "<none>:<none>"]
+    img = _listing(img)
+    tags = _tags(img)
     labels = img.get("Labels") or (img.get("Config") or {}).get("Labels") or {}  # list or inspect
     created = img.get("Created")
     if isinstance(created, (int, float)):
@@ -175,16 +271,22 @@ def _row(img: Any) -> ImageRow:
     image_id = str(img.get("Id") or "")
     return ImageRow(tag=tags[0] if tags else "<none>", id=image_id.split(":")[-1][:12],
                     key=str(labels.get(LABEL_KEY, "")), size=int(img.get("Size") or 0),
-                    created=str(created or ""), tags=tags)
+                    created=str(created or ""), tags=tags, full_id=image_id)
 
 
-def list_images(engine: ContainerEngine, key_for: Optional[KeyFor] = None,
-                path: Optional[Path] = None) -> List[ImageRow]:
-    """envrepro's images (by label) with the captures in the index each one still serves."""
+def _survey_rows(engine: ContainerEngine, key_for: Optional[KeyFor],
+                 path: Optional[Path]) -> Tuple[List[ImageRow], List[_Image], Dict[str, List[_Image]]]:
+    """envrepro's images (labelled, with at least one tag of its own), every labelled image, and
+    for each row the images built on it."""
     index = read_index(path)["images"]
+    images = _survey(engine, LABEL_KEY)
     rows = []
-    for img in engine.images(LABEL_KEY):
-        row = _row(img)
+    for im in images:
+        own = [t for t in im.tags if own_tag(t, im.labels)]
+        if not own:
+            continue      # the user's image (built on one of envrepro's), or untagged
+        row = _row(im.listed)
+        row.tag, row.tags, row.other_tags = own[0], own, [t for t in im.tags if t not in own]
         for root, entry in sorted(((index.get(row.key) or {}).get("captures") or {}).items()):
             why = stale_reason(root, entry, row.key, key_for)
             if why is None:
@@ -192,7 +294,19 @@ def list_images(engine: ContainerEngine, key_for: Optional[KeyFor] = None,
             else:
                 row.stale[root] = why
         rows.append(row)
-    return rows
+    by_id = {im.id: im for im in images}
+    own_ids = {r.full_id for r in rows}
+    kids = {r.full_id: [b for b in images if _stands_on(b, by_id[r.full_id], b.id in own_ids)] for r in rows}
+    for row in rows:
+        row.children = _names(kids[row.full_id])
+    return rows, images, kids
+
+
+def list_images(engine: ContainerEngine, key_for: Optional[KeyFor] = None,
+                path: Optional[Path] = None) -> List[ImageRow]:
+    """envrepro's images (by label, with a tag of envrepro's own) with the captures in the index
+    each one still serves, the user's tags on them and the images built on them."""
+    return _survey_rows(engine, key_for, path)[0]
 
 
 @dataclass
@@ -202,6 +316,8 @@ class PruneResult:
     failed: Dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
     cache: List[Dict[str, Any]] = field(default_factory=list)   # builder stages removed (--cache)
+    untagged: List[ImageRow] = field(default_factory=list)      # envrepro's tags removed, the image kept (the user's tags)
+    dangling: List[str] = field(default_factory=list)           # untagged images with envrepro's labels, left alone
 
     @property
     def freed(self) -> int:
@@ -209,6 +325,7 @@ class PruneResult:
 
     def to_dict(self) -> Dict[str, Any]:
         return {"removed": [r.to_dict() for r in self.removed], "kept": [r.to_dict() for r in self.kept],
+                "untagged": [r.to_dict() for r in self.untagged], "dangling": list(self.dangling),
                 "failed": dict(self.failed), "dry_run": self.dry_run, "freed_bytes": self.freed}
 
 
@@ -226,66 +343,106 @@ def builder_cache(engine: ContainerEngine) -> List[Dict[str, Any]]:
     return out
 
 
+def _untag(engine: ContainerEngine, row: ImageRow, result: PruneResult) -> bool:
+    """Remove envrepro's own tags of ``row`` (the image goes with the last tag); False when the
+    engine refused (said in ``result.failed``)."""
+    if not result.dry_run:
+        try:
+            for ref in row.tags:
+                engine.remove_image(ref)
+        except EnvreproError as e:
+            result.failed[row.tag] = str(e)
+            return False
+    return True
+
+
 def _prune_heavy(engine: ContainerEngine, result: PruneResult) -> None:
     """Remove the wheelhouse builder's shared TensorFlow-closure images (``envrepro-heavy``) that
-    no remaining environment image was built on (their label ``org.envrepro.heavy``). Only with
-    ``--cache``: like the Dockerfile builder's stages, they are the build cache that makes the
-    next environment with that closure (or this one, rebuilt) take seconds."""
-    removed = {r.id for r in result.removed}
-    envs = [i for i in engine.images(LABEL_KEY) if str(i.get("Id", "")) not in removed]
-    used = {str((i.get("Labels") or {}).get(HEAVY_LABEL, "")) for i in envs}
-    for img in engine.images(HEAVY_LABEL):
-        labels = img.get("Labels") or {}
-        if LABEL_KEY in labels or labels.get(HEAVY_LABEL) in used:
+    no image stands on: no environment image records it (label ``org.envrepro.heavy``) and no
+    image is built on it. Only with ``--cache``: like the Dockerfile builder's stages, they are
+    the build cache that makes the next environment with that closure (or this one, rebuilt)
+    take seconds. Judged against the images there now: after a real prune's removals, or in a
+    dry run before any."""
+    images = _survey(engine, HEAVY_LABEL)
+    for h in images:
+        own = [t for t in h.tags if own_tag(t, h.labels)]
+        if not own or LABEL_KEY in h.labels:
+            continue      # an environment image (see prune), or not envrepro's tag
+        hkey = h.labels.get(HEAVY_LABEL)
+        if any(b.id != h.id and (b.labels.get(HEAVY_LABEL) == hkey or _stands_on(b, h, False)) for b in images):
             continue
-        entry = {"id": str(img.get("Id", "")), "size": int(img.get("Size") or 0),
-                 "tag": next(iter(img.get("RepoTags") or []), "")}
-        if not result.dry_run:
-            try:
-                for ref in [t for t in img.get("RepoTags") or [] if t != "<none>:<none>"] or [entry["id"]]:
-                    engine.remove_image(ref)
-            except EnvreproError as e:
-                result.failed[entry["tag"] or entry["id"][:19]] = str(e)
-                continue
-        result.cache.append(entry)
+        row = _row(h.listed)
+        row.tag, row.tags, row.other_tags = own[0], own, [t for t in h.tags if t not in own]
+        if not _untag(engine, row, result):
+            continue
+        if row.other_tags:
+            result.untagged.append(row)
+        else:
+            result.cache.append({"id": h.id, "size": row.size, "tag": row.tag})
 
 
 def prune(engine: ContainerEngine, dry_run: bool = False, key_for: Optional[KeyFor] = None,
           path: Optional[Path] = None, cache: bool = False) -> PruneResult:
-    """Remove the envrepro images no capture in the index still uses, and forget stale entries.
+    """Remove envrepro's tags from the images no capture in the index still uses, and forget
+    stale entries.
 
     "Still uses" means the capture's folder is there and its image key, recomputed with the base
     image recorded at load time (or by ``key_for(capture)``), is the image's key; for index
     entries without a base image, an unchanged lock and Python version.
+
+    Only envrepro's own tags go (``own_tag``). An unused image is kept whole while a container
+    was created from it or any image that stays is built on it (the user's ``FROM`` it, a
+    serving image in use); with a tag of the user's too, only envrepro's tags go and the image
+    stays. Images built on each other go together, children first.
     """
     path = path or index_path()
     result = PruneResult(dry_run=dry_run)
-    rows = list_images(engine, key_for, path)
+    rows, images, kids = _survey_rows(engine, key_for, path)
     why = unreadable(path) if rows and not dry_run else None
     if why:
         raise EnvreproError(f"the images index {path} {why}: envrepro can't tell which captures use its "
                             f"{len(rows)} image(s), so none was removed", None,
                             "run `envrepro load` on the models you keep (each load records its image), "
                             "then prune again; or remove images by hand with `docker rmi`")
+    result.dangling = [i.id.split(":")[-1][:12] for i in images if not i.tags]
     for row in rows:
         if not row.captures:
             # an image a container (running or stopped) was created from stays: removing its
             # tag would leave that container on an image no listing shows
             row.containers = engine.containers_using(row.id) if row.id else []
-        if row.in_use:
-            result.kept.append(row)
-            continue
-        if dry_run:
-            result.removed.append(row)
-            continue
-        try:
-            for ref in row.tags or [row.id]:
-                engine.remove_image(ref)
-            result.removed.append(row)
-        except EnvreproError as e:
-            result.failed[row.tag if row.tags else row.id] = str(e)
+    # the images that go whole: unused, no tag of the user's, nothing that stays built on them
+    going = {r.full_id for r in rows if not r.in_use and not r.other_tags}
+    changed = True
+    while changed:
+        changed = False
+        for r in rows:
+            if r.full_id in going and any(b.id not in going for b in kids[r.full_id]):
+                going.discard(r.full_id)
+                changed = True
+    staying: set = set()      # ids of images that stay after all (a removal the engine refused)
+    done: set = set()
+    pending = [r for r in rows if not r.in_use]
+    while pending:
+        ready = [r for r in pending if all(b.id in done or b.id in staying or b.id not in going
+                                           for b in kids[r.full_id])] or pending
+        for r in ready:
+            pending.remove(r)
+            blocking = [b for b in kids[r.full_id] if b.id not in done]
+            r.children = _names(blocking)
+            if blocking:
+                staying.add(r.full_id)
+                result.kept.append(r)
+            elif not _untag(engine, r, result):
+                staying.add(r.full_id)
+            elif r.other_tags:          # untagged: the image stays, under the user's tags
+                staying.add(r.full_id)
+                result.untagged.append(r)
+            else:
+                done.add(r.full_id)
+                result.removed.append(r)
+    result.kept = [r for r in rows if r.in_use] + result.kept
     if not dry_run:
-        _forget(path, result.removed, result.kept + result.removed)
+        _forget(path, result.removed + result.untagged, rows)
     if cache:
         _prune_heavy(engine, result)
         for entry in builder_cache(engine):
@@ -300,10 +457,14 @@ def prune(engine: ContainerEngine, dry_run: bool = False, key_for: Optional[KeyF
 
 
 def _forget(path: Path, removed: Iterable[ImageRow], seen: Iterable[ImageRow]) -> None:
-    """Drop index entries of removed images and the stale captures of every image looked at."""
+    """Drop index entries of removed images (unless another image of that key stays) and the
+    stale captures of every image looked at."""
     if not path.exists():
         return
-    removed_keys = {r.key for r in removed}
+    removed = list(removed)
+    gone = {r.full_id for r in removed}
+    seen = list(seen)
+    removed_keys = {r.key for r in removed} - {r.key for r in seen if r.full_id not in gone}
     with _locked(path):
         data = read_index(path)
         images = data["images"]
@@ -314,6 +475,54 @@ def _forget(path: Path, removed: Iterable[ImageRow], seen: Iterable[ImageRow]) -
             for root in row.stale:
                 caps.pop(root, None)
         _write_index(path, data)
+
+
+@dataclass(frozen=True)
+class UsedImage:
+    """What ``record_use`` keeps of an image, read from its labels."""
+
+    tag: str
+    key: str
+    base_image: Optional[str]
+    translation: Optional[str]
+
+
+def record_image_use(engine: ContainerEngine, ref: str, capture: manifest.Capture,
+                     path: Optional[Path] = None) -> Optional[str]:
+    """Record that ``capture`` uses the environment of the image ``ref`` (the environment image,
+    or a serving image built on it: it carries the environment's labels), as a load does. Returns
+    why the index was not updated, or None: a served model is served all the same."""
+    try:
+        labels = image_labels(engine.inspect_image(ref))
+        key = labels.get(LABEL_KEY)
+        if key:
+            record_use(UsedImage(image_tag(key), key, labels.get(LABEL + "base") or None,
+                                 labels.get(LABEL + "translated-from") or None), capture, path)
+    except (EnvreproError, OSError, ValueError) as e:
+        return f"images index not updated ({e})"
+    return None
+
+
+class RecordingStarts:
+    """``engine``, except that starting a container records first that ``capture`` uses the
+    image's environment (``record_image_use``; ``warn`` gets why, when the index can't be
+    updated). For ``envrepro serve``: the server runs until it is stopped or killed, so its use is
+    recorded as it starts, not when it ends."""
+
+    def __init__(self, engine: ContainerEngine, capture: manifest.Capture, warn: Callable[[str], None]):
+        self._engine, self._capture, self._warn = engine, capture, warn
+        self._recorded: set = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def start(self, image: str, *args: Any, **kwargs: Any) -> str:
+        if image not in self._recorded:
+            self._recorded.add(image)
+            why = record_image_use(self._engine, image, self._capture)
+            if why:
+                self._warn(why)
+        return self._engine.start(image, *args, **kwargs)
 
 
 def human_size(n: int) -> str:
@@ -330,19 +539,35 @@ def render_images(rows: List[ImageRow]) -> str:
         return "no envrepro images\n"
     out = []
     for r in rows:
-        state = f"{len(r.captures)} capture(s)" if r.in_use else "unused (envrepro images prune removes it)"
-        out.append(f"{r.tag}  {r.id}  {human_size(r.size)}  created {r.created}  {state}")
+        if r.in_use:
+            state = f"{len(r.captures)} capture(s)"
+        elif r.children:
+            state = f"unused, kept: {_are(r.children)} built on it"
+        elif r.other_tags:
+            state = f"unused (envrepro images prune untags it; the image stays as {', '.join(r.other_tags)})"
+        else:
+            state = "unused (envrepro images prune removes it)"
+        also = f"  also tagged {', '.join(r.other_tags)}" if r.other_tags and (r.in_use or r.children) else ""
+        out.append(f"{r.tag}  {r.id}  {human_size(r.size)}  created {r.created}  {state}{also}")
         out.extend(f"    {c}" for c in r.captures)
     return "\n".join(out) + "\n"
 
 
 def render_prune(result: PruneResult) -> str:
     verb = "would remove" if result.dry_run else "removed"
+    untag = "would untag" if result.dry_run else "untagged"
     lines = [f"{verb} {r.tag} ({human_size(r.size)})" for r in result.removed]
     lines += [f"{verb} {'shared closure image ' + c['tag'] if c.get('tag') else 'builder cache ' + (c['id'][7:19] or c['id'][:12])} ({human_size(c['size'])})" for c in result.cache]
+    lines += [f"{untag} {', '.join(r.tags)} (image kept: tagged {', '.join(r.other_tags)})" for r in result.untagged]
     lines += [f"could not remove {tag}: {why}" for tag, why in sorted(result.failed.items())]
     lines += [f"kept {r.tag}: used by container(s) {', '.join(r.containers)}" for r in result.kept if r.containers]
+    lines += [f"kept {r.tag}: {_are(r.children)} built on it" for r in result.kept if not r.in_use]
+    if result.dangling:
+        lines.append(f"left {len(result.dangling)} untagged image(s) with envrepro's labels "
+                     f"({', '.join(result.dangling)}): prune removes only the tags envrepro makes "
+                     "(`docker image prune` removes dangling images)")
     cache = f" and {len(result.cache)} builder stage(s)" if result.cache else ""
+    untagged = f"{untag} {len(result.untagged)}; " if result.untagged else ""
     lines.append(f"{verb} {len(result.removed)} image(s){cache}, {human_size(result.freed)}; "
-                 f"kept {len(result.kept)} in use")
+                 f"{untagged}kept {len(result.kept)} in use or built on")
     return "\n".join(lines) + "\n"

@@ -4,8 +4,9 @@ memory), and the captures, image infos and loader reports the sandbox and image 
 Images are dicts shaped like ``docker image inspect`` output (``Id``, ``RepoTags``,
 ``RepoDigests``, ``Config.Labels``); ``images()`` answers like ``docker images`` (top-level
 ``Labels``). Builds read the labels from the Dockerfile's LABEL lines, so tests see what a real
-build would label. Runs are recorded and answered with ``run_result``. Failures are injected per
-call. tests/unit/engine/test_engine_base.py checks this fake against the protocol, signature by signature.
+build would label; builds and commits inherit the labels of the image they start from and record
+it as Docker does (``Parent``, ``RootFS.Layers``). Runs are recorded and answered with
+``run_result``. Failures are injected per call. tests/unit/engine/test_engine_base.py checks this fake against the protocol, signature by signature.
 """
 from __future__ import annotations
 
@@ -42,11 +43,19 @@ termcolor==1.1.0 \\
 
 
 def image(tag: Optional[str], labels: Optional[Dict[str, str]] = None, digest: Optional[str] = None,
-          size: int = 0, created: int = 0, image_id: Optional[str] = None) -> Dict[str, Any]:
-    """An inspect-shaped image record (``tag`` None: untagged, like a builder stage)."""
+          size: int = 0, created: int = 0, image_id: Optional[str] = None,
+          on: Optional[Dict[str, Any]] = None, layer: bool = True) -> Dict[str, Any]:
+    """An inspect-shaped image record (``tag`` None: untagged, like a builder stage). ``on``: the
+    image it is built on, as Docker records it: ``Parent`` and ``RootFS.Layers`` (the parent's
+    layers, plus one of its own unless ``layer`` is False: FROM plus metadata only)."""
     iid = image_id or "sha256:" + hashlib.sha256(str(tag).encode()).hexdigest()
-    return {"Id": iid, "RepoTags": [tag] if tag else [], "RepoDigests": [digest] if digest else [],
-            "Config": {"Labels": dict(labels or {})}, "Created": created, "Size": size}
+    img = {"Id": iid, "RepoTags": [tag] if tag else [], "RepoDigests": [digest] if digest else [],
+           "Config": {"Labels": dict(labels or {})}, "Created": created, "Size": size}
+    if on is not None:
+        layers = list((on.get("RootFS") or {}).get("Layers") or [])
+        img.update(Parent=on["Id"], RootFS={"Type": "layers", "Layers": layers + (
+            ["sha256:" + hashlib.sha256(f"layer of {iid}".encode()).hexdigest()] if layer else [])})
+    return img
 
 
 def dockerfile_of(context: bytes) -> str:
@@ -146,13 +155,14 @@ class FakeEngine:
               read_only: bool = True, tmpfs: Optional[Dict[str, str]] = None,
               cap_drop: Sequence[str] = ("ALL",), security_opt: Sequence[str] = ("no-new-privileges",),
               mem_limit: Optional[str] = None, pids_limit: Optional[int] = None,
-              name: Optional[str] = None, gpus: bool = False) -> str:
+              name: Optional[str] = None, gpus: bool = False, network_disabled: bool = True) -> str:
         started = getattr(self, "started", None)
         if started is None:
             started = self.started = []
         started.append(dict(image=image, command=command, ports=ports, environment=environment, user=user,
                             read_only=read_only, tmpfs=tmpfs, cap_drop=cap_drop, security_opt=security_opt,
-                            mem_limit=mem_limit, pids_limit=pids_limit, name=name, gpus=gpus))
+                            mem_limit=mem_limit, pids_limit=pids_limit, name=name, gpus=gpus,
+                            network_disabled=network_disabled))
         return f"ctr{len(started)}"
 
     def host_port(self, container: str, port: int) -> Optional[int]:
@@ -235,7 +245,8 @@ class FakeEngine:
             found.update(image_labels(self._find(parent.group(1))))
         found.update(re.findall(r'(org\.envrepro\.[a-z0-9.-]+)="([^"]*)"', text))
         found.update(labels or {})
-        img = image(tag, found)
+        img = image(tag, found, on=self._find(parent.group(1)) if parent else None,
+                    layer=bool(re.search(r"^(RUN|COPY|ADD) ", text, re.M)))
         for other in self.store:                  # a tag moves to the new image
             if tag in (other.get("RepoTags") or []):
                 other["RepoTags"] = [t for t in other["RepoTags"] if t != tag]
@@ -250,14 +261,16 @@ class FakeEngine:
     def commit_run(self, image: str, command: Sequence[str], tag: str, mounts: Iterable[MountSpec] = (),
                    environment: Optional[Dict[str, str]] = None, changes: Sequence[str] = (),
                    tmpfs: Optional[Dict[str, str]] = None, on_line: Optional[LineCallback] = None,
-                   timeout: Optional[float] = None) -> str:
+                   timeout: Optional[float] = None, cap_add: Sequence[str] = (),
+                   mem_limit: Optional[str] = None, pids_limit: Optional[int] = None) -> str:
         """Records ``commits``; the new image inherits ``image``'s labels plus the LABEL changes;
         ``commit_error``: the install step fails."""
         commits = getattr(self, "commits", None)
         if commits is None:
             commits = self.commits = []
         commits.append(dict(image=image, command=list(command), tag=tag, mounts=list(mounts),
-                            environment=environment, changes=list(changes), tmpfs=tmpfs))
+                            environment=environment, changes=list(changes), tmpfs=tmpfs, timeout=timeout,
+                            cap_add=list(cap_add), mem_limit=mem_limit, pids_limit=pids_limit))
         for line in getattr(self, "commit_lines", []):
             if on_line:
                 on_line(line)
@@ -268,7 +281,7 @@ class FakeEngine:
             m = re.match(r'LABEL (\S+)=(".*")$', change)
             if m:
                 found[m.group(1)] = json.loads(m.group(2))
-        img = globals()["image"](tag, found)   # the module's image(), shadowed here
+        img = globals()["image"](tag, found, on=self._find(image))   # the module's image(), shadowed here
         for other in self.store:
             if tag in (other.get("RepoTags") or []):
                 other["RepoTags"] = [t for t in other["RepoTags"] if t != tag]
