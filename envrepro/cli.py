@@ -277,13 +277,13 @@ def k8s(
     cpu_target: int = typer.Option(70, "--cpu-target", help="Average CPU use, in percent of the request, the autoscaler aims at."),
     cpu: Optional[str] = typer.Option(None, "--cpu", metavar="REQUEST[:LIMIT]", help="CPU per pod (default 1:2; one value is both)."),
     memory: Optional[str] = typer.Option(None, "--memory", metavar="REQUEST[:LIMIT]", help="Memory per pod: 2Gi, 512Mi, or Docker's 4g (default 2Gi:4Gi, the limit `load --memory` uses)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Name of the three Kubernetes resources (default: from the model's file name; the URLs' model name is the image's)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the Kubernetes resources (default: from the model's file name; the URLs' model name is the image's)."),
     namespace: Optional[str] = typer.Option(None, "--namespace", help="Namespace written into the manifests (default: none, kubectl's)."),
     grace: Optional[int] = typer.Option(None, "--grace", metavar="SECONDS", help="Seconds the server drains on SIGTERM (ENVREPRO_SERVE_GRACE; default the server's)."),
     startup_seconds: int = typer.Option(300, "--startup-seconds", help="Time allowed for TensorFlow's import, the load and the warm-up before the pod is restarted."),
     prestop_seconds: int = typer.Option(5, "--prestop-seconds", help="Pause before SIGTERM while the pod leaves the Service's endpoints (0: no preStop hook; needs `sleep` in the image)."),
 ) -> None:
-    """Print Kubernetes manifests (Deployment, Service, HorizontalPodAutoscaler) serving the model's image."""
+    """Print Kubernetes manifests (Deployment, Service, HorizontalPodAutoscaler, a deny-egress NetworkPolicy) serving the model's image."""
     from envrepro import commands
 
     _emit(commands.k8s(model, image, name=name, namespace=namespace, replicas=replicas,

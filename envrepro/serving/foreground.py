@@ -1,5 +1,9 @@
 """``envrepro serve MODEL``: the serving image (built and self-checked if needed), run in the
-foreground with its port published, its log on stderr, stopped (drained) on Ctrl-C."""
+foreground with its port published, its log on stderr, stopped (drained) on Ctrl-C.
+
+The model's container has no network (``--network none``, as ``envrepro load`` and the self-check):
+the capture's code can be reached on the published port and can reach nothing itself. The port is
+carried by the engine's relay (``envrepro.engine.services``), which runs envrepro's code only."""
 from __future__ import annotations
 
 import sys
@@ -40,6 +44,7 @@ def serve(capture: manifest.Capture, engine: ContainerEngine, port: int = servec
             f"{(p.error or '') if p else ''}); not serving it", str(capture.model_path),
             "run `envrepro build MODEL --serve --json` for the details, or `envrepro load MODEL`")
     cid = engine.start(built.tag, ports={serveconfig.PORT: (host, port)}, gpus=gpus, **service_args(memory))
+    say("The model runs with no network (only loopback in its container); its port is relayed to it")
     sys.stdout.write(urls(host, port, built.name) + "\n")
     sys.stdout.flush()
     grace = int(serveconfig.setting("ENVREPRO_SERVE_GRACE"))

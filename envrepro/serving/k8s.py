@@ -1,10 +1,12 @@
 """``envrepro k8s``: Kubernetes manifests that run a captured model's serving image at scale.
 
-Three documents, in the order ``kubectl apply`` wants them: a Deployment (the model server, with
-probes, resources and the sandbox's restrictions), a ClusterIP Service in front of it and a
-HorizontalPodAutoscaler (``autoscaling/v2``) on CPU. Everything the server decides (port, health
-and metrics paths, the drain setting) comes from ``envrepro.runtime.serve.config``, the module the
-server itself reads, so the probes point at endpoints the server has.
+Four documents: a Deployment (the model server, with probes, resources and the sandbox's
+restrictions), a ClusterIP Service in front of it, a HorizontalPodAutoscaler (``autoscaling/v2``)
+on CPU and a NetworkPolicy that lets clients in on the serving port only and lets nothing out (the
+capture's code runs in those pods; ``envrepro load`` runs it with no network at all). Everything
+the server decides (port, health and metrics paths, the drain setting) comes from
+``envrepro.runtime.serve.config``, the module the server itself reads, so the probes point at
+endpoints the server has.
 
 Values from flags and from the capture only ever reach the output as data through
 ``yaml.safe_dump_all``: names are checked as DNS labels, the image as an image reference, and a
@@ -346,15 +348,28 @@ def autoscaler(p: Plan, labels: Dict[str, str]) -> Dict[str, Any]:
                                                           "averageUtilization": p.cpu_target}}}]}}
 
 
+def network_policy(p: Plan, labels: Dict[str, str], selector: Dict[str, str]) -> Dict[str, Any]:
+    """Default-deny for the model's pods: TCP to the serving port from anywhere (clients, the
+    Service, Prometheus), no other ingress, and no egress at all, DNS included (the server resolves
+    nothing and calls nothing). The kubelet's probes come from the node, which NetworkPolicy
+    implementations let through."""
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": _metadata(p, labels),
+            "spec": {"podSelector": {"matchLabels": dict(selector)},
+                     "policyTypes": ["Ingress", "Egress"],
+                     "ingress": [{"ports": [{"protocol": "TCP", "port": serveconfig.PORT}]}],
+                     "egress": []}}
+
+
 def manifests(cap: Capture, opts: Options) -> List[Dict[str, Any]]:
-    """The Deployment, the Service and the HorizontalPodAutoscaler serving ``cap``'s model from
-    ``opts.image``."""
+    """The Deployment, the Service, the HorizontalPodAutoscaler and the NetworkPolicy serving
+    ``cap``'s model from ``opts.image``."""
     p = plan(cap, opts)
     selector = {"app.kubernetes.io/name": p.app, "app.kubernetes.io/instance": p.name}
     labels = {**selector, "app.kubernetes.io/component": "model-server",
               "app.kubernetes.io/managed-by": "envrepro"}
     return [deployment(p, labels, selector, identity(cap)), service(p, labels, selector),
-            autoscaler(p, labels)]
+            autoscaler(p, labels), network_policy(p, labels, selector)]
 
 
 def to_yaml(documents: List[Dict[str, Any]]) -> str:

@@ -1,9 +1,12 @@
 """Self-proof of a serving image: start it, send the capture's reference input over HTTP through
 both protocols, and compare the answers with the reference prediction recorded at save time.
 
-The check runs the image as it will run in production (its own entrypoint, non-root, read-only
-root filesystem, its port published on loopback only), waits for readiness (which the server
-gives only after a warm-up prediction), then stops it with SIGTERM and records how it exited.
+The check runs the image as ``envrepro serve`` runs it (its own entrypoint, non-root, read-only
+root filesystem, no network: ``--network none``, as ``envrepro load``; its port published on
+loopback only, carried by the engine's relay), waits for readiness (which the server gives only
+after a warm-up prediction), then stops it with SIGTERM and records how it exited. The capture's
+code (custom layers, Lambda bytecode) runs in that container, so it reaches nothing: not the
+internet, the LAN, cloud metadata or the host's own services.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
+from http.client import HTTPException
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from envrepro.image.templates import USER_UID
@@ -26,10 +30,16 @@ SERVICE_PIDS = 512
 
 
 def service_args(memory: str = "4g") -> Dict[str, Any]:
-    """The sandbox of a serving container: the load sandbox's, but with a network (its port)."""
+    """The sandbox of a serving container: the load sandbox's (no network, non-root, read-only,
+    no capabilities); only its port is reached, through the engine (``ContainerEngine.start``)."""
     return {"user": f"{USER_UID}:{USER_UID}", "read_only": True, "tmpfs": dict(SERVICE_TMPFS),
             "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"], "mem_limit": memory,
-            "pids_limit": SERVICE_PIDS}
+            "pids_limit": SERVICE_PIDS, "network_disabled": True}
+
+
+# What a request may raise besides a status: the connection refused or cut (the relay closes a
+# connection the server does not take yet) or an answer cut short.
+REQUEST_ERRORS = (OSError, HTTPException)
 
 
 @dataclass
@@ -159,7 +169,7 @@ def _check(fn: Callable[[], Tuple[int, Any]], parse: Callable[[Any], List[Any]],
             return ProtocolCheck(False, status, error=str(answer)[:300])
         ok, diff = compare(ref, parse(answer))
         return ProtocolCheck(ok, status, diff, None if ok else "differs from the reference prediction")
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except REQUEST_ERRORS + (ValueError, KeyError, TypeError) as e:
         return ProtocolCheck(False, error=f"{type(e).__name__}: {e}"[:300])
 
 
@@ -168,7 +178,7 @@ def with_served_names(ref: Dict[str, Any], base: str, name: str) -> Dict[str, An
     client reads before calling), in order; the recorded names when the counts differ."""
     try:
         status, meta = http("GET", f"{base}/v2/models/{name}", timeout=30)
-    except OSError:
+    except REQUEST_ERRORS:
         return ref
     if status != 200 or not isinstance(meta, dict):
         return ref
@@ -192,7 +202,7 @@ def wait_ready(base: str, name: str, engine: ContainerEngine, cid: str, timeout:
         try:
             if http("GET", f"{base}{serveconfig.READY_PATH}", timeout=5)[0] == 200:
                 return time.monotonic() - t0
-        except OSError:
+        except REQUEST_ERRORS:
             pass
         time.sleep(0.5)
     raise RuntimeError(f"the server was not ready within {timeout:.0f} s")
@@ -207,7 +217,7 @@ def prove(engine: ContainerEngine, image: str, capture: manifest.Capture, name: 
     try:
         port = engine.host_port(cid, serveconfig.PORT)
         base = f"http://127.0.0.1:{port}"
-        say(f"Self-check: started the image, waiting for readiness on {base}")
+        say(f"Self-check: started the image with no network, waiting for readiness on {base}")
         proof.ready_seconds = round(wait_ready(base, name, engine, cid, timeout), 2)
         if ref is None:
             proof.verdict = "not verified"
@@ -219,7 +229,7 @@ def prove(engine: ContainerEngine, image: str, capture: manifest.Capture, name: 
             proof.v2 = _check(lambda: http("POST", f"{base}/v2/models/{name}/infer", v2_request(ref)),
                               lambda a: v2_outputs(ref, a), ref)
             proof.verdict = "verified" if proof.v1.ok and proof.v2.ok else "mismatch"
-    except (RuntimeError, OSError) as e:
+    except (RuntimeError,) + REQUEST_ERRORS as e:
         proof.error = str(e)
     finally:
         proof.logs = engine.container_logs(cid, tail=40)

@@ -6,7 +6,8 @@ protocols, then run like production: predictions equal the reference, every bad 
 status and the next good request succeeds, concurrent clients, readiness 503 before the warm-up,
 SIGTERM with requests in flight (all answered, exit 0). A TF 2.21 ``.keras`` model too, the
 context written by ``dockerfile --serve -o`` built with the plain docker CLI, and ``envrepro
-serve`` in the foreground stopped with Ctrl-C.
+serve`` in the foreground stopped with Ctrl-C. The model's container, in the self-check and under
+``envrepro serve``, has no network (only loopback), its port carried by the engine's relay.
 """
 from __future__ import annotations
 
@@ -296,6 +297,141 @@ def test_a_tf221_keras_model_serves_and_its_context_builds_with_plain_docker(sta
         docker("rmi", "-f", tag, plain, check=False)
 
 
+RELAY_FOR = "org.envrepro.relay-for"
+# Run inside the model's container as its user: what its code could reach.
+REACH = textwrap.dedent("""
+    import json, socket
+    out = {"interfaces": sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").read().splitlines()[2:])}
+    for name, addr in (("internet", ("1.1.1.1", 443)), ("metadata", ("169.254.169.254", 80)),
+                       ("host", ("172.17.0.1", 2375))):
+        try:
+            socket.create_connection(addr, timeout=3).close()
+            out[name] = "reached"
+        except OSError as e:
+            out[name] = e.strerror or str(e)
+    try:
+        socket.getaddrinfo("pypi.org", 443)
+        out["dns"] = "resolved"
+    except OSError as e:
+        out["dns"] = str(e)
+    print(json.dumps(out))
+""")
+
+
+def assert_no_network(cid):
+    """The container's network mode is none, and from inside it nothing is reachable."""
+    mode = docker("inspect", "-f", "{{.HostConfig.NetworkMode}}", cid).stdout.strip()
+    networks = json.loads(docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", cid).stdout)
+    assert mode == "none" and list(networks) == ["none"], (mode, networks)
+    reach = json.loads(docker("exec", "-u", "10001:10001", cid, "python", "-c", REACH, timeout=60).stdout)
+    assert reach["interfaces"] == ["lo"], reach
+    for name in ("internet", "metadata", "host"):
+        assert reach[name] == "Network is unreachable", reach
+    assert reach["dns"] != "resolved", reach
+
+
+def assert_relay_sandboxed(relay):
+    cfg = json.loads(docker("inspect", "-f", "{{json .Config}}", relay).stdout)
+    host = json.loads(docker("inspect", "-f", "{{json .HostConfig}}", relay).stdout)
+    assert cfg["User"] == "10002:10002" and cfg["Healthcheck"]["Test"] == ["NONE"]
+    assert cfg["Entrypoint"][:2] == ["/bin/sh", "-c"] and "-I -S" in cfg["Entrypoint"][2]
+    assert host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"]
+
+
+def test_the_self_check_runs_the_model_with_no_network(seed, built):
+    """While ``build --serve`` self-checks a new serving image (a new --name: a new key, on the
+    environment image the module built), its model container has network mode none: no interface
+    but loopback, the internet, cloud metadata, the host's bridge address and DNS unreachable from
+    inside; the check still passes over both protocols through the relay, and nothing is left."""
+    name = f"netcheck-{RUN}"
+    proc = subprocess.Popen([*installed_argv(), "build", str(seed["model"]), "--serve", "--name", name, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    seen = None
+    try:
+        end = time.time() + 900
+        while time.time() < end and proc.poll() is None and seen is None:
+            ids = docker("ps", "-q", "--no-trunc", "--filter", f"label=org.envrepro.serve.name={name}").stdout.split()
+            relays = [c for c in ids if docker("inspect", "-f", f'{{{{index .Config.Labels "{RELAY_FOR}"}}}}', c,
+                                               check=False).stdout.strip() not in ("", "<no value>")]
+            models = [c for c in ids if c not in relays]
+            if models and relays:
+                (model,), (relay,) = models, relays
+                assert_no_network(model)
+                assert_relay_sandboxed(relay)
+                seen = model
+            time.sleep(0.2)
+        out, err = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert seen, "the self-check's containers were never seen running: " + err[-3000:]
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    res = json.loads(out)
+    try:
+        p = res["proof"]
+        assert p["verdict"] == "verified" and p["v1"]["ok"] and p["v2"]["ok"] and p["exit_code"] == 0, p
+        assert docker("ps", "-aq", "--filter", f"label={RELAY_FOR}={seen}").stdout.strip() == ""
+        assert docker("ps", "-aq", "--filter", f"id={seen}").stdout.strip() == ""
+    finally:
+        docker("rmi", "-f", res["tag"], check=False)
+
+
+def test_sigterm_drains_in_flight_requests_through_the_relay(seed, built, engine):
+    """The engine's way of serving with no network (``start``: the relay), stopped with requests
+    in flight: the model's container exits 0 after answering all of them, the relay carried every
+    answer whole, and nothing is left (relay container, volume)."""
+    from envrepro.serving.proof import service_args
+
+    cid = engine.start(built[0], ports={serveconfig.PORT: ("127.0.0.1", 0)},
+                       environment={"ENVREPRO_SERVE_WORKERS": "2", "ENVREPRO_SERVE_GRACE": "30"}, **service_args())
+    try:
+        port = engine.host_port(cid, serveconfig.PORT)
+        relay = docker("ps", "-q", "--no-trunc", "--filter", f"label={RELAY_FOR}={cid}").stdout.strip()
+        volume = docker("inspect", "-f", '{{index .Config.Labels "org.envrepro.relay-volume"}}', relay).stdout.strip()
+        end = time.time() + 300
+        while time.time() < end:
+            try:
+                if request(port, "GET", serveconfig.READY_PATH, timeout=5)[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        big = np.repeat(seed["x"], 20000, axis=0)
+        answers = []
+
+        def client():
+            try:
+                status, _, body = request(port, "POST", f"/v1/models/{seed['name']}:predict",
+                                          {"instances": big.tolist()}, timeout=120)
+                answers.append((status, len(body.get("predictions", [])) if isinstance(body, dict) else 0))
+            except OSError as e:
+                answers.append((str(e), 0))
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        end = time.time() + 60
+        while time.time() < end:
+            text = request(port, "GET", serveconfig.METRICS_PATH)[2]
+            line = next(l for l in text.splitlines() if l.startswith("envrepro_requests_in_flight"))
+            if float(line.split()[-1]) >= 5:
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the four requests never were in flight together")
+        code = engine.stop(cid, timeout=40)
+        cid = None
+        for t in threads:
+            t.join(120)
+        assert code == 0 and answers == [(200, len(big))] * 4, (code, answers)
+        assert docker("ps", "-aq", "--filter", f"id={relay}").stdout.strip() == ""
+        assert volume and docker("volume", "ls", "-q", "--filter", f"name={volume}").stdout.strip() == ""
+    finally:
+        if cid:
+            engine.stop(cid, timeout=5)
+
+
 def test_envrepro_serve_runs_in_the_foreground_until_ctrl_c(seed, built):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -317,11 +453,19 @@ def test_envrepro_serve_runs_in_the_foreground_until_ctrl_c(seed, built):
         assert status == 200, proc.stderr.read()[-3000:] if proc.poll() is not None else "not ready"
         got = request(port, "POST", f"/v1/models/{seed['name']}:predict", {"instances": seed["x"].tolist()})
         assert got[0] == 200 and np.allclose(got[2]["predictions"], seed["y"], atol=1e-6)
+        # the model's container has no network; the relay publishing its port is this one's
+        relays = [c for c in docker("ps", "-q", "--no-trunc", "--filter", f"label={RELAY_FOR}").stdout.split()
+                  if f"127.0.0.1:{port}" in docker("port", c, check=False).stdout]
+        assert len(relays) == 1, relays
+        model = docker("inspect", "-f", f'{{{{index .Config.Labels "{RELAY_FOR}"}}}}', relays[0]).stdout.strip()
+        assert_no_network(model)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err[-3000:]
         assert f"http://127.0.0.1:{port}/v1/models/{seed['name']}" in out
         assert "Traceback" not in err
+        assert docker("ps", "-aq", "--filter", f"id={relays[0]}").stdout.strip() == ""
+        assert docker("ps", "-aq", "--filter", f"id={model}").stdout.strip() == ""
     finally:
         if proc.poll() is None:
             proc.kill()

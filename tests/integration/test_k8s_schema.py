@@ -27,7 +27,7 @@ pytestmark = pytest.mark.network
 TOOL_VERSION = "1.37.0"
 # The oldest and newest Kubernetes the pinned tool has schemas for, and one in between.
 KUBERNETES = ("1.25.0", "1.30.0", "1.37.0")
-KINDS = ("deployment", "service", "horizontalpodautoscaler")
+KINDS = ("deployment", "service", "horizontalpodautoscaler", "networkpolicy")
 IMAGE = "registry.example/team/model-serve:1.0"
 
 
@@ -103,7 +103,7 @@ def test_manifests_validate_strictly(kubernetes_validate, tmp_path, flags, name)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "manifests.yaml"
     out.write_text(proc.stdout)
-    assert len(list(yaml.safe_load_all(proc.stdout))) == 3
+    assert len(list(yaml.safe_load_all(proc.stdout))) == len(KINDS)
     code, lines = validate(kubernetes_validate, out)
     assert code == 0, "\n".join(lines)
     all_passed(lines, name)

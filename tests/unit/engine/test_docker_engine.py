@@ -119,3 +119,181 @@ def test_save_image_streams_chunks_and_load_images_reads_what_was_loaded():
     with pytest.raises(EnvreproError) as e:
         DockerEngine(client=SimpleNamespace(api=Failing())).load_images(io.BytesIO(b""))
     assert "no space left" in str(e.value)
+
+
+# --- services: a port with no network (the relay) ------------------------------------------------
+
+class _StubContainer:
+    def __init__(self, world, cid, kwargs):
+        self.world, self.id, self.kwargs = world, cid, kwargs
+        self.labels = dict(kwargs.get("labels") or {})
+        self.removed = self.stopped = False
+        ports = kwargs.get("ports") or {}
+        self.attrs = {"State": {"Running": True},
+                      "Mounts": [{"Type": m["Type"], "Name": m["Source"], "Destination": m["Target"]}
+                                 for m in kwargs.get("mounts") or []],
+                      "NetworkSettings": {"Ports": {k: [{"HostIp": v[0], "HostPort": str(40000 + i)}]
+                                                    for i, (k, v) in enumerate(ports.items())}}}
+
+    def reload(self):
+        pass
+
+    def logs(self, **kwargs):
+        return b"envrepro relay: can't listen: [Errno 98] Address in use\n"
+
+    def stop(self, timeout=None):
+        self.stopped = True
+        self.world.order.append(("stop", self.id))
+
+    def wait(self, timeout=None):
+        return {"StatusCode": 0}
+
+    def remove(self, force=False):
+        self.removed = True
+        self.world.order.append(("remove", self.id))
+
+
+class _StubWorld:
+    """containers, volumes and exec of a Docker SDK client, recorded."""
+
+    def __init__(self, exec_exit=None, relay_running=True):
+        self.exec_exit, self.relay_running = exec_exit, relay_running
+        self.made, self.volumes_made, self.volumes_removed, self.execs, self.order = [], [], [], [], []
+        world = self
+
+        class Containers:
+            def run(self, image, command=None, **kwargs):
+                c = _StubContainer(world, f"c{len(world.made)}" + "0" * 62, dict(kwargs, image=image, command=command))
+                if "entrypoint" in kwargs:
+                    c.attrs["State"]["Running"] = world.relay_running
+                    c.attrs["State"]["ExitCode"] = None if world.relay_running else 3
+                world.made.append(c)
+                return c
+
+            def get(self, cid):
+                return next(c for c in world.made if c.id == cid or c.id.startswith(cid))
+
+            def list(self, all=False, filters=None):
+                key, _, value = filters["label"].partition("=")
+                return [c for c in world.made if c.labels.get(key) == value and not c.removed]
+
+        class Volume:
+            def __init__(self, name):
+                self.name = name
+
+            def remove(self, force=False):
+                world.volumes_removed.append(self.name)
+
+        class Volumes:
+            def create(self, **kwargs):
+                world.volumes_made.append(kwargs)
+
+            def get(self, name):
+                return Volume(name)
+
+        class API:
+            def exec_create(self, cid, cmd, **kwargs):
+                world.execs.append(dict(kwargs, container=cid, cmd=cmd))
+                return {"Id": "exec1"}
+
+            def exec_start(self, exec_id, detach=False):
+                assert detach is True
+
+            def exec_inspect(self, exec_id):
+                done = world.exec_exit is not None
+                return {"Running": not done, "ExitCode": world.exec_exit}
+
+        self.containers, self.volumes, self.api = Containers(), Volumes(), API()
+
+
+def test_a_service_with_no_network_is_reached_through_the_relay(monkeypatch):
+    pytest.importorskip("docker")
+    from envrepro.engine import services
+
+    monkeypatch.setattr(services, "RELAY_START_SECONDS", 0.0)
+    world = _StubWorld()
+    eng = DockerEngine(client=world)
+    cid = eng.start("envrepro-serve:k", ports={8501: ("127.0.0.1", 0)}, user="10001:10001", gpus=False)
+    service, relay_ctr = world.made
+    assert cid == service.id
+    # the service: --network none, no port of its own, the relay's volume mounted
+    assert service.kwargs["network_mode"] == "none" and "ports" not in service.kwargs
+    (mount,) = service.kwargs["mounts"]
+    (volume,) = world.volumes_made
+    assert mount["Type"] == "volume" and mount["Source"] == volume["name"] and mount["Target"] == services.RELAY_DIR
+    assert volume["driver_opts"]["type"] == "tmpfs" and "uid=10002,gid=10002,mode=0700" in volume["driver_opts"]["o"]
+    # the inner relay: exec'd in the service as the relay's user, unix socket -> 127.0.0.1:8501
+    (ex,) = world.execs
+    assert ex["container"] == cid and ex["user"] == services.RELAY_USER != "10001:10001"
+    assert ex["cmd"][:2] == ["/bin/sh", "-c"] and ex["cmd"][-3:] == ["unix-to-tcp", f"{services.RELAY_DIR}/8501.sock", "8501"]
+    # the outer relay: the port published, the image's entry point and HEALTHCHECK replaced
+    kw = relay_ctr.kwargs
+    assert kw["ports"] == {"8501/tcp": ("127.0.0.1", None)} and "network_mode" not in kw
+    assert kw["entrypoint"][-3:] == ["tcp-to-unix", "8501", f"{services.RELAY_DIR}/8501.sock"]
+    assert kw["healthcheck"] == {"test": ["NONE"]} and kw["environment"] == {}
+    assert kw["user"] == services.RELAY_USER and kw["read_only"] and kw["cap_drop"] == ["ALL"]
+    assert kw["labels"][services.RELAY_FOR] == cid and kw["mounts"] == [mount]
+    assert "-I" in kw["entrypoint"][2] and "-S" in kw["entrypoint"][2]
+    assert eng.host_port(cid, 8501) == 40000              # the relay's published port
+    # stop: the service first (its drained answers still flow through the relay), then the rest
+    assert eng.stop(cid, timeout=5) == 0
+    assert world.order == [("stop", cid), ("remove", cid), ("remove", relay_ctr.id)]
+    assert world.volumes_removed == [volume["name"]]
+
+
+def test_a_service_with_a_network_publishes_its_own_port():
+    pytest.importorskip("docker")
+    world = _StubWorld()
+    eng = DockerEngine(client=world)
+    cid = eng.start("img", ports={8501: ("0.0.0.0", 8080)}, network_disabled=False)
+    (service,) = world.made
+    assert service.kwargs["ports"] == {"8501/tcp": ("0.0.0.0", 8080)} and "network_mode" not in service.kwargs
+    assert world.volumes_made == [] and world.execs == [] and eng.host_port(cid, 8501) == 40000
+
+
+@pytest.mark.parametrize("exec_exit, relay_running, said", [
+    (127, True, "the relay in the service container exited with code 127"),
+    (None, False, "the relay container exited with code 3: envrepro relay: can't listen"),
+])
+def test_a_relay_that_dies_at_once_is_one_error_and_nothing_is_left(monkeypatch, exec_exit, relay_running, said):
+    pytest.importorskip("docker")
+    from envrepro.engine import services
+    from envrepro.engine.base import RunFailed
+
+    monkeypatch.setattr(services, "RELAY_START_SECONDS", 0.0)
+    world = _StubWorld(exec_exit=exec_exit, relay_running=relay_running)
+    with pytest.raises(RunFailed) as e:
+        DockerEngine(client=world).start("img", ports={8501: ("127.0.0.1", 0)})
+    assert said in str(e.value) and "\n" not in str(e.value)
+    assert all(c.removed for c in world.made) and len(world.made) == 2
+    assert set(world.volumes_removed) == {world.volumes_made[0]["name"]}
+
+
+def test_a_service_that_dies_before_its_relay_starts_is_left_to_the_caller(monkeypatch):
+    """The server exited at once (a bad plan, say): no relay error hides it; the caller reads its
+    state and logs (the self-check's "exited with code N"), and stop removes it and the volume."""
+    pytest.importorskip("docker")
+    from envrepro.engine import services
+
+    monkeypatch.setattr(services, "RELAY_START_SECONDS", 0.0)
+    world = _StubWorld()
+
+    def exec_create(cid, cmd, **kwargs):
+        raise RuntimeError(f"Container {cid} is not running")
+
+    world.api.exec_create = exec_create
+    eng = DockerEngine(client=world)
+    real_run = world.containers.run
+
+    def run(image, command=None, **kwargs):
+        c = real_run(image, command, **kwargs)
+        c.attrs["State"] = {"Running": False, "ExitCode": 70}
+        return c
+
+    world.containers.run = run
+    cid = eng.start("img", ports={8501: ("127.0.0.1", 0)})
+    assert len(world.made) == 1 and eng.container_state(cid) == {"running": False, "exit_code": 70,
+                                                                 "oom_killed": False}
+    assert eng.host_port(cid, 8501) is None
+    assert eng.stop(cid) == 0
+    assert world.made[0].removed and world.volumes_removed == [world.volumes_made[0]["name"]]

@@ -1,8 +1,11 @@
-"""envrepro k8s: three documents whose probes, port and drain come from the serving contract
-(runtime/serveconfig), a non-root read-only pod, resources, DNS names, and flag values that never
-become YAML of their own. Validation against Kubernetes' schemas: tests/integration/test_k8s_schema.py."""
+"""envrepro k8s: four documents whose probes, port and drain come from the serving contract
+(runtime/serveconfig), a non-root read-only pod with no egress (its NetworkPolicy), resources, DNS
+names, and flag values that never become YAML of their own. Validation against Kubernetes'
+schemas: here with kubernetes-validate's cached virtualenv when it is there (offline), and in
+tests/integration/test_k8s_schema.py, which makes it."""
 import hashlib
 import inspect
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +24,12 @@ try:
 except ImportError:
     from fakes import make_capture
 
+DEV_CACHE = Path(os.environ.get("ENVREPRO_DEV_CACHE", Path.home() / ".cache" / "envrepro-dev"))
+
 RUNTIME = Path(serveconfig.__file__).resolve().parent
 IMAGE = "registry.example/team/model-serve:1.0"
-KINDS = [("apps/v1", "Deployment"), ("v1", "Service"), ("autoscaling/v2", "HorizontalPodAutoscaler")]
+KINDS = [("apps/v1", "Deployment"), ("v1", "Service"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
+         ("networking.k8s.io/v1", "NetworkPolicy")]
 
 
 @pytest.fixture
@@ -68,7 +74,7 @@ def port_number(c, port):
     return number
 
 
-def test_three_documents_of_the_right_kinds(capsys, model):
+def test_four_documents_of_the_right_kinds(capsys, model):
     docs = documents(capsys, model)
     assert [(d["apiVersion"], d["kind"]) for d in docs] == KINDS
     assert {d["metadata"]["name"] for d in docs} == {"my-model-v2"}
@@ -210,7 +216,7 @@ def test_autoscaler_scales_the_deployment_on_cpu(capsys, model):
 
 def test_labels_select_the_pods_and_annotations_name_the_capture(capsys, model):
     docs = documents(capsys, model, "--name", "fraud-v2", "--namespace", "ml-prod")
-    dep, svc, hpa = docs
+    dep, svc, hpa, policy = docs
     assert {d["metadata"]["name"] for d in docs} == {"fraud-v2"}
     assert {d["metadata"]["namespace"] for d in docs} == {"ml-prod"}
     assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
@@ -218,7 +224,8 @@ def test_labels_select_the_pods_and_annotations_name_the_capture(capsys, model):
     assert pod_labels["app.kubernetes.io/name"] == "my-model-v2"
     assert pod_labels["app.kubernetes.io/instance"] == "fraud-v2"
     assert pod_labels["app.kubernetes.io/managed-by"] == "envrepro"
-    for selector in (dep["spec"]["selector"]["matchLabels"], svc["spec"]["selector"]):
+    for selector in (dep["spec"]["selector"]["matchLabels"], svc["spec"]["selector"],
+                     policy["spec"]["podSelector"]["matchLabels"]):
         assert selector and selector.items() <= pod_labels.items()
     for d in docs:
         assert d["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "envrepro"
@@ -232,6 +239,76 @@ def test_labels_select_the_pods_and_annotations_name_the_capture(capsys, model):
         assert annotations["envrepro.org/lock-sha256"] == labels[context.LABEL + "lock-sha256"]
         assert annotations["envrepro.org/model-sha256"] == labels[context.LABEL + "model-sha256"]
         assert annotations["envrepro.org/lock-sha256"] == hashlib.sha256(cap.lock_path.read_bytes()).hexdigest()
+
+
+def test_the_network_policy_admits_the_serving_port_and_lets_nothing_out(capsys, model):
+    """The capture's code runs in the pods: like `envrepro load`'s --network none, no egress at
+    all (DNS included); in, TCP to the serving port only, from anywhere (clients, Prometheus)."""
+    docs = documents(capsys, model, "--namespace", "ml-prod")
+    policy = by_kind(docs)["NetworkPolicy"]
+    assert policy["metadata"]["namespace"] == "ml-prod"
+    spec = policy["spec"]
+    pod_labels = by_kind(docs)["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert spec["podSelector"]["matchLabels"] == by_kind(docs)["Service"]["spec"]["selector"]
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+    assert spec["egress"] == []                       # Egress listed, no rule: everything denied
+    (rule,) = spec["ingress"]
+    assert "from" not in rule                         # any source...
+    assert rule["ports"] == [{"protocol": "TCP", "port": serveconfig.PORT}]    # ...on this port only
+    c = container(docs)
+    assert [p["containerPort"] for p in c["ports"]] == [serveconfig.PORT]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert port_number(c, c[probe]["httpGet"]["port"]) == serveconfig.PORT
+    assert by_kind(docs)["Deployment"]["spec"]["template"]["metadata"]["annotations"][
+        "prometheus.io/port"] == str(serveconfig.PORT)
+
+
+KUBERNETES_VALIDATE = DEV_CACHE / "kubernetes-validate-1.37.0" / "bin" / "python"
+
+
+@pytest.mark.parametrize("flags, name", [
+    ((), "my-model-v2"),
+    (("--name", "fraud-v2", "--namespace", "ml-prod", "--replicas", "3", "--cpu", "500m:1500m",
+      "--memory", "1Gi:3g", "--grace", "45", "--prestop-seconds", "0"), "fraud-v2"),
+])
+def test_the_four_documents_validate_strictly_against_kubernetes_schemas(capsys, model, tmp_path, flags, name):
+    """kubernetes-validate --strict (an unknown or misplaced field fails), offline, for the oldest
+    and newest Kubernetes its 1.37.0 bundles: every document, the NetworkPolicy included, passed.
+    It lives in its own virtualenv (tests/integration/test_k8s_schema.py makes it from the index),
+    never in the dev venv; without it this test skips."""
+    if not KUBERNETES_VALIDATE.exists():
+        pytest.skip(f"no kubernetes-validate at {KUBERNETES_VALIDATE} (tests/integration/test_k8s_schema.py installs it)")
+    code, out, err = run_cli(capsys, "k8s", model, "--image", IMAGE, *flags)
+    assert code == 0, err
+    path = tmp_path / "manifests.yaml"
+    path.write_text(out)
+    versions = ("1.25.0", "1.37.0")
+    args = [str(KUBERNETES_VALIDATE), "-m", "kubernetes_validate", "--strict"]
+    for v in versions:
+        args += ["--kubernetes-version", v]
+    proc = subprocess.run(args + [str(path)], capture_output=True, text=True, timeout=300)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert proc.returncode == 0, "\n".join(lines)
+    assert [line for line in lines if not line.startswith("INFO ")] == []
+    passed = {line.split(" ", 2)[2] for line in lines if line.startswith("INFO ")}
+    assert passed == {f"passed for resource {kind.lower()}/{name} against version {v.rsplit('.', 1)[0]}"
+                      for _, kind in KINDS for v in versions}
+
+
+def test_kubernetes_validate_rejects_a_misplaced_network_policy_field(capsys, model, tmp_path):
+    """The control: the validator reads the NetworkPolicy (a rule's field one level too high fails)."""
+    if not KUBERNETES_VALIDATE.exists():
+        pytest.skip(f"no kubernetes-validate at {KUBERNETES_VALIDATE}")
+    docs = documents(capsys, model)
+    by_kind(docs)["NetworkPolicy"]["spec"]["ports"] = [{"port": serveconfig.PORT}]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    proc = subprocess.run([str(KUBERNETES_VALIDATE), "-m", "kubernetes_validate", "--strict",
+                           "--kubernetes-version", "1.37.0", str(path)], capture_output=True, text=True, timeout=300)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert proc.returncode == 1
+    assert any(line.startswith("ERROR") and "networkpolicy/my-model-v2" in line for line in lines), lines
 
 
 @pytest.mark.parametrize("text, name", [

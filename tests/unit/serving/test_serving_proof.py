@@ -17,9 +17,18 @@ except ImportError:
 
 
 class StandIn(BaseHTTPRequestHandler):
-    """Answers like the model server would for the fake capture (output = zeros(2, 1))."""
+    """Answers like the model server would for the fake capture (output = zeros(2, 1));
+    ``cut``: that many connections first are closed unanswered (as the engine's relay closes
+    them while the server does not listen yet)."""
     offset = 0.0
     seen = []
+    cut = 0
+
+    def handle(self):
+        if StandIn.cut > 0:
+            StandIn.cut -= 1
+            return
+        super().handle()
 
     def log_message(self, *args):
         pass
@@ -51,7 +60,7 @@ class StandIn(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stand_in():
-    StandIn.offset, StandIn.seen = 0.0, []
+    StandIn.offset, StandIn.seen, StandIn.cut = 0.0, [], 0
     srv = HTTPServer(("127.0.0.1", 0), StandIn)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield srv.server_address[1]
@@ -76,6 +85,7 @@ def test_prove_verified_and_mismatch(tmp_path, stand_in):
     assert p.exit_code == 0 and eng.stopped and eng.started[0]["ports"] == {8501: ("127.0.0.1", 0)}
     assert eng.started[0]["read_only"] and eng.started[0]["cap_drop"] == ["ALL"]
     assert eng.started[0]["user"] == "10001:10001"
+    assert eng.started[0]["network_disabled"] is True       # --network none, as envrepro load
     StandIn.offset = 0.5
     p = proof.prove(eng, "img", cap, "my_model", lambda line: None, timeout=10)
     assert p.verdict == "mismatch" and not p.v1.ok and p.v1.max_abs_diff == 0.5
@@ -112,3 +122,36 @@ def test_build_tags_only_a_proven_image(tmp_path, stand_in, monkeypatch):
     bad = serving.build(cap, eng, tag="team/model:2")
     assert bad.tag is None and bad.exit_code == 6 and "-unverified" in bad.warnings[0]
     assert eng.inspect_image("team/model:2") is None
+
+
+def test_the_self_check_runs_the_server_with_no_network(tmp_path, stand_in):
+    """The capture's code runs in the server: its container gets no network (the engine carries
+    the loopback port), whatever else the sandbox says."""
+    assert proof.service_args()["network_disabled"] is True
+    assert proof.service_args("8g")["mem_limit"] == "8g"
+    eng = FakeEngine()
+    eng.service_port = stand_in
+    said = []
+    p = proof.prove(eng, "img", make_capture(tmp_path), "my_model", said.append, timeout=10)
+    assert p.verdict == "verified"
+    (started,) = eng.started
+    assert started["network_disabled"] is True and started["ports"] == {8501: ("127.0.0.1", 0)}
+    assert any("with no network" in line for line in said)
+
+
+def test_connections_cut_before_the_server_listens_are_retried(tmp_path, stand_in):
+    """Until the server listens, the relay accepts and closes: the check waits on, it doesn't
+    fail (and a cut answer to a check is that protocol's failure, not a crash)."""
+    StandIn.cut = 3
+    eng = FakeEngine()
+    eng.service_port = stand_in
+    p = proof.prove(eng, "img", make_capture(tmp_path), "my_model", lambda line: None, timeout=20)
+    assert p.verdict == "verified" and StandIn.cut == 0
+    ref = proof.reference(make_capture(tmp_path / "again"))
+
+    def cut():
+        import http.client
+        raise http.client.IncompleteRead(b"{", 10)
+
+    check = proof._check(cut, lambda a: proof.v1_outputs(ref, a), ref)
+    assert not check.ok and check.error.startswith("IncompleteRead")
