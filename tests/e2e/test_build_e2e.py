@@ -265,7 +265,8 @@ def test_mixed_lock_installs_hashless_entries_unverified(engine, standin_38, tmp
 
 def test_prune_keeps_images_a_container_uses(engine, standin_38, tmp_path):
     """Two envrepro-labelled images no capture uses; a (stopped) container was created from one:
-    prune keeps that one, named with the container (dry run: other tests' images stay)."""
+    prune keeps that one, named with the container (dry run: other tests' images stay). They are
+    tagged in envrepro's own repository: prune never removes another repository's tag."""
     import io
 
     from envrepro.image import inventory as images_cmd
@@ -279,18 +280,18 @@ def test_prune_keeps_images_a_container_uses(engine, standin_38, tmp_path):
             ti = tarfile.TarInfo("Dockerfile")
             ti.size = len(dockerfile)
             tar.addfile(ti, io.BytesIO(dockerfile))
-        ids[name] = engine.build(buf.getvalue(), f"envrepro-test-prune:{run[:8]}-{name}")
+        ids[name] = engine.build(buf.getvalue(), f"envrepro-env:test-{run[:8]}-{name}")
     ctr = f"envrepro-test-prune-{run[:8]}"
-    subprocess.run(["docker", "create", "--name", ctr, f"envrepro-test-prune:{run[:8]}-with-container", "true"],
+    subprocess.run(["docker", "create", "--name", ctr, f"envrepro-env:test-{run[:8]}-with-container", "true"],
                    check=True, capture_output=True)
     try:
         res = images_cmd.prune(engine, dry_run=True)
         kept = {r.key: r for r in res.kept}
         assert kept[f"{run}with-container"].containers == [ctr]
         assert f"{run}unused" in {r.key for r in res.removed}
-        assert f"kept envrepro-test-prune:{run[:8]}-with-container: used by container(s) {ctr}" in \
+        assert f"kept envrepro-env:test-{run[:8]}-with-container: used by container(s) {ctr}" in \
             images_cmd.render_prune(res)
     finally:
         subprocess.run(["docker", "rm", "-f", ctr], capture_output=True)
         for name in ids:
-            engine.remove_image(f"envrepro-test-prune:{run[:8]}-{name}", force=True)
+            engine.remove_image(f"envrepro-env:test-{run[:8]}-{name}", force=True)
