@@ -191,7 +191,7 @@ def run(model: str, command: List[str], base_image: Optional[str] = None, memory
         unsafe: bool = False, engine_factory: Optional[EngineFactory] = None,
         gpus: Optional[str] = None, registry: Optional[str] = None,
         allow_model_change: bool = False, verbose: bool = False) -> Exited:
-    from envrepro.image import inventory
+    from envrepro.image import usage
     from envrepro.sandbox import container as sandbox
 
     if command and command[0] == "--":
@@ -199,7 +199,7 @@ def run(model: str, command: List[str], base_image: Optional[str] = None, memory
     with _reporter(verbose=verbose) as say:  # the command's own output comes next
         env = _environment(model, base_image, registry, gpus, engine_factory, say,
                            allow_model_change=allow_model_change)
-    inventory.record_use(env.image, env.capture)
+    usage.record_use(env.image, env.capture)
     return Exited(sandbox.run_command(env.capture, env.engine, env.image, command, memory=memory,
                                       unsafe=unsafe, gpus=env.gpus))
 
@@ -208,13 +208,13 @@ def shell(model: str, base_image: Optional[str] = None, memory: str = "4g", unsa
           engine_factory: Optional[EngineFactory] = None, gpus: Optional[str] = None,
           registry: Optional[str] = None, runner: Optional[Callable[[List[str]], int]] = None,
           allow_model_change: bool = False, verbose: bool = False) -> Exited:
-    from envrepro.image import inventory
+    from envrepro.image import usage
     from envrepro.sandbox import container as sandbox
 
     with _reporter(verbose=verbose) as say:  # the shell comes next
         env = _environment(model, base_image, registry, gpus, engine_factory, say,
                            allow_model_change=allow_model_change)
-    inventory.record_use(env.image, env.capture)
+    usage.record_use(env.image, env.capture)
     extra: Dict[str, Any] = {"runner": runner} if runner is not None else {}
     return Exited(sandbox.shell(env.capture, env.image, memory=memory, unsafe=unsafe, gpus=env.gpus,
                                 **extra))
@@ -256,7 +256,7 @@ def build(model: str, serve: bool = True, tag: Optional[str] = None, name: Optio
     """``envrepro build MODEL --serve``: the serving image, self-checked, tagged when proven. The
     images index records that the capture uses its environment, as a load does, so
     ``envrepro images prune`` keeps the environment and the serving images built on it."""
-    from envrepro.image import inventory
+    from envrepro.image import usage
     from envrepro.sandbox.container import prepare
     from envrepro.serving import image as serving
 
@@ -269,7 +269,7 @@ def build(model: str, serve: bool = True, tag: Optional[str] = None, name: Optio
     with _reporter(quiet, verbose) as say:
         result = serving.build(cap, engine, tag=tag, name=name, base_image=base_image, gpus=wants_gpus(gpus),
                                unsafe=unsafe, memory=memory, say=say, verify=verify)
-    not_recorded = inventory.record_image_use(engine, result.env_tag, cap)
+    not_recorded = usage.record_image_use(engine, result.env_tag, cap)
     if not_recorded:
         result.warnings.append(not_recorded)
     return result
@@ -282,14 +282,14 @@ def serve(model: str, port: int = 8501, host: str = "127.0.0.1", name: Optional[
     """``envrepro serve MODEL``: build if needed, run in the foreground until Ctrl-C (the
     server's log lines are shown as messages). The images index records that the capture uses
     the served image's environment as the server starts (it runs until stopped or killed)."""
-    from envrepro.image import inventory
+    from envrepro.image import usage
     from envrepro.sandbox.container import prepare
     from envrepro.serving import foreground as serving_run
 
     cap = prepare(model, allow_model_change=allow_model_change)
     engine = (engine_factory or default_engine)()
     with _reporter(verbose=verbose) as say:
-        recording = inventory.RecordingStarts(engine, cap, say)
+        recording = usage.RecordingStarts(engine, cap, say)
         return Exited(serving_run.serve(cap, recording, port=port, host=host, name=name, base_image=base_image,
                                         gpus=wants_gpus(gpus), unsafe=unsafe, memory=memory, say=say))
 

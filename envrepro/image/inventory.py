@@ -1,239 +1,23 @@
 """``envrepro images`` and ``envrepro images prune``: which environment images serve which captures.
 
-Images are per environment, not per model, and Docker can't tell which captures still need one.
-So every load, run, shell, ``build --serve`` and ``serve`` records ``image key -> capture`` in a
-small index (``$XDG_CACHE_HOME/envrepro/index.json``, default ``~/.cache/envrepro/index.json``),
-written atomically under a file lock since several commands may run at once. ``prune`` removes
-envrepro's images (label ``org.envrepro.key``) that no capture in the index still uses: the
-capture's folder is gone, its manifest unreadable, or it was captured again into a different
-environment. Labels are inherited through ``FROM``, so the label only finds candidates: prune
-removes only tags in envrepro's own repositories (``own_tag``), and never an image another image
-is built on (``_stands_on``).
+``prune`` removes envrepro's images (label ``org.envrepro.key``) that no capture in the images
+index still uses (``image.usage``). Labels are inherited through ``FROM``, so the label only finds
+candidates: prune removes only tags in envrepro's own repositories, and never an image another
+image is built on (``image.ownership``).
 """
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from envrepro.image.registry import SERVE_REPO
-from envrepro.image.spec import HEAVY_LABEL, IMAGE_REPO, LABEL, LABEL_KEY, image_tag
-from envrepro.config import cache_dir
-from envrepro.engine.base import ContainerEngine, image_labels
-from envrepro.sidecar import layout, manifest
+from envrepro.engine.base import ContainerEngine
 from envrepro.errors import EnvreproError
-from envrepro.fsutil import atomic_write_text, file_lock
-
-INDEX_VERSION = 1
-KeyFor = Callable[[manifest.Capture], Optional[str]]
-
-
-def index_path() -> Path:
-    return cache_dir() / "index.json"
-
-
-def _empty() -> Dict[str, Any]:
-    return {"version": INDEX_VERSION, "images": {}}
-
-
-def read_index(path: Optional[Path] = None) -> Dict[str, Any]:
-    """The index, or an empty one when missing or unreadable (it is a cache, never a blocker)."""
-    path = path or index_path()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return _empty()
-    if not isinstance(data, dict) or not isinstance(data.get("images"), dict):
-        return _empty()
-    return data
-
-
-def unreadable(path: Optional[Path] = None) -> Optional[str]:
-    """Why the index can't tell which images are used (missing, unreadable, not an index), or
-    None. ``read_index`` treats all of these as empty, which is right for listing but would make
-    prune remove every image."""
-    path = path or index_path()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return "is missing"
-    except (OSError, ValueError) as e:
-        return f"is unreadable ({type(e).__name__})"
-    if not isinstance(data, dict) or not isinstance(data.get("images"), dict):
-        return "is not an envrepro images index"
-    return None
-
-
-def _write_index(path: Path, data: Dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return file_lock(path.with_name(path.name + ".lock"))
-
-
-def fingerprint(capture: manifest.Capture) -> str:
-    """What, on the capture's side, decides its environment image: the lock, local wheels and the
-    Python version. A capture taken again into another environment changes it."""
-    files = capture.get("files") or {}
-    parts = sorted((rel, h) for rel, h in files.items()
-                   if rel == layout.LOCK_FILE or rel.startswith(layout.WHEELS_DIR + "/"))
-    payload = json.dumps({"files": parts, "python": capture.get("python.version")}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def record_use(image_info: Any, capture: manifest.Capture, path: Optional[Path] = None) -> None:
-    """Remember that ``capture`` was loaded with the image ``image_info`` (tag, key)."""
-    key = getattr(image_info, "key", None)
-    if not key:
-        return
-    path = path or index_path()
-    with _locked(path):
-        data = read_index(path)
-        entry = data["images"].setdefault(key, {"tag": None, "captures": {}})
-        entry["tag"] = getattr(image_info, "tag", None) or entry.get("tag")
-        entry.setdefault("captures", {})[str(capture.root)] = {
-            "model": str(capture.model_path),
-            "base_image": getattr(image_info, "base_image", None),
-            "translated": bool(getattr(image_info, "translation", None)),
-            "fingerprint": fingerprint(capture),
-            "last_used": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        }
-        _write_index(path, data)
-
-
-def stale_reason(capture_root: str, entry: Dict[str, Any], key: str,
-                 key_for: Optional[KeyFor] = None) -> Optional[str]:
-    """Why this capture no longer uses the image ``key`` (None: it still does)."""
-    root = Path(capture_root)
-    if not (root / layout.MANIFEST).is_file():
-        return "capture folder is gone"
-    try:
-        cap = manifest.read(root, verify=False)
-    except EnvreproError:
-        return "capture is unreadable"
-    now = key_for(cap) if key_for is not None else key_with_recorded_base(cap, entry)
-    if now is not None:
-        return None if now == key else f"capture now uses image key {now}"
-    if entry.get("fingerprint") != fingerprint(cap):
-        return "capture was taken again into another environment"
-    return None
-
-
-def key_with_recorded_base(capture: manifest.Capture, entry: Dict[str, Any]) -> Optional[str]:
-    """The image key this capture would get now, with the base image it was loaded with (a
-    ``--base-image`` or GPU base stays what the user chose). None when it can't be computed."""
-    base = entry.get("base_image")
-    if not base:
-        return None
-    from envrepro.packages.platforms import is_foreign
-
-    if is_foreign(capture) or entry.get("translated"):
-        return None  # built from a lock translated for Linux or GPUs: the fingerprint decides
-    try:
-        from envrepro.image.spec import capture_key
-
-        return capture_key(capture, base, capture.lock)
-    except (ImportError, OSError, ValueError):
-        return None
-
-
-# Which tags are envrepro's. Labels are inherited through FROM, so an image the user built on an
-# environment image (``envrepro build --serve -t team/model:1``, any ``FROM envrepro-env:...``)
-# carries every envrepro label: the label finds candidates, only the tag says whose image it is.
-HEAVY_REPO = "envrepro-heavy"           # image.commitbuild.HEAVY_REPO (that module pulls the wheelhouse)
-OWN_REPOS = (IMAGE_REPO, SERVE_REPO, HEAVY_REPO)
-SERVE_KEY_LABEL = LABEL + "serve.key"   # serving.context.LABEL + "key"
-
-
-def own_tag(tag: str, labels: Dict[str, str]) -> bool:
-    """Whether envrepro made ``tag``: a tag in one of its repositories (``envrepro-env:*``,
-    ``envrepro-serve:*``, ``envrepro-heavy:*``), or the registry copy that ``push`` and ``load
-    --registry`` leave (``REGISTRY/envrepro-env:KEY``, ``REGISTRY/envrepro-serve:KEY``, KEY being
-    the image's own key label). Any other tag is the user's, and prune never removes it."""
-    repo, _, name = tag.rpartition(":")
-    if not repo or "/" in name:          # no tag part ("registry:5000/repo")
-        repo, name = tag, "latest"
-    if repo in OWN_REPOS:
-        return True
-    host, _, last = repo.rpartition("/")
-    return bool(host) and ((last == IMAGE_REPO and name == labels.get(LABEL_KEY))
-                           or (last == SERVE_REPO and name == labels.get(SERVE_KEY_LABEL)))
-
-
-@dataclass(eq=False)
-class _Image:
-    """A listed image with what tells what it stands on: its parent (classic builds, commits) and
-    its layer chain (every builder; a pulled or loaded image has no parent)."""
-
-    id: str
-    tags: List[str]
-    labels: Dict[str, str]
-    parent: str
-    layers: List[str]
-    listed: Dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        """A tag of the user's first (it outlives prune), else envrepro's, else the short id."""
-        users = [t for t in self.tags if not own_tag(t, self.labels)]
-        return (users or self.tags or [f"an untagged image ({self.id.split(':')[-1][:12]})"])[0]
-
-
-def _listing(img: Any) -> Dict[str, Any]:
-    """A ``docker images`` entry as a dict (an SDK Image too)."""
-    if isinstance(img, dict):
-        return img
-    attrs = dict(getattr(img, "attrs", {}) or {})
-    return {"Id": getattr(img, "id", attrs.get("Id")), "RepoTags": getattr(img, "tags", None),
-            "Labels": getattr(img, "labels", None), "Size": attrs.get("Size"),
-            "Created": attrs.get("Created"), "ParentId": attrs.get("Parent")}
-
-
-def _tags(img: Dict[str, Any]) -> List[str]:
-    return [t for t in (img.get("RepoTags") or []) if t and t != "<none>:<none>"]
-
-
-def _survey(engine: ContainerEngine, label: str) -> List[_Image]:
-    """The images carrying ``label``, each inspected once for its parent and layers. Every image
-    built on one of them carries the label too (inherited), so its children are among them."""
-    out = []
-    for raw in engine.images(label):
-        img = _listing(raw)
-        iid = str(img.get("Id") or "")
-        info = (engine.inspect_image(iid) if iid else None) or {}
-        labels = img.get("Labels") or image_labels(info)
-        out.append(_Image(iid, _tags(img), dict(labels), str(info.get("Parent") or img.get("ParentId") or ""),
-                          [str(x) for x in (info.get("RootFS") or {}).get("Layers") or []], img))
-    return out
-
-
-def _stands_on(child: _Image, parent: _Image, both_envrepro: bool) -> bool:
-    """Whether ``child`` is built on ``parent``: ``parent`` is its Parent, or ``parent``'s layers
-    begin its layer chain. The same layers and no Parent link: FROM plus metadata only (LABEL,
-    ENV), so built on it, unless both are envrepro's own images, which are then siblings (one
-    install labelled for two keys by a cached Dockerfile build)."""
-    if child.id == parent.id:
-        return False
-    if child.parent and child.parent == parent.id:
-        return True
-    n = len(parent.layers)
-    if not n or child.layers[:n] != parent.layers:
-        return False
-    return len(child.layers) > n or not both_envrepro
-
-
-def _names(images: Iterable[_Image]) -> List[str]:
-    return sorted(i.name for i in images)
-
-
-def _are(names: List[str]) -> str:
-    return f"{', '.join(names)} {'is' if len(names) == 1 else 'are'}"
-
+from envrepro.image.ownership import Image, are, listing, names, own_tag, stands_on, survey, tags_of
+from envrepro.image.spec import HEAVY_LABEL, LABEL_KEY
+from envrepro.image.usage import (KeyFor, index_path, locked, read_index, stale_reason, unreadable,
+                                  write_index)
 
 @dataclass
 class ImageRow:
@@ -262,8 +46,8 @@ class ImageRow:
 
 def _row(img: Any) -> ImageRow:
     """A Docker images entry (dict from the low-level API, or an SDK Image) -> ImageRow."""
-    img = _listing(img)
-    tags = _tags(img)
+    img = listing(img)
+    tags = tags_of(img)
     labels = img.get("Labels") or (img.get("Config") or {}).get("Labels") or {}  # list or inspect
     created = img.get("Created")
     if isinstance(created, (int, float)):
@@ -275,11 +59,11 @@ def _row(img: Any) -> ImageRow:
 
 
 def _survey_rows(engine: ContainerEngine, key_for: Optional[KeyFor],
-                 path: Optional[Path]) -> Tuple[List[ImageRow], List[_Image], Dict[str, List[_Image]]]:
+                 path: Optional[Path]) -> Tuple[List[ImageRow], List[Image], Dict[str, List[Image]]]:
     """envrepro's images (labelled, with at least one tag of its own), every labelled image, and
     for each row the images built on it."""
     index = read_index(path)["images"]
-    images = _survey(engine, LABEL_KEY)
+    images = survey(engine, LABEL_KEY)
     rows = []
     for im in images:
         own = [t for t in im.tags if own_tag(t, im.labels)]
@@ -296,9 +80,9 @@ def _survey_rows(engine: ContainerEngine, key_for: Optional[KeyFor],
         rows.append(row)
     by_id = {im.id: im for im in images}
     own_ids = {r.full_id for r in rows}
-    kids = {r.full_id: [b for b in images if _stands_on(b, by_id[r.full_id], b.id in own_ids)] for r in rows}
+    kids = {r.full_id: [b for b in images if stands_on(b, by_id[r.full_id], b.id in own_ids)] for r in rows}
     for row in rows:
-        row.children = _names(kids[row.full_id])
+        row.children = names(kids[row.full_id])
     return rows, images, kids
 
 
@@ -363,13 +147,13 @@ def _prune_heavy(engine: ContainerEngine, result: PruneResult) -> None:
     the build cache that makes the next environment with that closure (or this one, rebuilt)
     take seconds. Judged against the images there now: after a real prune's removals, or in a
     dry run before any."""
-    images = _survey(engine, HEAVY_LABEL)
+    images = survey(engine, HEAVY_LABEL)
     for h in images:
         own = [t for t in h.tags if own_tag(t, h.labels)]
         if not own or LABEL_KEY in h.labels:
             continue      # an environment image (see prune), or not envrepro's tag
         hkey = h.labels.get(HEAVY_LABEL)
-        if any(b.id != h.id and (b.labels.get(HEAVY_LABEL) == hkey or _stands_on(b, h, False)) for b in images):
+        if any(b.id != h.id and (b.labels.get(HEAVY_LABEL) == hkey or stands_on(b, h, False)) for b in images):
             continue
         row = _row(h.listed)
         row.tag, row.tags, row.other_tags = own[0], own, [t for t in h.tags if t not in own]
@@ -428,7 +212,7 @@ def prune(engine: ContainerEngine, dry_run: bool = False, key_for: Optional[KeyF
         for r in ready:
             pending.remove(r)
             blocking = [b for b in kids[r.full_id] if b.id not in done]
-            r.children = _names(blocking)
+            r.children = names(blocking)
             if blocking:
                 staying.add(r.full_id)
                 result.kept.append(r)
@@ -465,7 +249,7 @@ def _forget(path: Path, removed: Iterable[ImageRow], seen: Iterable[ImageRow]) -
     gone = {r.full_id for r in removed}
     seen = list(seen)
     removed_keys = {r.key for r in removed} - {r.key for r in seen if r.full_id not in gone}
-    with _locked(path):
+    with locked(path):
         data = read_index(path)
         images = data["images"]
         for key in removed_keys:
@@ -474,55 +258,7 @@ def _forget(path: Path, removed: Iterable[ImageRow], seen: Iterable[ImageRow]) -
             caps = (images.get(row.key) or {}).get("captures") or {}
             for root in row.stale:
                 caps.pop(root, None)
-        _write_index(path, data)
-
-
-@dataclass(frozen=True)
-class UsedImage:
-    """What ``record_use`` keeps of an image, read from its labels."""
-
-    tag: str
-    key: str
-    base_image: Optional[str]
-    translation: Optional[str]
-
-
-def record_image_use(engine: ContainerEngine, ref: str, capture: manifest.Capture,
-                     path: Optional[Path] = None) -> Optional[str]:
-    """Record that ``capture`` uses the environment of the image ``ref`` (the environment image,
-    or a serving image built on it: it carries the environment's labels), as a load does. Returns
-    why the index was not updated, or None: a served model is served all the same."""
-    try:
-        labels = image_labels(engine.inspect_image(ref))
-        key = labels.get(LABEL_KEY)
-        if key:
-            record_use(UsedImage(image_tag(key), key, labels.get(LABEL + "base") or None,
-                                 labels.get(LABEL + "translated-from") or None), capture, path)
-    except (EnvreproError, OSError, ValueError) as e:
-        return f"images index not updated ({e})"
-    return None
-
-
-class RecordingStarts:
-    """``engine``, except that starting a container records first that ``capture`` uses the
-    image's environment (``record_image_use``; ``warn`` gets why, when the index can't be
-    updated). For ``envrepro serve``: the server runs until it is stopped or killed, so its use is
-    recorded as it starts, not when it ends."""
-
-    def __init__(self, engine: ContainerEngine, capture: manifest.Capture, warn: Callable[[str], None]):
-        self._engine, self._capture, self._warn = engine, capture, warn
-        self._recorded: set = set()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
-
-    def start(self, image: str, *args: Any, **kwargs: Any) -> str:
-        if image not in self._recorded:
-            self._recorded.add(image)
-            why = record_image_use(self._engine, image, self._capture)
-            if why:
-                self._warn(why)
-        return self._engine.start(image, *args, **kwargs)
+        write_index(path, data)
 
 
 def human_size(n: int) -> str:
@@ -542,7 +278,7 @@ def render_images(rows: List[ImageRow]) -> str:
         if r.in_use:
             state = f"{len(r.captures)} capture(s)"
         elif r.children:
-            state = f"unused, kept: {_are(r.children)} built on it"
+            state = f"unused, kept: {are(r.children)} built on it"
         elif r.other_tags:
             state = f"unused (envrepro images prune untags it; the image stays as {', '.join(r.other_tags)})"
         else:
@@ -561,7 +297,7 @@ def render_prune(result: PruneResult) -> str:
     lines += [f"{untag} {', '.join(r.tags)} (image kept: tagged {', '.join(r.other_tags)})" for r in result.untagged]
     lines += [f"could not remove {tag}: {why}" for tag, why in sorted(result.failed.items())]
     lines += [f"kept {r.tag}: used by container(s) {', '.join(r.containers)}" for r in result.kept if r.containers]
-    lines += [f"kept {r.tag}: {_are(r.children)} built on it" for r in result.kept if not r.in_use]
+    lines += [f"kept {r.tag}: {are(r.children)} built on it" for r in result.kept if not r.in_use]
     if result.dangling:
         lines.append(f"left {len(result.dangling)} untagged image(s) with envrepro's labels "
                      f"({', '.join(result.dangling)}): prune removes only the tags envrepro makes "

@@ -102,9 +102,9 @@ def _to_stderr(_name: str, text: str) -> None:
 
 
 def _record_default(image_info: Any, capture: manifest.Capture) -> None:
-    from envrepro.image import inventory
+    from envrepro.image import usage
 
-    inventory.record_use(image_info, capture)
+    usage.record_use(image_info, capture)
 
 
 def run_command(model_path: "os.PathLike[str] | str", engine: ContainerEngine, image_info: Any,

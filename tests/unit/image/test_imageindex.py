@@ -1,5 +1,6 @@
 """The images index and prune (envrepro.image.inventory) with the fake engine."""
 from envrepro.image import inventory as images_cmd
+from envrepro.image import ownership, usage
 from envrepro.sidecar import manifest
 from envrepro.sidecar import writer
 
@@ -23,7 +24,7 @@ def env_key(cap, base="python:3.8-slim"):
 
 def used(cap, base="python:3.8-slim"):
     key = env_key(cap, base)
-    images_cmd.record_use(image_info(key, base_image=base), cap)
+    usage.record_use(image_info(key, base_image=base), cap)
     return key
 
 
@@ -79,7 +80,7 @@ def test_prune_removes_images_no_capture_uses(tmp_path):
     assert "now uses image key" in changed_row.stale[str(changed.root)]
     gone_row = next(r for r in dry.removed if r.key == k_gone)
     assert gone_row.stale[str(gone.root)] == "capture folder is gone"
-    before = images_cmd.index_path().read_text()
+    before = usage.index_path().read_text()
 
     eng.fail_remove.add("envrepro-env:orphan")
     res = images_cmd.prune(eng)
@@ -88,14 +89,14 @@ def test_prune_removes_images_no_capture_uses(tmp_path):
     assert "envrepro-env:orphan" in res.failed
     assert "could not remove envrepro-env:orphan" in images_cmd.render_prune(res)
     assert len(eng.removed) == 2
-    idx = images_cmd.read_index()
-    assert set(idx["images"]) == {k_a} and before != images_cmd.index_path().read_text()
+    idx = usage.read_index()
+    assert set(idx["images"]) == {k_a} and before != usage.index_path().read_text()
     assert res.to_dict()["freed_bytes"] == 200_000_000
 
 
 def test_prune_without_a_recorded_base_compares_the_lock(tmp_path):
     a = make_capture(tmp_path / "a")
-    images_cmd.record_use(image_info("k1", base_image=None), a)
+    usage.record_use(image_info("k1", base_image=None), a)
     eng = FakeEngine([docker_image("k1", "envrepro-env:k1")])
     assert images_cmd.prune(eng, dry_run=True).removed == []
     (a.root / "requirements.lock").write_text("numpy==2.0.0\n")
@@ -107,7 +108,7 @@ def test_prune_without_a_recorded_base_compares_the_lock(tmp_path):
 
 def test_prune_with_exact_key_function(tmp_path):
     a = make_capture(tmp_path / "a")
-    images_cmd.record_use(image_info("k1"), a)
+    usage.record_use(image_info("k1"), a)
     eng = FakeEngine([docker_image("k1", "envrepro-env:k1")])
     assert images_cmd.prune(eng, dry_run=True, key_for=lambda c: "k1").removed == []
     res = images_cmd.prune(eng, dry_run=True, key_for=lambda c: "k9")
@@ -116,14 +117,14 @@ def test_prune_with_exact_key_function(tmp_path):
 
 
 def test_index_is_a_cache(tmp_path, cache_home):
-    p = images_cmd.index_path()
+    p = usage.index_path()
     assert p == cache_home / "envrepro" / "index.json"
-    assert images_cmd.read_index() == {"version": 1, "images": {}}
+    assert usage.read_index() == {"version": 1, "images": {}}
     p.parent.mkdir(parents=True)
     p.write_text("{not json")
-    assert images_cmd.read_index()["images"] == {}
-    images_cmd.record_use(image_info("k1"), make_capture(tmp_path))
-    assert list(images_cmd.read_index()["images"]) == ["k1"]
+    assert usage.read_index()["images"] == {}
+    usage.record_use(image_info("k1"), make_capture(tmp_path))
+    assert list(usage.read_index()["images"]) == ["k1"]
     assert not [f for f in p.parent.iterdir() if f.name.endswith(".tmp")]
 
 
@@ -151,7 +152,7 @@ def test_prune_with_a_missing_or_corrupt_index_removes_nothing(tmp_path):
     a = make_capture(tmp_path / "a")
     key = used(a)
     eng = FakeEngine([docker_image(key, "envrepro-env:a")])
-    path = images_cmd.index_path()
+    path = usage.index_path()
     for damage in (lambda: path.unlink(), lambda: path.write_text("{half"), lambda: path.write_text("[]")):
         damage()
         with pytest.raises(EnvreproError) as e:
@@ -181,7 +182,7 @@ def test_prune_keeps_an_image_a_container_was_created_from(tmp_path):
 
 def env_image(key, tag=None, size=100_000_000, **labels):
     """An environment image as envrepro builds it: its labels, one layer on a base."""
-    labels = dict({images_cmd.LABEL_KEY: key, images_cmd.LABEL + "base": "python:3.8-slim"}, **labels)
+    labels = dict({images_cmd.LABEL_KEY: key, ownership.LABEL + "base": "python:3.8-slim"}, **labels)
     return image(tag or f"envrepro-env:{key[:16]}", labels, size=size, created=1_700_000_000,
                  image_id=f"sha256:{key[:4]}{'0' * 60}", on=image("python:3.8-slim"))
 
@@ -190,20 +191,20 @@ def test_only_envrepro_tags_are_envrepro_s():
     from envrepro.image import commitbuild, spec
     from envrepro.serving import context
 
-    assert images_cmd.OWN_REPOS == (spec.IMAGE_REPO, context.SERVE_REPO, commitbuild.HEAVY_REPO)
-    assert images_cmd.SERVE_KEY_LABEL == context.LABEL + "key"
-    labels = {images_cmd.LABEL_KEY: "a" * 32, images_cmd.SERVE_KEY_LABEL: "b" * 32}
+    assert ownership.OWN_REPOS == (spec.IMAGE_REPO, context.SERVE_REPO, commitbuild.HEAVY_REPO)
+    assert ownership.SERVE_KEY_LABEL == context.LABEL + "key"
+    labels = {images_cmd.LABEL_KEY: "a" * 32, ownership.SERVE_KEY_LABEL: "b" * 32}
     for tag in ("envrepro-env:aaaa", "envrepro-serve:bbbb-unverified", "envrepro-heavy:cccc",
                 "registry.example:5000/team/envrepro-env:" + "a" * 32,     # what push and pull leave
                 "registry.example/envrepro-serve:" + "b" * 32):
-        assert images_cmd.own_tag(tag, labels), tag
+        assert ownership.own_tag(tag, labels), tag
     for tag in ("team/model:1", "envrepro-env-fork:1", "team/envrepro-env:latest",
                 "registry.example/envrepro-env:" + "c" * 32, "localhost:5000/envrepro-env"):
-        assert not images_cmd.own_tag(tag, labels), tag
+        assert not ownership.own_tag(tag, labels), tag
 
 
 def test_a_user_tag_on_an_envrepro_image_stays_only_envrepro_s_tag_goes(tmp_path):
-    images_cmd.record_use(image_info("k0"), make_capture(tmp_path / "a"))   # an index to trust
+    usage.record_use(image_info("k0"), make_capture(tmp_path / "a"))   # an index to trust
     both = env_image("e" * 32)
     both["RepoTags"].append("team/model:1")          # `docker tag envrepro-env:eeee... team/model:1`
     eng = FakeEngine([both])
@@ -220,7 +221,7 @@ def test_a_user_tag_on_an_envrepro_image_stays_only_envrepro_s_tag_goes(tmp_path
 def test_an_image_built_on_an_envrepro_image_keeps_it_and_is_never_touched(tmp_path):
     """The review's repro: labels are inherited through FROM, so the user's image carries
     org.envrepro.key; prune removed it and its parent."""
-    images_cmd.record_use(image_info("k0"), make_capture(tmp_path / "a"))
+    usage.record_use(image_info("k0"), make_capture(tmp_path / "a"))
     key, lone = "f" * 32, "d" * 32
     eng = FakeEngine([env_image(key), env_image(lone)])
     eng.build(dockerfile_context(f"FROM envrepro-env:{key[:16]}\nRUN pip install flask\n"), "team/model:1")
@@ -249,7 +250,7 @@ def test_an_image_built_on_an_envrepro_image_keeps_it_and_is_never_touched(tmp_p
 def test_a_child_found_by_its_layers_alone_or_untagged_keeps_its_parent(tmp_path):
     """A pulled or loaded image has no Parent: its layer chain tells what it is built on. An
     untagged (dangling) image is not provably envrepro's: left alone, and it keeps its parent."""
-    images_cmd.record_use(image_info("k0"), make_capture(tmp_path / "a"))
+    usage.record_use(image_info("k0"), make_capture(tmp_path / "a"))
     a, b = env_image("a" * 32), env_image("b" * 32)
     loaded = image("team/loaded:2", a["Config"]["Labels"], on=a)
     loaded.pop("Parent")
@@ -275,9 +276,9 @@ def test_a_child_found_by_its_layers_alone_or_untagged_keeps_its_parent(tmp_path
 def test_unused_images_built_on_each_other_go_together_children_first(tmp_path):
     """An unused serving image on an unused environment: both go, the serving image first. A
     serving image a container runs from keeps its environment."""
-    images_cmd.record_use(image_info("k0"), make_capture(tmp_path / "a"))
+    usage.record_use(image_info("k0"), make_capture(tmp_path / "a"))
     env, env2 = env_image("c" * 32), env_image("e" * 32)
-    serving = image("envrepro-serve:" + "5" * 16, dict(env["Config"]["Labels"], **{images_cmd.SERVE_KEY_LABEL: "5" * 32}),
+    serving = image("envrepro-serve:" + "5" * 16, dict(env["Config"]["Labels"], **{ownership.SERVE_KEY_LABEL: "5" * 32}),
                     on=env, size=50)
     running = image("envrepro-serve:" + "6" * 16, env2["Config"]["Labels"], on=env2, size=60)
     eng = FakeEngine([env, serving, env2, running])
@@ -293,9 +294,9 @@ def test_unused_images_built_on_each_other_go_together_children_first(tmp_path):
 def test_the_review_repro_a_user_tagged_serving_image_survives_prune(tmp_path):
     """M4: `envrepro build --serve -t team/my-model:1` on envrepro-env:fff..., nothing recorded
     for it: prune removed both. Now neither: the serving image is the user's, built on the env."""
-    images_cmd.record_use(image_info("k0"), make_capture(tmp_path / "other"))
+    usage.record_use(image_info("k0"), make_capture(tmp_path / "other"))
     env = env_image("f" * 32)
-    served = image("team/my-model:1", dict(env["Config"]["Labels"], **{images_cmd.SERVE_KEY_LABEL: "7" * 32}),
+    served = image("team/my-model:1", dict(env["Config"]["Labels"], **{ownership.SERVE_KEY_LABEL: "7" * 32}),
                    on=env)
     eng = FakeEngine([env, served])
     res = images_cmd.prune(eng)
@@ -340,7 +341,7 @@ def serving_setup(tmp_path, monkeypatch):
     from envrepro.image.ensure import ImageInfo
 
     cap = make_capture(tmp_path / "served")
-    images_cmd.record_use(image_info("k0"), make_capture(tmp_path / "other"))
+    usage.record_use(image_info("k0"), make_capture(tmp_path / "other"))
     key = env_key(cap)
     env = env_image(key)
     monkeypatch.setattr(ensure, "ensure_image", lambda *a, **k: ImageInfo(
@@ -355,7 +356,7 @@ def test_build_serve_records_use_so_prune_keeps_the_environment_and_the_serving_
     assert [r.tag for r in images_cmd.prune(eng, dry_run=True).removed] == [f"envrepro-env:{key[:16]}"]
     res = commands.build(str(cap.model_path), verify=False, engine_factory=lambda: eng, quiet=True)
     assert res.tag.startswith("envrepro-serve:") and res.env_tag == f"envrepro-env:{key[:16]}"
-    entry = images_cmd.read_index()["images"][key]
+    entry = usage.read_index()["images"][key]
     assert entry["tag"] == res.env_tag and list(entry["captures"]) == [str(cap.root)]
     assert entry["captures"][str(cap.root)]["base_image"] == "python:3.8-slim"
     out = images_cmd.prune(eng)
@@ -372,7 +373,7 @@ def test_serve_records_use_before_the_server_starts(tmp_path, monkeypatch):
 
     def serve(capture, engine, **kw):          # the foreground server, reduced to its start
         engine.start(f"envrepro-env:{key[:16]}")
-        seen.append(images_cmd.read_index()["images"].get(key))
+        seen.append(usage.read_index()["images"].get(key))
         return 0
 
     monkeypatch.setattr(foreground, "serve", serve)
@@ -387,16 +388,16 @@ def test_recording_use_never_fails_the_command(tmp_path, cache_home):
     eng = FakeEngine([env_image("a" * 32)])
     cache_home.mkdir(parents=True)
     (cache_home / "envrepro").write_text("a file where the cache folder goes")
-    why = images_cmd.record_image_use(eng, "envrepro-env:" + "a" * 16, cap)
+    why = usage.record_image_use(eng, "envrepro-env:" + "a" * 16, cap)
     assert why.startswith("images index not updated (")
     warned = []
-    started = images_cmd.RecordingStarts(eng, cap, warned.append).start("envrepro-env:" + "a" * 16)
+    started = usage.RecordingStarts(eng, cap, warned.append).start("envrepro-env:" + "a" * 16)
     assert started == "ctr1" and warned == [why]
-    assert images_cmd.record_image_use(eng, "no/such:image", cap) is None
+    assert usage.record_image_use(eng, "no/such:image", cap) is None
 
 
 def test_an_image_untagged_because_the_user_tagged_it_too_still_keeps_its_parent(tmp_path):
-    images_cmd.record_use(image_info("k0"), make_capture(tmp_path / "a"))
+    usage.record_use(image_info("k0"), make_capture(tmp_path / "a"))
     env = env_image("c" * 32)
     serving = image("envrepro-serve:" + "5" * 16, env["Config"]["Labels"], on=env)
     serving["RepoTags"].append("team/served:1")

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from envrepro.image import bases, inventory as imageindex, ensure as images, spec
+from envrepro.image import bases, ensure as images, spec, usage
 from envrepro.packages import gpu, platforms, translation
 from envrepro.packages.pipconfig import PipSettings
 from envrepro.errors import PlatformError
@@ -334,7 +334,7 @@ def test_the_images_index_keeps_a_gpu_image_of_a_linux_capture(cap215):
     t, _ = translate_into_cache(cap215, RESOLVED_2151)
     info = images.ImageInfo("envrepro-env:k", "k" * 32, "sha256:1", "built", "python:3.11-slim", "",
                             translation=t.to_dict())
-    imageindex.record_use(info, cap215)
-    entry = imageindex.read_index()["images"]["k" * 32]["captures"][str(cap215.root)]
+    usage.record_use(info, cap215)
+    entry = usage.read_index()["images"]["k" * 32]["captures"][str(cap215.root)]
     assert entry["translated"] is True
-    assert imageindex.key_with_recorded_base(cap215, entry) is None     # the fingerprint decides
+    assert usage.key_with_recorded_base(cap215, entry) is None     # the fingerprint decides
