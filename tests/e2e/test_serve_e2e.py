@@ -219,34 +219,39 @@ def test_concurrent_clients(seed, served):
     assert len(results) == 80 and all(results)
 
 
+def four_slow_requests_in_flight(seed, port):
+    """Four slow predict requests sent at once, returned once all four are in flight (the metrics
+    scrape that sees them is the fifth): (the input, the client threads, their answers)."""
+    big = np.repeat(seed["x"], 20000, axis=0)
+    answers = []
+
+    def client():
+        try:
+            status, _, body = request(port, "POST", f"/v1/models/{seed['name']}:predict",
+                                      {"instances": big.tolist()}, timeout=120)
+            answers.append((status, len(body.get("predictions", [])) if isinstance(body, dict) else 0))
+        except OSError as e:
+            answers.append((str(e), 0))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    end = time.time() + 60
+    while time.time() < end:
+        text = request(port, "GET", serveconfig.METRICS_PATH)[2]
+        line = next(l for l in text.splitlines() if l.startswith("envrepro_requests_in_flight"))
+        if float(line.split()[-1]) >= 5:
+            return big, threads, answers
+        time.sleep(0.01)
+    raise AssertionError("the four requests never were in flight together")
+
+
 def test_readiness_is_503_before_the_warm_up_and_sigterm_drains_in_flight_requests(seed, built):
     cid, port = start(built[0], "ENVREPRO_SERVE_WORKERS=2", "ENVREPRO_SERVE_GRACE=30")
     try:
         seen = wait_ready(port, cid)
         assert 503 in seen and seen[-1] == 200, seen    # loading then warm: never ready too early
-        big = np.repeat(seed["x"], 20000, axis=0)       # slow requests, so they are in flight
-        answers = []
-
-        def client():
-            try:
-                status, _, body = request(port, "POST", f"/v1/models/{seed['name']}:predict",
-                                          {"instances": big.tolist()}, timeout=120)
-                answers.append((status, len(body.get("predictions", [])) if isinstance(body, dict) else 0))
-            except OSError as e:
-                answers.append((str(e), 0))
-
-        threads = [threading.Thread(target=client) for _ in range(4)]
-        for t in threads:
-            t.start()
-        end = time.time() + 60
-        while time.time() < end:     # SIGTERM only once all four are in (the scrape itself is one)
-            text = request(port, "GET", serveconfig.METRICS_PATH)[2]
-            line = next(l for l in text.splitlines() if l.startswith("envrepro_requests_in_flight"))
-            if float(line.split()[-1]) >= 5:
-                break
-            time.sleep(0.01)
-        else:
-            raise AssertionError("the four requests never were in flight together")
+        big, threads, answers = four_slow_requests_in_flight(seed, port)
         docker("kill", "--signal", "TERM", cid)
         for t in threads:
             t.join(120)
@@ -397,29 +402,7 @@ def test_sigterm_drains_in_flight_requests_through_the_relay(seed, built, engine
             except OSError:
                 pass
             time.sleep(0.1)
-        big = np.repeat(seed["x"], 20000, axis=0)
-        answers = []
-
-        def client():
-            try:
-                status, _, body = request(port, "POST", f"/v1/models/{seed['name']}:predict",
-                                          {"instances": big.tolist()}, timeout=120)
-                answers.append((status, len(body.get("predictions", [])) if isinstance(body, dict) else 0))
-            except OSError as e:
-                answers.append((str(e), 0))
-
-        threads = [threading.Thread(target=client) for _ in range(4)]
-        for t in threads:
-            t.start()
-        end = time.time() + 60
-        while time.time() < end:
-            text = request(port, "GET", serveconfig.METRICS_PATH)[2]
-            line = next(l for l in text.splitlines() if l.startswith("envrepro_requests_in_flight"))
-            if float(line.split()[-1]) >= 5:
-                break
-            time.sleep(0.01)
-        else:
-            raise AssertionError("the four requests never were in flight together")
+        big, threads, answers = four_slow_requests_in_flight(seed, port)
         code = engine.stop(cid, timeout=40)
         cid = None
         for t in threads:
