@@ -34,5 +34,6 @@ def export_for_capture(capture: Capture, dest_dir: Path, say: Callable[[str], No
     env = environment_for(capture, pip=pip, say=say)
     engine = engine_factory()
     base_info = ensure_base(engine, env.base, say)
-    wh = wheelhouse_for(env.lock, engine, env.base, base_info, pip, say, store or WheelStore())
+    wh = wheelhouse_for(env.lock, engine, env.base, base_info, pip, say, store or WheelStore(),
+                        portable.scope_of(capture))
     return portable.export(wh, env.lock, Path(dest_dir))

@@ -23,6 +23,7 @@ from envrepro.packages.pipconfig import PipSettings, pip_mapping
 from envrepro.image.spec import RUNTIME_VERSION
 from envrepro.engine.base import ContainerEngine
 from envrepro.sidecar.manifest import Capture
+from envrepro.packages.wheelhouse import portable
 from envrepro.packages.wheelhouse import prepare as whplan
 from envrepro.packages.wheelhouse import target as whtarget
 from envrepro.packages.wheelhouse.prepare import NotFromWheelhouse, Wheelhouse
@@ -52,13 +53,14 @@ def unsupported(spec: BuildSpec) -> Optional[str]:
 
 
 def wheelhouse_for(lock: Lock, engine: ContainerEngine, base: str, base_info: Dict[str, Any],
-                   pip: PipSettings, say: Say, store: WheelStore) -> Wheelhouse:
+                   pip: PipSettings, say: Say, store: WheelStore, scope: Optional[str] = None) -> Wheelhouse:
     """Every file ``lock`` installs on ``base``, in the host wheelhouse ``store`` (fetched with
     ``pip``'s settings, sdists built in a container of the base): what an image build from the
-    wheelhouse mounts, and what ``envrepro bundle --wheels`` carries."""
+    wheelhouse mounts, and what ``envrepro bundle --wheels`` carries. ``scope``: the capture's
+    (``portable.scope_of``), so files its own bundle carried are taken."""
     target = whtarget.probe(engine, base, base_info, store)
     whplan.entries_for(lock, target)          # NotFromWheelhouse before any download
-    return whplan.prepare(lock, target, engine, base, store, pip_mapping(pip), say, pip=pip)
+    return whplan.prepare(lock, target, engine, base, store, pip_mapping(pip), say, pip=pip, scope=scope)
 
 
 def build_image(capture: Capture, engine: ContainerEngine, spec: BuildSpec, base_info: Dict[str, Any],
@@ -67,7 +69,8 @@ def build_image(capture: Capture, engine: ContainerEngine, spec: BuildSpec, base
     """Fill the wheelhouse for ``spec``'s lock, then build ``tag`` from it with no network
     (``nocache``: install TensorFlow's closure again even when its image exists)."""
     store = store or WheelStore()
-    wh = wheelhouse_for(spec.lock, engine, spec.base_image, base_info, spec.pip, say, store)
+    wh = wheelhouse_for(spec.lock, engine, spec.base_image, base_info, spec.pip, say, store,
+                        portable.scope_of(capture))
     progress.log(say, f"Wheelhouse ready in {wh.seconds:.1f} s: {len(wh.files)} file(s), {wh.downloaded} downloaded"
                  + (f", built from source: {', '.join(wh.built)}" if wh.built else ""))
     staging = commitbuild.stage(wh, store)

@@ -197,10 +197,23 @@ def same_version(a: str, b: str) -> bool:
         return a == b
 
 
-def stored_unhashed(store: WheelStore, target: Target, e: LockEntry) -> Optional[Path]:
-    """A pin the lock has no hash for, fetched before for this target (by name and version)."""
-    rec = store.read_record("unhashed", target.ident(), f"{e.name}-{e.version}.json")
-    return store.get(str(rec.get("sha256", ""))) if rec else None
+def unhashed_parts(target: Target, e: LockEntry, scope: Optional[str] = None) -> List[str]:
+    """Where the file of a pin without hash is recorded: ``unhashed/<target>/NAME-VERSION.json``
+    when this host fetched it from its index; under ``imported/<scope>/`` when a bundle carried
+    it for one capture (``portable.scope_of``), taken for that capture's builds only."""
+    parts = ["unhashed", target.ident(), f"{e.name}-{e.version}.json"]
+    return ["imported", scope, *parts] if scope else parts
+
+
+def stored_unhashed(store: WheelStore, target: Target, e: LockEntry, scope: Optional[str] = None) -> Optional[Path]:
+    """A pin the lock has no hash for, fetched before for this target (by name and version), or
+    carried for the capture ``scope`` names."""
+    for parts in ([unhashed_parts(target, e)] + ([unhashed_parts(target, e, scope)] if scope else [])):
+        rec = store.read_record(*parts)
+        found = store.get(str(rec.get("sha256", ""))) if rec else None
+        if found is not None:
+            return found
+    return None
 
 
 def fetch(entries: Sequence[LockEntry], target: Target, store: WheelStore, say: Say,
@@ -267,7 +280,7 @@ def fetch(entries: Sequence[LockEntry], target: Target, store: WheelStore, say: 
                 result.downloaded += 1
                 if not entry.hashes:
                     store.write_record({"sha256": result.files[entry.name].parent.name},
-                                       "unhashed", target.ident(), f"{entry.name}-{entry.version}.json")
+                                       *unhashed_parts(target, entry))
         lost = [e.name for e in todo if e.name not in result.files and e not in result.source_only]
         if lost:
             raise BuildFailed("pip download reported success but left no file for: " + ", ".join(lost),

@@ -9,10 +9,17 @@ into the local store only when its sha256 is one the capture's lock pins, or it 
 build of an sdist whose sha256 the lock pins (those run only inside the image, like the capture's
 own wheels), or a pin the lock has no hash for. Anything else is refused with one line. After
 an import, ``envrepro load`` finds every file locally and builds with no index at all.
+
+Files enter the content-addressed store (found only by their own sha256), but what says "this
+wheel is the build of that sdist" or "this file is that unhashed pin" is recorded for the
+importing capture only (``scope_of``: its folder and sealed manifest), under
+``imported/<scope>/``: the builds of every other capture on this machine never take them.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set
 
@@ -20,6 +27,7 @@ from envrepro.errors import InvalidCapture
 from envrepro.sidecar.lockfile import Lock
 from envrepro.sidecar.manifest import Capture
 from envrepro.packages.wheelhouse import sdists
+from envrepro.packages.wheelhouse.fetch import dist_name, dist_version, same_version, unhashed_parts
 from envrepro.packages.wheelhouse.prepare import Wheelhouse, entries_for
 from envrepro.fsutil import sha256_file
 from envrepro.packages.wheelhouse.store import StoreError, WheelStore, digests, link_or_copy, safe_filename
@@ -52,6 +60,19 @@ def export(wh: Wheelhouse, lock: Lock, dest_dir: Path) -> List[Path]:
     return written
 
 
+def scope_of(capture: Capture) -> str:
+    """32 hex chars naming one capture on this machine: its folder's real path and its sealed
+    manifest (or, for a capture without one, its lock). Records of an import live under it."""
+    from envrepro.sidecar.layout import MANIFEST
+
+    h = hashlib.sha256(os.path.realpath(str(capture.root)).encode() + b"\0")
+    try:
+        h.update(sha256_file(Path(capture.root) / MANIFEST).encode())
+    except OSError:
+        h.update(capture.lock.canonical.encode())
+    return h.hexdigest()[:32]
+
+
 def _bad(src: Path, what: str) -> InvalidCapture:
     return InvalidCapture(f"the wheelhouse in {src} {what}", str(src),
                           "make the bundle again with `envrepro bundle MODEL --wheels`")
@@ -82,6 +103,7 @@ def import_dir(src_dir: Path, capture: Capture, say: Say, store: Optional[WheelS
     except ValueError:
         raise _bad(src, f"has an {INDEX} without a readable target") from None
     entries = entries_for(capture.lock, target)
+    scope = scope_of(capture)
     pinned: Set[str] = {d for e in entries for d in digests(e.hashes)}
     unhashed = {f"{e.name}-{e.version}": e for e in entries if not e.hashes}
     built_ok: Dict[str, Dict[str, Any]] = {}
@@ -97,7 +119,6 @@ def import_dir(src_dir: Path, capture: Capture, say: Say, store: Optional[WheelS
         sha = sha256_file(path)
         if sha != declared:
             raise _bad(src, f"has {name} with sha256 {sha[:16]}..., not the {str(declared)[:16]}... its index says")
-        from envrepro.packages.wheelhouse.fetch import dist_name, dist_version, same_version
 
         loose = next((e for e in unhashed.values() if e.name == dist_name(str(name))
                       and same_version(dist_version(str(name)), e.version or "")), None)
@@ -112,9 +133,9 @@ def import_dir(src_dir: Path, capture: Capture, say: Say, store: Optional[WheelS
             for key in b["sdist_sha256"]:
                 if key in pinned:
                     store.write_record({"wheel": str(name), "sha256": sha, "imported": True},
-                                       *sdists.record_parts(target, key))
+                                       *sdists.imported_parts(scope, target, key))
         elif loose is not None and sha not in pinned:
-            store.write_record({"sha256": sha}, "unhashed", target.ident(), f"{loose.name}-{loose.version}.json")
+            store.write_record({"sha256": sha, "imported": True}, *unhashed_parts(target, loose, scope))
         taken += 1
     say(f"Imported {taken} file(s) into the wheelhouse ({target.ident()}), each checked against the lock")
     return taken

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from envrepro import progress
 from envrepro.engine.base import ContainerEngine
@@ -67,10 +67,11 @@ def entries_for(lock: "Union[str, Lock]", target: Target) -> List[LockEntry]:
 
 def prepare(lock: "Union[str, Lock]", target: Target, engine: ContainerEngine, base: str, store: WheelStore,
             pip_settings: Mapping[str, Any], say: Say, run: fetching.Runner = fetching._run,
-            pip: Any = None) -> Wheelhouse:
+            pip: Any = None, scope: Optional[str] = None) -> Wheelhouse:
     """Every file the lock's image needs, in the store (fetched or built now if missing);
     ``pip``: the build's PipSettings for ``pip download`` (``pip_settings``: the same as a
-    mapping, for the sdist lookup)."""
+    mapping, for the sdist lookup); ``scope``: the capture being built (``portable.scope_of``),
+    whose bundle's carried files are then taken too (no other capture's are)."""
     t0 = time.perf_counter()
     lock = as_lock(lock)
     entries = entries_for(lock, target)
@@ -78,9 +79,9 @@ def prepare(lock: "Union[str, Lock]", target: Target, engine: ContainerEngine, b
     built: Dict[str, Path] = {}
     todo = []
     for e in entries:
-        have = store.find(e.hashes, target.accepts) if e.hashes else fetching.stored_unhashed(store, target, e)
+        have = store.find(e.hashes, target.accepts) if e.hashes else fetching.stored_unhashed(store, target, e, scope)
         if have is None:
-            have = sdists.built_wheel(store, target, e)
+            have = sdists.built_wheel(store, target, e, scope)
             if have is not None:
                 built[e.name] = have
         if have is not None:

@@ -22,9 +22,12 @@ own, and cached.
    reuses it. The toolset each set of build requirements got last is kept beside it
    (``toolsets/<target>/<requirements>.json``): the next build of any lock pinning that sdist on
    that target finds the wheel at once, without fetching anything, until the tools fetched for a
-   new build differ. A record without a toolset (``built/<target>/<sdist sha256>.json``) is taken
-   only when a carried wheelhouse wrote it (``portable.import_dir``, ``"imported": true``): the
-   records of older builds, all sdists in one container, are not trusted.
+   new build differ. A wheel carried in a bundle (``portable.import_dir``) is recorded only for
+   the capture it came with (``imported/<scope>/built/<target>/<sdist sha256>.json``,
+   ``portable.scope_of``) and is taken only for a build of that capture: a bundle can't declare
+   a file "the build of" a public sdist hash for every later capture on this machine. Records
+   without a toolset in the shared ``built/`` (older builds, all sdists in one container, or
+   imports of older versions) are not trusted.
 
 The lock pins the sdist's hash, not the built wheel's: the install lock given to the image build
 carries the built wheel's sha256 instead (``envrepro.packages.wheelhouse.prepare``), so pip still installs with
@@ -73,12 +76,17 @@ _WHEEL = ("PYTHONPATH=/tmp/tools python3 -m pip wheel --no-deps --no-build-isola
 
 
 def record_parts(target: Target, key: str, tools: Optional[str] = None) -> List[str]:
-    """Where the record of an sdist built for ``target`` is (``key``: the sdist's sha256, or
+    """Where the record of an sdist built here for ``target`` is (``key``: the sdist's sha256, or
     name-version for a pin without hashes; ``tools``: the digest of the toolset it was built with,
-    ``toolset_digest``; None: a wheel imported with a carried wheelhouse). Keyed by target, not by
-    base image id, so a wheelhouse carried in a bundle is found on another machine with its own
-    copy of the base."""
+    ``toolset_digest``; None: the record of an older version, read by nothing now). Keyed by
+    target, not by base image id, so the same base pulled again finds it."""
     return ["built", target.ident(), f"{key}-{tools}.json" if tools else key + ".json"]
+
+
+def imported_parts(scope: str, target: Target, key: str) -> List[str]:
+    """Where the record of a wheel carried in a bundle for one capture is (``scope``:
+    ``portable.scope_of`` that capture; ``key``: the sdist's sha256 the lock pins)."""
+    return ["imported", scope, "built", target.ident(), key + ".json"]
 
 
 def toolset_digest(files: Mapping[str, str]) -> str:
@@ -112,27 +120,29 @@ def _keys(entry: LockEntry) -> List[str]:
     return digests(entry.hashes) or [f"{entry.name}-{entry.version}"]
 
 
-def _recorded(store: WheelStore, target: Target, keys: List[str], tools: Optional[str]) -> Optional[Path]:
-    """The stored wheel a record names for one of ``keys`` built with the toolset ``tools`` (None:
-    imported with a carried wheelhouse, the only records without a toolset that are taken)."""
-    for key in keys:
-        rec = store.read_record(*record_parts(target, key, tools))
-        if rec and isinstance(rec.get("sha256"), str) and (tools is not None or rec.get("imported") is True):
+def _recorded(store: WheelStore, places: List[List[str]]) -> Optional[Path]:
+    """The stored wheel the first record found at one of ``places`` names; None."""
+    for parts in places:
+        rec = store.read_record(*parts)
+        if rec and isinstance(rec.get("sha256"), str):
             found = store.get(rec["sha256"])
             if found is not None:
                 return found
     return None
 
 
-def built_wheel(store: WheelStore, target: Target, entry: LockEntry) -> Optional[Path]:
-    """The wheel built before from this entry's sdist for this target with a toolset this store
-    still uses (``current_toolsets``), or imported for it with a carried wheelhouse; None."""
+def built_wheel(store: WheelStore, target: Target, entry: LockEntry, scope: Optional[str] = None) -> Optional[Path]:
+    """The wheel built here before from this entry's sdist for this target with a toolset this
+    store still uses (``current_toolsets``); else, for a build of the capture ``scope`` names
+    (``portable.scope_of``), the wheel its bundle carried for it; None."""
     keys = _keys(entry)
     for tools in current_toolsets(store, target):
-        found = _recorded(store, target, keys, tools)
+        found = _recorded(store, [record_parts(target, key, tools) for key in keys])
         if found is not None:
             return found
-    return _recorded(store, target, keys, None)
+    if scope is None:
+        return None
+    return _recorded(store, [imported_parts(scope, target, key) for key in digests(entry.hashes)])
 
 
 def check_output(out: Path, entry: LockEntry, target: Target) -> Optional[str]:
@@ -340,7 +350,7 @@ class SdistBuilds:
         files = self._toolset(sdist, target, tools, run, shown)
         digest = toolset_digest(files)
         keys = _keys(e)
-        have = _recorded(self.store, target, keys, digest)
+        have = _recorded(self.store, [record_parts(target, key, digest) for key in keys])
         if have is not None:           # built with these very tools before
             return have
         os.chmod(out, 0o777)           # the build's user (nobody) writes there, nowhere else

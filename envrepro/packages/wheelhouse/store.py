@@ -10,8 +10,13 @@ an atomic rename of a complete, verified file, so a killed fetch leaves only a t
 
 Two small records sit beside the files:
 
-- ``built/<target>/<sdist sha256>.json``: the wheel built from a source-only pin for one target
-  (base image + Python), so each sdist is built once per target (``envrepro.packages.wheelhouse.sdists``);
+- ``built/<target>/<sdist sha256>-<toolset>.json``: the wheel built here from a source-only pin
+  for one target (base image + Python) with one set of build tools, so each sdist is built once
+  per target and toolset (``envrepro.packages.wheelhouse.sdists``);
+- ``unhashed/<target>/<name>-<version>.json``: the file this host fetched from its index for a pin
+  the lock gives no hash for;
+- ``imported/<capture scope>/built|unhashed/...``: the same two, written by a bundle's import for
+  the one capture it carried (``portable.scope_of``), and read only by that capture's builds;
 - ``targets/<base digest>.json``: the platform a base image accepts (``envrepro.packages.wheelhouse.target``).
 
 Everything here can be deleted; it is fetched or built again when needed.

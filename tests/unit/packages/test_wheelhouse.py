@@ -288,7 +288,7 @@ def test_the_record_of_a_built_wheel_is_keyed_by_the_sdist_and_the_tools_it_was_
     assert len(engine.runs) == 2
 
 
-def test_a_record_from_before_tools_were_keyed_is_not_trusted_an_imported_one_is(store, tmp_path):
+def test_a_record_without_tools_in_the_shared_folder_is_never_trusted_an_import_only_for_its_capture(store, tmp_path):
     entry = next(e for e in plan.entries_for(LOCK, TARGET) if e.name == "termcolor")
     f = tmp_path / "termcolor-1.1.0-py3-none-any.whl"
     f.write_bytes(b"trojaned termcolor")
@@ -296,8 +296,14 @@ def test_a_record_from_before_tools_were_keyed_is_not_trusted_an_imported_one_is
     old = sdists.record_parts(TARGET, sha(FILES["termcolor-1.1.0.tar.gz"]))
     store.write_record({"wheel": stored.name, "sha256": stored.parent.name}, *old)
     assert sdists.built_wheel(store, TARGET, entry) is None
+    # what an import of an older envrepro wrote, shared by every capture: not trusted either
     store.write_record({"wheel": stored.name, "sha256": stored.parent.name, "imported": True}, *old)
-    assert sdists.built_wheel(store, TARGET, entry) == stored
+    assert sdists.built_wheel(store, TARGET, entry) is None
+    assert sdists.built_wheel(store, TARGET, entry, "a" * 32) is None
+    mine = sdists.imported_parts("a" * 32, TARGET, sha(FILES["termcolor-1.1.0.tar.gz"]))
+    store.write_record({"wheel": stored.name, "sha256": stored.parent.name, "imported": True}, *mine)
+    assert sdists.built_wheel(store, TARGET, entry, "a" * 32) == stored
+    assert sdists.built_wheel(store, TARGET, entry, "b" * 32) is None and sdists.built_wheel(store, TARGET, entry) is None
 
 
 @pytest.mark.parametrize("made, said", [
@@ -404,7 +410,7 @@ def test_a_carried_wheelhouse_is_imported_only_when_the_lock_accounts_for_every_
     cap = _capture(tmp_path)
     assert portable.import_dir(carried, cap, lambda line: None, other) == 5
     offline = plan.prepare(LOCK, TARGET, FakeEngine(), "python:3.8-slim", other, {}, lambda line: None,
-                           run=FakePip(fail="network is unreachable"))
+                           run=FakePip(fail="network is unreachable"), scope=portable.scope_of(cap))
     assert offline.downloaded == 0 and offline.built == ["termcolor"]
     # tampered: a byte changed in a wheel
     six = carried / "six-1.16.0-py2.py3-none-any.whl"
@@ -430,6 +436,39 @@ def test_a_carried_wheelhouse_is_imported_only_when_the_lock_accounts_for_every_
     (carried / portable.INDEX).write_text("[1, 2")
     with pytest.raises(InvalidCapture, match="no readable index.json"):
         portable.import_dir(carried, cap, lambda line: None, WheelStore(tmp_path / "t5"))
+
+
+def test_a_wheel_a_bundle_carried_as_the_build_of_a_public_sdist_serves_only_its_own_capture(tmp_path, monkeypatch):
+    """The poisoning: a bundle declares its own file "the build of" termcolor's sdist hash (public
+    on the index). Its capture builds with it; another capture pinning the same sdist on this
+    machine never takes it and builds the sdist itself."""
+    wh = _stocked(WheelStore(tmp_path / "here"), tmp_path)
+    carried = tmp_path / "carried"
+    _export(wh, carried)
+    trojan = carried / wh.files["termcolor"].name          # the bundle's own "build" of termcolor
+    trojan.write_bytes(b"trojaned termcolor")
+    doc = json.loads((carried / portable.INDEX).read_text())
+    doc["files"][trojan.name] = doc["built"][0]["sha256"] = sha(b"trojaned termcolor")
+    (carried / portable.INDEX).write_text(json.dumps(doc))
+    store = WheelStore(tmp_path / "there")
+    bundled = _capture(tmp_path)
+    portable.import_dir(carried, bundled, lambda line: None, store)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    own = _capture(mine)                      # the user's own capture, the same lock
+    assert portable.scope_of(own) != portable.scope_of(bundled)
+    entry = next(e for e in plan.entries_for(LOCK, TARGET) if e.name == "termcolor")
+    assert sdists.built_wheel(store, TARGET, entry, portable.scope_of(bundled)).read_bytes() == b"trojaned termcolor"
+    assert sdists.built_wheel(store, TARGET, entry, portable.scope_of(own)) is None
+    assert sdists.built_wheel(store, TARGET, entry) is None
+    assert not (store.root / "built").exists()          # nothing written where every build looks
+    monkeypatch.setattr(sdists, "download_sdist", _download)
+    engine = FakeEngine([image("python:3.8-slim")])
+    monkeypatch.setattr(engine, "run", builder(engine))
+    again = plan.prepare(LOCK, TARGET, engine, "python:3.8-slim", store, {}, lambda line: None,
+                         run=FakePip(), scope=portable.scope_of(own))
+    assert again.built == ["termcolor"] and len(engine.runs) == 1     # built here, in its own sandbox
+    assert again.files["termcolor"].read_bytes() == b"built termcolor"
 
 
 def test_a_stored_file_of_the_same_release_for_another_python_is_not_taken(store, tmp_path):
