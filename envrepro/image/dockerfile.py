@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
+from envrepro.packages import directrefs
 from envrepro.packages.installplan import InstallPlan, install_plan
 from envrepro.packages.pipconfig import PipSettings, render_pip_conf
 from envrepro.sidecar.lockfile import Lock
@@ -100,7 +101,23 @@ def render(spec: BuildSpec) -> str:
     text = fill("env.Dockerfile", PYTHON_VERSION=spec.python_version, PYTHON_STAGE=python_stage,
                 PYTHON_BASE=python_base, PIP_ENV=pip_env, HEAVY_STEPS="\n".join(heavy_steps),
                 REST_STAGE=rest_stage, REST_OVERLAY=rest_overlay, LABELS=label_lines(spec.labels))
-    return re.sub(r"\n{3,}", "\n\n", text)
+    return direct_references_note(spec) + re.sub(r"\n{3,}", "\n\n", text)
+
+
+def direct_references_note(spec: BuildSpec) -> str:
+    """Comment lines heading the Dockerfile of a lock with direct references ("" without): envrepro
+    never builds it (``image.wheelhouse_builder.refuse_dockerfile``), and says what a ``docker build``
+    of it would do."""
+    refs = directrefs.direct_references(spec.lock)
+    if not refs:
+        return ""
+    names = ", ".join(f"{e.name} @ {directrefs.shown_url(e.url or '')}" for e in refs[:3])
+    more = f" and {len(refs) - 3} more" if len(refs) > 3 else ""
+    return ("# envrepro: this lock has direct references (" + names.replace("\n", " ") + more + ").\n"
+            "# envrepro never builds them with this Dockerfile: only with --allow-direct-references, from https\n"
+            "# archives pinned by sha256 that the host downloads, each sdist built in a container with no network.\n"
+            "# `docker build` of this file would let pip download and build them in a stage with a network\n"
+            "# and the pip configuration (index credentials included) of build/pip.conf.\n")
 
 
 # -- the build context -------------------------------------------------------------------------

@@ -2,8 +2,11 @@
 
 Order: local tag -> ``<registry>/envrepro-env:<key>`` when a registry is configured -> build
 (``envrepro.image.spec`` says what the key covers). The host's pip settings and CA bundle go into
-the builder stages only. A failed build is reported with the tail of its log and, for the
-failures users meet (hash mismatch, a pin the index doesn't have), what to do about it.
+the Dockerfile builder's stages only (with credentials in them, only when the user opts in:
+``wheelhouse_builder.refuse_dockerfile``). A lock with direct references is refused before the
+base is pulled or anything fetched, unless allowed (``packages.directrefs``). A failed build is
+reported with the tail of its log and, for the failures users meet (hash mismatch, a pin the
+index doesn't have), what to do about it.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from envrepro.image import dockerfile as df
 from envrepro.image import wheelhouse_builder
 from envrepro.image.bases import base_digest, ensure_base
 from envrepro.image.environment import environment_for
+from envrepro.packages import directrefs
 from envrepro.packages.pipconfig import PipSettings
 from envrepro.image import registry as registry_images
 from envrepro.image.spec import LABEL, LABEL_KEY, RUNTIME_VERSION, Progress
@@ -77,7 +81,9 @@ def _failure_message(tag: str, log: Path, lines: List[str], err: EnvreproError) 
     text = "\n".join(lines) + "\n" + err.what
     tail = [line for line in lines if not _noise(line)][-LOG_TAIL:]
     fix = err.fix
-    if "THESE PACKAGES DO NOT MATCH THE HASHES" in text or "(hash mismatch)" in text or "does not pin" in text:
+    if err.what.startswith("the direct reference "):
+        pass                    # its own fix: the file comes from the URL's server, not the index
+    elif "THESE PACKAGES DO NOT MATCH THE HASHES" in text or "(hash mismatch)" in text or "does not pin" in text:
         fix = ("pip's hash check failed: a file the index serves differs from the one the lock "
                "pins. Check the capture's requirements.lock (edited?) and the index, or capture again")
     elif "no matching distribution found" in text.lower() or "could not find a version" in text.lower():
@@ -154,10 +160,17 @@ def _ensure(capture: Capture, engine: ContainerEngine, base_image: Optional[str]
             pulling.close(ok=outcome.get("outcome") in ("pulled", "absent"), note=_pull_note(outcome))
         if pulled is not None:
             return found(pulled, "pulled")
+    lock_path = str(env.translation.lock_path if env.translation is not None else capture.lock_path)
+    if directrefs.check(env.lock, lock_path):       # refused unless allowed: nothing pulled or fetched yet
+        why = wheelhouse_builder.builder_reason(env.python_from_source)
+        if why:
+            wheelhouse_builder.refuse_dockerfile(env.lock, PipSettings(), why, lock_path)
     with progress.LazyStep(say) as pulling_base:      # a step only when the base must be pulled
         base_info = ensure_base(engine, base, pulling_base)
     spec = env.spec(base_digest(base_info), pip)
     why_not = wheelhouse_builder.unsupported(spec)
+    if why_not is not None:       # before a build log is opened
+        wheelhouse_builder.refuse_dockerfile(spec.lock, spec.pip, why_not, lock_path)
     logs = config.cache_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"build-{key[:16]}-{time.strftime('%Y%m%d-%H%M%S')}.log"
@@ -195,6 +208,7 @@ def _build(capture: Capture, engine: ContainerEngine, spec: df.BuildSpec, base_i
                              image_labels(final) or dict(spec.labels), log_path,
                              built.wheelhouse.built, builder="wheelhouse",
                              wheelhouse=built.wheelhouse.summary(), **extras)
+    wheelhouse_builder.refuse_dockerfile(spec.lock, spec.pip, why_not, str(capture.lock_path))
     dockerfile = df.render(spec)
     context = df.build_context(spec, dockerfile)
     say.note(f"Building {tag} with the Dockerfile builder ({why_not}); base {base}, Python {python_version}")

@@ -3,7 +3,9 @@ and the CA bundle, read the way pip itself reads them (``pip config list``; pip.
 PIP_* variables as a fallback), and rendered as the builder stage's ``pip.conf``.
 
 Only what works inside a build is kept (http(s) URLs; local paths don't exist there). The
-settings reach the builder stages only, never the final image (docs/threat-model.md).
+settings reach the builder stages only, never the final image (docs/threat-model.md); URLs with
+credentials in them not even those unless ``ENVREPRO_DOCKERFILE_PIP_CREDENTIALS=1``
+(``credentialed_urls``, ``image.wheelhouse_builder.refuse_dockerfile``).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -137,6 +140,24 @@ def host_pip_settings(runner: Optional[Callable[[], str]] = None) -> PipSettings
             if os.environ.get(var) and os.path.isfile(os.environ[var]):
                 return dataclasses.replace(settings, cert=os.environ[var])
     return settings
+
+
+# The opt-in that lets credentials in the pip settings into the Dockerfile builder's stages.
+CREDENTIALS_ENV = "ENVREPRO_DOCKERFILE_PIP_CREDENTIALS"
+
+
+def credentialed_urls(pip: PipSettings) -> List[str]:
+    """The index and find-links URLs of ``pip`` that carry credentials (``user:token@``), each
+    shown without them."""
+    from envrepro.packages.pipcmd import redact
+
+    urls = [pip.index_url or "", *pip.extra_index_urls, *pip.find_links]
+    return [redact(u) for u in urls if "@" in urllib.parse.urlsplit(u).netloc]
+
+
+def credentials_allowed() -> bool:
+    """Whether the user let pip credentials into Dockerfile builder stages (``CREDENTIALS_ENV=1``)."""
+    return os.environ.get(CREDENTIALS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def pip_mapping(pip: Any) -> Dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Set
 from envrepro.errors import InvalidCapture
 from envrepro.sidecar.lockfile import Lock
 from envrepro.sidecar.manifest import Capture
+from envrepro.packages import directrefs
 from envrepro.packages.wheelhouse import sdists
 from envrepro.packages.wheelhouse.fetch import dist_name, dist_version, same_version, unhashed_parts
 from envrepro.packages.wheelhouse.prepare import Wheelhouse, entries_for
@@ -50,7 +51,7 @@ def export(wh: Wheelhouse, lock: Lock, dest_dir: Path) -> List[Path]:
         link_or_copy(path, dest_dir / path.name)
         files[path.name] = path.parent.name
         written.append(dest_dir / path.name)
-    entries = {e.name: e for e in lock.every}
+    entries = {e.name: e for e in directrefs.pinned_lock(lock).every}   # a reference's sha256 from its URL too
     built = [{"name": name, "version": entries[name].version, "wheel": wh.files[name].name,
               "sha256": wh.files[name].parent.name, "sdist_sha256": digests(entries[name].hashes)}
              for name in wh.built]
@@ -102,7 +103,7 @@ def import_dir(src_dir: Path, capture: Capture, say: Say, store: Optional[WheelS
         target = Target.from_doc(doc["target"])
     except ValueError:
         raise _bad(src, f"has an {INDEX} without a readable target") from None
-    entries = entries_for(capture.lock, target)
+    entries = entries_for(directrefs.pinned_lock(capture.lock), target)
     scope = scope_of(capture)
     pinned: Set[str] = {d for e in entries for d in digests(e.hashes)}
     unhashed = {f"{e.name}-{e.version}": e for e in entries if not e.hashes}

@@ -7,6 +7,10 @@ file fetched for it before); else a wheel built before from its sdist for this t
 wheel is built from its sdist in a container (``sdists``). The install plan is the lock split as
 for a Dockerfile build (``envrepro.packages.installplan``), with each built wheel's
 sha256 in place of its sdist's, so every hashed pin is still installed with ``--require-hashes``.
+
+A direct reference (``name @ https://...``, allowed by ``--allow-direct-references``) is pinned as
+``name==version`` with its archive's sha256 (``envrepro.packages.directrefs``): downloaded by the
+host from its URL, not the index, then a wheel is used as it is, an sdist built like the others.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from envrepro import progress
 from envrepro.engine.base import ContainerEngine
+from envrepro.packages import directrefs
 from envrepro.packages.installplan import InstallPlan, install_plan
 from envrepro.sidecar.layout import WHEELS_MOUNT
 from envrepro.sidecar.lockfile import Lock, LockEntry, as_lock
@@ -30,8 +35,9 @@ LOCAL_WHEEL_PREFIX = "file://" + WHEELS_MOUNT + "/"
 
 
 class NotFromWheelhouse(Exception):
-    """The lock has entries the wheelhouse can't hold (VCS checkouts, remote URLs): the image is
-    built by the Dockerfile builder instead, which says why."""
+    """The lock has entries the wheelhouse can't hold (a requirement without a version): the image
+    is built by the Dockerfile builder instead, which says why. A lock with direct references never
+    is (``directrefs``)."""
 
 
 @dataclass
@@ -40,7 +46,7 @@ class Wheelhouse:
     files: Dict[str, Path]                 # canonical name -> stored file
     plan: InstallPlan                      # what each install step installs
     built: List[str] = field(default_factory=list)      # names installed from wheels built from sdists
-    downloaded: int = 0                    # files fetched from the index by this call
+    downloaded: int = 0                    # files fetched by this call (index and direct references)
     seconds: float = 0.0
 
     def summary(self) -> Dict[str, Any]:
@@ -50,17 +56,25 @@ class Wheelhouse:
 
 def entries_for(lock: "Union[str, Lock]", target: Target) -> List[LockEntry]:
     """The pins the image installs from the wheelhouse (the captured setuptools/wheel included;
-    local wheels of the capture and entries whose marker is false for the target left out)."""
+    local wheels of the capture and entries whose marker is false for the target left out; a
+    direct reference as ``directrefs.DirectRef.pinned``, DirectReferenceRefused for one of a kind
+    never built or a wheel that does not fit the target)."""
+    lock = as_lock(lock)
     out = []
-    for e in as_lock(lock).every:
+    for e in lock.every:
+        ref = None
         if e.url:
             if e.url.startswith(LOCAL_WHEEL_PREFIX):
                 continue
-            raise NotFromWheelhouse(f"the lock installs {e.name} from {e.url.split('#')[0][:80]} "
-                                    "(a direct reference)")
+            ref = directrefs.parse(e, lock)
+            e = ref.pinned()
         if not e.version:
             raise NotFromWheelhouse(f"the lock has no version for {e.name}")
         if fetching.applies(e, target):
+            if ref is not None and ref.wheel and not target.accepts(ref.filename):
+                raise directrefs.DirectReferenceRefused(
+                    f"{directrefs.where(lock, ref.entry)}: a wheel the image's Python ({target.ident()}) "
+                    "can't install", None, "point the lock at a wheel for Linux and the captured Python, or an sdist")
             out.append(e)
     return out
 
@@ -88,6 +102,9 @@ def prepare(lock: "Union[str, Lock]", target: Target, engine: ContainerEngine, b
             files[e.name] = have
         else:
             todo.append(e)
+    refs = directrefs.by_name(lock)        # downloaded from their URL by the host, not from the index
+    direct = [refs[e.name] for e in todo if e.name in refs]
+    todo = [e for e in todo if e.name not in refs]
     builds = sdists.SdistBuilds(store, pip_settings, target, run)
     try:
         if todo:
@@ -101,13 +118,22 @@ def prepare(lock: "Union[str, Lock]", target: Target, engine: ContainerEngine, b
                        + (f", {len(fetched.source_only)} to build from source" if fetched.source_only else ""))
         else:
             fetched = fetching.Fetched()
-            progress.note(say, f"Wheelhouse: all {len(entries)} files stored already")
+            if not direct:
+                progress.note(say, f"Wheelhouse: all {len(entries)} files stored already")
         files.update(fetched.files)
-        made = builds.build(engine, base, target, fetched.source_only, say, run)
+        direct_files, fetched_direct = directrefs.fetch(direct, store, say, pip_settings.get("cert"))
+        direct_sdists = []
+        for ref in direct:
+            if ref.wheel:
+                files[ref.name] = direct_files[ref.name]
+            else:                           # built like any source-only pin, with no network
+                builds.add_sdist(ref.pinned(), direct_files[ref.name])
+                direct_sdists.append(ref.pinned())
+        made = builds.build(engine, base, target, fetched.source_only + direct_sdists, say, run)
     finally:
         builds.close()
     files.update(made)
     built.update(made)
-    plan = install_plan(lock, {name: path.parent.name for name, path in built.items()})
-    return Wheelhouse(target, files, plan, sorted(built), fetched.downloaded,
+    plan = install_plan(directrefs.pinned_lock(lock), {name: path.parent.name for name, path in built.items()})
+    return Wheelhouse(target, files, plan, sorted(built), fetched.downloaded + fetched_direct,
                       round(time.perf_counter() - t0, 3))

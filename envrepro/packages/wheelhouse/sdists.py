@@ -300,6 +300,20 @@ class SdistBuilds:
             if entry.name not in self._jobs:
                 self._jobs[entry.name] = self._pool.submit(download_sdist, entry, self.src, self.pip_settings)
 
+    def add_sdist(self, entry: LockEntry, sdist: Path) -> None:
+        """An sdist the host downloaded and checked itself (a direct reference,
+        ``packages.directrefs``): ``build`` builds it like the others, never looking it up on
+        the index. ``entry``: its pin (``name==version`` with the sdist's sha256)."""
+        local = self.src / f"{entry.name}-direct"
+        local.mkdir(exist_ok=True)
+        local = local / sdist.name
+        if not local.exists():
+            link_or_copy(sdist, local)
+        done: "concurrent.futures.Future[Path]" = concurrent.futures.Future()
+        done.set_result(local)
+        with self._lock:
+            self._jobs[entry.name] = done
+
     def build(self, engine: ContainerEngine, base: str, target: Target, entries: List[LockEntry],
               say: Say, run: Runner = run_pip) -> Dict[str, Path]:
         """Build each entry's sdist into a wheel for ``base``, one container each; name -> stored wheel."""

@@ -111,18 +111,28 @@ def test_the_dockerfile_builder_is_used_when_asked_or_when_the_engine_cannot_mou
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     eng, _ = engine_with_base()
+    # PIP's index URL carries credentials: refused, nothing built, unless the user lets them in
+    with pytest.raises(images.EnvreproError, match="pip settings carry credentials") as e:
+        images.ensure_image(capture, eng, pip=PIP, on_progress=lambda line: None)
+    assert e.value.exit_code == 2 and "s3cret" not in str(e.value) and "index.example/simple" in str(e.value)
+    assert "ENVREPRO_DOCKERFILE_PIP_CREDENTIALS=1" in str(e.value) and eng.builds == []
+    monkeypatch.setenv("ENVREPRO_DOCKERFILE_PIP_CREDENTIALS", "1")
     lines = []
     info = images.ensure_image(capture, eng, pip=PIP, on_progress=lines.append)
     assert info.builder == "dockerfile" and len(eng.builds) == 1 and not getattr(eng, "commits", [])
     assert any(why in line for line in lines)
 
 
-def test_a_lock_with_a_vcs_checkout_is_built_by_the_dockerfile_builder(capture):
+def test_a_lock_with_a_vcs_checkout_is_refused_and_never_reaches_the_dockerfile_builder(capture, monkeypatch):
     capture.lock_path.write_text(capture.lock_path.read_text() + "mylib @ git+https://example.com/mylib.git@abc\n")
     eng, _ = engine_with_base()
-    lines = []
-    info = images.ensure_image(capture, eng, pip=PIP, on_progress=lines.append)
-    assert info.builder == "dockerfile" and any("direct reference" in line for line in lines)
+    with pytest.raises(images.EnvreproError, match="is a direct reference") as e:
+        images.ensure_image(capture, eng, pip=PIP, on_progress=lambda line: None)
+    assert e.value.exit_code == 2 and "--allow-direct-references" in str(e.value)
+    monkeypatch.setenv("ENVREPRO_ALLOW_DIRECT_REFERENCES", "1")
+    with pytest.raises(images.EnvreproError, match="VCS checkout .* can't be hash-checked"):
+        images.ensure_image(capture, eng, pip=PIP, on_progress=lambda line: None)
+    assert eng.builds == [] and not getattr(eng, "commits", []) and eng.runs == []
 
 
 def test_a_failed_install_step_names_the_log_and_tags_nothing(capture):

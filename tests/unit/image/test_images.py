@@ -135,7 +135,8 @@ def test_build_failure_names_the_log_and_its_tail(capture):
     assert not any(t.startswith("envrepro-env:") for t in engine.local)  # nothing tagged
 
 
-def test_context_carries_pip_settings_and_ca_in_the_build_stage_only(capture, tmp_path):
+def test_context_carries_pip_settings_and_ca_in_the_build_stage_only(capture, tmp_path, monkeypatch):
+    monkeypatch.setenv("ENVREPRO_DOCKERFILE_PIP_CREDENTIALS", "1")   # credentials let in (else refused)
     ca = tmp_path / "ca.pem"
     ca.write_bytes(b"-----BEGIN CERTIFICATE-----\nSENTINEL\n")
     pip = PipSettings(extra_index_urls=("https://u:TOKEN@idx.example/simple",), cert=str(ca))

@@ -164,8 +164,10 @@ def test_the_install_plan_pins_the_built_wheel_of_an_sdist_by_its_own_hash(store
     assert "tensorflow-cpu==2.4.1" in p.heavy and p.tools == "setuptools==56.0.0\n"
 
 
-def test_direct_references_go_to_the_dockerfile_builder_and_capture_wheels_are_mounted():
-    with pytest.raises(plan.NotFromWheelhouse, match="direct reference"):
+def test_vcs_references_are_refused_and_capture_wheels_are_mounted():
+    from envrepro.packages.directrefs import DirectReferenceRefused
+
+    with pytest.raises(DirectReferenceRefused, match="VCS checkout"):
         plan.entries_for("mylib @ git+https://example.com/mylib.git@abc\n", TARGET)
     local = "mylib @ file:///envrepro/capture/wheels/mylib-1.0-py3-none-any.whl\nsix==1.16.0\n"
     assert [e.name for e in plan.entries_for(local, TARGET)] == ["six"]

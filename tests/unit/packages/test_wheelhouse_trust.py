@@ -89,3 +89,36 @@ def test_versions_of_file_names():
     assert dist_version("termcolor-1.1.0.tar.gz") == "1.1.0"
     assert dist_version("weird.whl") == ""
     assert same_version("1.0", "1.0.0") and not same_version("1.15.0", "1.16.0") and not same_version("", "1.0")
+
+
+def test_a_direct_reference_pinned_only_by_its_url_fragment_travels_in_a_wheels_bundle(tmp_path):
+    """``name @ https://...#sha256=H``: the carried wheel is declared the build of H (the hash in
+    the URL), and the other machine takes it for that capture as the build of that pin."""
+    import hashlib
+
+    from envrepro.packages import directrefs
+    from envrepro.packages.wheelhouse import sdists
+    from envrepro.packages.wheelhouse.prepare import Wheelhouse
+    from envrepro.packages.installplan import install_plan
+    from envrepro.sidecar.lockfile import Lock
+
+    sdist_sha = hashlib.sha256(b"pkg sdist").hexdigest()
+    lock = Lock.parse(f"pkg @ https://files.example/pkg-1.0.tar.gz#sha256={sdist_sha}\n")
+    here = WheelStore(tmp_path / "here")
+    built = tmp_path / "pkg-1.0-py3-none-any.whl"
+    built.write_bytes(b"pkg wheel")
+    stored = here.add(built)
+    target = Target.from_doc(GOOD)
+    wh = Wheelhouse(target, {"pkg": stored}, install_plan(lock, {"pkg": stored.parent.name}), ["pkg"])
+    carried = tmp_path / "carried"
+    portable.export(wh, lock, carried)
+    doc = json.loads((carried / portable.INDEX).read_text())
+    assert doc["built"][0]["sdist_sha256"] == [sdist_sha]
+    root = tmp_path / "m.envrepro"
+    root.mkdir()
+    (root / "requirements.lock").write_text(lock.text)
+    cap = Capture(root=root, data={"python": {"version": "3.8.18"}})
+    there = WheelStore(tmp_path / "there")
+    assert portable.import_dir(carried, cap, lambda line: None, there) == 1
+    entry = next(iter(directrefs.pinned_lock(lock).every))
+    assert sdists.built_wheel(there, target, entry, portable.scope_of(cap)).read_bytes() == b"pkg wheel"
