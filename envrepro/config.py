@@ -4,14 +4,15 @@ and which base image and registry to use.
 Precedence everywhere: the command-line flag, then the environment variable
 (``ENVREPRO_BASE_IMAGE``, ``ENVREPRO_REGISTRY``, ``ENVREPRO_PROBE_TIMEOUT``), then
 ``~/.config/envrepro/config.yaml`` (``base_image:``, ``registry:``, ``probe_timeout:``; honours
-XDG_CONFIG_HOME). The cache (translated locks, build logs,
+XDG_CONFIG_HOME). ``trusted_keys:`` and ``require_signature:`` (signed captures, envrepro/signing/)
+come from the config file only. The cache (translated locks, build logs,
 the images index) lives under ``$XDG_CACHE_HOME/envrepro``.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from envrepro.errors import EnvreproError
 
@@ -81,3 +82,29 @@ def probe_timeout(timeout: Optional[float] = None) -> float:
         raise EnvreproError(f"probe timeout {value!r} is not a positive number of seconds", source,
                             f"set it to e.g. {DEFAULT_PROBE_TIMEOUT:.0f}")
     return seconds
+
+
+# Signed captures (envrepro/signing/): the public keys trusted, and whether every command that
+# runs or ships a capture refuses one no trusted key signed. Read from the config file only: no
+# flag or environment variable can turn the requirement off.
+
+def trusted_keys() -> List[Path]:
+    """Config ``trusted_keys:``: the public key PEM files signatures are checked against (a
+    relative path is taken from the config file's folder, ``~`` expanded); [] when unset."""
+    value = load_config().get("trusted_keys")
+    if value is None:
+        return []
+    where = config_path()
+    if not isinstance(value, list) or not all(isinstance(k, str) and k.strip() for k in value):
+        raise EnvreproError("trusted_keys is not a list of public key PEM paths", str(where),
+                            "write it as trusted_keys: [/path/to/team.pub, ...]")
+    return [where.parent / os.path.expanduser(k.strip()) for k in value]
+
+
+def require_signature() -> bool:
+    """Config ``require_signature:`` (true or false; default false)."""
+    value = load_config().get("require_signature", False)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise EnvreproError(f"require_signature is {str(value)[:40]!r}, not true or false", str(config_path()),
+                        "write require_signature: true (or false)")
