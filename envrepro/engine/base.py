@@ -216,5 +216,8 @@ class ContainerEngine(Protocol):
         ...
 
     def load_images(self, fileobj: BinaryIO) -> List[str]:
-        """``docker load`` from the binary file ``fileobj``: what it loaded (tags, else image ids)."""
+        """``docker load`` from the binary file ``fileobj`` (read once, front to back: it may be a
+        stream that can't seek): what it loaded (tags, else image ids). The engine applies every
+        tag the archive names: untrusted archives go through ``bundling.imagearchive`` first,
+        which hands over a stream naming none."""
         ...

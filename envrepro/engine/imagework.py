@@ -110,8 +110,11 @@ class ImageWorkMixin:
             raise self._fail(e, f"saving image {tag}") from None
 
     def load_images(self, fileobj: BinaryIO) -> List[str]:
-        """``docker load`` from ``fileobj`` (streamed by requests); the tags it loaded, else the
-        image ids ("Loaded image: TAG" / "Loaded image ID: sha256:...")."""
+        """``docker load`` from ``fileobj``, streamed by requests as it is read (a file, or a
+        stream that can't seek: chunked transfer encoding, nothing held in memory); the tags it
+        loaded, else the image ids ("Loaded image: TAG" / "Loaded image ID: sha256:..."). An
+        exception raised while the stream is read ends the upload: docker gets a truncated
+        archive and loads nothing."""
 
         loaded: List[str] = []
         try:

@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from envrepro.engine.base import ContainerEngine
 from envrepro.errors import EnvreproError
+from envrepro.image.origins import bundle_origin
 from envrepro.image.ownership import Image, are, listing, names, own_tag, stands_on, survey, tags_of
 from envrepro.image.spec import HEAVY_LABEL, LABEL_KEY
 from envrepro.image.usage import (KeyFor, index_path, locked, read_index, stale_reason, unreadable,
@@ -33,6 +34,7 @@ class ImageRow:
     other_tags: List[str] = field(default_factory=list)   # the user's tags on the same image: never removed
     children: List[str] = field(default_factory=list)     # images built on it (prune keeps it)
     full_id: str = ""
+    bundle: str = ""                                      # the bundle it was loaded from (origins), else ""
 
     @property
     def in_use(self) -> bool:
@@ -71,6 +73,7 @@ def _survey_rows(engine: ContainerEngine, key_for: Optional[KeyFor],
             continue      # the user's image (built on one of envrepro's), or untagged
         row = _row(im.listed)
         row.tag, row.tags, row.other_tags = own[0], own, [t for t in im.tags if t not in own]
+        row.bundle = str((bundle_origin(row.full_id) or {}).get("bundle") or "")
         for root, entry in sorted(((index.get(row.key) or {}).get("captures") or {}).items()):
             why = stale_reason(root, entry, row.key, key_for)
             if why is None:
@@ -284,7 +287,8 @@ def render_images(rows: List[ImageRow]) -> str:
         else:
             state = "unused (envrepro images prune removes it)"
         also = f"  also tagged {', '.join(r.other_tags)}" if r.other_tags and (r.in_use or r.children) else ""
-        out.append(f"{r.tag}  {r.id}  {human_size(r.size)}  created {r.created}  {state}{also}")
+        origin = f"  loaded from bundle {r.bundle}" if r.bundle else ""
+        out.append(f"{r.tag}  {r.id}  {human_size(r.size)}  created {r.created}  {state}{also}{origin}")
         out.extend(f"    {c}" for c in r.captures)
     return "\n".join(out) + "\n"
 

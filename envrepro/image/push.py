@@ -6,14 +6,17 @@ The environment image is found or built first (``ensure.ensure_image``, never pu
 registry being pushed to); serving images are pushed only when they already exist here and passed
 their self-check (``envrepro build --serve``): push never builds one. Refs are
 ``image.registry.env_ref`` / ``serve_ref``: the refs load pulls. The engine authenticates with its
-own credentials (``docker login``): none are read, passed or printed here.
+own credentials (``docker login``): none are read, passed or printed here. An image loaded from a
+bundle (``image.origins``) is pushed only with ``--allow-bundle-image``.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
+from envrepro.errors import EnvreproError
 from envrepro.image import registry as reg
+from envrepro.image.origins import bundle_origin
 from envrepro.image.spec import Progress
 from envrepro.engine.base import ContainerEngine, image_labels
 from envrepro.sidecar.manifest import Capture
@@ -80,9 +83,26 @@ def serving_images(engine: ContainerEngine, env_key: str, capture: Capture) -> L
     return list(out.values())
 
 
+class BundleImageRefused(EnvreproError):
+    """The environment image was loaded from a bundle, not built here (exit 2)."""
+
+
+def refuse_bundle_image(image_id: Optional[str], tag: str) -> None:
+    """One line when ``image_id`` came from a bundle (``image.origins``): pushing it would publish
+    whatever its writer put in it, under a key that covers only the capture's public data."""
+    origin = bundle_origin(image_id)
+    if origin is not None:
+        raise BundleImageRefused(f"the environment image {tag} was loaded from bundle "
+                                 f"{str(origin.get('bundle'))[:300]}, not built here: not pushed", None,
+                                 "pass --allow-bundle-image if you trust that bundle, or remove the image "
+                                 f"(`docker rmi {tag}`) so that push builds it here")
+
+
 def push(capture: Capture, engine: ContainerEngine, registry: str, base_image: Optional[str] = None,
-         gpus: bool = False, say: Optional[Progress] = None) -> PushResult:
-    """Push the environment image of ``capture`` (built if missing) and its serving images."""
+         gpus: bool = False, say: Optional[Progress] = None, allow_bundle_image: bool = False) -> PushResult:
+    """Push the environment image of ``capture`` (built if missing) and its serving images. An
+    image loaded from a bundle (and so the serving images built on it) only with
+    ``allow_bundle_image``."""
     from envrepro.image import ensure
 
     say = say or (lambda line: None)
@@ -90,10 +110,13 @@ def push(capture: Capture, engine: ContainerEngine, registry: str, base_image: O
     env = ensure.ensure_image(capture, engine, base_image=base_image, registry=None, gpus=gpus,
                               on_progress=say)
     result = PushResult(registry, env.key, env.source)
-    labels = image_labels(engine.inspect_image(env.tag))
+    info = engine.inspect_image(env.tag)
+    labels = image_labels(info)
     if labels.get(reg.LABEL_KEY) != env.key or not reg.valid_key(env.key):
         raise reg.RegistryError(f"the local image {env.tag} is not labelled with key {env.key}",
                                 None, "remove it (`docker rmi`) and run the same command again")
+    if not allow_bundle_image:
+        refuse_bundle_image(str((info or {}).get("Id") or env.image_id), env.tag)
     result.pushed.append(_push_one(engine, "environment", env.image_id or env.tag, env.tag,
                                    reg.env_ref(registry, env.key), say))
     serving = serving_images(engine, env.key, capture)

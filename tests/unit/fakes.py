@@ -147,7 +147,10 @@ class FakeEngine:
     def tag(self, image: str, tag: str) -> None:
         img = self._find(image)
         assert img is not None, f"no image {image} to tag"
-        img["RepoTags"] = list(img.get("RepoTags") or []) + [tag]
+        for other in self.store:                  # as in Docker, a tag moves
+            if other is not img and tag in (other.get("RepoTags") or []):
+                other["RepoTags"] = [t for t in other["RepoTags"] if t != tag]
+        img["RepoTags"] = list(img.get("RepoTags") or []) + ([tag] if tag not in (img.get("RepoTags") or []) else [])
 
     def start(self, image: str, command: Optional[Sequence[str]] = None,
               ports: Optional[Dict[int, Tuple[str, int]]] = None,
@@ -250,7 +253,7 @@ class FakeEngine:
         for other in self.store:                  # a tag moves to the new image
             if tag in (other.get("RepoTags") or []):
                 other["RepoTags"] = [t for t in other["RepoTags"] if t != tag]
-        self.store.append(img)
+        self.store.append(self._content_addressed(img))
         return img["Id"]
 
     @_called_as(ContainerEngine.run)
@@ -285,46 +288,93 @@ class FakeEngine:
         for other in self.store:
             if tag in (other.get("RepoTags") or []):
                 other["RepoTags"] = [t for t in other["RepoTags"] if t != tag]
-        self.store.append(img)
+        self.store.append(self._content_addressed(img))
         return img["Id"]
 
     def raise_pull(self, ref: str, message: str = "dial tcp: lookup registry.example: no such host") -> None:
         self.pull_error[ref] = PullFailed(f"pulling {ref} failed: {message}")
 
+    def _content_addressed(self, img: Dict[str, Any]) -> Dict[str, Any]:
+        """Give a built image Docker's kind of id, the sha256 of its config (which names its
+        labels and its one layer, a small tar): ``save_image`` writes exactly those bytes."""
+        layer = tar_bytes({"envrepro-fake/" + img["Id"].split(":")[-1][:16]: img["Id"].encode()})
+        config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": image_labels(img)},
+                             "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]}},
+                            sort_keys=True).encode()
+        img["Id"] = "sha256:" + hashlib.sha256(config).hexdigest()
+        self.blobs = getattr(self, "blobs", {})
+        self.blobs[img["Id"]] = (config, layer)
+        return img
+
     def save_image(self, tag: str, fileobj: BinaryIO) -> None:
-        """A ``docker save``-shaped archive: manifest.json (Config, RepoTags) + the config JSON."""
+        """A ``docker save`` archive as Docker 20.10 writes it (legacy layout): ``<v1 id>/``
+        with VERSION, json and layer.tar, ``<config sha256>.json``, manifest.json, repositories.
+        An image not built by this fake gets a config whose sha256 is not its id."""
         img = self._find(tag)
         if img is None:
             raise EnvreproError(f"saving image {tag} failed: No such image: {tag}")
-        hex_id = img["Id"].split(":", 1)[-1]
-        config = json.dumps({"config": {"Labels": image_labels(img)}}).encode()
-        entries = {"manifest.json": json.dumps([{"Config": f"{hex_id}.json", "RepoTags": [tag],
-                                                 "Layers": []}]).encode(),
-                   f"{hex_id}.json": config, "layer/padding.bin": b"\0" * 4096}
-        with tarfile.open(fileobj=fileobj, mode="w|") as tar:
-            for name, data in entries.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+        config, layer = getattr(self, "blobs", {}).get(img["Id"]) or (
+            json.dumps({"config": {"Labels": image_labels(img)}, "rootfs": {"type": "layers", "diff_ids": []}}).encode(),
+            None)
+        hex_id = hashlib.sha256(config).hexdigest()
+        v1 = hashlib.sha256(b"v1" + (layer or b"")).hexdigest()
+        repo, _, name = tag.rpartition(":")
+        entries = {}
+        if layer is not None:
+            entries.update({v1: None, f"{v1}/VERSION": b"1.0", f"{v1}/json": b'{"id":"%s"}' % v1.encode(),
+                            f"{v1}/layer.tar": layer})
+        entries.update({f"{hex_id}.json": config,
+                        "manifest.json": json.dumps([{"Config": f"{hex_id}.json", "RepoTags": [tag],
+                                                      "Layers": [f"{v1}/layer.tar"] if layer else []}]).encode(),
+                        "repositories": json.dumps({repo: {name: v1}}).encode()})
+        fileobj.write(tar_bytes(entries))
         self.saved = getattr(self, "saved", []) + [tag]
 
     def load_images(self, fileobj: BinaryIO) -> List[str]:
-        """Reads what ``save_image`` wrote; the image (id, labels, tags) joins ``store``."""
+        """``docker load`` as Docker 20.10 does it: the last member of a name wins, each
+        manifest.json entry's config and layers are checked (diff ids), its RepoTags tag the
+        image (moving those tags). Records ``loads`` (what it answered) and ``load_members``."""
         with tarfile.open(fileobj=fileobj, mode="r|") as tar:
             files = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+        self.load_members = getattr(self, "load_members", []) + [sorted(files)]
         loaded: List[str] = []
         for entry in json.loads(files["manifest.json"]):
-            config = json.loads(files[entry["Config"]])
-            iid = "sha256:" + entry["Config"][: -len(".json")]
+            config = files[entry["Config"]]
+            parsed = json.loads(config)
+            diff_ids = ["sha256:" + hashlib.sha256(files[n]).hexdigest() for n in entry.get("Layers") or []]
+            if diff_ids != parsed["rootfs"]["diff_ids"]:
+                raise EnvreproError("loading images failed: invalid diffID for layer")
+            iid = "sha256:" + hashlib.sha256(config).hexdigest()
             tags = list(entry.get("RepoTags") or [])
             for other in self.store:                  # a loaded tag moves to the loaded image
                 other["RepoTags"] = [t for t in other.get("RepoTags") or [] if t not in tags]
-            self.store = [i for i in self.store if i["Id"] != iid]
-            self.store.append(image(None, config["config"]["Labels"], image_id=iid))
-            self.store[-1]["RepoTags"] = tags
+            kept = next((i for i in self.store if i["Id"] == iid), None)
+            if kept is None:
+                kept = image(None, (parsed.get("config") or {}).get("Labels") or {}, image_id=iid)
+                self.store.append(kept)
+                self.blobs = getattr(self, "blobs", {})
+                layers = [files[n] for n in entry.get("Layers") or []]
+                self.blobs[iid] = (config, layers[0] if len(layers) == 1 else None)
+            kept["RepoTags"] = list(kept.get("RepoTags") or []) + [t for t in tags if t not in (kept.get("RepoTags") or [])]
             loaded += tags or [iid]
         self.loads = getattr(self, "loads", []) + [loaded]
         return loaded
+
+
+def tar_bytes(entries: Dict[str, Optional[bytes]]) -> bytes:
+    """An uncompressed tar of ``entries`` (name -> bytes; None: a folder), in that order."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.mtime = 0
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
 
 
 

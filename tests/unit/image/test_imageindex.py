@@ -406,3 +406,15 @@ def test_an_image_untagged_because_the_user_tagged_it_too_still_keeps_its_parent
         assert res.removed == [] and [r.tag for r in res.untagged] == ["envrepro-serve:" + "5" * 16]
         assert [(r.tag, r.children) for r in res.kept] == [("envrepro-env:" + "c" * 16, ["team/served:1"])]
     assert sorted(eng.local) == ["envrepro-env:" + "c" * 16, "team/served:1"] and eng.removed == []
+
+
+def test_an_image_loaded_from_a_bundle_says_so_in_the_listing(tmp_path, cache_home):
+    from envrepro.image import origins
+
+    key = "b1" * 16
+    eng = FakeEngine([docker_image(key, "envrepro-env:b1"), docker_image("c2" * 16, "envrepro-env:c2")])
+    origins.record_bundle_image(f"sha256:{key[:4]}{'0' * 60}", "/ship/m.tar", "d" * 64, "envrepro-env:b1", key)
+    rows = {r.key: r for r in images_cmd.list_images(eng)}
+    assert rows[key].bundle == "/ship/m.tar" and rows["c2" * 16].bundle == ""
+    lines = images_cmd.render_images([rows[key], rows["c2" * 16]]).splitlines()
+    assert lines[0].endswith("loaded from bundle /ship/m.tar") and "bundle" not in lines[1]
