@@ -125,6 +125,18 @@ _VERBOSE = typer.Option(False, "--verbose", "-v",
 # `run` passes the rest of its line to the user's command: no short -v there to take from it.
 _VERBOSE_LONG = typer.Option(False, "--verbose",
                              help="Also show the build's full output (pip, docker); it always goes to the build log.")
+_DIRECT_REFS = typer.Option(False, "--allow-direct-references",
+                            help="Build the lock's direct references (name @ URL): only https wheels and sdists pinned "
+                                 "by sha256, downloaded by this host and built with no network (env "
+                                 "ENVREPRO_ALLOW_DIRECT_REFERENCES=1). Refused without it.")
+
+
+def _allow_direct_references(allow: bool) -> None:
+    """--allow-direct-references: the setting every image build reads (packages/directrefs.py)."""
+    if allow:
+        from envrepro.packages import directrefs
+
+        os.environ[directrefs.ENV] = "1"
 
 
 @app.command()
@@ -139,10 +151,13 @@ def load(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     into: Optional[str] = typer.Option(None, "--into", help="MODEL is a bundle (FILE.tar): extract it into this folder (default FILE.bundle/ beside it)."),
     verbose: bool = _VERBOSE,
+    allow_direct_references: bool = _DIRECT_REFS,
 ) -> None:
     """Build or find the captured environment's image, load the model inside it and verify it.
     MODEL may be a bundle (FILE.tar from `envrepro bundle`): verified, extracted, loaded offline."""
     from envrepro import commands
+
+    _allow_direct_references(allow_direct_references)
 
     _emit(commands.load(model, base_image=base_image, registry=registry, gpus=gpus, unsafe=unsafe,
                         memory=memory, quiet=as_json, debug=_DEBUG["on"],
@@ -157,9 +172,12 @@ def bundle(
     base_image: Optional[str] = _BASE_IMAGE,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     verbose: bool = _VERBOSE,
+    allow_direct_references: bool = _DIRECT_REFS,
 ) -> None:
     """Write one tar (model, capture, environment image) that `envrepro load FILE.tar` loads offline."""
     from envrepro import commands
+
+    _allow_direct_references(allow_direct_references)
 
     _emit(commands.bundle(model, output, wheels=wheels, base_image=base_image, quiet=as_json, verbose=verbose),
           as_json)
@@ -176,9 +194,12 @@ def run(
     memory: str = _MEMORY,
     allow_model_change: bool = _ALLOW_CHANGE,
     verbose: bool = _VERBOSE_LONG,
+    allow_direct_references: bool = _DIRECT_REFS,
 ) -> None:
     """Run a command in the reproduced environment: envrepro run MODEL -- python predict.py"""
     from envrepro import commands
+
+    _allow_direct_references(allow_direct_references)
 
     _emit(commands.run(model, list(ctx.args), base_image=base_image, memory=memory, unsafe=unsafe,
                        gpus=gpus, registry=registry, allow_model_change=allow_model_change, verbose=verbose))
@@ -194,9 +215,12 @@ def shell(
     memory: str = _MEMORY,
     allow_model_change: bool = _ALLOW_CHANGE,
     verbose: bool = _VERBOSE,
+    allow_direct_references: bool = _DIRECT_REFS,
 ) -> None:
     """Open a shell in the reproduced environment (model at /envrepro/model/NAME)."""
     from envrepro import commands
+
+    _allow_direct_references(allow_direct_references)
 
     _emit(commands.shell(model, base_image=base_image, memory=memory, unsafe=unsafe, gpus=gpus,
                          registry=registry, allow_model_change=allow_model_change, verbose=verbose))
@@ -238,10 +262,13 @@ def build(
     allow_model_change: bool = _ALLOW_CHANGE,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     verbose: bool = _VERBOSE,
+    allow_direct_references: bool = _DIRECT_REFS,
 ) -> None:
     """Build the serving image of a captured model, start it once, check that both protocols
     answer the capture's reference prediction, and only then tag it."""
     from envrepro import commands
+
+    _allow_direct_references(allow_direct_references)
 
     _emit(commands.build(model, serve=serve, tag=tag, name=name, base_image=base_image, gpus=gpus,
                          unsafe=unsafe, memory=memory, verify=verify, allow_model_change=allow_model_change,
@@ -260,9 +287,12 @@ def serve(
     memory: str = _MEMORY,
     allow_model_change: bool = _ALLOW_CHANGE,
     verbose: bool = _VERBOSE,
+    allow_direct_references: bool = _DIRECT_REFS,
 ) -> None:
     """Serve the model from its reproduced environment (builds the image if needed); Ctrl-C stops."""
     from envrepro import commands
+
+    _allow_direct_references(allow_direct_references)
 
     _emit(commands.serve(model, port=port, host=host, name=name, base_image=base_image, gpus=gpus,
                          unsafe=unsafe, memory=memory, allow_model_change=allow_model_change, verbose=verbose))
@@ -300,13 +330,43 @@ def push(
     allow_model_change: bool = _ALLOW_CHANGE,
     as_json: bool = typer.Option(False, "--json", help="Print what was pushed as JSON."),
     verbose: bool = _VERBOSE,
+    allow_direct_references: bool = _DIRECT_REFS,
+    allow_bundle_image: bool = typer.Option(False, "--allow-bundle-image", help="Push an environment image loaded from a bundle (envrepro load FILE.tar) too: only if you trust that bundle."),
 ) -> None:
     """Push the environment image (built if missing) and the model's self-checked serving images to
     a registry under their content keys, for `envrepro load --registry` elsewhere."""
     from envrepro import commands
 
+    _allow_direct_references(allow_direct_references)
+
     _emit(commands.push(model, registry=registry, base_image=base_image, gpus=gpus,
-                        allow_model_change=allow_model_change, quiet=as_json, verbose=verbose), as_json)
+                        allow_model_change=allow_model_change, quiet=as_json, verbose=verbose,
+                        allow_bundle_image=allow_bundle_image), as_json)
+
+
+@app.command()
+def sign(
+    model: str = _MODEL,
+    key: str = typer.Option(..., "--key", help="EC private key (PEM) to sign with; an encrypted one's password in ENVREPRO_SIGNING_KEY_PASSWORD."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Sign the model and its capture together (OpenSSF model signing, offline) into MODEL.envrepro.sig."""
+    from envrepro import commands
+
+    _emit(commands.sign(model, key), as_json)
+
+
+@app.command()
+def verify(
+    model: str = _MODEL,
+    key: List[str] = typer.Option([], "--key", help="Public key (PEM) to verify with (repeatable; default: trusted_keys in the config file)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Check MODEL.envrepro.sig: exit 0 when a key given signed the model and its capture as they
+    are; exit 2 with one line when unsigned, signed by another key, or what differs."""
+    from envrepro import commands
+
+    _emit(commands.verify(model, key), as_json)
 
 
 @images_app.callback()

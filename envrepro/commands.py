@@ -80,6 +80,15 @@ def default_engine() -> ContainerEngine:
     return DockerEngine().connect()
 
 
+def _signed(model: "manifest.Capture | str") -> Any:
+    """The ``require_signature`` gate (config; ``signing.gate.enforce``): a capture no trusted
+    key signed, or that differs from what was signed, is refused (exit 2) before the engine is
+    reached or anything runs. None when signatures are not required."""
+    from envrepro.signing import gate
+
+    return gate.enforce(model.model_path if isinstance(model, manifest.Capture) else layout.resolve_model(model))
+
+
 # --------------------------------------------------------------------------------------------
 # capture side: no Docker
 # --------------------------------------------------------------------------------------------
@@ -121,6 +130,8 @@ def doctor(model: str, python: Optional[str] = None, try_load: bool = False,
            code_paths: Sequence[str] = ()) -> DoctorReport:
     from envrepro.diagnose.doctor import diagnose
 
+    if try_load:                       # --try imports the capture's code on this host
+        _signed(model)
     return diagnose(model, python=python, try_load=try_load, code_paths=code_paths)
 
 
@@ -156,6 +167,7 @@ def _environment(model: str, base_image: Optional[str], registry: Optional[str],
     from envrepro.sandbox import container as sandbox
 
     cap = sandbox.prepare(model, allow_model_change=allow_model_change)
+    _signed(cap)
     engine = (engine_factory or default_engine)()
     use_gpus = wants_gpus(gpus)
     info = ensure.ensure_image(cap, engine, base_image=base_image, registry=registry, gpus=use_gpus,
@@ -239,6 +251,7 @@ def dockerfile(model: str, base_image: Optional[str] = None, gpus: "Optional[str
     from envrepro.serving import image as serving
 
     cap = prepare(model, allow_model_change=allow_model_change)
+    _signed(cap)
     if output is None:
         with tempfile.TemporaryDirectory(prefix="envrepro-serve-ctx-") as tmp:
             serving.write_context(cap, Path(tmp) / "ctx", name, base_image, wants_gpus(gpus), unsafe)
@@ -265,6 +278,7 @@ def build(model: str, serve: bool = True, tag: Optional[str] = None, name: Optio
                                    "envrepro load MODEL builds the environment image")
     serving.check_tag(tag)
     cap = prepare(model, allow_model_change=allow_model_change)
+    _signed(cap)
     engine = (engine_factory or default_engine)()
     with _reporter(quiet, verbose) as say:
         result = serving.build(cap, engine, tag=tag, name=name, base_image=base_image, gpus=wants_gpus(gpus),
@@ -287,6 +301,7 @@ def serve(model: str, port: int = 8501, host: str = "127.0.0.1", name: Optional[
     from envrepro.serving import foreground as serving_run
 
     cap = prepare(model, allow_model_change=allow_model_change)
+    _signed(cap)
     engine = (engine_factory or default_engine)()
     with _reporter(verbose=verbose) as say:
         recording = usage.RecordingStarts(engine, cap, say)
@@ -318,6 +333,29 @@ def images_prune(dry_run: bool = False, cache: bool = False,
 
 
 # --------------------------------------------------------------------------------------------
+# signed captures: envrepro sign MODEL --key KEY; envrepro verify MODEL --key PUB (signing/)
+# --------------------------------------------------------------------------------------------
+
+def sign(model: str, key: str) -> Any:
+    """``envrepro sign``: the model and its capture (read and verified first, the model as
+    captured) signed together into ``MODEL.envrepro.sig`` with the EC private key ``key``."""
+    from envrepro.sandbox.container import prepare
+    from envrepro.signing import signature
+
+    return signature.sign(prepare(model), key)
+
+
+def verify(model: str, keys: Sequence[str] = ()) -> Any:
+    """``envrepro verify``: the signature beside the model checked with ``keys`` (public key
+    PEM files; none given: config ``trusted_keys``). Raises SignatureError (exit 2) unless one
+    of them signed it and every file of the model and its capture is as signed."""
+    from envrepro import config
+    from envrepro.signing import signature
+
+    return signature.verify(model, list(keys) or config.trusted_keys())
+
+
+# --------------------------------------------------------------------------------------------
 # air-gapped bundles: envrepro bundle MODEL -o FILE.tar; envrepro load FILE.tar
 # --------------------------------------------------------------------------------------------
 
@@ -339,6 +377,10 @@ def bundle(model: str, output: str, wheels: bool = False, base_image: Optional[s
     from envrepro.sandbox.container import prepare
 
     cap = prepare(model)
+    if _signed(cap) is None:           # a stale signature is refused before any image is built
+        from envrepro.signing.gate import carried_signature
+
+        carried_signature(cap.model_path)
     write.check_output(output, cap)
     refuse_foreign(cap)
     with _reporter(quiet, verbose) as say:
@@ -393,10 +435,12 @@ def load_bundle(path: str, into: Optional[str] = None, base_image: Optional[str]
 
 def push(model: str, registry: Optional[str] = None, base_image: Optional[str] = None,
          gpus: Optional[str] = None, allow_model_change: bool = False,
-         engine_factory: Optional[EngineFactory] = None, quiet: bool = False, verbose: bool = False) -> Any:
+         engine_factory: Optional[EngineFactory] = None, quiet: bool = False, verbose: bool = False,
+         allow_bundle_image: bool = False) -> Any:
     """``envrepro push MODEL --registry R``: the environment image (built if missing) and the
     model's self-checked serving images, pushed under their keys. The registry is checked before
-    the capture, the capture before the engine."""
+    the capture, the capture before the engine. An image loaded from a bundle only with
+    ``allow_bundle_image``."""
     from envrepro.image import push as pushing
     from envrepro.image import registry as registry_images
     from envrepro.sandbox.container import prepare
@@ -406,6 +450,8 @@ def push(model: str, registry: Optional[str] = None, base_image: Optional[str] =
         raise registry_images.RegistryError("no registry to push to", None,
                                             "pass --registry HOST[:PORT][/NAMESPACE] or set ENVREPRO_REGISTRY")
     cap = prepare(model, allow_model_change=allow_model_change)
+    _signed(cap)
     engine = (engine_factory or default_engine)()
     with _reporter(quiet, verbose) as say:
-        return pushing.push(cap, engine, reg, base_image=base_image, gpus=wants_gpus(gpus), say=say)
+        return pushing.push(cap, engine, reg, base_image=base_image, gpus=wants_gpus(gpus), say=say,
+                            allow_bundle_image=allow_bundle_image)

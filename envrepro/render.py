@@ -20,6 +20,7 @@ from envrepro.capturing.capture import CaptureResult
 from envrepro.diagnose import doctor
 from envrepro.sandbox import report as sandbox
 from envrepro.serving.image import ServeBuild
+from envrepro.signing.signature import Signed, Verified
 from envrepro.sidecar.manifest import Capture
 
 
@@ -283,3 +284,9 @@ def _(result: "Written", verbose: bool = False) -> str:
 @to_text.register
 def _(result: PushResult, verbose: bool = False) -> str:
     return push_text(result)
+
+
+@to_text.register(Signed)
+@to_text.register(Verified)
+def _(result: Any, verbose: bool = False) -> str:
+    return result.text()

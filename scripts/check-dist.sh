@@ -47,7 +47,8 @@ wheel="$(ls "$out"/dist/envrepro-*.whl)"; sdist="$(ls "$out"/dist/envrepro-*.tar
 
 # The wheel, in a fresh venv, used from a folder outside the clone.
 "$py" -m venv "$out/venv-wheel"
-quiet_pip "$out/venv-wheel/bin/pip" install -q "$wheel"
+# with the `signing` extra (OpenSSF model signing; Python 3.10+): the end-to-end tests sign and verify
+quiet_pip "$out/venv-wheel/bin/pip" install -q "${wheel}[signing]"
 cd "$out"
 "$out/venv-wheel/bin/envrepro" --version >&2
 # The sdist once: it builds, installs and imports, and holds the same files as the wheel.

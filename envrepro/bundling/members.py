@@ -6,6 +6,7 @@
                                 type, size and sha256
     model/NAME                  the model file, or folder (its files below it)
     model/NAME.envrepro/...     its capture
+    model/NAME.envrepro.sig     their signature (``envrepro sign``), when signed
     image.tar                   the environment image, ``docker save`` output     (image bundles)
     wheels/...                  the wheelhouse of ``envrepro.packages.wheelhouse``         (--wheels bundles)
 
@@ -28,6 +29,7 @@ MANIFEST_MAX = 16 << 20           # a manifest listing every file of a large Sav
 MODEL_DIR = "model"
 IMAGE_MEMBER = "image.tar"
 WHEELS_DIR = "wheels"
+SIGNATURE_SUFFIX = ".sig"         # model/NAME.envrepro.sig (envrepro.signing.scope.SIG_SUFFIX)
 KINDS = ("image", "wheels")
 SUFFIX = ".tar"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -75,6 +77,11 @@ class BundleManifest:
         from envrepro.sidecar.layout import SIDECAR_SUFFIX
 
         return f"{MODEL_DIR}/{self.model_name}{SIDECAR_SUFFIX}"
+
+    @property
+    def signature_member(self) -> str:
+        """``model/NAME.envrepro.sig``: the signature of the model and its capture, when signed."""
+        return f"{self.capture_member}{SIGNATURE_SUFFIX}"
 
     def to_json(self) -> bytes:
         """Compact JSON (no whitespace outside strings) with ``sha256`` over the rest: any
@@ -184,6 +191,13 @@ def parse(raw: bytes, bundle: str) -> BundleManifest:
 
     if result.model_member not in names or f"{result.capture_member}/{MANIFEST}" not in names:
         raise bad("does not list the model and its capture")
+    for m in out:       # under model/: the model, its capture and their signature (a file), nothing else
+        if m.name == result.signature_member:
+            if m.type != "file":
+                raise bad(f"lists the signature {m.name[:80]!r} as a folder")
+        elif m.name.startswith(MODEL_DIR + "/") and not any(
+                m.name == top or m.name.startswith(top + "/") for top in (result.model_member, result.capture_member)):
+            raise bad(f"lists {m.name[:80]!r}, which is neither the model, its capture nor their signature")
     if kind == "image" and IMAGE_MEMBER not in names:
         raise bad(f"does not list {IMAGE_MEMBER}")
     return result

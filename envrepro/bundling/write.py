@@ -1,7 +1,8 @@
 """``envrepro bundle MODEL -o FILE.tar``: one tar with the model, its capture and its environment.
 
 The environment is the image (``docker save`` of what ``ensure_image`` found or built), or with
-``--wheels`` the wheelhouse ``envrepro.bundling.wheels.export_for_capture`` writes. Every member is
+``--wheels`` the wheelhouse ``envrepro.bundling.wheels.export_for_capture`` writes; the signature
+``MODEL.envrepro.sig`` goes along when there is one that matches them. Every member is
 hashed before the manifest (the first member) is written, and hashed again while it is copied
 into the tar: a file that changed in between fails the bundle. The tar is written to a temp file
 beside FILE.tar, fsynced and renamed: a failure never leaves half a bundle under that name.
@@ -27,6 +28,7 @@ from envrepro.engine.base import ContainerEngine
 from envrepro.fsutil import fsync_dir, sha256_file
 from envrepro.sidecar import layout as sidecar_layout
 from envrepro.sidecar.manifest import Capture
+from envrepro.signing.gate import carried_signature
 
 Say = Callable[[str], None]
 
@@ -173,6 +175,9 @@ def bundle(capture: Capture, output: str, engine: Optional[ContainerEngine] = No
     model = capture.model_path
     sources = (tree_members(model, f"{MODEL_DIR}/{model.name}")
                + tree_members(capture.root, f"{MODEL_DIR}/{capture.root.name}"))
+    signed = carried_signature(model)     # beside the model, checked against it; None: unsigned
+    if signed is not None:
+        sources += tree_members(signed, f"{MODEL_DIR}/{signed.name}")
     seal = sha256_file(capture.root / sidecar_layout.MANIFEST)
     image = {}
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.parts-", dir=str(out.parent)))
