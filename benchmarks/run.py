@@ -19,5 +19,6 @@ for py in pythons:
 if (HERE / "load_bench.py").exists():
     rc |= subprocess.call([sys.executable, str(HERE / "load_bench.py")] + sys.argv[1:])
 rc |= subprocess.call([sys.executable, str(HERE / "build_bench.py")])
+rc |= subprocess.call([sys.executable, str(HERE / "hardening_bench.py")])
 rc |= subprocess.call([sys.executable, str(HERE / "serve_bench.py")])
 sys.exit(rc)
