@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from envrepro.image import ensure as images, spec
-from envrepro.packages.pipconfig import PipSettings
-from envrepro.errors import BuildFailed
+from envrepro.packages.pipconfig import CREDENTIALS_ENV, PipSettings
+from envrepro.errors import BuildFailed, EnvreproError
 from envrepro.sidecar.manifest import Capture
 
 pytestmark = pytest.mark.e2e
@@ -147,7 +147,9 @@ def _hits(data: bytes, needles) -> list:
     return [n for n in needles if n.encode() in data]
 
 
-def test_index_credentials_and_ca_never_reach_the_final_image(engine, standin_38, tmp_path, builder):
+def test_index_credentials_and_ca_never_reach_the_final_image(engine, standin_38, tmp_path, builder, monkeypatch):
+    """The wheelhouse builder never hands pip settings to a container; the Dockerfile builder
+    refuses credentials in them unless the user opts in, and then keeps them out of the image."""
     token = f"envrepro-sentinel-token-{uuid.uuid4().hex}"
     ca_mark = f"envrepro-sentinel-ca-{uuid.uuid4().hex}"
     ca = tmp_path / "sentinel-ca.pem"
@@ -157,6 +159,13 @@ def test_index_credentials_and_ca_never_reach_the_final_image(engine, standin_38
                          trusted_hosts=("127.0.0.1",), cert=str(ca), timeout=5, retries=0)
     capture = make_capture(tmp_path, SIX, "sentinel")
     tag = fresh(engine, capture, standin_38)
+    if builder == "dockerfile":      # its builder stages have a network and build sdists: opt-in only
+        monkeypatch.delenv(CREDENTIALS_ENV, raising=False)
+        with pytest.raises(EnvreproError, match="the host's pip settings carry credentials") as refused:
+            images.ensure_image(capture, engine, pip=pip, on_progress=lambda line: None)
+        assert token not in str(refused.value.what) and "127.0.0.1:9" in str(refused.value.what)
+        assert not engine.image_exists(tag)
+        monkeypatch.setenv(CREDENTIALS_ENV, "1")
     info = images.ensure_image(capture, engine, pip=pip, on_progress=lambda line: None)
     assert info.source == "built" and info.builder == builder
     assert "127.0.0.1:9" in info.log_path.read_text(), "the builder must have used the sentinel index"
