@@ -256,8 +256,15 @@ def capture_summary(cap: Capture) -> str:
         lines.append(_kv([["none", str(d.get("reference_skipped") or "no sample input")]]))
     lines.append("Optimizer")
     if opt:
-        lines.append(_kv([["class", str(opt.get("class"))], ["iterations", str(opt.get("iterations"))],
-                          ["state saved", str(opt.get("state_saved"))]]))
+        rows = [["class", str(opt.get("class"))], ["iterations", str(opt.get("iterations"))],
+                ["state saved", str(opt.get("state_saved"))]]
+        back = opt.get("restored")   # what the training env's own load_model restores (issue 20)
+        if isinstance(back, dict):
+            rows.append(["load_model restores", f"{back.get('class')}, iterations {back.get('iterations')}, "
+                                                f"{back.get('variables')} variables"])
+        elif opt.get("restored_skipped"):
+            rows.append(["load_model restores", f"not read: {opt['restored_skipped']}"])
+        lines.append(_kv(rows))
     else:
         lines.append(_kv([["none", "not compiled, or saved without optimizer"]]))
     resume = d.get("resume_check")

@@ -130,26 +130,19 @@ def expected_state(expected, model_path, fmt, out):
     return iterations, variables
 
 
-def check_optimizer(model, expected, model_path=None, fmt=None):
-    """Did the optimizer come back as saved (class, iterations, variables)? Problems are listed,
-    not raised: a mismatch is a verification result, not a load failure.
+FORMAT_NAMES = {"h5": "H5", "keras": ".keras", "savedmodel": "SavedModel"}
 
-    Keras 2's SavedModel ``load_model`` leaves the optimizer state in the checkpoint; it is
-    restored from there (``restored_via``). When that restore is impossible in this TensorFlow,
-    the state was saved but not restored by this loader: said so (``state_restored`` False), not
-    reported as a mismatch, because nothing restored differs from the file. So are variables the
-    file holds that this loader does not bring back at all (Keras 3's H5 loader builds the
-    optimizer without the model's variables: only ``iteration`` and ``learning_rate`` return),
-    the iterations still checked. State that did come back and differs from the file is a
-    mismatch.
+
+def loaded_state(model, expected, model_path, fmt, want_iterations, want_variables, out):
+    """The optimizer the loader ends up with, read into ``out`` (``iterations``,
+    ``weights_restored``, ``restored_via``, ``note``); returns ``(optimizer, first, failed)``.
+
+    That is load_model's optimizer, except for a Keras 2 SavedModel whose load_model left the
+    state in the checkpoint: restored from there when the first reading differs from the file
+    (``first`` is that reading, ``failed`` the restore's exception). The capture runs the same
+    steps on the training environment's own load (``restored_facts``): like with like.
     """
-    out = {"expected": expected, "restored": None, "iterations": None, "weights_restored": None,
-           "ok": False, "problems": [], "restored_via": "load_model"}
-    opt = getattr(model, "optimizer", None)
-    if opt is None:
-        out["problems"].append("the loaded model has no optimizer")
-        return out
-    want_iterations, want_variables = expected_state(expected, model_path, fmt, out)
+    opt = model.optimizer
     first, failed = None, None
     if fmt == "savedmodel" and expected.get("state_saved") and model_path:
         first = {"problems": []}
@@ -165,10 +158,112 @@ def check_optimizer(model, expected, model_path=None, fmt=None):
                 failed = e
                 out["note"] = "restoring the SavedModel optimizer state failed: %s" % e
         opt = model.optimizer
+    read_optimizer(opt, out)
+    return opt, first, failed
+
+
+def restored_facts(model, facts, model_path, fmt):
+    """What this environment's load restores of the optimizer, for the capture's
+    ``optimizer.restored``: ``{"class", "iterations", "variables", "via"}``, read by the
+    loader's own steps (``loaded_state``) on ``model``, a copy just loaded from ``model_path``
+    (never the training model); None when it has no optimizer. ``facts`` are the capture's
+    optimizer facts, which the loader will be given: the same expectation drives the same steps.
+    """
+    if getattr(model, "optimizer", None) is None:
+        return None
+    out = {"problems": [], "restored_via": "load_model", "iterations": None,
+           "weights_restored": None}
+    want_iterations, want_variables = expected_state(facts, model_path, fmt,
+                                                     {"problems": []})
+    opt = loaded_state(model, facts, model_path, fmt, want_iterations, want_variables, out)[0]
+    return {"class": type(opt).__name__, "iterations": out["iterations"],
+            "variables": out["weights_restored"], "via": out["restored_via"]}
+
+
+def _held_more(restored, held_iterations, held_variables):
+    """What the file holds that the training environment's load does not bring back, in words;
+    None when it brings back all of it."""
+    parts = []
+    got = restored.get("iterations")
+    if held_iterations is not None and got is not None and int(got) != int(held_iterations):
+        parts.append("iterations %s %s %s" % (got, "of the" if got < held_iterations
+                                                 else "where", held_iterations))
+    got = restored.get("variables")
+    if held_variables is not None and got is not None and int(got) < int(held_variables):
+        parts.append("%s of the %s optimizer variables" % (got, held_variables))
+    return " and ".join(parts) or None
+
+
+def against_restored(out, expected, loaded_class, fmt):
+    """The comparison for a capture that recorded ``restored``: the optimizer restored here
+    against what the training environment's own load restored from the same file (class,
+    iterations, variables), not against what the file holds. Where the file holds state the
+    training environment's load does not bring back (TF 2.12's H5 loader starts a
+    LossScaleOptimizer afresh: iterations 0 of the 2 saved), that is said as ``warning``, not
+    counted as a mismatch; state restored here that differs from the training environment's is.
+    """
+    want = expected["restored"]
+    if out.get("note", "").startswith("the model file holds no optimizer state"):
+        del out["note"]   # its "only the class is checked" is not so here
+    if want.get("class") and short_class(want["class"]) != short_class(loaded_class):
+        out["problems"].append("optimizer class %s, the training environment restores %s"
+                               % (loaded_class, want["class"]))
+    if want.get("iterations") is not None and out["iterations"] != int(want["iterations"]):
+        out["problems"].append("iterations %s, expected %s (what the training environment "
+                               "restores from this file)" % (out["iterations"], want["iterations"]))
+    if want.get("variables") is not None and out["weights_restored"] != int(want["variables"]):
+        out["problems"].append("%s optimizer variables restored, expected %s (what the training "
+                               "environment restores from this file)"
+                               % (out["weights_restored"], want["variables"]))
+    held = out.get("saved") or {"iterations": expected.get("saved_iterations"),
+                                "variables": expected.get("saved_variables")}
+    more = _held_more(want, held.get("iterations"), held.get("variables"))
+    if more:
+        out["warning"] = ("the training environment's load_model %srestores %s the file holds "
+                          "(%s in %s): compared with what it restores"
+                          % ("" if out["problems"] else "also ", more,
+                             short_class(want.get("class") or loaded_class),
+                             FORMAT_NAMES.get(fmt, fmt)))
+    trained = short_class(expected.get("class"))
+    if trained and want.get("class") and trained != short_class(want["class"]):
+        out["warning"] = ((out["warning"] + "; ") if out.get("warning") else "") + (
+            "the training environment's load_model restores the optimizer as %s, not the %s "
+            "the model was trained with" % (short_class(want["class"]), trained))
+    out["compared_with"] = "training environment restore"
+    out["ok"] = not out["problems"]
+    return out
+
+
+def check_optimizer(model, expected, model_path=None, fmt=None):
+    """Did the optimizer come back as saved (class, iterations, variables)? Problems are listed,
+    not raised: a mismatch is a verification result, not a load failure.
+
+    Keras 2's SavedModel ``load_model`` leaves the optimizer state in the checkpoint; it is
+    restored from there (``restored_via``). When that restore is impossible in this TensorFlow,
+    the state was saved but not restored by this loader: said so (``state_restored`` False), not
+    reported as a mismatch, because nothing restored differs from the file. So are variables the
+    file holds that this loader does not bring back at all (Keras 3's H5 loader builds the
+    optimizer without the model's variables: only ``iteration`` and ``learning_rate`` return),
+    the iterations still checked. State that did come back and differs from the file is a
+    mismatch.
+
+    A capture that recorded what the training environment's own load restored (``restored``)
+    is compared with that instead (``against_restored``): like with like.
+    """
+    out = {"expected": expected, "restored": None, "iterations": None, "weights_restored": None,
+           "ok": False, "problems": [], "restored_via": "load_model"}
+    opt = getattr(model, "optimizer", None)
+    if opt is None:
+        out["problems"].append("the loaded model has no optimizer")
+        return out
+    want_iterations, want_variables = expected_state(expected, model_path, fmt, out)
+    opt, first, failed = loaded_state(model, expected, model_path, fmt, want_iterations,
+                                      want_variables, out)
     inner = getattr(opt, "inner_optimizer", None)  # LossScaleOptimizer wraps the real one
     shown = inner if inner is not None and expected.get("class") != type(opt).__name__ else opt
     out["restored"] = type(shown).__name__
-    read_optimizer(opt, out)
+    if isinstance(expected.get("restored"), dict):
+        return against_restored(out, expected, type(opt).__name__, fmt)
     if expected.get("class") and short_class(expected["class"]) != short_class(out["restored"]):
         out["problems"].append("optimizer class %s, expected %s" % (out["restored"], expected["class"]))
     unchanged = first is not None and not first["iterations"] and \

@@ -76,6 +76,11 @@ def make_plan(capture: manifest.Capture, container_paths: ContainerPaths,
         # What the saved file holds (runtime/savedstate), in captures that recorded it only:
         # without these keys the loader keeps the old comparison.
         plan_opt.update((k, opt[k]) for k in ("saved_variables", "saved_iterations") if k in opt)
+        # What the training environment's own load_model restored from the file: the loader
+        # compares with that (like with like); captures without it keep the comparison above.
+        if isinstance(opt.get("restored"), dict):
+            plan_opt["restored"] = {k: opt["restored"].get(k)
+                                    for k in ("class", "iterations", "variables", "via")}
     return {
         "plan_version": PLAN_VERSION,
         "model_path": paths.model,

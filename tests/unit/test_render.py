@@ -56,6 +56,18 @@ def test_inspect_shows_the_load_recipe(tmp_path):
     assert "custom_objects failed  KeyError: 'layers'" in text
 
 
+def test_inspect_shows_what_load_model_restores_of_the_optimizer(tmp_path):
+    opt = {"class": "LossScaleOptimizerV3", "iterations": 2, "state_saved": True,
+           "restored": {"class": "LossScaleOptimizerV3", "iterations": 0, "variables": 9}}
+    _, text = emit(commands.Inspection("m.h5", capture=Capture(root=tmp_path / "m.h5.envrepro",
+                                                               data=dict(MANIFEST, optimizer=opt))))
+    assert "load_model restores  LossScaleOptimizerV3, iterations 0, 9 variables" in text
+    skipped = {"class": "Adam", "restored_skipped": "the saved model takes 1 bytes"}
+    _, text = emit(commands.Inspection("m.h5", capture=Capture(root=tmp_path / "m.h5.envrepro",
+                                                               data=dict(MANIFEST, optimizer=skipped))))
+    assert "load_model restores  not read: the saved model takes 1 bytes" in text
+
+
 def test_dockerfile_exited_and_images():
     assert emit(commands.DockerfileText("FROM python:3.8-slim\n")) == (0, "FROM python:3.8-slim\n")
     assert emit(commands.Exited(7)) == (7, "")
