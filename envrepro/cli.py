@@ -64,7 +64,7 @@ def capture(
     python: Optional[str] = typer.Option(None, "--python", help="The training environment's interpreter (default: this one)."),
     module: List[str] = typer.Option([], "--module", help="Module defining custom objects, imported before loading (repeatable)."),
     code_path: List[str] = typer.Option([], "--code-path", help="Folder added to the probe's import path (repeatable)."),
-    sample: Optional[str] = typer.Option(None, "--sample", help="Input for the reference prediction (.npy, or .npz for several inputs)."),
+    sample: Optional[str] = typer.Option(None, "--sample", help="Input for the reference prediction, checked against the model's inputs: .npy, .npz (several inputs: arr_0... or by input name) or .json (a list, or an object of input name -> nested lists; strings allowed)."),
     no_hashes: bool = typer.Option(False, "--no-hashes", help="Don't ask the index for hashes (offline capture)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="Stop the probe (and everything it started) after this long (default 900; env ENVREPRO_PROBE_TIMEOUT, config probe_timeout)."),
     infer: bool = typer.Option(False, "--infer", help="Model saved without envrepro: infer the environment from its files."),

@@ -189,6 +189,10 @@ def probe_failure(run: ProbeRun, python: str, model_path: Path) -> ProbeError:
     if run.returncode == 0:
         return ProbeError(f"the capture probe under {python} exited 0 but {run.problem}", model,
                           f"pass the training environment's python; {DEBUG_HINT}", detail=detail)
+    if run.error is not None and run.error.get("kind") == "sample":   # the user's --sample
+        fix = run.error.get("fix")
+        return ProbeError(run.error["error"].strip(), model, fix if isinstance(fix, str) else None,
+                          detail=detail)
     if run.error is not None:
         cause, fix = run.error["error"].strip(), run.error.get("fix")
         fix = f"{fix}; {DEBUG_HINT}" if isinstance(fix, str) and fix.strip() else DEBUG_HINT

@@ -22,7 +22,7 @@ from envrepro import config
 from envrepro.version import __version__
 from envrepro import proberunner
 from envrepro.packages.indexhashes import hashes_wanted
-from envrepro.errors import ProbeError
+from envrepro.errors import CaptureError, ProbeError
 from envrepro.fsutil import sha256_tree
 from envrepro.runtime import reference as probe_reference
 from envrepro.sidecar import layout, writer
@@ -39,13 +39,16 @@ class CaptureResult:
 
 def run_probe_inprocess(model_path: Path, out_dir: Path, model: Any, sample_input: Any,
                         modules: Sequence[str], code_paths: Sequence[str],
-                        resume_check: bool = False) -> Dict[str, Any]:
+                        resume_check: bool = False, sample_source: str = "sample_input") -> Dict[str, Any]:
     from envrepro.runtime import probe
+    from envrepro.runtime.samples import SampleMismatch
 
     try:
         return probe.collect(str(model_path), str(out_dir), model=model, sample_input=sample_input,
                              modules=tuple(modules), code_paths=tuple(code_paths),
-                             resume_check=resume_check)
+                             resume_check=resume_check, sample_source=sample_source)
+    except SampleMismatch as e:     # the sample doesn't fit the model: bad input, nothing written
+        raise CaptureError(e.what, str(model_path), e.fix) from None
     except Exception as e:  # the probe raises plain exceptions (it is stdlib-only)
         raise ProbeError(f"probe failed: {type(e).__name__}: {e}", str(model_path),
                          "set ENVREPRO_DEBUG=1 for the traceback") from e
@@ -211,12 +214,15 @@ def capture(model_path: "os.PathLike[str] | str", *, model: Any = None, sample_i
                                               sample_file, timeout=timeout,
                                               resume_check=resume_check)
         else:
+            source = "sample_input"
             if sample_file and sample_input is None:
-                sample_input = _load_sample(sample_file)
+                sample_input, source = _load_sample(sample_file, model_path), f"sample {sample_file}"
             facts = run_probe_inprocess(model_path, probe_out, model, sample_input, modules, code_paths,
-                                        resume_check)
+                                        resume_check, source)
         seconds["probe"] = time.perf_counter() - t
         notes.extend(facts.get("warnings") or [])
+        if not facts.get("reference") and facts.get("reference_skipped"):
+            notes.append(no_reference_warning(facts["reference_skipped"]))
         reference = _move_reference(probe_out, folder, facts)
         facts["resume_check"] = _move_resume(probe_out, folder, facts)
         resume = facts["resume_check"] or {}
@@ -263,10 +269,19 @@ def safe_capture(path: Any, **kwargs: Any) -> Optional[CaptureResult]:
     return result
 
 
-def _load_sample(path: str) -> Any:
-    import numpy as np  # only reached with --sample, where TF (and numpy) are present
+def no_reference_warning(reason: str) -> str:
+    """The one capture warning for a capture without a reference prediction; ``reason`` (the
+    manifest's ``reference_skipped``) names the input and how to pass a sample."""
+    return f"no reference prediction, so `envrepro load` can't verify the model: {reason}"
 
-    if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    return np.load(path, allow_pickle=False)
+
+def _load_sample(path: str, model_path: Path) -> Any:
+    """``--sample FILE`` read in this process (runtime/samples.py); CaptureError when it can't be."""
+    from envrepro.runtime.samples import load_sample
+
+    try:
+        return load_sample(path)
+    except Exception as e:  # noqa: BLE001 - numpy and json raise several kinds: one line for all
+        raise CaptureError(f"cannot read sample {path}: {type(e).__name__}: {e}", str(model_path),
+                           "pass a .npy or .npz file saved with numpy, or a .json list or object "
+                           "of input name -> nested lists") from None

@@ -28,7 +28,8 @@ from .facts import short_error
 from .failures import classify
 from .optimizer import check_optimizer
 from .planload import PlanError, PlanLoad, entry_arguments, new_state, read_plan, resolve_attr  # noqa: F401
-from .reference import DEFAULT_SEED, FLOAT_TOLERANCE, assemble_inputs, compare, flatten_outputs, predict
+from .reference import (DEFAULT_SEED, FLOAT_TOLERANCE, assemble_inputs, compare, flatten_outputs,
+                        mismatch_message, predict)
 from .resume import replay
 
 REPORT_PREFIX = "ENVREPRO-REPORT "
@@ -76,8 +77,9 @@ def network_check():
 
 
 def build_inputs(np, ref):
-    """The saved reference inputs, in the structure the model takes; a plan whose reference
-    doesn't fit together is the host's bug (PlanError)."""
+    """The saved reference inputs, in the structure the model takes (text, saved as ``U``/``S``
+    arrays, as bytes: reference.assemble_inputs); a plan whose reference doesn't fit together is
+    the host's bug (PlanError)."""
     arrays = [np.load(p, allow_pickle=False) for p in ref.get("inputs") or []]
     structure = ref.get("input_structure") or "single"
     names = ref.get("input_names") or []
@@ -129,9 +131,8 @@ class Run(object):
                                        float(ref.get("atol", FLOAT_TOLERANCE["atol"])),
                                        float(ref.get("rtol", FLOAT_TOLERANCE["rtol"])))
             if not rep["reference"]["allclose"]:
-                rep["mismatches"].append("reference prediction differs (max |diff| %s, atol %s, rtol %s)"
-                                         % (rep["reference"]["max_abs_diff"], ref.get("atol"),
-                                            ref.get("rtol")))
+                rep["mismatches"].append(mismatch_message(rep["reference"], ref.get("atol"),
+                                                          ref.get("rtol")))
         rep["stage"] = "verify"
         if plan.get("drift"):
             rep["drift"] = self.timed("drift", self.check_drift, np, kmod, model)

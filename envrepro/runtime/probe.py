@@ -9,7 +9,8 @@ Why this file looks the way it does:
   module never imports TensorFlow.
 * It is used two ways: in-process by the save hook (``collect(path, out, model=model)``, the live
   model is passed so nothing is re-loaded, except a SavedModel with custom objects: its file is
-  loaded to choose the recipe, see modelload.file_recipe), and as an entry point
+  loaded to choose the recipe, see modelload.file_recipe, and a small saved file is loaded once
+  to read what load_model restores of the optimizer, see restored.py), and as an entry point
   (``launch.host_argv(python, "probe", ["--model", PATH, "--out", DIR])``) run with the training
   interpreter from outside.
 * Installed distributions are read without importlib.metadata (see distributions.py); the hook's
@@ -34,6 +35,8 @@ from .modelload import file_recipe, import_modules, load_model
 from .optimizer import optimizer_facts
 from .providers import import_providers
 from .reference import DEFAULT_SEED, REFERENCE_DIR, load_sample, reference_facts
+from .samples import SampleMismatch
+from .restored import capture_restored
 from .resume import capture_facts as resume_facts
 
 PROBE_VERSION = 1
@@ -52,12 +55,14 @@ def _write_json_atomic(path, data):
 
 def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code_paths=(),
             load=True, seed=DEFAULT_SEED, loaded_by_probe=False, import_tf=None,
-            warnings=None, dists=None, load_outcome=None, resume_check=False):
+            warnings=None, dists=None, load_outcome=None, resume_check=False,
+            sample_source="sample_input"):
     """Probe everything; write ``out_dir/facts.json`` and ``out_dir/reference/*.npy``.
 
     ``model`` is the live model (the save hook); without it the model is loaded here when
     ``load`` is true. Only an unwritable ``out_dir`` raises: every other failure is a warning,
-    so a capture never breaks training. Returns the facts dict.
+    so a capture never breaks training, except a ``sample_input`` (named ``sample_source``) that
+    doesn't fit the model's inputs: SampleMismatch, bad input. Returns the facts dict.
 
     Script mode passes the model it loaded (``loaded_by_probe=True``), the warnings of that load
     and its distribution scan, so nothing is done twice; ``load_outcome`` is the recipe that
@@ -158,10 +163,13 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
         try:
             reference, skipped = reference_facts(
                 model, out_dir, sample_input, seed, allow_stateful=loaded_by_probe,
-                model_path=model_path if fmt == "savedmodel" else None)
+                model_path=model_path if fmt == "savedmodel" else None,
+                sample_source=sample_source)
+        except SampleMismatch:
+            raise       # the user's sample doesn't fit the model: bad input, no capture
         except Exception as exc:
             skipped = "reference prediction failed: %s" % short_error(exc)
-            warnings.append(skipped)
+    # The capture says why in one warning (capturing/capture.py), the manifest keeps it.
     facts["reference"] = reference
     facts["reference_skipped"] = skipped
 
@@ -174,18 +182,43 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
     if facts["optimizer"] and not facts["optimizer"]["state_saved_exact"]:
         warnings.append("optimizer state_saved could not be read from the %s file; approximated "
                         "as compiled and the optimizer has variables" % fmt)
+    load_copy = copy_loader(model_path, modules, objs, dists)
+    if facts["optimizer"] and (load or loaded_by_probe):
+        record_restored(facts["optimizer"], model, loaded_by_probe, model_path, fmt, load_copy,
+                        warnings)
     facts["resume_check"] = None
     if resume_check and model is None:
         facts["resume_check"] = {"skipped": "the model was not loaded"}
     elif resume_check:
-        copy_modules = list(modules) + [o["module"] for o in objs
-                                        if o.get("module") and o["module"] not in modules]
-        facts["resume_check"] = resume_facts(
-            facts, lambda: load_model(model_path, copy_modules, [], dists)[0], model_path, fmt,
-            out_dir, REFERENCE_DIR, seed, warnings)
+        facts["resume_check"] = resume_facts(facts, load_copy, model_path, fmt,
+                                             out_dir, REFERENCE_DIR, seed, warnings)
     facts["warnings"] = warnings
     _write_json_atomic(os.path.join(out_dir, FACTS_FILE), facts)
     return facts
+
+
+def copy_loader(model_path, modules, objs, dists):
+    """A function loading a fresh copy of the model from its file, with the modules of its
+    custom objects imported (the resume check's and the in-process ``restored``'s copy)."""
+    copy_modules = list(modules) + [o["module"] for o in objs
+                                    if o.get("module") and o["module"] not in modules]
+    return lambda: load_model(model_path, copy_modules, [], dists)[0]
+
+
+def record_restored(opt_facts, model, loaded_by_probe, model_path, fmt, load_copy, warnings):
+    """The optimizer facts' ``restored``: what this environment's own load_model restores from
+    the file (runtime/restored.py), or ``restored_skipped`` saying why it was not read."""
+    try:
+        restored, skipped = capture_restored(model, loaded_by_probe, opt_facts, model_path, fmt,
+                                             load_copy)
+    except Exception as exc:
+        restored, skipped = None, "reading it failed: %s" % short_error(exc)
+        warnings.append("what load_model restores of the optimizer is unknown: %s"
+                        % short_error(exc))
+    if restored is not None:
+        opt_facts["restored"] = restored
+    elif skipped:
+        opt_facts["restored_skipped"] = skipped
 
 
 def provider_modules(model_path, fmt, modules, warnings, dists):
@@ -199,13 +232,17 @@ def provider_modules(model_path, fmt, modules, warnings, dists):
     return [m for m in found if m not in modules]
 
 
-def _write_error(out_dir, what, fix):
+def _write_error(out_dir, what, fix, kind=None):
     """Leave the failure for the host as data (``ERROR_FILE``), beside where the facts would be:
-    the stderr line is for people. Best effort: an unwritable folder keeps only the line."""
+    the stderr line is for people. ``kind`` "sample": the user's sample is what is wrong, not the
+    probe. Best effort: an unwritable folder keeps only the line."""
+    data = {"error": what, "fix": fix}
+    if kind:
+        data["kind"] = kind
     try:
         if not os.path.isdir(out_dir):
             os.makedirs(out_dir)
-        _write_json_atomic(os.path.join(out_dir, ERROR_FILE), {"error": what, "fix": fix})
+        _write_json_atomic(os.path.join(out_dir, ERROR_FILE), data)
     except Exception:
         pass
 
@@ -226,7 +263,7 @@ def _parse_args(argv):
                         help="module to import first (custom objects, registrations)")
     parser.add_argument("--code-path", action="append", default=[],
                         help="folder to put on sys.path (where those modules live)")
-    parser.add_argument("--sample", help=".npy or .npz input for the reference prediction")
+    parser.add_argument("--sample", help=".npy, .npz or .json input for the reference prediction")
     parser.add_argument("--no-load", action="store_true",
                         help="don't load the model: environment facts only")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -255,8 +292,9 @@ def _run(args):
         try:
             sample = load_sample(args.sample)
         except Exception as exc:
-            raise ProbeFailure("cannot read sample %s: %s" % (args.sample, short_error(exc)),
-                               "pass a .npy or .npz file saved with numpy")
+            raise SampleMismatch("cannot read sample %s: %s" % (args.sample, short_error(exc)),
+                                 "pass a .npy or .npz file saved with numpy, or a .json list "
+                                 "or object of input name -> nested lists")
     warnings = []
     dists = Distributions()
     model = None
@@ -269,7 +307,8 @@ def _run(args):
     collect(model_path, args.out, model=model, sample_input=sample, modules=modules,
             load=False, seed=args.seed, loaded_by_probe=model is not None,
             import_tf=not args.no_load,
-            warnings=warnings, dists=dists, load_outcome=outcome, resume_check=args.resume_check)
+            warnings=warnings, dists=dists, load_outcome=outcome, resume_check=args.resume_check,
+            sample_source="sample %s" % args.sample if args.sample else "sample_input")
     return os.path.join(os.path.abspath(args.out), FACTS_FILE)
 
 
@@ -310,7 +349,8 @@ def main(argv=None):
 
             traceback.print_exc()
         sys.stderr.write("envrepro-probe: error: %s\n" % exc)
-        _write_error(args.out, exc.what, exc.fix)
+        _write_error(args.out, exc.what, exc.fix,
+                     "sample" if isinstance(exc, SampleMismatch) else None)
         return 2
     except Exception as exc:
         if debug:

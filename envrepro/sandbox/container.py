@@ -86,7 +86,8 @@ def load(model_path: "os.PathLike[str] | str", engine: ContainerEngine, image_in
         container_exit=code, stderr_tail="\n".join(err.splitlines()[-20:]),
         timings={"image": image_seconds if image_seconds is not None else img.get("seconds"),
                  "run": round(run_seconds, 3)},
-        unsafe=unsafe, inferred=bool(capture.get("inferred")), model_check=capture.model_check)
+        unsafe=unsafe, inferred=bool(capture.get("inferred")), model_check=capture.model_check,
+        reference_skipped=capture.get("reference_skipped"))
     model_warning = warning_for(capture.model_check)
     if model_warning:
         report.warnings.append(model_warning)

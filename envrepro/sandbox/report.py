@@ -67,6 +67,7 @@ class LoadReport:
     warnings: List[str] = field(default_factory=list)
     inferred: bool = False      # the capture was inferred (``capture --infer``): no reference
     model_check: Optional[Dict[str, Any]] = None   # sandbox.modelcheck: the model's hash vs the capture's
+    reference_skipped: Optional[str] = None        # the manifest's reason the capture has no reference
 
     @property
     def ok(self) -> bool:
@@ -208,7 +209,8 @@ def render_report(report: LoadReport) -> str:
             where = f" (docs/failures.md class {ident})" if ident[:1].isdigit() else ""
             row("", f"known failure{where}: {fc.get('name')}; fix: {fc.get('fix')}")
     lines.extend(_optimizer_lines(d.get("optimizer")))
-    lines.extend(_reference_lines(d.get("reference"), load.get("ok"), err, report.inferred))
+    lines.extend(_reference_lines(d.get("reference"), load.get("ok"), err, report.inferred,
+                                  report.reference_skipped))
     lines.extend(_resume_lines(d.get("resume_check")))
     lines.extend(_drift_lines(d.get("drift")))
     net = d.get("network") or {}
@@ -272,7 +274,13 @@ def _optimizer_lines(opt: Optional[Dict[str, Any]]) -> List[str]:
     else:
         text = (f"{opt.get('restored')} restored, iterations {opt.get('iterations')}, "
                 f"{opt.get('weights_restored')} variables")
-        if saved.get("variables") is not None:  # what the check compared with (runtime/savedstate)
+        restored = (opt.get("expected") or {}).get("restored") or {}
+        if opt.get("compared_with") and restored:  # what the training environment restored
+            text += (f" (the training environment restores iterations {restored.get('iterations')}, "
+                     f"{restored.get('variables')} variables")
+            text += (f"; the file holds {saved['variables']}, iterations {saved.get('iterations')})"
+                     if saved.get("variables") is not None else ")")
+        elif saved.get("variables") is not None:  # what the check compared with (runtime/savedstate)
             text += (f" (the file holds {saved['variables']}, iterations "
                      f"{saved.get('iterations')})")
     if opt.get("ok"):
@@ -281,16 +289,20 @@ def _optimizer_lines(opt: Optional[Dict[str, Any]]) -> List[str]:
         lines = [f"  {'optimizer':<13}{text}  MISMATCH: {'; '.join(opt.get('problems') or [])}"]
     if opt.get("note"):
         lines.append(f"  {'':<13}{opt['note']}")
+    if opt.get("warning"):  # file state the training environment's own load_model leaves behind
+        lines.append(f"  {'':<13}WARNING: {opt['warning']}")
     return lines
 
 
-def _reference_lines(ref: Optional[Dict[str, Any]], loaded: Any, err: Any, inferred: bool) -> List[str]:
+def _reference_lines(ref: Optional[Dict[str, Any]], loaded: Any, err: Any, inferred: bool,
+                     skipped: Optional[str] = None) -> List[str]:
     if ref is None:
         if loaded and not err:
             if inferred:
                 return [f"  {'reference':<13}none: an inferred capture has no prediction from the "
                         "training environment (loaded, not verified)"]
-            return [f"  {'reference':<13}none in the capture (nothing to compare)"]
+            why = f": {' '.join(skipped.split())}" if skipped else " (nothing to compare)"
+            return [f"  {'reference':<13}none in the capture{why}"]
         return []
     tol = f"atol {_fmt_num(ref.get('atol'))} + rtol {_fmt_num(ref.get('rtol'))}"
     if ref.get("problem"):
@@ -298,9 +310,19 @@ def _reference_lines(ref: Optional[Dict[str, Any]], loaded: Any, err: Any, infer
         return [f"  {'reference':<13}MISMATCH: {ref['problem']} "
                 f"(expected {shapes.get('expected')}, got {shapes.get('got')})"]
     diff = f"max |diff| {_fmt_num(ref.get('max_abs_diff'))}"
-    if ref.get("allclose"):
-        return [f"  {'reference':<13}{diff} within {tol}  OK"]
-    return [f"  {'reference':<13}{diff} exceeds {tol}  MISMATCH"]
+    outputs = [o for o in ref.get("per_output") or [] if isinstance(o, dict)]
+    texts = [o for o in outputs if o.get("text")]
+    if not texts:
+        if ref.get("allclose"):
+            return [f"  {'reference':<13}{diff} within {tol}  OK"]
+        return [f"  {'reference':<13}{diff} exceeds {tol}  MISMATCH"]
+    # text outputs (tf.string) are compared for equality, numbers within the tolerance
+    differs = ref.get("text_differs") or 0
+    numbers_ok = all(o.get("allclose") for o in outputs if not o.get("text"))
+    parts = ([f"{diff} {'within' if numbers_ok else 'exceeds'} {tol}"] if len(texts) < len(outputs) else [])
+    parts.append("text outputs equal" if not differs else f"{differs} text value(s) differ")
+    state = "OK" if ref.get("allclose") else "MISMATCH"
+    return [f"  {'reference':<13}{', '.join(parts)}  {state}"]
 
 
 def _resume_lines(resume: Optional[Dict[str, Any]]) -> List[str]:
@@ -355,7 +377,10 @@ def _verdict(report: LoadReport) -> str:
             return ("result: LOADED, NOT VERIFIED - the model changed since its capture "
                     "(--allow-model-change): its reference describes the model as captured")
         if not report.inferred:
-            return "result: LOADED, NOT VERIFIED - the model loads; the capture has no reference prediction to compare"
+            skipped = " ".join((report.reference_skipped or "").split())
+            why = f" ({skipped})" if skipped else ""
+            return ("result: LOADED, NOT VERIFIED - the model loads; the capture has no reference "
+                    f"prediction to compare{why}")
         drift = report.loader.get("drift") or {}
         why = ("its custom classes compute what the SavedModel's traced graphs compute" if drift.get("checked")
                else f"drift of the source tree not checked: {drift.get('reason') or 'no check ran'}")

@@ -10,6 +10,7 @@ internet, the LAN, cloud metadata or the host's own services.
 """
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.error
@@ -108,18 +109,48 @@ V2_TYPES = {"float16": "FP16", "float32": "FP32", "float64": "FP64", "int8": "IN
             "int32": "INT32", "int64": "INT64", "uint8": "UINT8", "bool": "BOOL"}
 
 
+def _is_text(arr: Any) -> bool:
+    return arr.dtype.kind in "USO"
+
+
+def _text_leaf(value: Any) -> Any:
+    """One text element for JSON: the string, or ``{"b64": ...}`` for bytes that aren't UTF-8
+    (reference text is saved as ``U``, as ``S`` only then)."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"b64": base64.b64encode(value).decode("ascii")}
+    return value
+
+
+def _nested(value: Any, leaf: Callable[[Any], Any]) -> Any:
+    if isinstance(value, list):
+        return [_nested(v, leaf) for v in value]
+    return leaf(value)
+
+
+def to_json(arr: Any) -> Any:
+    """An array as JSON values: numbers as they are, text as strings (b64 objects for bytes)."""
+    return _nested(arr.tolist(), _text_leaf) if _is_text(arr) else arr.tolist()
+
+
+def v2_datatype(arr: Any) -> str:
+    return "BYTES" if _is_text(arr) else V2_TYPES.get(str(arr.dtype), "FP32")
+
+
 def v1_request(ref: Dict[str, Any]) -> Dict[str, Any]:
     xs, names = ref["inputs"], ref["input_names"]
     if ref["input_structure"] == "single" or len(xs) == 1:
-        return {"instances": xs[0].tolist()}
-    return {"instances": [{n: x[i].tolist() for n, x in zip(names, xs)} for i in range(len(xs[0]))]}
+        return {"instances": to_json(xs[0])}
+    return {"instances": [{n: to_json(x[i]) for n, x in zip(names, xs)} for i in range(len(xs[0]))]}
 
 
 def v2_request(ref: Dict[str, Any]) -> Dict[str, Any]:
     names = ref["input_names"] or [f"input_{i}" for i in range(len(ref["inputs"]))]
     return {"id": "envrepro-proof", "inputs": [
-        {"name": n, "shape": list(x.shape), "datatype": V2_TYPES.get(str(x.dtype), "FP32"),
-         "data": x.reshape(-1).tolist()} for n, x in zip(names, ref["inputs"])]}
+        {"name": n, "shape": list(x.shape), "datatype": v2_datatype(x), "data": to_json(x.reshape(-1))}
+        for n, x in zip(names, ref["inputs"])]}
 
 
 def v1_outputs(ref: Dict[str, Any], answer: Any) -> List[Any]:
@@ -143,14 +174,48 @@ def v2_outputs(ref: Dict[str, Any], answer: Any) -> List[Any]:
     by_name = {o.get("name"): o for o in outs}
     names = ref["output_names"]
     ordered = [by_name[n] for n in names] if names and all(n in by_name for n in names) else outs
-    return [np.asarray(o["data"]).reshape(o["shape"]) for o in ordered]
+    return [_v2_array(o) for o in ordered]
+
+
+def _v2_array(out: Dict[str, Any]) -> Any:
+    """A V2 output tensor as an array; BYTES data as bytes (base64-decoded when the server says
+    ``content_type: base64``)."""
+    import numpy as np
+
+    if out.get("datatype") != "BYTES":
+        return np.asarray(out["data"]).reshape(out["shape"])
+    b64 = (out.get("parameters") or {}).get("content_type") == "base64"
+    flat = [base64.b64decode(v) if b64 else str(v).encode("utf-8") for v in out["data"]]
+    arr = np.empty(len(flat), dtype=object)
+    arr[:] = flat
+    return arr.reshape(out["shape"])
+
+
+def _answer_bytes(value: Any) -> bytes:
+    """One text element of an answer (a string, ``{"b64": ...}`` or bytes) as bytes."""
+    if isinstance(value, dict) and "b64" in value:
+        return base64.b64decode(value["b64"])
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    raise ValueError(f"expected text in the answer, got {type(value).__name__}")
 
 
 def compare(ref: Dict[str, Any], got: List[Any]) -> Tuple[bool, float]:
+    """Numbers within the reference's tolerance (max |diff| over them), text equal."""
     import numpy as np
+
+    from envrepro.runtime.samples import text_values
 
     ok, worst = True, 0.0
     for expected, value in zip(ref["outputs"], got):
+        if _is_text(expected):
+            arr = np.asarray(value.tolist() if hasattr(value, "tolist") else value, dtype=object)
+            flat = [_answer_bytes(v).rstrip(b"\0") for v in arr.reshape(-1).tolist()]
+            if arr.shape != expected.shape or flat != text_values(expected):
+                return False, worst
+            continue
         # read as the output's own dtype first, as a client of a FP32 output does: JSON's decimal
         # text of a float32 is exact in float32, not in float64
         arr = np.asarray(value, dtype=expected.dtype).astype(np.float64)
@@ -221,7 +286,9 @@ def prove(engine: ContainerEngine, image: str, capture: manifest.Capture, name: 
         proof.ready_seconds = round(wait_ready(base, name, engine, cid, timeout), 2)
         if ref is None:
             proof.verdict = "not verified"
-            proof.error = "the capture has no reference prediction (an inferred capture never has one)"
+            why = ("an inferred capture never has one" if capture.get("inferred") else
+                   capture.get("reference_skipped") or "none was recorded")
+            proof.error = f"the capture has no reference prediction ({' '.join(str(why).split())})"
         else:
             ref = with_served_names(ref, base, name)
             proof.v1 = _check(lambda: http("POST", f"{base}/v1/models/{name}:predict", v1_request(ref)),

@@ -300,7 +300,7 @@ def test_user_sample_list_input(tmp_path):
 
 
 @needs_keras3
-def test_undefined_shapes_skip_reference(tmp_path):
+def test_undefined_shapes_get_a_length_and_unknown_inputs_skip_reference(tmp_path):
     class Sub(keras.Model):
         def call(self, x):
             return x * 2.0
@@ -308,9 +308,10 @@ def test_undefined_shapes_skip_reference(tmp_path):
     inp = keras.Input((None, 3))
     varlen = keras.Model(inp, keras.layers.Dense(1)(inp))
     facts = probe.collect(str(tmp_path / "v.keras"), str(tmp_path / "o1"), model=varlen)
-    assert facts["reference"] is None and "undefined shape" in facts["reference_skipped"]
+    ref, ins, outs = _load_ref(tmp_path / "o1", facts)
+    assert ref["free_dimension"] == 8 and ins[0].shape == (2, 8, 3) and outs[0].shape == (2, 8, 1)
     facts = probe.collect(str(tmp_path / "s.keras"), str(tmp_path / "o2"), model=Sub())
-    assert facts["reference"] is None and "sample" in facts["reference_skipped"]
+    assert facts["reference"] is None and "--sample" in facts["reference_skipped"]
     assert not (tmp_path / "o2" / "reference").exists()
 
 
@@ -348,7 +349,11 @@ def test_main_module_objects_warn(tmp_path):
 
 
 @needs_keras3
-def test_collect_is_fast_on_a_medium_model(tmp_path):
+def test_collect_is_fast_on_a_medium_model(tmp_path, monkeypatch):
+    """Without the optimizer-restore copy (runtime/restored.py, bounded by
+    ENVREPRO_RESTORED_MAX_BYTES): that load of the saved file is the hook's one deliberate cost
+    beyond reading facts, measured by benchmarks/capture_bench.py, not here."""
+    monkeypatch.setenv("ENVREPRO_RESTORED_MAX_BYTES", "0")
     inp = keras.Input((32,))
     x = inp
     for _ in range(40):

@@ -14,6 +14,7 @@ import time
 
 from ..reference import DEFAULT_SEED, FLOAT_TOLERANCE, _input_structure, compare, generate_sample
 from ..reference import predict as reference_predict
+from ..samples import feedable
 from ..savedinputs import saved_input_specs
 from .tensors import Signature, TensorSpec, normalize_dtype, output_array
 
@@ -218,8 +219,8 @@ def _timed(func):
 
 def reference_inputs(np, ref, signature):
     """The capture's reference inputs keyed by the served input names, or None when they don't
-    line up with the signature."""
-    arrays = [np.load(p, allow_pickle=False) for p in ref.get("inputs") or []]
+    line up with the signature. Text (saved as ``U``/``S`` arrays) as bytes, as requests give it."""
+    arrays = [feedable(np.load(p, allow_pickle=False)) for p in ref.get("inputs") or []]
     names = signature.input_names()
     if len(arrays) != len(names):
         return None

@@ -216,3 +216,45 @@ def test_cli_capture_lists_the_files_its_snapshot_left_out(tmp_path, models):
     assert (layout.sidecar_for(models / "m.h5") / "snapshot/mypkg/vocab.txt").read_text() == "a\nb\n"
     assert not any("SENTINEL" in p.read_text(errors="replace")
                    for p in layout.sidecar_for(models / "m.h5").rglob("*") if p.is_file())
+
+
+def test_cli_sample_that_does_not_fit_is_its_own_line_exit_2_and_writes_nothing(tmp_path, models):
+    """The probe refused --sample (runtime/samples.py, error.json kind "sample"): the line is the
+    sample's problem, not "the capture probe failed"."""
+    error = {"error": "sample /s.json, input 'text': the model expects strings (dtype string), got "
+                      "numbers (float64)", "fix": "pass one array per model input", "kind": "sample"}
+    python = fake_probe(tmp_path, f"open(os.path.join(out, 'error.json'), 'w').write({json.dumps(error)!r})\n"
+                                  "sys.exit(2)\n")
+    before = listing(models)
+    out = envrepro_cli("capture", models / "m.h5", "--python", python, "--sample", tmp_path / "s.json",
+                       "--timeout", "60", "--no-hashes", timeout=120)
+    assert one_error_line(out) == (f"envrepro: error: {models / 'm.h5'}: {error['error']} "
+                                   "(pass one array per model input)")
+    assert listing(models) == before
+
+
+def test_cli_capture_without_a_reference_says_why_in_one_warning(tmp_path, models):
+    reason = ("input 'blob' (float32) has an unknown rank; pass one with --sample FILE (.npy, .npz "
+              "or .json) or envrepro.save(..., sample_input=...)")
+    facts = {"probe_version": 1, "python": {"version": "3.11.4"}, "frameworks": {},
+             "model": {"class_name": "Functional"}, "distributions": [], "modules": [],
+             "custom_objects": [], "reference": None, "reference_skipped": reason}
+    python = fake_probe(tmp_path, f"open(os.path.join(out, 'facts.json'), 'w').write({json.dumps(facts)!r})\n")
+    out = envrepro_cli("capture", models / "m.h5", "--python", python, "--timeout", "60", "--no-hashes",
+                       timeout=120)
+    assert out.returncode == 0, out.stderr
+    line = f"no reference prediction, so `envrepro load` can't verify the model: {reason}"
+    assert [w for w in out.stderr.splitlines() if "reference" in w] == [f"warning: {line}"]
+    cap = manifest.read(models / "m.h5", verify=True)
+    assert cap.data["reference"] is None and cap.data["reference_skipped"] == reason
+    assert line in cap.data["warnings"]
+
+
+def test_in_process_sample_file_that_cannot_be_read_is_one_line(tmp_path, models):
+    bad = tmp_path / "s.json"
+    bad.write_text("{not json")
+    before = listing(models)
+    with pytest.raises(envrepro.errors.CaptureError) as exc:
+        capmod.capture(models / "m.h5", sample_file=str(bad), hashes=False)
+    assert str(exc.value).startswith(f"{models / 'm.h5'}: cannot read sample {bad}: JSONDecodeError: ")
+    assert listing(models) == before

@@ -239,3 +239,33 @@ def test_verdicts_of_captures_with_and_without_a_reference(cap, tmp_path, cache_
     failed = loader_report(ok=False, exit_code=5, error={"type": "ValueError", "message": "x", "first_line": "x"})
     report = load.load(cap.model_path, FakeEngine(run_result=(5, report_stdout(failed), "")), image_info())
     assert reports.verdict(report) == "failed"
+
+
+def test_not_verified_says_why_the_capture_has_no_reference(tmp_path, cache_home):
+    reason = ("input 'blob' (float32) has an unknown rank; pass one with --sample FILE (.npy, .npz "
+              "or .json) or envrepro.save(..., sample_input=...)")
+    noref = make_capture(tmp_path / "noref", reference=None, reference_skipped=reason)
+    report = load.load(noref.model_path, FakeEngine(run_result=(0, report_stdout(loader_report(reference=None)), "")),
+                       image_info())
+    assert reports.verdict(report) == "loaded, not verified" and reports.exit_code(report) == 0
+    text = reports.render_report(report)
+    assert f"reference    none in the capture: {reason}" in text
+    assert text.rstrip().endswith("result: LOADED, NOT VERIFIED - the model loads; the capture has no "
+                                  f"reference prediction to compare ({reason})")
+    assert json.loads(report.to_json())["reference_skipped"] == reason
+
+
+def test_text_outputs_are_said_equal_or_how_many_differ(cap, cache_home):
+    ref = dict(loader_report()["reference"], per_output=[{"max_abs_diff": 0.0, "allclose": True},
+                                                         {"text": True, "differs": 0, "allclose": True}],
+               text_differs=0)
+    report = load.load(cap.model_path, FakeEngine(run_result=(0, report_stdout(loader_report(reference=ref)), "")),
+                       image_info())
+    assert "max |diff| 3e-08 within atol 1e-05 + rtol 0.0001, text outputs equal  OK" in reports.render_report(report)
+    bad = dict(ref, allclose=False, text_differs=2)
+    rep = loader_report(ok=False, exit_code=6, reference=bad,
+                        mismatches=["reference prediction differs (max |diff| 3e-08, atol 1e-05, rtol 0.0001, "
+                                    "2 text value(s) differ)"])
+    report = load.load(cap.model_path, FakeEngine(run_result=(6, report_stdout(rep), "")), image_info())
+    assert ("reference    max |diff| 3e-08 within atol 1e-05 + rtol 0.0001, 2 text value(s) differ  MISMATCH"
+            in reports.render_report(report))

@@ -155,3 +155,42 @@ def test_connections_cut_before_the_server_listens_are_retried(tmp_path, stand_i
 
     check = proof._check(cut, lambda a: proof.v1_outputs(ref, a), ref)
     assert not check.ok and check.error.startswith("IncompleteRead")
+
+
+def test_text_references_go_through_both_protocols_of_the_real_server():
+    """Requests built from a reference with text inputs are what the server's parsers (v1 rows,
+    V2 BYTES) accept as the same text; its answers with text outputs (UTF-8, and bytes that
+    aren't: b64 objects in v1, base64 content in V2) compare equal to the reference."""
+    from envrepro.runtime.serve import v1, v2
+    from envrepro.runtime.serve.tensors import Signature, TensorSpec
+
+    ref = {"inputs": [np.array([["the cat"], ["a dög"]]), np.zeros((2, 3), "float32")],
+           "input_names": ["text", "x"], "input_structure": "dict",
+           "outputs": [np.array(["cat", "dög"]), np.zeros((2, 1), "float32"), np.array([b"\xff", b"ok"])],
+           "output_names": ["word", "score", "raw"], "atol": 1e-5, "rtol": 1e-4}
+    sig = Signature([TensorSpec("text", "string", [None, 1]), TensorSpec("x", "float32", [None, 3])], [])
+    want = [["the cat".encode()], ["a dög".encode()]]
+    assert v1.parse_predict(json.loads(json.dumps(proof.v1_request(ref))), sig)[0]["text"].tolist() == want
+    v2_req = json.loads(json.dumps(proof.v2_request(ref)))
+    assert v2_req["inputs"][0]["datatype"] == "BYTES"
+    assert v2.parse_infer(v2_req, sig)[0]["text"].tolist() == want
+    outs = [("word", np.array([b"cat", "dög".encode()], dtype=object)), ("score", np.zeros((2, 1), "float32")),
+            ("raw", np.array([b"\xff", b"ok"], dtype=object))]
+    v1_answer = json.loads(json.dumps(v1.format_predict(outs, False)))
+    v2_answer = json.loads(json.dumps(v2.format_infer("m", outs, None, "envrepro-proof")))
+    assert v2_answer["outputs"][2]["parameters"] == {"content_type": "base64"}
+    assert proof.compare(ref, proof.v1_outputs(ref, v1_answer)) == (True, 0.0)
+    assert proof.compare(ref, proof.v2_outputs(ref, v2_answer)) == (True, 0.0)
+    outs[0] = ("word", np.array([b"cat", b"dog"], dtype=object))
+    assert proof.compare(ref, proof.v1_outputs(ref, json.loads(json.dumps(v1.format_predict(outs, False)))))[0] is False
+    assert proof.compare(ref, proof.v2_outputs(ref, json.loads(json.dumps(
+        v2.format_infer("m", outs, None, "envrepro-proof")))))[0] is False
+
+
+def test_a_capture_without_a_reference_serves_not_verified_and_says_why(tmp_path, stand_in):
+    reason = "input 'blob' (float32) has an unknown rank; pass one with --sample FILE"
+    cap = make_capture(tmp_path, reference=None, reference_skipped=reason)
+    eng = FakeEngine()
+    eng.service_port = stand_in
+    p = proof.prove(eng, "img", cap, "my_model", lambda line: None, timeout=10)
+    assert p.verdict == "not verified" and p.error == f"the capture has no reference prediction ({reason})"
