@@ -164,8 +164,6 @@ def v1_outputs(ref: Dict[str, Any], answer: Any) -> List[Any]:
 
 
 def v2_outputs(ref: Dict[str, Any], answer: Any) -> List[Any]:
-    import numpy as np
-
     outs = answer.get("outputs") if isinstance(answer, dict) else None
     if not isinstance(outs, list) or len(outs) != len(ref["outputs"]):
         raise ValueError(f"expected {len(ref['outputs'])} output(s): {str(answer)[:200]}")
