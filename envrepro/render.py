@@ -249,9 +249,14 @@ def capture_summary(cap: Capture) -> str:
     lines.append("Reference prediction")
     if ref:
         tol = ref.get("tolerance") or {}
-        lines.append(_kv([["inputs", ", ".join(ref.get("inputs") or [])],
-                          ["outputs", ", ".join(ref.get("outputs") or [])],
-                          ["tolerance", f"atol {tol.get('atol')}, rtol {tol.get('rtol')}"]]))
+        rows = [["inputs", ", ".join(ref.get("inputs") or [])],
+                ["outputs", ", ".join(ref.get("outputs") or [])],
+                ["tolerance", f"atol {tol.get('atol')}, rtol {tol.get('rtol')}"]]
+        rows.extend([f"text of {name}", f"drawn from {layer}"]
+                    for name, layer in sorted((ref.get("vocabularies") or {}).items()))
+        if ref.get("free_dimension"):
+            rows.append(["free dimensions", f"given length {ref['free_dimension']}"])
+        lines.append(_kv(rows))
     else:
         lines.append(_kv([["none", str(d.get("reference_skipped") or "no sample input")]]))
     lines.append("Optimizer")

@@ -1,6 +1,7 @@
 """render.emit: every command result prints as text and as JSON, with the command's exit code."""
 import io
 import json
+import re
 
 from envrepro import commands, render
 from envrepro.image import inventory as imageindex
@@ -66,6 +67,15 @@ def test_inspect_shows_what_load_model_restores_of_the_optimizer(tmp_path):
     _, text = emit(commands.Inspection("m.h5", capture=Capture(root=tmp_path / "m.h5.envrepro",
                                                                data=dict(MANIFEST, optimizer=skipped))))
     assert "load_model restores  not read: the saved model takes 1 bytes" in text
+
+
+def test_inspect_shows_where_a_text_reference_was_drawn_from(tmp_path):
+    ref = {"inputs": ["input_0.npy"], "outputs": ["output_0.npy"], "tolerance": {"atol": 1e-5, "rtol": 1e-5},
+           "vocabularies": {"text": "text_vectorization (TextVectorization, 12 tokens)"}, "free_dimension": 8}
+    _, text = emit(commands.Inspection("m", capture=Capture(root=tmp_path / "m.envrepro",
+                                                            data=dict(MANIFEST, reference=ref))))
+    assert re.search(r"text of text +drawn from text_vectorization \(TextVectorization, 12 tokens\)", text)
+    assert re.search(r"free dimensions +given length 8", text)
 
 
 def test_dockerfile_exited_and_images():
