@@ -118,12 +118,27 @@ def test_text_model_reference_is_drawn_from_its_vocabulary_hook_and_cli(keras, t
     _verified(cap2, tmp_path / "load2")
 
 
-def test_bool_input_model(keras, tmp_path, monkeypatch):
+@pytest.fixture
+def bool_layers(keras, tmp_path, monkeypatch):
+    """The module of a registered layer, imported from a folder of this test's, and forgotten
+    after it (sys.modules and Keras' registry): later tests in this process see neither."""
     src = tmp_path / "src"
     write_module(src, "bool_layers", BOOL_LAYERS)
     monkeypatch.syspath_prepend(str(src))
     sys.modules.pop("bool_layers", None)
-    import bool_layers
+    import bool_layers as module
+
+    yield module
+    sys.modules.pop("bool_layers", None)
+    registry = keras.saving.get_custom_objects()
+    for name in [k for k, v in registry.items() if getattr(v, "__module__", None) == "bool_layers"]:
+        registry.pop(name, None)
+    names = getattr(sys.modules.get("keras.src.saving.object_registration"), "GLOBAL_CUSTOM_NAMES", {})
+    for cls in [c for c in names if getattr(c, "__module__", None) == "bool_layers"]:
+        names.pop(cls, None)
+
+
+def test_bool_input_model(keras, tmp_path, bool_layers):
 
     inp = keras.Input(shape=(3,), dtype="bool", name="flags")
     model = keras.Model(inp, keras.layers.Dense(2, name="out")(bool_layers.ToFloat()(inp)))
