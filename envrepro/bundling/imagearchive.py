@@ -1,5 +1,5 @@
 """The image archive of an image bundle (``image.tar``, ``docker save`` output), read whole
-before anything is loaded, and the stream ``docker load`` gets instead of it.
+before anything is loaded.
 
 ``docker load`` trusts its archive: the last ``manifest.json`` wins, an OCI ``index.json``'s
 name annotations or a legacy ``repositories`` file tag images, layers may be compressed, there is
@@ -23,14 +23,11 @@ its ``manifest.json``):
   xz); foreign layers;
 - more than ``ENVREPRO_BUNDLE_IMAGE_MAX`` bytes in all or in one member (default 64 GiB).
 
-``sanitised`` then streams a new archive holding only the config, the layers and a
-``manifest.json`` written here with ``RepoTags: null``: docker can load the image only untagged,
-by id; the caller tags it. Every blob is hashed again as it is streamed.
+``bundling.loadstream.sanitised`` then streams what ``docker load`` gets instead.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import posixpath
@@ -38,7 +35,7 @@ import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from envrepro.bundling.members import IMAGE_MEMBER, BundleError
 
@@ -98,11 +95,11 @@ def limit_from_env() -> int:
     return value
 
 
-def _refuse(bundle: str, why: str) -> BundleError:
+def refuse(bundle: str, why: str) -> BundleError:
     return BundleError(f"{IMAGE_MEMBER} {why}", bundle, FIX)
 
 
-def _shown(name: str) -> str:
+def shown(name: str) -> str:
     return repr(name[:80])
 
 
@@ -113,14 +110,14 @@ def _normalised(name: str) -> str:
 def _check_name(name: str, seen: Dict[str, str], bundle: str) -> None:
     if (not name or "\\" in name or name.startswith("/")
             or any(ord(c) < 32 or ord(c) == 127 for c in name) or ".." in name.split("/")):
-        raise _refuse(bundle, f"has an unsafe member name {_shown(name)}")
+        raise refuse(bundle, f"has an unsafe member name {shown(name)}")
     key = _normalised(name)
     if key in seen:
-        raise _refuse(bundle, f"holds {_shown(key)} twice (as {_shown(seen[key])} and {_shown(name)}; "
+        raise refuse(bundle, f"holds {shown(key)} twice (as {shown(seen[key])} and {shown(name)}; "
                               "names are compared normalised: ./x, x/ and x are one name)")
     seen[key] = name
     if key != name:
-        raise _refuse(bundle, f"has a member name not in normal form {_shown(name)}")
+        raise refuse(bundle, f"has a member name not in normal form {shown(name)}")
 
 
 def _kind(m: tarfile.TarInfo) -> Optional[str]:
@@ -130,7 +127,7 @@ def _kind(m: tarfile.TarInfo) -> Optional[str]:
     if m.type == tarfile.DIRTYPE:
         return None
     if m.issym() or m.islnk():
-        return f"a link (to {_shown(m.linkname)})"
+        return f"a link (to {shown(m.linkname)})"
     if m.ischr() or m.isblk():
         return "a device file"
     if m.isfifo():
@@ -163,7 +160,7 @@ def _scan(path: Path, bundle: str, limit: int) -> Dict[str, Blob]:
                 if m is None:
                     break
                 if len(seen) >= MAX_MEMBERS:
-                    raise _refuse(bundle, f"has more than {MAX_MEMBERS} members")
+                    raise refuse(bundle, f"has more than {MAX_MEMBERS} members")
                 _check_name(m.name, seen, bundle)
                 what = _kind(m)
                 alias = _layer_alias(m, out)
@@ -171,21 +168,21 @@ def _scan(path: Path, bundle: str, limit: int) -> Dict[str, Blob]:
                     out[m.name] = Blob(m.name, alias.offset, alias.size, alias.sha256, alias.head)
                     continue
                 if what is not None:
-                    raise _refuse(bundle, f"member {_shown(m.name)} is {what}: only files and folders "
+                    raise refuse(bundle, f"member {shown(m.name)} is {what}: only files and folders "
                                           "are loaded")
                 if m.isdir():
                     out[m.name] = Blob(m.name, 0, -1, "")
                     continue
                 total += m.size
                 if m.size > limit or total > limit:
-                    raise _refuse(bundle, f"is larger than {limit} bytes ({LIMIT_ENV}; at member "
-                                          f"{_shown(m.name)})")
+                    raise refuse(bundle, f"is larger than {limit} bytes ({LIMIT_ENV}; at member "
+                                          f"{shown(m.name)})")
                 h, head, left = hashlib.sha256(), b"", m.size
                 src = tar.extractfile(m)
                 while left > 0 and src is not None:
                     chunk = src.read(min(_CHUNK, left))
                     if not chunk:
-                        raise _refuse(bundle, f"is truncated (in member {_shown(m.name)})")
+                        raise refuse(bundle, f"is truncated (in member {shown(m.name)})")
                     if len(head) < 8:
                         head = (head + chunk)[:8]
                     h.update(chunk)
@@ -194,18 +191,18 @@ def _scan(path: Path, bundle: str, limit: int) -> Dict[str, Blob]:
     except BundleError:
         raise
     except (tarfile.TarError, OSError, EOFError, ValueError) as e:
-        raise _refuse(bundle, f"is not a docker save archive ({str(e)[:80] or type(e).__name__})") from None
+        raise refuse(bundle, f"is not a docker save archive ({str(e)[:80] or type(e).__name__})") from None
     return out
 
 
 def _read(path: Path, blob: Blob, bundle: str) -> bytes:
     if blob.size > JSON_MAX:
-        raise _refuse(bundle, f"member {_shown(blob.name)} is implausibly large for JSON ({blob.size} bytes)")
+        raise refuse(bundle, f"member {shown(blob.name)} is implausibly large for JSON ({blob.size} bytes)")
     with open(path, "rb") as f:
         f.seek(blob.offset)
         data = f.read(blob.size)
     if hashlib.sha256(data).hexdigest() != blob.sha256:
-        raise _refuse(bundle, f"changed while it was read (member {_shown(blob.name)})")
+        raise refuse(bundle, f"changed while it was read (member {shown(blob.name)})")
     return data
 
 
@@ -213,7 +210,7 @@ def _json(path: Path, blob: Blob, bundle: str) -> Any:
     try:
         return json.loads(_read(path, blob, bundle).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise _refuse(bundle, f"member {_shown(blob.name)} is not JSON") from None
+        raise refuse(bundle, f"member {shown(blob.name)} is not JSON") from None
 
 
 def _tag_forms(tag: str) -> Tuple[str, ...]:
@@ -243,16 +240,16 @@ def _annotated_names(doc: Any) -> List[str]:
 
 
 def _would_tag(bundle: str, names: List[str], tag: str, where: str) -> BundleError:
-    return _refuse(bundle, f"would tag {', '.join(n[:80] for n in names)} ({where}), not only {tag}")
+    return refuse(bundle, f"would tag {', '.join(n[:80] for n in names)} ({where}), not only {tag}")
 
 
 def _blob_ref(name: Any, blobs: Dict[str, Blob], bundle: str, what: str) -> Blob:
     blob = blobs.get(name) if isinstance(name, str) else None
     if blob is None or blob.size < 0:
-        raise _refuse(bundle, f"manifest.json names a {what} {_shown(str(name))} it does not hold")
+        raise refuse(bundle, f"manifest.json names a {what} {shown(str(name))} it does not hold")
     m = _BLOB.match(blob.name)
     if m and m.group(1) != blob.sha256:
-        raise _refuse(bundle, f"blob {_shown(blob.name)} does not match its sha256 (damaged or edited)")
+        raise refuse(bundle, f"blob {shown(blob.name)} does not match its sha256 (damaged or edited)")
     return blob
 
 
@@ -268,26 +265,26 @@ def read(path: Path, bundle: str, tag: str, image_id: str, limit: Optional[int] 
     files = {n: b for n, b in blobs.items() if b.size >= 0}
     for name, blob in blobs.items():
         if blob.size < 0 and not _DIRS.match(name):
-            raise _refuse(bundle, f"has a folder docker save does not write: {_shown(name)}")
+            raise refuse(bundle, f"has a folder docker save does not write: {shown(name)}")
         if blob.size >= 0 and not (name in _TOP or _CONFIG.match(name) or _LEGACY.match(name)
                                    or _BLOB.match(name)):
-            raise _refuse(bundle, f"has a member docker save does not write: {_shown(name)}")
+            raise refuse(bundle, f"has a member docker save does not write: {shown(name)}")
     if "manifest.json" not in files:
-        raise _refuse(bundle, "is not a docker save archive (no manifest.json)")
+        raise refuse(bundle, "is not a docker save archive (no manifest.json)")
     entries = _json(path, files["manifest.json"], bundle)
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise _refuse(bundle, "has a manifest.json that is not a list of images")
+        raise refuse(bundle, "has a manifest.json that is not a list of images")
     if len(entries) != 1:
-        raise _refuse(bundle, f"holds {len(entries)} images in its manifest.json (a bundle holds one)")
+        raise refuse(bundle, f"holds {len(entries)} images in its manifest.json (a bundle holds one)")
     entry = entries[0]
     unknown = sorted(set(entry) - {"Config", "RepoTags", "Layers", "LayerSources", "Parent"})
     if unknown:
-        raise _refuse(bundle, f"manifest.json has fields docker save does not write: {', '.join(unknown)[:80]}")
+        raise refuse(bundle, f"manifest.json has fields docker save does not write: {', '.join(unknown)[:80]}")
     if entry.get("LayerSources"):
-        raise _refuse(bundle, "names foreign layers (LayerSources), which docker would fetch")
+        raise refuse(bundle, "names foreign layers (LayerSources), which docker would fetch")
     tags = entry.get("RepoTags")
     if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
-        raise _refuse(bundle, "manifest.json has RepoTags that are not a list of tags")
+        raise refuse(bundle, "manifest.json has RepoTags that are not a list of tags")
     foreign = [t for t in (tags or []) if t != tag]
     if foreign:
         raise _would_tag(bundle, foreign, tag, "manifest.json")
@@ -295,34 +292,34 @@ def read(path: Path, bundle: str, tag: str, image_id: str, limit: Optional[int] 
     config_blob = _blob_ref(entry.get("Config"), files, bundle, "config")
     named = _CONFIG.match(config_blob.name) or _BLOB.match(config_blob.name)
     if not named or named.group(1) != config_blob.sha256:
-        raise _refuse(bundle, f"has an image config {_shown(config_blob.name)} whose sha256 is not its "
+        raise refuse(bundle, f"has an image config {shown(config_blob.name)} whose sha256 is not its "
                               "name (the image id): damaged or edited")
     if "sha256:" + config_blob.sha256 != image_id:
-        raise _refuse(bundle, f"holds image sha256:{config_blob.sha256[:12]}, not the bundle's "
+        raise refuse(bundle, f"holds image sha256:{config_blob.sha256[:12]}, not the bundle's "
                               f"{image_id[:19]}")
     config = _json(path, config_blob, bundle)
     rootfs = config.get("rootfs") if isinstance(config, dict) else None
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if (not isinstance(diff_ids, list) or rootfs.get("type") != "layers"
             or not all(isinstance(d, str) and _DIFF_ID.match(d) for d in diff_ids)):
-        raise _refuse(bundle, "has an image config without rootfs.diff_ids")
+        raise refuse(bundle, "has an image config without rootfs.diff_ids")
     names = entry.get("Layers")
     if not isinstance(names, list) or len(names) != len(diff_ids):
-        raise _refuse(bundle, f"manifest.json lists {len(names) if isinstance(names, list) else 'no'} "
+        raise refuse(bundle, f"manifest.json lists {len(names) if isinstance(names, list) else 'no'} "
                               f"layers, its config {len(diff_ids)}")
     if len(names) > MAX_LAYERS:
-        raise _refuse(bundle, f"has {len(names)} layers (at most {MAX_LAYERS})")
+        raise refuse(bundle, f"has {len(names)} layers (at most {MAX_LAYERS})")
     for n in names:
         if not (isinstance(n, str) and (_BLOB.match(n) or (_LEGACY.match(n) and n.endswith("/layer.tar")))):
-            raise _refuse(bundle, f"manifest.json names a layer {_shown(str(n))} where docker save writes none")
+            raise refuse(bundle, f"manifest.json names a layer {shown(str(n))} where docker save writes none")
     layers = [_blob_ref(n, files, bundle, "layer") for n in names]
     for blob, diff_id in zip(layers, diff_ids):
         packed = _compression(blob)
         if packed:
-            raise _refuse(bundle, f"has a {packed}-compressed layer {_shown(blob.name)} (docker save "
+            raise refuse(bundle, f"has a {packed}-compressed layer {shown(blob.name)} (docker save "
                                   "writes them uncompressed)")
         if "sha256:" + blob.sha256 != diff_id:
-            raise _refuse(bundle, f"layer {_shown(blob.name)} is not the layer its config names "
+            raise refuse(bundle, f"layer {shown(blob.name)} is not the layer its config names "
                                   "(sha256 differs from rootfs.diff_ids)")
     _check_rest(path, files, config_blob, layers, tag, bundle)
     labels = ((config.get("config") or {}).get("Labels") or {}) if isinstance(config, dict) else {}
@@ -336,7 +333,7 @@ def _check_repositories(path: Path, files: Dict[str, Blob], tag: str, bundle: st
         return
     repos = _json(path, files["repositories"], bundle)
     if not isinstance(repos, dict) or not all(isinstance(v, dict) for v in repos.values()):
-        raise _refuse(bundle, "has a repositories file that is not {repository: {tag: id}}")
+        raise refuse(bundle, "has a repositories file that is not {repository: {tag: id}}")
     named = [f"{repo}:{t}" for repo, ts in repos.items() for t in ts]
     foreign = [n for n in named if n != tag]
     if foreign:
@@ -353,108 +350,27 @@ def _check_rest(path: Path, files: Dict[str, Blob], config: Blob, layers: List[B
             continue
         legacy = _LEGACY.match(name)
         if _CONFIG.match(name):
-            raise _refuse(bundle, f"holds a second image config {_shown(name)} (a bundle holds one image)")
+            raise refuse(bundle, f"holds a second image config {shown(name)} (a bundle holds one image)")
         if legacy and (legacy.group(2) == "layer.tar" or legacy.group(1) not in layer_dirs):
-            raise _refuse(bundle, f"holds {_shown(name)}, which is not a layer of its image")
+            raise refuse(bundle, f"holds {shown(name)}, which is not a layer of its image")
         if blob.size > JSON_MAX:
-            raise _refuse(bundle, f"holds {_shown(name)} ({blob.size} bytes), which its image does not use")
+            raise refuse(bundle, f"holds {shown(name)} ({blob.size} bytes), which its image does not use")
         if legacy or name == "oci-layout":
             continue
         doc = _json(path, blob, bundle)          # index.json, an OCI manifest or index blob
         blob_name = _BLOB.match(name)
         if blob_name and blob_name.group(1) != blob.sha256:
-            raise _refuse(bundle, f"blob {_shown(name)} does not match its sha256 (damaged or edited)")
+            raise refuse(bundle, f"blob {shown(name)} does not match its sha256 (damaged or edited)")
         if isinstance(doc, dict) and "rootfs" in doc:
-            raise _refuse(bundle, f"holds a second image config {_shown(name)} (a bundle holds one image)")
+            raise refuse(bundle, f"holds a second image config {shown(name)} (a bundle holds one image)")
         if name == "index.json":
             listed = doc.get("manifests") if isinstance(doc, dict) else None
             if not isinstance(listed, list):
-                raise _refuse(bundle, "has an index.json without manifests")
+                raise refuse(bundle, "has an index.json without manifests")
             if len(listed) != 1:
-                raise _refuse(bundle, f"holds {len(listed)} images in its index.json (a bundle holds one)")
+                raise refuse(bundle, f"holds {len(listed)} images in its index.json (a bundle holds one)")
         if isinstance(doc, dict) and isinstance(doc.get("manifests"), list) and len(doc["manifests"]) > 1:
-            raise _refuse(bundle, f"holds {len(doc['manifests'])} images in {_shown(name)} (a bundle holds one)")
+            raise refuse(bundle, f"holds {len(doc['manifests'])} images in {shown(name)} (a bundle holds one)")
         foreign = _foreign_tags(_annotated_names(doc), tag)
         if foreign:
             raise _would_tag(bundle, foreign, tag, f"{name[:80]} annotations")
-
-
-# -- the stream docker load gets ---------------------------------------------------------------
-
-def _header(name: str, size: int, mode: int = 0o644, kind: bytes = tarfile.REGTYPE) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.type, info.mtime = (size if kind == tarfile.REGTYPE else 0), mode, kind, 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
-
-def _pad(size: int) -> bytes:
-    return b"\0" * (-size % tarfile.BLOCKSIZE)
-
-
-def sanitised_manifest(archive: ImageArchive) -> Tuple[bytes, List[Tuple[str, Blob]]]:
-    """The ``manifest.json`` written for ``docker load`` (no tags) and the members it names."""
-    config_name = archive.config.sha256 + ".json"
-    members: List[Tuple[str, Blob]] = [(config_name, archive.config)]
-    names: List[str] = []
-    for blob in archive.layers:
-        name = f"{blob.sha256}/layer.tar"
-        names.append(name)
-        if name not in dict(members):
-            members.append((name, blob))
-    manifest = [{"Config": config_name, "RepoTags": None, "Layers": names}]
-    return json.dumps(manifest, separators=(",", ":")).encode("ascii"), members
-
-
-def _chunks(archive: ImageArchive, bundle: str) -> Iterator[bytes]:
-    manifest, members = sanitised_manifest(archive)
-    with open(archive.path, "rb") as f:
-        for name, blob in members:
-            if name.endswith("/layer.tar"):
-                yield _header(name.split("/")[0], 0, 0o755, tarfile.DIRTYPE)
-            yield _header(name, blob.size)
-            f.seek(blob.offset)
-            h, left = hashlib.sha256(), blob.size
-            while left > 0:
-                chunk = f.read(min(_CHUNK, left))
-                if not chunk:
-                    break
-                h.update(chunk)
-                left -= len(chunk)
-                yield chunk
-            if left or h.hexdigest() != blob.sha256:
-                # docker gets a truncated archive and loads nothing
-                raise _refuse(bundle, f"changed while it was loaded (member {_shown(blob.name)})")
-            yield _pad(blob.size)
-    yield _header("manifest.json", len(manifest)) + manifest + _pad(len(manifest))
-    yield b"\0" * (2 * tarfile.BLOCKSIZE)
-
-
-class _Stream(io.RawIOBase):
-    """A read-only binary file over an iterator of byte chunks (not seekable: requests streams
-    it to the engine with chunked transfer encoding)."""
-
-    def __init__(self, chunks: Iterator[bytes]):
-        super().__init__()
-        self._chunks = chunks
-        self._view = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        while not len(self._view):
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._view = memoryview(chunk)
-        n = min(len(b), len(self._view))
-        b[:n] = self._view[:n]
-        self._view = self._view[n:]
-        return n
-
-
-def sanitised(archive: ImageArchive, bundle: str) -> io.RawIOBase:
-    """What ``docker load`` reads: the config, the layers and a manifest.json naming no tag."""
-    return _Stream(_chunks(archive, bundle))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from envrepro.bundling import imagearchive, verify
+from envrepro.bundling import imagearchive, loadstream, verify
 from envrepro.bundling.members import IMAGE_MEMBER, SUFFIX, WHEELS_DIR, BundleError, BundleManifest
 from envrepro.engine.base import ContainerEngine, image_labels
 from envrepro.errors import EnvreproError
@@ -144,7 +144,7 @@ def _load_image(m: BundleManifest, staging: Path, capture: capture_manifest.Capt
     was_here = engine.inspect_image(image_id) is not None
     before = _tag_ids(engine)
     say(f"Loading image {tag} from the bundle")
-    loaded = engine.load_images(imagearchive.sanitised(archive, name))
+    loaded = engine.load_images(loadstream.sanitised(archive, name))
     # a tag now on the bundle's image that was elsewhere or nowhere before: the load moved it
     # (the bundle's own tag on its own id is what this load makes anyway: another envrepro
     # process may have put it there meanwhile)

@@ -11,7 +11,7 @@ import tarfile
 
 import pytest
 
-from envrepro.bundling import imagearchive
+from envrepro.bundling import imagearchive, loadstream
 from envrepro.bundling.members import BundleError
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -138,7 +138,7 @@ def test_sanitised_stream_holds_config_layers_and_a_manifest_without_tags(tmp_pa
     two = [layer("a"), layer("b")]
     entries, iid = legacy(two)
     got = read(tmp_path, entries, iid)
-    stream = imagearchive.sanitised(got, BUNDLE)
+    stream = loadstream.sanitised(got, BUNDLE)
     raw = b""
     while True:
         chunk = stream.read(1000)        # small reads, as requests makes them
@@ -164,7 +164,7 @@ def test_a_blob_changed_after_the_check_breaks_the_stream(tmp_path):
     raw[at] ^= 1
     got.path.write_bytes(bytes(raw))
     with pytest.raises(BundleError) as e:
-        imagearchive.sanitised(got, BUNDLE).read()
+        loadstream.sanitised(got, BUNDLE).read()
     assert "changed while it was loaded" in str(e.value)
 
 
