@@ -20,8 +20,8 @@ import json
 
 from .customobjects import is_framework_module, is_revived, registries
 from .facts import ProbeFailure, short_error
-from .reference import (assemble_inputs, compare, flatten_outputs, generate_sample, predict, seeded_inputs,
-                        tolerance)
+from .comparison import compare, flatten_outputs
+from .reference import assemble_inputs, generate_sample, predict, seeded_inputs, tolerance
 
 MAX_LAYERS = 200   # layers compared one by one; a model with more compares the first ones
 ROWS = 8           # rows of a seeded input whose batch dimension is free

@@ -28,8 +28,8 @@ from .facts import short_error
 from .failures import classify
 from .optimizer import check_optimizer
 from .planload import PlanError, PlanLoad, entry_arguments, new_state, read_plan, resolve_attr  # noqa: F401
-from .reference import (DEFAULT_SEED, FLOAT_TOLERANCE, assemble_inputs, compare, flatten_outputs,
-                        mismatch_message, predict)
+from .comparison import compare, flatten_outputs, mismatch_message
+from .reference import DEFAULT_SEED, FLOAT_TOLERANCE, assemble_inputs, predict
 from .resume import replay
 
 REPORT_PREFIX = "ENVREPRO-REPORT "

@@ -25,7 +25,8 @@ import time
 from .facts import accepts, short_error
 from .modelformat import is_compiled
 from .optimizer import restore_savedmodel_optimizer
-from .reference import FLOAT_TOLERANCE, assemble_inputs, compare, finite
+from .comparison import compare, finite
+from .reference import FLOAT_TOLERANCE, assemble_inputs
 from .savedstate import saved_optimizer_state
 
 WEIGHTS_FILE = "resume_weights.npz"

@@ -12,7 +12,8 @@ from __future__ import absolute_import, division, print_function
 import os
 import time
 
-from ..reference import DEFAULT_SEED, FLOAT_TOLERANCE, _input_structure, compare, generate_sample
+from ..comparison import compare
+from ..reference import DEFAULT_SEED, FLOAT_TOLERANCE, _input_structure, generate_sample
 from ..reference import predict as reference_predict
 from ..samples import feedable
 from ..savedinputs import saved_input_specs

@@ -1,7 +1,7 @@
 """runtime/reference.py: user samples for the reference prediction."""
 import pytest
 
-from envrepro.runtime import reference
+from envrepro.runtime import comparison, reference
 
 
 def test_load_sample(tmp_path):
@@ -62,15 +62,15 @@ def test_text_inputs_and_outputs_are_saved_without_pickle_and_compared(tmp_path)
     assert first.dtype.kind == "U" and score.dtype == np.float32
     # load side: the saved inputs fed back as bytes, text outputs compared for equality
     x = reference.assemble_inputs(ref["input_structure"], ref["input_names"], [text])
-    got = reference.flatten_outputs(np, model(x), ref)
-    result = reference.compare(np, got, [score, first], 1e-5, 1e-4)
+    got = comparison.flatten_outputs(np, model(x), ref)
+    result = comparison.compare(np, got, [score, first], 1e-5, 1e-4)
     assert result["allclose"] is True and result["text_differs"] == 0
     got[1] = got[1].copy()
     got[1][0] = b"different"
-    result = reference.compare(np, got, [score, first], 1e-5, 1e-4)
+    result = comparison.compare(np, got, [score, first], 1e-5, 1e-4)
     assert result["allclose"] is False and result["text_differs"] == 1
-    assert reference.mismatch_message(result, 1e-5, 1e-4).endswith(", 1 text value(s) differ)")
-    result = reference.compare(np, [score, np.zeros(2)], [score, first], 1e-5, 1e-4)
+    assert comparison.mismatch_message(result, 1e-5, 1e-4).endswith(", 1 text value(s) differ)")
+    result = comparison.compare(np, [score, np.zeros(2)], [score, first], 1e-5, 1e-4)
     assert result["problem"] == "output dtypes differ from the reference (text against numbers)"
 
 
