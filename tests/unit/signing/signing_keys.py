@@ -1,13 +1,14 @@
 """Test helpers for signed captures: EC P-256 key pairs made with ``cryptography``, a config file
-that requires signatures, and a capture signed by a key."""
+that requires signatures, a capture signed by a key, and the CLI helpers (run_cli, one_error) both signing test files use."""
 from pathlib import Path
 from typing import Optional, Sequence
 
+import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from envrepro import config
+from envrepro import cli, config
 
 
 def key_pair(folder: Path, name: str = "team", password: Optional[bytes] = None):
@@ -34,3 +35,16 @@ def write_config(trusted: Sequence[Path] = (), require: object = True, **extra) 
         data["require_signature"] = require
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def run_cli(capsys, *args):
+    with pytest.raises(SystemExit) as e:
+        cli.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def one_error(err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("envrepro: error: ") and "Traceback" not in err, err
+    return lines[0]

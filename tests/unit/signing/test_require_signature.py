@@ -6,29 +6,16 @@ import sys
 
 import pytest
 
-from envrepro import cli, commands, config
+from envrepro import commands, config
 from envrepro.errors import EnvreproError
 from envrepro.signing.scope import SignatureError, signature_for
 
 from fakes import FakeEngine, cache_home, image, loader_report, make_capture, report_stdout  # noqa: F401
-from signing_keys import key_pair, write_config
+from signing_keys import key_pair, one_error, run_cli, write_config
 
 
 def no_engine():
     raise AssertionError("the engine must not be reached")
-
-
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as e:
-        cli.main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
-
-
-def one_error(err):
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("envrepro: error: ") and "Traceback" not in err, err
-    return lines[0]
 
 
 def loads_here():

@@ -9,25 +9,12 @@ import sys
 
 import pytest
 
-from envrepro import cli, commands
+from envrepro import commands
 from envrepro.signing import openssf, payload, signature
 from envrepro.signing.scope import SignatureError, scope_of, signature_for
 
 from fakes import cache_home, make_capture  # noqa: F401 - cache_home: the autouse fixture
-from signing_keys import key_pair
-
-
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as e:
-        cli.main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
-
-
-def one_error(err):
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("envrepro: error: ") and "Traceback" not in err, err
-    return lines[0]
+from signing_keys import key_pair, one_error, run_cli
 
 
 @pytest.fixture
