@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,19 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 CI = os.environ.get("CI", "").lower() == "true"
 DEV_CACHE = Path(os.environ.get("ENVREPRO_DEV_CACHE", Path.home() / ".cache" / "envrepro-dev"))
+
+# A tiny Keras model saved through the save hook (``python -c SAVE_TINY_HOOKED FOLDER``), and the
+# environment of a command that must work offline: every proxy and index points at the discard port.
+SAVE_TINY_HOOKED = textwrap.dedent('''
+    import sys, keras, envrepro
+    envrepro.install_hook()
+    m = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dense(2)])
+    m.save(sys.argv[1] + "/tiny.keras")
+''')
+CLOSED = "http://127.0.0.1:9"          # discard port: nothing listens, every request fails
+OFFLINE = {"HTTP_PROXY": CLOSED, "HTTPS_PROXY": CLOSED, "http_proxy": CLOSED, "https_proxy": CLOSED,
+           "ALL_PROXY": CLOSED, "PIP_INDEX_URL": CLOSED + "/simple", "PIP_EXTRA_INDEX_URL": "",
+           "PIP_FIND_LINKS": "", "ENVREPRO_REGISTRY": ""}
 
 
 def need(condition, reason):

@@ -10,24 +10,13 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
-from support import installed_cli as cli  # noqa: E402
+from support import OFFLINE, SAVE_TINY_HOOKED as SAVE, installed_cli as cli  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
-SAVE = textwrap.dedent('''
-    import sys, keras, envrepro
-    envrepro.install_hook()
-    m = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dense(2)])
-    m.save(sys.argv[1] + "/tiny.keras")
-''')
-CLOSED = "http://127.0.0.1:9"          # discard port: nothing listens, every request fails
-OFFLINE = {"HTTP_PROXY": CLOSED, "HTTPS_PROXY": CLOSED, "http_proxy": CLOSED, "https_proxy": CLOSED,
-           "ALL_PROXY": CLOSED, "PIP_INDEX_URL": CLOSED + "/simple", "PIP_EXTRA_INDEX_URL": "",
-           "PIP_FIND_LINKS": "", "ENVREPRO_REGISTRY": ""}
 
 
 @pytest.fixture(scope="module")
