@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from envrepro.engine.base import ContainerEngine
 from envrepro.errors import EnvreproError
-from envrepro.image.origins import bundle_origin
+from envrepro.image.origins import bundle_images
 from envrepro.image.ownership import Image, are, listing, names, own_tag, stands_on, survey, tags_of
 from envrepro.image.spec import HEAVY_LABEL, LABEL_KEY
 from envrepro.image.usage import (KeyFor, index_path, locked, read_index, stale_reason, unreadable,
@@ -66,6 +66,7 @@ def _survey_rows(engine: ContainerEngine, key_for: Optional[KeyFor],
     for each row the images built on it."""
     index = read_index(path)["images"]
     images = survey(engine, LABEL_KEY)
+    from_bundles = bundle_images()           # read once, not per row
     rows = []
     for im in images:
         own = [t for t in im.tags if own_tag(t, im.labels)]
@@ -73,7 +74,7 @@ def _survey_rows(engine: ContainerEngine, key_for: Optional[KeyFor],
             continue      # the user's image (built on one of envrepro's), or untagged
         row = _row(im.listed)
         row.tag, row.tags, row.other_tags = own[0], own, [t for t in im.tags if t not in own]
-        row.bundle = str((bundle_origin(row.full_id) or {}).get("bundle") or "")
+        row.bundle = str((from_bundles.get(row.full_id) or {}).get("bundle") or "")
         for root, entry in sorted(((index.get(row.key) or {}).get("captures") or {}).items()):
             why = stale_reason(root, entry, row.key, key_for)
             if why is None:

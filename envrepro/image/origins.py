@@ -44,6 +44,11 @@ def record_bundle_image(image_id: str, bundle: str, archive_sha256: str, tag: st
         atomic_write_text(path, json.dumps({"version": VERSION, "images": images}, indent=2, sort_keys=True) + "\n")
 
 
+def bundle_images(path: Optional[Path] = None) -> Dict[str, Dict[str, Any]]:
+    """Every image id loaded from a bundle -> its record (``bundle``, ...), read once."""
+    return {str(k): dict(v) for k, v in _read(path or origins_path()).items() if isinstance(v, dict)}
+
+
 def bundle_origin(image_id: Optional[str], path: Optional[Path] = None) -> Optional[Dict[str, Any]]:
     """The bundle the image ``image_id`` was loaded from (a dict with ``bundle``), or None."""
     if not image_id:
