@@ -8,9 +8,10 @@ envrepro save hook and once with a plain ``model.save``.
 Writes ``OUT/hooked/<kind>-<fmt>[.h5|.keras]`` (``envrepro.save``: the capture is made in this
 process, ``<model>.envrepro/`` beside it), ``OUT/plain/<kind>-<fmt>...`` (``model.save``: for
 ``envrepro capture --python`` and ``--infer``), ``OUT/samples/<kind>.npy|.npz`` (a seeded input;
-multi-input models get an .npz keyed by input name), ``OUT/predictions/<kind>.npy`` (this
-environment's prediction on it) and ``OUT/cells.json``, the list of cells the matrix runner
-captures and loads. At the end every plain model is reloaded here with
+multi-input models get an .npz keyed by input name; text is a ``U`` array, no pickle),
+``OUT/predictions/<kind>.npy|.npz`` (this environment's prediction on it; an .npz keyed by output
+name for dict outputs) and ``OUT/cells.json``, the list of cells the matrix runner captures and
+loads. At the end every plain model is reloaded here with
 ``tf.keras.models.load_model`` and its prediction compared (``selfcheck`` per cell).
 
 Beside the fields the runner reads, a cell may carry: ``unsafe`` true when this release's
@@ -22,6 +23,12 @@ subclassed_nofromconfig SavedModel, what ``load_model(custom_objects=...)`` does
 ``envrepro.save`` (model save and capture). ``seconds`` times each kind (training, saves,
 captures) and the self-check. Exit status 1 when a hooked save failed or a self-check failed for
 an unknown reason.
+
+The kinds (docs/fidelity.md): sequential, functional, subclassed, subclassed_nofromconfig,
+lambda, addons and addons_wn (tensorflow-addons, with ``--addons`` only), schedule, text (string
+inputs into an adapted TextVectorization and a StringLookup; no H5, which can't hold the
+vocabulary), mixed (trained under the ``mixed_float16`` policy with a LossScaleOptimizer; the
+global policy is float32 again after it) and multioutput (two named outputs, a dict).
 
 Python 3.8+ syntax; imports only the standard library, numpy, tensorflow, tensorflow_addons (with
 ``--addons``), envrepro (the hook) and matrix_models (tests/matrix/src, put on sys.path here).
@@ -48,11 +55,20 @@ import matrix_models as mm  # noqa: E402
 
 SEED = 1234
 KINDS = ("sequential", "functional", "subclassed", "subclassed_nofromconfig", "lambda", "addons",
-         "schedule")
+         "schedule", "text", "mixed", "multioutput", "addons_wn")
+ADDONS_KINDS = ("addons", "addons_wn")     # need tensorflow-addons: written with --addons only
 FORMATS = ("h5", "savedmodel", "keras")
 SUFFIX = {"h5": ".h5", "keras": ".keras", "savedmodel": ""}
-USES_MODULE = ("sequential", "functional", "subclassed", "subclassed_nofromconfig")
+USES_MODULE = ("sequential", "functional", "subclassed", "subclassed_nofromconfig", "mixed")
 SUBCLASSED = ("subclassed", "subclassed_nofromconfig")
+# Multi-input kinds: their samples are dicts (an .npz keyed by input name), fed in this order.
+INPUT_ORDER = {"functional": ("a", "b"), "text": ("text", "tags")}
+# The text kind: the corpus its TextVectorization is adapted on, and its StringLookup's tags.
+TEXT_CORPUS = ("the cat sat on the mat", "a dog ran in the park", "the model reads short text",
+               "rain fell on the quiet town", "a bird sang in the old tree",
+               "the train left the station late", "she read the book twice",
+               "cold wind over the dark sea")
+TAGS = ("news", "sport", "science", "music", "film")
 ATOL = RTOL = 1e-5
 
 # Cells this release writes but cannot load back itself (Keras bugs, not the zoo's): the
@@ -151,27 +167,121 @@ def build(kind):
         model = tf.keras.Sequential([tf.keras.Input(shape=(4,)), layers.Dense(8, activation="relu"),
                                      layers.Dense(1)], name="schedule_model")
         model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=schedule), loss=MSE)
+    elif kind == "text":
+        model = _text_model()
+    elif kind == "mixed":
+        # Built under the mixed_float16 policy (write_kind sets it): float16 compute, float32
+        # variables and a float32 output; the LossScaleOptimizer keeps the loss scale's state.
+        model = tf.keras.Sequential([tf.keras.Input(shape=(4,)),
+                                     mm.ScaledDense(8, scale=0.5, activation="relu"),
+                                     layers.Dense(1),
+                                     layers.Activation("linear", dtype="float32")],
+                                    name="mixed_model")
+        model.compile(optimizer=tf.keras.mixed_precision.LossScaleOptimizer(_adam()), loss=MSE)
+    elif kind == "multioutput":
+        x = tf.keras.Input(shape=(4,), name="x")
+        h = layers.Dense(8, activation="relu")(x)
+        outputs = {"score": layers.Dense(1, name="score")(h),
+                   "probs": layers.Dense(3, activation="softmax", name="probs")(h)}
+        model = tf.keras.Model(x, outputs, name="multioutput_model")
+        model.compile(optimizer=_adam(), loss={"score": MSE, "probs": "categorical_crossentropy"})
+    elif kind == "addons_wn":
+        import tensorflow_addons as tfa
+
+        model = tf.keras.Sequential([tf.keras.Input(shape=(4,)),
+                                     tfa.layers.WeightNormalization(
+                                         layers.Dense(8, activation="relu")),
+                                     layers.Dense(1)], name="addons_wn_model")
+        model.compile(optimizer=_adam(), loss=MSE)
     else:
         raise ValueError("unknown kind %s" % kind)
     return model
 
 
+def _preprocessing(name):
+    """A preprocessing layer class: ``tf.keras.layers.X`` from TF 2.6, before that only under
+    ``tf.keras.layers.experimental.preprocessing``."""
+    cls = getattr(tf.keras.layers, name, None)
+    if cls is None:
+        cls = getattr(tf.keras.layers.experimental.preprocessing, name)
+    return cls
+
+
+def _text_model():
+    """Text into an adapted TextVectorization, and tags into a StringLookup with a given
+    vocabulary: Embedding and pooling each, then a Dense head. String inputs only."""
+    layers = tf.keras.layers
+    vectorize = _preprocessing("TextVectorization")(max_tokens=32, output_sequence_length=6,
+                                                    name="vectorize")
+    vectorize.adapt(tf.data.Dataset.from_tensor_slices(list(TEXT_CORPUS)).batch(4))
+    lookup = _preprocessing("StringLookup")(vocabulary=list(TAGS), name="tag_lookup")
+    text = tf.keras.Input(shape=(1,), dtype=tf.string, name="text")
+    tags = tf.keras.Input(shape=(2,), dtype=tf.string, name="tags")
+    words = layers.Embedding(len(vectorize.get_vocabulary()), 8)(vectorize(text))
+    h_text = layers.GlobalAveragePooling1D()(words)
+    h_tags = layers.Flatten()(layers.Embedding(len(lookup.get_vocabulary()), 4)(lookup(tags)))
+    h = layers.Concatenate()([h_text, h_tags])
+    model = tf.keras.Model([text, tags], layers.Dense(1)(h), name="text_model")
+    model.compile(optimizer=_adam(), loss=MSE)
+    return model
+
+
+class policy_for(object):
+    """The global dtype policy ``kind`` is trained and saved under (``mixed_float16`` for the
+    mixed kind), put back to float32 afterwards so the kinds after it are float32."""
+
+    def __init__(self, kind):
+        self.kind = kind
+
+    def __enter__(self):
+        if self.kind == "mixed":
+            tf.keras.mixed_precision.set_global_policy("mixed_float16")
+        return self
+
+    def __exit__(self, *exc):
+        if self.kind == "mixed":
+            tf.keras.mixed_precision.set_global_policy("float32")
+        return False
+
+
 def data(kind, rows, seed):
-    """Seeded inputs of ``kind``'s model: one array, or a dict keyed by input name."""
+    """Seeded inputs of ``kind``'s model: one array, or a dict keyed by input name. Text is a
+    fixed-width unicode (``U``) array, which ``np.save`` writes without pickle."""
     rng = np.random.RandomState(seed)
     if kind == "functional":
         return {"a": rng.standard_normal((rows, 4)).astype("float32"),
                 "b": rng.standard_normal((rows, 3)).astype("float32")}
+    if kind == "text":
+        words = sorted(set(" ".join(TEXT_CORPUS).split())) + ["zebra"]  # one out of vocabulary
+        texts = [" ".join(rng.choice(words, size=rng.randint(2, 7))) for _ in range(rows)]
+        return {"text": np.array(texts, dtype="U").reshape(rows, 1),
+                "tags": rng.choice(list(TAGS) + ["other"], size=(rows, 2)).astype("U")}
     return rng.standard_normal((rows, 4)).astype("float32")
 
 
-def as_model_input(x):
-    """Dicts fed in the models' input order (a, b): Keras 2 and 3 agree on lists."""
-    return [x["a"], x["b"]] if isinstance(x, dict) else x
+def targets(kind, rows, seed):
+    """Seeded targets: one column, or a dict by output name for the multi-output kind."""
+    rng = np.random.RandomState(seed)
+    if kind == "multioutput":
+        return {"score": rng.standard_normal((rows, 1)).astype("float32"),
+                "probs": np.eye(3, dtype="float32")[rng.randint(0, 3, size=rows)]}
+    return rng.standard_normal((rows, 1)).astype("float32")
 
 
-def predict(model, x):
-    return np.asarray(model.predict(as_model_input(x), verbose=0))
+def as_model_input(x, kind):
+    """Dicts fed as a list in the model's input order (Keras 2 and 3 agree on lists); text as
+    tf.string tensors (Keras 3's predict doesn't take numpy ``U`` arrays)."""
+    arrays = [x[name] for name in INPUT_ORDER[kind]] if isinstance(x, dict) else [x]
+    arrays = [tf.constant(a) if a.dtype.kind in "US" else a for a in arrays]
+    return arrays if isinstance(x, dict) else arrays[0]
+
+
+def predict(model, x, kind):
+    """The model's prediction: one array, or a dict of arrays by output name."""
+    out = model.predict(as_model_input(x, kind), verbose=0)
+    if isinstance(out, dict):
+        return {str(k): np.asarray(v) for k, v in out.items()}
+    return np.asarray(out)
 
 
 def train(kind):
@@ -179,8 +289,8 @@ def train(kind):
     seed_all()
     model = build(kind)
     x = data(kind, 16, SEED + 1)
-    y = np.random.RandomState(SEED + 2).standard_normal((16, 1)).astype("float32")
-    model.fit(as_model_input(x), y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    y = targets(kind, 16, SEED + 2)
+    model.fit(as_model_input(x, kind), y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     return model
 
 
@@ -198,8 +308,11 @@ def cannot_write(kind, fmt):
     if fmt == "savedmodel" and KERAS3:
         return ("Keras %s writes no SavedModel that load_model reads (model.export() is "
                 "inference-only)" % KERAS_VERSION)
-    if kind == "addons" and KERAS3:
+    if kind in ADDONS_KINDS and KERAS3:
         return "tensorflow-addons supports Keras 2 only"
+    if kind == "text" and fmt == "h5":
+        return ("H5 can't hold TextVectorization's vocabulary (an adapted lookup table, not a "
+                "weight): saved as SavedModel and .keras only")
     return None
 
 
@@ -245,17 +358,27 @@ def hooked_save(model, path, fmt):
     return error, [t for t in texts if t != error]
 
 
+def save_arrays(out, sub, kind, value):
+    """``OUT/<sub>/<kind>.npy`` (one array) or ``.npz`` (a dict by name); the relative path."""
+    rel = os.path.join(sub, kind + (".npz" if isinstance(value, dict) else ".npy"))
+    if isinstance(value, dict):
+        np.savez(os.path.join(out, rel), **value)
+    else:
+        np.save(os.path.join(out, rel), value)
+    return rel
+
+
 def write_kind(out, kind, formats, cells, skipped):
     """Train ``kind`` once, save it in every format (plain, then hooked), add its cells."""
+    with policy_for(kind):
+        _write_kind(out, kind, formats, cells, skipped)
+
+
+def _write_kind(out, kind, formats, cells, skipped):
     model = train(kind)
     sample = data(kind, 3, SEED + 3)
-    sample_rel = os.path.join("samples", kind + (".npz" if isinstance(sample, dict) else ".npy"))
-    if isinstance(sample, dict):
-        np.savez(os.path.join(out, sample_rel), **sample)
-    else:
-        np.save(os.path.join(out, sample_rel), sample)
-    pred_rel = os.path.join("predictions", kind + ".npy")
-    np.save(os.path.join(out, pred_rel), predict(model, sample))
+    sample_rel = save_arrays(out, "samples", kind, sample)
+    pred_rel = save_arrays(out, "predictions", kind, predict(model, sample, kind))
     n_opt = optimizer_vars(model)
     for fmt in formats:
         reason = cannot_write(kind, fmt)
@@ -290,10 +413,33 @@ def write_kind(out, kind, formats, cells, skipped):
 # --- the self-check ---------------------------------------------------------------------------
 
 def load_sample(path):
+    """An array (.npy) or a dict of arrays (.npz), read without pickle."""
     if path.endswith(".npz"):
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    return np.load(path)
+    return np.load(path, allow_pickle=False)
+
+
+def compare(got, want):
+    """"ok", or how the prediction ``got`` differs from ``want`` (arrays, or dicts by output
+    name: the names must agree)."""
+    if isinstance(want, dict) or isinstance(got, dict):
+        if not (isinstance(want, dict) and isinstance(got, dict)):
+            return "prediction is %s, expected %s" % (
+                "outputs %s" % sorted(got) if isinstance(got, dict) else "one array",
+                "outputs %s" % sorted(want) if isinstance(want, dict) else "one array")
+        if sorted(got) != sorted(want):
+            return "prediction has outputs %s, expected %s" % (sorted(got), sorted(want))
+        for name in sorted(want):
+            problem = compare(got[name], want[name])
+            if problem != "ok":
+                return "output %s: %s" % (name, problem)
+        return "ok"
+    if got.shape != want.shape:
+        return "prediction shape %s, expected %s" % (got.shape, want.shape)
+    if not np.allclose(got, want, atol=ATOL, rtol=RTOL):
+        return "prediction differs by %.3g" % float(np.abs(got - want).max())
+    return "ok"
 
 
 def _load(out, cell, custom_objects=None):
@@ -322,15 +468,11 @@ def selfcheck(out, cell):
     if cell["kind"] == "subclassed_nofromconfig" and cell["format"] != "savedmodel":
         custom = {"MatrixNetNoFromConfig": mm.MatrixNetNoFromConfig}
     try:
-        got = predict(_load(out, cell, custom), load_sample(os.path.join(out, cell["sample"])))
+        got = predict(_load(out, cell, custom), load_sample(os.path.join(out, cell["sample"])),
+                      cell["kind"])
     except Exception as exc:
         return short(exc)
-    want = np.load(os.path.join(out, cell["prediction"]))
-    if got.shape != want.shape:
-        return "prediction shape %s, expected %s" % (got.shape, want.shape)
-    if not np.allclose(got, want, atol=ATOL, rtol=RTOL):
-        return "prediction differs by %.3g" % float(np.abs(got - want).max())
-    return "ok"
+    return compare(got, load_sample(os.path.join(out, cell["prediction"])))
 
 
 def custom_objects_load(out, cell):
@@ -356,7 +498,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out")
     ap.add_argument("--formats", required=True, help="comma-separated: h5,savedmodel,keras")
-    ap.add_argument("--addons", action="store_true", help="add the tensorflow-addons kind")
+    ap.add_argument("--addons", action="store_true",
+                    help="add the tensorflow-addons kinds (addons, addons_wn)")
     ap.add_argument("--keras3", action="store_true", help="this env's tf.keras is Keras 3")
     ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset of kinds")
     args = ap.parse_args(argv)
@@ -375,7 +518,7 @@ def main(argv=None):
     wanted = set(k.strip() for k in args.kinds.split(","))
     if wanted - set(KINDS):
         ap.error("unknown kinds %s (known: %s)" % (sorted(wanted - set(KINDS)), ",".join(KINDS)))
-    kinds = [k for k in KINDS if k in wanted and (k != "addons" or args.addons)]
+    kinds = [k for k in KINDS if k in wanted and (k not in ADDONS_KINDS or args.addons)]
     cells, skipped, seconds = [], [], {}
     t0 = time.perf_counter()
     for kind in kinds:
