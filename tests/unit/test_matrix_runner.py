@@ -59,3 +59,20 @@ def test_table_counts_right_verdicts_and_lists_the_wrong_ones():
     assert "WRONG tf2.4-py3.8 sequential-h5 python" in text
     row = next(line for line in text.splitlines() if line.startswith("tf2.4-py3.8"))
     assert "OK 0 opt 3s" in row and "loaded =train 2s" in row and "✗" in row
+
+
+def test_the_issue20_kinds_run_with_the_hook_and_infer_only():
+    for kind in ("text", "mixed", "multioutput", "addons_wn"):
+        assert runner.cell_modes({"kind": kind}) == ("hooked", "infer")
+    assert runner.cell_modes({"kind": "sequential"}) == runner.MODES
+    assert all(m in runner.MODES for modes in runner.KIND_MODES.values() for m in modes)
+
+
+def test_a_kind_without_python_mode_shows_a_dash_and_the_reason():
+    o = runner.Outcome(env=ENV.name, cell="text-savedmodel", mode="hooked", kind="text",
+                       verdict="OK", exit_code=0, optimizer="OK", max_abs_diff=0.0, seconds=4.0)
+    runner.judge(o, {"selfcheck": "ok", "optimizer_vars": 5}, ENV)
+    text = runner.table([{"env": ENV.name, "skipped": [], "seconds": 4.0, "outcomes": [asdict(o)]}])
+    row = next(line for line in text.splitlines() if line.startswith("tf2.4-py3.8"))
+    assert row.split()[2:] == ["OK", "0", "opt", "4s", "-", "-"]
+    assert "not captured with --python" in text and "text (hooked/infer only)" in text
