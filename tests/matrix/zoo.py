@@ -226,22 +226,10 @@ def _text_model():
     return model
 
 
-class policy_for(object):
-    """The global dtype policy ``kind`` is trained and saved under (``mixed_float16`` for the
-    mixed kind), put back to float32 afterwards so the kinds after it are float32."""
-
-    def __init__(self, kind):
-        self.kind = kind
-
-    def __enter__(self):
-        if self.kind == "mixed":
-            tf.keras.mixed_precision.set_global_policy("mixed_float16")
-        return self
-
-    def __exit__(self, *exc):
-        if self.kind == "mixed":
-            tf.keras.mixed_precision.set_global_policy("float32")
-        return False
+def set_policy(name):
+    """The global dtype policy: ``mixed_float16`` for the mixed kind (set after ``seed_all``, as
+    Keras 3's ``clear_session`` forgets it), ``float32`` again after that kind is written."""
+    tf.keras.mixed_precision.set_global_policy(name)
 
 
 def data(kind, rows, seed):
@@ -287,6 +275,8 @@ def predict(model, x, kind):
 def train(kind):
     """Build ``kind`` and fit it for two steps, so its optimizer has state."""
     seed_all()
+    if kind == "mixed":
+        set_policy("mixed_float16")
     model = build(kind)
     x = data(kind, 16, SEED + 1)
     y = targets(kind, 16, SEED + 2)
@@ -370,8 +360,11 @@ def save_arrays(out, sub, kind, value):
 
 def write_kind(out, kind, formats, cells, skipped):
     """Train ``kind`` once, save it in every format (plain, then hooked), add its cells."""
-    with policy_for(kind):
+    try:
         _write_kind(out, kind, formats, cells, skipped)
+    finally:
+        if kind == "mixed":
+            set_policy("float32")   # the kinds after it are float32
 
 
 def _write_kind(out, kind, formats, cells, skipped):
