@@ -170,7 +170,7 @@ def build(kind):
     elif kind == "text":
         model = _text_model()
     elif kind == "mixed":
-        # Built under the mixed_float16 policy (write_kind sets it): float16 compute, float32
+        # Built under the mixed_float16 policy (train sets it): float16 compute, float32
         # variables and a float32 output; the LossScaleOptimizer keeps the loss scale's state.
         model = tf.keras.Sequential([tf.keras.Input(shape=(4,)),
                                      mm.ScaledDense(8, scale=0.5, activation="relu"),
