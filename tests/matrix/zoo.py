@@ -414,7 +414,7 @@ def load_sample(path):
 
 
 def compare(got, want):
-    """"ok", or how the prediction ``got`` differs from ``want`` (arrays, or dicts by output
+    """``"ok"``, or how the prediction ``got`` differs from ``want`` (arrays, or dicts by output
     name: the names must agree)."""
     if isinstance(want, dict) or isinstance(got, dict):
         if not (isinstance(want, dict) and isinstance(got, dict)):
