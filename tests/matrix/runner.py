@@ -41,6 +41,8 @@ KIND_MODES: Dict[str, tuple] = {kind: ("hooked", "infer")
                                 for kind in ("text", "mixed", "multioutput", "addons_wn")}
 OUT = Path(os.environ.get("ENVREPRO_MATRIX_OUT", REPO / "matrix-out"))
 WORKERS = int(os.environ.get("ENVREPRO_MATRIX_WORKERS", "2"))
+# Only these kinds (comma-separated, e.g. "text,mixed"): a developer's shorter run; unset, all.
+KINDS = os.environ.get("ENVREPRO_MATRIX_KINDS", "")
 # Cells that can't be reproduced for a reason outside envrepro: (env, cell id, mode) -> the reason
 # the load report must give (a substring of its error or verdict).
 LEGITIMATE: Dict[tuple, str] = {}
@@ -82,6 +84,8 @@ def run_zoo(env: envs_mod.TrainingEnv, py: str, out: Path) -> Dict[str, Any]:
         args.append("--addons")
     if env.keras3:
         args.append("--keras3")
+    if KINDS:
+        args += ["--kinds", KINDS]
     t = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True, timeout=1800,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO)))
