@@ -165,6 +165,27 @@ def load(
 
 
 @app.command()
+def migrate(
+    model: str = _MODEL,
+    out: Optional[str] = typer.Option(None, "-o", "--out", help="Folder for the artifacts and migration.json (default MODEL.migrated/)."),
+    python: Optional[str] = typer.Option(None, "--python", help="Target: this interpreter's TensorFlow/Keras/numpy (default: the one envrepro runs under)."),
+    to: Optional[str] = typer.Option(None, "--to", help="Target: this TensorFlow release (e.g. 2.21), built as an image."),
+    code_path: Optional[str] = typer.Option(None, "--code-path", help="Your ported custom modules, instead of the capture's snapshot."),
+    unsafe: bool = _UNSAFE,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    verbose: bool = _VERBOSE,
+    allow_direct_references: bool = _DIRECT_REFS,
+) -> None:
+    """Rewrite the model for today's TensorFlow/Keras (.keras, inference SavedModel, ONNX), each
+    artifact verified in the target environment against the capture's reference."""
+    from envrepro import commands
+
+    _allow_direct_references(allow_direct_references)
+    _emit(commands.migrate(model, out=out, python=python, to=to, code_path=code_path, unsafe=unsafe,
+                           quiet=as_json, verbose=verbose), as_json)
+
+
+@app.command()
 def bundle(
     model: str = _MODEL,
     output: str = typer.Option(..., "-o", "--output", help="The bundle to write (NAME.tar)."),

@@ -232,6 +232,31 @@ def shell(model: str, base_image: Optional[str] = None, memory: str = "4g", unsa
                                 **extra))
 
 
+def migrate(model: str, out: Optional[str] = None, python: Optional[str] = None, to: Optional[str] = None,
+            code_path: Optional[str] = None, unsafe: bool = False, quiet: bool = False,
+            engine_factory: Optional[EngineFactory] = None, verbose: bool = False) -> Any:
+    """``envrepro migrate``: the model rewritten for a target TensorFlow/Keras, each artifact
+    verified there against the capture's reference (``migrating/``). Returns a ``Migration``."""
+    from envrepro import progress
+    from envrepro.image import ensure
+    from envrepro.migrating.migrate import check_inputs, migrate as run_migration
+    from envrepro.sandbox import container as sandbox
+
+    cap = sandbox.prepare(model)
+    _signed(cap)
+    inputs = check_inputs(cap, out, python, to, code_path)
+    with _reporter(quiet, verbose) as say:
+        def image(capture: manifest.Capture, engine: ContainerEngine) -> Any:
+            return ensure.ensure_image(capture, engine, on_progress=say)
+
+        with progress.step(say, "Migrating: the source exports, the target rebuilds and verifies") as shown:
+            result = run_migration(cap, engine_factory or default_engine, image, unsafe=unsafe,
+                                   say=lambda line: progress.log(say, line), inputs=inputs)
+            if result.exit_code:
+                shown.fail("the report says why")
+        return result
+
+
 def dockerfile(model: str, base_image: Optional[str] = None, gpus: "Optional[str] | bool" = False,
                serve: bool = False, output: Optional[str] = None, name: Optional[str] = None,
                unsafe: bool = False, allow_model_change: bool = False) -> DockerfileText:

@@ -16,6 +16,7 @@ from envrepro import commands
 from envrepro.image import inventory
 from envrepro.bundling.members import Written
 from envrepro.image.push import PushResult, render as push_text
+from envrepro.migrating.report import Migration
 from envrepro.capturing.capture import CaptureResult
 from envrepro.diagnose import doctor
 from envrepro.sandbox import report as sandbox
@@ -302,3 +303,8 @@ def _(result: PushResult, verbose: bool = False) -> str:
 @to_text.register(Verified)
 def _(result: Any, verbose: bool = False) -> str:
     return result.text()
+
+
+@to_text.register
+def _(result: Migration, verbose: bool = False) -> str:
+    return result.to_text(verbose)
