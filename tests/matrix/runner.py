@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE.parent))
 from support import REPO, envrepro_cli  # noqa: E402
 
 import envs as envs_mod  # noqa: E402
+import migratecol  # noqa: E402
 
 SRC = HERE / "src"
 MODES = ("hooked", "python", "infer")
@@ -307,11 +308,12 @@ def run_env(env: envs_mod.TrainingEnv) -> Dict[str, Any]:
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         futures = [pool.submit(group, ("hooked", "python")), pool.submit(group, ("infer",))]
         outcomes = [o for f in futures for o in f.result()]
+    migrated = migratecol.run_migrations(zoo_out, cells["cells"], WORKERS) if migratecol.ENABLED else {}
     result = {"env": env.name, "tensorflow": env.tensorflow, "python": cells.get("python"),
               "skipped": cells.get("skipped") or [], "env_seconds": round(env_seconds, 1),
               "zoo_seconds": cells.get("zoo_seconds"),
               "seconds": round(time.perf_counter() - t0, 1),
-              "outcomes": [asdict(o) for o in outcomes]}
+              "outcomes": [asdict(o) for o in outcomes], "migrate": migrated}
     (OUT / f"{env.name}.json").write_text(json.dumps(result, indent=2, default=str))
     return result
 
@@ -340,7 +342,7 @@ def _cell_text(o: Dict[str, Any]) -> str:
 
 def table(results: List[Dict[str, Any]]) -> str:
     """The matrix: one row per (env, cell), one column per capture mode."""
-    rows = [("env", "cell", "hooked", "--python", "--infer")]
+    rows = [("env", "cell", "hooked", "--python", "--infer", "migrate")]
     right = total = 0
     for r in results:
         by = {}
@@ -348,9 +350,11 @@ def table(results: List[Dict[str, Any]]) -> str:
             by.setdefault(o["cell"], {})[o["mode"]] = o
             total += 1
             right += bool(o["right"])
+        mig = r.get("migrate") or {}
         for cell in sorted(by):
-            rows.append((r["env"], cell) + tuple(_cell_text(by[cell].get(m)) for m in MODES))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+            rows.append((r["env"], cell) + tuple(_cell_text(by[cell].get(m)) for m in MODES)
+                        + (migratecol.text(mig.get(cell) or {}),))
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     infer = [o for r in results for o in r["outcomes"] if o["mode"] == "infer"]
@@ -370,6 +374,7 @@ def table(results: List[Dict[str, Any]]) -> str:
              for r in results for o in r["outcomes"] if (o.get("extra") or {}).get("known_failure")}
     for (env, cell), why in sorted(known.items()):
         lines.append(f"its own env can't load {env} {cell} back (a Keras bug): {str(why)[:160]}")
+    lines.extend(migratecol.summary(results))
     wrong = [o for r in results for o in r["outcomes"] if not o["right"]]
     for o in wrong:
         lines.append(f"WRONG {o['env']} {o['cell']} {o['mode']}: {o['why_wrong']} "

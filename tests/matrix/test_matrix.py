@@ -21,4 +21,6 @@ def test_matrix(env, engine):
     assert ran == {(c, m) for c, kind in cells.items() for m in runner.cell_modes({"kind": kind})}
     wrong = [f"{o['cell']} {o['mode']}: {o['why_wrong']} [{o['verdict']} exit {o['exit_code']}: {o['message']}]"
              for o in outcomes if not o["right"]]
+    wrong += [f"{cell} migrate: {m['why_wrong']} [exit {m['exit_code']}: {m.get('message')}]"
+              for cell, m in (result.get("migrate") or {}).items() if not m["right"]]
     assert not wrong, f"{len(wrong)} wrong verdict(s) in {env.name}:\n" + "\n".join(wrong)

@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "matrix"))
 
 import envs  # noqa: E402
+import migratecol  # noqa: E402
 import runner  # noqa: E402
 
 ENV = envs.BY_NAME["tf2.4-py3.8"]
@@ -74,5 +75,40 @@ def test_a_kind_without_python_mode_shows_a_dash_and_the_reason():
     runner.judge(o, {"selfcheck": "ok", "optimizer_vars": 5}, ENV)
     text = runner.table([{"env": ENV.name, "skipped": [], "seconds": 4.0, "outcomes": [asdict(o)]}])
     row = next(line for line in text.splitlines() if line.startswith("tf2.4-py3.8"))
-    assert row.split()[2:] == ["OK", "0", "opt", "4s", "-", "-"]
+    assert row.split()[2:] == ["OK", "0", "opt", "4s", "-", "-", "-"]   # no --python, no --infer, no migrate
     assert "not captured with --python" in text and "text (hooked/infer only)" in text
+
+
+def _migrated(exit_code=0, message="", **arts):
+    rec = {"exit_code": exit_code, "message": message, "seconds": 20.0,
+           "artifacts": [dict({"format": f}, **a) for f, a in arts.items()]}
+    migratecol.judge(rec)
+    return rec
+
+
+def test_a_migrate_cell_is_right_only_when_what_it_calls_verified_reproduces_independently():
+    ok = {"verified": True, "independent": {"allclose": True, "max_abs_diff": 0.0}}
+    right = _migrated(keras=ok, savedmodel=ok, onnx={"verified": False, "why_not": "no tf2onnx"})
+    assert right["right"] and migratecol.text(right) == "KS 20s"
+    false_claim = _migrated(keras={"verified": True, "independent": {"allclose": False, "max_abs_diff": 0.3}},
+                            savedmodel=ok)
+    assert not false_claim["right"] and "keras" in false_claim["why_wrong"] and migratecol.text(false_claim).endswith("✗")
+    unchecked = _migrated(keras={"verified": True})       # the checker gave no answer: not proven
+    assert not unchecked["right"]
+    refused = _migrated(exit_code=5, message="the source environment can't load the model: KeyError")
+    assert refused["right"] and migratecol.text(refused) == "exit 5 20s"
+    silent = _migrated(exit_code=6, keras={"verified": False}, savedmodel={"verified": False})
+    assert not silent["right"] and "no reason" in silent["why_wrong"]
+
+
+def test_the_table_has_a_migrate_column_and_its_goals():
+    o = runner.Outcome(env=ENV.name, cell="sequential-h5", mode="hooked", kind="sequential",
+                       verdict="OK", exit_code=0, optimizer="OK", max_abs_diff=0.0, seconds=10.0)
+    runner.judge(o, {"selfcheck": "ok", "optimizer_vars": 5}, ENV)
+    ok = {"verified": True, "independent": {"allclose": True}}
+    mig = {"sequential-h5": _migrated(keras=ok, savedmodel=ok)}
+    text = runner.table([{"env": ENV.name, "skipped": [], "seconds": 30.0, "outcomes": [asdict(o)], "migrate": mig}])
+    assert text.splitlines()[0].split()[-1] == "migrate"
+    row = next(line for line in text.splitlines() if line.startswith("tf2.4-py3.8"))
+    assert row.split()[-2:] == ["KS", "20s"]
+    assert "a verified .keras for 1 (100%)" in text and "median 2.0x" in text
