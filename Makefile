@@ -10,8 +10,12 @@ venv:
 # Unit tests (no Docker, no TensorFlow), integration (real TensorFlow on the host and in a
 # Python 3.8 + TF 2.4.1 env), end-to-end (real Docker engine, driving the `envrepro` command of the
 # built wheel installed in a clean venv: scripts/check-dist.sh). CI=true makes missing pieces fail.
+# ENVREPRO_DEV_VENV: a dev venv made already (.ci/run makes it once, then runs test and matrix side
+# by side: two dev-venv.sh at once would reinstall the editable package under each other).
+DEV_VENV = $${ENVREPRO_DEV_VENV:-$$(PYTHON=$(PYTHON) bash scripts/dev-venv.sh)}
+
 test:
-	@set -e; v=$$(PYTHON=$(PYTHON) bash scripts/dev-venv.sh); \
+	@set -e; v=$(DEV_VENV); \
 	if docker info >/dev/null 2>&1 || [ "$$CI" = "true" ]; then bash scripts/ensure-docker.sh; \
 	  $$v/bin/python tests/e2e/standins.py 3.8 3.11; fi; \
 	$$v/bin/lint-imports; \
@@ -24,7 +28,7 @@ unit:
 # The fidelity matrix: models from five real training environments (TF 2.4 to 2.21), captured by
 # the hook, --python and --infer, loaded in Docker; prints the table (also matrix-out/matrix.txt).
 matrix:
-	@set -e; v=$$(PYTHON=$(PYTHON) bash scripts/dev-venv.sh); bash scripts/ensure-docker.sh; \
+	@set -e; v=$(DEV_VENV); bash scripts/ensure-docker.sh; \
 	ENVREPRO_MATRIX=1 $$v/bin/python -m pytest -p no:cacheprovider -q -rA tests/matrix $(PYTEST_ARGS)
 
 demo:
