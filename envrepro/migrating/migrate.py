@@ -107,6 +107,7 @@ def migrate(capture: manifest.Capture, engine_factory: Callable[[], ContainerEng
         result.warnings.extend(str(w) for w in rep.get("warnings") or [])
         if rep.get("error"):
             result.error = sides.SideRun(tgt.exit_code, rep, tgt.stderr_tail).error_line()
+        result.timings["total"] = round(time.perf_counter() - t0, 3)
         _write_out(result, tgt_out, src_out, out_dir)
         return result
     finally:

@@ -341,3 +341,12 @@ def test_bad_input_is_one_line_exit_2_before_any_engine(tmp_path):
         assert out.returncode == 2, out.stderr
         assert len(out.stderr.strip().splitlines()) == 1 and said in out.stderr and "Traceback" not in out.stderr
     assert (busy / "x").read_text() == "x"
+
+
+def test_a_capture_that_fails_verification_is_refused_before_anything(tmp_path):
+    cap = make_capture(tmp_path / "a", name="m.h5", fmt="h5")
+    (cap.root / "snapshot" / "custom_layers.py").write_text("X = 2  # edited after the capture\n")
+    out = _cli(cap.model_path, "--to", "2.21")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "custom_layers.py" in out.stderr and "Traceback" not in out.stderr
+    assert not (cap.model_path.parent / "m.h5.migrated").exists()
