@@ -90,6 +90,7 @@ def migrate_cell(zoo_out: Path, cell: Dict[str, Any]) -> Dict[str, Any]:
     """``envrepro migrate`` of the cell's hooked capture; what its report says."""
     model = zoo_out / cell["hooked"]
     out = zoo_out / "migrated" / cell["id"]
+    out.parent.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     proc = envrepro_cli("migrate", model, "--python", sys.executable, "-o", out, "--json", timeout=3600)
     rec: Dict[str, Any] = {"exit_code": proc.returncode, "seconds": round(time.perf_counter() - t, 1)}
@@ -135,10 +136,13 @@ def judge(rec: Dict[str, Any]) -> None:
     verified = [a for a in rec["artifacts"] if a.get("verified")]
     false_claims = [a["format"] for a in verified if not (a.get("independent") or {}).get("allclose")]
     reasons = bool(rec.get("message")) or any(a.get("why_not") for a in rec["artifacts"])
-    rec["right"] = not false_claims and (bool(verified) or (rec["exit_code"] != 0 and reasons))
+    # 2 is bad input: the matrix asked wrongly, never an honest refusal of the model.
+    rec["right"] = not false_claims and (bool(verified) or (rec["exit_code"] in (5, 6) and reasons))
     rec["why_wrong"] = ("called verified but not reproduced independently: " + ", ".join(
         f"{f} ({next(a for a in verified if a['format'] == f).get('independent')})" for f in false_claims)
-        if false_claims else "" if rec["right"] else "no verified artifact and no reason given")
+        if false_claims else "" if rec["right"] else
+        "bad input (exit 2): " + str(rec.get("message"))[:200] if rec["exit_code"] == 2 else
+        "no verified artifact and no reason given")
 
 
 def text(rec: Dict[str, Any]) -> str:

@@ -97,6 +97,8 @@ def test_a_migrate_cell_is_right_only_when_what_it_calls_verified_reproduces_ind
     assert not unchecked["right"]
     refused = _migrated(exit_code=5, message="the source environment can't load the model: KeyError")
     assert refused["right"] and migratecol.text(refused) == "exit 5 20s"
+    misused = _migrated(exit_code=2, message="envrepro: error: the output's folder does not exist")
+    assert not misused["right"] and "bad input" in misused["why_wrong"]
     silent = _migrated(exit_code=6, keras={"verified": False}, savedmodel={"verified": False})
     assert not silent["right"] and "no reason" in silent["why_wrong"]
 
