@@ -44,7 +44,23 @@ class SideRun:
         if line:
             return f"{err.get('type', 'Error')}: {line}"[:400]
         tail = [ln for ln in self.stderr_tail.splitlines() if ln.strip()]
-        return (tail[-1] if tail else f"exit {self.exit_code}, no report")[:400]
+        last = f" (its last words: {tail[-1][:200]})" if tail else ""
+        return (died(self.exit_code) + last)[:400]
+
+
+def died(code: int) -> str:
+    """What an exit code without a report means: a signal (a crash inside TensorFlow, or the
+    memory limit's SIGKILL) or an exit before the runtime could report."""
+    import signal
+
+    if code > 128:
+        try:
+            name = signal.Signals(code - 128).name
+        except ValueError:
+            name = f"signal {code - 128}"
+        hint = ": out of memory? (--memory)" if name == "SIGKILL" else ""
+        return f"the process died of {name} (exit {code}) before it could report{hint}"
+    return f"the process exited {code} without a report"
 
 
 def parse(stdout: "str | bytes | None") -> Optional[Dict[str, Any]]:

@@ -307,7 +307,13 @@ def test_paths_a_target_names_outside_its_folder_are_not_taken(tmp_path, monkeyp
 
 def test_a_target_that_prints_no_report_is_exit_5(tmp_path, monkeypatch):
     cap, eng, result, _ = run(tmp_path, monkeypatch, target=lambda o, s: (137, None))
-    assert result.exit_code == 5 and "no report" in result.error
+    assert result.exit_code == 5 and "no report" in result.error and "SIGKILL" in result.error
+
+
+def test_a_source_that_crashes_says_which_signal(tmp_path, monkeypatch):
+    cap, eng, result, _ = run(tmp_path, monkeypatch, source=lambda o: (139, None))
+    assert result.exit_code == 5 and "died of SIGSEGV (exit 139)" in result.error
+    assert "stderr tail" in result.error and len(eng.runs) == 1
 
 
 def test_code_path_must_be_a_folder_and_is_mounted_read_only(tmp_path, monkeypatch):
