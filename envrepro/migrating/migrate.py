@@ -86,10 +86,12 @@ def migrate(capture: manifest.Capture, engine_factory: Callable[[], ContainerEng
     try:
         src = sides.run_source(capture, engine, src_image, src_out, unsafe=unsafe)
         result.timings["source"] = src.seconds
+        staging.accepted(src_out, "source environment")
+        if src.report is None:
+            src = _from_checkpoint(src, src_out, result)
         result.source = _source_facts(src.report)
         if src.report is None or src.exit_code not in (0,):
             return _source_failed(result, src)
-        staging.accepted(src_out, "source environment")
         tgt = sides.run_target(capture, engine, tgt_image, src_out, tgt_out, _name(model_path),
                                code_path=code_path, unsafe=unsafe)
         result.timings["target"] = tgt.seconds
@@ -114,6 +116,23 @@ def migrate(capture: manifest.Capture, engine_factory: Callable[[], ContainerEng
         staging.remove(src_out)
         staging.remove(tgt_out)
         result.timings["total"] = round(time.perf_counter() - t0, 3)
+
+
+def _from_checkpoint(src: sides.SideRun, src_out: Path, result: Migration) -> sides.SideRun:
+    """A source that died without a report (a crash inside TensorFlow) after its checkpoint:
+    the ``source.json`` it wrote before the inference SavedModel says everything else is there.
+    The migration goes on from it, the SavedModel not written and why; anything else stays a
+    failed source."""
+    try:
+        data = json.loads((src_out / "source.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return src
+    sm = data.get("savedmodel") if isinstance(data, dict) else None
+    if not (isinstance(sm, dict) and sm.get("checkpoint") and data.get("ok")):
+        return src
+    result.warnings.append(f"the source environment died writing the inference SavedModel "
+                           f"({sides.died(src.exit_code)}): migrated from what it wrote before")
+    return sides.SideRun(0, data, src.stderr_tail, src.seconds)
 
 
 def _source_failed(result: Migration, src: sides.SideRun) -> Migration:

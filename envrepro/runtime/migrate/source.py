@@ -47,6 +47,10 @@ class KeepingRun(Run):
         self.loading.run = run_and_keep
 
 
+CRASHED = ("the source environment's TensorFlow crashed writing it (the process died; a "
+           "TensorFlow bug of that release)")
+
+
 def new_report(run):
     rep = run.report
     return {"ok": False, "error": None, "exit_code": None, "versions": rep["versions"],
@@ -153,6 +157,11 @@ class Source(object):
         except Exception as e:
             why["sample"] = self.note("sample", e)
             return
+        # A checkpoint: what the target needs is written. Some releases crash (SIGSEGV) writing
+        # the inference SavedModel of some models (TF 2.4 with lookup tables); the host then
+        # goes on with this source.json, the SavedModel said not written, and why.
+        rep["savedmodel"] = {"written": False, "why_not": CRASHED, "checkpoint": True}
+        self.finish(EXIT_OK)
         self.savedmodel(np, tf, kmod, model, sample, keras3)
 
     def sample(self, np, model):

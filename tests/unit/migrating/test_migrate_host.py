@@ -356,3 +356,23 @@ def test_a_capture_that_fails_verification_is_refused_before_anything(tmp_path):
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "custom_layers.py" in out.stderr and "Traceback" not in out.stderr
     assert not (cap.model_path.parent / "m.h5.migrated").exists()
+
+
+def test_a_source_that_crashes_after_its_checkpoint_is_migrated_from_what_it_wrote(tmp_path, monkeypatch):
+    def crashes_in_savedmodel(out):
+        good_source(out)
+        (out / "source.json").write_text(json.dumps({"ok": True, "versions": VERSIONS, "savedmodel": {
+            "written": False, "why_not": "crashed", "checkpoint": True}}))
+        (out / "inference.savedmodel").mkdir()          # half written when it died
+        return 139, None
+    cap, eng, result, _ = run(tmp_path, monkeypatch, source=crashes_in_savedmodel)
+    assert result.exit_code == 0 and len(eng.runs) == 2
+    assert any("SIGSEGV" in w for w in result.warnings) and result.source["tensorflow"] == "2.8.4"
+
+
+def test_a_crash_before_the_checkpoint_is_a_failed_source(tmp_path, monkeypatch):
+    def crashes_early(out):
+        (out / "source.json").write_text(json.dumps({"ok": False}))
+        return 139, None
+    cap, eng, result, _ = run(tmp_path, monkeypatch, source=crashes_early)
+    assert result.exit_code == 5 and "SIGSEGV" in result.error and len(eng.runs) == 1
