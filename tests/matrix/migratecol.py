@@ -24,7 +24,18 @@ from support import envrepro_cli  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE / "src"
-ENABLED = os.environ.get("ENVREPRO_MATRIX_MIGRATE", "1") != "0"
+# Which environments get the column: unset or "1" every one, "0" none, else their names
+# (comma-separated; .ci/run names some of them to keep CI under an hour).
+SETTING = os.environ.get("ENVREPRO_MATRIX_MIGRATE", "1").strip()
+
+
+def wanted(env_name: str, setting: str = "") -> bool:
+    setting = setting or SETTING
+    if setting in ("", "1"):
+        return True
+    if setting == "0":
+        return False
+    return env_name in {s.strip() for s in setting.split(",")}
 LETTERS = {"keras": "K", "savedmodel": "S", "onnx": "O"}
 
 # One fresh host process per environment: {cell: {format: {"max_abs_diff", "allclose"} | {"error"}}}.

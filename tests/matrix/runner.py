@@ -308,7 +308,7 @@ def run_env(env: envs_mod.TrainingEnv) -> Dict[str, Any]:
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         futures = [pool.submit(group, ("hooked", "python")), pool.submit(group, ("infer",))]
         outcomes = [o for f in futures for o in f.result()]
-    migrated = migratecol.run_migrations(zoo_out, cells["cells"], WORKERS) if migratecol.ENABLED else {}
+    migrated = migratecol.run_migrations(zoo_out, cells["cells"], WORKERS) if migratecol.wanted(env.name) else {}
     result = {"env": env.name, "tensorflow": env.tensorflow, "python": cells.get("python"),
               "skipped": cells.get("skipped") or [], "env_seconds": round(env_seconds, 1),
               "zoo_seconds": cells.get("zoo_seconds"),

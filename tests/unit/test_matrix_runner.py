@@ -114,3 +114,10 @@ def test_the_table_has_a_migrate_column_and_its_goals():
     row = next(line for line in text.splitlines() if line.startswith("tf2.4-py3.8"))
     assert row.split()[-2:] == ["KS", "20s"]
     assert "a verified .keras for 1 (100%)" in text and "median 2.0x" in text
+
+
+def test_the_migrate_column_runs_in_the_environments_named():
+    assert migratecol.wanted("tf2.4-py3.8", "1") and not migratecol.wanted("tf2.4-py3.8", "0")
+    assert migratecol.wanted("tf2.4-py3.8", "tf2.4-py3.8, tf2.21-py3.11")
+    assert not migratecol.wanted("tf2.12-py3.10", "tf2.4-py3.8,tf2.21-py3.11")
+    assert all(e.name in {x.name for x in envs.ENVS} for e in envs.ENVS)
