@@ -283,7 +283,11 @@ def test_prune_keeps_images_a_container_uses(engine, standin_38, tmp_path):
     run = uuid.uuid4().hex
     ids = {}
     for name in ("with-container", "unused"):
-        dockerfile = f"FROM {standin_38}\nLABEL {spec.LABEL_KEY}={run}{name}\n".encode()
+        # A layer of its own: an image that only adds a label has its base's layer chain, and every
+        # image built on that base (other tests', the matrix's, running beside these in CI) would
+        # stand on it, so prune would rightly keep it.
+        dockerfile = (f"FROM {standin_38}\nLABEL {spec.LABEL_KEY}={run}{name}\n"
+                      f"RUN echo {run}{name} > /envrepro-prune-test\n").encode()
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             ti = tarfile.TarInfo("Dockerfile")
