@@ -103,7 +103,9 @@ def migrate_cell(zoo_out: Path, cell: Dict[str, Any]) -> Dict[str, Any]:
     out = zoo_out / "migrated" / cell["id"]
     out.parent.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    proc = envrepro_cli("migrate", model, "--python", sys.executable, "-o", out, "--json", timeout=3600)
+    unsafe = ["--unsafe"] if cell.get("unsafe") else []     # Lambda cells: loaded with --unsafe too
+    proc = envrepro_cli("migrate", model, "--python", sys.executable, "-o", out, "--json", *unsafe,
+                        timeout=3600)
     rec: Dict[str, Any] = {"exit_code": proc.returncode, "seconds": round(time.perf_counter() - t, 1)}
     try:
         rep = json.loads(proc.stdout)
