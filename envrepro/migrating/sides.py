@@ -8,7 +8,6 @@ the source's accepted output, read-only, at ``/envrepro/source``. Each prints on
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from envrepro.engine.base import ContainerEngine, Mount
 from envrepro.runtime import launch
 from envrepro.sandbox.loadplan import container_paths, make_plan
 from envrepro.sandbox.policy import DEFAULT_MEMORY, run_args
+from envrepro.sandbox.report import parse_report
 from envrepro.sidecar import layout, manifest
 
 PREFIX = "ENVREPRO-MIGRATE "
@@ -64,16 +64,7 @@ def died(code: int) -> str:
 
 
 def parse(stdout: "str | bytes | None") -> Optional[Dict[str, Any]]:
-    if isinstance(stdout, bytes):
-        stdout = stdout.decode("utf-8", errors="replace")
-    for line in reversed((stdout or "").splitlines()):
-        if line.startswith(PREFIX):
-            try:
-                data = json.loads(line[len(PREFIX):])
-            except ValueError:
-                return None
-            return data if isinstance(data, dict) else None
-    return None
+    return parse_report(stdout, PREFIX)
 
 
 def _python(image_info: Any) -> str:

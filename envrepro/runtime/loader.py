@@ -16,6 +16,7 @@ modules, C-level writes) is pushed to stderr at the file-descriptor level, so th
 always be parsed. Exit codes: 0 ok, 5 load failure, 6 verification mismatch,
 70 unusable plan (a bug on the host side).
 """
+import contextlib
 import json
 import os
 import socket
@@ -197,17 +198,32 @@ def finish(report, t0):
     return code
 
 
-def main(argv=None, environ=None):
-    """Run the plan and print the one report line; returns the exit code."""
-    argv, environ, debug = entry_arguments(argv, environ)
-
-    # Only the report may reach stdout: point fd 1 at stderr for everything else.
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Only a report line may reach stdout: fd 1 points at stderr inside this block (TensorFlow
+    logs, Keras progress bars, prints in user modules, C-level writes), and back after it, so
+    the caller then writes its one line. Shared by the loader and the migrate entry points."""
     sys.stdout.flush()
     real_stdout = os.dup(1)
     os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+        os.dup2(real_stdout, 1)
+        os.close(real_stdout)
+
+
+def main(argv=None, environ=None):
+    """Run the plan and print the one report line; returns the exit code."""
+    argv, environ, debug = entry_arguments(argv, environ)
     t0 = time.time()
     run = None
-    try:
+    with stdout_to_stderr():
         try:
             plan = read_plan(argv, environ)
             run = Run(plan)
@@ -222,14 +238,6 @@ def main(argv=None, environ=None):
                 traceback.print_exc(file=sys.stderr)
         code = finish(report, t0)
         line = REPORT_PREFIX + json.dumps(report, sort_keys=True, default=str) + "\n"
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except Exception:
-            pass
-        os.dup2(real_stdout, 1)
-        os.close(real_stdout)
     os.write(1, line.encode("utf-8"))
     return code
 

@@ -39,8 +39,9 @@ def entry_arguments(argv, environ):
     return argv, environ, debug
 
 
-def read_plan(argv, environ):
-    """The plan from ``--plan FILE`` or ``$ENVREPRO_PLAN``; PlanError when unusable."""
+def plan_json(argv, environ):
+    """What ``--plan FILE`` or ``$ENVREPRO_PLAN`` holds, parsed (any JSON value); PlanError when
+    there is none or it can't be read. Every entry point that runs a plan reads it here."""
     path = None
     if "--plan" in argv:
         i = argv.index("--plan")
@@ -57,6 +58,12 @@ def read_plan(argv, environ):
             raise PlanError("no plan: pass --plan FILE or set ENVREPRO_PLAN")
     except (OSError, ValueError) as e:
         raise PlanError("unreadable plan: %s" % e)
+    return plan
+
+
+def read_plan(argv, environ):
+    """The plan from ``--plan FILE`` or ``$ENVREPRO_PLAN``; PlanError when unusable."""
+    plan = plan_json(argv, environ)
     if not isinstance(plan, dict) or not plan.get("model_path"):
         raise PlanError("plan has no model_path")
     return plan

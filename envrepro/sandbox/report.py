@@ -22,14 +22,15 @@ SIGNAL_EXITS = {
 }
 
 
-def parse_report(stdout: "str | bytes | None") -> Optional[Dict[str, Any]]:
-    """The last ``ENVREPRO-REPORT {json}`` line, or None (the loader died before printing it)."""
+def parse_report(stdout: "str | bytes | None", prefix: str = REPORT_PREFIX) -> Optional[Dict[str, Any]]:
+    """The last ``ENVREPRO-REPORT {json}`` line (or another runtime entry point's ``prefix``:
+    ``ENVREPRO-MIGRATE``), or None (the process died before printing it)."""
     if isinstance(stdout, bytes):
         stdout = stdout.decode("utf-8", errors="replace")
     for line in reversed((stdout or "").splitlines()):
-        if line.startswith(REPORT_PREFIX):
+        if line.startswith(prefix):
             try:
-                data = jsonlib.loads(line[len(REPORT_PREFIX):])
+                data = jsonlib.loads(line[len(prefix):])
             except ValueError:
                 return None
             return data if isinstance(data, dict) else None

@@ -12,8 +12,8 @@ import sys
 import time
 import traceback
 
-from ..loader import error_info
-from ..planload import PlanError
+from ..loader import error_info, stdout_to_stderr
+from ..planload import PlanError, plan_json
 
 PREFIX = "ENVREPRO-MIGRATE "
 EXIT_OK = 0
@@ -70,22 +70,7 @@ def load_npz(np, path):
 def plan_from(argv, environ, required):
     """The plan of a migrate entry point: ``--plan FILE`` or ``$ENVREPRO_PLAN``, a JSON object
     with the ``required`` keys; PlanError when unusable."""
-    path = None
-    if "--plan" in argv:
-        i = argv.index("--plan")
-        if i + 1 >= len(argv):
-            raise PlanError("--plan needs a file")
-        path = argv[i + 1]
-    try:
-        if path is not None:
-            with open(path, "r") as f:
-                plan = json.load(f)
-        elif environ.get("ENVREPRO_PLAN"):
-            plan = json.loads(environ["ENVREPRO_PLAN"])
-        else:
-            raise PlanError("no plan: pass --plan FILE or set ENVREPRO_PLAN")
-    except (OSError, ValueError) as e:
-        raise PlanError("unreadable plan: %s" % e)
+    plan = plan_json(argv, environ)
     if not isinstance(plan, dict):
         raise PlanError("the plan is not a JSON object")
     missing = [k for k in required if not plan.get(k)]
@@ -99,14 +84,11 @@ def run_entry(work, debug, partial=None):
     line may reach stdout), then print ``ENVREPRO-MIGRATE {json}``; returns the exit code.
     Whatever escapes ``work`` becomes the error of the report ``partial()`` returns (the one
     filled so far; 70 for PlanError, else 5)."""
-    sys.stdout.flush()
-    real_stdout = os.dup(1)
-    os.dup2(2, 1)
     # What is written goes into a staging folder the host owns and removes: files the host user
     # (not the sandbox user) can delete, whatever uid the sandbox writes them with.
     os.umask(0)
     t0 = time.time()
-    try:
+    with stdout_to_stderr():
         try:
             report, code = work()
         except BaseException as e:  # user modules may call sys.exit(); TF may raise anything
@@ -122,14 +104,6 @@ def run_entry(work, debug, partial=None):
         report["ok"] = code == EXIT_OK
         report.setdefault("timings", {})["total"] = round(time.time() - t0, 4)
         line = PREFIX + json.dumps(report, sort_keys=True, default=str) + "\n"
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except Exception:
-            pass
-        os.dup2(real_stdout, 1)
-        os.close(real_stdout)
     os.write(1, line.encode("utf-8"))
     return code
 

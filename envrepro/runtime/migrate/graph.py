@@ -75,7 +75,8 @@ def _gelu_lambda(name, dtype, trainable=True):
     return {"class_name": "Lambda", "config": ctx_config}
 
 
-def _unique(name, taken):
+def unique(name, taken):
+    """``name``, or ``name_1``, ``name_2``...: the first not in ``taken`` (which gains it)."""
     candidate, n = name, 1
     while candidate in taken:
         candidate = "%s_%d" % (name, n)
@@ -113,7 +114,7 @@ def split_gelu(layers, ctx):
                                 "(tfa's default), in a Lambda layer")
             i += 1
             continue
-        linear = _unique("%s_linear" % name, taken)
+        linear = unique("%s_linear" % name, taken)
         config["activation"] = "linear"
         config["name"] = linear
         ctx.renamed[linear] = name

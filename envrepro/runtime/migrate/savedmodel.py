@@ -11,6 +11,7 @@ Python 3.6 syntax; TensorFlow and numpy are passed in.
 import re
 
 from ..samples import feedable
+from .graph import unique
 
 DIRNAME = "inference.savedmodel"
 _BAD = re.compile(r"[^A-Za-z0-9_.\-]")
@@ -21,12 +22,7 @@ def spec_name(name, taken):
     text = _BAD.sub("_", str(name or "input")) or "input"
     if not re.match(r"[A-Za-z0-9.]", text):
         text = "x" + text
-    candidate, n = text, 1
-    while candidate in taken:
-        candidate = "%s_%d" % (text, n)
-        n += 1
-    taken.add(candidate)
-    return candidate
+    return unique(text, taken)
 
 
 def _flat(out, output_names):
