@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from envrepro.engine.base import ContainerEngine, Mount
 from envrepro.runtime import launch
-from envrepro.sandbox.loadplan import container_paths, make_plan
+from envrepro.sandbox.loadplan import captured_env, container_paths, make_plan
 from envrepro.sandbox.policy import DEFAULT_MEMORY, run_args
 from envrepro.sandbox.report import parse_report
 from envrepro.sidecar import layout, manifest
@@ -141,7 +141,7 @@ def run_target(capture: manifest.Capture, engine: ContainerEngine, image_info: A
         env.pop(k, None)
     env["PYTHONPATH"] = plan["snapshot_dir"]
     # The target's own Keras: none of the source's switches (TF_USE_LEGACY_KERAS, KERAS_BACKEND).
-    for k in list((make_plan(capture, container_paths(capture)).get("env") or {})):
+    for k in captured_env(capture):
         env.pop(k, None)
     args.update(mounts=mounts, environment=env)
     return _run(engine, image_info, "migrate.target", args)
