@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from envrepro import commands  # noqa: E402
+from envrepro import commandbase, commands  # noqa: E402
 from envrepro.runtime import launch  # noqa: E402
 from envrepro.runtime.serve import config as serveconfig  # noqa: E402
 from envrepro.serving.proof import service_args, wait_ready  # noqa: E402
@@ -168,7 +168,7 @@ def drive(port, name, body, clients):
 
 
 def main():
-    engine = commands.default_engine()
+    engine = commandbase.default_engine()
     rows = []
     with tempfile.TemporaryDirectory(prefix="envrepro-serve-bench-") as tmp:
         for label, model in models(Path(tmp)):

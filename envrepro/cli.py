@@ -1,5 +1,10 @@
 """The ``envrepro`` command: typer options wired to ``commands``, results printed by ``render``.
 
+This module holds the app, the capture, doctor and load-side commands and ``images``, and
+registers every command on the app in the order ``envrepro --help`` lists them: the serving
+commands are ``cliserving.py``, the sharing ones ``clisharing.py``, the options they share
+``clioptions.py``.
+
 Errors become one line and a documented exit code here, at the edge (tracebacks only with
 --debug). Heavy modules (Docker SDK, pip-tools, TensorFlow) are imported inside commands so
 ``envrepro --help`` stays fast.
@@ -12,16 +17,16 @@ from typing import List, Optional
 
 import typer
 
+from envrepro import cliserving, clisharing, errors
+from envrepro.clioptions import (ALLOW_CHANGE, BASE_IMAGE, DEBUG, DIRECT_REFS, GPUS, MEMORY, MODEL, REGISTRY, UNSAFE,
+                                 VERBOSE, VERBOSE_LONG, apply_direct_references, emit)
 from envrepro.version import __version__
-from envrepro import errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Capture a Keras model's environment at save time; reproduce it in Docker to load it anywhere.")
 images_app = typer.Typer(add_completion=False, help="List or prune envrepro's environment images.",
                          invoke_without_command=True)
 app.add_typer(images_app, name="images")
-
-_DEBUG = {"on": False}
 
 
 def version_line() -> str:
@@ -47,18 +52,11 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks (and a failed probe's full output) on errors."),
 ) -> None:
-    _DEBUG["on"] = debug or os.environ.get("ENVREPRO_DEBUG") == "1"
-    if _DEBUG["on"]:
+    DEBUG["on"] = debug or os.environ.get("ENVREPRO_DEBUG") == "1"
+    if DEBUG["on"]:
         os.environ["ENVREPRO_DEBUG"] = "1"   # the probe prints its traceback too
 
 
-def _emit(result, as_json: bool = False, verbose: bool = False) -> None:
-    from envrepro import render
-
-    raise typer.Exit(render.emit(result, as_json=as_json, verbose=verbose))
-
-
-@app.command()
 def capture(
     model: str = typer.Argument(..., help="The saved model: SavedModel folder, .h5 or .keras file."),
     python: Optional[str] = typer.Option(None, "--python", help="The training environment's interpreter (default: this one)."),
@@ -80,10 +78,9 @@ def capture(
     if not as_json:
         for w in result.warnings:
             typer.echo(f"warning: {w}", err=True)
-    _emit(result, as_json)
+    emit(result, as_json)
 
 
-@app.command()
 def inspect(
     model: str = typer.Argument(..., help="The model (or its .envrepro folder)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -91,10 +88,9 @@ def inspect(
     """Show a capture as a readable summary (or JSON); without a capture, what the files say."""
     from envrepro import commands
 
-    _emit(commands.inspect(model), as_json)
+    emit(commands.inspect(model), as_json)
 
 
-@app.command()
 def doctor(
     model: str = typer.Argument(..., help="The model (captured or not)."),
     python: Optional[str] = typer.Option(None, "--python", help="Check this interpreter's environment instead of this one."),
@@ -106,288 +102,112 @@ def doctor(
     """Explain why load_model fails (or would silently differ) here. Exit 0 compatible, 1 risky, 2 will fail."""
     from envrepro import commands
 
-    _emit(commands.doctor(model, python=python, try_load=try_load, code_paths=code_path), as_json,
-          verbose=verbose)
+    emit(commands.doctor(model, python=python, try_load=try_load, code_paths=code_path), as_json,
+         verbose=verbose)
 
 
-# Options that load, run, shell and dockerfile share: one definition, one help text.
-_MODEL = typer.Argument(..., help="The captured model.")
-_BASE_IMAGE = typer.Option(None, "--base-image", help="Base image (default python:X.Y-slim; env ENVREPRO_BASE_IMAGE).")
-_REGISTRY = typer.Option(None, "--registry", help="Registry to pull prebuilt environments from (env ENVREPRO_REGISTRY).")
-_GPUS = typer.Option(None, "--gpus", help="'all' passes the host's GPUs and builds with TensorFlow's GPU "
-                     "build (CUDA as pip wheels from TF 2.14, else a CUDA/cuDNN base).")
-_UNSAFE = typer.Option(False, "--unsafe", help="Keras 3 safe_mode off (Lambda layers). Only for trusted models.")
-_MEMORY = typer.Option("4g", "--memory", help="Memory limit of the container.")
-_ALLOW_CHANGE = typer.Option(False, "--allow-model-change",
-                             help="Load a model that changed since its capture (the report says so; never 'verified').")
-_VERBOSE = typer.Option(False, "--verbose", "-v",
-                        help="Also show the build's full output (pip, docker); it always goes to the build log.")
-# `run` passes the rest of its line to the user's command: no short -v there to take from it.
-_VERBOSE_LONG = typer.Option(False, "--verbose",
-                             help="Also show the build's full output (pip, docker); it always goes to the build log.")
-_DIRECT_REFS = typer.Option(False, "--allow-direct-references",
-                            help="Build the lock's direct references (name @ URL): only https wheels and sdists pinned "
-                                 "by sha256, downloaded by this host and built with no network (env "
-                                 "ENVREPRO_ALLOW_DIRECT_REFERENCES=1). Refused without it.")
-
-
-def _allow_direct_references(allow: bool) -> None:
-    """--allow-direct-references: the setting every image build reads (packages/directrefs.py)."""
-    if allow:
-        from envrepro.packages import directrefs
-
-        os.environ[directrefs.ENV] = "1"
-
-
-@app.command()
 def load(
-    model: str = _MODEL,
-    base_image: Optional[str] = _BASE_IMAGE,
-    registry: Optional[str] = _REGISTRY,
-    gpus: Optional[str] = _GPUS,
-    unsafe: bool = _UNSAFE,
-    memory: str = _MEMORY,
-    allow_model_change: bool = _ALLOW_CHANGE,
+    model: str = MODEL,
+    base_image: Optional[str] = BASE_IMAGE,
+    registry: Optional[str] = REGISTRY,
+    gpus: Optional[str] = GPUS,
+    unsafe: bool = UNSAFE,
+    memory: str = MEMORY,
+    allow_model_change: bool = ALLOW_CHANGE,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     into: Optional[str] = typer.Option(None, "--into", help="MODEL is a bundle (FILE.tar): extract it into this folder (default FILE.bundle/ beside it)."),
-    verbose: bool = _VERBOSE,
-    allow_direct_references: bool = _DIRECT_REFS,
+    verbose: bool = VERBOSE,
+    allow_direct_references: bool = DIRECT_REFS,
 ) -> None:
     """Build or find the captured environment's image, load the model inside it and verify it.
     MODEL may be a bundle (FILE.tar from `envrepro bundle`): verified, extracted, loaded offline."""
     from envrepro import commands
 
-    _allow_direct_references(allow_direct_references)
+    apply_direct_references(allow_direct_references)
 
-    _emit(commands.load(model, base_image=base_image, registry=registry, gpus=gpus, unsafe=unsafe,
-                        memory=memory, quiet=as_json, debug=_DEBUG["on"],
-                        allow_model_change=allow_model_change, into=into, verbose=verbose), as_json)
+    emit(commands.load(model, base_image=base_image, registry=registry, gpus=gpus, unsafe=unsafe,
+                       memory=memory, quiet=as_json, debug=DEBUG["on"],
+                       allow_model_change=allow_model_change, into=into, verbose=verbose), as_json)
 
 
-@app.command()
 def migrate(
-    model: str = _MODEL,
+    model: str = MODEL,
     out: Optional[str] = typer.Option(None, "-o", "--out", help="Folder for the artifacts and migration.json (default MODEL.migrated/)."),
     python: Optional[str] = typer.Option(None, "--python", help="Target: this interpreter's TensorFlow/Keras/numpy (default: the one envrepro runs under)."),
     to: Optional[str] = typer.Option(None, "--to", help="Target: this TensorFlow release (e.g. 2.21), built as an image."),
     code_path: Optional[str] = typer.Option(None, "--code-path", help="Your ported custom modules, instead of the capture's snapshot."),
-    unsafe: bool = _UNSAFE,
+    unsafe: bool = UNSAFE,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    verbose: bool = _VERBOSE,
-    allow_direct_references: bool = _DIRECT_REFS,
+    verbose: bool = VERBOSE,
+    allow_direct_references: bool = DIRECT_REFS,
 ) -> None:
     """Rewrite the model for today's TensorFlow/Keras (.keras, inference SavedModel, ONNX), each
     artifact verified in the target environment against the capture's reference."""
     from envrepro import commands
 
-    _allow_direct_references(allow_direct_references)
-    _emit(commands.migrate(model, out=out, python=python, to=to, code_path=code_path, unsafe=unsafe,
-                           quiet=as_json, verbose=verbose), as_json)
+    apply_direct_references(allow_direct_references)
+    emit(commands.migrate(model, out=out, python=python, to=to, code_path=code_path, unsafe=unsafe,
+                          quiet=as_json, verbose=verbose), as_json)
 
 
-@app.command()
-def bundle(
-    model: str = _MODEL,
-    output: str = typer.Option(..., "-o", "--output", help="The bundle to write (NAME.tar)."),
-    wheels: bool = typer.Option(False, "--wheels", help="Hold the wheelhouse the image builds from instead of the image."),
-    base_image: Optional[str] = _BASE_IMAGE,
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    verbose: bool = _VERBOSE,
-    allow_direct_references: bool = _DIRECT_REFS,
-) -> None:
-    """Write one tar (model, capture, environment image) that `envrepro load FILE.tar` loads offline."""
-    from envrepro import commands
-
-    _allow_direct_references(allow_direct_references)
-
-    _emit(commands.bundle(model, output, wheels=wheels, base_image=base_image, quiet=as_json, verbose=verbose),
-          as_json)
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     ctx: typer.Context,
-    model: str = _MODEL,
-    base_image: Optional[str] = _BASE_IMAGE,
-    registry: Optional[str] = _REGISTRY,
-    gpus: Optional[str] = _GPUS,
-    unsafe: bool = _UNSAFE,
-    memory: str = _MEMORY,
-    allow_model_change: bool = _ALLOW_CHANGE,
-    verbose: bool = _VERBOSE_LONG,
-    allow_direct_references: bool = _DIRECT_REFS,
+    model: str = MODEL,
+    base_image: Optional[str] = BASE_IMAGE,
+    registry: Optional[str] = REGISTRY,
+    gpus: Optional[str] = GPUS,
+    unsafe: bool = UNSAFE,
+    memory: str = MEMORY,
+    allow_model_change: bool = ALLOW_CHANGE,
+    verbose: bool = VERBOSE_LONG,
+    allow_direct_references: bool = DIRECT_REFS,
 ) -> None:
     """Run a command in the reproduced environment: envrepro run MODEL -- python predict.py"""
     from envrepro import commands
 
-    _allow_direct_references(allow_direct_references)
+    apply_direct_references(allow_direct_references)
 
-    _emit(commands.run(model, list(ctx.args), base_image=base_image, memory=memory, unsafe=unsafe,
-                       gpus=gpus, registry=registry, allow_model_change=allow_model_change, verbose=verbose))
+    emit(commands.run(model, list(ctx.args), base_image=base_image, memory=memory, unsafe=unsafe,
+                      gpus=gpus, registry=registry, allow_model_change=allow_model_change, verbose=verbose))
 
 
-@app.command()
 def shell(
-    model: str = _MODEL,
-    base_image: Optional[str] = _BASE_IMAGE,
-    registry: Optional[str] = _REGISTRY,
-    gpus: Optional[str] = _GPUS,
-    unsafe: bool = _UNSAFE,
-    memory: str = _MEMORY,
-    allow_model_change: bool = _ALLOW_CHANGE,
-    verbose: bool = _VERBOSE,
-    allow_direct_references: bool = _DIRECT_REFS,
+    model: str = MODEL,
+    base_image: Optional[str] = BASE_IMAGE,
+    registry: Optional[str] = REGISTRY,
+    gpus: Optional[str] = GPUS,
+    unsafe: bool = UNSAFE,
+    memory: str = MEMORY,
+    allow_model_change: bool = ALLOW_CHANGE,
+    verbose: bool = VERBOSE,
+    allow_direct_references: bool = DIRECT_REFS,
 ) -> None:
     """Open a shell in the reproduced environment (model at /envrepro/model/NAME)."""
     from envrepro import commands
 
-    _allow_direct_references(allow_direct_references)
+    apply_direct_references(allow_direct_references)
 
-    _emit(commands.shell(model, base_image=base_image, memory=memory, unsafe=unsafe, gpus=gpus,
-                         registry=registry, allow_model_change=allow_model_change, verbose=verbose))
-
-
-_NAME = typer.Option(None, "--name", help="Model name in the URLs (default: the model's file or folder name).")
+    emit(commands.shell(model, base_image=base_image, memory=memory, unsafe=unsafe, gpus=gpus,
+                        registry=registry, allow_model_change=allow_model_change, verbose=verbose))
 
 
-@app.command()
-def dockerfile(
-    model: str = _MODEL,
-    base_image: Optional[str] = _BASE_IMAGE,
-    gpus: bool = typer.Option(False, "--gpus", help="The GPU image's Dockerfile: TensorFlow's GPU build "
-                              "(CUDA as pip wheels from TF 2.14, else a CUDA/cuDNN base)."),
-    serve: bool = typer.Option(False, "--serve", help="The serving image: the environment + server + model."),
-    output: Optional[str] = typer.Option(None, "-o", "--output", help="With --serve: write the whole build context to this new folder."),
-    name: Optional[str] = _NAME,
-    allow_model_change: bool = _ALLOW_CHANGE,
-) -> None:
-    """Print the Dockerfile of the captured environment (no engine needed); --serve -o DIR writes a
-    serving image's build context that plain `docker build DIR` builds."""
-    from envrepro import commands
-
-    _emit(commands.dockerfile(model, base_image=base_image, gpus=gpus, serve=serve, output=output, name=name,
-                              allow_model_change=allow_model_change))
-
-
-@app.command()
-def build(
-    model: str = _MODEL,
-    serve: bool = typer.Option(False, "--serve", help="Build the serving image (required)."),
-    tag: Optional[str] = typer.Option(None, "-t", "--tag", help="Tag for the verified image (default envrepro-serve:KEY)."),
-    name: Optional[str] = _NAME,
-    base_image: Optional[str] = _BASE_IMAGE,
-    gpus: Optional[str] = _GPUS,
-    unsafe: bool = _UNSAFE,
-    memory: str = _MEMORY,
-    verify: bool = typer.Option(True, "--verify/--no-verify", help="Self-check the image over HTTP before tagging it."),
-    allow_model_change: bool = _ALLOW_CHANGE,
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    verbose: bool = _VERBOSE,
-    allow_direct_references: bool = _DIRECT_REFS,
-) -> None:
-    """Build the serving image of a captured model, start it once, check that both protocols
-    answer the capture's reference prediction, and only then tag it."""
-    from envrepro import commands
-
-    _allow_direct_references(allow_direct_references)
-
-    _emit(commands.build(model, serve=serve, tag=tag, name=name, base_image=base_image, gpus=gpus,
-                         unsafe=unsafe, memory=memory, verify=verify, allow_model_change=allow_model_change,
-                         quiet=as_json, verbose=verbose), as_json)
-
-
-@app.command()
-def serve(
-    model: str = _MODEL,
-    port: int = typer.Option(8501, "--port", help="Host port to publish."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Host address to publish on (0.0.0.0: every interface)."),
-    name: Optional[str] = _NAME,
-    base_image: Optional[str] = _BASE_IMAGE,
-    gpus: Optional[str] = _GPUS,
-    unsafe: bool = _UNSAFE,
-    memory: str = _MEMORY,
-    allow_model_change: bool = _ALLOW_CHANGE,
-    verbose: bool = _VERBOSE,
-    allow_direct_references: bool = _DIRECT_REFS,
-) -> None:
-    """Serve the model from its reproduced environment (builds the image if needed); Ctrl-C stops."""
-    from envrepro import commands
-
-    _allow_direct_references(allow_direct_references)
-
-    _emit(commands.serve(model, port=port, host=host, name=name, base_image=base_image, gpus=gpus,
-                         unsafe=unsafe, memory=memory, allow_model_change=allow_model_change, verbose=verbose))
-
-
-@app.command()
-def k8s(
-    model: str = _MODEL,
-    image: str = typer.Option(..., "--image", help="The serving image (e.g. `envrepro build MODEL --serve -t TAG`); a digest pins it."),
-    replicas: int = typer.Option(1, "--replicas", help="Pods to start with: the autoscaler's minimum."),
-    max_replicas: Optional[int] = typer.Option(None, "--max-replicas", help="The autoscaler's maximum (default 4 x --replicas)."),
-    cpu_target: int = typer.Option(70, "--cpu-target", help="Average CPU use, in percent of the request, the autoscaler aims at."),
-    cpu: Optional[str] = typer.Option(None, "--cpu", metavar="REQUEST[:LIMIT]", help="CPU per pod (default 1:2; one value is both)."),
-    memory: Optional[str] = typer.Option(None, "--memory", metavar="REQUEST[:LIMIT]", help="Memory per pod: 2Gi, 512Mi, or Docker's 4g (default 2Gi:4Gi, the limit `load --memory` uses)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Name of the Kubernetes resources (default: from the model's file name; the URLs' model name is the image's)."),
-    namespace: Optional[str] = typer.Option(None, "--namespace", help="Namespace written into the manifests (default: none, kubectl's)."),
-    grace: Optional[int] = typer.Option(None, "--grace", metavar="SECONDS", help="Seconds the server drains on SIGTERM (ENVREPRO_SERVE_GRACE; default the server's)."),
-    startup_seconds: int = typer.Option(300, "--startup-seconds", help="Time allowed for TensorFlow's import, the load and the warm-up before the pod is restarted."),
-    prestop_seconds: int = typer.Option(5, "--prestop-seconds", help="Pause before SIGTERM while the pod leaves the Service's endpoints (0: no preStop hook; needs `sleep` in the image)."),
-) -> None:
-    """Print Kubernetes manifests (Deployment, Service, HorizontalPodAutoscaler, a deny-egress NetworkPolicy) serving the model's image."""
-    from envrepro import commands
-
-    _emit(commands.k8s(model, image, name=name, namespace=namespace, replicas=replicas,
-                       max_replicas=max_replicas, cpu_target=cpu_target, cpu=cpu, memory=memory,
-                       grace=grace, startup_seconds=startup_seconds, prestop_seconds=prestop_seconds))
-
-
-@app.command()
-def push(
-    model: str = _MODEL,
-    registry: Optional[str] = typer.Option(None, "--registry", help="HOST[:PORT]\\[/NAMESPACE] to push to (env ENVREPRO_REGISTRY, config registry); credentials come from `docker login`."),
-    base_image: Optional[str] = _BASE_IMAGE,
-    gpus: Optional[str] = _GPUS,
-    allow_model_change: bool = _ALLOW_CHANGE,
-    as_json: bool = typer.Option(False, "--json", help="Print what was pushed as JSON."),
-    verbose: bool = _VERBOSE,
-    allow_direct_references: bool = _DIRECT_REFS,
-    allow_bundle_image: bool = typer.Option(False, "--allow-bundle-image", help="Push an environment image loaded from a bundle (envrepro load FILE.tar) too: only if you trust that bundle."),
-) -> None:
-    """Push the environment image (built if missing) and the model's self-checked serving images to
-    a registry under their content keys, for `envrepro load --registry` elsewhere."""
-    from envrepro import commands
-
-    _allow_direct_references(allow_direct_references)
-
-    _emit(commands.push(model, registry=registry, base_image=base_image, gpus=gpus,
-                        allow_model_change=allow_model_change, quiet=as_json, verbose=verbose,
-                        allow_bundle_image=allow_bundle_image), as_json)
-
-
-@app.command()
-def sign(
-    model: str = _MODEL,
-    key: str = typer.Option(..., "--key", help="EC private key (PEM) to sign with; an encrypted one's password in ENVREPRO_SIGNING_KEY_PASSWORD."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-) -> None:
-    """Sign the model and its capture together (OpenSSF model signing, offline) into MODEL.envrepro.sig."""
-    from envrepro import commands
-
-    _emit(commands.sign(model, key), as_json)
-
-
-@app.command()
-def verify(
-    model: str = _MODEL,
-    key: List[str] = typer.Option([], "--key", help="Public key (PEM) to verify with (repeatable; default: trusted_keys in the config file)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-) -> None:
-    """Check MODEL.envrepro.sig: exit 0 when a key given signed the model and its capture as they
-    are; exit 2 with one line when unsigned, signed by another key, or what differs."""
-    from envrepro import commands
-
-    _emit(commands.verify(model, key), as_json)
+# Every command, in the order `envrepro --help` lists them (the `images` group comes last).
+app.command()(capture)
+app.command()(inspect)
+app.command()(doctor)
+app.command()(load)
+app.command()(migrate)
+app.command()(clisharing.bundle)
+# `run` passes the rest of its line (after MODEL and its own options) to the user's command.
+app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(run)
+app.command()(shell)
+app.command()(cliserving.dockerfile)
+app.command()(cliserving.build)
+app.command()(cliserving.serve)
+app.command()(cliserving.k8s)
+app.command()(clisharing.push)
+app.command()(clisharing.sign)
+app.command()(clisharing.verify)
 
 
 @images_app.callback()
@@ -397,7 +217,7 @@ def images_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
         return
     from envrepro import commands
 
-    _emit(commands.images_list(), as_json)
+    emit(commands.images_list(), as_json)
 
 
 @images_app.command("prune")
@@ -408,7 +228,7 @@ def images_prune(
     """Remove envrepro images that no known capture uses any more."""
     from envrepro import commands
 
-    _emit(commands.images_prune(dry_run=dry_run, cache=cache))
+    emit(commands.images_prune(dry_run=dry_run, cache=cache))
 
 
 def _click_exception_types():

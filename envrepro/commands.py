@@ -2,7 +2,9 @@
 
 ``cli.py`` wires typer options to these and hands the result to ``render.emit``, which prints it
 as text or JSON and gives the exit code. Interactive commands (``run``, ``shell``) stream the
-container's own output to the terminal and return only its exit code.
+container's own output to the terminal and return only its exit code. The commands that carry a
+model elsewhere (``sign``, ``verify``, ``bundle``, ``push``) are ``sharecommands.py``; what both
+modules share (the engine, ``--gpus``, the signature gate, progress) is ``commandbase.py``.
 
 Order matters for the user's errors: the capture is checked first (bad input, exit 2) and the
 engine second (exit 3), so a broken capture is reported even on a machine without Docker.
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 from envrepro import errors
+from envrepro.commandbase import (EngineFactory, engine_factory_or_default, progress_reporter, signed,
+                                  wants_gpus)
 from envrepro.engine.base import ContainerEngine
 from envrepro.sidecar import layout, manifest, recovery
 
@@ -26,8 +30,6 @@ if TYPE_CHECKING:
     from envrepro.modelfiles.read import ModelFileInfo
     from envrepro.sandbox.report import LoadReport
     from envrepro.serving.image import ServeBuild
-
-EngineFactory = Callable[[], ContainerEngine]
 
 
 @dataclass
@@ -64,29 +66,6 @@ class Inspection:
 @dataclass
 class ImageList:
     rows: List[ImageRow]
-
-
-def wants_gpus(gpus: "Optional[str] | bool") -> bool:
-    """``--gpus all`` (also gpu/1/true, or a bool from the library) asks for every host GPU:
-    a CUDA base for the image, and the GPUs passed into the container."""
-    if isinstance(gpus, bool):
-        return gpus
-    return (gpus or "").strip().lower() in ("all", "gpu", "1", "true")
-
-
-def default_engine() -> ContainerEngine:
-    from envrepro.engine.docker import DockerEngine
-
-    return DockerEngine().connect()
-
-
-def _signed(model: "manifest.Capture | str") -> Any:
-    """The ``require_signature`` gate (config; ``signing.gate.enforce``): a capture no trusted
-    key signed, or that differs from what was signed, is refused (exit 2) before the engine is
-    reached or anything runs. None when signatures are not required."""
-    from envrepro.signing import gate
-
-    return gate.enforce(model.model_path if isinstance(model, manifest.Capture) else layout.resolve_model(model))
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,7 +110,7 @@ def doctor(model: str, python: Optional[str] = None, try_load: bool = False,
     from envrepro.diagnose.doctor import diagnose
 
     if try_load:                       # --try imports the capture's code on this host
-        _signed(model)
+        signed(model)
     return diagnose(model, python=python, try_load=try_load, code_paths=code_paths)
 
 
@@ -149,15 +128,6 @@ class _Environment:
     gpus: bool
 
 
-def _reporter(quiet: bool = False, verbose: bool = False) -> Reporter:
-    """Progress on stderr (``envrepro.progress``): the steps live on a terminal, as plain lines
-    elsewhere; with --json (``quiet``: stdout holds the JSON) plain step lines only, no messages;
-    tools' output with --verbose."""
-    from envrepro.reporter import Reporter
-
-    return Reporter(verbose=verbose, live=False if quiet else None, messages=not quiet)
-
-
 def _environment(model: str, base_image: Optional[str], registry: Optional[str],
                  gpus: Optional[str], engine_factory: Optional[EngineFactory], say: Reporter,
                  allow_model_change: bool = False) -> _Environment:
@@ -167,8 +137,8 @@ def _environment(model: str, base_image: Optional[str], registry: Optional[str],
     from envrepro.sandbox import container as sandbox
 
     cap = sandbox.prepare(model, allow_model_change=allow_model_change)
-    _signed(cap)
-    engine = (engine_factory or default_engine)()
+    signed(cap)
+    engine = engine_factory_or_default(engine_factory)()
     use_gpus = wants_gpus(gpus)
     info = ensure.ensure_image(cap, engine, base_image=base_image, registry=registry, gpus=use_gpus,
                                on_progress=say)
@@ -188,7 +158,7 @@ def load(model: str, base_image: Optional[str] = None, registry: Optional[str] =
     if into is not None or _is_bundle(model):
         return load_bundle(model, into=into, base_image=base_image, gpus=gpus, unsafe=unsafe, memory=memory,
                            quiet=quiet, engine_factory=engine_factory, debug=debug, verbose=verbose)
-    with _reporter(quiet, verbose) as say:
+    with progress_reporter(quiet, verbose) as say:
         env = _environment(model, base_image, registry, gpus, engine_factory, say,
                            allow_model_change=allow_model_change)
         with progress.step(say, "Loading the model in a sandbox container") as shown:
@@ -208,7 +178,7 @@ def run(model: str, command: List[str], base_image: Optional[str] = None, memory
 
     if command and command[0] == "--":
         command = command[1:]
-    with _reporter(verbose=verbose) as say:  # the command's own output comes next
+    with progress_reporter(verbose=verbose) as say:  # the command's own output comes next
         env = _environment(model, base_image, registry, gpus, engine_factory, say,
                            allow_model_change=allow_model_change)
     usage.record_use(env.image, env.capture)
@@ -223,7 +193,7 @@ def shell(model: str, base_image: Optional[str] = None, memory: str = "4g", unsa
     from envrepro.image import usage
     from envrepro.sandbox import container as sandbox
 
-    with _reporter(verbose=verbose) as say:  # the shell comes next
+    with progress_reporter(verbose=verbose) as say:  # the shell comes next
         env = _environment(model, base_image, registry, gpus, engine_factory, say,
                            allow_model_change=allow_model_change)
     usage.record_use(env.image, env.capture)
@@ -243,14 +213,14 @@ def migrate(model: str, out: Optional[str] = None, python: Optional[str] = None,
     from envrepro.sandbox import container as sandbox
 
     cap = sandbox.prepare(model)
-    _signed(cap)
+    signed(cap)
     inputs = check_inputs(cap, out, python, to, code_path)
-    with _reporter(quiet, verbose) as say:
+    with progress_reporter(quiet, verbose) as say:
         def image(capture: manifest.Capture, engine: ContainerEngine) -> Any:
             return ensure.ensure_image(capture, engine, on_progress=say)
 
         with progress.step(say, "Migrating: the source exports, the target rebuilds and verifies") as shown:
-            result = run_migration(cap, engine_factory or default_engine, image, unsafe=unsafe,
+            result = run_migration(cap, engine_factory_or_default(engine_factory), image, unsafe=unsafe,
                                    say=lambda line: progress.log(say, line), inputs=inputs)
             if result.exit_code:
                 shown.fail("the report says why")
@@ -276,7 +246,7 @@ def dockerfile(model: str, base_image: Optional[str] = None, gpus: "Optional[str
     from envrepro.serving import image as serving
 
     cap = prepare(model, allow_model_change=allow_model_change)
-    _signed(cap)
+    signed(cap)
     if output is None:
         with tempfile.TemporaryDirectory(prefix="envrepro-serve-ctx-") as tmp:
             serving.write_context(cap, Path(tmp) / "ctx", name, base_image, wants_gpus(gpus), unsafe)
@@ -303,9 +273,9 @@ def build(model: str, serve: bool = True, tag: Optional[str] = None, name: Optio
                                    "envrepro load MODEL builds the environment image")
     serving.check_tag(tag)
     cap = prepare(model, allow_model_change=allow_model_change)
-    _signed(cap)
-    engine = (engine_factory or default_engine)()
-    with _reporter(quiet, verbose) as say:
+    signed(cap)
+    engine = engine_factory_or_default(engine_factory)()
+    with progress_reporter(quiet, verbose) as say:
         result = serving.build(cap, engine, tag=tag, name=name, base_image=base_image, gpus=wants_gpus(gpus),
                                unsafe=unsafe, memory=memory, say=say, verify=verify)
     not_recorded = usage.record_image_use(engine, result.env_tag, cap)
@@ -326,9 +296,9 @@ def serve(model: str, port: int = 8501, host: str = "127.0.0.1", name: Optional[
     from envrepro.serving import foreground as serving_run
 
     cap = prepare(model, allow_model_change=allow_model_change)
-    _signed(cap)
-    engine = (engine_factory or default_engine)()
-    with _reporter(verbose=verbose) as say:
+    signed(cap)
+    engine = engine_factory_or_default(engine_factory)()
+    with progress_reporter(verbose=verbose) as say:
         recording = usage.RecordingStarts(engine, cap, say)
         return Exited(serving_run.serve(cap, recording, port=port, host=host, name=name, base_image=base_image,
                                         gpus=wants_gpus(gpus), unsafe=unsafe, memory=memory, say=say))
@@ -347,41 +317,18 @@ def k8s(model: str, image: str, **options: Any) -> KubernetesManifests:
 def images_list(engine_factory: Optional[EngineFactory] = None) -> ImageList:
     from envrepro.image import inventory
 
-    return ImageList(inventory.list_images((engine_factory or default_engine)()))
+    return ImageList(inventory.list_images(engine_factory_or_default(engine_factory)()))
 
 
 def images_prune(dry_run: bool = False, cache: bool = False,
                  engine_factory: Optional[EngineFactory] = None) -> PruneResult:
     from envrepro.image import inventory
 
-    return inventory.prune((engine_factory or default_engine)(), dry_run=dry_run, cache=cache)
+    return inventory.prune(engine_factory_or_default(engine_factory)(), dry_run=dry_run, cache=cache)
 
 
 # --------------------------------------------------------------------------------------------
-# signed captures: envrepro sign MODEL --key KEY; envrepro verify MODEL --key PUB (signing/)
-# --------------------------------------------------------------------------------------------
-
-def sign(model: str, key: str) -> Any:
-    """``envrepro sign``: the model and its capture (read and verified first, the model as
-    captured) signed together into ``MODEL.envrepro.sig`` with the EC private key ``key``."""
-    from envrepro.sandbox.container import prepare
-    from envrepro.signing import signature
-
-    return signature.sign(prepare(model), key)
-
-
-def verify(model: str, keys: Sequence[str] = ()) -> Any:
-    """``envrepro verify``: the signature beside the model checked with ``keys`` (public key
-    PEM files; none given: config ``trusted_keys``). Raises SignatureError (exit 2) unless one
-    of them signed it and every file of the model and its capture is as signed."""
-    from envrepro import config
-    from envrepro.signing import signature
-
-    return signature.verify(model, list(keys) or config.trusted_keys())
-
-
-# --------------------------------------------------------------------------------------------
-# air-gapped bundles: envrepro bundle MODEL -o FILE.tar; envrepro load FILE.tar
+# air-gapped bundles: envrepro load FILE.tar (written by sharecommands.bundle)
 # --------------------------------------------------------------------------------------------
 
 def _is_bundle(model: str) -> bool:
@@ -391,31 +338,6 @@ def _is_bundle(model: str) -> bool:
     from envrepro.bundling.members import SUFFIX
 
     return model.endswith(SUFFIX) and os.path.isfile(model)
-
-
-def bundle(model: str, output: str, wheels: bool = False, base_image: Optional[str] = None,
-           engine_factory: Optional[EngineFactory] = None, quiet: bool = False, verbose: bool = False) -> Any:
-    """``envrepro bundle``: the model, its capture and its environment image (found or built
-    first) or, with ``wheels``, its wheelhouse, in one tar written atomically."""
-    from envrepro.bundling import write
-    from envrepro.bundling.unpack import refuse_foreign
-    from envrepro.sandbox.container import prepare
-
-    cap = prepare(model)
-    if _signed(cap) is None:           # a stale signature is refused before any image is built
-        from envrepro.signing.gate import carried_signature
-
-        carried_signature(cap.model_path)
-    write.check_output(output, cap)
-    refuse_foreign(cap)
-    with _reporter(quiet, verbose) as say:
-        if wheels:
-            return write.bundle(cap, output, wheels=True, say=say, engine_factory=engine_factory or default_engine)
-        from envrepro.image import ensure
-
-        engine = (engine_factory or default_engine)()
-        info = ensure.ensure_image(cap, engine, base_image=base_image, on_progress=say)
-        return write.bundle(cap, output, engine=engine, image_info=info, say=say)
 
 
 def load_bundle(path: str, into: Optional[str] = None, base_image: Optional[str] = None,
@@ -438,10 +360,10 @@ def load_bundle(path: str, into: Optional[str] = None, base_image: Optional[str]
 
     def engine() -> ContainerEngine:     # reached only once the bundle verified
         if not engines:
-            engines.append((engine_factory or default_engine)())
+            engines.append(engine_factory_or_default(engine_factory)())
         return engines[0]
 
-    with _reporter(quiet, verbose) as say:
+    with progress_reporter(quiet, verbose) as say:
         opened = open_bundle(path, engine, into=into, say=say)
     if opened.base_image and base_image and base_image != opened.base_image:
         raise BundleError(f"the bundle's image is built on {opened.base_image}, not {base_image}", path,
@@ -452,31 +374,3 @@ def load_bundle(path: str, into: Optional[str] = None, base_image: Optional[str]
     report.image["bundle"] = str(opened.bundle)
     report.image["bundle_kind"] = opened.manifest.kind
     return report
-
-
-# --------------------------------------------------------------------------------------------
-# registry: push by content key (image/push.py, image/registry.py)
-# --------------------------------------------------------------------------------------------
-
-def push(model: str, registry: Optional[str] = None, base_image: Optional[str] = None,
-         gpus: Optional[str] = None, allow_model_change: bool = False,
-         engine_factory: Optional[EngineFactory] = None, quiet: bool = False, verbose: bool = False,
-         allow_bundle_image: bool = False) -> Any:
-    """``envrepro push MODEL --registry R``: the environment image (built if missing) and the
-    model's self-checked serving images, pushed under their keys. The registry is checked before
-    the capture, the capture before the engine. An image loaded from a bundle only with
-    ``allow_bundle_image``."""
-    from envrepro.image import push as pushing
-    from envrepro.image import registry as registry_images
-    from envrepro.sandbox.container import prepare
-
-    reg = registry_images.resolve(registry)
-    if reg is None:
-        raise registry_images.RegistryError("no registry to push to", None,
-                                            "pass --registry HOST[:PORT][/NAMESPACE] or set ENVREPRO_REGISTRY")
-    cap = prepare(model, allow_model_change=allow_model_change)
-    _signed(cap)
-    engine = (engine_factory or default_engine)()
-    with _reporter(quiet, verbose) as say:
-        return pushing.push(cap, engine, reg, base_image=base_image, gpus=wants_gpus(gpus), say=say,
-                            allow_bundle_image=allow_bundle_image)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from envrepro import cli, commands
+from envrepro import cli, commandbase, commands, sharecommands
 from envrepro.bundling import extract, members as layout, unpack, verify
 from envrepro.bundling.members import BundleError
 
@@ -24,7 +24,7 @@ def written_bundle(tmp_path, name="my_model"):
     eng = FakeEngine(local=[image("python:3.8-slim")])
     out = tmp_path / "ship" / "m.tar"
     out.parent.mkdir()
-    result = commands.bundle(str(cap.model_path), str(out), engine_factory=lambda: eng, quiet=True)
+    result = sharecommands.bundle(str(cap.model_path), str(out), engine_factory=lambda: eng, quiet=True)
     assert result.kind == "image" and Path(result.path) == out and eng.saved == [result.image_tag]
     return out, cap, eng
 
@@ -55,7 +55,7 @@ def nothing_happened(path, eng=None):
 def refused(path, capsys, monkeypatch, eng=None):
     """`envrepro load PATH` through the CLI: exit 2 and one line naming the bundle."""
     eng = eng or airgapped()
-    monkeypatch.setattr(commands, "default_engine", lambda: eng)
+    monkeypatch.setattr(commandbase, "default_engine", lambda: eng)
     with pytest.raises(SystemExit) as e:
         cli.main(["load", str(path)])
     out = capsys.readouterr().err
@@ -122,7 +122,7 @@ def test_rerun_reverifies_and_refuses_to_overwrite_a_changed_extraction(bundle, 
     commands.load(str(path), engine_factory=lambda: eng, quiet=True)
     edited = path.with_name("m.bundle") / "my_model" / "saved_model.pb"
     edited.write_bytes(b"mine")
-    monkeypatch.setattr(commands, "default_engine", lambda: eng)
+    monkeypatch.setattr(commandbase, "default_engine", lambda: eng)
     with pytest.raises(SystemExit) as e:
         cli.main(["load", str(path)])
     err = capsys.readouterr().err
@@ -263,7 +263,7 @@ def test_a_tar_that_is_not_a_bundle(tmp_path, capsys, monkeypatch):
         info.size = 2
         tar.addfile(info, io.BytesIO(b"hi"))
     assert not unpack.is_bundle(str(plain))
-    monkeypatch.setattr(commands, "default_engine", lambda: airgapped())
+    monkeypatch.setattr(commandbase, "default_engine", lambda: airgapped())
     with pytest.raises(SystemExit) as e:
         cli.main(["load", str(plain)])
     assert e.value.code == 2 and "not an envrepro bundle" in capsys.readouterr().err
@@ -280,20 +280,20 @@ def test_bundle_write_is_atomic_and_refuses_bad_outputs(tmp_path, monkeypatch):
         raise BundleError("saving image failed: daemon died")
     monkeypatch.setattr(eng, "save_image", boom)
     with pytest.raises(BundleError):
-        commands.bundle(str(cap.model_path), str(out), engine_factory=lambda: eng, quiet=True)
+        sharecommands.bundle(str(cap.model_path), str(out), engine_factory=lambda: eng, quiet=True)
     assert out.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "xdg-cache") == ["b.tar", "train"], \
         "no temp files left"
     for bad in ("b.zip", str(cap.model_path / "in.tar"), str(tmp_path / "nofolder" / "b.tar")):
         with pytest.raises(BundleError):
-            commands.bundle(str(cap.model_path), bad, engine_factory=lambda: eng, quiet=True)
+            sharecommands.bundle(str(cap.model_path), bad, engine_factory=lambda: eng, quiet=True)
 
 
 def test_a_symlink_in_the_model_is_not_bundled(tmp_path):
     cap = make_capture(tmp_path / "train")
     (cap.model_path / "link").symlink_to("/etc/passwd")
     with pytest.raises(Exception) as e:
-        commands.bundle(str(cap.model_path), str(tmp_path / "b.tar"), engine_factory=FakeEngine, quiet=True)
+        sharecommands.bundle(str(cap.model_path), str(tmp_path / "b.tar"), engine_factory=FakeEngine, quiet=True)
     assert "link" in str(e.value) or "changed" in str(e.value)
 
 
@@ -319,7 +319,7 @@ def test_wheels_bundle_round_trip(tmp_path, monkeypatch):
     monkeypatch.setattr(unpack, "wheelhouse_module", lambda: house)
     cap = make_capture(tmp_path / "train")
     out = tmp_path / "w.tar"
-    result = commands.bundle(str(cap.model_path), str(out), wheels=True, quiet=True,
+    result = sharecommands.bundle(str(cap.model_path), str(out), wheels=True, quiet=True,
                              engine_factory=lambda: pytest.fail("a wheels bundle needs no engine"))
     assert result.kind == "wheels" and result.wheels == 2
     names = [m.name for m in members(out)]
@@ -344,7 +344,7 @@ def test_wheels_without_the_wheelhouse_package_is_one_line(tmp_path, monkeypatch
     monkeypatch.setattr(builtins, "__import__", no_wheelhouse)
     cap = make_capture(tmp_path / "train")
     with pytest.raises(BundleError) as e:
-        commands.bundle(str(cap.model_path), str(tmp_path / "w.tar"), wheels=True, quiet=True)
+        sharecommands.bundle(str(cap.model_path), str(tmp_path / "w.tar"), wheels=True, quiet=True)
     assert "wheelhouse" in str(e.value)
 
 

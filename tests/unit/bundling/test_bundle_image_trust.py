@@ -11,7 +11,7 @@ import tarfile
 
 import pytest
 
-from envrepro import cli, commands
+from envrepro import cli, commandbase, commands
 from envrepro.bundling import unpack
 from envrepro.bundling.members import BundleError
 from envrepro.image import origins
@@ -73,7 +73,7 @@ def reseal(path, tmp_path, data, image_id=None):
 
 
 def load_cli(path, eng, capsys, monkeypatch, *extra):
-    monkeypatch.setattr(commands, "default_engine", lambda: eng)
+    monkeypatch.setattr(commandbase, "default_engine", lambda: eng)
     with pytest.raises(SystemExit) as e:
         cli.main(["load", str(path), *extra])
     err = capsys.readouterr().err
@@ -242,7 +242,7 @@ def test_push_refuses_an_image_loaded_from_a_bundle_unless_allowed(tmp_path, cap
     report = commands.load(str(path), engine_factory=lambda: eng, quiet=True)
     model = path.with_name("m.bundle") / "my_model"
     assert report.ok and model.is_dir()
-    monkeypatch.setattr(commands, "default_engine", lambda: eng)
+    monkeypatch.setattr(commandbase, "default_engine", lambda: eng)
     with pytest.raises(SystemExit) as e:
         cli.main(["push", str(model), "--registry", REG])
     err = capsys.readouterr().err

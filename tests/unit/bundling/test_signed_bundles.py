@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from envrepro import commands
+from envrepro import commands, sharecommands
 from envrepro.bundling import members as layout
 from envrepro.fsutil import sha256_bytes
 from envrepro.signing.scope import SignatureError, signature_for
@@ -20,11 +20,11 @@ SIG = "model/my_model.envrepro.sig"
 
 def signed_bundle(tmp_path, key):
     cap = make_capture(tmp_path / "train")
-    commands.sign(str(cap.model_path), str(key))
+    sharecommands.sign(str(cap.model_path), str(key))
     eng = FakeEngine(local=[image("python:3.8-slim")])
     out = tmp_path / "ship" / "m.tar"
     out.parent.mkdir()
-    commands.bundle(str(cap.model_path), str(out), engine_factory=lambda: eng, quiet=True)
+    sharecommands.bundle(str(cap.model_path), str(out), engine_factory=lambda: eng, quiet=True)
     return out, cap
 
 
@@ -44,7 +44,7 @@ def test_a_signed_bundle_carries_its_signature_and_loads_with_require_signature(
     assert report.ok and len(eng.loads) == 1
     placed = path.with_name("m.bundle")
     assert (placed / "my_model.envrepro.sig").read_bytes() == signature_for(cap.model_path).read_bytes()
-    assert commands.verify(str(placed / "my_model")).key == str(team[1])
+    assert sharecommands.verify(str(placed / "my_model")).key == str(team[1])
     # again: the identical signature already there is kept, verified again
     assert commands.load(str(path), engine_factory=lambda: eng, quiet=True).ok and len(eng.loads) == 2
 
@@ -53,7 +53,7 @@ def test_an_unsigned_bundle_is_refused_with_require_signature(tmp_path, team, ca
     cap = make_capture(tmp_path / "train")
     out = tmp_path / "ship" / "m.tar"
     out.parent.mkdir()
-    commands.bundle(str(cap.model_path), str(out), engine_factory=lambda: FakeEngine(local=[image("python:3.8-slim")]),
+    sharecommands.bundle(str(cap.model_path), str(out), engine_factory=lambda: FakeEngine(local=[image("python:3.8-slim")]),
                     quiet=True)
     assert SIG not in {m.name for m in members(out)}
     write_config([team[1]])
@@ -84,7 +84,7 @@ def _swap_signature(path, tmp_path, data):
 def test_a_carried_signature_of_another_capture_is_refused_even_when_not_required(tmp_path, team, capsys, monkeypatch):
     path, _ = signed_bundle(tmp_path, team[0])
     other = make_capture(tmp_path / "other", python={"version": "3.9.18"})
-    commands.sign(str(other.model_path), str(team[0]))
+    sharecommands.sign(str(other.model_path), str(team[0]))
     _swap_signature(path, tmp_path, signature_for(other.model_path).read_bytes())
     err = refused(path, capsys, monkeypatch)
     assert "signature does not match the model and its capture any more: changed my_model.envrepro/envrepro.yaml" in err
@@ -95,17 +95,17 @@ def test_a_carried_signature_of_another_capture_is_refused_even_when_not_require
 
 def test_a_stale_signature_is_not_bundled(tmp_path, team):
     cap = make_capture(tmp_path / "train")
-    commands.sign(str(cap.model_path), str(team[0]))
+    sharecommands.sign(str(cap.model_path), str(team[0]))
     sig = signature_for(cap.model_path)
     other = make_capture(tmp_path / "other", python={"version": "3.9.18"})
-    commands.sign(str(other.model_path), str(team[0]))
+    sharecommands.sign(str(other.model_path), str(team[0]))
     sig.write_bytes(signature_for(other.model_path).read_bytes())
     out = tmp_path / "m.tar"
 
     def no_engine():
         raise AssertionError("no image is built for a bundle that can't be written")
     with pytest.raises(SignatureError, match="does not match the model and its capture any more"):
-        commands.bundle(str(cap.model_path), str(out), engine_factory=no_engine, quiet=True)
+        sharecommands.bundle(str(cap.model_path), str(out), engine_factory=no_engine, quiet=True)
     assert not out.exists()
 
 
@@ -117,7 +117,7 @@ def test_the_manifest_lists_nothing_else_under_model(tmp_path, capsys, monkeypat
     cap = make_capture(tmp_path / "train")
     out = tmp_path / "ship" / "m.tar"
     out.parent.mkdir()
-    commands.bundle(str(cap.model_path), str(out), engine_factory=lambda: FakeEngine(local=[image("python:3.8-slim")]),
+    sharecommands.bundle(str(cap.model_path), str(out), engine_factory=lambda: FakeEngine(local=[image("python:3.8-slim")]),
                     quiet=True)
     rewrite(out, tmp_path / "t.tar", manifest=lambda d: d["members"].append(member))
     assert needle in refused(out, capsys, monkeypatch)

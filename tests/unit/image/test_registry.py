@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from envrepro import cli, commands, render
+from envrepro import cli, commandbase, commands, render
 from envrepro.image import registry as reg
 from envrepro.image import ensure as images, spec
 from envrepro.image.push import push as do_push
@@ -91,7 +91,7 @@ def test_registry_from_the_environment_is_checked_and_named(monkeypatch):
 
 
 def test_push_cli_refuses_a_bad_registry_before_the_engine(capsys, cap, monkeypatch):
-    monkeypatch.setattr(commands, "default_engine", no_engine)
+    monkeypatch.setattr(commandbase, "default_engine", no_engine)
     code, out, err = run_cli(capsys, "push", cap.model_path, "--registry", "https://u:pw@reg.example")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "drop the scheme" in err and "pw@" not in err
@@ -142,7 +142,7 @@ def test_push_pushes_only_existing_self_checked_serving_images_of_this_model(cap
 
 def test_push_cli_text_and_json(capsys, cap, monkeypatch):
     engine = fake()
-    monkeypatch.setattr(commands, "default_engine", lambda: engine)
+    monkeypatch.setattr(commandbase, "default_engine", lambda: engine)
     code, out, err = run_cli(capsys, "push", cap.model_path, "--registry", REG, "--json")
     assert code == 0, err
     data = json.loads(out)
@@ -160,7 +160,7 @@ def test_push_denied_is_one_line_with_what_to_do_and_exit_4(capsys, cap, monkeyp
     ref = f"{REG}/envrepro-env:{key}"
     reason = "denied: requested access to the resource is denied"
     engine.push_error = {ref: PullFailed(f"pushing {ref} failed: {reason}", None, explain(reason))}
-    monkeypatch.setattr(commands, "default_engine", lambda: engine)
+    monkeypatch.setattr(commandbase, "default_engine", lambda: engine)
     code, out, err = run_cli(capsys, "push", cap.model_path, "--registry", REG, "--json")
     assert code == 4 and out == ""
     *steps, error = err.strip().splitlines()        # --json: plain step lines, then the error
@@ -233,7 +233,7 @@ def test_docker_credentials_never_reach_an_output_or_a_file(cap, capsys, monkeyp
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("DOCKER_CONFIG", str(home / ".docker"))
     engine = fake()
-    monkeypatch.setattr(commands, "default_engine", lambda: engine)
+    monkeypatch.setattr(commandbase, "default_engine", lambda: engine)
     outputs = []
     for args in (["push", cap.model_path, "--registry", REG], ["push", cap.model_path, "--registry", REG, "--json"],
                  ["load", cap.model_path, "--registry", REG, "--json"]):

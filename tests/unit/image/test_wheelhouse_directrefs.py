@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from envrepro import cli, commands
+from envrepro import cli, commandbase
 from envrepro.errors import EnvreproError
 from envrepro.image import ensure as images
 from envrepro.packages import directrefs
@@ -203,7 +203,7 @@ def test_the_cli_refuses_in_one_line_and_the_flag_lets_the_check_go_on(tmp_path,
     writer.write_manifest(cap.root, {k: v for k, v in cap.data.items() if k != "files"})
     model = manifest.read(cap.root).root.parent / "my_model"
     eng, _ = engine(with_base=False)
-    monkeypatch.setattr(commands, "default_engine", lambda: eng)
+    monkeypatch.setattr(commandbase, "default_engine", lambda: eng)
 
     def run_cli(*args):
         with pytest.raises(SystemExit) as e:

@@ -8,7 +8,7 @@ from envrepro.image import bases
 from envrepro.packages import pipconfig
 from envrepro.sandbox import policy
 from envrepro.sandbox import container as load
-from envrepro import commands
+from envrepro import commandbase, commands
 try:
     from .fakes import FakeEngine, image, image_info, make_capture, translate_into_cache
 except ImportError:
@@ -68,7 +68,7 @@ def test_shell_passes_gpus(cap, monkeypatch):
                                           (None, False), ("", False), ("none", False), (True, True),
                                           (False, False)])
 def test_wants_gpus(value, wanted):
-    assert commands.wants_gpus(value) is wanted
+    assert commandbase.wants_gpus(value) is wanted
 
 
 def _engine_with_cuda_base():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from envrepro import cli, commands, render
+from envrepro import cli, cliserving, commands, render
 from envrepro.image.templates import USER_UID
 from envrepro.runtime.serve import config as serveconfig
 from envrepro.sandbox.policy import DEFAULT_MEMORY
@@ -407,7 +407,7 @@ def test_the_result_renders_as_yaml_and_json(model):
 
 
 def test_cli_defaults_are_the_generators():
-    params = inspect.signature(cli.k8s).parameters
+    params = inspect.signature(cliserving.k8s).parameters
 
     def default(name):
         return params[name].default.default

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from envrepro import commands, config
+from envrepro import commandbase, commands, config, sharecommands
 from envrepro.errors import EnvreproError
 from envrepro.signing.scope import SignatureError, signature_for
 
@@ -42,9 +42,9 @@ def every_gated_command(model, out_dir):
         "shell": lambda: commands.shell(model, engine_factory=no_engine, runner=lambda argv: 0),
         "build --serve": lambda: commands.build(model, engine_factory=no_engine, quiet=True),
         "serve": lambda: commands.serve(model, engine_factory=no_engine),
-        "push": lambda: commands.push(model, registry="127.0.0.1:5000", engine_factory=no_engine, quiet=True),
-        "bundle": lambda: commands.bundle(model, str(out_dir / "b.tar"), engine_factory=no_engine, quiet=True),
-        "bundle --wheels": lambda: commands.bundle(model, str(out_dir / "w.tar"), wheels=True,
+        "push": lambda: sharecommands.push(model, registry="127.0.0.1:5000", engine_factory=no_engine, quiet=True),
+        "bundle": lambda: sharecommands.bundle(model, str(out_dir / "b.tar"), engine_factory=no_engine, quiet=True),
+        "bundle --wheels": lambda: sharecommands.bundle(model, str(out_dir / "w.tar"), wheels=True,
                                                    engine_factory=no_engine, quiet=True),
         "dockerfile --serve": lambda: commands.dockerfile(model, serve=True, output=str(out_dir / "ctx")),
         "doctor --try": lambda: commands.doctor(model, try_load=True),
@@ -63,7 +63,7 @@ def test_an_unsigned_capture_is_refused_by_every_command_before_the_engine(tmp_p
 
 def test_the_cli_says_it_in_one_line_with_exit_2(tmp_path, required, capsys, monkeypatch):
     cap = make_capture(tmp_path / "m")
-    monkeypatch.setattr(commands, "default_engine", no_engine)
+    monkeypatch.setattr(commandbase, "default_engine", no_engine)
     for argv in (["load", cap.model_path], ["serve", cap.model_path], ["push", cap.model_path, "--registry", "127.0.0.1:5000"],
                  ["bundle", cap.model_path, "-o", tmp_path / "b.tar"]):
         code, out, err = run_cli(capsys, *argv)
@@ -75,7 +75,7 @@ def test_the_cli_says_it_in_one_line_with_exit_2(tmp_path, required, capsys, mon
 
 def test_a_capture_the_team_signed_loads(tmp_path, required):
     cap = make_capture(tmp_path / "m")
-    commands.sign(str(cap.model_path), str(required[0]))
+    sharecommands.sign(str(cap.model_path), str(required[0]))
     eng = loads_here()
     report = commands.load(str(cap.model_path), engine_factory=lambda: eng, quiet=True)
     assert report.ok and len(eng.runs) == 1
@@ -84,16 +84,16 @@ def test_a_capture_the_team_signed_loads(tmp_path, required):
 def test_signed_by_another_key_or_changed_since_is_refused(tmp_path, required):
     cap = make_capture(tmp_path / "m")
     stranger, _ = key_pair(tmp_path / "keys", "stranger")
-    commands.sign(str(cap.model_path), str(stranger))
+    sharecommands.sign(str(cap.model_path), str(stranger))
     with pytest.raises(SignatureError, match="signed by a key that is not trusted here"):
         commands.load(str(cap.model_path), engine_factory=no_engine)
-    commands.sign(str(cap.model_path), str(required[0]))
+    sharecommands.sign(str(cap.model_path), str(required[0]))
     (cap.root / "snapshot" / "custom_layers.py").write_text("X = 2\n")   # the seal breaks too:
     with pytest.raises(EnvreproError, match="snapshot file edited"):   # the capture check says it first
         commands.load(str(cap.model_path), engine_factory=no_engine)
     (cap.root / "snapshot" / "custom_layers.py").write_text("X = 1\n")
     other = make_capture(tmp_path / "other", python={"version": "3.9.18"})
-    commands.sign(str(other.model_path), str(required[0]))
+    sharecommands.sign(str(other.model_path), str(required[0]))
     signature_for(cap.model_path).write_bytes(signature_for(other.model_path).read_bytes())
     with pytest.raises(SignatureError, match="differs from what team.pub signed: changed my_model.envrepro/envrepro.yaml"):
         commands.serve(str(cap.model_path), engine_factory=no_engine)
@@ -101,9 +101,9 @@ def test_signed_by_another_key_or_changed_since_is_refused(tmp_path, required):
 
 def test_a_required_signature_with_no_trusted_key_refuses_everything(tmp_path, team, capsys, monkeypatch):
     cap = make_capture(tmp_path / "m")
-    commands.sign(str(cap.model_path), str(team[0]))
+    sharecommands.sign(str(cap.model_path), str(team[0]))
     write_config([], require=True)
-    monkeypatch.setattr(commands, "default_engine", no_engine)
+    monkeypatch.setattr(commandbase, "default_engine", no_engine)
     code, _, err = run_cli(capsys, "load", cap.model_path)
     assert code == 2 and f"{config.config_path()}: require_signature is set but trusted_keys: lists no public key" \
         in one_error(err)
@@ -122,7 +122,7 @@ def test_a_bad_setting_is_one_line(tmp_path, capsys, monkeypatch, text, needle):
     cap = make_capture(tmp_path / "m")
     config.config_path().parent.mkdir(parents=True)
     config.config_path().write_text(text)
-    monkeypatch.setattr(commands, "default_engine", no_engine)
+    monkeypatch.setattr(commandbase, "default_engine", no_engine)
     code, _, err = run_cli(capsys, "load", cap.model_path)
     assert code == 2 and needle in one_error(err)
 
@@ -134,13 +134,13 @@ def test_relative_trusted_keys_are_read_from_the_config_folder(tmp_path, team):
     config.config_path().write_text("require_signature: true\ntrusted_keys: [team.pub]\n")
     assert config.trusted_keys() == [folder / "team.pub"] and config.require_signature() is True
     cap = make_capture(tmp_path / "m")
-    commands.sign(str(cap.model_path), str(team[0]))
-    assert commands.verify(str(cap.model_path)).key == str(folder / "team.pub")
+    sharecommands.sign(str(cap.model_path), str(team[0]))
+    assert sharecommands.verify(str(cap.model_path)).key == str(folder / "team.pub")
 
 
 def test_required_signatures_fail_closed_without_model_signing(tmp_path, required, monkeypatch):
     cap = make_capture(tmp_path / "m")
-    commands.sign(str(cap.model_path), str(required[0]))
+    sharecommands.sign(str(cap.model_path), str(required[0]))
     for name in [m for m in sys.modules if m == "model_signing" or m.startswith("model_signing.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "model_signing", None)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from envrepro import commands
+from envrepro import commands, sharecommands
 from envrepro.signing import openssf, payload, signature
 from envrepro.signing.scope import SignatureError, scope_of, signature_for
 
@@ -26,7 +26,7 @@ def keys(tmp_path):
 def signed(tmp_path, keys):
     """A SavedModel capture signed with the team's key: (capture, private, public)."""
     cap = make_capture(tmp_path / "m")
-    commands.sign(str(cap.model_path), str(keys[0]))
+    sharecommands.sign(str(cap.model_path), str(keys[0]))
     return cap, keys[0], keys[1]
 
 
@@ -57,7 +57,7 @@ def test_sign_then_verify_round_trip(tmp_path, keys, capsys, fmt):
     result = json.loads(out)
     assert result["verified"] is True and result["key"] == str(keys[1]) and result["files"] == len(names)
     # the sidecar path works as well as the model's
-    assert commands.verify(str(cap.root), [str(keys[1])]).signature == str(sig)
+    assert sharecommands.verify(str(cap.root), [str(keys[1])]).signature == str(sig)
 
 
 def test_a_changed_model_byte_is_named(signed, capsys):
@@ -96,7 +96,7 @@ def test_a_capture_swapped_in_from_another_model_does_not_verify(tmp_path, keys,
     a = make_capture(tmp_path / "a")
     b = make_capture(tmp_path / "b", python={"version": "3.9.18"})     # captured elsewhere
     for cap in (a, b):
-        commands.sign(str(cap.model_path), str(keys[0]))
+        sharecommands.sign(str(cap.model_path), str(keys[0]))
     shutil.rmtree(a.root)
     shutil.copytree(b.root, a.root)
     err = refused(capsys, a.model_path, keys[1])
@@ -128,7 +128,7 @@ def test_another_key_is_not_trusted(signed, tmp_path, capsys):
     assert f"{signature_for(cap.model_path)}: signed by a key that is not trusted here" in err
     assert "tried 1 key(s)" in err
     # among several keys, the one that signed it answers
-    assert commands.verify(str(cap.model_path), [str(other), str(pub)]).key == str(pub)
+    assert sharecommands.verify(str(cap.model_path), [str(other), str(pub)]).key == str(pub)
 
 
 def test_an_altered_signature_is_refused(signed, capsys):
@@ -183,7 +183,7 @@ def test_bad_keys_are_one_line(tmp_path, keys, capsys):
     code, _, err = run_cli(capsys, "sign", cap.model_path, "--key", rsa_pem)
     assert code == 2 and "not a usable EC private key" in one_error(err)
     assert not signature_for(cap.model_path).exists()
-    commands.sign(str(cap.model_path), str(keys[0]))
+    sharecommands.sign(str(cap.model_path), str(keys[0]))
     err = refused(capsys, cap.model_path, keys[0].with_name("missing.pub"))
     assert "no public key file at this path" in err
     err = refused(capsys, cap.model_path, keys[0])       # a private key where a public one goes
@@ -198,7 +198,7 @@ def test_an_encrypted_key_needs_its_password(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(signature.PASSWORD_VARIABLE, "s3cret")
     code, _, err = run_cli(capsys, "sign", cap.model_path, "--key", private)
     assert code == 0, err
-    assert commands.verify(str(cap.model_path), [str(public)]).key == str(public)
+    assert sharecommands.verify(str(cap.model_path), [str(public)]).key == str(public)
 
 
 def test_links_are_refused_never_followed(tmp_path, keys, capsys):
@@ -211,7 +211,7 @@ def test_links_are_refused_never_followed(tmp_path, keys, capsys):
         signature.sign(cap, str(keys[0]))       # the capture as read before the link came
     assert not signature_for(cap.model_path).exists()
     link.unlink()
-    commands.sign(str(cap.model_path), str(keys[0]))
+    sharecommands.sign(str(cap.model_path), str(keys[0]))
     os.symlink(outside, cap.root / "reference" / "extra.npy")
     assert "symbolic link" in refused(capsys, cap.model_path, keys[1])
     (cap.root / "reference" / "extra.npy").unlink()
@@ -238,13 +238,13 @@ def test_a_capture_being_written_is_not_signed(tmp_path, keys):
     cap = make_capture(tmp_path / "m")
     with fsutil.file_lock(recovery.lock_path(cap.root)):
         with pytest.raises(SignatureError, match="being written"):
-            commands.sign(str(cap.model_path), str(keys[0]))
+            sharecommands.sign(str(cap.model_path), str(keys[0]))
     assert not signature_for(cap.model_path).exists()
 
 
 def test_signing_fails_closed_without_model_signing(tmp_path, keys, capsys, monkeypatch):
     cap = make_capture(tmp_path / "m")
-    commands.sign(str(cap.model_path), str(keys[0]))
+    sharecommands.sign(str(cap.model_path), str(keys[0]))
     for name in [m for m in sys.modules if m == "model_signing" or m.startswith("model_signing.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "model_signing", None)     # import model_signing -> ImportError
