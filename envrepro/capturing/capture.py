@@ -114,6 +114,9 @@ def _load_section(facts: Dict[str, Any], mdl: Dict[str, Any], custom: Dict[str, 
     (runtime/recipes.py): a capture without them loads the way captures always did."""
     section: Dict[str, Any] = {"compile": bool(mdl.get("compile", True)), "custom_objects": custom,
                                "modules": modules}
+    if facts.get("lambdas"):
+        # Each Lambda layer's function source (runtime/lambdasource.py): migrate rebuilds from it.
+        section["lambdas"] = list(facts["lambdas"])
     outcome = facts.get("load") or {}
     if outcome.get("recipe"):
         section["recipe"] = outcome["recipe"]

@@ -7,6 +7,7 @@ import sys
 import types
 
 from .facts import qualname, short_error
+from .lambdasource import lambda_record
 from .modulesources import module_entry, module_file, object_file, sibling_modules
 
 # Top-level packages whose objects are "the framework": available wherever the same
@@ -138,6 +139,7 @@ class _Walker(object):
         self.registry_names = registry_names
         self.used_names = set()
         self.lambda_layers = []
+        self.lambda_sources = []
         self.revived = []
 
     # -- recording ---------------------------------------------------------------------------
@@ -229,6 +231,8 @@ class _Walker(object):
                     pass
             if klass.__name__ == "Lambda":
                 self.lambda_layers.append(getattr(layer, "name", "?"))
+                self.lambda_sources.append(lambda_record(getattr(layer, "name", "?"),
+                                                         getattr(layer, "function", None)))
             self.layers = []
             try:
                 attrs = list(vars(layer).items())
@@ -323,7 +327,8 @@ def _revived_warning(name, recipe):
             "--module for the module that defines it" % name)
 
 
-def custom_object_facts(model, dists, requested_modules=(), warnings=None, recipe=None):
+def custom_object_facts(model, dists, requested_modules=(), warnings=None, recipe=None,
+                        lambdas=None):
     """``(custom_objects, modules, unresolved)`` for a model and the registries.
 
     An object is custom when its defining module is outside the TensorFlow/Keras packages.
@@ -331,7 +336,8 @@ def custom_object_facts(model, dists, requested_modules=(), warnings=None, recip
     uses them; an installed add-on package (tensorflow-addons) registering dozens of objects
     contributes only the ones the model needs. ``recipe`` is how the model was loaded
     (runtime/recipes.py): a revived layer class is a missing module only when revival was not
-    chosen on purpose.
+    chosen on purpose. ``lambdas`` (a list) gets each Lambda layer's source record
+    (lambdasource.py).
     """
     warnings = warnings if warnings is not None else []
     regs = registries()
@@ -404,6 +410,8 @@ def custom_object_facts(model, dists, requested_modules=(), warnings=None, recip
         warnings.append("Lambda layers (%s) store Python bytecode: loading needs Python %d.%d"
                         % (", ".join(walker.lambda_layers), sys.version_info[0],
                            sys.version_info[1]))
+    if lambdas is not None:
+        lambdas.extend(walker.lambda_sources)
     warnings.extend(_revived_warning(name, recipe) for name in sorted(set(walker.revived)))
 
     modules = []

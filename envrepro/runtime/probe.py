@@ -138,12 +138,15 @@ def collect(model_path, out_dir, model=None, sample_input=None, modules=(), code
         model_facts["compile"] = bool(static.get("compile", False))
     facts["model"] = model_facts
 
+    lambdas = []
     try:
         objs, mods, unresolved = custom_object_facts(model, dists, modules, warnings,
-                                                     recipe=(facts["load"] or {}).get("recipe"))
+                                                     recipe=(facts["load"] or {}).get("recipe"),
+                                                     lambdas=lambdas)
     except Exception as exc:
         warnings.append("custom object discovery failed: %s" % short_error(exc))
         objs, mods, unresolved = [], [], []
+    facts["lambdas"] = lambdas
     facts["custom_objects"] = objs
     facts["modules"] = mods
     facts["unresolved_custom_objects"] = unresolved

@@ -225,6 +225,27 @@ _RESUME_DONE = mapping({
 }, required=("loss", "iterations", "targets", "weights", "atol", "rtol", "seed"))
 
 
+IDENT_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,99}\Z")
+IDENT = expect("a Python name", lambda v: isinstance(v, str) and bool(IDENT_RE.match(v)))
+_CONSTANT = expect("a number, a string of at most 256 characters, true, false or null",
+                   lambda v: v is None or isinstance(v, bool) or (isinstance(v, str) and len(v) <= 256)
+                   or (isinstance(v, (int, float)) and math.isfinite(v)))
+
+
+def _lambda_global(v: Any) -> None:
+    """One name a Lambda function's source uses: exactly one of a module to import, an object of
+    an importable module, or a constant (runtime/lambdasource.py)."""
+    if not isinstance(v, dict) or len(v) != 1 or next(iter(v)) not in ("module", "object", "value"):
+        raise Bad(f"expected one of {{module: M}}, {{object: 'M:attr'}}, {{value: C}}, got {shown(v)}")
+    key, value = next(iter(v.items()))
+    _at(key, {"module": MODULE, "object": OBJECT, "value": _CONSTANT}[key], value)
+
+
+_LAMBDA = mapping({"layer": LINE, "kind": nullable(one_of("lambda", "def")), "source": nullable(TEXT),
+                   "globals": nullable(map_of(IDENT, _lambda_global)), "python": nullable(LINE),
+                   "why_not": nullable(TEXT)}, required=("layer",))
+
+
 def _resume(v: Any) -> None:
     if isinstance(v, dict) and "skipped" in v:
         mapping({"skipped": TEXT})(v)
@@ -254,7 +275,8 @@ MANIFEST_SCHEMA = mapping({
     "load": mapping({"compile": BOOL, "custom_objects": nullable(map_of(LINE, OBJECT)),
                      "modules": nullable(list_of(MODULE)), "recipe": nullable(one_of(*RECIPE_NAMES)),
                      "recipes_failed": nullable(list_of(mapping({"recipe": one_of(*RECIPE_NAMES),
-                                                                 "error": TEXT}, required=("recipe",))))}),
+                                                                 "error": TEXT}, required=("recipe",)))),
+                     "lambdas": nullable(list_of(_LAMBDA, limit=256))}),
     "lock": mapping({"file": one_of(LOCK_FILE), "requirements_in": one_of(REQUIREMENTS_IN),
                      "sha256": nullable(HEX64), "distributions": nullable(COUNT), "hashes": nullable(BOOL),
                      "hashes_reason": nullable(TEXT), "missing_hashes": nullable(list_of(NAME)),
