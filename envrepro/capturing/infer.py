@@ -49,8 +49,10 @@ def plan(info: ModelFileInfo, tensorflow: Optional[str] = None,
     else:
         minor = tfversions.tf_for_keras(info.keras_version)
         if not minor:
-            raise CaptureError("can't tell which TensorFlow saved this model (no TF or Keras version in "
-                               "the file)", info.path, "pass the TensorFlow version explicitly")
+            unread = next((n for n in info.notes if n.startswith("h5py not installed")), None)
+            raise CaptureError("can't tell which TensorFlow saved this model (" + (
+                unread or "no TF or Keras version in the file") + ")", info.path,
+                "pass the TensorFlow version explicitly")
         tf = tfversions.for_tf(minor)["latest"]
         reasons.append(f"TensorFlow {tf}: the last {minor}.x, whose Keras writes keras_version "
                        f"{info.keras_version}")

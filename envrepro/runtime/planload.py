@@ -19,6 +19,7 @@ import platform
 import sys
 import time
 
+from . import lambdaglobals
 from .facts import accepts
 from .kerasflavor import keras_version, pick_keras
 from .recipes import RecipesFailed, applicable, compiles, ordered, try_recipes
@@ -139,9 +140,12 @@ class PlanLoad(object):
         versions["keras"] = keras_version(self.kmod, self.tf)
         self.timed("import_modules", self.import_modules)
         self.custom = self.timed("resolve_custom_objects", self.custom_objects)
+        given, problems = lambdaglobals.provide(plan.get("lambda_globals"), resolve_attr)
+        if given or problems:
+            state["load"]["lambda_globals"] = {"given": given, "problems": problems}
 
         state["stage"] = "load"
-        model = self.timed("load", self.load_model, self.kmod, self.custom)
+        model = self.timed("load", self.load_with_aliases, self.kmod, self.custom)
         state["load"]["ok"] = True
         state["load"]["compile"] = self.compiled
         return model
@@ -155,6 +159,22 @@ class PlanLoad(object):
     def custom_objects(self):
         return dict((name, resolve_attr(spec))
                     for name, spec in sorted((self.plan.get("custom_objects") or {}).items()))
+
+    def load_with_aliases(self, kmod, custom):
+        """load_model; a NameError for a usual alias a Lambda's bytecode expects in the training
+        script's globals (``tf``, ``np``...) gives ``__main__`` that module and loads again
+        (lambdaglobals.py), saying so in the report."""
+        guessed = []
+        while True:
+            try:
+                return self.load_model(kmod, custom)
+            except NameError as exc:
+                found = lambdaglobals.alias_for(exc, self.tf)
+                if found is None or len(guessed) >= len(lambdaglobals.ALIASES):
+                    raise
+                lambdaglobals.give(*found)
+                guessed.append("%s = %s" % found)
+                self.state["load"]["lambda_globals_guessed"] = list(guessed)
 
     def load_model(self, kmod, custom):
         """The recipe recorded at capture first, then the others in recipes.py's order; a plan

@@ -90,6 +90,9 @@ def make_plan(capture: manifest.Capture, container_paths: ContainerPaths,
         "recipe": capture.get("load.recipe"),
         "custom_objects": dict(manifest.model_custom_objects(capture)),
         "modules": list(capture.get("load.modules") or []),
+        # What the Lambda layers' bytecode expects in the training script's globals (checked by
+        # the manifest schema): runtime/lambdaglobals.py gives it to the loader's __main__.
+        "lambda_globals": lambda_globals(capture),
         "snapshot_dir": paths.snapshot,
         "keras_flavor": capture.get("frameworks.keras_flavor"),
         "env": captured_env(capture),
@@ -100,6 +103,15 @@ def make_plan(capture: manifest.Capture, container_paths: ContainerPaths,
         "drift": inferred,
         "all_recipes": inferred,
     }
+
+
+def lambda_globals(capture: manifest.Capture) -> Dict[str, Any]:
+    """The names the capture recorded for its Lambda layers' functions, merged (first wins)."""
+    out: Dict[str, Any] = {}
+    for record in capture.get("load.lambdas") or []:
+        for name, entry in sorted((record.get("globals") or {}).items()):
+            out.setdefault(name, dict(entry))
+    return out
 
 
 def plan_resume(capture: manifest.Capture, paths: ContainerPaths) -> Optional[Dict[str, Any]]:

@@ -200,6 +200,14 @@ def render_report(report: LoadReport) -> str:
         row("load", f"OK ({', '.join(extras)})")
     for failed in load.get("recipes_failed") or []:
         row("", f"recipe {failed.get('recipe')} failed: {failed.get('error')}")
+    given = (load.get("lambda_globals") or {}).get("given")
+    if given:
+        row("", "the Lambda layers' globals " + ", ".join(given) + " given as the capture recorded them")
+    for problem in (load.get("lambda_globals") or {}).get("problems") or []:
+        row("", f"a Lambda layers' global could not be given: {problem}")
+    if load.get("lambda_globals_guessed"):
+        row("", "the Lambda layers' globals guessed (the capture recorded none): "
+            + ", ".join(load["lambda_globals_guessed"]))
     if err:
         stage = err.get("stage") or d.get("stage")
         row(stage if load.get("ok") else "load",

@@ -113,3 +113,15 @@ def test_inferred_capture_passes_no_reference_and_asks_for_the_drift_check(tmp_p
     real = make_capture(tmp_path / "real")
     plan = plans.make_plan(real, plans.container_paths(real))
     assert plan["reference"] is not None and plan["drift"] is False and plan["all_recipes"] is False
+
+
+def test_the_lambda_layers_recorded_globals_are_merged_into_the_plan(tmp_path):
+    lambdas = [{"layer": "a", "kind": "lambda", "source": "lambda t: tf.tanh(t) * K",
+                "globals": {"tf": {"module": "tensorflow"}, "K": {"value": 2}}},
+               {"layer": "b", "kind": "lambda", "source": "lambda t: t * K", "globals": {"K": {"value": 5}}},
+               {"layer": "c", "why_not": "its source file can't be read"}]
+    c = make_capture(tmp_path, name="m.h5", fmt="h5", load={"compile": True, "lambdas": lambdas})
+    plan = plans.make_plan(c, plans.container_paths(c))
+    assert plan["lambda_globals"] == {"tf": {"module": "tensorflow"}, "K": {"value": 2}}
+    assert plans.make_plan(make_capture(tmp_path / "o"), plans.container_paths(
+        make_capture(tmp_path / "p")))["lambda_globals"] == {}
