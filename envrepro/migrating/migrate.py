@@ -104,9 +104,10 @@ def migrate(capture: manifest.Capture, engine_factory: Callable[[], ContainerEng
             return result
         staging.accepted(tgt_out, "target environment")
         result.artifacts = [dict(a) for a in rep.get("artifacts") or [] if isinstance(a, dict)]
+        _onnx_reason(result)
         result.optimizer = rep.get("optimizer")
         result.agree = dict(rep.get("agree") or {})
-        result.warnings.extend(str(w) for w in rep.get("warnings") or [])
+        result.warnings.extend(str(w) for w in list(rep.get("warnings") or []) + list(rep.get("problems") or []))
         if rep.get("error"):
             result.error = sides.SideRun(tgt.exit_code, rep, tgt.stderr_tail).error_line()
         result.timings["total"] = round(time.perf_counter() - t0, 3)
@@ -170,6 +171,7 @@ def _write_out(result: Migration, tgt_out: Path, src_out: Path, out_dir: Path) -
                 continue
             staging.copy_accepted(tgt_out, rel_path, tmp / rel_path)
             a["path"] = str(out_dir / rel_path)
+            _copy_code(a, tgt_out, tmp, out_dir)
         if (src_out / "source.json").is_file():
             staging.copy_accepted(src_out, Path("source.json"), tmp / "source.json")
         (tmp / outdir.REPORT).write_text(result.to_json() + "\n", encoding="utf-8")
@@ -177,6 +179,33 @@ def _write_out(result: Migration, tgt_out: Path, src_out: Path, out_dir: Path) -
     except BaseException:
         staging.remove(tmp)
         raise
+
+
+def _onnx_reason(result: Migration) -> None:
+    """The target image has no tf2onnx because envrepro left it out of the lock (it would have
+    moved a version, or has no wheel): that reason, which only the host knows, replaces the
+    runtime's "not in the target environment"."""
+    why = ((result.target.get("onnx") or {}) if isinstance(result.target.get("onnx"), dict) else {}).get("why_not")
+    for a in result.artifacts:
+        if why and a.get("format") == "onnx" and not a.get("written"):
+            a["why_not"] = f"tf2onnx/onnxruntime were left out of the target's lock: {why}"
+
+
+def _copy_code(a: dict, tgt_out: Path, tmp: Path, out_dir: Path) -> None:
+    """The module an artifact needs beside it (``NAME_lambdas.py``: Lambda functions rebuilt
+    from the capture's source): one plain ``.py`` name the target wrote, else the artifact is
+    not kept as verified."""
+    code = a.get("code")
+    if code is None:
+        return
+    ok = isinstance(code, str) and code.endswith(".py") and len(Path(code).parts) == 1 and \
+        not Path(code).is_absolute() and code not in (".py",) and (tgt_out / code).is_file()
+    if not ok:
+        a.update(verified=False, code=None, why_not=f"the target named a code file envrepro does "
+                 f"not take: {str(code)[:80]!r}")
+        return
+    staging.copy_accepted(tgt_out, Path(code), tmp / code)
+    a["code"] = str(out_dir / code)
 
 
 def reread(out_dir: Path) -> dict:

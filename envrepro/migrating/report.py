@@ -86,10 +86,14 @@ class Migration:
             if a.get("written") and a.get("custom_objects"):
                 names = ", ".join(f"{k}: {v}" for k, v in sorted(a["custom_objects"].items()))
                 lines.append(f"      needs custom objects: {names}")
+            if a.get("written") and a.get("code"):
+                lines.append(f"      needs {a['code']} importable: the Lambda functions rebuilt from the "
+                             "capture's source (code from the capture: read it before importing it)")
         opt = self.optimizer or {}
         if opt:
             lines.append("  optimizer: " + (f"{opt.get('class')} carried into the .keras" if opt.get("carried")
                                             else f"not carried ({opt.get('why_not') or 'no state'})"))
+            lines.extend(resume_lines(opt.get("resume_check")))
         if self.inferred and self.exit_code == 0:
             lines.append("  migrated, not verified: an inferred capture has no reference; the artifacts "
                          "were compared with the model run in its reproduced environment")
@@ -98,6 +102,18 @@ class Migration:
         if self.artifacts:
             lines.append(f"  report: {self.out}/migration.json")
         return "\n".join(lines)
+
+
+def resume_lines(rc: Optional[Dict[str, Any]]) -> List[str]:
+    """The capture's training step replayed on the .keras (runtime/migrate/target.py)."""
+    if not isinstance(rc, dict):
+        return []
+    if rc.get("skipped"):
+        return [f"  resume check: not replayed ({rc['skipped']})"]
+    if rc.get("ok"):
+        return [f"  resume check: one training step on the .keras gives the capture's loss and weights "
+                f"(loss {rc.get('loss')}, max |dw| {rc.get('max_abs_diff')})"]
+    return [f"  resume check: DIFFERS: {p}" for p in rc.get("problems") or ["no answer"]]
 
 
 def artifact_line(a: Dict[str, Any], inferred: bool) -> str:

@@ -86,6 +86,10 @@ def source_plan(capture: manifest.Capture, unsafe: bool = False, seed: int = 0) 
     """The loader's plan for this capture, plus where to write the export."""
     plan = make_plan(capture, container_paths(capture), unsafe=unsafe)
     plan["migrate"] = {"out": OUT_MOUNT, "seed": seed}
+    # Every recipe, the recorded one first: getting the architecture and weights out matters more
+    # than the way the capture loaded it (a model whose optimizer its own Keras can't rebuild
+    # still migrates with compile=False; the report says the optimizer was not carried).
+    plan["all_recipes"] = True
     return plan
 
 
@@ -111,14 +115,19 @@ def target_reference(capture: manifest.Capture) -> Optional[Dict[str, Any]]:
 def target_plan(capture: manifest.Capture, name: str, code_path: Optional[str],
                 unsafe: bool = False, formats: List[str] = list(FORMATS)) -> Dict[str, Any]:
     paths = container_paths(capture)
+    load_plan = make_plan(capture, paths)
     return {
         "source_dir": SOURCE_MOUNT,
         "out": OUT_MOUNT,
         "name": name,
         "custom_objects": dict(manifest.model_custom_objects(capture)),
         "modules": list(capture.get("load.modules") or []),
+        "lambdas": list(capture.get("load.lambdas") or []),
         "snapshot_dir": CODE_MOUNT if code_path else paths.snapshot,
         "reference": target_reference(capture),
+        # The training step the capture recorded: replayed on the .keras whose optimizer state
+        # was carried (runtime/resume.py), None without one.
+        "resume_check": load_plan.get("resume_check"),
         "safe_mode": not unsafe,
         "formats": list(formats),
     }

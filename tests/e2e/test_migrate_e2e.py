@@ -111,3 +111,81 @@ def test_bad_migrate_input_is_one_line_exit_2_and_writes_nothing(seeds, tmp_path
         assert out.returncode == 2, out.stderr
         assert len(out.stderr.strip().splitlines()) == 1 and said in out.stderr, out.stderr
     assert (busy / "keep.txt").read_text() == "mine" and sorted(p.name for p in busy.iterdir()) == ["keep.txt"]
+
+
+LAMBDA_TRAIN = textwrap.dedent('''
+    import os, sys
+    import numpy as np
+    import tensorflow as tf
+    import envrepro
+    envrepro.install_hook()
+    rng = np.random.RandomState(3)
+    model = tf.keras.Sequential([tf.keras.Input(shape=(6,)), tf.keras.layers.Dense(5),
+                                 tf.keras.layers.Lambda(lambda t: tf.math.tanh(t) * 0.5 + 1.0),
+                                 tf.keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(rng.rand(32, 6).astype("float32"), rng.rand(32, 1).astype("float32"), epochs=1, verbose=0)
+    for name in sys.argv[2:]:
+        model.save(os.path.join(sys.argv[1], name))
+''')
+
+LAMBDA_CHECK = textwrap.dedent('''
+    import sys
+    import numpy as np
+    import keras
+    sys.path.insert(0, sys.argv[1])
+    import lam_lambdas   # the functions rebuilt from the recorded source, registered by name
+    m = keras.models.load_model(sys.argv[2], safe_mode=True)
+    y = np.load(sys.argv[4])
+    print(float(np.max(np.abs(np.asarray(m.predict(np.load(sys.argv[3]), verbose=0)).reshape(y.shape) - y))))
+''')
+
+
+def test_a_tf24_lambda_migrates_from_its_recorded_source_and_an_inferred_capture_is_not_verified(
+        py38_tf24, standin_38, standin_311, tf, tmp_path):
+    """A Python 3.8 Lambda (bytecode no Keras 3 process loads): the hook recorded its source, so
+    the .keras holds a registered function of lam_lambdas.py instead; a fresh host process loads it
+    with safe_mode=True and reproduces the capture's reference. The same file captured --infer has
+    no reference and no recorded source: MIGRATED, NOT VERIFIED, its SavedModel matching the model
+    run in its reproduced environment, the .keras refused with the reason."""
+    script = tmp_path / "train_lambda.py"
+    script.write_text(LAMBDA_TRAIN)
+    hooked, inferred = tmp_path / "hooked", tmp_path / "inferred"
+    for d in (hooked, inferred):
+        d.mkdir()
+    proc = subprocess.run([py38_tf24, str(script), str(hooked), "lam.h5"], capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=900, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = hooked / "lam.h5"
+    cap = manifest.read(layout.sidecar_for(model))
+    (record,) = cap.get("load.lambdas")
+    assert record["source"] == "lambda t: tf.math.tanh(t) * 0.5 + 1.0", record
+    assert record["globals"] == {"tf": {"module": "tensorflow"}} and record["python"] == "3.8"
+
+    out = cli("migrate", model, "--python", sys.executable, "--json")
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    report = json.loads(out.stdout)
+    k = {a["format"]: a for a in report["artifacts"]}["keras"]
+    assert k["verified"] and k["code"] == str(model.parent / "lam.h5.migrated" / "lam_lambdas.py"), k
+    assert k["custom_objects"] == {"lam_lambdas>fn_lambda": "lam_lambdas:fn_lambda"}
+    ref = cap.data["reference"]
+    proc = subprocess.run([sys.executable, "-c", LAMBDA_CHECK, str(Path(k["code"]).parent), k["path"],
+                           str(cap.root / ref["inputs"][0]), str(cap.root / ref["outputs"][0])],
+                          capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert float(proc.stdout.strip().splitlines()[-1]) <= 1e-5
+
+    plain = inferred / "lam.h5"
+    plain.write_bytes(model.read_bytes())
+    out = cli("capture", plain, "--infer")
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = cli("migrate", plain, "--python", sys.executable, "--json")
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    report = json.loads(out.stdout)
+    assert report["verdict"] == "MIGRATED, NOT VERIFIED" and report["reference"] == "source-prediction"
+    arts = {a["format"]: a for a in report["artifacts"]}
+    assert arts["savedmodel"]["matches_source"] and not arts["savedmodel"]["verified"]
+    assert not arts["keras"]["written"] and "recorded no source" in arts["keras"]["why_not"]
+    text = cli("migrate", plain, "--python", sys.executable, "-o", inferred / "again")
+    assert text.returncode == 0 and "migrated, not verified" in text.stdout, text.stdout

@@ -63,6 +63,8 @@ def attr(spec):
         obj = getattr(obj, part)
     return obj
 def keras_pred(path, art, x):
+    if art.get("code"):     # NAME_lambdas.py beside it: the Lambda functions rebuilt from source
+        sys.path.insert(0, art["code"].rsplit("/", 1)[0])
     custom = {k: attr(v) for k, v in (art.get("custom_objects") or {}).items()}
     return keras.models.load_model(path, custom_objects=custom, safe_mode=True).predict(x, verbose=0)
 def savedmodel_pred(path, art, x):
@@ -70,12 +72,31 @@ def savedmodel_pred(path, art, x):
     names = sorted(fn.structured_input_signature[1])
     feed_ = x if isinstance(x, dict) else {names[0]: x}
     return fn(**{k: tf.constant(v) for k, v in feed_.items()})
+ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+             "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool", "tensor(string)": object}
 def onnx_pred(path, art, x):
-    import onnxruntime as ort
-    s = ort.InferenceSession(path)
-    names = [i.name for i in s.get_inputs()]
-    feed_ = x if isinstance(x, dict) else {names[0]: x}
-    return s.run(None, {k: np.asarray(v) for k, v in feed_.items()})
+    # onnxruntime only (no tf2onnx, no TensorFlow in the loop): the graph's inputs and outputs
+    # are named like the SavedModel signature's (a trailing ":0" of older converters dropped).
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RuntimeError("onnxruntime is not installed in the checking interpreter: the .onnx "
+                           "called verified can't be checked")
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    bare = lambda n: n[:-2] if n.endswith(":0") else n
+    ins = s.get_inputs()
+    if isinstance(x, dict) and not (len(ins) == 1 and len(x) == 1):
+        given = {i.name: x[bare(i.name)] for i in ins}
+    else:
+        given = {ins[0].name: next(iter(x.values())) if isinstance(x, dict) else x}
+    feeds = {}
+    for i in ins:
+        a, want = np.asarray(given[i.name]), ORT_TYPES.get(i.type)
+        feeds[i.name] = a.astype(object) if want is object or a.dtype.kind in "US" else \
+            a.astype(want) if want and str(a.dtype) != want else a
+    outs = s.run(None, feeds)
+    names = [bare(o.name) for o in s.get_outputs()]
+    return dict(zip(names, outs)) if len(outs) > 1 else outs[0]
 results = {}
 for job in json.loads(open(sys.argv[1]).read()):
     x = arrays(job["sample"])
@@ -115,7 +136,7 @@ def migrate_cell(zoo_out: Path, cell: Dict[str, Any]) -> Dict[str, Any]:
         return rec
     rec["message"] = rep.get("error") or ""
     rec["artifacts"] = [{k: a.get(k) for k in ("format", "path", "written", "verified", "max_abs_diff",
-                                                "why_not", "custom_objects", "replaced", "translated")}
+                                                "why_not", "custom_objects", "replaced", "translated", "code")}
                         for a in rep.get("artifacts") or []]
     return rec
 

@@ -14,6 +14,12 @@ Only what was checked against tfa's own code is here:
 - ``Addons>mish``, ``Addons>tanhshrink``, ``Addons>hardshrink``, ``Addons>softshrink`` (their
   default bounds +-0.5, which a name in a config implies) -> Keras' ``mish``, ``tanh_shrink``,
   ``hard_shrink``, ``soft_shrink`` (threshold 0.5): the same formulas.
+- ``Addons>WeightNormalization(layer)`` -> ``layer`` (Dense or a convolution) with the kernel
+  tfa's ``call`` computes, ``l2_normalize(v, all axes but the last) * g`` (epsilon 1e-12), and
+  the same bias: the same predictions. Training would no longer be weight-normalized, so the
+  report says so and the optimizer's state (slots of ``g`` and ``v``) is not carried. A layer
+  whose data-dependent initialization never ran (``initialized`` false) is not replaced: its
+  first call would still change ``g`` and the bias.
 - ``Addons>AdamW`` -> ``keras.optimizers.AdamW``: tfa subtracts ``weight_decay * var`` per step,
   Keras ``weight_decay * learning_rate * var``, both before the Adam step: the same update with
   Keras' ``weight_decay = tfa's / learning_rate`` when both are constants.
@@ -30,6 +36,11 @@ ADDONS_ACTIVATIONS = {
     "Addons>hardshrink": "hard_shrink",
     "Addons>softshrink": "soft_shrink",
 }
+
+# Layers tfa's WeightNormalization wraps through their ``kernel`` (an RNN's is its cell's).
+WEIGHT_NORM_INNER = ("Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose",
+                     "Conv3DTranspose")
+WEIGHT_NORM = "weight_norm"
 
 GROUP_NORM_KEYS = ("name", "trainable", "dtype", "groups", "axis", "epsilon", "center", "scale",
                    "beta_initializer", "gamma_initializer", "beta_regularizer",
@@ -56,6 +67,24 @@ def translate_addons_layer(entry, ctx, keras3=True):
             ctx.add("translated", "%s: %s dropped" % (name, ", ".join(dropped)))
         entry["class_name"] = "GroupNormalization"
         entry["config"] = new
+        return True
+    if name == "Addons>WeightNormalization":
+        inner = config.get("layer")
+        inner_name = inner.get("class_name") if isinstance(inner, dict) else None
+        if inner_name not in WEIGHT_NORM_INNER or not isinstance(inner.get("config"), dict):
+            return False
+        new = dict(inner["config"])
+        new["name"] = config.get("name", new.get("name"))
+        for key in ("trainable", "dtype"):
+            if key in config:
+                new[key] = config[key]
+        entry.clear()
+        entry.update({"class_name": inner_name, "config": new})
+        ctx.weight_maps[new["name"]] = WEIGHT_NORM
+        ctx.add("replaced", "Addons>WeightNormalization(%s) '%s' -> keras.layers.%s with the "
+                            "kernel tfa computes, l2_normalize(v) * g: the same predictions; "
+                            "training is no longer weight-normalized" % (inner_name, new["name"],
+                                                                         inner_name))
         return True
     if name == "Addons>GELU" and keras3 and ctx.available("gelu"):
         approximate = bool(config.get("approximate", True))

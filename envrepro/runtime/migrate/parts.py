@@ -101,6 +101,25 @@ def describe(model, kmod, versions, plan):
             "output_names": None, "layers": layers}
 
 
+def registered_name(obj):
+    """The name Keras registered a custom function or class under (``package>name``), else its
+    own name; None when it has neither (a custom loss instance: its class's)."""
+    target = obj if callable(obj) and hasattr(obj, "__name__") else type(obj)
+    import importlib
+
+    for modname in ("keras.saving", "keras.utils", "tensorflow.keras.utils"):
+        try:
+            get = getattr(importlib.import_module(modname), "get_registered_name", None)
+        except Exception:
+            continue
+        if get is not None:
+            try:
+                return str(get(target))
+            except Exception:
+                continue
+    return getattr(target, "__name__", None)
+
+
 def loss_of(model):
     """The compiled loss when it can be named (a string, or a Keras loss by its name); None."""
     loss = getattr(model, "loss", None)
@@ -111,8 +130,10 @@ def loss_of(model):
         return loss
     module = str(getattr(type(loss), "__module__", "") if hasattr(loss, "get_config")
                  else getattr(loss, "__module__", ""))
-    if loss is None or not (module.startswith("keras") or module.startswith("tensorflow")):
+    if loss is None:
         return None
+    if not (module.startswith("keras") or module.startswith("tensorflow")):
+        return registered_name(loss)        # a custom loss: the name it is registered under
     if hasattr(loss, "get_config"):     # a Keras Loss instance: its class and config
         try:
             return {"class_name": type(loss).__name__, "config": json_safe(loss.get_config())}

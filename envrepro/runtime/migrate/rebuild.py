@@ -11,6 +11,7 @@ import inspect
 import json
 
 from ..facts import accepts, short_error
+from .addons import WEIGHT_NORM
 from .optconfig import translate_optimizer
 from .translate import keras_major, translate
 from . import optstate
@@ -87,7 +88,43 @@ def _ordered(layer_name, src_weights, arrays, targets, lines):
     return arrays
 
 
-def set_weights(model, source_layers, weights, renamed, lines):
+def weight_norm_arrays(layer_name, src_weights, arrays, lines):
+    """tfa WeightNormalization's ``[g, v (kernel), bias, initialized, ...]`` as its inner layer's
+    ``[kernel, bias]``: the kernel its ``call`` computes, ``v * rsqrt(max(sum(v^2), 1e-12)) * g``
+    over all axes but the last."""
+    import numpy as np
+
+    names = [str(w["name"]).split(":")[0] for w in src_weights]
+
+    def find(last, skip_data_init=True):
+        for i, n in enumerate(names):
+            if n.split("/")[-1] == last and not (skip_data_init and "data_dep_init" in n):
+                return arrays[i]
+        raise RebuildFailed("layer '%s': tfa WeightNormalization has no weight %r here (%s)"
+                            % (layer_name, last, ", ".join(names)))
+
+    g, v = find("g"), find("kernel")
+    try:
+        initialized = bool(np.asarray(find("initialized")))
+    except RebuildFailed:
+        initialized = True
+    if not initialized:
+        raise RebuildFailed("layer '%s': tfa WeightNormalization's data-dependent initialization "
+                            "never ran (its first call would still change g and the bias): its "
+                            "code is needed" % layer_name)
+    v64 = v.astype("float64")
+    axes = tuple(range(v.ndim - 1))
+    norm = np.sqrt(np.maximum((v64 * v64).sum(axis=axes, keepdims=True), 1e-12))
+    kernel = (v64 / norm * g.astype("float64")).astype(v.dtype)
+    out = [kernel]
+    if any(n.split("/")[-1] == "bias" and "data_dep_init" not in n for n in names):
+        out.append(find("bias"))
+    lines.append("layer '%s': kernel = l2_normalize(v) * g of tfa's WeightNormalization, "
+                 "computed once" % layer_name)
+    return out
+
+
+def set_weights(model, source_layers, weights, renamed, lines, weight_maps=None):
     """Every source layer's weights into its target layer; RebuildFailed on any mismatch.
     Returns ``source_of(layer) -> source layer index`` for the optimizer."""
     by_name = dict((l["name"], l) for l in source_layers)
@@ -114,6 +151,9 @@ def set_weights(model, source_layers, weights, renamed, lines):
         if missing:
             raise RebuildFailed("weights.npz lacks %s" % ", ".join(missing[:4]))
         arrays = [weights[k] for k in keys]
+        if (weight_maps or {}).get(layer.name) == WEIGHT_NORM:
+            arrays = weight_norm_arrays(layer.name, src["weights"], arrays, lines)
+            pairs.pop(id(layer), None)      # no optimizer slot of g or v is this kernel's
         if len(arrays) != len(targets):
             raise RebuildFailed("layer '%s' (%s): %d weights in the source, %d here"
                                 % (layer.name, type(layer).__name__, len(arrays), len(targets)))
@@ -159,12 +199,17 @@ def carry_optimizer(kmod, model, facts, arrays, source_of, source_major, target_
     rep["class"] = type(opt).__name__
     loss = facts.get("loss")
     try:
-        model.compile(optimizer=opt, loss=loss)
+        # A custom loss by the name the source registered it under: its object from the code.
+        model.compile(optimizer=opt, loss=custom.get(loss, loss) if isinstance(loss, str) and
+                      custom else loss)
         rep["loss"] = loss
     except Exception as exc:
         rep["loss_why_not"] = "loss %r not carried: %s" % (loss, short_error(exc))
         opt = make()
         model.compile(optimizer=opt)
+    if facts.get("blocked"):        # compiled with a fresh optimizer, its state not carried
+        rep["why_not"] = facts["blocked"]
+        return rep
     try:
         rep["note"] = optstate.write_state(model, opt, facts, arrays, source_of)
         rep["carried"] = True
@@ -199,14 +244,16 @@ def _unbuilt(model, source_layers):
 
 
 def rebuild(kmod, arch, source, weights, optimizer_arrays, custom, target_major, artifact,
-            call=None):
+            call=None, lambdas=None):
     """Translate, build, set weights and carry the optimizer; fills ``artifact`` (translated,
     replaced, needs_code) and returns ``(model, optimizer report)``. RebuildFailed says why not.
-    ``call(model)`` runs the model on the sample: it builds a model its config leaves unbuilt."""
+    ``call(model)`` runs the model on the sample: it builds a model its config leaves unbuilt.
+    ``lambdas``: translate()'s, the Lambda functions rebuilt from source (lambdas.py)."""
     custom = by_short_names(custom)
     builtin, accepted, available = predicates(kmod, custom)
     major = source_major(source, arch)
-    tr = translate(arch, target_major, sorted(custom), builtin, accepted, available, major)
+    tr = translate(arch, target_major, sorted(custom), builtin, accepted, available, major,
+                   lambdas=lambdas)
     artifact["translated"], artifact["replaced"] = tr["translated"], tr["replaced"]
     artifact["needs_code"] = tr["needs_code"]
     if tr["blocked"]:
@@ -227,9 +274,14 @@ def rebuild(kmod, arch, source, weights, optimizer_arrays, custom, target_major,
             raise RebuildFailed("the rebuilt model can't be built by a call on the sample: %s"
                                 % short_error(exc))
     lines = []
-    source_of = set_weights(model, source["model"]["layers"], weights, tr["renamed"], lines)
+    source_of = set_weights(model, source["model"]["layers"], weights, tr["renamed"], lines,
+                            tr["weight_maps"])
     artifact["translated"].extend(lines)
     facts = source.get("optimizer") or {"why_not": "source.json says nothing of an optimizer"}
+    if tr["weight_maps"] and not facts.get("why_not"):
+        facts = dict(facts, blocked="its slots belong to tfa WeightNormalization's g and v, which "
+                                    "the layers that replaced it (%s) don't have"
+                     % ", ".join(sorted(tr["weight_maps"])))
     opt = carry_optimizer(kmod, model, facts, optimizer_arrays or {}, source_of,
                           major, target_major, custom)
     return model, opt

@@ -139,9 +139,12 @@ class Source(object):
         except Exception as e:
             why["weights"] = self.note("weights", e)
         try:
-            if self.run.compiled:
-                optstate.restore_lazy_state(np, model, self.plan.get("model_path"),
-                                            self.plan.get("format"))
+            if not self.run.compiled:
+                raise optstate.NotCarried(
+                    "the model loads in its own environment only with compile=False (recipe %s): "
+                    "there is no optimizer to carry" % rep.get("load", {}).get("recipe"))
+            optstate.restore_lazy_state(np, model, self.plan.get("model_path"),
+                                        self.plan.get("format"))
             facts, arrays = optstate.read_state(np, model)
             facts["loss"] = loss_of(model)
             save_npz(np, self.path("optimizer"), arrays)

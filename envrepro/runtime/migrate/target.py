@@ -26,8 +26,9 @@ from ..comparison import compare, flatten_outputs
 from ..facts import short_error
 from ..planload import PlanError, entry_arguments, resolve_attr
 from ..reference import FLOAT_TOLERANCE, assemble_inputs, predict
+from ..resume import replay
 from ..samples import storable
-from . import rebuild, savedmodel, toonnx
+from . import lambdas, rebuild, savedmodel, toonnx
 from .common import EXIT_LOAD_FAILED, EXIT_MISMATCH, EXIT_OK, inside, load_npz, plan_from, \
     read_json, run_entry
 
@@ -74,6 +75,23 @@ def copy_tree(src, dst):
             shutil.copyfile(s, d)
         else:
             raise ValueError("%s is not a regular file" % entry)
+
+
+def used_names(values):
+    """Every string in ``values`` (a config, the optimizer's facts): the custom objects a
+    ``.keras`` needs are the ones its config names."""
+    out, stack = set(), list(values)
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            out.add(v)
+            out.add(v.split(">")[-1])
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+    return out
 
 
 class Target(object):
@@ -193,16 +211,20 @@ class Target(object):
             raise rebuild.RebuildFailed("the source wrote no %s: %s" % (
                 "architecture" if "architecture" not in files else "weights",
                 why.get("architecture") or why.get("weights")))
-        art["custom_objects"] = dict((k, v) for k, v in self.custom_specs.items()
-                                     if k in self.custom)
         arch = read_json(inside(self.src, "architecture.json"))
+        named = used_names([arch, self.source.get("optimizer")])
+        art["custom_objects"] = dict((k, v) for k, v in self.custom_specs.items()
+                                     if k in self.custom and (k in named or
+                                                              k.split(">")[-1] in named))
         weights = load_npz(self.np, inside(self.src, "weights.npz"))
         opt_arrays = load_npz(self.np, inside(self.src, "optimizer.npz")) \
             if "optimizer" in files else None
+        rebuilt = self.lambda_functions(art, arch)
         try:
             model, opt = rebuild.rebuild(self.kmod, arch, self.source, weights, opt_arrays,
                                          self.custom, self.major, art,
-                                         lambda m: predict(m, self.model_input()))
+                                         lambda m: predict(m, self.model_input()),
+                                         lambdas=rebuilt)
         except rebuild.RebuildFailed as exc:
             # A custom object that didn't import matters only when the rebuild needed it.
             raise rebuild.RebuildFailed("; ".join([str(exc)] + self.custom_problems))
@@ -221,6 +243,59 @@ class Target(object):
             except Exception as exc:
                 opt["reloaded_iterations"] = None
                 opt["reload_note"] = self.note(exc)
+        del fresh
+        opt["resume_check"] = self.resume_check(path, opt)
+
+    def resume_check(self, path, opt):
+        """The capture's training step replayed on a fresh copy of the written ``.keras``: the
+        carried optimizer state gives the same loss, weights and iteration count as at capture.
+        None when the capture recorded none; ``{"skipped": why}`` when it can't be checked."""
+        expected = self.plan.get("resume_check")
+        if not expected:
+            return None
+        if expected.get("skipped"):
+            return {"skipped": "the capture's resume check was skipped: %s" % expected["skipped"]}
+        if not opt.get("carried"):
+            return {"skipped": "the optimizer state was not carried"}
+        if (self.source.get("sample") or {}).get("from") != "reference":
+            return {"skipped": "the source's sample is not the capture's reference batch"}
+        custom = rebuild.by_short_names(self.custom)
+        safe = self.plan.get("safe_mode", True) is not False
+        result = replay(expected, self.model_input(),
+                        lambda: rebuild.reload(self.kmod, path, custom, safe), path, "keras")
+        if result.get("problems"):
+            self.report["problems"].extend("resume check: %s" % p for p in result["problems"])
+        return result
+
+    def lambda_functions(self, art, arch):
+        """The Lambda layers' functions rebuilt from the capture's recorded source, written as
+        ``NAME_lambdas.py`` beside the ``.keras`` and imported (Keras 3 targets only): translate's
+        ``lambdas``; the module's functions join the artifact's custom objects."""
+        records = [r for r in self.plan.get("lambdas") or [] if isinstance(r, dict)]
+        if self.major < 3 or '"Lambda"' not in repr(arch).replace("'", '"'):
+            return {}
+        modname = lambdas.module_name(self.name)
+        text, functions, why_not = lambdas.generate(records, self.name, modname)
+        out = dict((layer, {"why_not": why}) for layer, why in why_not.items())
+        if not functions:
+            return out
+        try:
+            module, _ = lambdas.write_and_import(self.out, modname, text)
+        except Exception as exc:
+            why = "the module rebuilt from the recorded source doesn't import here: %s" \
+                % self.note(exc)
+            return dict((layer, {"why_not": why}) for layer in list(functions) + list(why_not))
+        art["code"] = modname + ".py"
+        sources = dict((r.get("layer"), r.get("source")) for r in records)
+        for layer, fname in functions.items():
+            fn = getattr(module, fname)
+            ref = self.kmod.saving.serialize_keras_object(fn)
+            registered = ref.get("config") if isinstance(ref, dict) else None
+            out[layer] = {"function": ref, "source": sources.get(layer)}
+            if registered:
+                art["custom_objects"][registered] = "%s:%s" % (modname, fname)
+                self.custom[registered] = fn
+        return out
 
     def signature_info(self):
         sm = self.source.get("savedmodel") or {}
@@ -243,8 +318,12 @@ class Target(object):
         return got
 
     def onnx(self, art):
-        if toonnx.modules() is None:
-            raise RuntimeError(toonnx.NOT_THERE)
+        """The SavedModel's signature converted by tf2onnx, read back by onnxruntime and judged
+        like the others. Why not, in one line: tf2onnx/onnxruntime missing, an op or a string
+        input ONNX can't take (``toonnx.NotConvertible``, no traceback)."""
+        why = toonnx.missing()
+        if why is not None:
+            raise rebuild.RebuildFailed(why)
         info = self.signature_info()
         folder = os.path.join(self.out, self.name + SUFFIX["savedmodel"])
         if not os.path.isdir(folder):
@@ -252,9 +331,16 @@ class Target(object):
         loaded, sig, inputs, outputs = savedmodel.read_signature(self.tf, folder)
         order = savedmodel.output_order(outputs, info.get("outputs"))
         path = os.path.join(self.out, art["path"])
-        got = toonnx.convert_and_run(self.tf, self.np, sig, info["inputs"], self.sample, order,
-                                     path)
-        del loaded
+        try:
+            got, facts = toonnx.convert_and_run(self.tf, self.np, sig, info["inputs"],
+                                                self.sample, order, path)
+        except toonnx.NotConvertible as exc:
+            if os.path.exists(path):
+                os.remove(path)
+            raise rebuild.RebuildFailed("not convertible to ONNX: %s" % exc)
+        finally:
+            del loaded
+        art.update(facts)
         art["written"] = True
         self.judge(art, got)
 

@@ -15,8 +15,11 @@ channel), ``Addons>gelu`` (tfa's default is the tanh approximation: a ``Lambda``
 ``keras.activations.gelu`` with ``approximate=True``, a named function, no bytecode) and a few
 activations with the same formula. Anything else of tfa needs its code.
 
-A Lambda whose function is bytecode (every Keras 2 Lambda of a Python function) is never rebuilt
-elsewhere: ``blocked`` says it needs source. Python 3.6 syntax, standard library only.
+A Lambda whose function is bytecode (every Keras 2 Lambda of a Python function, every Keras 3
+``lambda``) is never rebuilt from that bytecode. For a Keras 3 target, ``lambdas`` maps a layer
+name to the named function rebuilt from the source the capture recorded (migrate/lambdas.py):
+its serialized reference replaces the bytecode. Without one, ``blocked`` says why. Python 3.6
+syntax, standard library only.
 """
 import copy
 
@@ -49,13 +52,15 @@ def keras_major(arch):
 class _Context(object):
     """The lines a translation collects, deduplicated in order."""
 
-    def __init__(self, custom_names, builtin, accepted, available):
+    def __init__(self, custom_names, builtin, accepted, available, lambdas=None):
         self.custom_names = set(custom_names or ())
+        self.lambdas = dict(lambdas or {})
         self.builtin = builtin or (lambda name: ">" not in name and name not in self.custom_names)
         self.accepted = accepted or (lambda name: None)
         self.available = available or (lambda name: True)
         self.translated, self.replaced, self.blocked, self.needs_code = [], [], [], []
         self.renamed = {}
+        self.weight_maps = {}       # layer name -> how its source weights become its own
 
     def add(self, which, line):
         target = getattr(self, which)
@@ -64,7 +69,7 @@ class _Context(object):
 
 
 def translate(arch, target_major=3, custom_names=(), builtin=None, accepted=None, available=None,
-              source_major=None):
+              source_major=None, lambdas=None):
     """``arch`` (architecture.json: class_name, config, keras_version) for a Keras of
     ``target_major``. Returns a dict: ``config`` (the new architecture), ``translated`` and
     ``replaced`` (lines), ``blocked`` (why it can't be rebuilt at all), ``needs_code`` (objects
@@ -74,8 +79,10 @@ def translate(arch, target_major=3, custom_names=(), builtin=None, accepted=None
     its constructor takes (None: unknown); ``available(name)``: a core layer or activation of
     that name exists in the target. The target passes all three; the defaults guess.
     ``source_major``: the Keras that wrote it (source.json's), else keras_major(arch).
+    ``lambdas``: layer name -> ``{"function": serialized named function, "source": text}`` or
+    ``{"why_not": text}`` (migrate/lambdas.py).
     """
-    ctx = _Context(custom_names, builtin, accepted, available)
+    ctx = _Context(custom_names, builtin, accepted, available, lambdas)
     arch = copy.deepcopy(arch)
     source_major = source_major or keras_major(arch)
     if source_major >= 3 and target_major < 3:
@@ -87,7 +94,8 @@ def translate(arch, target_major=3, custom_names=(), builtin=None, accepted=None
     else:
         _scan_keras2_for_keras2(arch, ctx)
     return {"config": arch, "translated": ctx.translated, "replaced": ctx.replaced,
-            "blocked": ctx.blocked, "needs_code": ctx.needs_code, "renamed": ctx.renamed}
+            "blocked": ctx.blocked, "needs_code": ctx.needs_code, "renamed": ctx.renamed,
+            "weight_maps": ctx.weight_maps}
 
 
 # -- Keras 3 source, Keras 3 target: nothing to rename, only what must not be rebuilt -----------
@@ -106,9 +114,13 @@ def _walk_dicts(value):
 
 def _scan_keras3(arch, ctx):
     for d in _walk_dicts(arch):
-        if d.get("class_name") == "__lambda__":
+        config = d.get("config")
+        if d.get("class_name") == "Lambda" and isinstance(config, dict):
+            _check_lambda(config, ctx)
+    for d in _walk_dicts(arch):
+        if d.get("class_name") == "__lambda__" and not ctx.blocked:
             ctx.add("blocked", "a Lambda layer's function is Python bytecode: it needs its source "
-                               "code (Lambda from source is not supported yet)")
+                               "code")
 
 
 def _scan_keras2_for_keras2(arch, ctx):
@@ -118,7 +130,7 @@ def _scan_keras2_for_keras2(arch, ctx):
         name = d.get("class_name")
         config = d.get("config")
         if name == "Lambda" and isinstance(config, dict):
-            _check_lambda(config, ctx)
+            _check_lambda(config, ctx, rebuild=False)
         elif isinstance(name, str) and name.startswith("Addons>") and isinstance(config, dict):
             done = translate_addons_layer(d, ctx, keras3=False)
             if not done:
@@ -139,16 +151,48 @@ def _needs_code_line(name):
             "(--code-path)" % name)
 
 
-def _check_lambda(config, ctx):
-    for key in ("function", "output_shape", "mask"):
-        value = config.get(key)
-        bytecode = isinstance(value, list) and key == "function" or (
-            isinstance(value, list) and config.get(key + "_type") == "lambda") or (
-            isinstance(value, dict) and value.get("class_name") == "__lambda__")
-        if bytecode:
+def _is_bytecode(config, key):
+    value = config.get(key)
+    return isinstance(value, list) and key == "function" or (
+        isinstance(value, list) and config.get(key + "_type") == "lambda") or (
+        isinstance(value, dict) and value.get("class_name") == "__lambda__")
+
+
+def _check_lambda(config, ctx, rebuild=True):
+    """A Lambda's bytecode function replaced by its function rebuilt from source (``rebuild``:
+    a Keras 3 target), else blocked with the reason."""
+    layer = config.get("name")
+    if _is_bytecode(config, "function"):
+        found = ctx.lambdas.get(layer) or {}
+        if rebuild and found.get("function"):
+            config["function"] = dict(found["function"])
+            for key in ("function_type", "module"):
+                config.pop(key, None)
+            ctx.add("translated", "Lambda '%s': its function rebuilt from the source the capture "
+                                  "recorded (%s), as %s (not from bytecode)"
+                    % (layer, _short(found.get("source")), found["function"].get("config")))
+        else:
+            why = found.get("why_not") or ("the capture recorded no source for it"
+                                           if rebuild else "Keras 2 writes any Lambda function "
+                                           "as bytecode again: a .keras without bytecode needs "
+                                           "a Keras 3 target")
+            ctx.add("blocked", "Lambda layer '%s': its function is Python bytecode of the "
+                               "source's Python and can't be rebuilt from source: %s"
+                    % (layer, why))
+    for key in ("output_shape", "mask"):
+        if _is_bytecode(config, key):
             ctx.add("blocked", "Lambda layer '%s': its %s is Python bytecode of the source's "
-                               "Python: it needs its source code (Lambda from source is not "
-                               "supported yet)" % (config.get("name"), key))
+                               "Python: it needs its source code" % (layer, key))
+    if rebuild and config.get("output_shape_type") == "raw":
+        for key in ("output_shape_type", "output_shape_module"):
+            if key in config:
+                ctx.add("translated", "Lambda: %s=%r dropped (Keras 2's marker of a plain "
+                                      "output_shape)" % (key, config.pop(key)))
+
+
+def _short(text, limit=80):
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _plain(value, ctx, owner):

@@ -117,7 +117,9 @@ def test_the_target_capture_is_resolved_once_then_read_back(tmp_path, monkeypatc
     t = targets.to_version("2.21.0")
     cap = targets.target_capture(t)
     again = targets.target_capture(t)
-    assert len(calls) == 1 and cap.root == again.root
+    # Once without ONNX, once with tf2onnx/onnxruntime beside every pin of the first; then cached.
+    assert len(calls) == 2 and cap.root == again.root
+    assert calls[0] == ["tensorflow-cpu==2.21.0"] and "tf2onnx>=1.16" in calls[1]
     assert "tensorflow-cpu==2.21.0" in cap.lock_path.read_text()
     assert again.get("frameworks.tensorflow") == "2.21.0" and again.get("python.version")
 
@@ -250,6 +252,7 @@ def test_the_target_plan_names_the_reference_custom_objects_and_snapshot(tmp_pat
     assert "TF_USE_LEGACY_KERAS" not in eng.runs[1]["environment"]   # the source's switch, not the target's
     src_plan = json.loads(eng.runs[0]["environment"]["ENVREPRO_PLAN"])
     assert src_plan["migrate"]["out"] == sides.OUT_MOUNT and src_plan["recipe"] is None
+    assert src_plan["all_recipes"] is True       # the recorded recipe first, then every other
 
 
 def test_a_source_that_cannot_load_is_exit_5_and_writes_nothing(tmp_path, monkeypatch):
@@ -376,3 +379,34 @@ def test_a_crash_before_the_checkpoint_is_a_failed_source(tmp_path, monkeypatch)
         return 139, None
     cap, eng, result, _ = run(tmp_path, monkeypatch, source=crashes_early)
     assert result.exit_code == 5 and "SIGSEGV" in result.error and len(eng.runs) == 1
+
+
+def test_the_lambda_module_a_keras_needs_is_carried_into_out(tmp_path, monkeypatch):
+    """The capture's recorded Lambda sources go to the target in its plan; the module the
+    target generated from them (the .keras artifact's ``code``) is copied beside it."""
+    def with_code(out, src):
+        code, rep = good_target(out, src)
+        (out / "m_lambdas.py").write_text("def fn_lambda(t):\n    return t\n")
+        rep["artifacts"][0]["code"] = "m_lambdas.py"
+        return code, rep
+    record = {"layer": "lambda", "kind": "lambda", "source": "lambda t: t", "globals": {}}
+    cap = make_capture(tmp_path / "a", name="m.h5", fmt="h5", load={"compile": True, "lambdas": [record]})
+    cap, eng, result, _ = run(tmp_path, monkeypatch, target=with_code, cap=cap)
+    out = cap.model_path.parent / "m.h5.migrated"
+    assert json.loads(eng.runs[1]["environment"]["ENVREPRO_PLAN"])["lambdas"] == [record]
+    assert (out / "m_lambdas.py").read_text().startswith("def fn_lambda")
+    assert result.artifacts[0]["code"] == str(out / "m_lambdas.py") and result.exit_code == 0
+    assert "m_lambdas.py importable" in result.to_text()
+
+
+@pytest.mark.parametrize("code", ["../evil.py", "/etc/passwd", "m_lambdas.sh", "sub/m.py", "absent.py", 3])
+def test_a_code_file_envrepro_does_not_take_unverifies_the_keras(tmp_path, monkeypatch, code):
+    def bad_code(out, src):
+        rc, rep = good_target(out, src)
+        rep["artifacts"][0]["code"] = code
+        return rc, rep
+    cap, eng, result, _ = run(tmp_path, monkeypatch, target=bad_code)
+    k = result.artifacts[0]
+    assert k["verified"] is False and "code file envrepro does not take" in k["why_not"]
+    assert result.exit_code == 0        # the SavedModel is still verified
+    assert not (tmp_path / "evil.py").exists()

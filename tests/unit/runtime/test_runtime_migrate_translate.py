@@ -198,12 +198,48 @@ def test_tf_op_lambda_is_blocked():
 
 # -- Lambda --------------------------------------------------------------------------------------
 
-def test_a_keras2_lambda_of_bytecode_needs_its_source():
+def test_a_keras2_lambda_of_bytecode_without_a_recorded_source_is_blocked():
     lam = layer("Lambda", name="lam", function=["4wEAAAAAAA==", None, None], function_type="lambda",
                 module="__main__", output_shape=None, output_shape_type="raw", arguments={})
     out = tr.translate(seq(INPUT, lam))
     assert len(out["blocked"]) == 1
-    assert "Lambda layer 'lam'" in out["blocked"][0] and "needs its source code" in out["blocked"][0]
+    assert "Lambda layer 'lam'" in out["blocked"][0]
+    assert "the capture recorded no source for it" in out["blocked"][0]
+    out = tr.translate(seq(INPUT, lam), lambdas={"lam": {"why_not": "it uses o (of type object)"}})
+    assert "it uses o (of type object)" in out["blocked"][0]
+
+
+REBUILT = {"module": "builtins", "class_name": "function", "config": "m_lambdas>fn_lam",
+           "registered_name": "function"}
+
+
+def test_a_keras2_lambda_with_a_rebuilt_function_takes_it_instead_of_its_bytecode():
+    lam = layer("Lambda", name="lam", function=["4wEAAAAAAA==", None, None], function_type="lambda",
+                module="__main__", output_shape=None, output_shape_type="raw",
+                output_shape_module=None, arguments={})
+    out = tr.translate(seq(INPUT, lam), lambdas={"lam": {"function": REBUILT,
+                                                         "source": "lambda t: t * 2.0"}})
+    assert out["blocked"] == []
+    cfg = layers_of(out)[1]["config"]
+    assert cfg["function"] == REBUILT
+    assert not {"function_type", "module", "output_shape_type", "output_shape_module"} & set(cfg)
+    assert any("rebuilt from the source the capture recorded (lambda t: t * 2.0)" in t
+               for t in out["translated"])
+
+
+def test_a_keras2_target_never_rebuilds_a_lambda_it_would_write_as_bytecode_again():
+    lam = layer("Lambda", name="lam", function=["4wEAAAAAAA==", None, None], function_type="lambda",
+                module="__main__", output_shape=None, output_shape_type="raw", arguments={})
+    out = tr.translate(seq(INPUT, lam), target_major=2, source_major=2,
+                       lambdas={"lam": {"function": REBUILT, "source": "lambda t: t"}})
+    assert "Keras 2 writes any Lambda function as bytecode again" in out["blocked"][0]
+
+
+def test_a_lambda_whose_output_shape_is_bytecode_stays_blocked():
+    lam = layer("Lambda", name="lam", function=["4wEAAAAAAA==", None, None], function_type="lambda",
+                output_shape=["4wEAAAAAAA==", None, None], output_shape_type="lambda")
+    out = tr.translate(seq(INPUT, lam), lambdas={"lam": {"function": REBUILT, "source": "x"}})
+    assert out["blocked"] and "output_shape is Python bytecode" in out["blocked"][0]
 
 
 def test_a_keras3_lambda_of_bytecode_needs_its_source():
@@ -211,8 +247,11 @@ def test_a_keras3_lambda_of_bytecode_needs_its_source():
         {"module": "keras.layers", "class_name": "Lambda", "config": {
             "name": "lam", "function": {"class_name": "__lambda__", "config": {"code": "xx"}}}}]}}
     out = tr.translate(arch)
-    assert out["blocked"] and "bytecode" in out["blocked"][0]
+    assert len(out["blocked"]) == 1 and "bytecode" in out["blocked"][0]
     assert out["config"] == arch and out["translated"] == []
+    out = tr.translate(arch, lambdas={"lam": {"function": REBUILT, "source": "lambda t: t"}})
+    assert out["blocked"] == []
+    assert out["config"]["config"]["layers"][0]["config"]["function"] == REBUILT
 
 
 def test_a_lambda_of_a_named_function_is_not_blocked():
@@ -228,6 +267,28 @@ def test_a_keras3_model_is_not_rebuilt_by_keras2():
 
 
 # -- tensorflow-addons ---------------------------------------------------------------------------
+
+def wn(inner_class, **inner):
+    return layer("Addons>WeightNormalization", name="wn", trainable=True, dtype="float32",
+                 data_init=True, layer={"class_name": inner_class,
+                                        "config": dict({"name": "inner"}, **inner)})
+
+
+def test_addons_weight_normalization_becomes_its_inner_layer_with_computed_weights():
+    out = tr.translate(seq(INPUT, wn("Dense", units=3, activation="relu", use_bias=True)))
+    new = layers_of(out)[1]
+    assert new["class_name"] == "Dense" and new["config"]["name"] == "wn"
+    assert new["config"]["units"] == 3 and "data_init" not in new["config"]
+    assert out["weight_maps"] == {"wn": "weight_norm"}
+    assert out["replaced"][0].startswith("Addons>WeightNormalization(Dense) 'wn' -> keras.layers.Dense")
+    assert out["needs_code"] == []
+
+
+def test_addons_weight_normalization_of_an_rnn_needs_its_code():
+    out = tr.translate(seq(INPUT, wn("LSTM", units=3)))
+    assert layers_of(out)[1]["class_name"] == "Addons>WeightNormalization"
+    assert out["weight_maps"] == {} and "Addons>WeightNormalization" in out["needs_code"][0]
+
 
 GN = {"name": "gn", "trainable": True, "dtype": "float32", "groups": 2, "axis": -1,
       "epsilon": 0.001, "center": True, "scale": True,
@@ -269,9 +330,9 @@ def test_no_group_normalization_in_the_target_needs_the_code():
 
 
 def test_other_addons_layers_need_their_code():
-    wn = layer("Addons>WeightNormalization", name="wn", layer=layer("Dense", name="d", units=2))
-    out = tr.translate(seq(INPUT, wn))
-    assert out["needs_code"] == ["Addons>WeightNormalization (tensorflow-addons) has no core "
+    esn = layer("Addons>ESN", name="esn", units=2)
+    out = tr.translate(seq(INPUT, esn))
+    assert out["needs_code"] == ["Addons>ESN (tensorflow-addons) has no core "
                                  "Keras equivalent: its code is needed (--code-path)"]
     assert out["blocked"] == []
 
