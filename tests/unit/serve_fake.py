@@ -19,6 +19,8 @@ import time
 import numpy as np
 
 FAIL_VALUE = 666.0   # a prediction whose first input holds it raises
+# ... and these kill the worker thread, as a model calling sys.exit() would
+DEATH_VALUES = {777.0: SystemExit, 778.0: KeyboardInterrupt, 779.0: GeneratorExit}
 
 
 class FakeServable(object):
@@ -60,6 +62,9 @@ class FakeServable(object):
         if self.delay:
             time.sleep(self.delay)
         first = inputs[self.signature.inputs[0].name]
+        for value, death in DEATH_VALUES.items():
+            if (first == value).any():
+                raise death(3)
         if (first == FAIL_VALUE).any():
             raise RuntimeError("boom: the fake model failed\nwith a second line")
         y = (first[:, :2] * 2).astype("float32")

@@ -7,7 +7,11 @@ it, and HTTP as one layer around both.
   drain, exit codes);
 - ``app``: the data plane: readiness, routing to the protocols, the limits decided before a body
   is read, and the one predict path (parse, queue, deadline, format);
-- ``http``: HTTP/1.1 over sockets; turns any ``errors.ServeError`` into its answer;
+- ``http``: HTTP/1.1 connections; turns any ``errors.ServeError`` into its answer; ``framing``
+  (strict request framing, one deadline per request), ``listener`` (the listening socket and the
+  bounded pool of connections);
+- ``limits``: what a request may cost before the work: the memory budgets and the JSON scan
+  (nesting, values, number length);
 - ``v1`` (TF Serving REST) and ``v2`` (Open Inference Protocol): their routes, request parsing and
   response formatting;
 - ``errors`` (every error a request can get, with its HTTP status), ``queue`` (bounded queue and

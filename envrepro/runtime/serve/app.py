@@ -4,8 +4,9 @@ protocol's JSON (v1.py: TF Serving REST, v2.py: Open Inference Protocol, adapter
 
 ``App.route`` finds a path's endpoint (the contract's fixed paths here, the others through the
 protocols' ``route``); ``App.check`` refuses what the request line and headers already rule out
-(404, 405, 411, 413, 415, 400 for a bad Content-Length) before any body is read; ``App.answer``
-answers a request with its body. A refusal is an errors.ServeError, raised here and by the
+(404, 405, 411, 413, 415) before any body is read (the framing itself is framing.py's);
+``App.answer`` answers a request with its body; ``App.limits`` (limits.py) holds the memory of
+bodies and parses and bounds the JSON. A refusal is an errors.ServeError, raised here and by the
 protocols and written by the HTTP layer (http.py); messages are one line and never quote the
 request's values. An answer is a Response: a handler returns one, or ``(status, JSON object)``.
 Standard library only, Python 3.6 syntax.
@@ -19,13 +20,17 @@ import os
 import threading
 
 from . import config, v1, v2
-from .errors import (BadRequest, LengthRequired, MethodNotAllowed, NotFound, NotReady, PayloadTooLarge,
-                     Unavailable, UnsupportedMediaType)
+from .errors import (LengthRequired, MethodNotAllowed, NotFound, NotReady, PayloadTooLarge, Unavailable,
+                     UnsupportedMediaType)
+from .limits import Limits, tensor_bytes
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .queue import DeadlineExceeded, clock
 from .tensors import RawJSON
 
 JSON_TYPE = "application/json"
+# The Open Inference Protocol's binary tensor data extension: a JSON header of this many bytes, then
+# raw tensor data. Not supported (415) until it is.
+BINARY_HEADER = "Inference-Header-Content-Length"
 # The protocol adapters: ``route(path)`` -> (endpoint, method, handler(app, body, started), model
 # name, version), or None.
 PROTOCOLS = (v1, v2)
@@ -62,7 +67,8 @@ def json_response(status, obj, headers=()):
 
 class State(object):
     """Where the server is: ``loading`` (until the model is loaded and warmed up), ``ready``,
-    ``failed`` (the load or warm-up failed) or ``draining`` (stopping: SIGTERM). ``servable`` and
+    ``failed`` (the load or warm-up failed, or a prediction worker died) or ``draining``
+    (stopping: SIGTERM). ``servable`` and
     ``queue`` are set once the model is served."""
 
     def __init__(self):
@@ -87,9 +93,16 @@ class State(object):
             if self.phase == "loading":
                 self.phase = "failed"
 
+    def broken(self, message):
+        """A prediction worker died: readiness off for good (the server exits)."""
+        with self._lock:
+            self.error = message
+            self.phase = "failed"
+
     def drain(self):
         with self._lock:
-            self.phase = "draining"
+            if self.phase != "failed":
+                self.phase = "draining"
 
 
 class Route(object):
@@ -117,7 +130,8 @@ def content_type_ok(value):
 
 class App(object):
     """The data plane of one server: ``name`` is the model's NAME in the URLs, ``settings`` has
-    ``deadline`` (seconds) and ``max_body`` (bytes), ``version`` is the server's version."""
+    ``deadline`` (seconds) and ``max_body`` (bytes), and optionally what limits.Limits takes
+    (``max_elements``, ``max_batch``, ``memory``); ``version`` is the server's version."""
 
     def __init__(self, name, settings, metrics, state, version=""):
         self.name = name
@@ -125,6 +139,7 @@ class App(object):
         self.metrics = metrics
         self.state = state
         self.version = version
+        self.limits = Limits(settings)
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -147,10 +162,12 @@ class App(object):
                 return Route(endpoint, method, functools.partial(handler, self), name, version)
         return None
 
-    def check(self, route, method, headers):
+    def check(self, route, method, headers, length=None):
         """Raise the errors.ServeError due before the body is read, if any: ``route`` is
         ``route(path)``'s answer (None: 404), then the method (405), the model and version asked
-        (404) and, for a POST, the body's framing (411, 400), size (413) and type (415)."""
+        (404) and, for a POST, its ``length`` (framing.body_length: None is 411; over
+        ENVREPRO_SERVE_MAX_BODY 413) and type (415; the binary tensor extension too).
+        ``headers`` has ``get(name)`` (case-insensitive)."""
         if route is None:
             raise NotFound("no such endpoint")
         if method != route.method and not (method == "HEAD" and route.method == "GET"):
@@ -161,21 +178,14 @@ class App(object):
             raise NotFound("version not found; '%s' has version %s only" % (self.name, config.MODEL_VERSION))
         if route.method != "POST":
             return
-        if (headers.get("Transfer-Encoding") or "").strip():
-            raise LengthRequired("chunked or other transfer encodings are not supported: "
-                                 "send the body with a Content-Length")
-        length = headers.get("Content-Length")
         if length is None:
             raise LengthRequired("a POST needs a Content-Length")
-        try:
-            length = int(length.strip())
-            if length < 0:
-                raise ValueError(length)
-        except ValueError:
-            raise BadRequest("invalid Content-Length")
         if length > self.settings["max_body"]:
             raise PayloadTooLarge("the body is %d bytes, over the limit of %d (ENVREPRO_SERVE_MAX_BODY)"
                                   % (length, self.settings["max_body"]))
+        if headers.get(BINARY_HEADER) is not None:
+            raise UnsupportedMediaType("the binary tensor data extension (%s) is not supported: send "
+                                       "the tensors as JSON" % BINARY_HEADER)
         if not content_type_ok(headers.get("Content-Type")):
             raise UnsupportedMediaType("send Content-Type: application/json (UTF-8)")
 
@@ -204,35 +214,38 @@ class App(object):
         """The warmed-up servable (model.Servable); Unavailable once it failed to load, NotReady
         (Retry-After) while it loads or warms up."""
         servable = self.state.servable
+        if self.state.phase == "failed":
+            if servable is not None:
+                raise Unavailable("the server is stopping: %s" % self.state.error)
+            raise Unavailable("the model failed to load: %s" % self.state.error)
         if servable is not None:
             return servable
-        if self.state.phase == "failed":
-            raise Unavailable("the model failed to load: %s" % self.state.error)
         raise NotReady("the model is not ready yet (loading or warming up)")
 
     def predict(self, body, started, parse, describe):
-        """The one predict path: the request's ``body`` decoded as JSON, ``parse(obj, signature)``
-        (the protocol's) -> ``(inputs, format)``, the prediction queued and waited for until the
-        deadline (counted from ``started``), and ``format(outputs)`` returned.
-        ``describe(signature)`` is how the protocol writes the signature in a message."""
+        """The one predict path: the request's ``body`` scanned and decoded as JSON under the
+        limits (limits.py), ``parse(obj, signature)`` (the protocol's) -> ``(inputs, format)``,
+        the batch checked, the prediction queued and waited for until the deadline (counted from
+        ``started``), and ``format(outputs)`` returned. ``describe(signature)`` is how the
+        protocol writes the signature in a message."""
         servable = self.servable()
         queue = self.state.queue
         seconds = self.settings["deadline"]
         deadline = started + seconds
+        hint = " (the model's signature: %s)" % describe(servable.signature)
+        obj, hold, found = self.limits.parse(body, deadline, hint)
         try:
-            obj = json.loads(body.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise BadRequest("the body is not UTF-8 JSON (the model's signature: %s)"
-                             % describe(servable.signature))
-        except ValueError as exc:
-            raise BadRequest("the body is not valid JSON: %s (the model's signature: %s)"
-                             % (str(exc).splitlines()[0][:200], describe(servable.signature)))
-        inputs, fmt = parse(obj, servable.signature)
-        if clock() >= deadline:
-            raise DeadlineExceeded("the deadline of %gs passed before the prediction was queued" % seconds)
-        try:
-            outputs = queue.wait(queue.submit(inputs, deadline))   # QueueFull, PredictFailed: as raised
-        except DeadlineExceeded:
-            raise DeadlineExceeded("the prediction did not finish within the deadline of %gs "
-                                   "(ENVREPRO_SERVE_DEADLINE, queue wait included)" % seconds)
+            inputs, fmt = parse(obj, servable.signature)
+            del obj    # the inputs are made: the parsed JSON goes
+            self.limits.check_batch(inputs, servable.signature)
+            hold.shrink(tensor_bytes(inputs, found))
+            if clock() >= deadline:
+                raise DeadlineExceeded("the deadline of %gs passed before the prediction was queued" % seconds)
+            try:
+                outputs = queue.wait(queue.submit(inputs, deadline))   # QueueFull, PredictFailed: as raised
+            except DeadlineExceeded:
+                raise DeadlineExceeded("the prediction did not finish within the deadline of %gs "
+                                       "(ENVREPRO_SERVE_DEADLINE, queue wait included)" % seconds)
+        finally:
+            hold.release()
         return fmt(outputs)

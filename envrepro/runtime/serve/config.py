@@ -39,8 +39,14 @@ SETTINGS = {
     "ENVREPRO_SERVE_NAME": "",               # model name in the URLs ("" = from the model file)
     "ENVREPRO_SERVE_WORKERS": "1",           # threads running predictions
     "ENVREPRO_SERVE_QUEUE": "32",            # requests waiting for a worker; more -> 503
-    "ENVREPRO_SERVE_DEADLINE": "30",         # seconds per request, queue included; over -> 504
-    "ENVREPRO_SERVE_MAX_BODY": str(64 * 1024 * 1024),   # bytes; more -> 413, before reading
+    "ENVREPRO_SERVE_DEADLINE": "30",         # seconds per request from its first byte: reading
+                                             # (over -> 408), queue and prediction (over -> 504)
+    "ENVREPRO_SERVE_MAX_BODY": str(32 * 1024 * 1024),   # bytes; more -> 413, before reading
+    "ENVREPRO_SERVE_MAX_CONNECTIONS": "128",  # connections open at once; more -> 503
+    "ENVREPRO_SERVE_REQUEST_MEMORY": str(512 * 1024 * 1024),   # bytes for request bodies (1/4) and
+                                             # their parsed JSON and inputs (3/4); full -> 503
+    "ENVREPRO_SERVE_MAX_ELEMENTS": str(4 * 1024 * 1024),   # JSON values per body; more -> 413
+    "ENVREPRO_SERVE_MAX_BATCH": "65536",     # rows per input; more -> 413
     "ENVREPRO_SERVE_GRACE": "20",            # seconds to drain in-flight requests on SIGTERM
     "ENVREPRO_SERVE_LOCK": "",               # the capture's lock sha256 for envrepro_build_info
                                              # ("" = the plan's PLAN_LOCK_KEY)
@@ -59,6 +65,7 @@ EXIT_CODES = {
     "usage": 2,          # bad arguments or ENVREPRO_SERVE_* values
     "listen": 3,         # the address can't be listened on (port in use...)
     "load_failed": 5,    # the model failed to load or to warm up (as the loader's exit 5)
+    "worker_died": 75,   # a prediction worker died (the model raised SystemExit...): restart me
     "plan": 70,          # no plan or an unusable one (a host-side bug, as the loader's exit 70)
 }
 

@@ -8,6 +8,7 @@ request's values. Standard library only, Python 3.6 syntax.
 from __future__ import absolute_import, division, print_function
 
 RETRY_AFTER = "1"     # seconds, on the 503s a client should retry (loading, a full queue)
+MAX_MESSAGE = 2048    # characters of an error message at most (http.error_response cuts longer ones)
 
 
 class ServeError(Exception):
@@ -37,6 +38,13 @@ class BadRequest(_Status):
     STATUS = 400
 
 
+class RequestTimeout(_Status):
+    """408: the request line, headers and body did not all arrive within the request's deadline
+    (ENVREPRO_SERVE_DEADLINE, from the request's first byte)."""
+
+    STATUS = 408
+
+
 class NotFound(_Status):
     """404: no such endpoint, model or version."""
 
@@ -53,21 +61,42 @@ class MethodNotAllowed(_Status):
 
 
 class LengthRequired(_Status):
-    """411: a POST without a Content-Length (or with a transfer encoding)."""
+    """411: a POST without a Content-Length (or with a transfer encoding: chunked bodies are not
+    read)."""
 
     STATUS = 411
 
 
 class PayloadTooLarge(_Status):
-    """413: a body over ENVREPRO_SERVE_MAX_BODY, refused before it is read."""
+    """413: a body over ENVREPRO_SERVE_MAX_BODY (refused before it is read), or JSON with more
+    values than ENVREPRO_SERVE_MAX_ELEMENTS, a batch over ENVREPRO_SERVE_MAX_BATCH rows, a parse
+    that would need more than its share of ENVREPRO_SERVE_REQUEST_MEMORY."""
 
     STATUS = 413
 
 
+class URITooLong(_Status):
+    """414: a request line over framing.MAX_REQUEST_LINE bytes."""
+
+    STATUS = 414
+
+
 class UnsupportedMediaType(_Status):
-    """415: a body that is not ``application/json`` (UTF-8)."""
+    """415: a body that is not ``application/json`` (UTF-8), or the binary tensor extension."""
 
     STATUS = 415
+
+
+class ExpectationFailed(_Status):
+    """417: an ``Expect`` other than ``100-continue``."""
+
+    STATUS = 417
+
+
+class HeadersTooLarge(_Status):
+    """431: a header section over framing.MAX_HEADER_BYTES bytes or MAX_HEADERS fields."""
+
+    STATUS = 431
 
 
 class InternalError(_Status):
@@ -94,7 +123,20 @@ class Overloaded(Unavailable):
     HEADERS = (("Retry-After", RETRY_AFTER),)
 
 
+class Busy(Unavailable):
+    """503 with Retry-After: the memory for request bodies or parsed requests
+    (ENVREPRO_SERVE_REQUEST_MEMORY) stayed taken until the request's deadline."""
+
+    HEADERS = (("Retry-After", RETRY_AFTER),)
+
+
 class GatewayTimeout(_Status):
     """504: the request's deadline (ENVREPRO_SERVE_DEADLINE) passed."""
 
     STATUS = 504
+
+
+class VersionNotSupported(_Status):
+    """505: an HTTP version other than 1.0 and 1.1."""
+
+    STATUS = 505

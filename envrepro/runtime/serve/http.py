@@ -1,35 +1,41 @@
-"""The model server's HTTP/1.1 layer: a threaded server (one thread per connection, keep-alive),
-the limits decided before a body is read (by the data plane, app.py), one log line per request,
-in-flight accounting for the drain on SIGTERM. Every errors.ServeError raised under it is answered
-here, with its status and headers and ``{"error": message}`` (``error_response``).
+"""The model server's HTTP/1.1 layer: connections (keep-alive, pipelined requests answered in
+order) over a bounded pool (listener.py), requests framed strictly (framing.py), the limits
+decided before a body is read (by the data plane, app.py), one log line per request, in-flight
+accounting for the drain on SIGTERM. Every errors.ServeError raised under it is answered here,
+with its status and headers and ``{"error": message}`` (``error_response``).
 
-Python 3.6 has no ``http.server.ThreadingHTTPServer``: ``socketserver.ThreadingMixIn`` over
-``HTTPServer`` is the same thing. Nothing a client sends can raise out of a handler or print a
-traceback: a failure is answered 500 with one line and logged as one line. Responses are written
-with one send (status line, headers and body) and Nagle's algorithm off, so a keep-alive client
-never waits on a delayed ACK. Standard library only, Python 3.6 syntax. (``import http.server``
-below is the standard library's: this module is ``envrepro_runtime.serve.http``, never top-level.)
+Each request has one deadline, its first byte + ENVREPRO_SERVE_DEADLINE: the request line, headers
+and body must arrive by then (else 408), and the prediction must be done by then (else 504). A body
+is read only once its memory is held (limits.py; ``Expect: 100-continue`` is answered then).
+Nothing a client sends can raise out of a connection or print a traceback: a failure is answered
+500 with one line and logged as one line. Responses are written with one send (status line,
+headers and body) and Nagle's algorithm off, within WRITE_TIMEOUT seconds. Standard library only,
+Python 3.6 syntax. (This module is the runtime's ``serve.http``; the standard library's ``http``
+package is not used.)
 """
 from __future__ import absolute_import, division, print_function
 
-import http.server
 import socket
-import socketserver
-import sys
 import threading
 
 from ..facts import short_error
+from . import config, framing
 from .app import json_response
-from .errors import InternalError, ServeError
+from .errors import MAX_MESSAGE, RETRY_AFTER, InternalError, ServeError
+from .listener import Listener
 from .queue import clock
 
-IDLE_TIMEOUT = 60      # seconds a connection may sit between requests or stall mid-read
-_PHRASES = dict((s.value, s.phrase) for s in http.server.HTTPStatus)
+IDLE_TIMEOUT = 60      # seconds a keep-alive connection may wait for its next request
+WRITE_TIMEOUT = 60     # seconds to send an answer; a client that doesn't read it is dropped
+LINGER = 1.0           # seconds spent reading (and dropping) what a refused client still sends
+MAX_CONNECTIONS = int(config.SETTINGS["ENVREPRO_SERVE_MAX_CONNECTIONS"])
 
 
 def error_response(err):
-    """The answer to an errors.ServeError: its status and headers, ``{"error": message}``."""
-    return json_response(err.status, {"error": err.message}, err.headers)
+    """The answer to an errors.ServeError: its status and headers, ``{"error": message}`` (cut to
+    errors.MAX_MESSAGE characters)."""
+    message = err.message if len(err.message) <= MAX_MESSAGE else err.message[:MAX_MESSAGE - 3] + "..."
+    return json_response(err.status, {"error": message}, err.headers)
 
 
 def _printable(text, limit=200):
@@ -37,147 +43,210 @@ def _printable(text, limit=200):
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "envrepro-serve"
-    sys_version = ""
-    disable_nagle_algorithm = True
-    timeout = IDLE_TIMEOUT
+class Connection(object):
+    """One client connection: its requests, one after the other, in the connection's thread."""
 
-    def handle_one_request(self):
-        self._t0 = None
-        self._answered = False
+    def __init__(self, server, sock, addr):
+        self.server, self.sock = server, sock
+        self.client = addr[0] if addr else "-"
+        self.reader = framing.Reader(sock)
+        self.idle_since = clock()    # None while a request is handled
+        self._lock = threading.Lock()
+        self._evicted = False
+        self._linger = False
+
+    def evict(self):
+        """Close the connection if it is idle (between requests): True when it was."""
+        with self._lock:
+            if self.idle_since is None or self._evicted:
+                return False
+            self._evicted = True
         try:
-            http.server.BaseHTTPRequestHandler.handle_one_request(self)
+            self.sock.shutdown(socket.SHUT_RDWR)   # wakes the thread waiting in recv
+        except OSError:
+            pass
+        return True
+
+    def run(self):
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while self._next() and self._handle():
+                with self._lock:
+                    self.idle_since = clock()
+            if self._linger:
+                self._drop_input()
+        except (OSError, ValueError):   # the client reset the connection...
+            pass
+        except Exception as exc:   # a bug: one line
+            self.server.log("connection error from %s: %s" % (self.client, short_error(exc)))
         finally:
-            if self._t0 is not None and not self._answered:   # the client went away mid-request
-                self.server.request_done(None, None, 0.0)
-                self.close_connection = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
 
-    def parse_request(self):
-        self._begin()
-        return http.server.BaseHTTPRequestHandler.parse_request(self)
+    def _next(self):
+        """Wait for the next request's first byte: False to close the connection. (During a drain
+        too: a request on an open connection is still answered, with ``Connection: close``.)"""
+        got = self.reader.wait(IDLE_TIMEOUT)
+        with self._lock:
+            if self._evicted or not got:
+                return False
+            self.idle_since = None
+        return True
 
-    def _begin(self):
-        if self._t0 is None:
-            self._t0 = clock()
-            self.server.request_started()
-
-    def handle_expect_100(self):
-        """``Expect: 100-continue``: refuse before the body is sent when the headers already
-        say no (404, 411, 413, 415...)."""
-        app = self.server.app
-        route = app.route(self.path)
+    def _drop_input(self):
+        """After refusing a request whose body (or framing) was left unread: stop sending, then
+        read what the client still sends for a moment, so that closing doesn't reset the
+        connection before the client has read the answer."""
         try:
-            app.check(route, self.command, self.headers)
-        except ServeError as err:
-            self.close_connection = True
-            self._send(route, error_response(err))
+            self.sock.shutdown(socket.SHUT_WR)
+            end = clock() + LINGER
+            dropped = 0
+            while dropped < (1 << 20) and clock() < end:
+                self.sock.settimeout(max(0.01, end - clock()))
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                dropped += len(data)
+        except (OSError, ValueError):
+            pass
+
+    def _handle(self):
+        """Read, answer and log one request; whether the connection stays open."""
+        t0 = clock()
+        self.server.request_started()
+        self.method = self.path = "-"
+        self.keep_alive_10 = False
+        holds = []
+        try:
+            route, response, keep = self._exchange(t0, holds)
+        except framing.ClientGone:   # gone mid-request: nobody to answer
+            self.server.request_done(None, None, 0.0)
             return False
-        return http.server.BaseHTTPRequestHandler.handle_expect_100(self)
+        except Exception as exc:   # a bug: one line, a 500, and the connection closed
+            self.server.log("internal error on %s %s: %s" % (_printable(self.method),
+                                                             _printable(self.path.split("?")[0]), short_error(exc)))
+            route, response, keep = None, error_response(InternalError("internal error: %s" % short_error(exc))), False
+        finally:
+            for hold in holds:   # the answer is made: a slow reader of it holds no request memory
+                hold.release()
+        return self._send(route, response, t0, keep)
 
-    def _serve(self):
-        app = self.server.app
-        route = app.route(self.path)
-        sent_length = self.headers.get("Content-Length")
+    def _exchange(self, t0, holds):
+        """The request's route, the answer, and whether to keep the connection."""
+        server, app = self.server, self.server.app
+        deadline = t0 + app.settings["deadline"]
+        route = None
         try:
-            app.check(route, self.command, self.headers)
-        except ServeError as err:
-            if self.command == "POST" or (sent_length not in (None, "0")):
-                self.close_connection = True   # the body stays unread
-            return self._send(route, error_response(err))
+            head = framing.read_head(self.reader, deadline)
+            self.method, self.path = head.method, head.target
+            route = app.route(head.target)
+            length = framing.body_length(head)
+        except ServeError as err:   # the framing can't be trusted: answered, then closed
+            self._linger = True
+            return route, error_response(err), False
+        keep = framing.keep_alive(head)
+        self.keep_alive_10 = keep and head.version == "HTTP/1.0"
         body = b""
-        if route.method == "POST":
-            length = int(sent_length.strip())
-            body = self.rfile.read(length) if length else b""
-            if len(body) != length:     # the client closed the connection mid-body
-                self.close_connection = True
-                return
-        elif sent_length not in (None, "0"):
-            self.close_connection = True
         try:
-            response = app.answer(route, body, self._t0)
+            app.check(route, head.method, head, length)
+            expect = framing.expects_continue(head)
+            if route.method == "POST":
+                holds.append(app.limits.hold_body(length, deadline))
+                if expect and length:
+                    try:
+                        self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    except (OSError, ValueError):
+                        raise framing.ClientGone()
+                body = self.reader.read_body(length, deadline) if length else b""
+            elif length:   # a body nobody reads: the connection can't be reused
+                keep = False
+                self._linger = True
+        except ServeError as err:
+            if length or (length is None and head.method == "POST"):   # a body may follow, unread
+                keep = False
+                self._linger = True
+            return route, error_response(err), keep
+        try:
+            response = app.answer(route, body, t0)
         except ServeError as err:
             response = error_response(err)
         except Exception as exc:   # a bug: one line, never a traceback
-            self.server.log("internal error on %s %s: %s" % (self.command, _printable(self.path.split("?")[0]),
-                                                             short_error(exc)))
+            server.log("internal error on %s %s: %s" % (self.method, _printable(self.path.split("?")[0]),
+                                                        short_error(exc)))
             response = error_response(InternalError("internal error: %s" % short_error(exc)))
-        self._send(route, response)
+        return route, response, keep
 
-    do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve
+    def _write(self, data):
+        self.sock.settimeout(WRITE_TIMEOUT)
+        self.sock.sendall(data)
 
-    def send_error(self, code, message=None, explain=None):
-        """Errors found by http.server itself (bad request line, headers too long, unknown
-        method): a JSON answer without the offending text."""
-        self._begin()
-        self.close_connection = True
-        self._send(None, error_response(ServeError(int(code), _PHRASES.get(int(code), "error"))))
-
-    def _send(self, route, response):
-        if self.server.draining:
-            self.close_connection = True
-        body = response.body
-        lines = ["%s %d %s" % (self.protocol_version, response.status, _PHRASES.get(response.status, "")),
-                 "Server: %s" % self.server_version,
-                 "Date: %s" % self.date_time_string(),
-                 "Content-Type: %s" % response.content_type,
-                 "Content-Length: %d" % len(body)]
-        lines.extend("%s: %s" % kv for kv in response.headers)
-        if self.close_connection:
-            lines.append("Connection: close")
-        elif self.request_version == "HTTP/1.0":   # it asked for keep-alive: say it is kept
-            lines.append("Connection: keep-alive")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self._answered = True
-        seconds = clock() - (self._t0 if self._t0 is not None else clock())
+    def _send(self, route, response, t0, keep):
+        """Write the answer and log it; whether the connection stays open."""
+        keep = keep and not self.server.draining
+        head = framing.head_bytes(response.status, response.content_type, len(response.body), response.headers,
+                                  close=not keep, keep_alive_10=keep and self.keep_alive_10)
+        seconds = clock() - t0
         endpoint = route.endpoint if route is not None else "unknown"
         # Logged before the answer leaves: a client that has its answer finds the line written.
-        self.server.log("%s %s %s %d %.1fms" % (
-            self.client_address[0] if self.client_address else "-", self.command or "-",
-            _printable((getattr(self, "path", None) or "-").split("?")[0]), response.status,
-            seconds * 1e3))
+        self.server.log("%s %s %s %d %.1fms" % (self.client, _printable(self.method),
+                                                 _printable(self.path.split("?")[0]), response.status,
+                                                 seconds * 1e3))
         try:
-            self.wfile.write(head if self.command == "HEAD" else head + body)
+            self._write(head if self.method == "HEAD" else head + response.body)
+        except (OSError, ValueError):
+            keep = False
         finally:
             self.server.request_done(endpoint, response.status, seconds)
-
-    def log_message(self, format, *args):   # http.server's own lines: ours replace them
-        pass
+        return keep
 
 
-class HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    """Listens on ``(host, port)`` (IPv6 when the host has a colon) and answers with ``app``;
-    ``log(line)`` writes one log line, ``metrics`` counts requests."""
+class HTTPServer(object):
+    """Listens on ``(host, port)`` and answers with ``app``; ``log(line)`` writes one log line,
+    ``metrics`` counts requests; at most ``max_connections`` connections at once."""
 
-    # Connection threads are daemons, never joined on server_close: an idle keep-alive
-    # connection doesn't hold up the drain, which waits for requests in flight only.
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, address, app, metrics, log):
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    def __init__(self, address, app, metrics, log, max_connections=MAX_CONNECTIONS):
         self.app = app
         self.metrics = metrics
         self.log = log
         self.draining = False
         self._cond = threading.Condition()
         self._in_flight = 0
-        self._thread = None
-        http.server.HTTPServer.__init__(self, address, Handler)
-
-    def server_bind(self):
-        # HTTPServer.server_bind looks the host name up (getfqdn): slow without a network.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        self._last_refusal = None
+        self.listener = Listener(address, max_connections, lambda sock, addr: Connection(self, sock, addr),
+                                 self._refuse)
+        self.server_address = self.listener.server_address
+        if metrics is not None:
+            metrics.connections = self.listener.count
 
     def start(self):
         """Accept connections in a background thread."""
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="envrepro-http")
-        self._thread.daemon = True
-        self._thread.start()
+        self.listener.start()
+
+    def _refuse(self, sock):
+        """A connection over the limit: 503 with Retry-After (one send, never waiting), closed."""
+        err = ServeError(503, "the server has its maximum of %d connections open "
+                              "(ENVREPRO_SERVE_MAX_CONNECTIONS); retry" % self.listener.limit,
+                         [("Retry-After", RETRY_AFTER)])
+        response = error_response(err)
+        try:
+            sock.setblocking(False)
+            sock.send(framing.head_bytes(503, response.content_type, len(response.body), response.headers,
+                                         close=True) + response.body)
+            sock.shutdown(socket.SHUT_WR)
+            for _ in range(16):   # what already came: closing over unread bytes would reset the answer
+                if not sock.recv(65536):
+                    break
+        except OSError:   # nothing more to read now (or the client is gone)
+            pass
+        if self.metrics is not None:
+            self.metrics.refused()
+        now = clock()
+        if self._last_refusal is None or now - self._last_refusal > 10:   # one line per 10 s at most
+            self._last_refusal = now
+            self.log("connection refused: %d connections open (ENVREPRO_SERVE_MAX_CONNECTIONS)"
+                     % self.listener.limit)
 
     def request_started(self):
         with self._cond:
@@ -201,9 +270,7 @@ class HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         """Answer what is in flight (each answer closes its connection) but accept nothing new:
         the listening socket is closed."""
         self.draining = True
-        if self._thread is not None:
-            self.shutdown()
-        self.server_close()
+        self.listener.close()
 
     def wait_idle(self, timeout, abort=None):
         """Wait until no request is in flight (True) or ``timeout`` seconds pass or ``abort()``
@@ -216,11 +283,3 @@ class HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
                     return False
                 self._cond.wait(min(left, 0.1))
         return True
-
-    def handle_error(self, request, client_address):
-        """An exception out of a connection's thread (the peer reset it...): one line."""
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, socket.timeout)):
-            return
-        self.log("connection error from %s: %s" % (client_address[0] if client_address else "-",
-                                                   short_error(exc)))

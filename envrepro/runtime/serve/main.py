@@ -12,8 +12,10 @@ thread, warm it up with one prediction (model.py), then start the prediction wor
 answer ready. SIGTERM or SIGINT: readiness answers 503, the listening socket closes, the requests
 in flight are answered within ENVREPRO_SERVE_GRACE seconds, exit 0 (a second signal stops
 waiting). A model that fails to load or warm up: one log line, then exit 5, as TF Serving exits,
-so the orchestrator restarts it and shows the failure. Logs go to stderr, one line per request
-(client, method, path, status, milliseconds) and per event; never a payload or a traceback
+so the orchestrator restarts it and shows the failure. A prediction worker that dies (the model
+raised SystemExit...): its request is answered 500, readiness turns off, the requests in flight
+are answered (queued ones 503), then exit 75, to be restarted. Logs go to stderr, one line per
+request (client, method, path, status, milliseconds) and per event; never a payload or a traceback
 (ENVREPRO_DEBUG=1 prints the traceback of a failed load). Exit codes: config.EXIT_CODES.
 """
 from __future__ import absolute_import, division, print_function
@@ -38,6 +40,7 @@ EXIT_OK = config.EXIT_CODES["ok"]
 EXIT_USAGE = config.EXIT_CODES["usage"]
 EXIT_LISTEN = config.EXIT_CODES["listen"]
 EXIT_LOAD_FAILED = config.EXIT_CODES["load_failed"]
+EXIT_WORKER_DIED = config.EXIT_CODES["worker_died"]
 EXIT_PLAN = config.EXIT_CODES["plan"]
 
 _log_lock = threading.Lock()
@@ -59,7 +62,11 @@ class UsageError(Exception):
 
 
 _INTS = {"ENVREPRO_SERVE_PORT": ("port", 0, 65535), "ENVREPRO_SERVE_WORKERS": ("workers", 1, 1024),
-         "ENVREPRO_SERVE_QUEUE": ("queue", 0, 1000000), "ENVREPRO_SERVE_MAX_BODY": ("max_body", 0, 1 << 40)}
+         "ENVREPRO_SERVE_QUEUE": ("queue", 0, 1000000), "ENVREPRO_SERVE_MAX_BODY": ("max_body", 0, 1 << 40),
+         "ENVREPRO_SERVE_MAX_CONNECTIONS": ("max_connections", 1, 100000),
+         "ENVREPRO_SERVE_REQUEST_MEMORY": ("memory", 1 << 20, 1 << 44),
+         "ENVREPRO_SERVE_MAX_ELEMENTS": ("max_elements", 1, 1 << 40),
+         "ENVREPRO_SERVE_MAX_BATCH": ("max_batch", 1, 1 << 40)}
 _FLOATS = {"ENVREPRO_SERVE_DEADLINE": ("deadline", 0.001), "ENVREPRO_SERVE_GRACE": ("grace", 0.0)}
 _FLAGS = {"--plan": "plan", "--name": "ENVREPRO_SERVE_NAME", "--host": "ENVREPRO_SERVE_HOST",
           "--port": "ENVREPRO_SERVE_PORT"}
@@ -97,6 +104,9 @@ def options(argv, environ):
                 raise ValueError()
         except ValueError:
             raise UsageError("%s must be a number of seconds >= %g" % (key, low))
+    if opts["memory"] < 4 * opts["max_body"]:
+        raise UsageError("ENVREPRO_SERVE_REQUEST_MEMORY (%d) must be at least 4 x ENVREPRO_SERVE_MAX_BODY "
+                         "(%d): a quarter of it holds the bodies being read" % (opts["memory"], opts["max_body"]))
     return opts
 
 
@@ -117,6 +127,9 @@ def plan_servable(plan):
         raise
 
 
+LIMIT_OPTIONS = ("deadline", "max_body", "max_elements", "max_batch", "memory")
+
+
 class Serving(object):
     """One server: HTTP listener, state, metrics, and the model loaded by ``load()`` (a callable
     returning a model.Servable) in a background thread."""
@@ -130,10 +143,9 @@ class Serving(object):
         self.metrics = Metrics(queue_depth=self._depth, ready=self.state.ready)
         self.metrics.build_info = {"python": platform.python_version(), "tensorflow": "",
                                    "keras": "", "lock": lock or ""}
-        self.app = App(name, {"deadline": opts["deadline"], "max_body": opts["max_body"]},
-                       self.metrics, self.state, version)
+        self.app = App(name, dict((k, opts[k]) for k in LIMIT_OPTIONS), self.metrics, self.state, version)
         self.http = None
-        self.failed = None          # the exit code once loading failed
+        self.failed = None          # the exit code once loading failed or a prediction worker died
         self._loader = None
 
     def _depth(self):
@@ -146,7 +158,8 @@ class Serving(object):
 
     def listen(self):
         """Bind and accept connections (OSError when the address can't be used)."""
-        self.http = HTTPServer((self.opts["host"], self.opts["port"]), self.app, self.metrics, log)
+        self.http = HTTPServer((self.opts["host"], self.opts["port"]), self.app, self.metrics, log,
+                               self.opts["max_connections"])
         self.http.start()
         log("listening on %s:%d for model '%s' (live: %s, ready: %s)"
             % (self.opts["host"], self.port, self.name, config.LIVE_PATH, config.READY_PATH))
@@ -165,7 +178,7 @@ class Serving(object):
             for line in servable.warmup():
                 log(line)
             queue = PredictQueue(servable.predict, self.opts["workers"], self.opts["queue"],
-                                 self.metrics.expired)
+                                 self.metrics.expired, self._worker_died)
             queue.start()
             info = getattr(servable, "info", None) or {}
             for key in ("tensorflow", "keras"):
@@ -184,6 +197,18 @@ class Serving(object):
             if self.debug:
                 traceback.print_exc(file=sys.stderr)
             self.failed = EXIT_LOAD_FAILED
+
+    def _worker_died(self, message):
+        """A prediction worker died: readiness off for good, and the server exits (run())."""
+        self.state.broken(message)
+        log("%s: readiness off; the server exits (%d) to be restarted" % (message, EXIT_WORKER_DIED))
+        self.failed = EXIT_WORKER_DIED
+
+    def watch(self):
+        """Notice a prediction worker thread gone without a word (the queue says so once)."""
+        queue = self.state.queue
+        if queue is not None and self.failed is None and not queue.alive() and queue.dead is None:
+            queue.die("a prediction worker died: its thread ended")
 
     def loading(self):
         return self._loader is not None and self._loader.is_alive()
@@ -216,8 +241,8 @@ class Signals(object):
 
 
 def run(opts, load, name, version="", lock="", debug=False):
-    """Serve until SIGTERM/SIGINT (exit 0) or a failed load (exit 5). Must run in the main
-    thread (signals)."""
+    """Serve until SIGTERM/SIGINT (exit 0), a failed load (exit 5) or a dead prediction worker
+    (the requests in flight answered, then exit 75). Must run in the main thread (signals)."""
     serving = Serving(opts, load, name, version, lock, debug)
     try:
         serving.listen()
@@ -227,27 +252,33 @@ def run(opts, load, name, version="", lock="", debug=False):
     signals = Signals()
     serving.start_loading()
     while not signals.received and serving.failed is None:
+        serving.watch()
         time.sleep(0.05)
-    if not signals.received:
+    if serving.failed == EXIT_LOAD_FAILED and not signals.received:
         serving.close()
         return serving.failed
-    signame = "SIGTERM" if signals.received[0] == signal.SIGTERM else "SIGINT"
+    if signals.received:
+        signame = "SIGTERM" if signals.received[0] == signal.SIGTERM else "SIGINT"
+        code, why = EXIT_OK, signame
+    else:
+        code, why = serving.failed, "prediction worker died"
     log("%s: draining %d request(s) in flight, up to %gs (ENVREPRO_SERVE_GRACE)"
-        % (signame, serving.http.in_flight(), opts["grace"]))
-    idle = serving.drain(opts["grace"], abort=lambda: len(signals.received) > 1)
+        % (why, serving.http.in_flight(), opts["grace"]))
+    idle = serving.drain(opts["grace"], abort=lambda: len(signals.received) > (1 if code == EXIT_OK else 0))
     if idle:
         log("drained; exiting")
     else:
         log("stopped waiting with %d request(s) unanswered; exiting" % serving.http.in_flight())
     queue = serving.state.queue
-    if serving.loading() or (queue is not None and queue.busy()) or "tensorflow" in sys.modules:
+    if (serving.loading() or (queue is not None and (queue.busy() or queue.dead is not None))
+            or "tensorflow" in sys.modules):
         # A thread inside TensorFlow can't be interrupted, and TensorFlow's C++ runtime can abort
         # while the interpreter tears down ("terminate called without an active exception",
         # exit 139, seen with TF 2.4 after a drain): every answer is sent, so exit without it.
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(EXIT_OK)
-    return EXIT_OK
+        os._exit(code)
+    return code
 
 
 def main(argv=None, environ=None):

@@ -46,6 +46,8 @@ class Metrics(object):
         self._durations = {}         # endpoint -> [count per bucket..., sum, count]
         self._in_flight = 0
         self._expired = 0
+        self._refused = 0
+        self.connections = lambda: 0     # open connections (the HTTP layer sets it)
         self.queue_depth = queue_depth or (lambda: 0)
         self.ready = ready or (lambda: False)
         self.load_seconds = None
@@ -80,6 +82,11 @@ class Metrics(object):
         with self._lock:
             self._expired += 1
 
+    def refused(self):
+        """A connection refused: ENVREPRO_SERVE_MAX_CONNECTIONS were open."""
+        with self._lock:
+            self._refused += 1
+
     def in_flight(self):
         with self._lock:
             return self._in_flight
@@ -89,7 +96,7 @@ class Metrics(object):
         with self._lock:
             requests = sorted(self._requests.items())
             durations = sorted((k, list(v)) for k, v in self._durations.items())
-            in_flight, expired = self._in_flight, self._expired
+            in_flight, expired, refused = self._in_flight, self._expired, self._refused
         out = []
 
         def family(name, kind, text):
@@ -111,6 +118,11 @@ class Metrics(object):
             out.append("envrepro_request_duration_seconds_count%s %s" % (_labels([("endpoint", endpoint)]), hist[-1]))
         family("envrepro_requests_in_flight", "gauge", "Requests being handled now.")
         out.append("envrepro_requests_in_flight %s" % in_flight)
+        family("envrepro_connections_open", "gauge", "Client connections open now.")
+        out.append("envrepro_connections_open %s" % _num(int(self.connections())))
+        family("envrepro_connections_refused_total", "counter",
+               "Connections refused (503) because ENVREPRO_SERVE_MAX_CONNECTIONS were open.")
+        out.append("envrepro_connections_refused_total %s" % refused)
         family("envrepro_queue_depth", "gauge", "Predictions waiting for a worker.")
         out.append("envrepro_queue_depth %s" % _num(int(self.queue_depth())))
         family("envrepro_queue_expired_total", "counter",

@@ -5,7 +5,13 @@ A request thread submits a job and waits for it until the request's deadline. Su
 queue raises QueueFull (503); a job still waiting when its deadline passes is dropped by the worker
 that takes it, never run; a job running when its waiter gives up finishes and its result is
 discarded (a prediction can't be interrupted). The errors are errors.ServeError: the HTTP layer
-answers them as they are. Standard library only, Python 3.6 syntax.
+answers them as they are.
+
+A worker that dies (the model raised SystemExit, KeyboardInterrupt or another BaseException, or the
+thread ended any other way) answers its job 500, fails the queued jobs at once (503) and refuses
+new ones, and calls ``on_fatal(message)``: the server then turns readiness off and exits, so the
+orchestrator restarts it; no request waits for its deadline. Standard library only, Python 3.6
+syntax.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -14,7 +20,7 @@ import threading
 import time
 
 from ..facts import short_error
-from .errors import GatewayTimeout, InternalError, Overloaded
+from .errors import GatewayTimeout, InternalError, Overloaded, ServeError, Unavailable
 
 clock = time.monotonic
 
@@ -39,6 +45,13 @@ class PredictFailed(InternalError):
         self.cause = cause
 
 
+class WorkerDied(Unavailable):
+    """503 with Retry-After: a prediction worker died; the server is stopping (another replica, or
+    this one restarted, answers the retry)."""
+
+    HEADERS = (("Retry-After", "1"),)
+
+
 class Job(object):
     __slots__ = ("inputs", "deadline", "done", "result", "error", "state")
 
@@ -53,13 +66,16 @@ class Job(object):
 
 class PredictQueue(object):
     """``workers`` threads calling ``predict(inputs)``; at most ``size`` jobs wait for them.
-    ``on_expired`` is called for each job dropped unrun."""
+    ``on_expired`` is called for each job dropped unrun, ``on_fatal(message)`` once when a worker
+    dies (``dead`` is that message from then on)."""
 
-    def __init__(self, predict, workers=1, size=32, on_expired=None):
+    def __init__(self, predict, workers=1, size=32, on_expired=None, on_fatal=None):
         self.predict = predict
         self.workers = max(1, int(workers))
         self.size = max(0, int(size))
         self.on_expired = on_expired
+        self.on_fatal = on_fatal
+        self.dead = None
         self._cond = threading.Condition()
         self._waiting = collections.deque()
         self._idle = 0
@@ -88,6 +104,8 @@ class PredictQueue(object):
         """Queue a prediction due by ``deadline`` (a ``clock()`` time); QueueFull when full."""
         job = Job(inputs, deadline)
         with self._cond:
+            if self.dead is not None:
+                raise WorkerDied("the server is stopping: %s" % self.dead)
             if self._stopped or len(self._waiting) + 1 - self._idle > self.size:
                 raise QueueFull("the server is busy: the queue of %d requests is full" % self.size)
             self._waiting.append(job)
@@ -100,6 +118,8 @@ class PredictQueue(object):
         dropped = False
         with self._cond:
             if job.state == "finished":
+                if isinstance(job.error, ServeError):   # already the answer (WorkerDied...)
+                    raise job.error
                 if job.error is not None:
                     raise PredictFailed(job.error)
                 return job.result
@@ -142,20 +162,63 @@ class PredictQueue(object):
             return False
         return job
 
+    def alive(self):
+        """False once a worker died or a worker thread is gone while the queue runs."""
+        if self.dead is not None:
+            return False
+        return self._stopped or all(t.is_alive() for t in self._threads)
+
     def _work(self):
-        while True:
-            job = self._take()
-            if job is None:
-                return
-            if job is False:
-                continue
-            try:
-                result, error = self.predict(job.inputs), None
-            except Exception as exc:  # the model's error, answered 500 by the waiter
-                result, error = None, exc
-            with self._cond:
-                self._busy -= 1
-                if job.state == "running":
-                    job.state = "finished"
-                    job.result, job.error = result, error
+        reason = "a prediction worker died: its thread ended"
+        try:
+            while True:
+                job = self._take()
+                if job is None:
+                    reason = None      # stopped: the normal end
+                    return
+                if job is False:
+                    continue
+                try:
+                    result, error = self.predict(job.inputs), None
+                except Exception as exc:  # the model's error, answered 500 by the waiter
+                    result, error = None, exc
+                except BaseException as exc:   # SystemExit, KeyboardInterrupt...: this worker dies
+                    reason = "a prediction worker died: %s" % short_error(exc)
+                    self._finish(job, None, PredictFailed(exc))
+                    return
+                self._finish(job, result, error)
+        except BaseException as exc:   # a bug in the queue itself
+            reason = "a prediction worker died: %s" % short_error(exc)
+        finally:
+            if reason is not None:
+                self.die(reason)
+
+    def _finish(self, job, result, error):
+        with self._cond:
+            self._busy -= 1
+            if job.state == "running":
+                job.state = "finished"
+                job.result, job.error = result, error
+        job.done.set()
+
+    def die(self, reason):
+        """A worker is gone: every queued job is answered 503 now, new ones are refused, and
+        ``on_fatal`` is told (once)."""
+        with self._cond:
+            first = self.dead is None
+            if first:
+                self.dead = reason
+            failed = list(self._waiting)
+            self._waiting.clear()
+            for job in failed:
+                job.state = "finished"
+                job.error = WorkerDied("the server is stopping: %s" % reason)
+            self._stopped = True
+            self._cond.notify_all()
+        for job in failed:
             job.done.set()
+        if first and self.on_fatal is not None:
+            try:
+                self.on_fatal(reason)
+            except Exception:
+                pass

@@ -27,7 +27,9 @@ DTYPES = {
     "bool": ("DT_BOOL", "BOOL"), "string": ("DT_STRING", "BYTES"),
 }
 V2_DTYPES = dict((v2, name) for name, (_, v2) in DTYPES.items())
-_MAX_DEPTH = 32
+MAX_RANK = 32          # dimensions of a tensor (numpy 1.x's maximum); more -> 400
+MAX_DIM = (1 << 63) - 1
+_MAX_DEPTH = MAX_RANK
 
 
 def _np():
@@ -121,7 +123,11 @@ def _bytes_leaf(value, spec, what):
                                  % (what, spec.name))
         raise InputError("%s: input '%s' expects strings or {\"b64\": ...} objects" % (what, spec.name))
     if isinstance(value, str):
-        return value.encode("utf-8")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError:   # a lone surrogate (``"\ud800"``): no UTF-8 for it
+            raise InputError("%s: input '%s' has a string that is not valid Unicode (a lone surrogate)"
+                             % (what, spec.name))
     raise InputError("%s: input '%s' expects strings (dtype string), got a %s"
                      % (what, spec.name, _json_kind(value)))
 
@@ -169,6 +175,8 @@ def to_array(value, spec, what, shape=None):
     Serving does.
     """
     np = _np()
+    if shape is not None:
+        check_declared_shape(shape, what)
     if spec.dtype == "string":
         flat, got = _strings(value, spec, what)
         arr = np.empty(len(flat), dtype=object)
@@ -207,6 +215,14 @@ def to_array(value, spec, what, shape=None):
         arr = arr.reshape(shape)
     check_shape(spec, list(arr.shape), what)
     return arr
+
+
+def check_declared_shape(shape, what):
+    """InputError unless a declared (V2) shape has at most MAX_RANK dimensions, each an int64."""
+    if len(shape) > MAX_RANK:
+        raise InputError("%s: the shape has %d dimensions, over the maximum of %d" % (what, len(shape), MAX_RANK))
+    if any(d > MAX_DIM for d in shape):
+        raise InputError("%s: a dimension of the shape is over 2^63 - 1" % what)
 
 
 def _product(shape):

@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover
     from urllib import unquote
 
 from .config import MODEL_VERSION
-from .tensors import InputError, dims, raw_json, to_array, v2_dtype
+from .tensors import InputError, check_declared_shape, dims, raw_json, to_array, v2_dtype
 
 SERVER_NAME = "envrepro"
 PLATFORM = "tensorflow_keras"
@@ -154,6 +154,7 @@ def _parse(body, signature):
                              "data" % where)
         if not _is_shape(tensor.get("shape")):
             raise InputError("%s: \"shape\" must be a list of non-negative integers" % where)
+        check_declared_shape(tensor["shape"], where)
         if tensor.get("datatype") != v2_dtype(spec.dtype):
             raise InputError("input '%s' expects datatype %s" % (spec.name, v2_dtype(spec.dtype)))
         if "data" not in tensor:

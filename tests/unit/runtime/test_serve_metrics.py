@@ -41,11 +41,14 @@ def test_exposition_format_and_values():
     m.finished("v2_infer", 400, 0.001)
     m.started()   # still in flight
     m.expired()
+    m.connections = lambda: 7
+    m.refused()
     samples, types = parse(m.render())
     assert types == {"envrepro_requests_total": "counter", "envrepro_request_duration_seconds": "histogram",
                      "envrepro_requests_in_flight": "gauge", "envrepro_queue_depth": "gauge",
                      "envrepro_queue_expired_total": "counter", "envrepro_model_ready": "gauge",
-                     "envrepro_model_load_seconds": "gauge", "envrepro_build_info": "gauge"}
+                     "envrepro_model_load_seconds": "gauge", "envrepro_build_info": "gauge",
+                     "envrepro_connections_open": "gauge", "envrepro_connections_refused_total": "counter"}
     assert samples['envrepro_requests_total{endpoint="v1_predict",code="200"}'] == "4"
     assert samples['envrepro_requests_total{endpoint="v2_infer",code="400"}'] == "1"
     hist = 'envrepro_request_duration_seconds_bucket{endpoint="v1_predict",le="%s"}'
@@ -56,6 +59,7 @@ def test_exposition_format_and_values():
     assert samples["envrepro_requests_in_flight"] == "1" and samples["envrepro_queue_depth"] == "3"
     assert samples["envrepro_queue_expired_total"] == "1" and samples["envrepro_model_ready"] == "1"
     assert samples["envrepro_model_load_seconds"] == "1.5"
+    assert samples["envrepro_connections_open"] == "7" and samples["envrepro_connections_refused_total"] == "1"
     info = [k for k in samples if k.startswith("envrepro_build_info")]
     assert info == ['envrepro_build_info{keras="we\\"ird\\\\",lock="%s",python="3.11.7",tensorflow="2.21.0"}'
                     % ("ab" * 32)]
