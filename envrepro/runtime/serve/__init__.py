@@ -13,9 +13,9 @@ it, and HTTP as one layer around both.
 - ``limits``: what a request may cost before the work: the memory budgets and the JSON scan
   (nesting, values, number length);
 - ``v1`` (TF Serving REST) and ``v2`` (Open Inference Protocol): their routes, request parsing and
-  response formatting;
+  response formatting; ``binary`` (V2's binary tensor data extension);
 - ``errors`` (every error a request can get, with its HTTP status), ``queue`` (bounded queue and
-  workers, deadlines), ``model`` (the servable made of the loaded Keras model), ``tensors``
+  workers, deadlines), ``batching`` (concurrent requests merged into one model call), ``model`` (the servable made of the loaded Keras model), ``tensors``
   (signatures, dtypes, JSON <-> arrays), ``metrics`` (Prometheus text), ``config`` (the contract
   with the host side: paths, port, settings, exit codes).
 

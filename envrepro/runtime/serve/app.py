@@ -19,7 +19,7 @@ import json
 import os
 import threading
 
-from . import config, v1, v2
+from . import binary, config, v1, v2
 from .errors import (LengthRequired, MethodNotAllowed, NotFound, NotReady, PayloadTooLarge, Unavailable,
                      UnsupportedMediaType)
 from .limits import Limits, tensor_bytes
@@ -28,9 +28,9 @@ from .queue import DeadlineExceeded, clock
 from .tensors import RawJSON
 
 JSON_TYPE = "application/json"
-# The Open Inference Protocol's binary tensor data extension: a JSON header of this many bytes, then
-# raw tensor data. Not supported (415) until it is.
-BINARY_HEADER = "Inference-Header-Content-Length"
+# The Open Inference Protocol's binary tensor data extension (binary.py): a JSON header of this many
+# bytes, then raw tensor data; V2 infer only (415 elsewhere).
+BINARY_HEADER = binary.HEADER
 # The protocol adapters: ``route(path)`` -> (endpoint, method, handler(app, body, started), model
 # name, version), or None.
 PROTOCOLS = (v1, v2)
@@ -184,16 +184,27 @@ class App(object):
             raise PayloadTooLarge("the body is %d bytes, over the limit of %d (ENVREPRO_SERVE_MAX_BODY)"
                                   % (length, self.settings["max_body"]))
         if headers.get(BINARY_HEADER) is not None:
-            raise UnsupportedMediaType("the binary tensor data extension (%s) is not supported: send "
-                                       "the tensors as JSON" % BINARY_HEADER)
-        if not content_type_ok(headers.get("Content-Type")):
+            if route.endpoint != "v2_infer":
+                raise UnsupportedMediaType("the binary tensor data extension (%s) is for V2 infer "
+                                           "only: send the tensors as JSON" % BINARY_HEADER)
+            binary.header_length(headers.get(BINARY_HEADER), length)   # 400 unless it fits
+        elif not content_type_ok(headers.get("Content-Type")):
             raise UnsupportedMediaType("send Content-Type: application/json (UTF-8)")
 
-    def answer(self, route, body, started):
+    def answer(self, route, body, started, headers=None):
         """The answer (a Response) to a routed request whose body (bytes, b"" for GET) has been
-        read; ``started`` is the clock() time it arrived (the deadline counts from there). Raises
+        read; ``started`` is the clock() time it arrived (the deadline counts from there);
+        ``headers`` (``get(name)``) the request's, checked by ``check``. Raises
         errors.ServeError."""
-        result = route.handler(body, started)
+        value = headers.get(BINARY_HEADER) if headers is not None else None
+        if value is not None:   # V2 infer only (check)
+            result = route.handler(body, started, binary.header_length(value, len(body)))
+        else:
+            result = route.handler(body, started)
+        if isinstance(result, binary.BinaryAnswer):
+            header = dumps(result.obj).encode("utf-8")
+            return Response(200, b"".join([header] + result.chunks), binary.CONTENT_TYPE,
+                            [(BINARY_HEADER, str(len(header)))])
         return result if isinstance(result, Response) else json_response(*result)
 
     # -- health, metrics -----------------------------------------------------------------------
@@ -222,12 +233,13 @@ class App(object):
             return servable
         raise NotReady("the model is not ready yet (loading or warming up)")
 
-    def predict(self, body, started, parse, describe):
+    def predict(self, body, started, parse, describe, extra=None):
         """The one predict path: the request's ``body`` scanned and decoded as JSON under the
         limits (limits.py), ``parse(obj, signature)`` (the protocol's) -> ``(inputs, format)``,
         the batch checked, the prediction queued and waited for until the deadline (counted from
         ``started``), and ``format(outputs)`` returned. ``describe(signature)`` is how the
-        protocol writes the signature in a message."""
+        protocol writes the signature in a message; ``extra(obj)``, the bytes the inputs will
+        take beyond what the JSON's scan counts (binary data), reserved before they are made."""
         servable = self.servable()
         queue = self.state.queue
         seconds = self.settings["deadline"]
@@ -235,10 +247,13 @@ class App(object):
         hint = " (the model's signature: %s)" % describe(servable.signature)
         obj, hold, found = self.limits.parse(body, deadline, hint)
         try:
+            more = extra(obj) if extra is not None else 0
+            if more:
+                self.limits.grow(hold, hold.size + more, deadline)
             inputs, fmt = parse(obj, servable.signature)
             del obj    # the inputs are made: the parsed JSON goes
             self.limits.check_batch(inputs, servable.signature)
-            hold.shrink(tensor_bytes(inputs, found))
+            hold.shrink(tensor_bytes(inputs, found) + more)
             if clock() >= deadline:
                 raise DeadlineExceeded("the deadline of %gs passed before the prediction was queued" % seconds)
             try:

@@ -47,6 +47,9 @@ SETTINGS = {
                                              # their parsed JSON and inputs (3/4); full -> 503
     "ENVREPRO_SERVE_MAX_ELEMENTS": str(4 * 1024 * 1024),   # JSON values per body; more -> 413
     "ENVREPRO_SERVE_MAX_BATCH": "65536",     # rows per input; more -> 413
+    "ENVREPRO_SERVE_BATCH_MAX_SIZE": "0",  # rows per merged model call; 0 = batching off
+                                             # (the default: see docs/serving.md, Batching)
+    "ENVREPRO_SERVE_BATCH_TIMEOUT_MS": "2",  # ms the first request waits for others to merge
     "ENVREPRO_SERVE_GRACE": "20",            # seconds to drain in-flight requests on SIGTERM
     "ENVREPRO_SERVE_LOCK": "",               # the capture's lock sha256 for envrepro_build_info
                                              # ("" = the plan's PLAN_LOCK_KEY)

@@ -169,7 +169,7 @@ class Connection(object):
                 self._linger = True
             return route, error_response(err), keep
         try:
-            response = app.answer(route, body, t0)
+            response = app.answer(route, body, t0, head)
         except ServeError as err:
             response = error_response(err)
         except Exception as exc:   # a bug: one line, never a traceback

@@ -193,6 +193,19 @@ class Limits(object):
             hold.release()
             raise
 
+    def grow(self, hold, size, deadline):
+        """Grow a parse's ``hold`` to ``size`` bytes (what its inputs will take): PayloadTooLarge
+        when that could never fit, Busy when no room was made until ``deadline``."""
+        if size > self.parses.total:
+            raise PayloadTooLarge("the request's tensors would take about %s, over the %s for parsed "
+                                  "requests (three quarters of ENVREPRO_SERVE_REQUEST_MEMORY)"
+                                  % (_mib(size), _mib(self.parses.total)))
+        if size > hold.size:
+            if self.parses.reserve(size - hold.size, deadline) is None:
+                raise Busy("the server is busy: the memory for parsed requests "
+                           "(ENVREPRO_SERVE_REQUEST_MEMORY) stayed full until the request's deadline")
+            hold.size = size
+
     def check_batch(self, inputs, signature):
         """PayloadTooLarge when an input with a free first dimension has more rows than
         ENVREPRO_SERVE_MAX_BATCH."""

@@ -30,11 +30,11 @@ import traceback
 
 from ..facts import short_error
 from ..planload import PlanError, PlanLoad, entry_arguments, read_plan
-from . import config
+from . import batching, config
 from .app import App, State
 from .http import HTTPServer
 from .metrics import Metrics
-from .queue import PredictQueue, clock
+from .queue import clock
 
 EXIT_OK = config.EXIT_CODES["ok"]
 EXIT_USAGE = config.EXIT_CODES["usage"]
@@ -66,8 +66,10 @@ _INTS = {"ENVREPRO_SERVE_PORT": ("port", 0, 65535), "ENVREPRO_SERVE_WORKERS": ("
          "ENVREPRO_SERVE_MAX_CONNECTIONS": ("max_connections", 1, 100000),
          "ENVREPRO_SERVE_REQUEST_MEMORY": ("memory", 1 << 20, 1 << 44),
          "ENVREPRO_SERVE_MAX_ELEMENTS": ("max_elements", 1, 1 << 40),
-         "ENVREPRO_SERVE_MAX_BATCH": ("max_batch", 1, 1 << 40)}
-_FLOATS = {"ENVREPRO_SERVE_DEADLINE": ("deadline", 0.001), "ENVREPRO_SERVE_GRACE": ("grace", 0.0)}
+         "ENVREPRO_SERVE_MAX_BATCH": ("max_batch", 1, 1 << 40),
+         "ENVREPRO_SERVE_BATCH_MAX_SIZE": ("batch_max_size", 0, 1 << 40)}
+_FLOATS = {"ENVREPRO_SERVE_DEADLINE": ("deadline", 0.001), "ENVREPRO_SERVE_GRACE": ("grace", 0.0),
+           "ENVREPRO_SERVE_BATCH_TIMEOUT_MS": ("batch_timeout_ms", 0.0)}
 _FLAGS = {"--plan": "plan", "--name": "ENVREPRO_SERVE_NAME", "--host": "ENVREPRO_SERVE_HOST",
           "--port": "ENVREPRO_SERVE_PORT"}
 
@@ -103,7 +105,7 @@ def options(argv, environ):
             if not opts[name] >= low:
                 raise ValueError()
         except ValueError:
-            raise UsageError("%s must be a number of seconds >= %g" % (key, low))
+            raise UsageError("%s must be a number (%s) >= %g" % (key, "ms" if key.endswith("_MS") else "seconds", low))
     if opts["memory"] < 4 * opts["max_body"]:
         raise UsageError("ENVREPRO_SERVE_REQUEST_MEMORY (%d) must be at least 4 x ENVREPRO_SERVE_MAX_BODY "
                          "(%d): a quarter of it holds the bodies being read" % (opts["memory"], opts["max_body"]))
@@ -177,17 +179,17 @@ class Serving(object):
             stage = "warm-up"
             for line in servable.warmup():
                 log(line)
-            queue = PredictQueue(servable.predict, self.opts["workers"], self.opts["queue"],
-                                 self.metrics.expired, self._worker_died)
+            queue = batching.make_queue(servable, self.opts, self.metrics.expired, self._worker_died,
+                                        self.metrics.ran)
             queue.start()
             info = getattr(servable, "info", None) or {}
             for key in ("tensorflow", "keras"):
                 self.metrics.build_info[key] = info.get(key) or ""
             self.metrics.load_seconds = round(clock() - t0, 3)
             self.state.serve(servable, queue)
-            log("ready in %.1fs: %s; %d worker(s), queue %d, deadline %gs"
+            log("ready in %.1fs: %s; %d worker(s), queue %d, deadline %gs, %s"
                 % (clock() - t0, servable.signature.describe(), self.opts["workers"],
-                   self.opts["queue"], self.opts["deadline"]))
+                   self.opts["queue"], self.opts["deadline"], batching.describe(self.opts)))
         except BaseException as exc:  # user modules may call sys.exit(); TF may raise anything
             stage = getattr(exc, "serve_stage", None) or stage
             message = short_error(exc)

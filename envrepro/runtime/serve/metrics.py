@@ -10,6 +10,8 @@ import threading
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds; the request latency histogram's upper bounds (+Inf is implied).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Rows per model call (batching merges requests); the batch size histogram's upper bounds.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
 def escape(value):
@@ -36,6 +38,22 @@ def _num(x):
     return repr(x)
 
 
+def _observe(hist, bounds, value):
+    for i, bound in enumerate(bounds):
+        if value <= bound:
+            hist[i] += 1
+    hist[-2] += value
+    hist[-1] += 1
+
+
+def _histogram(out, name, bounds, hist):
+    for bound, n in zip(bounds, hist):
+        out.append('%s_bucket{le="%s"} %s' % (name, _num(bound), n))
+    out.append('%s_bucket{le="+Inf"} %s' % (name, hist[-1]))
+    out.append("%s_sum %s" % (name, _num(hist[-2])))
+    out.append("%s_count %s" % (name, hist[-1]))
+
+
 class Metrics(object):
     """Counters, the latency histogram and gauges of one server. ``queue_depth`` and ``ready``
     are callables read at render time."""
@@ -46,6 +64,8 @@ class Metrics(object):
         self._durations = {}         # endpoint -> [count per bucket..., sum, count]
         self._in_flight = 0
         self._expired = 0
+        self._batches = [0] * len(BATCH_BUCKETS) + [0, 0]     # count per bucket..., sum, count
+        self._waits = [0] * len(BUCKETS) + [0.0, 0]
         self._refused = 0
         self.connections = lambda: 0     # open connections (the HTTP layer sets it)
         self.queue_depth = queue_depth or (lambda: 0)
@@ -72,6 +92,14 @@ class Metrics(object):
             hist[-2] += seconds
             hist[-1] += 1
 
+    def ran(self, rows, waits):
+        """One model call: the ``rows`` it predicts, and the seconds each of its requests waited
+        in the queue (``waits``)."""
+        with self._lock:
+            _observe(self._batches, BATCH_BUCKETS, rows)
+            for seconds in waits:
+                _observe(self._waits, BUCKETS, seconds)
+
     def dropped(self):
         """A request abandoned before it was answered (the client went away)."""
         with self._lock:
@@ -97,6 +125,7 @@ class Metrics(object):
             requests = sorted(self._requests.items())
             durations = sorted((k, list(v)) for k, v in self._durations.items())
             in_flight, expired, refused = self._in_flight, self._expired, self._refused
+            batches, waits = list(self._batches), list(self._waits)
         out = []
 
         def family(name, kind, text):
@@ -128,6 +157,12 @@ class Metrics(object):
         family("envrepro_queue_expired_total", "counter",
                "Queued predictions dropped unrun because their deadline passed.")
         out.append("envrepro_queue_expired_total %s" % expired)
+        family("envrepro_batch_size", "histogram",
+               "Rows per model call (several requests when batching merges them).")
+        _histogram(out, "envrepro_batch_size", BATCH_BUCKETS, batches)
+        family("envrepro_queue_wait_seconds", "histogram",
+               "Time a prediction waited in the queue (batching's wait included) before its model call.")
+        _histogram(out, "envrepro_queue_wait_seconds", BUCKETS, waits)
         family("envrepro_model_ready", "gauge", "1 when the model is loaded, warmed up and served.")
         out.append("envrepro_model_ready %s" % _num(bool(self.ready())))
         family("envrepro_model_load_seconds", "gauge", "Seconds the model took to load and warm up.")

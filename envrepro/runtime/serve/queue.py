@@ -25,6 +25,15 @@ from .errors import GatewayTimeout, InternalError, Overloaded, ServeError, Unava
 clock = time.monotonic
 
 
+def rows_of(inputs):
+    """The rows of a request's inputs: the first dimension of its first input with one (1 when
+    none has)."""
+    for arr in (inputs.values() if isinstance(inputs, dict) else ()):
+        if getattr(arr, "ndim", 0):
+            return int(arr.shape[0])
+    return 1
+
+
 class QueueFull(Overloaded):
     """Every worker is busy and the queue holds its maximum of waiting jobs (503, Retry-After)."""
 
@@ -53,11 +62,12 @@ class WorkerDied(Unavailable):
 
 
 class Job(object):
-    __slots__ = ("inputs", "deadline", "done", "result", "error", "state")
+    __slots__ = ("inputs", "deadline", "done", "result", "error", "state", "queued_at")
 
     def __init__(self, inputs, deadline):
         self.inputs = inputs
         self.deadline = deadline
+        self.queued_at = clock()
         self.done = threading.Event()
         self.result = None
         self.error = None
@@ -67,14 +77,16 @@ class Job(object):
 class PredictQueue(object):
     """``workers`` threads calling ``predict(inputs)``; at most ``size`` jobs wait for them.
     ``on_expired`` is called for each job dropped unrun, ``on_fatal(message)`` once when a worker
-    dies (``dead`` is that message from then on)."""
+    dies (``dead`` is that message from then on), ``on_run(rows, waits)`` before each model call
+    (the rows it predicts, and the seconds each of its requests waited in the queue)."""
 
-    def __init__(self, predict, workers=1, size=32, on_expired=None, on_fatal=None):
+    def __init__(self, predict, workers=1, size=32, on_expired=None, on_fatal=None, on_run=None):
         self.predict = predict
         self.workers = max(1, int(workers))
         self.size = max(0, int(size))
         self.on_expired = on_expired
         self.on_fatal = on_fatal
+        self.on_run = on_run
         self.dead = None
         self._cond = threading.Condition()
         self._waiting = collections.deque()
@@ -109,7 +121,7 @@ class PredictQueue(object):
             if self._stopped or len(self._waiting) + 1 - self._idle > self.size:
                 raise QueueFull("the server is busy: the queue of %d requests is full" % self.size)
             self._waiting.append(job)
-            self._cond.notify()
+            self._cond.notify_all()   # idle workers, and one gathering a batch
         return job
 
     def wait(self, job):
@@ -160,7 +172,7 @@ class PredictQueue(object):
                 self.on_expired()
             job.done.set()
             return False
-        return job
+        return [job]
 
     def alive(self):
         """False once a worker died or a worker thread is gone while the queue runs."""
@@ -172,34 +184,50 @@ class PredictQueue(object):
         reason = "a prediction worker died: its thread ended"
         try:
             while True:
-                job = self._take()
-                if job is None:
+                jobs = self._take()
+                if jobs is None:
                     reason = None      # stopped: the normal end
                     return
-                if job is False:
+                if jobs is False:
                     continue
                 try:
-                    result, error = self.predict(job.inputs), None
-                except Exception as exc:  # the model's error, answered 500 by the waiter
-                    result, error = None, exc
+                    answers = self._run(jobs)
                 except BaseException as exc:   # SystemExit, KeyboardInterrupt...: this worker dies
                     reason = "a prediction worker died: %s" % short_error(exc)
-                    self._finish(job, None, PredictFailed(exc))
+                    self._finish(jobs, [(None, PredictFailed(exc))] * len(jobs))
                     return
-                self._finish(job, result, error)
+                self._finish(jobs, answers)
         except BaseException as exc:   # a bug in the queue itself
             reason = "a prediction worker died: %s" % short_error(exc)
         finally:
             if reason is not None:
                 self.die(reason)
 
-    def _finish(self, job, result, error):
+    def _observe(self, jobs, rows=None):
+        if self.on_run is not None:
+            now = clock()
+            self.on_run(rows_of(jobs[0].inputs) if rows is None else rows,
+                        [now - job.queued_at for job in jobs])
+
+    def _run(self, jobs):
+        """``[(result, error)]`` for the jobs taken (one here; batching.py takes several): the
+        model's Exception is the error; a BaseException kills the worker."""
+        job = jobs[0]
+        self._observe(jobs)
+        try:
+            return [(self.predict(job.inputs), None)]
+        except Exception as exc:  # the model's error, answered 500 by the waiter
+            return [(None, exc)]
+
+    def _finish(self, jobs, answers):
         with self._cond:
             self._busy -= 1
-            if job.state == "running":
-                job.state = "finished"
-                job.result, job.error = result, error
-        job.done.set()
+            for job, (result, error) in zip(jobs, answers):
+                if job.state == "running":
+                    job.state = "finished"
+                    job.result, job.error = result, error
+        for job in jobs:
+            job.done.set()
 
     def die(self, reason):
         """A worker is gone: every queued job is answered 503 now, new ones are refused, and

@@ -4,9 +4,9 @@ inputs and formatted back.
 
 ``route(path)`` finds a V2 endpoint and its handler, ``handler(plane, body, started)`` ->
 ``(status, JSON object)``. The rest are pure functions over decoded JSON and numpy arrays
-(tensors.py); standard library otherwise, Python 3.6 syntax. The binary tensor data extension is
-not supported: tensor data is JSON, flat (row-major) or nested. Errors are tensors.InputError
-(400) naming the signature, never the request's values. (The health endpoints, which probes use
+(tensors.py); standard library otherwise, Python 3.6 syntax. Tensor data is JSON, flat (row-major)
+or nested, or raw with the binary tensor data extension (binary.py) for inputs and outputs that
+ask for it. Errors are tensors.InputError (400) naming the signature, never the request's values. (The health endpoints, which probes use
 whatever the protocol, are the data plane's: config.LIVE_PATH, config.READY_PATH.)
 """
 from __future__ import absolute_import, division, print_function
@@ -18,6 +18,7 @@ try:
 except ImportError:  # pragma: no cover
     from urllib import unquote
 
+from . import binary
 from .config import MODEL_VERSION
 from .tensors import InputError, check_declared_shape, dims, raw_json, to_array, v2_dtype
 
@@ -69,12 +70,20 @@ def handle_model_ready(plane, body, started):
     return (200 if ok else 503), {"name": plane.name, "ready": ok}
 
 
-def handle_infer(plane, body, started):
-    def parse(obj, signature):
-        inputs, requested, request_id = parse_infer(obj, signature)
-        return inputs, lambda outputs: format_infer(plane.name, outputs, requested, request_id)
+def handle_infer(plane, body, started, header_length=None):
+    """``header_length``: the binary extension's Inference-Header-Content-Length, when given."""
+    tail = None
+    if header_length is not None:
+        body, tail = binary.split(body, header_length)
 
-    return 200, plane.predict(body, started, parse, describe)
+    def parse(obj, signature):
+        inputs, requested, request_id = parse_infer(obj, signature, tail)
+        every, per_output = binary.wanted(obj)
+        return inputs, lambda outputs: format_infer(plane.name, outputs, requested, request_id,
+                                                    every, per_output)
+
+    answer = plane.predict(body, started, parse, describe, binary.estimate if tail is not None else None)
+    return answer if isinstance(answer, binary.BinaryAnswer) else (200, answer)
 
 
 # -- the protocol's JSON -------------------------------------------------------------------------
@@ -82,7 +91,7 @@ def handle_infer(plane, body, started):
 
 def server_metadata(version):
     """``GET /v2``."""
-    return {"name": SERVER_NAME, "version": version or "", "extensions": []}
+    return {"name": SERVER_NAME, "version": version or "", "extensions": ["binary_tensor_data"]}
 
 
 def _tensor_metadata(spec):
@@ -115,16 +124,17 @@ def _is_shape(value):
                                            for d in value)
 
 
-def parse_infer(body, signature):
+def parse_infer(body, signature, tail=None):
     """An infer request -> ``(inputs, outputs, id)``: ``{input name: array}``, the output names
-    asked for (None: all) and the request id to echo (None: none given)."""
+    asked for (None: all) and the request id to echo (None: none given). ``tail``: the binary data
+    after the JSON header (binary.Tail) of a request with the binary extension."""
     try:
-        return _parse(body, signature)
+        return _parse(body, signature, tail)
     except InputError as exc:
         raise _bad(str(exc), signature)
 
 
-def _parse(body, signature):
+def _parse(body, signature, tail=None):
     if not isinstance(body, dict):
         raise InputError("the request must be a JSON object with \"inputs\"")
     request_id = body.get("id")
@@ -149,14 +159,17 @@ def _parse(body, signature):
         params = tensor.get("parameters", {})
         if not isinstance(params, dict):
             raise InputError("%s: \"parameters\" must be an object" % where)
-        if "binary_data_size" in params:
-            raise InputError("%s: the binary tensor data extension is not supported; send JSON "
-                             "data" % where)
+        if "binary_data_size" in params and tail is None:
+            raise InputError("%s: binary_data_size needs the binary tensor data extension (the %s "
+                             "header)" % (where, binary.HEADER))
         if not _is_shape(tensor.get("shape")):
             raise InputError("%s: \"shape\" must be a list of non-negative integers" % where)
         check_declared_shape(tensor["shape"], where)
         if tensor.get("datatype") != v2_dtype(spec.dtype):
             raise InputError("input '%s' expects datatype %s" % (spec.name, v2_dtype(spec.dtype)))
+        if "binary_data_size" in params:
+            arrays[spec.name] = binary.to_array(tensor, spec, tail, where)
+            continue
         if "data" not in tensor:
             raise InputError("%s has no \"data\"" % where)
         data = tensor["data"]
@@ -166,6 +179,8 @@ def _parse(body, signature):
     missing = [s.name for s in signature.inputs if s.name not in arrays]
     if missing:
         raise InputError("missing input(s): %s" % ", ".join(missing))
+    if tail is not None:
+        tail.check_used()
     batches = set(a.shape[0] for a in arrays.values() if a.ndim)
     if len(batches) > 1:
         raise InputError("the inputs have different batch sizes")
@@ -199,16 +214,21 @@ def _bytes_data(flat):
                  for v in flat], {"content_type": "base64"})
 
 
-def format_infer(name, outputs, requested=None, request_id=None):
+def format_infer(name, outputs, requested=None, request_id=None, every_binary=False, binary_outputs=None):
     """``outputs`` (``[(name, array)]``) -> the infer response, data flat in row-major order;
-    only the ``requested`` outputs when given, in the order asked."""
+    only the ``requested`` outputs when given, in the order asked. Outputs to answer binary
+    (``binary_outputs``: name -> bool, over ``every_binary``) make it a binary.BinaryAnswer."""
     by_name = dict(outputs)
     order = requested if requested is not None else [n for n, _ in outputs]
     tensors = []
+    chunks = []
     for out_name in order:
         arr = by_name[out_name]
         tensor = {"name": out_name, "datatype": v2_dtype(arr.dtype), "shape": list(arr.shape)}
-        if arr.dtype.kind in "OSU":
+        if (binary_outputs or {}).get(out_name, every_binary):
+            chunks.append(binary.output_bytes(arr))
+            tensor["parameters"] = {"binary_data_size": len(chunks[-1])}
+        elif arr.dtype.kind in "OSU":
             tensor["data"], params = _bytes_data(arr.reshape(-1).tolist())
             if params:
                 tensor["parameters"] = params
@@ -219,4 +239,4 @@ def format_infer(name, outputs, requested=None, request_id=None):
     response = {"model_name": name, "model_version": VERSION, "outputs": tensors}
     if request_id is not None:
         response["id"] = request_id
-    return response
+    return binary.BinaryAnswer(response, chunks) if chunks else response

@@ -91,7 +91,7 @@ def test_both_protocols_and_metadata(server):
     assert call(s, "GET", "/v1/models/fake/versions/1")[2]["model_version_status"][0]["state"] == "AVAILABLE"
     assert "serving_default" in call(s, "GET", "/v1/models/fake/metadata")[2]["metadata"]["signature_def"]["signature_def"]
     assert call(s, "GET", "/v2/models/fake")[2]["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]
-    assert call(s, "GET", "/v2")[2] == {"name": "envrepro", "version": "9.9", "extensions": []}
+    assert call(s, "GET", "/v2")[2] == {"name": "envrepro", "version": "9.9", "extensions": ["binary_tensor_data"]}
     assert call(s, "GET", "/v2/models/fake/ready")[0] == 200
     status, headers, text = call(s, "GET", "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")

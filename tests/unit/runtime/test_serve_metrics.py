@@ -43,12 +43,19 @@ def test_exposition_format_and_values():
     m.expired()
     m.connections = lambda: 7
     m.refused()
+    m.ran(3, [0.002, 0.0005, 0.2])
+    m.ran(1, [0.0])
     samples, types = parse(m.render())
+    assert samples['envrepro_batch_size_bucket{le="1"}'] == "1" and samples['envrepro_batch_size_bucket{le="4"}'] == "2"
+    assert samples["envrepro_batch_size_count"] == "2" and samples["envrepro_batch_size_sum"] == "4"
+    assert samples['envrepro_queue_wait_seconds_bucket{le="0.001"}'] == "2"
+    assert samples['envrepro_queue_wait_seconds_bucket{le="+Inf"}'] == "4"
     assert types == {"envrepro_requests_total": "counter", "envrepro_request_duration_seconds": "histogram",
                      "envrepro_requests_in_flight": "gauge", "envrepro_queue_depth": "gauge",
                      "envrepro_queue_expired_total": "counter", "envrepro_model_ready": "gauge",
                      "envrepro_model_load_seconds": "gauge", "envrepro_build_info": "gauge",
-                     "envrepro_connections_open": "gauge", "envrepro_connections_refused_total": "counter"}
+                     "envrepro_connections_open": "gauge", "envrepro_connections_refused_total": "counter",
+                     "envrepro_batch_size": "histogram", "envrepro_queue_wait_seconds": "histogram"}
     assert samples['envrepro_requests_total{endpoint="v1_predict",code="200"}'] == "4"
     assert samples['envrepro_requests_total{endpoint="v2_infer",code="400"}'] == "1"
     hist = 'envrepro_request_duration_seconds_bucket{endpoint="v1_predict",le="%s"}'

@@ -172,7 +172,7 @@ def test_v2_multi_input_bytes_and_output_filter():
 
 
 def test_v2_metadata():
-    assert servev2.server_metadata("0.1.0") == {"name": "envrepro", "version": "0.1.0", "extensions": []}
+    assert servev2.server_metadata("0.1.0") == {"name": "envrepro", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
     meta = servev2.model_metadata("m", MULTI)
     assert meta["name"] == "m" and meta["versions"] == ["1"] and meta["platform"] == "tensorflow_keras"
     assert meta["inputs"][0] == {"name": "a", "datatype": "FP32", "shape": [-1, 2]}
