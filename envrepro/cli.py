@@ -24,7 +24,7 @@ from envrepro.version import __version__
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Capture a Keras model's environment at save time; reproduce it in Docker to load it anywhere.")
-images_app = typer.Typer(add_completion=False, help="List or prune envrepro's environment images.",
+images_app = typer.Typer(add_completion=False, help="List or prune envrepro's environment images (and serving containers left behind).",
                          invoke_without_command=True)
 app.add_typer(images_app, name="images")
 
@@ -212,7 +212,9 @@ app.command()(clisharing.verify)
 
 @images_app.callback()
 def images_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
-    """List envrepro's environment images with their size and the captures they serve."""
+    """List envrepro's environment images with their size and the captures they serve.
+
+    And the serving containers `envrepro serve` started: alive, or orphaned (that serve is gone)."""
     if ctx.invoked_subcommand is not None:
         return
     from envrepro import commands
@@ -225,7 +227,9 @@ def images_prune(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be removed."),
     cache: bool = typer.Option(False, "--cache", help="Also remove the build cache: TensorFlow-closure images no environment uses, and Dockerfile builder stages."),
 ) -> None:
-    """Remove envrepro images that no known capture uses any more."""
+    """Remove envrepro images no known capture uses any more, and orphaned serving containers.
+
+    Orphaned: started by an `envrepro serve` that is gone (they go first)."""
     from envrepro import commands
 
     emit(commands.images_prune(dry_run=dry_run, cache=cache))

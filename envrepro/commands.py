@@ -288,12 +288,15 @@ def serve(model: str, port: int = 8501, host: str = "127.0.0.1", name: Optional[
           base_image: Optional[str] = None, gpus: Optional[str] = None, unsafe: bool = False,
           memory: str = "4g", allow_model_change: bool = False,
           engine_factory: Optional[EngineFactory] = None, verbose: bool = False) -> Exited:
-    """``envrepro serve MODEL``: build if needed, run in the foreground until Ctrl-C (the
-    server's log lines are shown as messages). The images index records that the capture uses
-    the served image's environment as the server starts (it runs until stopped or killed)."""
+    """``envrepro serve MODEL``: build if needed, run in the foreground until a signal (Ctrl-C,
+    SIGTERM: the server drains, its containers go; exit 0) or until the server exits by itself
+    (its exit code); the server's log lines are shown as messages. A watcher removes the
+    containers if this process is killed. The images index records that the capture uses the
+    served image's environment as the server starts (it runs until stopped or killed)."""
     from envrepro.image import usage
     from envrepro.sandbox.container import prepare
     from envrepro.serving import foreground as serving_run
+    from envrepro.serving import watcher
 
     cap = prepare(model, allow_model_change=allow_model_change)
     signed(cap)
@@ -301,7 +304,8 @@ def serve(model: str, port: int = 8501, host: str = "127.0.0.1", name: Optional[
     with progress_reporter(verbose=verbose) as say:
         recording = usage.RecordingStarts(engine, cap, say)
         return Exited(serving_run.serve(cap, recording, port=port, host=host, name=name, base_image=base_image,
-                                        gpus=wants_gpus(gpus), unsafe=unsafe, memory=memory, say=say))
+                                        gpus=wants_gpus(gpus), unsafe=unsafe, memory=memory, say=say,
+                                        watch=watcher.spawn))
 
 
 def k8s(model: str, image: str, **options: Any) -> KubernetesManifests:
@@ -315,16 +319,28 @@ def k8s(model: str, image: str, **options: Any) -> KubernetesManifests:
 
 
 def images_list(engine_factory: Optional[EngineFactory] = None) -> ImageList:
+    """envrepro's images, each with the serving containers running from it (``serving``: whose
+    ``envrepro serve`` runs, or is gone: orphaned)."""
     from envrepro.image import inventory
+    from envrepro.serving import orphans
 
-    return ImageList(inventory.list_images(engine_factory_or_default(engine_factory)()))
+    engine = engine_factory_or_default(engine_factory)()
+    return ImageList(orphans.attach(inventory.list_images(engine), orphans.listing(engine), inventory.ImageRow))
 
 
 def images_prune(dry_run: bool = False, cache: bool = False,
                  engine_factory: Optional[EngineFactory] = None) -> PruneResult:
+    """The orphaned serving containers first (their images may then go too), then the images."""
     from envrepro.image import inventory
+    from envrepro.serving import orphans
 
-    return inventory.prune(engine_factory_or_default(engine_factory)(), dry_run=dry_run, cache=cache)
+    engine = engine_factory_or_default(engine_factory)()
+    failed: Dict[str, str] = {}
+    swept = orphans.sweep(engine, dry_run=dry_run, failed=failed)
+    result = inventory.prune(engine, dry_run=dry_run, cache=cache)
+    result.orphans = [c.to_dict() for c in swept]
+    result.failed.update(failed)
+    return result
 
 
 # --------------------------------------------------------------------------------------------

@@ -221,3 +221,26 @@ class ContainerEngine(Protocol):
         tag the archive names: untrusted archives go through ``bundling.imagearchive`` first,
         which hands over a stream naming none."""
         ...
+
+
+class ServiceOwnership(Protocol):
+    """What ``envrepro serve`` asks of an engine about the service containers it owns
+    (``envrepro.serving.orphans``): labels that say which process started them, and the
+    containers that carry such a label. Apart from ``ContainerEngine`` (whose method list
+    tests/unit/engine/test_engine_base.py pins); ``DockerEngine`` and the unit tests' fake
+    implement both, with the same signatures (tests/unit/serving/test_orphans.py checks)."""
+
+    def label_services(self, labels: Dict[str, str]) -> None:
+        """Every service container ``start`` starts from now on, and its relay (and the relay's
+        volume), carries ``labels`` besides its own (replacing those of an earlier call)."""
+        ...
+
+    def services(self, label: str) -> List[Dict[str, Any]]:
+        """The containers, running or not, whose own labels (given when they were started, not
+        inherited unchanged from their image) match ``label`` (``"key"`` or ``"key=value"``).
+        Each is a dict: ``id`` (full), ``name``, ``image`` (as it was started: a tag or an id),
+        ``image_id``, ``running`` (bool), ``status`` (the engine's words), ``labels`` (its own),
+        ``relay_for`` (the service whose port a relay container carries, else ""), ``ports``
+        (``[{"port", "host", "host_port"}]``: what it publishes, a service's relays' included
+        when they match too). Remove one with ``stop``."""
+        ...

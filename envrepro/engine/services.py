@@ -14,6 +14,11 @@ volume; the relay, exec'd in it as its own user, listens on a unix socket there 
 published, forwards from the port to that socket. Both relays run the base image's interpreter in
 isolated mode (``python3 -I -S``) on envrepro's source, never the environment's ``python``, its
 site-packages or the image's HEALTHCHECK. ``stop`` removes all of it.
+
+``label_services`` gives every service started afterwards (its relay and the relay's volume too)
+labels of the caller's: ``envrepro serve`` names its own process there, and ``services`` finds
+the containers carrying such a label again (``envrepro.serving.orphans``: those whose process is
+gone are removed).
 """
 from __future__ import annotations
 
@@ -55,6 +60,12 @@ class ServiceMixin:
     client: Any
     api: Any
     _fail: Any     # DockerEngine._fail: an SDK exception -> an envrepro error
+    _service_labels: Dict[str, str] = {}     # label_services: set per instance, never mutated
+
+    def label_services(self, labels: Dict[str, str]) -> None:
+        """Every service started from now on (its relay and the relay's volume too) carries
+        ``labels`` besides its own."""
+        self._service_labels = {str(k): str(v) for k, v in (labels or {}).items()}
 
     def _container(self, container: str) -> Any:
         try:
@@ -84,6 +95,8 @@ class ServiceMixin:
                 kwargs[key] = value
         if gpus:
             kwargs["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+        if self._service_labels:
+            kwargs["labels"] = dict(self._service_labels)
         if not network_disabled:
             kwargs["ports"] = {f"{p}/tcp": (host, hp or None) for p, (host, hp) in (ports or {}).items()}
             return self._run_detached(image, command, kwargs)
@@ -110,7 +123,7 @@ class ServiceMixin:
         try:
             try:
                 self.client.volumes.create(
-                    name=volume, driver="local", labels={RELAY_VOLUME: volume},
+                    name=volume, driver="local", labels={**self._service_labels, RELAY_VOLUME: volume},
                     driver_opts={"type": "tmpfs", "device": "tmpfs",
                                  "o": f"uid={RELAY_UID},gid={RELAY_UID},mode=0700,size=1m"})
             except Exception as e:
@@ -134,7 +147,7 @@ class ServiceMixin:
                     image, None, entrypoint=relay_argv("tcp-to-unix", outer), user=RELAY_USER,
                     environment={}, read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges"],
                     mem_limit=RELAY_MEMORY, pids_limit=RELAY_PIDS, healthcheck={"test": ["NONE"]},
-                    labels={RELAY_FOR: cid, RELAY_VOLUME: volume}, mounts=[mount],
+                    labels={**self._service_labels, RELAY_FOR: cid, RELAY_VOLUME: volume}, mounts=[mount],
                     ports={f"{p}/tcp": (host, hp or None) for p, (host, hp) in ports.items()},
                     detach=True, stdin_open=False, tty=False,
                     **({"name": f"{name}-relay"} if name else {}))
@@ -216,6 +229,50 @@ class ServiceMixin:
                 pass
         for volume in volumes:
             self._remove_volume(volume)
+
+    def services(self, label: str) -> List[Dict[str, Any]]:
+        """The containers, running or not, whose own labels match ``label`` ("key" or
+        "key=value"): a label inherited unchanged from the image is not the container's own (an
+        image committed from a labelled container must not make its containers look owned).
+        A service's ports are those its relays publish (when they match too)."""
+        import docker.errors
+
+        try:
+            listed = self.api.containers(all=True, filters={"label": [label]})
+        except Exception as e:
+            raise self._fail(e, "listing containers", RunFailed) from None
+        inherited: Dict[str, Dict[str, str]] = {}
+        key, eq, value = label.partition("=")
+        out: List[Dict[str, Any]] = []
+        for c in listed:
+            image_id = str(c.get("ImageID") or "")
+            if image_id not in inherited:
+                try:
+                    inherited[image_id] = dict((self.api.inspect_image(image_id).get("Config") or {}).get("Labels") or {})
+                except docker.errors.NotFound:
+                    inherited[image_id] = {}
+                except Exception as e:
+                    raise self._fail(e, f"inspecting image {image_id[:19]}", RunFailed) from None
+            own = {k: v for k, v in (c.get("Labels") or {}).items() if inherited[image_id].get(k) != v}
+            if key not in own or (eq and own[key] != value):
+                continue
+            ports: Dict[Tuple[int, int], Dict[str, Any]] = {}
+            for p in c.get("Ports") or []:
+                if p.get("PublicPort") and p.get("Type", "tcp") == "tcp":
+                    entry = {"port": int(p.get("PrivatePort") or 0), "host": str(p.get("IP") or "0.0.0.0"),
+                             "host_port": int(p["PublicPort"])}
+                    slot = (entry["port"], entry["host_port"])      # the IPv4 entry over the IPv6 one
+                    if slot not in ports or ":" in ports[slot]["host"]:
+                        ports[slot] = entry
+            out.append({"id": str(c.get("Id") or ""), "name": str((c.get("Names") or [""])[0]).lstrip("/"),
+                        "image": str(c.get("Image") or ""), "image_id": image_id,
+                        "running": c.get("State") == "running", "status": str(c.get("Status") or ""),
+                        "labels": own, "relay_for": own.get(RELAY_FOR, ""), "ports": list(ports.values())})
+        by_id = {s["id"]: s for s in out}
+        for s in out:
+            if s["relay_for"] in by_id:
+                by_id[s["relay_for"]]["ports"] = by_id[s["relay_for"]]["ports"] + s["ports"]
+        return out
 
     def host_port(self, container: str, port: int) -> Optional[int]:
         """The host port published for ``port`` (by the service's relay when it has no network),

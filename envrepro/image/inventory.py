@@ -4,6 +4,10 @@
 index still uses (``image.usage``). Labels are inherited through ``FROM``, so the label only finds
 candidates: prune removes only tags in envrepro's own repositories, and never an image another
 image is built on (``image.ownership``).
+
+The containers ``envrepro serve`` started are listed with their image (``ImageRow.serving``) and
+the orphaned ones are removed before a prune (``PruneResult.orphans``): ``serving.orphans`` finds
+them (``commands.images_list``/``images_prune``); this module only shows them.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ class ImageRow:
     children: List[str] = field(default_factory=list)     # images built on it (prune keeps it)
     full_id: str = ""
     bundle: str = ""                                      # the bundle it was loaded from (origins), else ""
+    serving: List[Dict[str, Any]] = field(default_factory=list)   # envrepro serve's containers of it (orphans.ServingContainer)
 
     @property
     def in_use(self) -> bool:
@@ -106,6 +111,7 @@ class PruneResult:
     cache: List[Dict[str, Any]] = field(default_factory=list)   # builder stages removed (--cache)
     untagged: List[ImageRow] = field(default_factory=list)      # envrepro's tags removed, the image kept (the user's tags)
     dangling: List[str] = field(default_factory=list)           # untagged images with envrepro's labels, left alone
+    orphans: List[Dict[str, Any]] = field(default_factory=list)   # serving containers whose envrepro serve was gone, removed
 
     @property
     def freed(self) -> int:
@@ -114,7 +120,8 @@ class PruneResult:
     def to_dict(self) -> Dict[str, Any]:
         return {"removed": [r.to_dict() for r in self.removed], "kept": [r.to_dict() for r in self.kept],
                 "untagged": [r.to_dict() for r in self.untagged], "dangling": list(self.dangling),
-                "failed": dict(self.failed), "dry_run": self.dry_run, "freed_bytes": self.freed}
+                "failed": dict(self.failed), "dry_run": self.dry_run, "freed_bytes": self.freed,
+                "orphans": list(self.orphans)}
 
 
 BUILDER_LABEL = "org.envrepro.stage=builder"
@@ -274,12 +281,24 @@ def human_size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def _serving_line(c: Dict[str, Any]) -> str:
+    ports = ", ".join(c.get("ports") or []) or "no port"
+    running = "running" if c.get("running") else (c.get("status") or "stopped")
+    state = {"alive": f"envrepro serve pid {c.get('pid')} runs",
+             "orphaned": f"ORPHANED: envrepro serve pid {c.get('pid')} is gone (`envrepro images prune` or the "
+                         "next `envrepro serve` removes it)",
+             }.get(str(c.get("state")), f"envrepro serve pid {c.get('pid')} on {c.get('host')}: not judged here")
+    return f"  {c.get('id')}  {c.get('image')}  {ports}  {c.get('role')}, {running}  {state}"
+
+
 def render_images(rows: List[ImageRow]) -> str:
     if not rows:
         return "no envrepro images\n"
     out = []
     for r in rows:
-        if r.in_use:
+        if r.in_use and not r.captures:
+            state = f"used by container(s) {', '.join(r.containers)}"
+        elif r.in_use:
             state = f"{len(r.captures)} capture(s)"
         elif r.children:
             state = f"unused, kept: {are(r.children)} built on it"
@@ -291,13 +310,19 @@ def render_images(rows: List[ImageRow]) -> str:
         origin = f"  loaded from bundle {r.bundle}" if r.bundle else ""
         out.append(f"{r.tag}  {r.id}  {human_size(r.size)}  created {r.created}  {state}{also}{origin}")
         out.extend(f"    {c}" for c in r.captures)
+    serving = [c for r in rows for c in r.serving]
+    if serving:
+        out.append("serving containers (envrepro serve):")
+        out.extend(_serving_line(c) for c in serving)
     return "\n".join(out) + "\n"
 
 
 def render_prune(result: PruneResult) -> str:
     verb = "would remove" if result.dry_run else "removed"
     untag = "would untag" if result.dry_run else "untagged"
-    lines = [f"{verb} {r.tag} ({human_size(r.size)})" for r in result.removed]
+    lines = [f"{verb} orphaned serving container {c.get('id')} ({c.get('image')}, {c.get('role')}; its envrepro "
+             f"serve pid {c.get('pid')} is gone)" for c in result.orphans]
+    lines += [f"{verb} {r.tag} ({human_size(r.size)})" for r in result.removed]
     lines += [f"{verb} {'shared closure image ' + c['tag'] if c.get('tag') else 'builder cache ' + (c['id'][7:19] or c['id'][:12])} ({human_size(c['size'])})" for c in result.cache]
     lines += [f"{untag} {', '.join(r.tags)} (image kept: tagged {', '.join(r.other_tags)})" for r in result.untagged]
     lines += [f"could not remove {tag}: {why}" for tag, why in sorted(result.failed.items())]

@@ -94,7 +94,11 @@ class FakeEngine:
     """``local``: images present; ``registry``: ref -> image a pull finds; ``run_result``:
     (exit, stdout, stderr) every run answers; ``build_error``/``pull_error``/``fail_remove``:
     failures to inject. Records ``builds`` (context, tag), ``pulls``, ``runs`` (the keyword
-    arguments plus ``image`` and ``command``) and ``removed`` (image ids)."""
+    arguments plus ``image`` and ``command``) and ``removed`` (image ids). Services: ``start``
+    records ``started`` and adds a container ``services`` finds (with the labels of
+    ``label_services``); ``stop`` records ``stopped``, answers ``stop_code`` and removes it and its
+    relays (a container it never knew is not an error while it knows none); ``on_start(cid)``,
+    ``on_follow(cid)``, ``on_stop(cid, timeout)``: hooks (a test sends a signal from one)."""
 
     def __init__(self, local: Iterable[Dict[str, Any]] = (), registry: Optional[Dict[str, Dict[str, Any]]] = None,
                  build_lines: Sequence[str] = ("Step 1/2 : FROM base", "Step 2/2 : RUN pip install"),
@@ -162,11 +166,41 @@ class FakeEngine:
         started = getattr(self, "started", None)
         if started is None:
             started = self.started = []
+        labels = dict(getattr(self, "service_labels", {}))
         started.append(dict(image=image, command=command, ports=ports, environment=environment, user=user,
                             read_only=read_only, tmpfs=tmpfs, cap_drop=cap_drop, security_opt=security_opt,
                             mem_limit=mem_limit, pids_limit=pids_limit, name=name, gpus=gpus,
-                            network_disabled=network_disabled))
-        return f"ctr{len(started)}"
+                            network_disabled=network_disabled, labels=labels))
+        cid = f"ctr{len(started)}"
+        img = self._find(image)
+        self.add_service(cid, image, labels, ports=[{"port": p, "host": h, "host_port": hp or 40000 + len(started)}
+                                                    for p, (h, hp) in (ports or {}).items()],
+                         image_id=img["Id"] if img else "sha256:" + hashlib.sha256(image.encode()).hexdigest())
+        if getattr(self, "on_start", None):
+            self.on_start(cid)
+        return cid
+
+    # ServiceOwnership (envrepro.engine.base): labels for the services started, and finding them
+    def label_services(self, labels: Dict[str, str]) -> None:
+        self.service_labels = dict(labels)
+
+    def add_service(self, cid: str, image: str, labels: Dict[str, str], ports: Sequence[Dict[str, Any]] = (),
+                    relay_for: str = "", image_id: str = "", running: bool = True) -> Dict[str, Any]:
+        """A container ``services`` finds (``start`` adds one per service; tests add orphans)."""
+        entry = {"id": cid, "name": cid, "image": image, "image_id": image_id or "sha256:" + "d" * 64,
+                 "running": running, "status": "Up 2 minutes" if running else "Exited (0)",
+                 "labels": dict(labels, **({"org.envrepro.relay-for": relay_for} if relay_for else {})),
+                 "relay_for": relay_for, "ports": list(ports)}
+        self.service_containers = getattr(self, "service_containers", []) + [entry]
+        return entry
+
+    def services(self, label: str) -> List[Dict[str, Any]]:
+        key, eq, value = label.partition("=")
+        found = [dict(c) for c in getattr(self, "service_containers", [])
+                 if key in c["labels"] and (not eq or c["labels"][key] == value)]
+        for c in found:        # a service's ports are its relays' (those found too), as in Docker
+            c["ports"] = list(c["ports"]) + [p for r in found if r["relay_for"] == c["id"] for p in r["ports"]]
+        return found
 
     def host_port(self, container: str, port: int) -> Optional[int]:
         return getattr(self, "service_port", None)
@@ -177,6 +211,8 @@ class FakeEngine:
     def follow_logs(self, container: str, on_line: LineCallback) -> None:
         for line in getattr(self, "service_logs", []):
             on_line(line)
+        if getattr(self, "on_follow", None):
+            self.on_follow(container)
 
     def container_logs(self, container: str, tail: int = 50) -> str:
         return "\n".join(getattr(self, "service_logs", [])[-tail:])
@@ -186,7 +222,13 @@ class FakeEngine:
         if stopped is None:
             stopped = self.stopped = []
         stopped.append((container, timeout))
-        return 0
+        if getattr(self, "on_stop", None):
+            self.on_stop(container, timeout)
+        known = getattr(self, "service_containers", [])
+        if known and not any(c["id"] == container for c in known):
+            raise EnvreproError(f"finding container {container[:12]} failed: No such container: {container}")
+        self.service_containers = [c for c in known if c["id"] != container and c["relay_for"] != container]
+        return getattr(self, "stop_code", 0)
 
     def containers_using(self, image_id: str) -> List[str]:
         return sorted(getattr(self, "containers", {}).get(image_id, []))
