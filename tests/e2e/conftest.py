@@ -54,5 +54,10 @@ def standin_311(engine) -> str:
 
 
 @pytest.fixture(scope="session")
+def standin_312(engine) -> str:
+    return _standin(engine, "python:3.12-slim")
+
+
+@pytest.fixture(scope="session")
 def standin_39(engine) -> str:
     return _standin(engine, "python:3.9-slim")

@@ -189,3 +189,37 @@ def test_a_tf24_lambda_migrates_from_its_recorded_source_and_an_inferred_capture
     assert not arts["keras"]["written"] and "recorded no source" in arts["keras"]["why_not"]
     text = cli("migrate", plain, "--python", sys.executable, "-o", inferred / "again")
     assert text.returncode == 0 and "migrated, not verified" in text.stdout, text.stdout
+
+
+ONNX_CHECK = textwrap.dedent('''
+    import sys
+    import numpy as np
+    import onnxruntime as ort
+    s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+    x, y = np.load(sys.argv[2]), np.load(sys.argv[3])
+    got = s.run(None, {s.get_inputs()[0].name: x.astype("float32")})[0]
+    print(float(np.max(np.abs(np.asarray(got).reshape(y.shape) - y))))
+''')
+
+
+def test_to_221_builds_its_own_target_image_and_writes_a_verified_onnx(seeds, standin_312, tmp_path):
+    """``--to 2.21``: TensorFlow 2.21 on the Python most of its users have (3.12), resolved with
+    tf2onnx and onnxruntime beside it and built like any environment image; the TF 2.4 H5 becomes
+    a .keras, a SavedModel and an .onnx, each verified in that image; onnxruntime alone, in a
+    fresh host process, reproduces the capture's reference from the .onnx."""
+    model = seeds["adam"]
+    out_dir = tmp_path / "to221"
+    out = cli("migrate", model, "--to", "2.21", "-o", out_dir, "--json")
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    report = json.loads(out.stdout)
+    assert report["target"]["tensorflow"] == "2.21.0" and report["target"]["python"].startswith("3.12")
+    assert report["target"]["how"] == "--to 2.21"
+    arts = {a["format"]: a for a in report["artifacts"]}
+    assert all(arts[f]["verified"] for f in ("keras", "savedmodel", "onnx")), arts
+    cap = manifest.read(layout.sidecar_for(model))
+    ref = cap.data["reference"]
+    proc = subprocess.run([sys.executable, "-c", ONNX_CHECK, arts["onnx"]["path"],
+                           str(cap.root / ref["inputs"][0]), str(cap.root / ref["outputs"][0])],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert float(proc.stdout.strip().splitlines()[-1]) <= 1e-5
