@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
@@ -238,6 +239,9 @@ def sweep(engine: ContainerEngine, here: Optional[Host] = None, dry_run: bool = 
     return done
 
 
+ROUNDS, ROUND_WAIT = 5, 1.0
+
+
 def remove_owned(engine: ContainerEngine, owner: Owner, timeout: int = 0) -> Tuple[List[str], Dict[str, str]]:
     """Remove every container ``owner`` started that is still there (services first: each takes
     its relays with it): (removed ids, id -> why not)."""
@@ -246,12 +250,21 @@ def remove_owned(engine: ContainerEngine, owner: Owner, timeout: int = 0) -> Tup
         return [], {}
     removed: List[str] = []
     failed: Dict[str, str] = {}
-    for _ in range(2):                       # a relay whose service is gone is found the second time
+    for round_ in range(ROUNDS):
+        # a relay whose service is gone (or could not be removed) is found in a later round; a
+        # container another stop is still removing ("removal in progress") is waited for
         mine = [c for c in own.services(f"{PID}={owner.pid}") if owner.owns(c["labels"])]
         ids = {c["id"] for c in mine}
-        todo = [c for c in mine if not (c["relay_for"] and c["relay_for"] in ids) and c["id"] not in failed]
+        for cid in [cid for cid in failed if cid not in ids]:
+            del failed[cid]                  # its removal finished after all
+            removed.append(cid)
+        todo = [c for c in mine if c["id"] not in failed
+                and not (c["relay_for"] and c["relay_for"] in ids and c["relay_for"] not in failed)]
         if not todo:
-            break
+            if not failed or round_ == ROUNDS - 1:
+                break
+            time.sleep(ROUND_WAIT)
+            continue
         for c in todo:
             why = _remove(engine, c["id"], timeout)
             if why:

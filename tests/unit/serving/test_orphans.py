@@ -270,3 +270,37 @@ def test_the_watcher_wakes_as_soon_as_its_lifeline_closes(monkeypatch):
     finally:
         if spawned.proc.poll() is None:
             spawned.proc.kill()
+
+
+def test_a_service_being_removed_elsewhere_is_waited_for_and_its_relay_still_goes(monkeypatch):
+    """The first signal's stop was cut short while Docker removed the model container: removing
+    it again is refused ("removal in progress") and it is still listed; its relay must not be
+    left to the watcher, and the container counts as removed once it is gone."""
+    monkeypatch.setattr(orphans, "ROUND_WAIT", 0.01)
+    eng = engine_with(("mine", ME.labels("serve"), ""), ("myrelay", ME.labels("serve"), "mine"))
+    calls = []
+
+    def stop(cid, timeout):
+        calls.append(cid)
+        if cid == "mine":
+            if calls.count("mine") == 1:
+                raise orphans.errors.EnvreproError("removal of container mine is already in progress")
+        elif cid == "myrelay":   # the in-progress removal of the service finishes meanwhile
+            eng.service_containers = [c for c in eng.service_containers if c["id"] != "mine"]
+
+    eng.on_stop = stop
+    removed, failed = orphans.remove_owned(eng, ME)
+    assert failed == {} and sorted(removed) == ["mine", "myrelay"]
+    assert eng.services(orphans.PID) == []
+
+
+def test_a_container_that_stays_is_reported_after_a_bounded_wait(monkeypatch):
+    monkeypatch.setattr(orphans, "ROUND_WAIT", 0.01)
+    eng = engine_with(("stuck", ME.labels("serve"), ""))
+
+    def stop(cid, timeout):
+        raise orphans.errors.EnvreproError("stopping container stuck failed: permission denied")
+
+    eng.on_stop = stop
+    removed, failed = orphans.remove_owned(eng, ME)
+    assert removed == [] and list(failed) == ["stuck"]
