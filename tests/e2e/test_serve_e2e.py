@@ -223,12 +223,13 @@ def four_slow_requests_in_flight(seed, port):
     """Four slow predict requests sent at once, returned once all four are in flight (the metrics
     scrape that sees them is the fifth): (the input, the client threads, their answers)."""
     big = np.repeat(seed["x"], 20000, axis=0)
-    answers = []
-
+    body_bytes = json.dumps({"instances": big.tolist()}).encode()   # once, before the clients start:
+    answers = []                                                     # on a busy host four dumps in four
+                                                                     # threads kept them from overlapping
     def client():
         try:
             status, _, body = request(port, "POST", f"/v1/models/{seed['name']}:predict",
-                                      {"instances": big.tolist()}, timeout=120)
+                                      body_bytes, timeout=180)
             answers.append((status, len(body.get("predictions", [])) if isinstance(body, dict) else 0))
         except OSError as e:
             answers.append((str(e), 0))
@@ -236,7 +237,7 @@ def four_slow_requests_in_flight(seed, port):
     threads = [threading.Thread(target=client) for _ in range(4)]
     for t in threads:
         t.start()
-    end = time.time() + 60
+    end = time.time() + 120
     while time.time() < end:
         text = request(port, "GET", serveconfig.METRICS_PATH)[2]
         line = next(l for l in text.splitlines() if l.startswith("envrepro_requests_in_flight"))
