@@ -75,6 +75,25 @@ class FakeServable(object):
         return [("y", y), ("n", n), ("echo_bytes", echo)]
 
 
+def in_process(serve, tensors, settings=None, **fake):
+    """The real server (``serve``: serve/main.py, ``tensors``: serve/tensors.py, passed in like
+    FakeServable's) on a free loopback port of this process, serving a FakeServable(**fake), once
+    it is ready; ``.model`` is that fake. ``settings``: ENVREPRO_SERVE_* over the defaults."""
+    environ = dict({"ENVREPRO_SERVE_HOST": "127.0.0.1", "ENVREPRO_SERVE_PORT": "0"}, **(settings or {}))
+    model = FakeServable(tensors, **fake)
+    s = serve.Serving(serve.options([], environ), lambda: model, "fake")
+    s.listen()
+    s.start_loading()
+    end = time.time() + 5
+    while not s.state.ready():
+        if time.time() > end:
+            s.drain(2)
+            raise AssertionError("the fake model's server was not ready within 5 s")
+        time.sleep(0.01)
+    s.model = model
+    return s
+
+
 def _load_runtime(root):
     import importlib.util
 

@@ -16,7 +16,6 @@ from envrepro.runtime.serve import tensors as servetensors
 from envrepro.runtime.serve.queue import DeadlineExceeded, PredictFailed, clock
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from serve_fake import FakeServable  # noqa: E402
 from support import http_json  # noqa: E402
 
 SIG = servetensors.Signature([servetensors.TensorSpec("x", "float32", [None, 3])],
@@ -139,41 +138,31 @@ def test_settings():
         serve.options([], {"ENVREPRO_SERVE_BATCH_MAX_SIZE": "x"})
 
 
-def test_concurrent_clients_are_batched_through_the_server():
-    environ = {"ENVREPRO_SERVE_HOST": "127.0.0.1", "ENVREPRO_SERVE_PORT": "0",
-               "ENVREPRO_SERVE_BATCH_MAX_SIZE": "64", "ENVREPRO_SERVE_BATCH_TIMEOUT_MS": "100"}
-    model = FakeServable(servetensors, delay=0.05)
-    s = serve.Serving(serve.options([], environ), lambda: model, "fake")
-    s.listen()
-    s.start_loading()
-    try:
-        end = time.time() + 5
-        while not s.state.ready():
-            assert time.time() < end
-            time.sleep(0.01)
-        calls_before = model.calls
-        results = {}
+def test_concurrent_clients_are_batched_through_the_server(server):
+    s = server({"ENVREPRO_SERVE_BATCH_MAX_SIZE": "64", "ENVREPRO_SERVE_BATCH_TIMEOUT_MS": "100"},
+               delay=0.05)
+    model = s.model
+    calls_before = model.calls
+    results = {}
 
-        def client(i):
-            x = [[i, i + 0.5, 0], [-i, 1, 2]][: 1 + i % 2]
-            if i % 2:
-                body = {"inputs": [{"name": "x", "shape": [len(x), 3], "datatype": "FP32",
-                                    "data": [v for r in x for v in r]}]}
-                status, _, got = http_json(s.port, "POST", "/v2/models/fake/infer", body, timeout=20)
-                results[i] = (status, x, np.array(got["outputs"][0]["data"]).reshape(-1, 2).tolist())
-            else:
-                status, _, got = http_json(s.port, "POST", "/v1/models/fake:predict", {"instances": x}, timeout=20)
-                results[i] = (status, x, got["predictions"])
+    def client(i):
+        x = [[i, i + 0.5, 0], [-i, 1, 2]][: 1 + i % 2]
+        if i % 2:
+            body = {"inputs": [{"name": "x", "shape": [len(x), 3], "datatype": "FP32",
+                                "data": [v for r in x for v in r]}]}
+            status, _, got = http_json(s.port, "POST", "/v2/models/fake/infer", body, timeout=20)
+            results[i] = (status, x, np.array(got["outputs"][0]["data"]).reshape(-1, 2).tolist())
+        else:
+            status, _, got = http_json(s.port, "POST", "/v1/models/fake:predict", {"instances": x}, timeout=20)
+            results[i] = (status, x, got["predictions"])
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(12)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(20)
-        for i, (status, x, y) in results.items():
-            assert status == 200 and y == [[2 * r[0], 2 * r[1]] for r in x], i
-        assert len(results) == 12 and model.calls - calls_before < 12
-        rendered = s.metrics.render()
-        assert "envrepro_batch_size_count" in rendered and "envrepro_queue_wait_seconds_count" in rendered
-    finally:
-        s.drain(2)
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    for i, (status, x, y) in results.items():
+        assert status == 200 and y == [[2 * r[0], 2 * r[1]] for r in x], i
+    assert len(results) == 12 and model.calls - calls_before < 12
+    rendered = s.metrics.render()
+    assert "envrepro_batch_size_count" in rendered and "envrepro_queue_wait_seconds_count" in rendered

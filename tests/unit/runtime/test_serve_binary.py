@@ -6,40 +6,16 @@ import json
 import os
 import struct
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from envrepro.runtime.serve import binary
-from envrepro.runtime.serve import main as serve
 from envrepro.runtime.serve import tensors as servetensors
 from envrepro.runtime.serve.tensors import InputError, TensorSpec
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from serve_fake import FakeServable  # noqa: E402
 from support import http_json  # noqa: E402
-
-
-@pytest.fixture
-def server():
-    servers = []
-
-    def make(settings=None, **fake):
-        environ = dict({"ENVREPRO_SERVE_HOST": "127.0.0.1", "ENVREPRO_SERVE_PORT": "0"}, **(settings or {}))
-        s = serve.Serving(serve.options([], environ), lambda: FakeServable(servetensors, **fake), "fake")
-        s.listen()
-        s.start_loading()
-        servers.append(s)
-        end = time.time() + 5
-        while not s.state.ready():
-            assert time.time() < end
-            time.sleep(0.01)
-        return s
-
-    yield make
-    for s in servers:
-        s.drain(2)
 
 
 def strings(values):

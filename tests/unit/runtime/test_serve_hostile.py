@@ -14,37 +14,13 @@ import time
 import pytest
 
 from envrepro.runtime.serve import main as serve
-from envrepro.runtime.serve import tensors as servetensors
 from envrepro.runtime.serve.queue import clock
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from serve_fake import FakeServable  # noqa: E402
 
 GOOD = json.dumps({"instances": [[1, 2, 3]]}).encode()
 PREDICT = b"POST /v1/models/fake:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 INFER = b"POST /v2/models/fake/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-
-
-@pytest.fixture
-def server():
-    servers = []
-
-    def make(settings=None, **fake):
-        environ = dict({"ENVREPRO_SERVE_HOST": "127.0.0.1", "ENVREPRO_SERVE_PORT": "0"}, **(settings or {}))
-        model = FakeServable(servetensors, **fake)
-        s = serve.Serving(serve.options([], environ), lambda: model, "fake")
-        s.listen()
-        s.start_loading()
-        servers.append(s)
-        end = time.time() + 5
-        while not s.state.ready():
-            assert time.time() < end
-            time.sleep(0.01)
-        return s
-
-    yield make
-    for s in servers:
-        s.drain(2)
 
 
 def connect(s, timeout=10):

@@ -15,12 +15,10 @@ import time
 import pytest
 
 from envrepro.runtime.serve import config as serveconfig
-from envrepro.runtime.serve import main as serve
-from envrepro.runtime.serve import tensors as servetensors
 from envrepro.runtime.serve.queue import PredictQueue, clock
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from serve_fake import DEATH_VALUES, FakeServable  # noqa: E402
+from serve_fake import DEATH_VALUES  # noqa: E402
 from support import http_json  # noqa: E402
 
 from test_serve_process import Server  # noqa: E402
@@ -30,27 +28,11 @@ EXIT_WORKER_DIED = serveconfig.EXIT_CODES["worker_died"]
 
 
 @pytest.fixture
-def server():
-    servers = []
-
+def server(server):
+    """conftest's server, with a 10 s request deadline unless a test gives another."""
     def make(settings=None, **fake):
-        environ = dict({"ENVREPRO_SERVE_HOST": "127.0.0.1", "ENVREPRO_SERVE_PORT": "0",
-                        "ENVREPRO_SERVE_DEADLINE": "10"}, **(settings or {}))
-        model = FakeServable(servetensors, **fake)
-        s = serve.Serving(serve.options([], environ), lambda: model, "fake")
-        s.listen()
-        s.start_loading()
-        servers.append(s)
-        end = time.time() + 5
-        while not s.state.ready():
-            assert time.time() < end
-            time.sleep(0.01)
-        s.model = model
-        return s
-
-    yield make
-    for s in servers:
-        s.drain(2)
+        return server(dict({"ENVREPRO_SERVE_DEADLINE": "10"}, **(settings or {})), **fake)
+    return make
 
 
 def call(s, method, path, body=None):
