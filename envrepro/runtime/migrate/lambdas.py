@@ -119,6 +119,7 @@ def generate(records, model, modname):
                     raise NotRebuilt("its global %s differs from another Lambda's" % name)
                 lines[name] = line
             fname = _unique(layer, taken | set(globals_) | set(lines))
+            taken.add(fname)        # _unique marked the union it was given, not ``taken``
             node.name = fname
             text = ast.unparse(ast.fix_missing_locations(ast.Module(body=[node],
                                                                      type_ignores=[])))

@@ -98,3 +98,9 @@ def test_weight_norm_kernel_is_tfas():
     conv = rng.randn(3, 3, 2, 5).astype("float32")
     (k,) = weight_norm_arrays("c", names[:2], [np.ones(5, "float32"), conv], [])
     np.testing.assert_allclose((k.astype("float64") ** 2).sum(axis=(0, 1, 2)), np.ones(5), rtol=1e-5)
+
+
+def test_layers_whose_names_clean_up_alike_get_functions_of_their_own(fake_keras):
+    text, functions, why_not = lambdas.generate(
+        [rec("a-b", "lambda x: x + 1"), rec("a_b", "lambda x: x + 2")], "m", "m_lambdas")
+    assert why_not == {} and functions == {"a-b": "a_b", "a_b": "a_b_2"}
