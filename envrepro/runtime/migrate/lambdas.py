@@ -18,6 +18,8 @@ import os
 import re
 import sys
 
+from .graph import unique
+
 IDENT = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,99}\Z")
 MODULE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 OBJECT = re.compile(r"\A([A-Za-z_][A-Za-z0-9_.]*):([A-Za-z_][A-Za-z0-9_.]*)\Z")
@@ -89,16 +91,10 @@ def _global_line(name, entry):
     raise NotRebuilt("its global %s is recorded in no form envrepro takes" % name)
 
 
-def _unique(base, taken):
+def _identifier(base):
+    """A layer name as a Python function name (not a keyword, not starting with a digit)."""
     name = re.sub(r"\W", "_", base).strip("_") or "fn"
-    if name[0].isdigit() or keyword.iskeyword(name):
-        name = "fn_" + name
-    out, i = name, 1
-    while out in taken:
-        i += 1
-        out = "%s_%d" % (name, i)
-    taken.add(out)
-    return out
+    return "fn_" + name if name[0].isdigit() or keyword.iskeyword(name) else name
 
 
 def generate(records, model, modname):
@@ -118,8 +114,8 @@ def generate(records, model, modname):
                 if globals_.get(name, line) != line:
                     raise NotRebuilt("its global %s differs from another Lambda's" % name)
                 lines[name] = line
-            fname = _unique(layer, taken | set(globals_) | set(lines))
-            taken.add(fname)        # _unique marked the union it was given, not ``taken``
+            fname = unique(_identifier(layer), taken | set(globals_) | set(lines))
+            taken.add(fname)        # unique() marked the union it was given, not ``taken``
             node.name = fname
             text = ast.unparse(ast.fix_missing_locations(ast.Module(body=[node],
                                                                      type_ignores=[])))

@@ -103,4 +103,4 @@ def test_weight_norm_kernel_is_tfas():
 def test_layers_whose_names_clean_up_alike_get_functions_of_their_own(fake_keras):
     text, functions, why_not = lambdas.generate(
         [rec("a-b", "lambda x: x + 1"), rec("a_b", "lambda x: x + 2")], "m", "m_lambdas")
-    assert why_not == {} and functions == {"a-b": "a_b", "a_b": "a_b_2"}
+    assert why_not == {} and functions == {"a-b": "a_b", "a_b": "a_b_1"}
