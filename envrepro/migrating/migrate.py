@@ -185,7 +185,8 @@ def _onnx_reason(result: Migration) -> None:
     """The target image has no tf2onnx because envrepro left it out of the lock (it would have
     moved a version, or has no wheel): that reason, which only the host knows, replaces the
     runtime's "not in the target environment"."""
-    why = ((result.target.get("onnx") or {}) if isinstance(result.target.get("onnx"), dict) else {}).get("why_not")
+    onnx = result.target.get("onnx")
+    why = onnx.get("why_not") if isinstance(onnx, dict) else None
     for a in result.artifacts:
         if why and a.get("format") == "onnx" and not a.get("written"):
             a["why_not"] = f"tf2onnx/onnxruntime were left out of the target's lock: {why}"
