@@ -272,7 +272,7 @@ class Target(object):
         ``NAME_lambdas.py`` beside the ``.keras`` and imported (Keras 3 targets only): translate's
         ``lambdas``; the module's functions join the artifact's custom objects."""
         records = [r for r in self.plan.get("lambdas") or [] if isinstance(r, dict)]
-        if self.major < 3 or '"Lambda"' not in repr(arch).replace("'", '"'):
+        if self.major < 3 or "Lambda" not in used_names([arch]):
             return {}
         modname = lambdas.module_name(self.name)
         text, functions, why_not = lambdas.generate(records, self.name, modname)
