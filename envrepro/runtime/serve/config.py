@@ -42,7 +42,7 @@ SETTINGS = {
     "ENVREPRO_SERVE_DEADLINE": "30",         # seconds per request from its first byte: reading
                                              # (over -> 408), queue and prediction (over -> 504)
     "ENVREPRO_SERVE_MAX_BODY": str(32 * 1024 * 1024),   # bytes; more -> 413, before reading
-    "ENVREPRO_SERVE_MAX_CONNECTIONS": "128",  # connections open at once; more -> 503
+    "ENVREPRO_SERVE_MAX_CONNECTIONS": "1000",  # connections open at once; more -> 503
     "ENVREPRO_SERVE_REQUEST_MEMORY": str(512 * 1024 * 1024),   # bytes for request bodies (1/4) and
                                              # their parsed JSON and inputs (3/4); full -> 503
     "ENVREPRO_SERVE_MAX_ELEMENTS": str(4 * 1024 * 1024),   # JSON values per body; more -> 413

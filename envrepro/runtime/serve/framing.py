@@ -49,7 +49,12 @@ class ClientGone(Exception):
     """The client closed or reset the connection before its request was whole."""
 
 
-def _timeout():
+class _More(Exception):
+    """The bytes so far end before the request's head does."""
+
+
+def timeout_error():
+    """408: the request was not whole by its deadline."""
     return RequestTimeout("the request did not arrive whole within its deadline (ENVREPRO_SERVE_DEADLINE)")
 
 
@@ -63,12 +68,12 @@ class Reader(object):
     def _recv(self, deadline):
         left = deadline - clock()
         if left <= 0:
-            raise _timeout()
+            raise timeout_error()
         try:
             self.sock.settimeout(left)
             data = self.sock.recv(_RECV)
         except socket.timeout:
-            raise _timeout()
+            raise timeout_error()
         except (OSError, ValueError):
             raise ClientGone()
         if not data:
@@ -107,6 +112,14 @@ class Reader(object):
             start = len(self.buf)
             self._recv(deadline)
 
+    def take(self, length, deadline):
+        """Exactly ``length`` bytes: the buffer itself when it holds just those (no copy), else
+        read_body."""
+        if len(self.buf) == length:
+            body, self.buf = self.buf, bytearray()
+            return body
+        return self.read_body(length, deadline)
+
     def read_body(self, length, deadline):
         """Exactly ``length`` bytes (a bytearray)."""
         body = bytearray(length)
@@ -118,12 +131,12 @@ class Reader(object):
             while got < length:
                 left = deadline - clock()
                 if left <= 0:
-                    raise _timeout()
+                    raise timeout_error()
                 try:
                     self.sock.settimeout(left)
                     n = self.sock.recv_into(view[got:], min(length - got, _BODY_CHUNK))
                 except socket.timeout:
-                    raise _timeout()
+                    raise timeout_error()
                 except (OSError, ValueError):
                     raise ClientGone()
                 if not n:
@@ -213,6 +226,43 @@ def read_head(reader, deadline):
         if "\r" in text:
             raise BadRequest("malformed header: a bare carriage return")
         fields.append(_field(text))
+
+
+class _Probe(Reader):
+    """A Reader over bytes already received: needing more raises _More instead of reading."""
+
+    def __init__(self, data):
+        Reader.__init__(self, None)
+        self.buf = data
+
+    def _recv(self, deadline):
+        raise _More()
+
+
+HEAD_LIMIT = (MAX_EMPTY_LINES + 1) * 2 + MAX_REQUEST_LINE + MAX_HEADER_BYTES   # bytes a head may take
+
+
+def parse_head(buf, searched=0):
+    """The head at the start of ``buf`` (bytes received so far, not waiting for more):
+    ``(Head, its length in bytes)``, None when the head is not whole yet, or the errors.ServeError
+    read_head raises for it. ``searched``: how many bytes an earlier call saw (the search for the
+    head's end goes on from there: linear however the bytes are split)."""
+    lead = 0
+    while lead < min(len(buf), 2 * (MAX_EMPTY_LINES + 1)) and buf[lead] in (10, 13):   # empty lines first
+        lead += 1
+    start = max(lead, searched - 2)
+    if buf.find(b"\n\r\n", start, HEAD_LIMIT) < 0 and buf.find(b"\n\n", start, HEAD_LIMIT) < 0:
+        if len(buf) < HEAD_LIMIT:
+            return None
+    probe = _Probe(bytearray(buf[:HEAD_LIMIT]))
+    size = len(probe.buf)
+    try:
+        head = read_head(probe, HUGE)
+    except _More:
+        if size >= HEAD_LIMIT:
+            raise HeadersTooLarge("the header section is over %d bytes" % MAX_HEADER_BYTES)
+        return None
+    return head, size - len(probe.buf)
 
 
 def body_length(head):

@@ -1,5 +1,6 @@
 """The model server's HTTP/1.1 layer: connections (keep-alive, pipelined requests answered in
-order) over a bounded pool (listener.py), requests framed strictly (framing.py), the limits
+order), each request gathered whole by the listener's gate before a handler thread answers it
+(listener.py: a slow client holds no thread), requests framed strictly (framing.py), the limits
 decided before a body is read (by the data plane, app.py), one log line per request, in-flight
 accounting for the drain on SIGTERM. Every errors.ServeError raised under it is answered here,
 with its status and headers and ``{"error": message}`` (``error_response``).
@@ -21,13 +22,13 @@ import threading
 from ..facts import short_error
 from . import config, framing
 from .app import json_response
-from .errors import MAX_MESSAGE, RETRY_AFTER, InternalError, ServeError
-from .listener import Listener
+from .errors import MAX_MESSAGE, RETRY_AFTER, InternalError, ServeError, Unavailable
+from .limits import body_busy
+from .listener import CLOSE, KEEP, LINGER, MORE, READY, WAIT, Listener
 from .queue import clock
 
 IDLE_TIMEOUT = 60      # seconds a keep-alive connection may wait for its next request
 WRITE_TIMEOUT = 60     # seconds to send an answer; a client that doesn't read it is dropped
-LINGER = 1.0           # seconds spent reading (and dropping) what a refused client still sends
 MAX_CONNECTIONS = int(config.SETTINGS["ENVREPRO_SERVE_MAX_CONNECTIONS"])
 
 
@@ -43,140 +44,199 @@ def _printable(text, limit=200):
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
+class Request(object):
+    """What the gate learned of a request from its head: ``head``, ``route``, ``length`` (of the
+    body), ``keep`` (the connection), ``error`` (a ServeError to answer instead), ``linger`` (a body
+    may follow, unread), ``expect`` (100-continue), ``hold`` (its body's memory, once held)."""
+
+    def __init__(self, head=None, error=None):
+        self.head, self.error = head, error
+        self.route = self.length = self.hold = None
+        self.keep = self.expect = False
+        self.linger = error is not None
+
+    def refuse(self, err):
+        self.error, self.keep = err, False
+        self.linger = True
+
+    def body_wanted(self):
+        return self.error is None and self.route.method == "POST" and bool(self.length)
+
+
 class Connection(object):
-    """One client connection: its requests, one after the other, in the connection's thread."""
+    """One client connection (the listener's: see listener.py). Its requests are gathered by the
+    listener's gate (``feed``) and answered by a handler thread (``serve``), one after the other."""
 
     def __init__(self, server, sock, addr):
         self.server, self.sock = server, sock
         self.client = addr[0] if addr else "-"
         self.reader = framing.Reader(sock)
-        self.idle_since = clock()    # None while a request is handled
-        self._lock = threading.Lock()
-        self._evicted = False
         self._linger = False
+        self._idle()
 
-    def evict(self):
-        """Close the connection if it is idle (between requests): True when it was."""
-        with self._lock:
-            if self.idle_since is None or self._evicted:
-                return False
-            self._evicted = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)   # wakes the thread waiting in recv
-        except OSError:
-            pass
-        return True
+    def _idle(self):
+        self.idle_since = clock()
+        self.deadline = self.idle_since + IDLE_TIMEOUT
+        self.t0 = self.req = None
+        self._searched = 0
 
-    def run(self):
-        try:
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            while self._next() and self._handle():
-                with self._lock:
-                    self.idle_since = clock()
-            if self._linger:
-                self._drop_input()
-        except (OSError, ValueError):   # the client reset the connection...
-            pass
-        except Exception as exc:   # a bug: one line
-            self.server.log("connection error from %s: %s" % (self.client, short_error(exc)))
-        finally:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-
-    def _next(self):
-        """Wait for the next request's first byte: False to close the connection. (During a drain
-        too: a request on an open connection is still answered, with ``Connection: close``.)"""
-        got = self.reader.wait(IDLE_TIMEOUT)
-        with self._lock:
-            if self._evicted or not got:
-                return False
-            self.idle_since = None
-        return True
-
-    def _drop_input(self):
-        """After refusing a request whose body (or framing) was left unread: stop sending, then
-        read what the client still sends for a moment, so that closing doesn't reset the
-        connection before the client has read the answer."""
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-            end = clock() + LINGER
-            dropped = 0
-            while dropped < (1 << 20) and clock() < end:
-                self.sock.settimeout(max(0.01, end - clock()))
-                data = self.sock.recv(65536)
-                if not data:
-                    break
-                dropped += len(data)
-        except (OSError, ValueError):
-            pass
-
-    def _handle(self):
-        """Read, answer and log one request; whether the connection stays open."""
-        t0 = clock()
-        self.server.request_started()
+    def _begin(self):
+        """A request's first byte is here: its deadline starts (and it is in flight)."""
+        self.t0 = clock()
+        self.idle_since = None
+        self.deadline = self.t0 + self.server.app.settings["deadline"]
         self.method = self.path = "-"
         self.keep_alive_10 = False
-        holds = []
+        self.server.request_started()
+
+    def feed(self, data):
+        """Bytes received (b"": ask again): MORE, WAIT or READY (listener.py)."""
+        if data:
+            if self.t0 is None:
+                self._begin()
+            self.reader.buf += data
+        elif self.t0 is None:
+            if not self.reader.buf:
+                return MORE
+            self._begin()
+        return self._gather()
+
+    def _gather(self):
+        buf = self.reader.buf
+        if self.req is None:
+            try:
+                got = framing.parse_head(buf, self._searched)
+            except ServeError as err:
+                self.req = Request(error=err)
+                return READY
+            if got is None:
+                self._searched = len(buf)
+                return MORE
+            head, size = got
+            del buf[:size]
+            self.req = self._examine(head)
+        req = self.req
+        if not req.body_wanted():
+            return READY
+        if req.hold is None:
+            try:
+                req.hold = self.server.app.limits.try_hold_body(req.length)
+            except ServeError as err:
+                req.refuse(err)
+                return READY
+            if req.hold is None:
+                return WAIT
+            if req.expect:
+                try:
+                    self.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                except OSError:   # the client sends its body after its own wait anyway
+                    pass
+        return READY if len(buf) >= req.length else MORE
+
+    def _examine(self, head):
+        """The Request of ``head``: its route, length and the refusals due before its body."""
+        app = self.server.app
+        req = Request(head)
+        self.method, self.path = head.method, head.target
         try:
-            route, response, keep = self._exchange(t0, holds)
+            req.route = app.route(head.target)
+            req.length = framing.body_length(head)
+        except ServeError as err:   # the framing can't be trusted: answered, then closed
+            req.refuse(err)
+            return req
+        req.keep = framing.keep_alive(head)
+        self.keep_alive_10 = req.keep and head.version == "HTTP/1.0"
+        try:
+            app.check(req.route, head.method, head, req.length)
+            req.expect = framing.expects_continue(head)
+            if req.route.method != "POST" and req.length:   # a body nobody reads: not reused
+                req.keep, req.linger = False, True
+        except ServeError as err:
+            req.error = err
+            if req.length or (req.length is None and head.method == "POST"):   # a body may follow, unread
+                req.keep, req.linger = False, True
+        return req
+
+    def stalled(self, since):
+        """Whether the request began before ``since`` and its head is not whole yet."""
+        return self.t0 is not None and self.t0 < since and self.req is None
+
+    def expire(self, stopping=False):
+        """Past the request's deadline before it was whole: 408 (503 when its body's memory
+        never was free); ``stopping``: 503, the server is stopping."""
+        req = self.req
+        if stopping:
+            self.req = Request(error=Unavailable("the server is stopping", [("Retry-After", RETRY_AFTER)]))
+        elif req is None:
+            self.req = Request(error=framing.timeout_error())
+        elif req.body_wanted() and req.hold is None:
+            req.refuse(body_busy())
+        elif req.error is None:
+            req.refuse(framing.timeout_error())
+
+    def gone(self):
+        """The client left before its request was whole."""
+        if self.req is not None and self.req.hold is not None:
+            self.req.hold.release()
+        self.server.request_done(None, None, 0.0)
+
+    def serve(self):
+        """Answer the request (and those pipelined behind it, when whole): KEEP, WAIT, LINGER or
+        CLOSE (listener.py)."""
+        while True:
+            try:
+                keep = self._handle()
+            except (OSError, ValueError):   # the client reset the connection...
+                keep = False
+            except Exception as exc:   # a bug: one line
+                self.server.log("connection error from %s: %s" % (self.client, short_error(exc)))
+                keep = False
+            if not keep:
+                return LINGER if self._linger else CLOSE
+            self._idle()
+            state = self.feed(b"")
+            if state != READY:
+                return WAIT if state == WAIT else KEEP
+
+    def _handle(self):
+        """Answer and log one request; whether the connection stays open."""
+        t0, req = self.t0, self.req
+        holds = [req.hold] if req.hold is not None else []
+        try:
+            response, keep = self._exchange(t0, req, holds)
         except framing.ClientGone:   # gone mid-request: nobody to answer
             self.server.request_done(None, None, 0.0)
             return False
         except Exception as exc:   # a bug: one line, a 500, and the connection closed
             self.server.log("internal error on %s %s: %s" % (_printable(self.method),
                                                              _printable(self.path.split("?")[0]), short_error(exc)))
-            route, response, keep = None, error_response(InternalError("internal error: %s" % short_error(exc))), False
+            response, keep = error_response(InternalError("internal error: %s" % short_error(exc))), False
         finally:
             for hold in holds:   # the answer is made: a slow reader of it holds no request memory
                 hold.release()
-        return self._send(route, response, t0, keep)
+        return self._send(req.route, response, t0, keep)
 
-    def _exchange(self, t0, holds):
-        """The request's route, the answer, and whether to keep the connection."""
-        server, app = self.server, self.server.app
-        deadline = t0 + app.settings["deadline"]
-        route = None
-        try:
-            head = framing.read_head(self.reader, deadline)
-            self.method, self.path = head.method, head.target
-            route = app.route(head.target)
-            length = framing.body_length(head)
-        except ServeError as err:   # the framing can't be trusted: answered, then closed
-            self._linger = True
-            return route, error_response(err), False
-        keep = framing.keep_alive(head)
-        self.keep_alive_10 = keep and head.version == "HTTP/1.0"
+    def _exchange(self, t0, req, holds):
+        """The answer, and whether to keep the connection."""
+        app = self.server.app
+        if req.error is not None:
+            self._linger = req.linger
+            return error_response(req.error), req.keep
         body = b""
+        if req.body_wanted():
+            deadline = t0 + app.settings["deadline"]
+            if req.hold is None:
+                holds.append(app.limits.hold_body(req.length, deadline))
+            body = self.reader.take(req.length, deadline)
         try:
-            app.check(route, head.method, head, length)
-            expect = framing.expects_continue(head)
-            if route.method == "POST":
-                holds.append(app.limits.hold_body(length, deadline))
-                if expect and length:
-                    try:
-                        self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    except (OSError, ValueError):
-                        raise framing.ClientGone()
-                body = self.reader.read_body(length, deadline) if length else b""
-            elif length:   # a body nobody reads: the connection can't be reused
-                keep = False
-                self._linger = True
-        except ServeError as err:
-            if length or (length is None and head.method == "POST"):   # a body may follow, unread
-                keep = False
-                self._linger = True
-            return route, error_response(err), keep
-        try:
-            response = app.answer(route, body, t0, head)
+            response = app.answer(req.route, body, t0, req.head)
         except ServeError as err:
             response = error_response(err)
         except Exception as exc:   # a bug: one line, never a traceback
-            server.log("internal error on %s %s: %s" % (self.method, _printable(self.path.split("?")[0]),
-                                                        short_error(exc)))
+            self.server.log("internal error on %s %s: %s" % (self.method, _printable(self.path.split("?")[0]),
+                                                             short_error(exc)))
             response = error_response(InternalError("internal error: %s" % short_error(exc)))
-        return route, response, keep
+        return response, req.keep
 
     def _write(self, data):
         self.sock.settimeout(WRITE_TIMEOUT)

@@ -143,6 +143,12 @@ def _mib(size):
     return "%.0f MiB" % (size / MIB) if size >= MIB else "%d bytes" % size
 
 
+def body_busy():
+    """Busy (503): no room for a body until its request's deadline."""
+    return Busy("the server is busy: the memory for request bodies (a quarter of "
+                "ENVREPRO_SERVE_REQUEST_MEMORY) stayed full until the request's deadline")
+
+
 class Limits(object):
     """The bounds of one server, from its settings (``max_body``, ``max_elements``, ``max_batch``,
     ``memory``; defaults where missing)."""
@@ -158,14 +164,18 @@ class Limits(object):
     def hold_body(self, length, deadline):
         """The Hold of a body of ``length`` bytes, taken before it is read; Busy (503) when the
         bodies held leave no room for it until ``deadline``."""
+        hold = self.try_hold_body(length) or self.bodies.reserve(length, deadline)
+        if hold is None:
+            raise body_busy()
+        return hold
+
+    def try_hold_body(self, length):
+        """The Hold of a body of ``length`` bytes if there is room now, else None;
+        PayloadTooLarge when there never can be."""
         if length > self.bodies.total:
             raise PayloadTooLarge("the body is %d bytes, over the %s for request bodies (a quarter of "
                                   "ENVREPRO_SERVE_REQUEST_MEMORY)" % (length, _mib(self.bodies.total)))
-        hold = self.bodies.reserve(length, deadline)
-        if hold is None:
-            raise Busy("the server is busy: the memory for request bodies (a quarter of "
-                       "ENVREPRO_SERVE_REQUEST_MEMORY) stayed full until the request's deadline")
-        return hold
+        return self.bodies.reserve(length, clock())
 
     def parse(self, body, deadline, hint=""):
         """``body`` (bytes) scanned then decoded as UTF-8 JSON: ``(value, hold, scan)``, ``hold``

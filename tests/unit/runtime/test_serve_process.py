@@ -159,7 +159,7 @@ def test_options_and_server_argv():
     assert (opts["name"], opts["port"], opts["queue"], opts["lock"], opts["workers"]) == ("n", 9000, 0, "abc", 1)
     assert opts["deadline"] == 30.0 and opts["max_body"] == 32 * 1024 * 1024 and opts["grace"] == 20.0
     assert (opts["max_connections"], opts["memory"], opts["max_elements"], opts["max_batch"]) == \
-        (128, 512 * 1024 * 1024, 4 * 1024 * 1024, 65536)
+        (1000, 512 * 1024 * 1024, 4 * 1024 * 1024, 65536)
     argv = serveconfig.server_argv("/usr/local/bin/python")
     assert argv[:3] == ["/usr/local/bin/python", "-B", "-c"] and argv[-2:] == ["--plan", serveconfig.PLAN_FILE]
     assert serveconfig.RUNTIME_DIR + "/__init__.py" in argv[3] and "from envrepro_runtime.serve.main import main" in argv[3]
