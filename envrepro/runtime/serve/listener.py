@@ -7,7 +7,9 @@ gate accepts, reads (``selectors``, non-blocking) and enforces the deadlines: a 
 first byte (408), an idle keep-alive connection's (closed). A request whose line, headers and
 body are all in (or that is already refused by its head, or past its deadline) goes to the
 handlers, at most MAX_HANDLERS threads, in the order requests became whole; the answer written, a
-kept-alive connection comes back to the gate. So 300 clients sending a byte every few seconds cost
+kept-alive connection comes back to the gate (unless its next request comes within NEXT_SOON
+seconds while no other request waits for a handler: a client sending requests back to back is
+answered without the trip). So 300 clients sending a byte every few seconds cost
 300 sockets and their buffered heads, not 300 threads, and the clients whose requests arrive get
 the handlers.
 
@@ -30,6 +32,7 @@ from __future__ import absolute_import, division, print_function
 
 import collections
 import errno
+import select
 import selectors
 import socket
 import threading
@@ -42,6 +45,7 @@ KEEP, LINGER, CLOSE = "keep", "linger", "close"
 MAX_HANDLERS = 64    # threads answering whole requests
 MIN_IDLE = 0.2       # seconds a connection must have been idle to be closed for a new one
 STALLED = 1.0        # seconds since a request's first byte, its head not whole, when the drain starts: 503
+NEXT_SOON = 0.002    # seconds a handler waits on a kept-alive connection for its next request
 TICK = 0.05          # seconds between the gate's checks of deadlines and waiting bodies
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 1 << 20
@@ -371,9 +375,36 @@ class Listener(object):
                     self._ready_cond.wait()
                     self._idle_handlers -= 1
                 conn = self._ready.popleft()
-            try:
-                how = conn.serve()
-            except Exception:   # serve() answers its own errors; never lose the handler
-                how = CLOSE
+            while True:
+                try:
+                    how = conn.serve()
+                except Exception:   # serve() answers its own errors; never lose the handler
+                    how = CLOSE
+                if how != KEEP or self._ready or self._closed:
+                    break
+                state = self._next_soon(conn)
+                if state != READY:
+                    how = WAIT if state == WAIT else KEEP
+                    break
             self._back.append((conn, how))
             self._wake()
+
+    def _next_soon(self, conn):
+        """A keep-alive client's next request, read here when it comes within NEXT_SOON seconds
+        (a client sending requests back to back is answered without a trip through the gate):
+        its feed() state, or None (nothing came)."""
+        sock = conn.sock
+        try:
+            poll = select.poll()   # not select(): descriptors may be over 1024
+            poll.register(sock, select.POLLIN)
+            if not poll.poll(int(NEXT_SOON * 1000)):
+                return None
+            sock.setblocking(False)
+            data = sock.recv(_RECV)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except (OSError, ValueError):
+            data = b""
+        if not data:
+            return None   # the gate sees the close
+        return conn.feed(data)
