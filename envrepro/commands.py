@@ -267,6 +267,7 @@ def build(model: str, serve: bool = True, tag: Optional[str] = None, name: Optio
     from envrepro.image import usage
     from envrepro.sandbox.container import prepare
     from envrepro.serving import image as serving
+    from envrepro.serving import orphans
 
     if not serve:
         raise errors.EnvreproError("envrepro build builds serving images: pass --serve", None,
@@ -275,6 +276,9 @@ def build(model: str, serve: bool = True, tag: Optional[str] = None, name: Optio
     cap = prepare(model, allow_model_change=allow_model_change)
     signed(cap)
     engine = engine_factory_or_default(engine_factory)()
+    own = orphans.ownership(engine)
+    if own is not None:   # the self-check's containers of a killed build: orphans the next serve or prune removes
+        own.label_services(orphans.Owner.current().labels("self-check"))
     with progress_reporter(quiet, verbose) as say:
         result = serving.build(cap, engine, tag=tag, name=name, base_image=base_image, gpus=wants_gpus(gpus),
                                unsafe=unsafe, memory=memory, say=say, verify=verify)

@@ -364,6 +364,16 @@ def test_build_serve_records_use_so_prune_keeps_the_environment_and_the_serving_
     assert sorted(r.tag for r in out.kept) == sorted([res.env_tag, res.tag])
 
 
+def test_build_serve_labels_its_self_check_containers_with_their_owner(tmp_path, monkeypatch):
+    from envrepro import commands
+    from envrepro.serving import orphans
+
+    cap, key, eng = serving_setup(tmp_path, monkeypatch)
+    commands.build(str(cap.model_path), verify=False, engine_factory=lambda: eng, quiet=True)
+    assert eng.service_labels[orphans.ROLE] == "self-check"
+    assert orphans.Owner.current().owns(eng.service_labels)     # a killed build's: swept as orphans
+
+
 def test_serve_records_use_before_the_server_starts(tmp_path, monkeypatch):
     from envrepro import commands
     from envrepro.serving import foreground
