@@ -167,7 +167,7 @@ def _digest(files: List[Tuple[str, Source]]) -> str:
 
 # -- the Dockerfile ------------------------------------------------------------------------
 def _env_lines(capture: manifest.Capture, name: str) -> str:
-    env = dict(captured_env(capture))
+    env = dict(serveconfig.PROCESS_ENV, **dict(captured_env(capture)))
     env["ENVREPRO_SERVE_NAME"] = name
     return "ENV " + " \\\n    ".join(f"{k}={json.dumps(v)}" for k, v in sorted(env.items()))
 

@@ -32,6 +32,13 @@ V1_PREDICT_PATH = "/v1/models/{name}:predict"
 # (any other is 404) and in their answers.
 MODEL_VERSION = "1"
 
+# The server process's environment in the image (a captured variable of the same name wins):
+# glibc's malloc serves blocks of 4 MiB and more (request bodies, their decoded text) with mmap,
+# returned to the system when freed. Its default threshold rises to the largest block freed, so
+# after a burst of large requests their memory stayed in the heap: 8 concurrent 7 MB bodies left
+# 108 MB resident (342 MB peak), against 46 MB (259 MB peak) with the threshold fixed.
+PROCESS_ENV = {"MALLOC_MMAP_THRESHOLD_": str(4 * 1024 * 1024)}
+
 # Settings: environment variables of the serving container, with their defaults.
 SETTINGS = {
     "ENVREPRO_SERVE_HOST": "0.0.0.0",        # listen address inside the container

@@ -64,6 +64,7 @@ def test_dockerfile_serving_layers(tmp_path):
     assert entry[:3] == ["python", "-B", "-c"] and entry[-2:] == ["--plan", serveconfig.PLAN_FILE]
     assert f"from {launch.PACKAGE}.{serveconfig.ENTRY} import main" in entry[3]
     assert 'ENVREPRO_SERVE_NAME="my_model"' in text and 'TF_USE_LEGACY_KERAS="1"' in text
+    assert 'MALLOC_MMAP_THRESHOLD_="4194304"' in text   # large request buffers go back to the system
     assert f'org.envrepro.serve.key="{ctx.key}"' in text
     for secret in ("pip.conf", "ca.crt", "PIP_", "password"):
         assert secret not in text.split("\n\n", 1)[1]
