@@ -22,13 +22,15 @@ import threading
 from ..facts import short_error
 from . import config, framing
 from .app import json_response
-from .errors import MAX_MESSAGE, RETRY_AFTER, InternalError, ServeError, Unavailable
+from .errors import MAX_MESSAGE, RETRY_AFTER, InternalError, RequestTimeout, ServeError, Unavailable
 from .limits import body_busy
 from .listener import CLOSE, KEEP, LINGER, MORE, READY, WAIT, Listener
 from .queue import clock
 
 IDLE_TIMEOUT = 60      # seconds a keep-alive connection may wait for its next request
 WRITE_TIMEOUT = 60     # seconds to send an answer; a client that doesn't read it is dropped
+SLOW_HOLD = 1 << 20    # bytes of body memory from which a body must keep pace with its deadline
+SLOW_GRACE = 2.0       # seconds a held body has before its pace is judged
 MAX_CONNECTIONS = int(config.SETTINGS["ENVREPRO_SERVE_MAX_CONNECTIONS"])
 
 
@@ -51,7 +53,7 @@ class Request(object):
 
     def __init__(self, head=None, error=None):
         self.head, self.error = head, error
-        self.route = self.length = self.hold = None
+        self.route = self.length = self.hold = self.held_at = None
         self.keep = self.expect = False
         self.linger = error is not None
 
@@ -126,6 +128,7 @@ class Connection(object):
                 return READY
             if req.hold is None:
                 return WAIT
+            req.held_at = clock()
             if req.expect:
                 try:
                     self.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -161,12 +164,26 @@ class Connection(object):
         """Whether the request began before ``since`` and its head is not whole yet."""
         return self.t0 is not None and self.t0 < since and self.req is None
 
+    def too_slow(self, now):
+        """Whether its body holds SLOW_HOLD bytes or more of the request memory and, at the rate
+        it has come since it was held (SLOW_GRACE seconds at least), would not be whole within
+        twice the time left to its deadline: it would end in 408, holding memory others wait for."""
+        req = self.req
+        if req is None or req.hold is None or req.length < SLOW_HOLD or now - req.held_at < SLOW_GRACE:
+            return False
+        got = len(self.reader.buf)
+        rate = got / (now - req.held_at)
+        return req.length - got > rate * 2 * max(0.0, self.deadline - now)
+
     def expire(self, stopping=False):
-        """Past the request's deadline before it was whole: 408 (503 when its body's memory
-        never was free); ``stopping``: 503, the server is stopping."""
+        """Past the request's deadline before it was whole, or its body too slow (too_slow): 408
+        (503 when its body's memory never was free); ``stopping``: 503, the server is stopping."""
         req = self.req
         if stopping:
             self.req = Request(error=Unavailable("the server is stopping", [("Retry-After", RETRY_AFTER)]))
+        elif req is not None and req.error is None and req.hold is not None and clock() < self.deadline:
+            req.refuse(RequestTimeout("the body is arriving too slowly to be whole within the request's deadline "
+                                      "(ENVREPRO_SERVE_DEADLINE); its memory is given to others"))
         elif req is None:
             self.req = Request(error=framing.timeout_error())
         elif req.body_wanted() and req.hold is None:

@@ -21,8 +21,9 @@ seconds at least: closing it loses nothing, HTTP clients reopen); when none is i
 A connection (``connect(sock, addr)``) has: ``sock``; ``idle_since`` (a clock() time while it waits
 for a request's first byte, else None); ``deadline`` (a clock() time: its request's, or its idle
 timeout); ``feed(data)`` -> MORE (wait for bytes), WAIT (its body's memory is not free yet: not
-read until it is; asked again every TICK) or READY; ``expire(stopping=False)`` (past its deadline, or the
-server is stopping: it will answer that); ``stalled(since)`` (its request began before the clock()
+read until it is; asked again every TICK) or READY; ``too_slow(now)`` (its body holds memory and comes too
+slowly to be whole by its deadline); ``expire(stopping=False)`` (past its deadline, too slow, or
+the server is stopping: it will answer that); ``stalled(since)`` (its request began before the clock()
 time ``since`` and its head is not whole yet: a slow client the drain does not wait for); ``serve()`` (in a handler: answers the request, and any whole one pipelined behind it) ->
 KEEP, WAIT (a pipelined request's body waits for memory), LINGER (answered, but the client may still be sending: read and dropped for LINGER seconds,
 so that closing doesn't reset the answer before it is read) or CLOSE; ``gone()`` (the client left
@@ -270,7 +271,7 @@ class Listener(object):
                     self._watch(conn)
                 else:
                     self._hand_over(conn)
-        for conn in [c for c in self._reading if now >= c.deadline]:
+        for conn in [c for c in self._reading if now >= c.deadline or c.too_slow(now)]:
             if conn.idle_since is not None:
                 self._close(conn)
             else:

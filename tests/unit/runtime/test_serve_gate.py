@@ -9,6 +9,7 @@ import time
 import pytest
 
 from envrepro.runtime.serve import framing, listener
+from envrepro.runtime.serve import http as servehttp
 from envrepro.runtime.serve.errors import BadRequest, HeadersTooLarge
 from envrepro.runtime.serve.queue import clock
 
@@ -191,3 +192,37 @@ def test_the_drain_answers_stalled_heads_503_and_waits_for_a_request_on_its_way(
     assert status == 200 and "Connection: close" in text
     stalled.close()
     uploading.close()
+
+
+def test_a_large_body_too_slow_for_its_deadline_gives_its_memory_back_early(server):
+    s = server({"ENVREPRO_SERVE_DEADLINE": "20", "ENVREPRO_SERVE_REQUEST_MEMORY": str(16 << 20),
+                "ENVREPRO_SERVE_MAX_BODY": str(4 << 20)})
+    slow = []
+    for _ in range(2):   # 2 x 2 MiB declared: all the body memory (16 MiB / 4)
+        sock = connect(s)
+        sock.sendall(predict(body=b"", length=2 << 20) + b'{"instances": [')
+        slow.append(sock)
+    time.sleep(0.3)
+    assert s.app.limits.bodies.used == 4 << 20
+    t = clock()
+    assert exchange(s, predict())[0] == 200    # waited for the slow ones' memory, not their deadline
+    assert servehttp.SLOW_GRACE <= clock() - t + 0.3 < servehttp.SLOW_GRACE + 2
+    for sock in slow:
+        status, text, body = read_answer(sock)
+        assert status == 408 and "too slowly" in json.loads(body.decode())["error"]
+        sock.close()
+    assert s.app.limits.bodies.used == 0
+
+
+def test_a_large_body_that_keeps_pace_is_not_cut(server):
+    s = server({"ENVREPRO_SERVE_DEADLINE": "6", "ENVREPRO_SERVE_MAX_BODY": str(4 << 20)})
+    rows = json.dumps({"instances": [[1.0, 2.0, 3.0]] * 60000}).encode()   # ~1.1 MB
+    sock = connect(s)
+    sock.sendall(predict(body=b"", length=len(rows)))
+    step = len(rows) // 10
+    for i in range(0, len(rows), step):       # ~3 s in all: slower than the grace, in pace with the deadline
+        sock.sendall(rows[i:i + step])
+        time.sleep(0.3)
+    status, _, body = read_answer(sock)
+    assert status == 200 and len(json.loads(body.decode())["predictions"]) == 60000
+    sock.close()
