@@ -4,7 +4,8 @@ parsed JSON may take (ENVREPRO_SERVE_REQUEST_MEMORY), and bounds on the JSON che
 whatever clients send.
 
 The memory is two budgets (Budget): a quarter of ENVREPRO_SERVE_REQUEST_MEMORY for the bodies
-held (from before a body is read until its answer is made), the rest for parsing (each request's
+held (from before a body is read until its answer is made; bodies of LARGE_BODY bytes or more
+leave an eighth of it to smaller ones, unless nothing else is held), the rest for parsing (each request's
 parse is estimated from its scan, reserved before ``json.loads``, and shrunk to the size of its
 input tensors once they are made; they are held until the answer is made). A request waits for room
 until its deadline (then 503, Retry-After); one that could never fit is 413. Waiting in two
@@ -34,6 +35,7 @@ from .queue import clock
 MAX_DEPTH = 64          # nesting of JSON arrays and objects; deeper -> 400
 MAX_NUMBER = 100        # characters of one number literal; longer -> 400
 MIB = 1 << 20
+LARGE_BODY = MIB        # bodies from this size leave an eighth of the bodies' memory to smaller ones
 
 # The memory estimate of a parse, in bytes (measured with tracemalloc on CPython 3.6 and 3.11, and
 # rounded up): each value (a pointer, a float object, its share of the list's spare room, its
@@ -121,11 +123,11 @@ class Budget(object):
         self.used = 0
         self._cond = threading.Condition()
 
-    def reserve(self, size, deadline):
+    def reserve(self, size, deadline, keep=0):
         """A Hold of ``size`` bytes, once there is room (waiting until ``deadline`` at most: None
-        then)."""
+        then). ``keep``: bytes it must leave free for others, unless nothing else is held."""
         with self._cond:
-            while self.used + size > self.total:
+            while self.used + size > self.total or (self.used and self.used + size > self.total - keep):
                 left = deadline - clock()
                 if left <= 0:
                     return None
@@ -164,7 +166,7 @@ class Limits(object):
     def hold_body(self, length, deadline):
         """The Hold of a body of ``length`` bytes, taken before it is read; Busy (503) when the
         bodies held leave no room for it until ``deadline``."""
-        hold = self.try_hold_body(length) or self.bodies.reserve(length, deadline)
+        hold = self.try_hold_body(length) or self.bodies.reserve(length, deadline, self._keep(length))
         if hold is None:
             raise body_busy()
         return hold
@@ -175,7 +177,13 @@ class Limits(object):
         if length > self.bodies.total:
             raise PayloadTooLarge("the body is %d bytes, over the %s for request bodies (a quarter of "
                                   "ENVREPRO_SERVE_REQUEST_MEMORY)" % (length, _mib(self.bodies.total)))
-        return self.bodies.reserve(length, clock())
+        return self.bodies.reserve(length, clock(), self._keep(length))
+
+    def _keep(self, length):
+        """What a body of ``length`` bytes leaves free in the bodies' budget: an eighth of it for
+        small bodies when it is LARGE_BODY or more, so that large bodies coming slowly (each cut
+        for its pace in seconds, and back) never keep small requests waiting."""
+        return self.bodies.total // 8 if length >= LARGE_BODY else 0
 
     def parse(self, body, deadline, hint=""):
         """``body`` (bytes) scanned then decoded as UTF-8 JSON: ``(value, hold, scan)``, ``hold``

@@ -197,20 +197,19 @@ def test_the_drain_answers_stalled_heads_503_and_waits_for_a_request_on_its_way(
 def test_a_large_body_too_slow_for_its_deadline_gives_its_memory_back_early(server):
     s = server({"ENVREPRO_SERVE_DEADLINE": "20", "ENVREPRO_SERVE_REQUEST_MEMORY": str(16 << 20),
                 "ENVREPRO_SERVE_MAX_BODY": str(4 << 20)})
-    slow = []
-    for _ in range(2):   # 2 x 2 MiB declared: all the body memory (16 MiB / 4)
-        sock = connect(s)
-        sock.sendall(predict(body=b"", length=2 << 20) + b'{"instances": [')
-        slow.append(sock)
+    slow = connect(s)                              # 3 of the 4 MiB of body memory, its body trickled
+    slow.sendall(predict(body=b"", length=3 << 20) + b'{"instances": [')
     time.sleep(0.3)
-    assert s.app.limits.bodies.used == 4 << 20
+    assert s.app.limits.bodies.used == 3 << 20
+    rows = json.dumps({"instances": [[0.123456789012345] * 3] * 21000}).encode()   # 1.2 MB: must wait for room
+    assert len(rows) > 1 << 20
     t = clock()
-    assert exchange(s, predict())[0] == 200    # waited for the slow ones' memory, not their deadline
-    assert servehttp.SLOW_GRACE <= clock() - t + 0.3 < servehttp.SLOW_GRACE + 2
-    for sock in slow:
-        status, text, body = read_answer(sock)
-        assert status == 408 and "too slowly" in json.loads(body.decode())["error"]
-        sock.close()
+    status, _, _, _ = exchange(s, predict(body=rows))
+    assert status == 200                           # waited for the slow one's memory, not its deadline
+    assert servehttp.SLOW_GRACE - 0.5 <= clock() - t < servehttp.SLOW_GRACE + 2
+    status, text, body = read_answer(slow)
+    assert status == 408 and "too slowly" in json.loads(body.decode())["error"]
+    slow.close()
     assert s.app.limits.bodies.used == 0
 
 
@@ -226,3 +225,25 @@ def test_a_large_body_that_keeps_pace_is_not_cut(server):
     status, _, body = read_answer(sock)
     assert status == 200 and len(json.loads(body.decode())["predictions"]) == 60000
     sock.close()
+
+
+def test_large_bodies_leave_an_eighth_of_the_body_memory_to_small_ones(server):
+    from envrepro.runtime.serve.limits import LARGE_BODY
+
+    s = server({"ENVREPRO_SERVE_DEADLINE": "20", "ENVREPRO_SERVE_REQUEST_MEMORY": str(32 << 20),
+                "ENVREPRO_SERVE_MAX_BODY": str(4 << 20)})
+    bodies = s.app.limits.bodies                        # 8 MiB
+    slow = []
+    for _ in range(3):                                  # 4 MiB each: one fits alone, a second would eat the reserve
+        sock = connect(s)
+        sock.sendall(predict(body=b"", length=4 << 20))
+        slow.append(sock)
+    time.sleep(0.3)
+    assert bodies.used == 4 << 20 and len(s.http.listener._waiting) == 2
+    t = clock()
+    assert exchange(s, predict())[0] == 200             # small: answered at once from the reserve
+    assert clock() - t < 0.5
+    assert s.app.limits.try_hold_body(LARGE_BODY) is not None          # 5 of 8 MiB: within 7
+    assert s.app.limits.try_hold_body(LARGE_BODY + (2 << 20)) is None   # 8 of 8 MiB: into the eighth kept
+    for sock in slow:
+        sock.close()
