@@ -23,7 +23,13 @@ if ! command -v dockerd >/dev/null 2>&1; then
 fi
 log="${TMPDIR:-/tmp}/envrepro-dockerd.log"
 echo "ensure-docker: starting dockerd (log: $log) ..." >&2
-nohup dockerd >>"$log" 2>&1 &   # appended: an earlier engine's last words stay readable
+# appended: an earlier engine's last words stay readable; its own session (setsid), so that the
+# end of the process group that started it (a test's, a job's) doesn't take the engine with it
+if command -v setsid >/dev/null 2>&1; then
+  setsid nohup dockerd >>"$log" 2>&1 < /dev/null &
+else
+  nohup dockerd >>"$log" 2>&1 &
+fi
 for _ in $(seq 1 60); do
   if docker info >/dev/null 2>&1; then
     echo "ensure-docker: engine up ($(docker info --format '{{.ServerVersion}} {{.Driver}}'))" >&2
