@@ -83,7 +83,14 @@ class Pipe(object):
             if mask & selectors.EVENT_READ:
                 data = s.recv(CHUNK)
                 if data:
-                    self.out[self.peer(s)] += data
+                    peer = self.peer(s)
+                    out = self.out[peer]
+                    out += data
+                    if len(out) == len(data):   # nothing was queued for the peer: write it now
+                        try:                    # (a select round and two epoll changes less a hop)
+                            del out[:peer.send(out)]
+                        except (BlockingIOError, InterruptedError):
+                            pass
                 else:
                     self.eof[s] = True
             if mask & selectors.EVENT_WRITE and self.out[s]:
