@@ -101,7 +101,12 @@ class Connection(object):
             if not self.reader.buf:
                 return MORE
             self._begin()
-        return self._gather()
+        try:
+            return self._gather()
+        except Exception as exc:   # a bug: answered 500 with one line, never the gate's end
+            self.server.log("internal error reading a request from %s: %s" % (self.client, short_error(exc)))
+            self.req = Request(error=InternalError("internal error: %s" % short_error(exc)))
+            return READY
 
     def _gather(self):
         buf = self.reader.buf

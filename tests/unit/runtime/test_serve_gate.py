@@ -247,3 +247,16 @@ def test_large_bodies_leave_an_eighth_of_the_body_memory_to_small_ones(server):
     assert s.app.limits.try_hold_body(LARGE_BODY + (2 << 20)) is None   # 8 of 8 MiB: into the eighth kept
     for sock in slow:
         sock.close()
+
+
+def test_a_bug_reading_a_request_is_a_500_and_the_gate_goes_on(server, monkeypatch):
+    s = server()
+
+    def broken(buf, searched=0):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(framing, "parse_head", broken)
+    status, _, message, _ = exchange(s, predict())
+    assert status == 500 and "KeyError" in message
+    monkeypatch.undo()
+    assert_still_serves(s)
