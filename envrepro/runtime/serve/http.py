@@ -24,11 +24,12 @@ from . import config, framing
 from .app import json_response
 from .errors import MAX_MESSAGE, RETRY_AFTER, InternalError, RequestTimeout, ServeError, Unavailable
 from .limits import body_busy
-from .listener import CLOSE, KEEP, LINGER, MORE, READY, WAIT, Listener
+from .listener import CLOSE, KEEP, LINGER, MORE, READY, WAIT, WRITE, Listener
 from .queue import clock
 
 IDLE_TIMEOUT = 60      # seconds a keep-alive connection may wait for its next request
 WRITE_TIMEOUT = 60     # seconds to send an answer; a client that doesn't read it is dropped
+PIPELINED_TURN = 8     # pipelined requests a handler answers in a row before others get a turn
 SLOW_HOLD = 1 << 20    # bytes of body memory from which a body must keep pace with its deadline
 SLOW_GRACE = 2.0       # seconds a held body has before its pace is judged
 MAX_CONNECTIONS = int(config.SETTINGS["ENVREPRO_SERVE_MAX_CONNECTIONS"])
@@ -73,7 +74,8 @@ class Connection(object):
         self.server, self.sock = server, sock
         self.client = addr[0] if addr else "-"
         self.reader = framing.Reader(sock)
-        self._linger = False
+        self._linger = self._abandoned = False
+        self.out, self.after = b"", CLOSE   # an answer's unsent rest, and what follows it (WRITE)
         self._idle()
 
     def _idle(self):
@@ -169,12 +171,15 @@ class Connection(object):
         """Whether the request began before ``since`` and its head is not whole yet."""
         return self.t0 is not None and self.t0 < since and self.req is None
 
-    def too_slow(self, now):
-        """Whether its body holds SLOW_HOLD bytes or more of the request memory and, at the rate
-        it has come since it was held (SLOW_GRACE seconds at least), would not be whole within
-        twice the time left to its deadline: it would end in 408, holding memory others wait for."""
+    def too_slow(self, now, contended=False):
+        """Whether its body holds SLOW_HOLD bytes or more of the request memory (any amount when
+        ``contended``: other bodies wait for memory) and, at the rate it has come since it was held
+        (SLOW_GRACE seconds at least), would not be whole within twice the time left to its
+        deadline: it would end in 408, holding memory others wait for."""
         req = self.req
-        if req is None or req.hold is None or req.length < SLOW_HOLD or now - req.held_at < SLOW_GRACE:
+        if req is None or req.hold is None or now - req.held_at < SLOW_GRACE:
+            return False
+        if req.length < SLOW_HOLD and not contended:
             return False
         got = len(self.reader.buf)
         rate = got / (now - req.held_at)
@@ -202,27 +207,47 @@ class Connection(object):
             self.req.hold.release()
         self.server.request_done(None, None, 0.0)
 
-    def serve(self):
-        """Answer the request (and those pipelined behind it, when whole): KEEP, WAIT, LINGER or
-        CLOSE (listener.py)."""
-        while True:
+    def serve(self, turns=PIPELINED_TURN):
+        """Answer the request (and up to ``turns`` - 1 whole ones pipelined behind it): KEEP,
+        READY (another is whole: back in line for a handler), WAIT, WRITE (the answer's rest is
+        the gate's to write, then ``after``), LINGER or CLOSE (listener.py)."""
+        for _ in range(max(1, turns)):
             try:
                 keep = self._handle()
             except (OSError, ValueError):   # the client reset the connection...
-                keep = False
+                keep, self.out = False, b""
             except Exception as exc:   # a bug: one line
                 self.server.log("connection error from %s: %s" % (self.client, short_error(exc)))
-                keep = False
-            if not keep:
-                return LINGER if self._linger else CLOSE
-            self._idle()
-            state = self.feed(b"")
+                keep, self.out = False, b""
+            after = (LINGER if self._linger else CLOSE) if not keep else KEEP
+            if self.out:   # the client reads slowly: the gate writes the rest, no handler waits
+                self.after = after
+                return WRITE
+            if after != KEEP:
+                return after
+            state = self.resume()
             if state != READY:
-                return WAIT if state == WAIT else KEEP
+                return state
+        return READY
+
+    def resume(self):
+        """After an answer, on a kept connection: the next request's state (MORE: wait for it)."""
+        self._idle()
+        state = self.feed(b"")
+        return KEEP if state == MORE else state
+
+    def abandon(self):
+        """The connection is dropped mid-request (a bug, no thread, no selector): its memory and
+        its place in flight are given back, once."""
+        if self.t0 is not None and not self._abandoned:
+            self._abandoned = True
+            self.gone()
 
     def _handle(self):
         """Answer and log one request; whether the connection stays open."""
         t0, req = self.t0, self.req
+        self.out = b""
+        self.t0 = None   # from here on, the request is answered (or dropped) once: abandon() leaves it
         holds = [req.hold] if req.hold is not None else []
         try:
             response, keep = self._exchange(t0, req, holds)
@@ -241,8 +266,8 @@ class Connection(object):
     def _exchange(self, t0, req, holds):
         """The answer, and whether to keep the connection."""
         app = self.server.app
+        self._linger = req.linger   # a body left unread (an error, or a GET with one)
         if req.error is not None:
-            self._linger = req.linger
             return error_response(req.error), req.keep
         body = b""
         if req.body_wanted():
@@ -261,26 +286,39 @@ class Connection(object):
         return response, req.keep
 
     def _write(self, data):
-        self.sock.settimeout(WRITE_TIMEOUT)
-        self.sock.sendall(data)
+        """Send what the socket takes now, without waiting: the rest (b"" when all went) is kept
+        in ``out`` for the gate to write. OSError when the client is gone."""
+        self.sock.setblocking(False)
+        view, sent = memoryview(data), 0
+        try:
+            while sent < len(data):
+                try:
+                    sent += self.sock.send(view[sent:])
+                except (BlockingIOError, InterruptedError):
+                    break
+        finally:
+            view.release()
+        self.out = data[sent:] if sent < len(data) else b""
 
     def _send(self, route, response, t0, keep):
-        """Write the answer and log it; whether the connection stays open."""
-        keep = keep and not self.server.draining
-        head = framing.head_bytes(response.status, response.content_type, len(response.body), response.headers,
-                                  close=not keep, keep_alive_10=keep and self.keep_alive_10)
-        seconds = clock() - t0
-        endpoint = route.endpoint if route is not None else "unknown"
-        # Logged before the answer leaves: a client that has its answer finds the line written.
-        self.server.log("%s %s %s %d %.1fms" % (self.client, _printable(self.method),
-                                                 _printable(self.path.split("?")[0]), response.status,
-                                                 seconds * 1e3))
+        """Write the answer (what the client takes now: the gate writes the rest) and log it;
+        whether the connection stays open."""
+        seconds, endpoint, status = clock() - t0, "unknown", 500
         try:
-            self._write(head if self.method == "HEAD" else head + response.body)
-        except (OSError, ValueError):
-            keep = False
+            keep = keep and not self.server.draining
+            status = response.status
+            endpoint = route.endpoint if route is not None else "unknown"
+            head = framing.head_bytes(status, response.content_type, len(response.body), response.headers,
+                                      close=not keep, keep_alive_10=keep and self.keep_alive_10)
+            # Logged before the answer leaves: a client that has its answer finds the line written.
+            self.server.log("%s %s %s %d %.1fms" % (self.client, _printable(self.method),
+                                                     _printable(self.path.split("?")[0]), status, seconds * 1e3))
+            try:
+                self._write(head if self.method == "HEAD" else head + response.body)
+            except (OSError, ValueError):
+                keep, self.out = False, b""
         finally:
-            self.server.request_done(endpoint, response.status, seconds)
+            self.server.request_done(endpoint, status, seconds)
         return keep
 
 
@@ -359,7 +397,7 @@ class HTTPServer(object):
         says stop (False)."""
         end = clock() + timeout
         with self._cond:
-            while self._in_flight > 0:
+            while self._in_flight > 0 or self.listener.writing():   # answers the gate still writes too
                 left = end - clock()
                 if left <= 0 or (abort is not None and abort()):
                     return False

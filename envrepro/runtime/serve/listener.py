@@ -38,10 +38,15 @@ import selectors
 import socket
 import threading
 
+try:
+    import resource
+except ImportError:   # not a Unix
+    resource = None
+
 from .queue import clock
 
 MORE, WAIT, READY = "more", "wait", "ready"
-KEEP, LINGER, CLOSE = "keep", "linger", "close"
+KEEP, LINGER, CLOSE, WRITE = "keep", "linger", "close", "write"
 
 MAX_HANDLERS = 64    # threads answering whole requests
 MIN_IDLE = 0.2       # seconds a connection must have been idle to be closed for a new one
@@ -53,6 +58,27 @@ LINGER_BYTES = 1 << 20
 BACKLOG = 1024
 _RECV = 65536
 _ACCEPTS = 64        # connections accepted per wake-up at most
+ACCEPT_PAUSE = 0.1   # seconds accepting pauses when the process is out of descriptors
+WRITE_SECONDS = 60   # seconds the gate writes an answer's rest for; a client that doesn't read it is dropped
+_DESCRIPTORS = 64    # descriptors kept beyond the connections (the model's files, pipes, the gate's own)
+
+
+def raise_descriptor_limit(connections):
+    """Raise this process's soft limit of open files toward its hard limit, for ``connections``
+    open at once (Python's default soft limit is often 1024); the connections it allows."""
+    if resource is None:
+        return connections
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = connections + _DESCRIPTORS
+        if soft != resource.RLIM_INFINITY and soft < want:
+            soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        if soft == resource.RLIM_INFINITY:
+            return connections
+        return max(1, min(connections, soft - _DESCRIPTORS))
+    except (ValueError, OSError):
+        return connections
 
 
 class Listener(object):
@@ -72,7 +98,7 @@ class Listener(object):
             self.socket.close()
             raise
         self.server_address = self.socket.getsockname()
-        self.limit = max(1, int(limit))
+        self.limit = raise_descriptor_limit(max(1, int(limit)))
         self.connect = connect
         self.reject = reject
         self.max_handlers = max(1, int(handlers))
@@ -93,8 +119,10 @@ class Listener(object):
         self._sel.register(self.socket, selectors.EVENT_READ, "accept")
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._reading = {}                      # connection -> True while the gate reads it
-        self._waiting = set()                   # connections whose body waits for memory
+        self._waiting = collections.OrderedDict()   # connections whose body waits for memory, oldest first
         self._lingering = {}                    # socket -> (end, bytes dropped)
+        self._writing = {}                      # connection -> when its answer's rest is given up
+        self._accept_paused = None              # clock() time accepting resumes (out of descriptors)
 
     def start(self):
         """Run the gate in a background thread."""
@@ -106,6 +134,10 @@ class Listener(object):
         """Connections open now."""
         with self._lock:
             return len(self._open)
+
+    def writing(self):
+        """Answers whose rest the gate is writing now."""
+        return len(self._writing)
 
     def close(self):
         """Accept nothing more: the listening socket is closed. Open connections stay: a request
@@ -141,11 +173,15 @@ class Listener(object):
                         self._drain_wake()
                     elif key.data == "linger":
                         self._linger_read(key.fileobj)
+                    elif isinstance(key.data, tuple):
+                        self._write_more(key.data[1])
                     else:
                         self._read(key.data)
                 except Exception:   # a bug: that connection goes, the gate stays
-                    if key.data not in ("accept", "wake", "linger"):
-                        self._close(key.data)
+                    conn = key.data[1] if isinstance(key.data, tuple) else key.data
+                    if conn not in ("accept", "wake", "linger"):
+                        conn.abandon()
+                        self._close(conn)
             try:
                 self._take_back()
                 if self._closed and not self._listening.is_set():
@@ -186,12 +222,30 @@ class Listener(object):
                 return
             except OSError as exc:   # out of descriptors for a moment, or a client gone already
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._pause_accepting()
                     return
                 continue
             self._admit(sock, addr)
 
+    def _pause_accepting(self):
+        """Out of descriptors: stop watching the listening socket for ACCEPT_PAUSE seconds (it
+        stays readable: watched, the gate would spin); clients wait in the backlog meanwhile."""
+        try:
+            self._sel.unregister(self.socket)
+        except (KeyError, ValueError):
+            pass
+        self._accept_paused = clock() + ACCEPT_PAUSE
+
+    def _resume_accepting(self):
+        self._accept_paused = None
+        if not self._closed:
+            try:
+                self._sel.register(self.socket, selectors.EVENT_READ, "accept")
+            except (KeyError, ValueError, OSError):
+                pass
+
     def _admit(self, sock, addr):
-        if len(self._open) >= self.limit and not self._evict_one():
+        if len(self._open) + len(self._lingering) >= self.limit and not self._evict_one():
             self._refuse(sock)
             return
         try:
@@ -229,6 +283,7 @@ class Listener(object):
             conn.sock.setblocking(False)   # a handler wrote with a timeout
             self._sel.register(conn.sock, selectors.EVENT_READ, conn)
         except (KeyError, ValueError, OSError):
+            conn.abandon()
             self._close(conn)
             return
         self._reading[conn] = True
@@ -259,39 +314,63 @@ class Listener(object):
             return
         self._unwatch(conn)
         if state == WAIT:
-            self._waiting.add(conn)
+            self._waiting[conn] = True
         else:
             self._hand_over(conn)
 
     def _sweep(self):
-        """Deadlines: a request past its own is answered (408 or 503); an idle connection past its
-        idle timeout closed. Bodies waiting for memory asked again; lingering sockets closed."""
+        """Deadlines: a request past its own (or a body too slow for it) is answered (408 or
+        503); an idle connection past its idle timeout, or an answer's rest past WRITE_SECONDS,
+        closed. Bodies waiting for memory asked again, oldest first; lingering sockets closed."""
         now = clock()
+        if self._accept_paused is not None and now >= self._accept_paused:
+            self._resume_accepting()
         for conn in list(self._waiting):
-            state = conn.feed(b"")
-            if state == WAIT and now >= conn.deadline:
-                conn.expire()
-                state = READY
-            if state != WAIT:
-                self._waiting.discard(conn)
-                if state == MORE:
-                    self._watch(conn)
-                else:
-                    self._hand_over(conn)
-        for conn in [c for c in self._reading if now >= c.deadline or c.too_slow(now)]:
-            if conn.idle_since is not None:
-                self._close(conn)
-            else:
-                self._unwatch(conn)
-                conn.expire()
-                self._hand_over(conn)
+            self._guarded(self._retry_waiting, conn, now)
+        contended = bool(self._waiting)
+        for conn in [c for c in self._reading if now >= c.deadline or c.too_slow(now, contended)]:
+            self._guarded(self._expire, conn)
+        for conn in [c for c, end in self._writing.items() if now >= end]:
+            self._guarded(self._close, conn)
         for sock, (end, _) in list(self._lingering.items()):
             if now >= end:
                 self._end_linger(sock)
 
+    def _guarded(self, step, conn, *args):
+        try:
+            step(conn, *args)
+        except Exception:   # a bug: that connection goes, the sweep goes on
+            conn.abandon()
+            self._close(conn)
+
+    def _retry_waiting(self, conn, now):
+        state = conn.feed(b"")
+        if state == WAIT and now >= conn.deadline:
+            conn.expire()
+            state = READY
+        if state != WAIT:
+            self._waiting.pop(conn, None)
+            if state == MORE:
+                self._watch(conn)
+            else:
+                self._hand_over(conn)
+
+    def _expire(self, conn):
+        if conn.idle_since is not None:
+            self._close(conn)
+        else:
+            self._unwatch(conn)
+            conn.expire()
+            self._hand_over(conn)
+
     def _close(self, conn):
         self._unwatch(conn)
-        self._waiting.discard(conn)
+        self._waiting.pop(conn, None)
+        if self._writing.pop(conn, None) is not None:
+            try:
+                self._sel.unregister(conn.sock)
+            except (KeyError, ValueError):
+                pass
         try:
             conn.sock.close()
         except OSError:
@@ -307,20 +386,52 @@ class Listener(object):
                 conn, how = self._back.popleft()
             except IndexError:
                 return
-            if how == KEEP:
-                self._watch(conn)
-            elif how == WAIT:
-                self._waiting.add(conn)
-            elif how == LINGER:
-                self._start_linger(conn)
-            else:
-                self._close(conn)
+            try:
+                conn.sock.setblocking(False)   # a handler may have read with a timeout
+            except OSError:
+                pass
+            self._guarded(self._after, conn, how)
+
+    def _after(self, conn, how):
+        """Where a connection goes after a handler (or the gate's write of an answer's rest)."""
+        if how == KEEP:
+            self._watch(conn)
+        elif how == WAIT:
+            self._waiting[conn] = True
+        elif how == READY:
+            self._hand_over(conn)
+        elif how == WRITE:
+            self._sel.register(conn.sock, selectors.EVENT_WRITE, ("write", conn))
+            self._writing[conn] = clock() + WRITE_SECONDS
+        elif how == LINGER:
+            self._start_linger(conn)
+        else:
+            self._close(conn)
+
+    def _write_more(self, conn):
+        try:
+            sent = conn.sock.send(conn.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (OSError, ValueError):   # the client is gone
+            self._close(conn)
+            return
+        conn.out = conn.out[sent:]
+        if conn.out:
+            return
+        self._writing.pop(conn, None)
+        try:
+            self._sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        self._after(conn, conn.resume() if conn.after == KEEP else conn.after)
 
     def _start_linger(self, conn):
         with self._lock:
             self._open.discard(conn)
         sock = conn.sock
         try:
+            sock.setblocking(False)
             sock.shutdown(socket.SHUT_WR)
             self._sel.register(sock, selectors.EVENT_READ, "linger")
         except (OSError, KeyError, ValueError):
@@ -357,9 +468,8 @@ class Listener(object):
             self._ready.append(conn)
             if self._idle_handlers:
                 self._ready_cond.notify()
-                return
-            if self._handlers >= self.max_handlers:
-                return
+            if self._idle_handlers >= len(self._ready) or self._handlers >= self.max_handlers:
+                return   # (an idle handler counts until it has taken its request)
             self._handlers += 1
         thread = threading.Thread(target=self._handle, name="envrepro-handler")
         thread.daemon = True
@@ -369,11 +479,11 @@ class Listener(object):
             with self._lock:
                 self._handlers -= 1
                 alone = self._handlers == 0
-            if alone:   # ... unless there are none: refused
+            if alone:   # ... unless there are none: dropped (its place in flight given back)
                 with self._lock:
                     self._ready.remove(conn)
-                    self._open.discard(conn)
-                self._refuse(conn.sock)
+                conn.abandon()
+                self._close(conn)
 
     def _handle(self):
         while True:
@@ -383,19 +493,22 @@ class Listener(object):
                     self._ready_cond.wait()
                     self._idle_handlers -= 1
                 conn = self._ready.popleft()
-            while True:
-                try:
-                    how = conn.serve()
-                except Exception:   # serve() answers its own errors; never lose the handler
-                    how = CLOSE
-                if how != KEEP or self._ready or self._closed:
-                    break
-                state = self._next_soon(conn)
-                if state != READY:
-                    how = WAIT if state == WAIT else KEEP
-                    break
+            try:
+                how = self._serve(conn)
+            except Exception:   # a bug: that connection goes, never the handler
+                conn.abandon()
+                how = CLOSE
             self._back.append((conn, how))
             self._wake()
+
+    def _serve(self, conn):
+        while True:
+            how = conn.serve()
+            if how != KEEP or self._ready or self._closed:
+                return how
+            state = self._next_soon(conn)
+            if state != READY:
+                return WAIT if state == WAIT else KEEP
 
     def _next_soon(self, conn):
         """A keep-alive client's next request, read here when it comes within NEXT_SOON seconds

@@ -3,6 +3,7 @@ clients hold sockets, not threads, and good clients are answered beside them; a 
 memory unread; the head is parsed as it completes, in linear time however it is split. Raw sockets
 against the real server in process (the fake numpy model)."""
 import json
+import socket
 import threading
 import time
 
@@ -260,3 +261,81 @@ def test_a_bug_reading_a_request_is_a_500_and_the_gate_goes_on(server, monkeypat
     assert status == 500 and "KeyError" in message
     monkeypatch.undo()
     assert_still_serves(s)
+
+
+# -- what a review of the gate found -------------------------------------------------------------
+
+LIVE = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_clients_that_never_read_their_answers_hold_no_handler(server):
+    s = server({"ENVREPRO_SERVE_DEADLINE": "20"})
+    s.http.listener.max_handlers = 2
+    readers = []
+    for _ in range(4):                                 # more than the handlers, each pipelining MBs of GETs
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        sock.settimeout(0.3)
+        sock.connect(("127.0.0.1", s.port))
+        try:
+            for _ in range(2000):
+                sock.send(LIVE * 1000)
+        except socket.timeout:                         # the server stopped reading: its answers pile up
+            pass
+        readers.append(sock)
+    time.sleep(0.3)
+    t = clock()
+    assert exchange(s, LIVE)[0] == 200 and clock() - t < 1.0
+    assert s.http.listener.writing() >= 1              # the rest of their answers: the gate's to write
+    for sock in readers:
+        sock.close()
+
+
+def test_a_get_with_a_body_is_answered_and_lingers_instead_of_resetting(server):
+    s = server()
+    sock = connect(s)
+    sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n" + b"x" * 300000)
+    status, text, _ = read_answer(sock)
+    assert status == 200 and "Connection: close" in text
+    sock.close()
+
+
+def test_a_burst_of_whole_requests_starts_handlers_for_all_of_them(server):
+    s = server({"ENVREPRO_SERVE_WORKERS": "4", "ENVREPRO_SERVE_QUEUE": "100"}, delay=0.5)
+    assert exchange(s, predict())[0] == 200            # one handler, idle now
+    socks = [connect(s) for _ in range(4)]
+    t = clock()
+    for sock in socks:
+        sock.sendall(predict())
+    assert [read_answer(sock)[0] for sock in socks] == [200] * 4
+    assert clock() - t < 1.2                           # side by side, not one after the other (2 s)
+    for sock in socks:
+        sock.close()
+
+
+def test_small_silent_bodies_give_their_memory_back_when_others_wait(server):
+    s = server({"ENVREPRO_SERVE_DEADLINE": "20", "ENVREPRO_SERVE_REQUEST_MEMORY": str(4 << 20),
+                "ENVREPRO_SERVE_MAX_BODY": str(1 << 20)})
+    bodies = s.app.limits.bodies                       # 1 MiB
+    silent = []
+    for _ in range(2):                                 # declared, never sent: all the body memory
+        sock = connect(s)
+        sock.sendall(predict(body=b"", length=(1 << 19) - 8))
+        silent.append(sock)
+    time.sleep(0.3)
+    assert bodies.used >= bodies.total - 16
+    t = clock()
+    assert exchange(s, predict())[0] == 200            # waits for the pace rule, not the 20 s deadline
+    assert clock() - t < servehttp.SLOW_GRACE + 2
+    for sock in silent:
+        assert read_answer(sock)[0] == 408
+        sock.close()
+
+
+def test_accepting_pauses_without_spinning_and_resumes(server):
+    s = server()
+    gate = s.http.listener
+    gate._pause_accepting()                            # as when the process is out of descriptors
+    t = clock()
+    assert exchange(s, LIVE)[0] == 200                 # waited in the backlog, then accepted
+    assert listener.ACCEPT_PAUSE - 0.05 <= clock() - t < 1.0
