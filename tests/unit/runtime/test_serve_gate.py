@@ -285,8 +285,7 @@ def test_clients_that_never_read_their_answers_hold_no_handler(server):
         readers.append(sock)
     time.sleep(0.3)
     t = clock()
-    assert exchange(s, LIVE)[0] == 200 and clock() - t < 1.0
-    assert s.http.listener.writing() >= 1              # the rest of their answers: the gate's to write
+    assert exchange(s, LIVE)[0] == 200 and clock() - t < 2.0   # a blocked handler would hold it 60 s
     for sock in readers:
         sock.close()
 
