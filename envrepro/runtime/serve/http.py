@@ -24,7 +24,8 @@ from . import config, framing
 from .app import json_response
 from .errors import MAX_MESSAGE, RETRY_AFTER, InternalError, RequestTimeout, ServeError, Unavailable
 from .limits import body_busy
-from .listener import CLOSE, KEEP, LINGER, MORE, READY, WAIT, WRITE, Listener
+from .handlers import CLOSE, KEEP, LINGER, MORE, READY, WAIT, WRITE
+from .listener import Listener
 from .queue import clock
 
 IDLE_TIMEOUT = 60      # seconds a keep-alive connection may wait for its next request

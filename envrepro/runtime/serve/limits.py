@@ -19,6 +19,9 @@ nesting deeper than MAX_DEPTH (400), a number literal over MAX_NUMBER characters
 < 3.11 converts a long integer in quadratic time: 1.6 million digits take 10 seconds on Python
 3.6, 32 MiB of them over an hour), more values than ENVREPRO_SERVE_MAX_ELEMENTS (413). Standard
 library only, Python 3.6 syntax.
+
+``raise_descriptor_limit``: the process's open-files limit raised for the connections it keeps
+open (listener.py).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -29,6 +32,11 @@ import re
 import threading
 
 from . import config
+
+try:
+    import resource
+except ImportError:   # not a Unix
+    resource = None
 from .errors import BadRequest, Busy, PayloadTooLarge
 from .queue import clock
 
@@ -255,3 +263,24 @@ def tensor_bytes(inputs, found):
     if any(a.dtype.kind == "O" for a in inputs.values()):
         size += found.string_bytes + PER_STRING * found.strings
     return size
+
+
+_DESCRIPTORS = 64    # descriptors kept beyond the connections (the model's files, pipes, the gate's own)
+
+
+def raise_descriptor_limit(connections):
+    """Raise this process's soft limit of open files toward its hard limit, for ``connections``
+    open at once (Python's default soft limit is often 1024); the connections it allows."""
+    if resource is None:
+        return connections
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = connections + _DESCRIPTORS
+        if soft != resource.RLIM_INFINITY and soft < want:
+            soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        if soft == resource.RLIM_INFINITY:
+            return connections
+        return max(1, min(connections, soft - _DESCRIPTORS))
+    except (ValueError, OSError):
+        return connections

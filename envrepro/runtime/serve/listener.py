@@ -6,52 +6,40 @@ A connection costs no thread while it is idle or while its request arrives, howe
 gate accepts, reads (``selectors``, non-blocking) and enforces the deadlines: a request's from its
 first byte (408), an idle keep-alive connection's (closed). A request whose line, headers and
 body are all in (or that is already refused by its head, or past its deadline) goes to the
-handlers, at most MAX_HANDLERS threads, in the order requests became whole; the answer written, a
-kept-alive connection comes back to the gate (unless its next request comes within NEXT_SOON
-seconds while no other request waits for a handler: a client sending requests back to back is
-answered without the trip). So 300 clients sending a byte every few seconds cost
-300 sockets and their buffered heads, not 300 threads, and the clients whose requests arrive get
-the handlers.
+handlers (handlers.py: at most MAX_HANDLERS threads, in the order requests became whole); the
+answer written, a kept-alive connection comes back to the gate. So 300 clients sending a byte every
+few seconds cost 300 sockets and their buffered heads, not 300 threads, and the clients whose
+requests arrive get the handlers.
 
 At most ``limit`` connections are open (ENVREPRO_SERVE_MAX_CONNECTIONS): one more first makes room
 by closing the connection idle longest (between requests, or connected without a byte, for MIN_IDLE
 seconds at least: closing it loses nothing, HTTP clients reopen); when none is idle, it gets
 ``503`` with ``Retry-After`` and is closed. Standard library only, Python 3.6 syntax.
 
-A connection (``connect(sock, addr)``) has: ``sock``; ``idle_since`` (a clock() time while it waits
-for a request's first byte, else None); ``deadline`` (a clock() time: its request's, or its idle
-timeout); ``feed(data)`` -> MORE (wait for bytes), WAIT (its body's memory is not free yet: not
-read until it is; asked again every TICK) or READY; ``too_slow(now)`` (its body holds memory and comes too
-slowly to be whole by its deadline); ``expire(stopping=False)`` (past its deadline, too slow, or
-the server is stopping: it will answer that); ``stalled(since)`` (its request began before the clock()
-time ``since`` and its head is not whole yet: a slow client the drain does not wait for); ``serve()`` (in a handler: answers the request, and any whole one pipelined behind it) ->
-KEEP, WAIT (a pipelined request's body waits for memory), LINGER (answered, but the client may still be sending: read and dropped for LINGER seconds,
-so that closing doesn't reset the answer before it is read) or CLOSE; ``gone()`` (the client left
-mid-request).
+A connection (``connect(sock, addr)``, http.Connection) has ``sock``; ``idle_since`` (a clock()
+time while it waits for a request's first byte, else None); ``deadline`` (its request's, or its
+idle timeout); ``feed(data)`` -> MORE, WAIT (its body's memory is not free: not read until it is,
+asked again every TICK) or READY; ``too_slow(now, contended)``; ``expire(stopping=False)`` (it
+will answer 408, or 503); ``stalled(since)``; ``gone()`` and ``abandon()`` (dropped mid-request);
+``serve()`` (in a handler) -> KEEP, READY, WAIT, WRITE (the gate writes ``out``, then ``after``),
+LINGER (what the client still sends is read and dropped for LINGER_SECONDS, so that closing
+doesn't reset the answer) or CLOSE; ``resume()`` after a written answer.
 """
 from __future__ import absolute_import, division, print_function
 
 import collections
 import errno
-import select
 import selectors
 import socket
 import threading
 
-try:
-    import resource
-except ImportError:   # not a Unix
-    resource = None
-
+from .limits import raise_descriptor_limit
 from .queue import clock
 
-MORE, WAIT, READY = "more", "wait", "ready"
-KEEP, LINGER, CLOSE, WRITE = "keep", "linger", "close", "write"
+from .handlers import KEEP, LINGER, MAX_HANDLERS, MORE, READY, WAIT, WRITE, HandlerPool
 
-MAX_HANDLERS = 64    # threads answering whole requests
 MIN_IDLE = 0.2       # seconds a connection must have been idle to be closed for a new one
 STALLED = 1.0        # seconds since a request's first byte, its head not whole, when the drain starts: 503
-NEXT_SOON = 0.002    # seconds a handler waits on a kept-alive connection for its next request
 TICK = 0.05          # seconds between the gate's checks of deadlines and waiting bodies
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 1 << 20
@@ -60,27 +48,6 @@ _RECV = 65536
 _ACCEPTS = 64        # connections accepted per wake-up at most
 ACCEPT_PAUSE = 0.1   # seconds accepting pauses when the process is out of descriptors
 WRITE_SECONDS = 60   # seconds the gate writes an answer's rest for; a client that doesn't read it is dropped
-_DESCRIPTORS = 64    # descriptors kept beyond the connections (the model's files, pipes, the gate's own)
-
-
-def raise_descriptor_limit(connections):
-    """Raise this process's soft limit of open files toward its hard limit, for ``connections``
-    open at once (Python's default soft limit is often 1024); the connections it allows."""
-    if resource is None:
-        return connections
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        want = connections + _DESCRIPTORS
-        if soft != resource.RLIM_INFINITY and soft < want:
-            soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-        if soft == resource.RLIM_INFINITY:
-            return connections
-        return max(1, min(connections, soft - _DESCRIPTORS))
-    except (ValueError, OSError):
-        return connections
-
-
 class Listener(object):
     """Listens on ``address`` (IPv6 when the host has a colon); ``connect(sock, addr)`` makes each
     accepted connection's object (see the module's docstring); ``reject(sock)`` answers one over
@@ -101,13 +68,9 @@ class Listener(object):
         self.limit = raise_descriptor_limit(max(1, int(limit)))
         self.connect = connect
         self.reject = reject
-        self.max_handlers = max(1, int(handlers))
         self._lock = threading.Lock()
         self._open = set()                      # every connection, wherever it is
-        self._ready = collections.deque()       # whole requests, for the handlers
-        self._ready_cond = threading.Condition(self._lock)
-        self._handlers = 0
-        self._idle_handlers = 0
+        self.handlers = HandlerPool(handlers, self._handed_back, lambda: self._closed)
         self._back = collections.deque()        # (connection, KEEP/LINGER/CLOSE) from the handlers
         self._closed = False
         self._listening = threading.Event()
@@ -461,71 +424,12 @@ class Listener(object):
             pass
         sock.close()
 
-    # -- the handlers --------------------------------------------------------------------------
-
     def _hand_over(self, conn):
-        with self._lock:
-            self._ready.append(conn)
-            if self._idle_handlers:
-                self._ready_cond.notify()
-            if self._idle_handlers >= len(self._ready) or self._handlers >= self.max_handlers:
-                return   # (an idle handler counts until it has taken its request)
-            self._handlers += 1
-        thread = threading.Thread(target=self._handle, name="envrepro-handler")
-        thread.daemon = True
-        try:
-            thread.start()
-        except RuntimeError:   # no thread to be had now: the running handlers take it
-            with self._lock:
-                self._handlers -= 1
-                alone = self._handlers == 0
-            if alone:   # ... unless there are none: dropped (its place in flight given back)
-                with self._lock:
-                    self._ready.remove(conn)
-                conn.abandon()
-                self._close(conn)
+        if not self.handlers.hand_over(conn):   # no thread to be had: dropped (its place in flight given back)
+            conn.abandon()
+            self._close(conn)
 
-    def _handle(self):
-        while True:
-            with self._lock:
-                while not self._ready:
-                    self._idle_handlers += 1
-                    self._ready_cond.wait()
-                    self._idle_handlers -= 1
-                conn = self._ready.popleft()
-            try:
-                how = self._serve(conn)
-            except Exception:   # a bug: that connection goes, never the handler
-                conn.abandon()
-                how = CLOSE
-            self._back.append((conn, how))
-            self._wake()
-
-    def _serve(self, conn):
-        while True:
-            how = conn.serve()
-            if how != KEEP or self._ready or self._closed:
-                return how
-            state = self._next_soon(conn)
-            if state != READY:
-                return WAIT if state == WAIT else KEEP
-
-    def _next_soon(self, conn):
-        """A keep-alive client's next request, read here when it comes within NEXT_SOON seconds
-        (a client sending requests back to back is answered without a trip through the gate):
-        its feed() state, or None (nothing came)."""
-        sock = conn.sock
-        try:
-            poll = select.poll()   # not select(): descriptors may be over 1024
-            poll.register(sock, select.POLLIN)
-            if not poll.poll(int(NEXT_SOON * 1000)):
-                return None
-            sock.setblocking(False)
-            data = sock.recv(_RECV)
-        except (BlockingIOError, InterruptedError):
-            return None
-        except (OSError, ValueError):
-            data = b""
-        if not data:
-            return None   # the gate sees the close
-        return conn.feed(data)
+    def _handed_back(self, conn, how):
+        """From a handler thread: ``conn`` answered, and where it goes now (``_after``)."""
+        self._back.append((conn, how))
+        self._wake()

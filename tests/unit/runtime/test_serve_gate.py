@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from envrepro.runtime.serve import framing, listener
+from envrepro.runtime.serve import framing, handlers, listener
 from envrepro.runtime.serve import http as servehttp
 from envrepro.runtime.serve.errors import BadRequest, HeadersTooLarge
 from envrepro.runtime.serve.queue import clock
@@ -102,7 +102,7 @@ def test_expect_100_continue_is_answered_by_the_gate_once_the_body_has_room(serv
 
 def test_handlers_are_bounded_and_whole_requests_wait_for_one_in_order(server):
     s = server({"ENVREPRO_SERVE_WORKERS": "4", "ENVREPRO_SERVE_QUEUE": "100"}, delay=0.3)
-    s.http.listener.max_handlers = 2
+    s.http.listener.handlers.limit = 2
     results = []
     clients = [threading.Thread(target=lambda: results.append(exchange(s, predict())[0])) for _ in range(6)]
     t = clock()
@@ -112,7 +112,7 @@ def test_handlers_are_bounded_and_whole_requests_wait_for_one_in_order(server):
         c.join(10)
     assert results == [200] * 6
     assert clock() - t >= 0.85                 # two at a time: three rounds of 0.3 s
-    assert s.http.listener._handlers <= 2
+    assert s.http.listener.handlers.threads <= 2
 
 
 def test_a_flood_over_the_limit_is_refused_at_once(server):
@@ -174,7 +174,7 @@ def test_parse_head_is_linear_in_bytes_sent_one_at_a_time():
 def test_the_listener_constants_keep_threads_far_under_the_pids_limit():
     from envrepro.serving.proof import SERVICE_PIDS
 
-    assert listener.MAX_HANDLERS * 4 <= SERVICE_PIDS
+    assert handlers.MAX_HANDLERS * 4 <= SERVICE_PIDS
 
 
 def test_the_drain_answers_stalled_heads_503_and_waits_for_a_request_on_its_way(server):
@@ -270,7 +270,7 @@ LIVE = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
 
 def test_clients_that_never_read_their_answers_hold_no_handler(server):
     s = server({"ENVREPRO_SERVE_DEADLINE": "20"})
-    s.http.listener.max_handlers = 2
+    s.http.listener.handlers.limit = 2
     readers = []
     for _ in range(4):                                 # more than the handlers, each pipelining MBs of GETs
         sock = socket.socket()
