@@ -80,19 +80,6 @@ class Reader(object):
             raise ClientGone()
         self.buf += data
 
-    def wait(self, seconds):
-        """Whether a request has begun within ``seconds`` (bytes buffered): False when the
-        connection was closed (or shut down by the server), reset, or stayed idle."""
-        if self.buf:
-            return True
-        try:
-            self.sock.settimeout(seconds)
-            data = self.sock.recv(_RECV)
-        except (OSError, ValueError):
-            return False
-        self.buf += data
-        return bool(data)
-
     def read_line(self, limit, deadline, too_long):
         """One line, its ending (LF or CRLF) removed, as text (latin-1); ``too_long`` (an
         exception) past ``limit`` bytes."""

@@ -10,7 +10,8 @@ and body must arrive by then (else 408), and the prediction must be done by then
 is read only once its memory is held (limits.py; ``Expect: 100-continue`` is answered then).
 Nothing a client sends can raise out of a connection or print a traceback: a failure is answered
 500 with one line and logged as one line. Responses are written with one send (status line,
-headers and body) and Nagle's algorithm off, within WRITE_TIMEOUT seconds. Standard library only,
+headers and body), Nagle's algorithm off; what the socket doesn't take at once, the gate writes
+(within listener.WRITE_SECONDS). Standard library only,
 Python 3.6 syntax. (This module is the runtime's ``serve.http``; the standard library's ``http``
 package is not used.)
 """
@@ -29,7 +30,6 @@ from .listener import Listener
 from .queue import clock
 
 IDLE_TIMEOUT = 60      # seconds a keep-alive connection may wait for its next request
-WRITE_TIMEOUT = 60     # seconds to send an answer; a client that doesn't read it is dropped
 PIPELINED_TURN = 8     # pipelined requests a handler answers in a row before others get a turn
 SLOW_HOLD = 1 << 20    # bytes of body memory from which a body must keep pace with its deadline
 SLOW_GRACE = 2.0       # seconds a held body has before its pace is judged
