@@ -47,6 +47,7 @@ import pytest
 
 from support import http_json, installed_argv, need  # noqa: E402
 from support import installed_cli as cli  # noqa: E402
+from test_serve_e2e import docker as serve_docker
 from test_serve_e2e import seed  # noqa: F401 - the module's seed model (a fixture)
 
 from envrepro.runtime.serve import config as serveconfig
@@ -67,10 +68,7 @@ REQUEST_LINE = re.compile(r"envrepro-serve: \S+ (?:[A-Z]+ \S+|- -) \d{3} [\d.]+m
 
 
 def docker(*args, check=True, timeout=120):
-    proc = subprocess.run(["docker", *map(str, args)], capture_output=True, text=True, timeout=timeout)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc
+    return serve_docker(*args, check=check, timeout=timeout)
 
 
 def inspect(cid):
@@ -342,12 +340,18 @@ class Hostiles:
 
     # --- held connections -----------------------------------------------------------------
 
-    def trickle(self, kind, first, byte):
-        """Sends ``first`` then ``byte`` every DRIP seconds until the window ends or an answer."""
+    def connect(self, kind):
+        """A connection, or None (its failure recorded as ``kind``'s outcome)."""
         try:
-            s = connect(self.port)
+            return connect(self.port)
         except OSError as e:
             self.record(kind, f"connect failed: {e.strerror or e}")
+            return None
+
+    def trickle(self, kind, first, byte):
+        """Sends ``first`` then ``byte`` every DRIP seconds until the window ends or an answer."""
+        s = self.connect(kind)
+        if s is None:
             return
         with s:
             outcome = send_all(s, first)
@@ -365,10 +369,8 @@ class Hostiles:
     # --- repeated requests, each on its own connection ------------------------------------
 
     def once(self, kind, data, wait=30.0):
-        try:
-            s = connect(self.port)
-        except OSError as e:
-            self.record(kind, f"connect failed: {e.strerror or e}")
+        s = self.connect(kind)
+        if s is None:
             return
         with s:
             self.record(kind, send_all(s, data) or read_status(s, timeout=wait))

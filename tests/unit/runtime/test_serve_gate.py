@@ -130,6 +130,18 @@ def test_a_flood_over_the_limit_is_refused_at_once(server):
     assert_still_serves(s)
 
 
+def declared_bodies(s, count, length, begun=b""):
+    """``count`` connections whose heads declare a body of ``length`` bytes, of which they send
+    only ``begun``; 0.3 s later (the gate has read them)."""
+    socks = []
+    for _ in range(count):
+        sock = connect(s)
+        sock.sendall(predict(body=b"", length=length) + begun)
+        socks.append(sock)
+    time.sleep(0.3)
+    return socks
+
+
 # -- the head parsed as it completes ---------------------------------------------------------------
 
 HEAD = b"POST /v1/models/fake:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n"
@@ -198,9 +210,7 @@ def test_the_drain_answers_stalled_heads_503_and_waits_for_a_request_on_its_way(
 def test_a_large_body_too_slow_for_its_deadline_gives_its_memory_back_early(server):
     s = server({"ENVREPRO_SERVE_DEADLINE": "20", "ENVREPRO_SERVE_REQUEST_MEMORY": str(16 << 20),
                 "ENVREPRO_SERVE_MAX_BODY": str(4 << 20)})
-    slow = connect(s)                              # 3 of the 4 MiB of body memory, its body trickled
-    slow.sendall(predict(body=b"", length=3 << 20) + b'{"instances": [')
-    time.sleep(0.3)
+    slow, = declared_bodies(s, 1, 3 << 20, b'{"instances": [')   # 3 of the 4 MiB of body memory, trickled
     assert s.app.limits.bodies.used == 3 << 20
     rows = json.dumps({"instances": [[0.123456789012345] * 3] * 21000}).encode()   # 1.2 MB: must wait for room
     assert len(rows) > 1 << 20
@@ -234,12 +244,7 @@ def test_large_bodies_leave_an_eighth_of_the_body_memory_to_small_ones(server):
     s = server({"ENVREPRO_SERVE_DEADLINE": "20", "ENVREPRO_SERVE_REQUEST_MEMORY": str(32 << 20),
                 "ENVREPRO_SERVE_MAX_BODY": str(4 << 20)})
     bodies = s.app.limits.bodies                        # 8 MiB
-    slow = []
-    for _ in range(3):                                  # 4 MiB each: one fits alone, a second would eat the reserve
-        sock = connect(s)
-        sock.sendall(predict(body=b"", length=4 << 20))
-        slow.append(sock)
-    time.sleep(0.3)
+    slow = declared_bodies(s, 3, 4 << 20)               # 4 MiB each: one fits alone, a second would eat the reserve
     assert bodies.used == 4 << 20 and len(s.http.listener._waiting) == 2
     t = clock()
     assert exchange(s, predict())[0] == 200             # small: answered at once from the reserve
@@ -316,12 +321,7 @@ def test_small_silent_bodies_give_their_memory_back_when_others_wait(server):
     s = server({"ENVREPRO_SERVE_DEADLINE": "8", "ENVREPRO_SERVE_REQUEST_MEMORY": str(4 << 20),
                 "ENVREPRO_SERVE_MAX_BODY": str(1 << 20)})
     bodies = s.app.limits.bodies                       # 1 MiB
-    silent = []
-    for _ in range(2):                                 # declared, never sent: all the body memory
-        sock = connect(s)
-        sock.sendall(predict(body=b"", length=(1 << 19) - 8))
-        silent.append(sock)
-    time.sleep(0.3)
+    silent = declared_bodies(s, 2, (1 << 19) - 8)      # declared, never sent: all the body memory
     assert bodies.used >= bodies.total - 16
     t = clock()
     assert exchange(s, predict())[0] == 200            # waits for the pace rule, not the 8 s deadline
