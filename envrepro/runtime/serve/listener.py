@@ -265,21 +265,14 @@ class Listener(object):
             return
         except (OSError, ValueError):
             data = b""
-        if not data:   # closed or reset by the client
-            if conn.idle_since is None:
-                conn.gone()
+        if not data:   # closed or reset by the client (mid-request: given back)
+            conn.abandon()
             self._close(conn)
             return
-        self._next_step(conn, conn.feed(data))
-
-    def _next_step(self, conn, state):
-        if state == MORE:
-            return
-        self._unwatch(conn)
-        if state == WAIT:
-            self._waiting[conn] = True
-        else:
-            self._hand_over(conn)
+        state = conn.feed(data)
+        if state != MORE:
+            self._unwatch(conn)
+            self._after(conn, state)
 
     def _sweep(self):
         """Deadlines: a request past its own (or a body too slow for it) is answered (408 or
@@ -313,10 +306,7 @@ class Listener(object):
             state = READY
         if state != WAIT:
             self._waiting.pop(conn, None)
-            if state == MORE:
-                self._watch(conn)
-            else:
-                self._hand_over(conn)
+            self._after(conn, KEEP if state == MORE else state)
 
     def _expire(self, conn):
         if conn.idle_since is not None:
@@ -356,7 +346,8 @@ class Listener(object):
             self._guarded(self._after, conn, how)
 
     def _after(self, conn, how):
-        """Where a connection goes after a handler (or the gate's write of an answer's rest)."""
+        """Where a connection goes in state ``how``: after a handler, a read, a retry for memory or
+        the gate's write of an answer's rest."""
         if how == KEEP:
             self._watch(conn)
         elif how == WAIT:
